@@ -1,0 +1,5 @@
+"""Shared test configuration. Slow fixtures live in tests/fixtures/ and are cached by input hash."""
+
+pytest_plugins = [
+    "tests.fixtures.common",
+]

@@ -1,0 +1,84 @@
+"""Rendering for the CLI: human tables on a terminal, JSON for scripts, errors without tracebacks."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toolkit.config import Settings, load_settings
+from toolkit.errors import CommandError, GoldenError
+
+
+def to_jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {k: to_jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+@dataclass
+class Context:
+    json: bool = False
+    debug: bool = False
+    project: str | None = None
+    home: str | None = None
+
+    def settings(self) -> Settings:
+        return load_settings(
+            project=Path(self.project) if self.project else None,
+            home=Path(self.home) if self.home else None,
+        )
+
+    @property
+    def interactive(self) -> bool:
+        return not self.json and sys.stderr.isatty()
+
+    def emit(self, data: Any) -> None:
+        """Write a JSON document to stdout (only in --json mode)."""
+        json.dump(to_jsonable(data), sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+
+    def say(self, text: str) -> None:
+        """Human output on stdout; suppressed in --json mode."""
+        if not self.json:
+            print(text)
+
+    def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        if self.json:
+            return
+        cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+        widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+        for n, row in enumerate(cells):
+            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+            if n == 0:
+                print("  ".join("-" * w for w in widths))
+
+    def fail(self, exc: GoldenError) -> int:
+        if self.json:
+            payload: dict[str, Any] = {"error": type(exc).__name__, "message": exc.message}
+            if exc.hint:
+                payload["hint"] = exc.hint
+            if isinstance(exc, CommandError) and exc.log_tail:
+                payload["log_tail"] = exc.log_tail
+            json.dump(payload, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            print(f"golden: error: {exc.message}", file=sys.stderr)
+            if isinstance(exc, CommandError) and exc.log_tail:
+                print("--- last lines of its log ---", file=sys.stderr)
+                print(exc.log_tail, file=sys.stderr)
+            if exc.hint:
+                print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code

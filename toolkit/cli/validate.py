@@ -1,0 +1,27 @@
+"""golden validate: check every image spec and role."""
+
+from __future__ import annotations
+
+import argparse
+
+from toolkit.cli.output import Context
+from toolkit.errors import SpecError
+from toolkit.spec import spec_files, validate_all
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="check every image spec and role; exit 2 on any problem")
+    p.set_defaults(func=cmd_validate)
+
+
+def cmd_validate(args: argparse.Namespace, ctx: Context) -> int:
+    settings = ctx.settings()
+    problems = validate_all(settings.images_dir, settings.roles_dir)
+    if problems:
+        raise SpecError(problems)
+    specs = [p.stem for p in spec_files(settings.images_dir)]
+    if ctx.json:
+        ctx.emit({"ok": True, "images": specs})
+    else:
+        ctx.say(f"ok: {len(specs)} image spec(s) valid: {', '.join(specs)}")
+    return 0

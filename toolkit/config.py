@@ -1,0 +1,114 @@
+"""Where things live: the project (specs, roles), the state home (store, runs, fleet DB), caches.
+
+Resolution order for every path: explicit argument, then environment variable, then the
+project's ``golden.yaml``, then the default. Nothing here touches the disk except reading
+``golden.yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from toolkit.errors import InputError
+
+CONFIG_FILE = "golden.yaml"
+
+
+def _find_project(start: Path) -> Path | None:
+    for candidate in (start, *start.parents):
+        if (candidate / "images").is_dir() and (candidate / "roles").is_dir():
+            return candidate
+    return None
+
+
+def _default_home() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/golden")
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local/share")) / "golden"
+
+
+def _default_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "golden"
+
+
+@dataclass(frozen=True)
+class Settings:
+    project: Path
+    home: Path
+    cache: Path
+    mirror: str | None = None
+    security_mirror: str | None = None
+    inventory: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def images_dir(self) -> Path:
+        return self.project / "images"
+
+    @property
+    def roles_dir(self) -> Path:
+        return self.project / "roles"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.home / "store"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def state_db(self) -> Path:
+        return self.home / "state.db"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.home / "locks"
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+def load_settings(project: Path | None = None, home: Path | None = None) -> Settings:
+    env = os.environ
+    proj = project or (Path(env["GOLDEN_PROJECT"]) if env.get("GOLDEN_PROJECT") else None)
+    if proj is None:
+        proj = _find_project(Path.cwd()) or _find_project(Path(__file__).resolve().parent.parent)
+    if proj is None:
+        raise InputError(
+            "no golden project found (a folder with images/ and roles/)",
+            hint="run golden from the project folder or set GOLDEN_PROJECT",
+        )
+    data: dict[str, Any] = {}
+    cfg = proj / CONFIG_FILE
+    if cfg.exists():
+        try:
+            loaded = yaml.safe_load(cfg.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise InputError(f"{cfg}: not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise InputError(f"{cfg}: expected a mapping at the top level")
+        data = loaded
+
+    def pick(env_name: str, key: str) -> str | None:
+        value = env.get(env_name) or data.get(key)
+        return str(value) if value else None
+
+    home_s = str(home) if home else pick("GOLDEN_HOME", "home")
+    cache_s = pick("GOLDEN_CACHE", "cache")
+    inv = pick("GOLDEN_INVENTORY", "inventory")
+    return Settings(
+        project=proj.resolve(),
+        home=Path(home_s) if home_s else _default_home(),
+        cache=Path(cache_s) if cache_s else _default_cache(),
+        mirror=pick("GOLDEN_MIRROR", "mirror"),
+        security_mirror=pick("GOLDEN_SECURITY_MIRROR", "security_mirror"),
+        inventory=(proj / inv if inv and not Path(inv).is_absolute() else Path(inv)) if inv else None,
+        extra={k: v for k, v in data.items()
+               if k not in {"home", "cache", "mirror", "security_mirror", "inventory"}},
+    )

@@ -1,0 +1,177 @@
+"""The only module that starts processes.
+
+Every external command goes through run() (wait for it) or spawn() (leave it running).
+Under --debug each command is logged as ``+ <shell-quoted command>``. Commands get a
+minimal environment plus what the caller passes; secrets must never be passed in argv.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+from toolkit.errors import CommandError, ToolMissingError
+
+log = logging.getLogger("golden.run")
+
+# Variables passed through from our own environment to every child.
+_PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TERM", "TMPDIR", "USER", "LOGNAME", "VIRTUAL_ENV")
+
+TAIL_LINES = 40
+
+
+def base_env(extra: Mapping[str, str] | None = None, *, inherit: bool = False) -> dict[str, str]:
+    env = dict(os.environ) if inherit else {k: os.environ[k] for k in _PASSTHROUGH if k in os.environ}
+    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    env.setdefault("LANG", "C.UTF-8")
+    if extra:
+        env.update(extra)
+    return env
+
+
+def which(program: str) -> str | None:
+    return shutil.which(program, path=base_env()["PATH"])
+
+
+def require(program: str, package: str | None = None) -> str:
+    """Return the path of ``program`` or raise ToolMissingError naming the package to install."""
+    path = which(program)
+    if path is None:
+        pkg = package or program
+        raise ToolMissingError(f"{program} not found.", hint=f"install it: apt-get install {pkg}")
+    return path
+
+
+def _describe(cmd: Sequence[str | os.PathLike[str]]) -> str:
+    return shlex.join(str(c) for c in cmd)
+
+
+def run(
+    cmd: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    inherit_env: bool = False,
+    cwd: str | os.PathLike[str] | None = None,
+    check: bool = True,
+    capture: bool = False,
+    input: str | bytes | None = None,
+    timeout: float | None = None,
+    log_path: Path | None = None,
+    on_line: Callable[[str], None] | None = None,
+    what: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command to completion.
+
+    With ``log_path`` or ``on_line`` the combined output is streamed: written to the log
+    file and handed line by line to ``on_line`` (progress). Otherwise output is captured
+    when ``capture`` is set and inherited when not. On Ctrl-C or SIGTERM the whole process
+    group is killed before the exception propagates, so nothing is left running.
+    """
+    argv = [str(c) for c in cmd]
+    described = _describe(argv)
+    log.debug("+ %s", described)
+    full_env = base_env(env, inherit=inherit_env)
+    streaming = log_path is not None or on_line is not None
+    try:
+        proc = subprocess.Popen(
+            argv,
+            env=full_env,
+            cwd=cwd,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if (capture or streaming) else None,
+            stderr=(subprocess.STDOUT if streaming else subprocess.PIPE) if (capture or streaming) else None,
+            text=not isinstance(input, bytes),
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        raise ToolMissingError(f"{argv[0]} not found.", hint=f"install the package that provides {argv[0]}") from None
+
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    stdout = stderr = ""
+    try:
+        if streaming:
+            assert proc.stdout is not None
+            logf: IO[str] | None = open(log_path, "a", encoding="utf-8") if log_path else None
+            try:
+                if input is not None and proc.stdin:
+                    proc.stdin.write(input)
+                    proc.stdin.close()
+                for line in proc.stdout:
+                    tail.append(line.rstrip("\n"))
+                    if logf:
+                        logf.write(line)
+                        logf.flush()
+                    if on_line:
+                        on_line(line.rstrip("\n"))
+                proc.wait(timeout=timeout)
+            finally:
+                if logf:
+                    logf.close()
+            stdout = "\n".join(tail)
+        else:
+            stdout, stderr = proc.communicate(input=input, timeout=timeout)
+            stdout = stdout or ""
+            stderr = stderr or ""
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        raise CommandError(f'"{described}" did not finish within {timeout:g} s', returncode=-1) from None
+    except BaseException:
+        kill_group(proc)
+        raise
+
+    rc = proc.returncode
+    if rc == 127 and not streaming and "not found" in (stderr or ""):
+        raise ToolMissingError(f"{argv[0]} not found.")
+    if check and rc != 0:
+        out_tail = "\n".join(tail) if streaming else "\n".join((stderr or stdout or "").splitlines()[-TAIL_LINES:])
+        label = what or f'"{described}"'
+        raise CommandError(f"{label} returned non-zero exit code {rc}", returncode=rc, log_tail=out_tail)
+    return subprocess.CompletedProcess(argv, rc, stdout, stderr)
+
+
+def spawn(
+    cmd: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    stdout: IO[bytes] | int | None = subprocess.DEVNULL,
+    stderr: IO[bytes] | int | None = subprocess.STDOUT,
+    stdin: IO[bytes] | int | None = subprocess.DEVNULL,
+    new_session: bool = True,
+) -> subprocess.Popen[bytes]:
+    """Start a long-running process (QEMU, dnsmasq, nginx, a server) and return its handle."""
+    argv = [str(c) for c in cmd]
+    log.debug("+ %s &", _describe(argv))
+    try:
+        return subprocess.Popen(
+            argv, env=base_env(env), cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
+            start_new_session=new_session,
+        )
+    except FileNotFoundError:
+        raise ToolMissingError(f"{argv[0]} not found.") from None
+
+
+def kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """Terminate a process and its whole process group; escalate to SIGKILL after ``grace``."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            proc.kill()
+        proc.wait()
