@@ -2,4 +2,7 @@
 
 pytest_plugins = [
     "tests.fixtures.common",
+    "tests.fixtures.boot",
+    "tests.fixtures.chroot",
+    "tests.fixtures.bake",
 ]

@@ -1,0 +1,354 @@
+"""The boot server over real HTTP on 127.0.0.1 with a small fake store and inventory."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.boot import make_build
+from toolkit import channels
+from toolkit.bootserver import BootHTTPServer, ServerConfig, make_server, parse_range, start_in_thread
+from toolkit.fleet import Fleet
+from toolkit.statedb import StateDB
+from toolkit.store import Build, Store
+from toolkit.token import issue_token, verify_token
+
+SECRET = b"s" * 64
+MAC1 = "52:54:00:00:00:01"
+MAC2 = "52:54:00:00:00:02"
+MAC3 = "52:54:00:00:00:03"
+STRANGER = "52:54:00:99:99:99"
+
+INVENTORY = """\
+all:
+  children:
+    rack1:
+      hosts:
+        node1:
+          mac: "{mac1}"
+          bmc_address: 127.0.0.1
+          bmc_port: 16231
+          bmc_protocol: ipmi
+          bmc_user: admin
+          bmc_password: hunter2
+          image: "{image1}"
+    rack2:
+      hosts:
+        node2:
+          mac: "{mac2}"
+          bmc_address: 127.0.0.1
+          bmc_port: 16232
+          bmc_user: admin
+          bmc_password: hunter2
+          image: base@b1
+        node3:
+          mac: "{mac3}"
+          bmc_address: 127.0.0.1
+          bmc_port: 16233
+          bmc_user: admin
+          bmc_password: hunter2
+          image: base@prod
+"""
+
+
+@dataclass
+class Env:
+    server: BootHTTPServer
+    fleet: Fleet
+    store: Store
+    db: StateDB
+    inventory: Path
+    b1: Build
+    b2: Build
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        host, port = self.server.server_address[:2]
+        conn = http.client.HTTPConnection(str(host), port, timeout=10)
+        try:
+            # http.client sends the path exactly as given: no normalization of '..' or '%2e'.
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            conn.close()
+
+    def set_image(self, image1: str) -> None:
+        text = INVENTORY.format(mac1=MAC1, mac2=MAC2, mac3=MAC3, image1=image1)
+        tmp = self.inventory.with_suffix(".tmp")
+        tmp.write_text(text)
+        st = self.inventory.stat() if self.inventory.exists() else None
+        tmp.replace(self.inventory)
+        if st is not None:  # make sure the change is visible even within one mtime tick
+            os.utime(self.inventory, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    store = Store(tmp_path / "home" / "store")
+    b1 = make_build(store, "base", "b1", age_rank=1)
+    b2 = make_build(store, "base", "b2", age_rank=2)
+    db = StateDB(tmp_path / "home" / "state.db")
+    channels.publish(db, store, "base", "b2", "dev", user="test")
+    inv = tmp_path / "inventory.yml"
+    e = Env(None, None, store, db, inv, b1, b2)  # type: ignore[arg-type]
+    e.set_image("base@dev")
+    e.fleet = Fleet(db, store, inv)
+    e.server = make_server("127.0.0.1:0", ServerConfig(fleet=e.fleet, store=store, secret=SECRET))
+    start_in_thread(e.server)
+    yield e
+    e.server.shutdown()
+    e.server.server_close()
+
+
+# ---- artifacts ----
+
+def test_artifact_whole_and_head(env: Env):
+    data = (env.b2.path / "rootfs.squashfs").read_bytes()
+    code, headers, body = env.request("GET", "/store/base/b2/rootfs.squashfs")
+    assert code == 200 and body == data
+    assert headers["content-length"] == str(len(data))
+    assert headers["accept-ranges"] == "bytes"
+    code, headers, body = env.request("HEAD", "/store/base/b2/rootfs.squashfs")
+    assert code == 200 and body == b"" and headers["content-length"] == str(len(data))
+
+
+def test_artifact_by_content_address(env: Env):
+    art = env.b1.manifest.artifacts["vmlinuz"]
+    code, headers, body = env.request("GET", f"/a/{art.sha256}")
+    assert code == 200 and body == (env.b1.path / "vmlinuz").read_bytes()
+    assert headers["content-length"] == str(art.size)
+    assert env.request("GET", "/a/" + "0" * 64)[0] == 404
+
+
+@pytest.mark.parametrize("rng, start, end", [("bytes=10-19", 10, 19), ("bytes=9990-", 9990, 9999),
+                                             ("bytes=-7", 9993, 9999), ("bytes=9995-20000", 9995, 9999),
+                                             ("bytes=0-", 0, 9999)])
+def test_artifact_range(env: Env, rng: str, start: int, end: int):
+    data = (env.b2.path / "rootfs.squashfs").read_bytes()
+    assert len(data) == 10_000
+    code, headers, body = env.request("GET", "/store/base/b2/rootfs.squashfs", headers={"Range": rng})
+    assert code == 206
+    assert body == data[start:end + 1]
+    assert headers["content-length"] == str(end - start + 1)
+    assert headers["content-range"] == f"bytes {start}-{end}/10000"
+
+
+def test_artifact_range_unsatisfiable(env: Env):
+    code, headers, body = env.request("GET", "/store/base/b2/rootfs.squashfs", headers={"Range": "bytes=10000-"})
+    assert code == 416 and headers["content-range"] == "bytes */10000" and body == b""
+
+
+def test_parse_range_pure():
+    assert parse_range("bytes=0-0", 5) == (0, 1, True)
+    assert parse_range("bytes=1-2,4-5", 5) == (0, 5, False)  # multi-range: whole file
+    assert parse_range("items=1-2", 5) == (0, 5, False)
+    assert parse_range("bytes=3-1", 5) == (0, 5, False)
+    assert parse_range("bytes=-0", 5) is None
+    assert parse_range("bytes=5-", 5) is None
+
+
+TRAVERSALS = [
+    "/a/../../etc/passwd",
+    "/a/..%2f..%2fetc%2fpasswd",
+    "/a/%2e%2e/%2e%2e/etc/passwd",
+    "/store/../../etc/passwd",
+    "/store/base/b2/../../../../etc/passwd",
+    "/store/base/b2/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    "/store/base/b2/..%2f..%2f..%2fstate.db",
+    "/store/base/%2e%2e/%2e%2e/state.db",
+    "/store/base/b2/logs/bake.log",
+    "/store/base/b2/",
+    "/store/base/",
+    "/store/base/.staging/rootfs.squashfs",
+    "/store/base/b2/rootfs.squashfs/..",
+    "/store/base/b2/rootfs.squashfs%00.txt",
+    "//etc/passwd",
+    "/etc/passwd",
+    "/boot-secret",
+    "/state.db",
+    "/store/base/nope/vmlinuz",
+    "/store/nope/b2/vmlinuz",
+    "/a/" + "A" * 64,
+]
+
+
+@pytest.mark.parametrize("path", TRAVERSALS)
+def test_traversal_and_unknown_ids_are_404(env: Env, path: str):
+    code, _, body = env.request("GET", path)
+    assert code == 404, path
+    assert b"root:" not in body and b"secret-ish" not in body
+
+
+def test_symlink_out_of_store_is_404(env: Env, tmp_path: Path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("outside the store\n")
+    target = env.b1.path / "initrd"
+    target.unlink()
+    target.symlink_to(outside)
+    code, _, body = env.request("GET", "/store/base/b1/initrd")
+    assert code == 404 and b"outside" not in body
+
+
+# ---- boot scripts ----
+
+def _cmdline(script: str) -> dict[str, str]:
+    kernel = next(line for line in script.splitlines() if line.startswith("kernel "))
+    return dict(w.split("=", 1) for w in kernel.split()[2:] if "=" in w)
+
+
+def test_boot_script_for_known_host(env: Env):
+    code, _headers, body = env.request("GET", f"/boot/{MAC1}.ipxe", headers={"Host": "10.0.2.2:8080"})
+    assert code == 200
+    script = body.decode()
+    assert script.startswith("#!ipxe")
+    args = _cmdline(script)
+    assert args["golden.build"] == "b2" and args["golden.image"] == "base"
+    assert args["golden.sha256"] == env.b2.manifest.artifacts["rootfs.squashfs"].sha256
+    assert args["fetch"] == "http://10.0.2.2:8080/store/base/b2/rootfs.squashfs"
+    assert args["golden.report"] == "http://10.0.2.2:8080/report"
+    assert "kernel http://10.0.2.2:8080/store/base/b2/vmlinuz" in script
+    assert verify_token(SECRET, args["golden.token"], MAC1, "b2")
+    again = _cmdline(env.request("GET", f"/boot/{MAC1.replace(':', '-').upper()}.ipxe")[2].decode())
+    assert again["golden.token"] != args["golden.token"]  # fresh per boot
+    # iPXE percent-encodes the colons of ${mac}
+    encoded = _cmdline(env.request("GET", f"/boot/{MAC1.replace(':', '%3A')}.ipxe")[2].decode())
+    assert encoded["golden.build"] == "b2"
+    with env.db.read() as repo:
+        row = repo.get_host("node1")
+    assert row is not None and row.served_build == "b2" and row.observed_build is None
+
+
+def test_pinned_build_and_empty_channel(env: Env):
+    pinned = _cmdline(env.request("GET", f"/boot/{MAC2}.ipxe")[2].decode())
+    assert pinned["golden.build"] == "b1"
+    code, _, body = env.request("GET", f"/boot/{MAC3}.ipxe")
+    assert code == 200
+    assert "exit" in body.decode() and "kernel" not in body.decode()
+    assert "base@prod" in body.decode()
+
+
+def test_unknown_machine_gets_exit_and_is_recorded(env: Env):
+    code, _, body = env.request("GET", f"/boot/{STRANGER}.ipxe")
+    assert code == 200
+    text = body.decode()
+    assert text.startswith("#!ipxe") and re.search(r"^exit$", text, re.M) and "kernel" not in text
+    env.request("GET", f"/boot/{STRANGER}.ipxe")
+    [seen] = env.fleet.unknown_machines()
+    assert seen.mac == STRANGER and seen.seen_count == 2 and seen.remote_addr == "127.0.0.1"
+
+
+def test_bad_mac_path_is_404(env: Env):
+    assert env.request("GET", "/boot/../../etc/passwd.ipxe")[0] == 404
+    assert env.request("GET", "/boot/52:54:00:00:00.ipxe")[0] == 404
+
+
+def test_reassignment_and_channel_moves_apply_on_next_boot(env: Env):
+    assert _cmdline(env.request("GET", f"/boot/{MAC1}.ipxe")[2].decode())["golden.build"] == "b2"
+    channels.publish(env.db, env.store, "base", "b1", "staging", user="t")
+    env.set_image("base@staging")
+    assert _cmdline(env.request("GET", f"/boot/{MAC1}.ipxe")[2].decode())["golden.build"] == "b1"
+    channels.publish(env.db, env.store, "base", "b2", "staging", user="t")
+    assert _cmdline(env.request("GET", f"/boot/{MAC1}.ipxe")[2].decode())["golden.build"] == "b2"
+
+
+# ---- reports ----
+
+def _report(env: Env, token: str, build: str = "b2", mac: str = MAC1, **over) -> tuple[int, dict]:
+    payload = {"mac": mac, "build_id": build, "image": "base", "token": token, "hostname": "node1",
+               "booted_at": "2026-11-26T21:00:00Z", "uptime_s": 12.5, "drift": ["/etc/motd"],
+               "agent_version": "1.0"}
+    payload.update(over)
+    code, _, body = env.request("POST", "/report", json.dumps(payload).encode(),
+                                {"Content-Type": "application/json"})
+    return code, json.loads(body)
+
+
+def _host_row(env: Env):
+    with env.db.read() as repo:
+        return repo.get_host("node1")
+
+
+def test_good_report_updates_observed(env: Env):
+    token = _cmdline(env.request("GET", f"/boot/{MAC1}.ipxe")[2].decode())["golden.token"]
+    code, body = _report(env, token)
+    assert code == 200 and body["accepted"] and body["state"] == "drifted"
+    row = _host_row(env)
+    assert row.observed_build == "b2" and row.booted_at == "2026-11-26T21:00:00Z"
+    assert row.drift == ("/etc/motd",) and row.last_report_at is not None
+    with env.db.read() as repo:
+        [event] = repo.events_after(0, ["report"])
+    assert event.host == "node1" and event.build_id == "b2" and json.loads(event.detail)["checks"] == {}
+    [status] = env.fleet.status("node1")
+    assert status.desired == status.observed == "b2" and status.rack == "rack1"
+
+
+def test_forged_replayed_malformed_reports_rejected_and_change_nothing(env: Env):
+    token = _cmdline(env.request("GET", f"/boot/{MAC1}.ipxe")[2].decode())["golden.token"]
+    assert _report(env, token, drift=[])[0] == 200
+    before = _host_row(env)
+    nonce = token.split(".")[0]
+    forged = [
+        ("replay", lambda: _report(env, token, drift=["/evil"])),
+        ("other build", lambda: _report(env, token, build="b1")),
+        ("other mac", lambda: _report(env, token, mac=MAC2)),
+        ("wrong secret", lambda: _report(env, issue_token(b"t" * 64, MAC1, "b2"))),
+        ("made-up sig", lambda: _report(env, f"{nonce[:-1]}0.{'0' * 64}")),
+        ("no token", lambda: _report(env, "")),
+        ("bad booted_at", lambda: _report(env, issue_token(SECRET, MAC1, "b2"), booted_at="yesterday")),
+        ("drift not list", lambda: _report(env, issue_token(SECRET, MAC1, "b2"), drift="/etc")),
+        ("checks not map", lambda: _report(env, issue_token(SECRET, MAC1, "b2"), checks={"x": True})),
+        ("stranger", lambda: _report(env, issue_token(SECRET, STRANGER, "b2"), mac=STRANGER)),
+    ]
+    for what, call in forged:
+        code, body = call()
+        assert code == 403 and body["accepted"] is False, what
+    raw = [
+        (b"{not json", {"Content-Type": "application/json"}),
+        (b'["a list"]', {"Content-Type": "application/json"}),
+        (json.dumps({"mac": MAC1}).encode(), {"Content-Type": "text/plain"}),
+    ]
+    for data, headers in raw:
+        assert env.request("POST", "/report", data, headers)[0] == 403
+    assert _host_row(env) == before
+    with env.db.read() as repo:
+        rejects = repo.events_after(0, ["reject"])
+    assert len(rejects) == len(forged) + len(raw)
+    assert any("replay" in e.detail for e in rejects)
+
+
+def test_metrics(env: Env):
+    env.request("GET", "/store/base/b2/vmlinuz")
+    env.request("GET", "/a/../etc/passwd")
+    env.request("GET", f"/boot/{STRANGER}.ipxe")
+    token = _cmdline(env.request("GET", f"/boot/{MAC1}.ipxe")[2].decode())["golden.token"]
+    _report(env, token)
+    _report(env, token)
+    code, headers, body = env.request("GET", "/metrics")
+    assert code == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = body.decode()
+    metrics = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    assert metrics['golden_http_requests_total{route="artifact",code="200"}'] == "1"
+    assert metrics['golden_http_requests_total{route="other",code="404"}'] == "1"
+    assert metrics['golden_http_response_bytes_total{route="artifact"}'] == "3000"
+    assert metrics['golden_boot_scripts_total{kind="unknown"}'] == "1"
+    assert metrics['golden_boot_scripts_total{kind="build"}'] == "1"
+    assert metrics['golden_reports_total{result="accepted"}'] == "1"
+    assert metrics['golden_reports_total{result="rejected"}'] == "1"
+    assert metrics['golden_report_rejects_total{reason="replay"}'] == "1"
+
+
+def test_report_with_check_results_feeds_the_event(env: Env):
+    token = _cmdline(env.request("GET", f"/boot/{MAC1}.ipxe")[2].decode())["golden.token"]
+    checks = {"agent-active": {"passed": True, "detail": "active"}, "http": {"passed": False, "detail": "503"}}
+    assert _report(env, token, checks=checks)[0] == 200
+    with env.db.read() as repo:
+        [event] = repo.events_after(0, ["report"])
+    assert json.loads(event.detail)["checks"] == checks

@@ -1,0 +1,232 @@
+"""Channels: publish/promote/rollback, the audit history, racing commands, and gc planning."""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.boot import make_build
+from toolkit import channels
+from toolkit.channels import ChannelError, GcItem, plan_gc, rollback_stack
+from toolkit.statedb import HistoryRow, StateDB
+from toolkit.store import Store
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> StateDB:
+    return StateDB(tmp_path / "home" / "state.db")
+
+
+def test_publish_records_history(db, fake_store):
+    make_build(fake_store, "base", "b1", age_rank=1)
+    make_build(fake_store, "base", "b2", age_rank=2)
+    r1 = channels.publish(db, fake_store, "base", "b1", "dev", user="alice", reason="first")
+    r2 = channels.publish(db, fake_store, "base", "latest-bake", "dev", user="bob")
+    assert r1.applied and r2.applied
+    assert channels.channel_build(db, "base", "dev") == "b2"
+    hist = channels.history(db, "base", "dev")
+    assert [(h.action, h.from_build, h.to_build, h.user, h.reason) for h in hist] == [
+        ("publish", None, "b1", "alice", "first"), ("publish", "b1", "b2", "bob", "")]
+    assert hist[0].at <= hist[1].at
+    # Publishing what the channel already points at changes and records nothing.
+    again = channels.publish(db, fake_store, "base", "b2", "dev", user="bob")
+    assert not again.applied
+    assert len(channels.history(db, "base", "dev")) == 2
+
+
+def test_publish_unknown_build_refused(db, fake_store):
+    make_build(fake_store, "base", "b1")
+    with pytest.raises(ChannelError, match="no build base/nope"):
+        channels.publish(db, fake_store, "base", "nope", "dev")
+    with pytest.raises(ChannelError, match="no builds"):
+        channels.publish(db, fake_store, "web", "latest-bake", "dev")
+    with pytest.raises(ChannelError, match="not a build id"):
+        channels.publish(db, fake_store, "base", "../b1", "dev")
+    with pytest.raises(ChannelError, match="not a valid name"):
+        channels.publish(db, fake_store, "base", "b1", "Dev Channel")
+    assert channels.history(db) == []
+
+
+def test_promote_exact_build(db, fake_store):
+    make_build(fake_store, "base", "b1", age_rank=1)
+    make_build(fake_store, "base", "b2", age_rank=2)
+    channels.publish(db, fake_store, "base", "b1", "dev")
+    channels.promote(db, fake_store, "base", "dev", "staging", user="carol")
+    channels.publish(db, fake_store, "base", "b2", "dev")
+    # staging keeps the build it was promoted, not "whatever dev is now"
+    assert channels.channel_build(db, "base", "staging") == "b1"
+    last = channels.history(db, "base", "staging")[-1]
+    assert (last.action, last.from_build, last.to_build, last.user, last.forced) == ("promote", None, "b1", "carol",
+                                                                                      False)
+
+
+@pytest.mark.parametrize("checks_passed", [False, None])
+def test_promote_unchecked_build_refused_unless_forced_with_reason(db, fake_store, checks_passed):
+    make_build(fake_store, "base", "bad", checks_passed=checks_passed)
+    channels.publish(db, fake_store, "base", "bad", "dev")
+    with pytest.raises(ChannelError, match="has not passed its checks"):
+        channels.promote(db, fake_store, "base", "dev", "staging")
+    with pytest.raises(ChannelError, match="--reason"):
+        channels.promote(db, fake_store, "base", "dev", "staging", force=True)
+    assert channels.channel_build(db, "base", "staging") is None
+    res = channels.promote(db, fake_store, "base", "dev", "staging", force=True, reason="hotfix for INC-42", user="dan")
+    assert res.applied and res.change.forced
+    last = channels.history(db, "base", "staging")[-1]
+    assert (last.forced, last.reason, last.user) == (True, "hotfix for INC-42", "dan")
+
+
+def test_promote_from_empty_channel(db, fake_store):
+    with pytest.raises(ChannelError, match="points at no build"):
+        channels.promote(db, fake_store, "base", "dev", "staging")
+
+
+def test_rollback_walks_back(db, fake_store):
+    for n in (1, 2, 3):
+        make_build(fake_store, "base", f"b{n}", age_rank=n)
+        channels.publish(db, fake_store, "base", f"b{n}", "prod")
+    assert channels.rollback(db, fake_store, "base", "prod").change.to_build == "b2"
+    assert channels.rollback(db, fake_store, "base", "prod").change.to_build == "b1"
+    with pytest.raises(ChannelError, match="no previous build"):
+        channels.rollback(db, fake_store, "base", "prod")
+    assert channels.channel_build(db, "base", "prod") == "b1"
+    hist = channels.history(db, "base", "prod")
+    assert [(h.action, h.from_build, h.to_build) for h in hist][-2:] == [("rollback", "b3", "b2"),
+                                                                         ("rollback", "b2", "b1")]
+
+
+def test_rollback_of_empty_channel(db, fake_store):
+    with pytest.raises(ChannelError, match="nothing to roll back"):
+        channels.rollback(db, fake_store, "base", "prod")
+
+
+def _row(action, frm, to):
+    return HistoryRow(0, "base", "prod", action, frm, to, "u", 0.0, "", False)
+
+
+def test_rollback_stack_pure():
+    rows = [_row("publish", None, "a"), _row("publish", "a", "b"), _row("rollback", "b", "a"),
+            _row("promote", "a", "c")]
+    assert rollback_stack(rows) == ["a", "c"]
+    assert channels.rollback_target(rows) == "a"
+    assert channels.rollback_target(rows[:1]) is None
+
+
+# ---- racing commands ----
+
+def _hammer(db_path: str, store_root: str, worker: int, rounds: int, start=None) -> None:
+    db = StateDB(Path(db_path))
+    store = Store(Path(store_root))
+    if start is not None:
+        start.wait(30)  # everyone starts hammering at the same moment
+    for i in range(rounds):
+        build = ("b1", "b2", "b3")[(i + worker) % 3]
+        channels.publish(db, store, "base", build, "dev", user=f"w{worker}")
+        channels.promote(db, store, "base", "dev", "staging", user=f"w{worker}")
+        if i % 5 == 4:
+            try:
+                channels.rollback(db, store, "base", "staging", user=f"w{worker}")
+            except ChannelError:
+                pass
+
+
+def _assert_consistent(db: StateDB, channel: str) -> int:
+    hist = channels.history(db, "base", channel)
+    assert hist, channel
+    assert hist[0].from_build is None
+    for prev, cur in itertools.pairwise(hist):
+        assert cur.from_build == prev.to_build, (prev, cur)
+        assert cur.from_build != cur.to_build
+    assert channels.channel_build(db, "base", channel) == hist[-1].to_build
+    return len(hist)
+
+
+def test_racing_processes_leave_consistent_history(db, fake_store):
+    for n in (1, 2, 3):
+        make_build(fake_store, "base", f"b{n}", age_rank=n)
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Barrier(3)
+    procs = [ctx.Process(target=_hammer, args=(str(db.path), str(fake_store.root), w, 150, start))
+             for w in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    assert _assert_consistent(db, "dev") > 10
+    assert _assert_consistent(db, "staging") > 10
+    users = {h.user for h in channels.history(db, "base")}
+    assert users == {"w0", "w1", "w2"}
+
+
+def test_racing_threads_leave_consistent_history(db, fake_store):
+    import threading
+
+    for n in (1, 2, 3):
+        make_build(fake_store, "base", f"b{n}", age_rank=n)
+    errors: list[BaseException] = []
+
+    def work(w: int) -> None:
+        try:
+            _hammer(str(db.path), str(fake_store.root), w, 25)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    _assert_consistent(db, "dev")
+    _assert_consistent(db, "staging")
+
+
+# ---- retention ----
+
+def test_plan_gc_keeps_newest_and_referenced():
+    builds = {"base": [("b5", 5), ("b4", 4), ("b3", 3), ("b2", 2), ("b1", 1)], "web": [("w1", 10)]}
+    refs = {("base", "b1"): ["channel prod"], ("base", "b3"): ["running on node1"]}
+    plan = plan_gc(builds, refs, keep=2)
+    assert plan.delete == (GcItem("base", "b2"),)
+    assert plan.freed_bytes == 2
+    kept = {(k.image, k.build_id): k.reasons for k in plan.keep}
+    assert kept[("base", "b1")] == ("channel prod",)
+    assert kept[("base", "b5")] == ("among the 2 newest",)
+    assert kept[("base", "b3")] == ("running on node1",)
+    assert ("web", "w1") in kept
+    assert plan_gc(builds, {}, keep=0).freed_bytes == 25
+    assert len(plan_gc(builds, refs, keep=0).delete) == 4
+    with pytest.raises(ChannelError):
+        plan_gc(builds, {}, keep=-1)
+
+
+def test_gc_never_deletes_referenced_builds(db, fake_store):
+    for n in range(1, 7):
+        make_build(fake_store, "base", f"b{n}", age_rank=n)
+    channels.publish(db, fake_store, "base", "b1", "prod")
+    channels.publish(db, fake_store, "base", "b2", "prod")  # b1 becomes prod's rollback target
+    channels.publish(db, fake_store, "base", "b3", "dev")
+    with db.write() as repo:
+        repo.ensure_host("node1", "52:54:00:00:00:01")
+        repo.set_desired("node1", "base", "b4", 0.0)
+    dry = channels.gc(db, fake_store, keep=1, dry_run=True)
+    assert [i.build_id for i in dry.delete] == ["b5"]
+    assert {b.build_id for b in fake_store.builds("base")} == {f"b{n}" for n in range(1, 7)}
+    done = channels.gc(db, fake_store, keep=1)
+    assert done.deleted == ("base/b5",)
+    assert {b.build_id for b in fake_store.builds("base")} == {"b1", "b2", "b3", "b4", "b6"}
+    assert not any(p.name.startswith("base.gc-") for p in (fake_store.root / ".staging").iterdir())
+
+
+def test_migrations_idempotent(tmp_path):
+    a = StateDB(tmp_path / "s.db")
+    b = StateDB(tmp_path / "s.db")
+    assert b.migrate(()) == []
+    from toolkit.statedb import Migration
+    assert a.migrate([Migration("9999_extra", "CREATE TABLE extra (x INTEGER)")]) == ["9999_extra"]
+    assert b.migrate([Migration("9999_extra", "CREATE TABLE extra (x INTEGER)")]) == []
+    with a.read() as repo:
+        assert repo.execute("PRAGMA journal_mode")[0][0] == "wal"

@@ -1,0 +1,141 @@
+"""Loading an Ansible YAML inventory: group vars, host vars, vault values, errors naming file and host."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ansible.parsing.vault import VaultLib, VaultSecret
+
+from toolkit.config import Settings
+from toolkit.inventory import InventoryError, load_inventory, parse_inventory, resolve_inventory_path
+from toolkit.secret import Secret
+
+INVENTORY = """
+all:
+  vars:
+    bmc_user: admin
+    bmc_password: fleetwide
+  children:
+    rack1:
+      vars:
+        image: web@prod
+      hosts:
+        r1n1:
+          mac: 52:54:00:00:01:01
+          bmc_address: 10.1.0.1
+        r1n2:
+          mac: 52-54-00-00-01-02
+          bmc_address: 10.1.0.2
+          bmc_port: 6230
+          uefi: true
+          image: web@b-1234
+    rack2:
+      vars:
+        bmc_protocol: redfish
+        bmc_password: rack2pw
+      hosts:
+        r2n1:
+          mac: 52:54:00:00:02:01
+          bmc_address: 10.2.0.1
+    web:
+      hosts:
+        r1n1:
+"""
+
+
+def test_groups_and_vars(tmp_path: Path) -> None:
+    inv = parse_inventory(INVENTORY, tmp_path / "inv.yaml")
+    assert [h.name for h in inv.hosts] == ["r1n1", "r1n2", "r2n1"]
+    r1n1 = inv.host("r1n1")
+    assert r1n1.groups == ("rack1", "web")
+    assert r1n1.bmc is not None and r1n1.bmc.port == 623 and r1n1.bmc.protocol == "ipmi"
+    assert r1n1.bmc.user == "admin" and r1n1.bmc.password == Secret("fleetwide")
+    assert r1n1.image == "web@prod" and r1n1.uefi is False
+    r1n2 = inv.host("r1n2")
+    assert r1n2.mac == "52:54:00:00:01:02" and r1n2.bmc is not None and r1n2.bmc.port == 6230
+    assert r1n2.uefi is True and r1n2.image == "web@b-1234"
+    r2n1 = inv.host("r2n1")
+    assert r2n1.bmc is not None and r2n1.bmc.protocol == "redfish" and r2n1.bmc.port == 443
+    assert r2n1.bmc.password.reveal() == "rack2pw"
+    assert "rack2pw" not in repr(r2n1)
+    assert r2n1.vars["bmc_password"] == "***"
+    assert [h.name for h in inv.select("rack1:&web")] == ["r1n1"]
+    assert [h.name for h in inv.select("all:!rack1")] == ["r2n1"]
+    assert inv.by_mac("52:54:00:00:02:01") == r2n1
+
+
+def test_no_match_is_input_error(tmp_path: Path) -> None:
+    inv = parse_inventory(INVENTORY, tmp_path / "inv.yaml")
+    with pytest.raises(InventoryError, match="matches no host") as exc:
+        inv.select("rack9")
+    assert exc.value.exit_code == 2
+
+
+def _vault(plain: str, password: bytes) -> str:
+    text = VaultLib([("default", VaultSecret(password))]).encrypt(plain, VaultSecret(password)).decode()
+    return "\n".join("            " + line for line in text.splitlines())
+
+
+def test_vault_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pwfile = tmp_path / "vault-pass"
+    pwfile.write_text("s3cret-vault\n")
+    text = f"""
+all:
+  hosts:
+    n1:
+      bmc_address: 127.0.0.1
+      bmc_password: !vault |
+{_vault("bmc-pw-42", b"s3cret-vault")}
+"""
+    path = tmp_path / "inv.yaml"
+    path.write_text(text)
+    monkeypatch.delenv("ANSIBLE_VAULT_PASSWORD_FILE", raising=False)
+    monkeypatch.delenv("GOLDEN_VAULT_PASSWORD_FILE", raising=False)
+    with pytest.raises(InventoryError, match=r"inv.yaml: host n1: bmc_password.*no vault password file"):
+        load_inventory(path)
+    monkeypatch.setenv("ANSIBLE_VAULT_PASSWORD_FILE", str(pwfile))
+    host = load_inventory(path).host("n1")
+    assert host.bmc is not None and host.bmc.password.reveal() == "bmc-pw-42"
+    wrong = tmp_path / "wrong"
+    wrong.write_text("nope")
+    monkeypatch.setenv("GOLDEN_VAULT_PASSWORD_FILE", str(wrong))
+    with pytest.raises(InventoryError, match="host n1: bmc_password: cannot decrypt") as exc:
+        load_inventory(path)
+    assert "bmc-pw-42" not in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("all:\n  hosts:\n    n1: {mac: zz}\n", "host n1: mac 'zz'"),
+        ("all:\n  hosts:\n    n1: {bmc_address: a, bmc_protocol: snmp}\n", "host n1: bmc_protocol 'snmp'"),
+        ("all:\n  hosts:\n    n1: {bmc_address: a, bmc_port: x}\n", "host n1: bmc_port 'x'"),
+        ("all:\n  hosts:\n    n1: {image: web}\n", "host n1: image 'web'"),
+        ("all:\n  childs: {}\n", "group all: unknown key"),
+        ("all: [1, 2]\n", "group all: expected a mapping"),
+        ("all: {hosts: {n1: {a: 1}\n", "not valid YAML"),
+    ],
+)
+def test_errors_name_file_and_host(tmp_path: Path, body: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(body)
+    with pytest.raises(InventoryError) as exc:
+        load_inventory(path)
+    assert str(path) in str(exc.value) and message in str(exc.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InventoryError, match="not found"):
+        load_inventory(tmp_path / "nope.yaml")
+
+
+def test_resolve_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(project=tmp_path, home=tmp_path, cache=tmp_path, inventory=tmp_path / "cfg.yaml")
+    monkeypatch.setenv("GOLDEN_INVENTORY", str(tmp_path / "env.yaml"))
+    assert resolve_inventory_path("cli.yaml", settings) == Path("cli.yaml")
+    assert resolve_inventory_path(None, settings) == tmp_path / "env.yaml"
+    monkeypatch.delenv("GOLDEN_INVENTORY")
+    assert resolve_inventory_path(None, settings) == tmp_path / "cfg.yaml"
+    with pytest.raises(InventoryError, match="no inventory"):
+        resolve_inventory_path(None, settings.with_(inventory=None))

@@ -1,0 +1,67 @@
+"""qemu_argv is pure: check the command line we hand to QEMU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from toolkit.errors import InputError
+from toolkit.qemu import VmSpec, qemu_argv
+
+
+def _opt(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_netboot_with_http_bootfile() -> None:
+    vm = VmSpec(name="n1", mac="52:54:00:00:00:01", serial_log=Path("/tmp/n1.log"),
+                bootfile="http://10.0.2.2:8080/boot/x.ipxe")
+    argv = qemu_argv(vm)
+    assert argv[0] == "qemu-system-x86_64"
+    assert _opt(argv, "-accel") == ["tcg"]
+    assert "-nographic" in argv
+    assert _opt(argv, "-serial") == ["file:/tmp/n1.log"]
+    assert _opt(argv, "-m") == ["1536"]
+    assert _opt(argv, "-netdev") == ["user,id=net0,bootfile=http://10.0.2.2:8080/boot/x.ipxe"]
+    assert _opt(argv, "-device") == ["virtio-net-pci,netdev=net0,mac=52:54:00:00:00:01,bootindex=1"]
+    assert "-drive" not in argv
+
+
+def test_disk_boot_puts_disk_first_and_tftp_dir() -> None:
+    vm = VmSpec(name="n2", mac="52:54:00:00:00:02", serial_log=Path("/s.log"), memory_mb=512,
+                disk=Path("/d/n2.qcow2"), boot_network=False, tftp_dir=Path("/t"), bootfile="chain.ipxe",
+                extra_args=("-snapshot",))
+    argv = qemu_argv(vm)
+    assert _opt(argv, "-netdev") == ["user,id=net0,tftp=/t,bootfile=chain.ipxe"]
+    devices = _opt(argv, "-device")
+    assert devices[0] == "virtio-net-pci,netdev=net0,mac=52:54:00:00:00:02"
+    assert devices[1] == "virtio-blk-pci,drive=disk0,bootindex=1"
+    assert _opt(argv, "-drive") == ["file=/d/n2.qcow2,if=none,id=disk0,format=qcow2"]
+    assert argv[-1] == "-snapshot"
+
+
+def test_network_first_then_disk() -> None:
+    vm = VmSpec(name="n3", mac="52:54:00:00:00:03", serial_log=Path("/s.log"), disk=Path("/d/n3.raw"))
+    devices = _opt(qemu_argv(vm), "-device")
+    assert devices == ["virtio-net-pci,netdev=net0,mac=52:54:00:00:00:03,bootindex=1",
+                       "virtio-blk-pci,drive=disk0,bootindex=2"]
+    assert "format=raw" in _opt(qemu_argv(vm), "-drive")[0]
+
+
+def test_tap_netdev() -> None:
+    vm = VmSpec(name="n4", mac="52:54:00:00:00:04", serial_log=Path("/s.log"), netdev="tap:gtap0")
+    assert _opt(qemu_argv(vm), "-netdev") == ["tap,id=net0,ifname=gtap0,script=no,downscript=no"]
+
+
+@pytest.mark.parametrize("netdev", ["bridge", "tap:", "socket:x"])
+def test_bad_netdev_is_input_error(netdev: str) -> None:
+    vm = VmSpec(name="n5", mac="52:54:00:00:00:05", serial_log=Path("/s.log"), netdev=netdev)
+    with pytest.raises(InputError, match="n5"):
+        qemu_argv(vm)
+
+
+def test_bootfile_with_comma_rejected() -> None:
+    vm = VmSpec(name="n6", mac="52:54:00:00:00:06", serial_log=Path("/s.log"), bootfile="http://a/b,c")
+    with pytest.raises(InputError, match="bootfile"):
+        qemu_argv(vm)

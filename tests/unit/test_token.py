@@ -1,0 +1,79 @@
+"""Per-boot tokens (contract 4) and the server secret."""
+
+from __future__ import annotations
+
+import os
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from toolkit.token import TokenError, issue_token, load_or_create_secret, normalize_mac, verify_token
+
+SECRET = b"x" * 64
+MAC = "52:54:00:12:34:56"
+
+
+def test_token_format_and_roundtrip():
+    token = issue_token(SECRET, MAC, "b1")
+    nonce, sig = token.split(".")
+    assert len(nonce) == 32 and len(sig) == 64
+    assert verify_token(SECRET, token, MAC, "b1") == nonce
+    # The MAC may come in any spelling; the HMAC is over the normalized form.
+    assert verify_token(SECRET, token, "52-54-00-12-34-56".upper(), "b1") == nonce
+
+
+def test_fresh_nonce_every_time():
+    assert issue_token(SECRET, MAC, "b1") != issue_token(SECRET, MAC, "b1")
+
+
+@pytest.mark.parametrize("mac, build, secret", [
+    ("52:54:00:12:34:57", "b1", SECRET),   # another machine
+    (MAC, "b2", SECRET),                   # another build
+    (MAC, "b1", b"y" * 64),                # another server
+])
+def test_token_bound_to_mac_build_and_secret(mac, build, secret):
+    token = issue_token(SECRET, MAC, "b1")
+    with pytest.raises(TokenError):
+        verify_token(secret, token, mac, build)
+
+
+@pytest.mark.parametrize("token", ["", "abc", "a.b.c", "0" * 32 + "." + "g" * 64, "0" * 31 + "." + "0" * 64,
+                                   "0" * 32 + "0" * 64])
+def test_malformed_tokens(token):
+    with pytest.raises(TokenError, match="malformed"):
+        verify_token(SECRET, token, MAC, "b1")
+
+
+def test_forged_signature():
+    nonce = "0" * 32
+    with pytest.raises(TokenError, match="forged"):
+        verify_token(SECRET, f"{nonce}.{'a' * 64}", MAC, "b1")
+
+
+def test_normalize_mac():
+    assert normalize_mac("525400ABCDEF") == "52:54:00:ab:cd:ef"
+    with pytest.raises(TokenError):
+        normalize_mac("52:54:00:ab:cd")
+    with pytest.raises(TokenError):
+        normalize_mac("../../etc/passwd")
+
+
+def test_secret_created_once_0600(tmp_path: Path):
+    home = tmp_path / "home"
+    with ThreadPoolExecutor(8) as pool:
+        secrets = list(pool.map(lambda _: load_or_create_secret(home), range(16)))
+    assert len(set(secrets)) == 1
+    path = home / "boot-secret"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_or_create_secret(home) == secrets[0]
+    assert [p.name for p in home.iterdir()] == ["boot-secret"]  # no temp files left
+
+
+def test_secret_readable_by_others_refused(tmp_path: Path):
+    load_or_create_secret(tmp_path)
+    os.chmod(tmp_path / "boot-secret", 0o644)
+    with pytest.raises(TokenError, match="readable by others") as err:
+        load_or_create_secret(tmp_path)
+    assert err.value.hint and "chmod 600" in err.value.hint

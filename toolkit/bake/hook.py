@@ -1,0 +1,134 @@
+"""Entry point of our DIB hooks (``python -m toolkit.bake.hook roles|checks``).
+
+DIB runs it from ``post-root.d``: outside the chroot, with the chroot complete and ``/proc``,
+``/dev`` mounted in it. The bake writes ``plan.json`` into the hook folder beforehand; results go
+back as JSON files next to it. A failure prints one marker line naming the step, which the bake
+picks out of DIB's log for its error message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from toolkit.bake.checks import run_checks
+from toolkit.bake.dib import FAIL_MARK
+from toolkit.spec import Check
+
+REMOTE_TMP = "/tmp/.golden-ansible"  # inside the chroot; DIB empties /tmp when it finalises
+
+
+def _fail(step: str) -> int:
+    print(f"{FAIL_MARK}{step}", flush=True)
+    return 1
+
+
+def playbook(roles: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{
+        "name": "bake-time roles",
+        "hosts": "image",
+        "gather_facts": True,
+        "roles": [{"role": r["name"], "vars": r.get("vars", {})} for r in roles],
+    }]
+
+
+def run_roles(target: Path, hook_dir: Path) -> int:
+    plan = json.loads((hook_dir / "plan.json").read_text())
+    roles: list[dict[str, Any]] = plan["roles"]
+    result_path = hook_dir / "roles.json"
+    if not roles:
+        print("golden: the spec lists no roles", flush=True)
+        result_path.write_text("{}")
+        return 0
+
+    import ansible_runner  # only here: the CLI must not pay for it on a cache hit
+
+    private = hook_dir / "ansible"
+    (private / "project").mkdir(parents=True, exist_ok=True)
+    (private / "project" / "site.yml").write_text(json.dumps(playbook(roles), indent=2))
+    home = hook_dir / "ansible-home"
+    envvars = {
+        "ANSIBLE_ROLES_PATH": plan["roles_dir"],
+        "ANSIBLE_HOME": str(home),
+        "ANSIBLE_LOCAL_TEMP": str(home / "tmp"),
+        "ANSIBLE_REMOTE_TMP": REMOTE_TMP,
+        "ANSIBLE_RETRY_FILES_ENABLED": "0",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_STDOUT_CALLBACK": "default",
+        "ANSIBLE_CALLBACK_RESULT_FORMAT": "yaml",
+        "ANSIBLE_DEPRECATION_WARNINGS": "0",
+        # DIB runs its hooks with LC_ALL=C; Ansible refuses to start without a UTF-8 locale.
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+    }
+    inventory = {"all": {"hosts": {"image": {
+        "ansible_connection": "community.general.chroot",
+        "ansible_host": str(target),
+        "ansible_python_interpreter": "/usr/bin/python3",
+    }}}}
+    failures: list[str] = []
+
+    def on_event(event: dict[str, Any]) -> bool:
+        if event.get("event") in ("runner_on_failed", "runner_on_unreachable"):
+            data = event.get("event_data", {})
+            if data.get("ignore_errors"):
+                return True
+            res = data.get("res", {}) or {}
+            msg = str(res.get("msg") or res.get("stderr") or "").strip().splitlines()
+            role = data.get("role") or "?"
+            failures.append(f"role {role}, task {data.get('task', '?')!r}: {msg[0] if msg else 'failed'}")
+        return True
+
+    try:
+        r = ansible_runner.run(
+            private_data_dir=str(private),
+            playbook="site.yml",
+            inventory=inventory,
+            envvars=envvars,
+            event_handler=on_event,
+            quiet=False,
+            json_mode=False,
+        )
+    finally:
+        shutil.rmtree(target / "root" / ".ansible", ignore_errors=True)
+        shutil.rmtree(target / REMOTE_TMP.lstrip("/"), ignore_errors=True)
+    if r.rc != 0 or r.status != "successful":
+        step = failures[0] if failures else f"ansible-runner ended {r.status} (rc {r.rc})"
+        return _fail(f"post-root.d/50-golden-roles: {step}")
+    result_path.write_text(json.dumps({ref["name"]: "ok" for ref in roles}))
+    return 0
+
+
+def run_bake_checks(target: Path, hook_dir: Path) -> int:
+    plan = json.loads((hook_dir / "plan.json").read_text())
+    checks = [Check.model_validate(c) for c in plan["checks"]]
+    outcomes = run_checks(checks, target)
+    (hook_dir / "checks.json").write_text(json.dumps(
+        {o.name: {"passed": o.passed, "detail": o.detail} for o in outcomes}, indent=2))
+    for o in outcomes:
+        print(f"golden: check {o.name}: {'passed' if o.passed else 'FAILED'} ({o.detail})", flush=True)
+    failed = [o for o in outcomes if not o.passed]
+    if failed:
+        names = ", ".join(f"{o.name} ({o.detail.splitlines()[0] if o.detail else 'failed'})" for o in failed)
+        return _fail(f"post-root.d/70-golden-checks: check(s) failed: {names}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m toolkit.bake.hook")
+    parser.add_argument("step", choices=("roles", "checks"))
+    parser.add_argument("--target", type=Path, required=True)
+    parser.add_argument("--hook-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.step == "roles":
+        return run_roles(args.target, args.hook_dir)
+    return run_bake_checks(args.target, args.hook_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Talking to baseboard management controllers: IPMI (pyghmi) and Redfish behind one interface."""

@@ -1,0 +1,98 @@
+"""The BMC interface every protocol implements, and the typed errors it raises.
+
+Messages name the host and say what to check; they never contain a password. Only
+BmcUnreachableError is worth retrying: the others will fail the same way again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from toolkit.errors import GoldenError
+
+
+class PowerAction(StrEnum):
+    STATUS = "status"
+    ON = "on"
+    OFF = "off"
+    CYCLE = "cycle"
+    RESET = "reset"
+
+
+class BootDevice(StrEnum):
+    PXE = "pxe"
+    DISK = "disk"
+
+
+class BmcError(GoldenError):
+    """A BMC command failed; ``host`` is the inventory name."""
+
+    retryable = False
+
+    def __init__(self, host: str, message: str, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.host = host
+
+
+class BmcAuthError(BmcError):
+    """The BMC rejected the user name or password."""
+
+    @classmethod
+    def for_host(cls, host: str, address: str, detail: str) -> BmcAuthError:
+        return cls(host, f"{host}: BMC {address} rejected the login ({detail}); "
+                         "check bmc_user and bmc_password in the inventory")
+
+
+class BmcUnreachableError(BmcError):
+    """No answer from the BMC (wrong address/port, down, or packets lost)."""
+
+    retryable = True
+
+    @classmethod
+    def for_host(cls, host: str, address: str, port: int, detail: str) -> BmcUnreachableError:
+        return cls(host, f"{host}: BMC {address}:{port} did not answer ({detail}); "
+                         "check bmc_address, bmc_port and that the BMC network is reachable")
+
+
+class BmcUnsupportedError(BmcError):
+    """The BMC does not implement the command (or not in its present state)."""
+
+    @classmethod
+    def for_host(cls, host: str, address: str, what: str, detail: str) -> BmcUnsupportedError:
+        return cls(host, f"{host}: BMC {address} does not support {what} ({detail}); "
+                         "check the BMC firmware or use another bmc_protocol")
+
+
+class BmcCommandError(BmcError):
+    """The BMC understood the command and answered with an error."""
+
+    @classmethod
+    def for_host(cls, host: str, address: str, what: str, detail: str) -> BmcCommandError:
+        return cls(host, f"{host}: BMC {address} refused {what} ({detail}); check the BMC's event log")
+
+
+@dataclass(frozen=True)
+class BootSetting:
+    device: str  # "pxe", "disk", or whatever else the BMC reports
+    persistent: bool = False
+    uefi: bool = False
+
+
+class BmcClient(Protocol):
+    """One logged-in connection to one BMC. Not thread-safe: the pool serialises use per BMC."""
+
+    host: str
+
+    def get_power(self) -> str: ...  # "on" or "off"
+
+    def set_power(self, action: PowerAction) -> None: ...  # fire and return; callers poll get_power
+
+    def get_bootdev(self) -> BootSetting: ...
+
+    def set_bootdev(self, device: BootDevice, *, persistent: bool = False, uefi: bool = False) -> None: ...
+
+    def get_health(self) -> dict[str, str]: ...
+
+    def close(self) -> None: ...

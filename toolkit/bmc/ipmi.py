@@ -1,0 +1,149 @@
+"""IPMI 2.0 (RMCP+) through pyghmi.
+
+pyghmi's Command logs in when constructed, keeps the session alive in its own IO thread, and
+reports failures as IpmiException text (sometimes with a completion code, sometimes only as
+``{'error': ...}`` return values). classify_ipmi_error() is the single table turning those into
+our typed errors.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from toolkit.bmc.base import (
+    BmcAuthError,
+    BmcCommandError,
+    BmcError,
+    BmcUnreachableError,
+    BmcUnsupportedError,
+    BootDevice,
+    BootSetting,
+    PowerAction,
+)
+from toolkit.bmc import pyghmi_fixes
+from toolkit.inventory import Host
+
+# pyghmi's boot device names for ours, and back
+_TO_PYGHMI = {BootDevice.PXE: "network", BootDevice.DISK: "hd"}
+_FROM_PYGHMI = {"network": "pxe", "hd": "disk", "default": "default"}
+
+_AUTH_TEXT = ("incorrect password", "unauthorized name", "invalid rakp4", "wrong kg",
+              "unauthorized role", "insufficient privilege", "invalid user name", "invalid role")
+_UNREACHABLE_TEXT = ("timeout", "no response", "session no longer connected", "session disconnected",
+                     "session failed to initialize", "no route", "unreachable", "connection refused")
+# completion codes that mean "this BMC does not do that"
+_UNSUPPORTED_CODES = {0xC1, 0xC2, 0xD5, 0xD6, 0x80}
+_UNSUPPORTED_TEXT = ("invalid command", "not supported", "parameter not supported", "unrecognized")
+
+
+def classify_ipmi_error(host: Host, what: str, exc: BaseException) -> BmcError:
+    """Map a pyghmi/socket failure to a typed error whose message names the host. Pure."""
+    bmc = host.bmc
+    address = bmc.address if bmc else "?"
+    port = bmc.port if bmc else 0
+    text = str(exc).strip()
+    if text in ("", "None"):
+        # pyghmi marks a session broken without a message when the BMC stopped answering
+        text = "no response"
+    # a password never reaches pyghmi's messages, but be certain before it reaches ours
+    if bmc and bmc.password.reveal():
+        text = text.replace(bmc.password.reveal(), "***")
+    low = text.lower()
+    code = getattr(exc, "ipmicode", 0) or 0
+    if isinstance(exc, socket.gaierror):
+        return BmcUnreachableError.for_host(host.name, address, port, f"cannot resolve: {text}")
+    if isinstance(exc, OSError):
+        return BmcUnreachableError.for_host(host.name, address, port, text)
+    if any(t in low for t in _AUTH_TEXT):
+        return BmcAuthError.for_host(host.name, address, text)
+    if code == 0xFFFF or any(t in low for t in _UNREACHABLE_TEXT):
+        return BmcUnreachableError.for_host(host.name, address, port, text)
+    if code in _UNSUPPORTED_CODES or any(t in low for t in _UNSUPPORTED_TEXT):
+        return BmcUnsupportedError.for_host(host.name, address, what, text)
+    return BmcCommandError.for_host(host.name, address, what, text)
+
+
+class IpmiClient:
+    """One pyghmi session to one BMC, opened on first use and reused."""
+
+    def __init__(self, host: Host, *, timeout: float = 10.0) -> None:
+        if host.bmc is None:
+            raise BmcCommandError(host.name, f"{host.name}: no bmc_address in the inventory",
+                                  hint="add bmc_address (and bmc_user, bmc_password) to the host's vars")
+        self.host = host.name
+        self._host = host
+        self._timeout = timeout
+        self._cmd: Any = None
+
+    def _command(self) -> Any:
+        if self._cmd is None:
+            from pyghmi.ipmi import command as ipmi_command
+
+            pyghmi_fixes.apply()
+            bmc = self._host.bmc
+            assert bmc is not None
+            try:
+                self._cmd = ipmi_command.Command(bmc=bmc.address, userid=bmc.user,
+                                                 password=bmc.password.reveal(), port=bmc.port,
+                                                 keepalive=True)
+            except Exception as exc:
+                raise classify_ipmi_error(self._host, "login", exc) from None
+        return self._cmd
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        cmd = self._command()
+        try:
+            result = fn(cmd, *args, **kwargs)
+        except Exception as exc:
+            err = classify_ipmi_error(self._host, what, exc)
+            if err.retryable:
+                self.close()  # the session is broken; the next attempt logs in afresh
+            raise err from None
+        if isinstance(result, dict) and "error" in result:
+            # pyghmi reports some failures as a return value, not an exception
+            from pyghmi.exceptions import IpmiException
+
+            raise classify_ipmi_error(self._host, what, IpmiException(result["error"], result.get("code", 0)))
+        return result
+
+    def get_power(self) -> str:
+        result = self._call("power status", lambda c: c.get_power())
+        return str(result["powerstate"])
+
+    def set_power(self, action: PowerAction) -> None:
+        what = f"power {action.value}"
+        if action == PowerAction.CYCLE:
+            # A chassis power cycle is only defined for a machine that is on; for one that is
+            # off, "cycle" means bring it up.
+            if self.get_power() == "off":
+                self._call(what, lambda c: c.set_power("on", wait=False))
+            else:
+                self._call(what, lambda c: c.raw_command(netfn=0, command=2, data=[2]))
+            return
+        state = {PowerAction.ON: "on", PowerAction.OFF: "off", PowerAction.RESET: "reset"}[action]
+        # never wait=True: pyghmi's internal wait stalls with many threads; the pool polls instead
+        self._call(what, lambda c: c.set_power(state, wait=False))
+
+    def get_bootdev(self) -> BootSetting:
+        result = self._call("boot device read", lambda c: c.get_bootdev())
+        dev = str(result.get("bootdev", "default"))
+        return BootSetting(device=_FROM_PYGHMI.get(dev, dev), persistent=bool(result.get("persistent")),
+                           uefi=bool(result.get("uefimode")))
+
+    def set_bootdev(self, device: BootDevice, *, persistent: bool = False, uefi: bool = False) -> None:
+        self._call(f"boot device {device.value}",
+                   lambda c: c.set_bootdev(_TO_PYGHMI[device], persist=persistent, uefiboot=uefi))
+
+    def get_health(self) -> dict[str, str]:
+        result = self._call("health read", lambda c: c.get_health())
+        health = result.get("health")
+        return {"health": getattr(health, "name", str(health))}
+
+    def close(self) -> None:
+        cmd, self._cmd = self._cmd, None
+        if cmd is not None:
+            try:
+                cmd.ipmi_session.logout()
+            except Exception:  # noqa: S110 - a dead session cannot be logged out; nothing to do
+                pass

@@ -1,0 +1,163 @@
+"""Fan a BMC operation out over many hosts: bounded threads, per-BMC limits, retries, session reuse.
+
+Flaky BMCs fall over when hammered, so each BMC gets at most ``per_bmc_inflight`` commands at
+once and at most ``per_bmc_rate`` command starts per second. Only connection failures
+(BmcUnreachableError) are retried, with jittered exponential backoff; an auth or command error
+is final. Logged-in clients are kept per BMC and reused by later operations of the same pool.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from toolkit.bmc.base import BmcClient, BmcCommandError, BmcError
+from toolkit.inventory import Host
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 4
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Backoff before retry number ``attempt`` (1-based): exponential with full-range jitter."""
+        cap = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        return cap * (0.5 + rng.random() * 0.5)
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    host: str
+    ok: bool
+    value: T | None = None
+    error: str | None = None  # error class name
+    message: str | None = None
+    attempts: int = 1
+    seconds: float = 0.0
+
+
+def default_client_factory(host: Host) -> BmcClient:
+    if host.bmc is None:
+        raise BmcCommandError(host.name, f"{host.name}: no bmc_address in the inventory",
+                              hint="add bmc_address, bmc_user and bmc_password to the host's vars")
+    if host.bmc.protocol == "redfish":
+        from toolkit.bmc.redfish import RedfishClient
+
+        return RedfishClient(host)
+    from toolkit.bmc.ipmi import IpmiClient
+
+    return IpmiClient(host)
+
+
+class _BmcSlot:
+    """Per-BMC gate: in-flight limit and minimum spacing between command starts."""
+
+    def __init__(self, inflight: int, rate: float) -> None:
+        self.sem = threading.Semaphore(inflight)
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.lock = threading.Lock()
+        self.next_start = 0.0
+        self.clients: list[BmcClient] = []
+
+    def wait_turn(self) -> None:
+        with self.lock:
+            now = time.monotonic()
+            start = max(now, self.next_start)
+            self.next_start = start + self.interval
+        if start > now:
+            time.sleep(start - now)
+
+
+class BmcPool:
+    def __init__(
+        self,
+        *,
+        workers: int = 64,
+        per_bmc_inflight: int = 1,
+        per_bmc_rate: float = 20.0,
+        retry: RetryPolicy | None = None,
+        client_factory: Callable[[Host], BmcClient] = default_client_factory,
+        seed: int | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.workers = workers
+        self.per_bmc_inflight = per_bmc_inflight
+        self.per_bmc_rate = per_bmc_rate
+        self.retry = retry or RetryPolicy()
+        self._factory = client_factory
+        self._slots: dict[tuple[str, int], _BmcSlot] = {}
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+        self._sleep = sleep
+
+    def _slot(self, host: Host) -> _BmcSlot:
+        key = (host.bmc.address, host.bmc.port) if host.bmc else (host.name, 0)
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None:
+                slot = self._slots[key] = _BmcSlot(self.per_bmc_inflight, self.per_bmc_rate)
+            return slot
+
+    def _run_one(self, host: Host, op: Callable[[BmcClient], T]) -> Outcome[T]:
+        slot = self._slot(host)
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            with slot.sem:
+                slot.wait_turn()
+                with slot.lock:
+                    client = slot.clients.pop() if slot.clients else None
+                try:
+                    if client is None:
+                        client = self._factory(host)
+                    value = op(client)
+                except BmcError as exc:
+                    if client is not None and not exc.retryable:
+                        with slot.lock:
+                            slot.clients.append(client)  # the session is fine; the command was refused
+                    if exc.retryable and attempt < self.retry.attempts:
+                        with self._lock:
+                            delay = self.retry.delay(attempt, self._rng)
+                        error: BmcError | None = exc
+                    else:
+                        return Outcome(host.name, False, error=type(exc).__name__, message=exc.message,
+                                       attempts=attempt, seconds=time.monotonic() - started)
+                else:
+                    with slot.lock:
+                        slot.clients.append(client)
+                    return Outcome(host.name, True, value=value, attempts=attempt,
+                                   seconds=time.monotonic() - started)
+            assert error is not None
+            self._sleep(delay)  # outside the slot, so others may use the BMC meanwhile
+
+    def map(self, hosts: Sequence[Host], op: Callable[[BmcClient], T]) -> list[Outcome[T]]:
+        """Run ``op`` once per host (with retries); results in the order of ``hosts``."""
+        if not hosts:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(hosts)), thread_name_prefix="bmc") as ex:
+            return list(ex.map(lambda h: self._run_one(h, op), hosts))
+
+    def close(self) -> None:
+        with self._lock:
+            slots = list(self._slots.values())
+            self._slots.clear()
+        for slot in slots:
+            for client in slot.clients:
+                client.close()
+            slot.clients.clear()
+
+    def __enter__(self) -> BmcPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

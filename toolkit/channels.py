@@ -1,0 +1,374 @@
+"""Channels: named pointers (``base@dev``, ``base@prod``) to exact build ids, with an audit history.
+
+Every change is planned by a pure function from the channel's current state and history, then
+applied inside one write transaction (BEGIN IMMEDIATE) that re-reads that state first. Two
+racing commands therefore queue: the second plans against what the first wrote, and every
+history row's ``from_build`` is the previous row's ``to_build``.
+
+Rollback treats a channel's history as a stack: publish and promote push a build, rollback
+pops one. Rolling back twice walks two steps back instead of toggling between two builds.
+Retention (gc) keeps every build a channel points at, the build each channel would roll back
+to, and every build a host desires, was served, or reported running.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from toolkit.errors import InputError, StoreError
+from toolkit.statedb import HistoryRow, Repo, StateDB
+from toolkit.store import STAGING, Build, Store
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+LATEST = "latest-bake"
+
+if TYPE_CHECKING:  # fleet reads the inventory; channels alone must not need one
+    from toolkit.fleet import Fleet
+
+
+class ChannelError(InputError):
+    """A channel operation cannot be done as asked (unknown build, empty channel, unchecked build)."""
+
+
+@dataclass(frozen=True)
+class ChannelChange:
+    image: str
+    channel: str
+    action: str  # publish | promote | rollback
+    from_build: str | None
+    to_build: str
+    user: str
+    reason: str = ""
+    forced: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return self.from_build != self.to_build
+
+
+@dataclass(frozen=True)
+class ChangeResult:
+    change: ChannelChange
+    applied: bool  # False when the channel already pointed at the build (nothing recorded)
+    history_id: int | None
+    at: float
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    id: int
+    image: str
+    channel: str
+    action: str
+    from_build: str | None
+    to_build: str
+    user: str
+    at: float
+    reason: str
+    forced: bool
+
+
+def current_user() -> str:
+    """Who is acting: the human behind sudo when there is one."""
+    return os.environ.get("GOLDEN_USER") or os.environ.get("SUDO_USER") or getpass.getuser()
+
+
+def check_name(kind: str, value: str) -> str:
+    if not NAME_RE.match(value):
+        raise ChannelError(f"{kind} {value!r} is not a valid name (lowercase letters, digits, '-' and '_')")
+    return value
+
+
+# ---- pure planning ----
+
+def rollback_stack(history: Sequence[HistoryRow | HistoryEntry]) -> list[str]:
+    """The builds a channel went through, oldest first, with rolled-back builds popped off."""
+    stack: list[str] = []
+    for row in history:
+        if row.action == "rollback":
+            if stack:
+                stack.pop()
+            if not stack or stack[-1] != row.to_build:
+                stack.append(row.to_build)
+        elif not stack or stack[-1] != row.to_build:
+            stack.append(row.to_build)
+    return stack
+
+
+def rollback_target(history: Sequence[HistoryRow | HistoryEntry]) -> str | None:
+    stack = rollback_stack(history)
+    return stack[-2] if len(stack) >= 2 else None
+
+
+def unpassed_checks(build: Build) -> list[str]:
+    """Names of the build's checks that did not pass; ``["(no checks recorded)"]`` for an unchecked build."""
+    checks = build.manifest.checks
+    if not checks:
+        return ["(no checks recorded)"]
+    return sorted(name for name, result in checks.items() if not result.passed)
+
+
+def plan_publish(image: str, channel: str, build: Build, current: str | None, user: str,
+                 reason: str = "") -> ChannelChange:
+    return ChannelChange(image, channel, "publish", current, build.build_id, user, reason)
+
+
+def plan_promote(image: str, src: str, dst: str, source_build: Build | None, current: str | None, user: str,
+                 force: bool = False, reason: str = "") -> ChannelChange:
+    if src == dst:
+        raise ChannelError(f"--from and --to are both {src!r}; promote moves a build between two channels")
+    if source_build is None:
+        raise ChannelError(f"channel {image}@{src} points at no build",
+                           hint=f"golden publish {image} <build> --channel {src}")
+    if force and not reason.strip():
+        raise ChannelError("--force needs --reason saying why the checks are overridden")
+    failing = unpassed_checks(source_build)
+    if failing and not force:
+        raise ChannelError(
+            f"build {image}/{source_build.build_id} has not passed its checks ({', '.join(failing)}); "
+            f"not promoting it to {dst}",
+            hint="fix and bake again, or override with --force --reason '...' (recorded in the history)",
+        )
+    return ChannelChange(image, dst, "promote", current, source_build.build_id, user, reason.strip(),
+                         forced=bool(force and failing))
+
+
+def plan_rollback(image: str, channel: str, history: Sequence[HistoryRow | HistoryEntry], current: str | None,
+                  user: str, reason: str = "") -> ChannelChange:
+    if current is None:
+        raise ChannelError(f"channel {image}@{channel} points at no build; there is nothing to roll back")
+    target = rollback_target(history)
+    if target is None:
+        raise ChannelError(f"channel {image}@{channel} has no previous build to roll back to")
+    return ChannelChange(image, channel, "rollback", current, target, user, reason)
+
+
+# ---- acting ----
+
+def _apply(repo: Repo, change: ChannelChange) -> ChangeResult:
+    at = time.time()
+    if not change.changed:
+        return ChangeResult(change, False, None, at)
+    repo.set_channel(change.image, change.channel, change.to_build, at)
+    hid = repo.append_history(change.image, change.channel, change.action, change.from_build, change.to_build,
+                              change.user, at, change.reason, change.forced)
+    return ChangeResult(change, True, hid, at)
+
+
+def _current(repo: Repo, image: str, channel: str) -> str | None:
+    row = repo.get_channel(image, channel)
+    return row.build_id if row else None
+
+
+def resolve_build(store: Store, image: str, ref: str) -> Build:
+    """A build id, or ``latest-bake`` for the newest build of ``image`` in the store."""
+    check_name("image", image)
+    if ref == LATEST:
+        builds = store.builds(image)
+        if not builds:
+            raise ChannelError(f"image {image!r} has no builds in {store.root}", hint=f"golden bake {image}")
+        return builds[0]
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", ref):
+        raise ChannelError(f"{ref!r} is not a build id (or {LATEST})")
+    build = store.find(image, ref)
+    if build is None:
+        known = ", ".join(b.build_id for b in store.builds(image)[:5]) or "none"
+        raise ChannelError(f"no build {image}/{ref} in the store (newest: {known})")
+    return build
+
+
+def publish(db: StateDB, store: Store, image: str, ref: str, channel: str, *, user: str | None = None,
+            reason: str = "") -> ChangeResult:
+    check_name("channel", channel)
+    who = user or current_user()
+    with db.write() as repo:
+        # Resolved under the write lock: gc deletes builds while holding it too.
+        build = resolve_build(store, image, ref)
+        change = plan_publish(image, channel, build, _current(repo, image, channel), who, reason)
+        return _apply(repo, change)
+
+
+def promote(db: StateDB, store: Store, image: str, src: str, dst: str, *, force: bool = False, reason: str = "",
+            user: str | None = None) -> ChangeResult:
+    check_name("image", image)
+    check_name("channel", src)
+    check_name("channel", dst)
+    who = user or current_user()
+    with db.write() as repo:
+        src_id = _current(repo, image, src)
+        source = None
+        if src_id is not None:
+            source = store.find(image, src_id)
+            if source is None:
+                raise StoreError(f"channel {image}@{src} points at build {src_id}, which is not in the store")
+        change = plan_promote(image, src, dst, source, _current(repo, image, dst), who, force, reason)
+        return _apply(repo, change)
+
+
+def rollback(db: StateDB, store: Store, image: str, channel: str, *, reason: str = "",
+             user: str | None = None) -> ChangeResult:
+    check_name("image", image)
+    check_name("channel", channel)
+    who = user or current_user()
+    with db.write() as repo:
+        change = plan_rollback(image, channel, repo.history(image, channel), _current(repo, image, channel),
+                               who, reason)
+        if store.find(image, change.to_build) is None:
+            raise StoreError(f"cannot roll {image}@{channel} back to {change.to_build}: "
+                             "that build is gone from the store")
+        return _apply(repo, change)
+
+
+def history(db: StateDB, image: str | None = None, channel: str | None = None) -> list[HistoryEntry]:
+    with db.read() as repo:
+        rows = repo.history(image, channel)
+    return [HistoryEntry(r.id, r.image, r.channel, r.action, r.from_build, r.to_build, r.user, r.at, r.reason,
+                         r.forced) for r in rows]
+
+
+def channel_build(db: StateDB, image: str, channel: str) -> str | None:
+    with db.read() as repo:
+        return _current(repo, image, channel)
+
+
+# ---- the images overview ----
+
+@dataclass(frozen=True)
+class BuildSummary:
+    build_id: str
+    created_at: str
+    size: int
+    checks_passed: bool
+    channels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ImageSummary:
+    image: str
+    channels: dict[str, str]
+    builds: tuple[BuildSummary, ...]
+
+
+def summarize_images(db: StateDB, store: Store) -> list[ImageSummary]:
+    with db.read() as repo:
+        rows = repo.list_channels()
+    by_image: dict[str, dict[str, str]] = {}
+    for r in rows:
+        by_image.setdefault(r.image, {})[r.channel] = r.build_id
+    out = []
+    for image in sorted(set(store.images()) | set(by_image)):
+        chans = by_image.get(image, {})
+        builds = tuple(
+            BuildSummary(
+                b.build_id, b.manifest.created_at, sum(a.size for a in b.manifest.artifacts.values()),
+                not unpassed_checks(b), tuple(sorted(c for c, bid in chans.items() if bid == b.build_id)),
+            )
+            for b in store.builds(image)
+        )
+        out.append(ImageSummary(image, dict(sorted(chans.items())), builds))
+    return out
+
+
+# ---- retention ----
+
+@dataclass(frozen=True)
+class GcItem:
+    image: str
+    build_id: str
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GcPlan:
+    keep: tuple[GcItem, ...]
+    delete: tuple[GcItem, ...]
+    freed_bytes: int = 0
+    deleted: tuple[str, ...] = field(default_factory=tuple)
+
+
+def plan_gc(builds: dict[str, list[tuple[str, int]]], referenced: dict[tuple[str, str], list[str]],
+            keep: int) -> GcPlan:
+    """Which builds to delete: beyond the ``keep`` newest of each image and referenced by nothing.
+
+    ``builds`` maps an image to its (build id, size) pairs newest first; ``referenced`` maps
+    (image, build id) to why it must stay (channel, rollback target, host state).
+    """
+    if keep < 0:
+        raise ChannelError("--keep must be 0 or more")
+    kept: list[GcItem] = []
+    doomed: list[GcItem] = []
+    freed = 0
+    for image in sorted(builds):
+        for n, (build_id, size) in enumerate(builds[image]):
+            why = list(referenced.get((image, build_id), []))
+            if n < keep:
+                why.insert(0, f"among the {keep} newest")
+            if why:
+                kept.append(GcItem(image, build_id, tuple(why)))
+            else:
+                doomed.append(GcItem(image, build_id))
+                freed += size
+    return GcPlan(tuple(kept), tuple(doomed), freed)
+
+
+def _references(repo: Repo) -> dict[tuple[str, str], list[str]]:
+    refs: dict[tuple[str, str], list[str]] = {}
+
+    def add(image: str | None, build_id: str | None, why: str) -> None:
+        if image and build_id:
+            refs.setdefault((image, build_id), []).append(why)
+
+    for ch in repo.list_channels():
+        add(ch.image, ch.build_id, f"channel {ch.channel}")
+        target = rollback_target(repo.history(ch.image, ch.channel))
+        add(ch.image, target, f"rollback target of {ch.channel}")
+    for h in repo.list_hosts():
+        add(h.desired_image, h.desired_build, f"desired by {h.name}")
+        add(h.observed_image or h.desired_image, h.observed_build, f"running on {h.name}")
+        add(h.desired_image, h.served_build, f"served to {h.name}")
+    return refs
+
+
+def _gc_inputs(store: Store) -> dict[str, list[tuple[str, int]]]:
+    return {
+        image: [(b.build_id, sum(a.size for a in b.manifest.artifacts.values())) for b in store.builds(image)]
+        for image in store.images()
+    }
+
+
+def gc(db: StateDB, store: Store, keep: int, *, dry_run: bool = False, fleet: Fleet | None = None) -> GcPlan:
+    """Plan retention and (unless ``dry_run``) delete, holding the state write lock so no publish interleaves.
+
+    With ``fleet`` the builds its inventory pins hosts to are kept too.
+    """
+    extra_refs = fleet.inventory_refs() if fleet is not None else {}
+    with db.write() as repo:
+        refs = _references(repo)
+        for k, v in extra_refs.items():
+            refs.setdefault(k, []).extend(v)
+        plan = plan_gc(_gc_inputs(store), refs, keep)
+        if dry_run:
+            return plan
+        deleted = []
+        for item in plan.delete:
+            _delete_build(store, item.image, item.build_id)
+            deleted.append(f"{item.image}/{item.build_id}")
+    return GcPlan(plan.keep, plan.delete, plan.freed_bytes, tuple(deleted))
+
+
+def _delete_build(store: Store, image: str, build_id: str) -> None:
+    path = store.root / image / build_id
+    aside: Path = store.root / STAGING / f"{image}.gc-{build_id}-{uuid.uuid4().hex[:6]}"
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    # Renamed out of sight first, so a reader never finds half a build.
+    path.rename(aside)
+    shutil.rmtree(aside, ignore_errors=True)

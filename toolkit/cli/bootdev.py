@@ -1,0 +1,28 @@
+"""golden bootdev: choose the next boot device (network or disk) through the BMCs."""
+
+from __future__ import annotations
+
+import argparse
+
+from toolkit.bmc.base import BootDevice
+from toolkit.bmc.control import bootdev_pattern
+from toolkit.cli.output import Context
+from toolkit.cli.power import render_report
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bootdev", help="set the next boot device (pxe or disk) of the hosts a pattern selects")
+    p.add_argument("pattern", help="host pattern: all, a group (rack), a host, globs, a:b, a:&b, a:!b")
+    p.add_argument("device", choices=[d.value for d in BootDevice])
+    p.add_argument("--persistent", action="store_true", help="keep the setting for every boot, not only the next")
+    p.add_argument("-i", "--inventory", help="inventory file (default: GOLDEN_INVENTORY, golden.yaml, the lab's)")
+    p.add_argument("--workers", type=int, default=64, help="BMCs talked to at once (default 64)")
+    p.add_argument("--json", dest="json_out", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_bootdev)
+
+
+def cmd_bootdev(args: argparse.Namespace, ctx: Context) -> int:
+    ctx.json = ctx.json or args.json_out
+    report = bootdev_pattern(ctx.settings(), args.inventory, args.pattern, BootDevice(args.device),
+                             persistent=args.persistent, workers=args.workers)
+    return render_report(report, ctx, "BOOTDEV", "bootdev")

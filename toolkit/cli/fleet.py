@@ -1,0 +1,43 @@
+"""golden fleet: per host, rack, desired build, observed build, last report, state."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from toolkit.cli.output import Context
+from toolkit.fleet import open_fleet
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fleet", help="hosts with their desired and observed builds")
+    p.add_argument("pattern", nargs="?", default="all", help="Ansible host pattern (default: all)")
+    p.add_argument("-i", "--inventory", help="inventory file (default: GOLDEN_INVENTORY, then golden.yaml)")
+    p.add_argument("--state", help="only hosts in this state (in-sync, pending, drifted, never-reported, no-build)")
+    p.add_argument("--unknown", action="store_true", help="list machines that asked to boot but are in no inventory")
+    p.set_defaults(func=cmd_fleet)
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) if ts else "-"
+
+
+def cmd_fleet(args: argparse.Namespace, ctx: Context) -> int:
+    fleet = open_fleet(ctx.settings(), args.inventory)
+    if args.unknown:
+        unknown = fleet.unknown_machines()
+        if ctx.json:
+            ctx.emit(unknown)
+        else:
+            ctx.table(["MAC", "FIRST SEEN", "LAST SEEN", "TIMES", "FROM"],
+                      [(u.mac, _when(u.first_seen), _when(u.last_seen), u.seen_count, u.remote_addr) for u in unknown])
+        return 0
+    hosts = [h for h in fleet.status(args.pattern) if args.state is None or h.state == args.state]
+    if ctx.json:
+        ctx.emit(hosts)
+        return 0
+    ctx.table(["HOST", "RACK", "IMAGE", "DESIRED", "OBSERVED", "SINCE", "LAST REPORT", "STATE"], [
+        (h.name, h.rack, h.image, h.desired or "-", h.observed or "-", _when(h.observed_since),
+         _when(h.last_report), h.state + (f" ({len(h.drift)} drifted)" if h.drift else ""))
+        for h in hosts])
+    return 0

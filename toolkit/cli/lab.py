@@ -1,0 +1,80 @@
+"""golden lab: a virtual rack of QEMU machines behind virtual IPMI BMCs on loopback."""
+
+from __future__ import annotations
+
+import argparse
+
+from toolkit.cli.output import Context
+from toolkit.lab import LabStatus, console_text, down_lab, status_lab, up_lab
+from toolkit.vbmc import SimOptions
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lab", help="virtual lab rack: up, status, console, down")
+    lsub = p.add_subparsers(dest="lab_command", metavar="ACTION")
+    lsub.required = True
+    up = lsub.add_parser("up", help="start N machines behind virtual BMCs (harmless when already up)")
+    up.add_argument("--nodes", type=int, default=2, help="number of machines (default 2)")
+    up.add_argument("--no-vm", action="store_true", help="simulated machines (power state only), for scale tests")
+    up.add_argument("--boot-url", help="boot server URL as seen from the VMs "
+                                       "(default: lab.boot_url in golden.yaml, else http://10.0.2.2:9090)")
+    up.add_argument("--base-port", type=int, help="first BMC UDP port (default: first free from 16230)")
+    up.add_argument("--memory", type=int, default=1536, help="MiB per machine (default 1536)")
+    up.add_argument("--latency", type=float, default=0.0, help="--no-vm: seconds added to each chassis command")
+    up.add_argument("--fail-rate", type=float, default=0.0, help="--no-vm: share of power commands that fail")
+    up.add_argument("--drop-rate", type=float, default=0.0, help="--no-vm: share of BMC replies dropped")
+    up.add_argument("--boot-time", type=float, default=0.0, help="--no-vm: seconds a simulated boot takes")
+    up.add_argument("--seed", type=int, default=0, help="--no-vm: seed for drops and failures")
+    up.set_defaults(func=cmd_up)
+    lsub.add_parser("status", help="show the lab's machines and BMC ports").set_defaults(func=cmd_status)
+    con = lsub.add_parser("console", help="print a machine's serial console log")
+    con.add_argument("node")
+    con.add_argument("--lines", type=int, default=200, help="last N lines (0 = all)")
+    con.set_defaults(func=cmd_console)
+    lsub.add_parser("down", help="stop every machine and BMC; remove the lab's files").set_defaults(func=cmd_down)
+
+
+def _render(status: LabStatus, ctx: Context, headline: str) -> int:
+    if ctx.json:
+        ctx.emit(status)
+        return 0
+    ctx.say(headline)
+    if status.nodes:
+        ctx.table(("NODE", "RACK", "MAC", "BMC", "POWER", "BOOTDEV", "PID"),
+                  [(n.name, n.rack, n.mac, f"127.0.0.1:{n.bmc_port}", n.power, n.bootdev, n.pid or "-")
+                   for n in status.nodes])
+    if status.inventory:
+        ctx.say(f"inventory: {status.inventory}  boot URL: {status.boot_url}")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace, ctx: Context) -> int:
+    sim = SimOptions(latency=args.latency, fail_rate=args.fail_rate, drop_rate=args.drop_rate,
+                     boot_time=args.boot_time, seed=args.seed)
+    status = up_lab(ctx.settings(), args.nodes, no_vm=args.no_vm, boot_url=args.boot_url, base_port=args.base_port,
+                    memory_mb=args.memory, sim=sim)
+    head = "lab already up" if status.already_up else f"lab up: {len(status.nodes)} node(s) in {status.seconds:.1f} s"
+    return _render(status, ctx, head)
+
+
+def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
+    status = status_lab(ctx.settings())
+    return _render(status, ctx, "lab is up" if status.up else "lab is down")
+
+
+def cmd_console(args: argparse.Namespace, ctx: Context) -> int:
+    text = console_text(ctx.settings(), args.node, args.lines)
+    if ctx.json:
+        ctx.emit({"node": args.node, "console": text})
+    else:
+        print(text)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace, ctx: Context) -> int:
+    status = down_lab(ctx.settings())
+    if ctx.json:
+        ctx.emit({"down": True, "seconds": status.seconds, "nodes": len(status.nodes)})
+    else:
+        ctx.say(f"lab down: {len(status.nodes)} node(s) stopped, files removed in {status.seconds:.1f} s")
+    return 0

@@ -1,0 +1,37 @@
+"""golden power: read or change power state of inventory hosts through their BMCs."""
+
+from __future__ import annotations
+
+import argparse
+
+from toolkit.bmc.base import PowerAction
+from toolkit.bmc.control import FanoutReport, power_pattern
+from toolkit.cli.output import Context
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("power", help="power status|on|off|cycle for the hosts an Ansible host pattern selects")
+    p.add_argument("pattern", help="host pattern: all, a group (rack), a host, globs, a:b, a:&b, a:!b")
+    p.add_argument("action", choices=[a.value for a in PowerAction if a != PowerAction.RESET])
+    p.add_argument("-i", "--inventory", help="inventory file (default: GOLDEN_INVENTORY, golden.yaml, the lab's)")
+    p.add_argument("--workers", type=int, default=64, help="BMCs talked to at once (default 64)")
+    p.add_argument("--json", dest="json_out", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_power)
+
+
+def render_report(report: FanoutReport, ctx: Context, value_header: str, value_field: str) -> int:
+    if ctx.json:
+        ctx.emit(report)
+    else:
+        rows = [(r.host, getattr(r, value_field) or "-", "ok" if r.ok else r.error, r.attempts, r.message or "")
+                for r in report.results]
+        ctx.table(("HOST", value_header, "RESULT", "TRIES", "MESSAGE"), rows)
+        ok = len(report.results) - len(report.failed)
+        ctx.say(f"{report.action}: {ok}/{len(report.results)} ok in {report.seconds:.1f} s")
+    return 0 if report.ok else 1
+
+
+def cmd_power(args: argparse.Namespace, ctx: Context) -> int:
+    ctx.json = ctx.json or args.json_out
+    report = power_pattern(ctx.settings(), args.inventory, args.pattern, PowerAction(args.action), workers=args.workers)
+    return render_report(report, ctx, "POWER", "power")

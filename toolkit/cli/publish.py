@@ -1,0 +1,63 @@
+"""golden publish / promote / rollback: move a channel to an exact build id, recorded in the audit history."""
+
+from __future__ import annotations
+
+import argparse
+
+from toolkit.channels import LATEST, ChangeResult, promote, publish, rollback
+from toolkit.cli.output import Context
+from toolkit.statedb import StateDB
+from toolkit.store import Store
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("publish", help="point a channel of an image at a build")
+    p.add_argument("image", help="image name (images/<name>.yaml)")
+    p.add_argument("build", metavar="BUILD", help=f"a build id in the store, or {LATEST} for the newest bake")
+    p.add_argument("--channel", required=True, help="channel to point at the build, e.g. dev")
+    p.add_argument("--reason", default="", help="why (recorded in the history)")
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("promote", help="give a channel the exact build another channel points at")
+    p.add_argument("image")
+    p.add_argument("--from", dest="src", required=True, metavar="CHANNEL", help="source channel, e.g. dev")
+    p.add_argument("--to", dest="dst", required=True, metavar="CHANNEL", help="target channel, e.g. staging")
+    p.add_argument("--force", action="store_true", help="promote even though the build's checks have not passed")
+    p.add_argument("--reason", default="", help="why (required with --force; recorded in the history)")
+    p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser("rollback", help="point a channel back at its previous build")
+    p.add_argument("image")
+    p.add_argument("--channel", required=True)
+    p.add_argument("--reason", default="", help="why (recorded in the history)")
+    p.set_defaults(func=cmd_rollback)
+
+
+def _render(ctx: Context, result: ChangeResult) -> int:
+    c = result.change
+    if ctx.json:
+        ctx.emit({"applied": result.applied, "history_id": result.history_id, "at": result.at, **vars(c)})
+    elif not result.applied:
+        ctx.say(f"{c.image}@{c.channel} already points at {c.to_build}; nothing changed")
+    else:
+        forced = " (FORCED past failing checks)" if c.forced else ""
+        ctx.say(f"{c.action}: {c.image}@{c.channel}: {c.from_build or '(none)'} -> {c.to_build}{forced}")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace, ctx: Context) -> int:
+    s = ctx.settings()
+    return _render(ctx, publish(StateDB(s.state_db), Store(s.store_dir), args.image, args.build, args.channel,
+                                reason=args.reason))
+
+
+def cmd_promote(args: argparse.Namespace, ctx: Context) -> int:
+    s = ctx.settings()
+    return _render(ctx, promote(StateDB(s.state_db), Store(s.store_dir), args.image, args.src, args.dst,
+                                force=args.force, reason=args.reason))
+
+
+def cmd_rollback(args: argparse.Namespace, ctx: Context) -> int:
+    s = ctx.settings()
+    return _render(ctx, rollback(StateDB(s.state_db), Store(s.store_dir), args.image, args.channel,
+                                 reason=args.reason))

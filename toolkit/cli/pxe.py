@@ -1,0 +1,47 @@
+"""golden pxe render: nginx site + dnsmasq proxyDHCP + TFTP iPXE files for a production boot server."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from toolkit.cli.output import Context
+from toolkit.pxe import PxeSettings, render_pxe
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pxe", help="configuration for production boot servers (nginx, dnsmasq)")
+    verbs = p.add_subparsers(dest="pxe_command", metavar="ACTION")
+    verbs.required = True
+    r = verbs.add_parser("render", help="write nginx and dnsmasq proxyDHCP configs and the TFTP iPXE files")
+    r.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write into")
+    r.add_argument("--server-url", required=True, metavar="URL",
+                   help="URL machines reach nginx at, e.g. http://10.0.0.1")
+    r.add_argument("--interface", required=True, help="interface dnsmasq answers PXE requests on")
+    r.add_argument("--subnet", help="network address of that interface (default: read from the interface)")
+    r.add_argument("--listen", default="80", help="nginx listen (port or ADDR:PORT; default 80)")
+    r.add_argument("--upstream", default="127.0.0.1:9090", metavar="HOST:PORT",
+                   help="where golden serve listens (default 127.0.0.1:9090)")
+    r.add_argument("--nginx-user", help="user nginx workers run as (standalone nginx.conf only)")
+    r.add_argument("--store", type=Path, help="image store to serve (default: the settings' store)")
+    r.set_defaults(func=cmd_render)
+
+
+def cmd_render(args: argparse.Namespace, ctx: Context) -> int:
+    s = ctx.settings()
+    result = render_pxe(PxeSettings(
+        out_dir=args.out, server_url=args.server_url, interface=args.interface, subnet=args.subnet,
+        store_dir=args.store or s.store_dir, upstream=args.upstream, listen=args.listen, nginx_user=args.nginx_user,
+    ))
+    if ctx.json:
+        ctx.emit(result)
+        return 0
+    ctx.say(f"wrote {len(result.files)} file(s) to {result.out_dir}:")
+    for name in result.files:
+        ctx.say(f"  {name}")
+    if result.missing:
+        ctx.say(f"warning: not found in /usr/lib/ipxe: {', '.join(result.missing)} (apt-get install ipxe)")
+    ctx.say("run:")
+    for what, cmd in result.commands.items():
+        ctx.say(f"  {what}: {cmd}")
+    return 0

@@ -1,0 +1,125 @@
+"""golden reimage: plan waves over a host pattern, confirm, execute with a journal; --resume continues."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from toolkit.cli.output import Context
+from toolkit.errors import InputError
+from toolkit.rollout.execute import Progress, RunOutcome
+from toolkit.rollout.journal import RunStatus
+from toolkit.rollout.plan import Amount, Plan, Policy
+from toolkit.rollout.service import ReimageRequest, execute_plan, plan_request, plan_to_dict, resume_run
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reimage", help="reimage hosts onto a build in waves (canary, health gates, rollback)")
+    p.add_argument("pattern", nargs="?", help="Ansible host pattern (groups, globs, ':' unions)")
+    p.add_argument("--image", metavar="NAME@CHANNEL|NAME@BUILD", help="what to reimage onto")
+    p.add_argument("-i", "--inventory", help="inventory file (default: GOLDEN_INVENTORY, then golden.yaml)")
+    p.add_argument("--canary", type=int, default=1, help="hosts in the first wave, which must fully pass (1)")
+    p.add_argument("--wave-size", default="10%", help="hosts per wave after the canary: N or P%% (10%%)")
+    p.add_argument("--max-unavailable", help="cap on hosts down at once: N or P%% of the selection")
+    p.add_argument("--max-failures", default="0", help="failure budget for the whole run: N or P%% (0)")
+    p.add_argument("--per-rack", type=int, help="at most this many hosts of one rack per wave")
+    p.add_argument("--boot-timeout", type=float, default=900.0, help="seconds to wait for a host's report (900)")
+    p.add_argument("--retries", type=int, default=1, help="attempts after the first before rolling back (1)")
+    p.add_argument("--include-current", action="store_true", help="also reimage hosts already on the build")
+    p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run from its journal")
+    p.set_defaults(func=cmd_reimage)
+
+
+def _policy(args: argparse.Namespace) -> Policy:
+    return Policy(
+        canary=args.canary,
+        wave_size=Amount.parse(args.wave_size, "--wave-size"),
+        max_unavailable=Amount.parse(args.max_unavailable, "--max-unavailable") if args.max_unavailable else None,
+        max_failures=Amount.parse(args.max_failures, "--max-failures"),
+        per_rack=args.per_rack,
+        boot_timeout_s=args.boot_timeout,
+        retries=args.retries,
+        include_current=args.include_current,
+    )
+
+
+def _show_plan(ctx: Context, plan: Plan, checks: tuple[str, ...]) -> None:
+    ctx.say(f"reimage onto {plan.image}/{plan.target_build}: {len(plan.hosts)} host(s) in {len(plan.waves)} wave(s), "
+            f"failure budget {plan.failure_budget}, health checks: {', '.join(checks) or 'none'}")
+    for note in plan.notes:
+        ctx.say(f"note: {note}")
+    rows = []
+    for w in plan.waves:
+        for h in w.hosts:
+            cur, tgt = plan.moves[h]
+            rows.append([w.index + 1, "canary" if w.canary else "", h, cur or "-", tgt])
+    ctx.table(["wave", "", "host", "current", "target"], rows)
+    if plan.unchanged:
+        ctx.say(f"already on the target, left alone: {', '.join(plan.unchanged)}")
+
+
+class _Live:
+    """One status line on a terminal, rewritten in place."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.started = time.monotonic()
+
+    def __call__(self, p: Progress) -> None:
+        if not self.ctx.interactive:
+            return
+        states = " ".join(f"{k}={v}" for k, v in sorted(p.states.items()))
+        line = (f"\r[{time.monotonic() - self.started:6.0f}s] wave {p.wave + 1}/{p.waves}  {states}  "
+                f"failures {p.failures}/{p.budget}")
+        sys.stderr.write(line[:200].ljust(120))
+        sys.stderr.flush()
+
+
+def _render(ctx: Context, out: RunOutcome) -> int:
+    if ctx.interactive:
+        sys.stderr.write("\n")
+    if ctx.json:
+        ctx.emit(out)
+    else:
+        ctx.table(["host", "result"], sorted(out.results.items()))
+        ctx.say(f"run {out.run_id}: {out.status.value}: {out.summary}")
+    return 0 if out.status == RunStatus.SUCCEEDED else 1
+
+
+def cmd_reimage(args: argparse.Namespace, ctx: Context) -> int:
+    settings = ctx.settings()
+    if args.resume:
+        return _render(ctx, resume_run(settings, args.resume, args.inventory, _Live(ctx)))
+    if not args.pattern or not args.image:
+        raise InputError("reimage needs a host pattern and --image NAME@CHANNEL (or --resume RUN_ID)")
+    req = ReimageRequest(args.pattern, args.image, _policy(args), args.inventory)
+    plan, checks = plan_request(settings, req)
+    if args.dry_run:
+        if ctx.json:
+            ctx.emit({"dry_run": True, "plan": plan_to_dict(plan), "checks": list(checks)})
+        else:
+            _show_plan(ctx, plan, checks)
+            ctx.say("dry run: nothing was changed")
+        return 0
+    if not plan.hosts:
+        ctx.say("nothing to do: every selected host is already on the target build")
+        if ctx.json:
+            ctx.emit({"plan": plan_to_dict(plan), "results": {}})
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty() or ctx.json:
+            raise InputError("reimage asks for confirmation on a terminal; pass --yes to run without asking")
+        _show_plan(ctx, plan, checks)
+        answer = input(f"reimage {len(plan.hosts)} host(s)? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            ctx.say("nothing done")
+            return 1
+
+    def started(run_id: str) -> None:
+        if not ctx.json:
+            print(f"run {run_id} started (resume with: golden reimage --resume {run_id})", file=sys.stderr)
+
+    return _render(ctx, execute_plan(settings, req, plan, checks, _Live(ctx), started))

@@ -1,0 +1,360 @@
+"""The virtual lab rack: QEMU machines (or simulated ones) behind virtual BMCs on loopback.
+
+Plan, then act. plan_lab() is pure: node names, MACs, BMC ports, racks. up_lab() writes the
+plan and generated BMC credentials into ``<home>/lab/`` (0600 files; credentials never reach
+argv), starts the background BMC server process(es) (``python -m toolkit.vbmc <config>``, each
+with a pid file, so the lab outlives the CLI), and writes a lab inventory in the same format as
+a real one: every host is in group ``lab`` and in a rack group ``lab-rackN``. down_lab() stops
+everything and removes the lab folder.
+
+Lab machines netboot through slirp: each has a TFTP folder with ``boot.ipxe`` that chains to
+``<boot-url>/boot/${mac}.ipxe``. The default boot URL is ``lab.boot_url`` from golden.yaml, else
+http://10.0.2.2:9090 (the default ``golden serve`` address as seen from inside QEMU's slirp).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from toolkit.config import Settings
+from toolkit.errors import GoldenError, InputError
+from toolkit.run import require, run, spawn
+from toolkit.vbmc import MAX_BMCS_PER_PROCESS, BmcConfig, ServeConfig, SimOptions
+
+DEFAULT_BOOT_URL = "http://10.0.2.2:9090"
+DEFAULT_BASE_PORT = 16230
+NODES_PER_RACK = 16
+LAB_GROUP = "lab"
+BMC_USER = "admin"
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 20.0
+
+
+class LabError(GoldenError):
+    """The lab could not be started, inspected or stopped."""
+
+
+@dataclass(frozen=True)
+class LabNode:
+    name: str
+    mac: str
+    rack: str
+    bmc_port: int
+    shard: int
+
+
+@dataclass(frozen=True)
+class LabPlan:
+    lab_id: str
+    nodes: tuple[LabNode, ...]
+    no_vm: bool
+    boot_url: str
+    memory_mb: int
+    sim: SimOptions = field(default_factory=SimOptions)
+
+    @property
+    def shards(self) -> int:
+        return max((n.shard for n in self.nodes), default=-1) + 1
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    name: str
+    mac: str
+    rack: str
+    bmc_port: int
+    power: str
+    bootdev: str
+    pid: int | None = None
+    serial_log: str | None = None
+
+
+@dataclass(frozen=True)
+class LabStatus:
+    up: bool
+    lab_dir: str
+    inventory: str | None
+    boot_url: str | None
+    pids: tuple[int, ...]
+    nodes: tuple[NodeStatus, ...]
+    seconds: float = 0.0
+    already_up: bool = False
+
+
+def lab_dir(settings: Settings) -> Path:
+    return settings.home / "lab"
+
+
+def default_boot_url(settings: Settings) -> str:
+    lab_cfg = settings.extra.get("lab") or {}
+    if isinstance(lab_cfg, dict) and lab_cfg.get("boot_url"):
+        return str(lab_cfg["boot_url"])
+    return DEFAULT_BOOT_URL
+
+
+# ---------------------------------------------------------------------------------------------
+# plan (pure)
+
+
+def plan_lab(nodes: int, *, lab_id: str, base_port: int = DEFAULT_BASE_PORT, no_vm: bool = False,
+             boot_url: str = DEFAULT_BOOT_URL, memory_mb: int = 1536, sim: SimOptions | None = None) -> LabPlan:
+    if nodes < 1:
+        raise InputError(f"--nodes must be at least 1, got {nodes}")
+    if not no_vm and nodes > 16:
+        raise InputError(f"{nodes} QEMU machines will not fit on one host; use at most 16 or --no-vm")
+    if base_port < 1024 or base_port + nodes > 65535:
+        raise InputError(f"BMC ports {base_port}..{base_port + nodes - 1} are outside 1024..65535")
+    if not boot_url.startswith(("http://", "https://")) or "," in boot_url:
+        raise InputError(f"--boot-url must be an http(s) URL without commas, got {boot_url!r}")
+    width = max(2, len(str(nodes)))
+    seed = hashlib.sha256(lab_id.encode()).digest()
+    planned = []
+    for i in range(nodes):
+        # locally administered unicast MACs, distinct per lab so two labs never collide
+        mac = f"52:54:{seed[0]:02x}:{seed[1]:02x}:{(i >> 8) & 0xFF:02x}:{i & 0xFF:02x}"
+        planned.append(LabNode(name=f"lab-n{i + 1:0{width}d}", mac=mac, rack=f"lab-rack{i // NODES_PER_RACK + 1}",
+                               bmc_port=base_port + i, shard=i // MAX_BMCS_PER_PROCESS))
+    return LabPlan(lab_id=lab_id, nodes=tuple(planned), no_vm=no_vm, boot_url=boot_url.rstrip("/"),
+                   memory_mb=memory_mb, sim=sim or SimOptions())
+
+
+def render_inventory(plan: LabPlan, password: str, address: str = "127.0.0.1") -> str:
+    """The lab inventory: a real Ansible YAML inventory (group ``lab``, children = racks)."""
+    racks: dict[str, dict[str, Any]] = {}
+    for n in plan.nodes:
+        racks.setdefault(n.rack, {"hosts": {}})["hosts"][n.name] = {
+            "mac": n.mac, "bmc_address": address, "bmc_port": n.bmc_port, "bmc_protocol": "ipmi",
+            "bmc_user": BMC_USER, "bmc_password": password, "uefi": False,
+        }
+    doc = {"all": {"children": {LAB_GROUP: {"children": racks}}}}
+    header = f"# golden lab {plan.lab_id}: written by 'golden lab up'; removed by 'golden lab down'\n"
+    return header + yaml.safe_dump(doc, sort_keys=False)
+
+
+def render_chain_script(boot_url: str) -> str:
+    return f"#!ipxe\nchain {boot_url}/boot/${{mac}}.ipxe || shell\n"
+
+
+def serve_configs(plan: LabPlan, directory: Path, password: str) -> list[ServeConfig]:
+    configs = []
+    for shard in range(plan.shards):
+        bmcs = []
+        for n in plan.nodes:
+            if n.shard != shard:
+                continue
+            vm = None
+            if not plan.no_vm:
+                node_dir = directory / "nodes" / n.name
+                vm = {"name": n.name, "mac": n.mac, "serial_log": str(node_dir / "serial.log"),
+                      "memory_mb": plan.memory_mb, "disk": str(node_dir / "disk.qcow2"),
+                      "tftp_dir": str(node_dir / "tftp"), "bootfile": "boot.ipxe"}
+            bmcs.append(BmcConfig(name=n.name, port=n.bmc_port, user=BMC_USER, password=password, mac=n.mac, vm=vm))
+        configs.append(ServeConfig(bmcs=bmcs, sim=plan.sim, status_file=str(directory / f"status-{shard}.json"),
+                                   pid_file=str(directory / f"vbmc-{shard}.pid")))
+    return configs
+
+
+# ---------------------------------------------------------------------------------------------
+# act
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"toolkit.vbmc" in cmdline
+
+
+def _read_pids(directory: Path) -> list[int]:
+    pids = []
+    for f in sorted(directory.glob("vbmc-*.pid")):
+        try:
+            pids.append(int(f.read_text().strip()))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def _ports_free(first: int, count: int) -> bool:
+    for port in range(first, first + count):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        finally:
+            s.close()
+    return True
+
+
+def _pick_base_port(count: int, start: int) -> int:
+    port = start
+    while port + count < 65000:
+        if _ports_free(port, count):
+            return port
+        port += count + 7
+    raise LabError(f"no {count} consecutive free UDP ports on 127.0.0.1 from {start}")
+
+
+def _load_plan(directory: Path) -> tuple[LabPlan, str] | None:
+    path = directory / "lab.json"
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    plan = LabPlan(lab_id=data["lab_id"], nodes=tuple(LabNode(**n) for n in data["nodes"]), no_vm=data["no_vm"],
+                   boot_url=data["boot_url"], memory_mb=data["memory_mb"], sim=SimOptions(**data["sim"]))
+    return plan, data["password"]
+
+
+def status_lab(settings: Settings) -> LabStatus:
+    directory = lab_dir(settings)
+    loaded = _load_plan(directory)
+    if loaded is None:
+        return LabStatus(up=False, lab_dir=str(directory), inventory=None, boot_url=None, pids=(), nodes=())
+    plan, _ = loaded
+    pids = tuple(p for p in _read_pids(directory) if _pid_alive(p))
+    live: dict[str, dict[str, Any]] = {}
+    for f in directory.glob("status-*.json"):
+        try:
+            live.update(json.loads(f.read_text())["nodes"])
+        except (OSError, ValueError, KeyError):
+            continue
+    up = len(pids) == plan.shards
+    nodes = tuple(
+        NodeStatus(name=n.name, mac=n.mac, rack=n.rack, bmc_port=n.bmc_port,
+                   power=live.get(n.name, {}).get("power", "?") if up else "down",
+                   bootdev=live.get(n.name, {}).get("bootdev", "?") if up else "-",
+                   pid=live.get(n.name, {}).get("pid") if up else None,
+                   serial_log=None if plan.no_vm else str(directory / "nodes" / n.name / "serial.log"))
+        for n in plan.nodes
+    )
+    return LabStatus(up=up, lab_dir=str(directory), inventory=str(directory / "inventory.yaml"),
+                     boot_url=plan.boot_url, pids=pids, nodes=nodes)
+
+
+def up_lab(settings: Settings, nodes: int, *, no_vm: bool = False, boot_url: str | None = None,
+           base_port: int | None = None, memory_mb: int = 1536, sim: SimOptions | None = None) -> LabStatus:
+    """Start the lab, or report the running one when it is already up with the same size."""
+    started = time.monotonic()
+    directory = lab_dir(settings)
+    current = status_lab(settings)
+    if current.up:
+        loaded = _load_plan(directory)
+        if len(current.nodes) != nodes or (loaded is not None and loaded[0].no_vm != no_vm):
+            raise LabError(f"a lab with {len(current.nodes)} nodes is already up in {directory}",
+                           hint="run 'golden lab down' first to change its size or mode")
+        return LabStatus(**{**asdict(current), "nodes": current.nodes, "pids": current.pids, "already_up": True})
+    if directory.exists():
+        down_lab(settings)  # leftovers of a lab whose processes died: start clean
+    if not no_vm:
+        require("qemu-system-x86_64", "qemu-system-x86")
+        require("qemu-img", "qemu-utils")
+    lab_id = secrets.token_hex(4)
+    port = base_port if base_port is not None else _pick_base_port(nodes, DEFAULT_BASE_PORT)
+    plan = plan_lab(nodes, lab_id=lab_id, base_port=port, no_vm=no_vm,
+                    boot_url=boot_url or default_boot_url(settings), memory_mb=memory_mb, sim=sim)
+    password = secrets.token_urlsafe(18)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    procs = []
+    try:
+        _write_private(directory / "lab.json", json.dumps(
+            {**asdict(plan), "nodes": [asdict(n) for n in plan.nodes], "password": password}, indent=1))
+        if not no_vm:
+            for n in plan.nodes:
+                node_dir = directory / "nodes" / n.name
+                (node_dir / "tftp").mkdir(parents=True, exist_ok=True)
+                (node_dir / "tftp" / "boot.ipxe").write_text(render_chain_script(plan.boot_url))
+                run(["qemu-img", "create", "-q", "-f", "qcow2", node_dir / "disk.qcow2", "8G"], capture=True)
+        for shard, cfg in enumerate(serve_configs(plan, directory, password)):
+            cfg_path = directory / f"vbmc-{shard}.json"
+            _write_private(cfg_path, json.dumps(cfg.dump()))
+            with open(directory / f"vbmc-{shard}.log", "ab") as logf:
+                procs.append(spawn([sys.executable, "-m", "toolkit.vbmc", cfg_path], stdout=logf,
+                                   env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}))
+        deadline = time.monotonic() + START_TIMEOUT
+        for shard, proc in enumerate(procs):
+            pid_file = directory / f"vbmc-{shard}.pid"
+            while not pid_file.exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = (directory / f"vbmc-{shard}.log").read_text(errors="replace")[-2000:]
+                    raise LabError(f"virtual BMC process {shard} did not start (see {directory}/vbmc-{shard}.log)",
+                                   hint=tail.strip().splitlines()[-1] if tail.strip() else None)
+                time.sleep(0.05)
+        _write_private(directory / "inventory.yaml", render_inventory(plan, password))
+    except BaseException:
+        down_lab(settings)
+        raise
+    status = status_lab(settings)
+    return LabStatus(**{**asdict(status), "nodes": status.nodes, "pids": status.pids,
+                        "seconds": round(time.monotonic() - started, 3)})
+
+
+def down_lab(settings: Settings) -> LabStatus:
+    """Stop every BMC process (which stops its QEMU machines) and remove the lab folder."""
+    started = time.monotonic()
+    directory = lab_dir(settings)
+    before = status_lab(settings)
+    pids = [p for p in _read_pids(directory) if _pid_alive(p)]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in pids:
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    # QEMU machines run in their own process groups; the BMC process stops them, but a
+    # SIGKILLed BMC process cannot, so finish the job from its last status.
+    for node in before.nodes:
+        if node.pid and Path(f"/proc/{node.pid}").exists():
+            try:
+                if b"qemu" in Path(f"/proc/{node.pid}/cmdline").read_bytes():
+                    os.killpg(node.pid, signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass
+    if directory.exists():
+        shutil.rmtree(directory)
+    return LabStatus(up=False, lab_dir=str(directory), inventory=None, boot_url=None, pids=(), nodes=before.nodes,
+                     seconds=round(time.monotonic() - started, 3))
+
+
+def console_text(settings: Settings, node: str, lines: int = 200) -> str:
+    status = status_lab(settings)
+    match = [n for n in status.nodes if n.name == node]
+    if not match:
+        names = ", ".join(n.name for n in status.nodes) or "(no lab is up)"
+        raise InputError(f"no lab node named {node!r}", hint=f"lab nodes: {names}")
+    if match[0].serial_log is None:
+        raise InputError(f"{node} is simulated (--no-vm) and has no serial console")
+    path = Path(match[0].serial_log)
+    if not path.exists():
+        return ""
+    text = path.read_text(errors="replace").replace("\x1b", "")
+    return "\n".join(text.splitlines()[-lines:]) if lines > 0 else text
+

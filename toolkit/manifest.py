@@ -1,0 +1,68 @@
+"""The manifest written beside every build: what went in, what came out, how long it took.
+
+It is the record other parts trust (publish reads artifact hashes, reimage reads the build id), so
+it is a typed model with a schema number, read back strictly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from toolkit.errors import StoreError
+
+SCHEMA = 1
+
+
+class Artifact(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+
+class CheckResult(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    passed: bool
+    detail: str = ""
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_: int = Field(default=SCHEMA, alias="schema")
+    image: str
+    build_id: str
+    created_at: str
+    spec: dict[str, Any]
+    inputs: dict[str, Any]
+    artifacts: dict[str, Artifact]
+    packages: dict[str, str]
+    roles: dict[str, str]
+    tool_versions: dict[str, str]
+    dib_env: dict[str, str]
+    bake_seconds: float
+    checks: dict[str, CheckResult] = Field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True) + "\n"
+
+    def write(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_json(), encoding="utf-8")
+        tmp.replace(path)
+
+
+def read_manifest(path: Path) -> Manifest:
+    try:
+        return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StoreError(f"{path}: manifest missing") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise StoreError(f"{path}: manifest is invalid at {where}: {first['msg']}") from None

@@ -1,0 +1,191 @@
+"""PXE text: the per-machine iPXE scripts the boot server hands out, and `golden pxe render`.
+
+Production boot servers run boring daemons: nginx serves the store with sendfile and proxies
+the dynamic endpoints to ``golden serve``; dnsmasq in proxyDHCP mode chainloads iPXE (BIOS:
+undionly.kpxe, UEFI: snponly.efi, both from Debian's ``ipxe`` package) and points it at
+``/boot/${mac}.ipxe``. Rendering is pure (``plan_render`` returns files); ``write_render``
+puts them in place, each written aside and renamed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import jinja2
+
+from toolkit import netboot
+from toolkit.errors import InputError
+from toolkit.run import require, run
+from toolkit.store import Build
+
+PXE_DIR = Path(__file__).resolve().parent.parent / "pxe"
+IPXE_DIR = Path("/usr/lib/ipxe")
+# (file in Debian's ipxe package, what it chainloads)
+IPXE_BINARIES = ("undionly.kpxe", "snponly.efi", "ipxe.efi")
+CHAIN_SCRIPT = "golden.ipxe"
+
+
+def _env(pxe_dir: Path) -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(pxe_dir)), undefined=jinja2.StrictUndefined,
+                              keep_trailing_newline=True, autoescape=False)  # noqa: S701 - not HTML
+
+
+# ---- scripts for machines ----
+
+def artifact_url(base_url: str, build: Build, name: str) -> str:
+    return f"{base_url.rstrip('/')}/store/{build.image}/{build.build_id}/{name}"
+
+
+def machine_script(build: Build, mac: str, token: str, base_url: str, report_url: str,
+                   extra_args: Sequence[str] = ()) -> str:
+    """The one call site of the netboot template (contract 2) for a build and a machine."""
+    return netboot.render_boot_script(
+        kernel_url=artifact_url(base_url, build, "vmlinuz"),
+        initrd_url=artifact_url(base_url, build, "initrd"),
+        squashfs_url=artifact_url(base_url, build, "rootfs.squashfs"),
+        sha256=build.manifest.artifacts["rootfs.squashfs"].sha256,
+        build_id=build.build_id,
+        image=build.image,
+        mac=mac,
+        token=token,
+        report_url=report_url,
+        extra_args=tuple(extra_args),
+    )
+
+
+def unknown_script(pxe_dir: Path = PXE_DIR) -> str:
+    return (pxe_dir / "unknown.ipxe").read_text()
+
+
+def no_build_script(host: str, mac: str, problem: str, pxe_dir: Path = PXE_DIR) -> str:
+    # iPXE would expand ${...} in the echoed text; the problem text is ours but keep it inert anyway.
+    safe = re.sub(r"[^A-Za-z0-9 @/._:,()-]", "_", problem)
+    return _env(pxe_dir).get_template("no-build.ipxe.j2").render(host=host, mac=mac, problem=safe)
+
+
+# ---- golden pxe render ----
+
+@dataclass(frozen=True)
+class PxeSettings:
+    out_dir: Path
+    server_url: str  # what machines use to reach nginx, e.g. http://10.0.0.1
+    interface: str  # the interface dnsmasq answers PXE on
+    store_dir: Path
+    subnet: str | None = None  # network address for the proxy dhcp-range; None: read from the interface
+    upstream: str = "127.0.0.1:9090"  # where golden serve listens
+    listen: str = "80"  # nginx listen directive
+    nginx_user: str | None = None
+    ipxe_dir: Path = IPXE_DIR
+    metrics_allow: tuple[str, ...] = ("127.0.0.1",)
+    log_dhcp: bool = True
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    path: str  # relative to out_dir
+    content: bytes
+    mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    out_dir: Path
+    files: tuple[str, ...]
+    missing: tuple[str, ...] = field(default_factory=tuple)
+    commands: dict[str, str] = field(default_factory=dict)
+
+
+_URL_RE = re.compile(r"^https?://[A-Za-z0-9.\[\]:-]+(/[A-Za-z0-9._~/-]*)?$")
+
+
+def check_settings(s: PxeSettings) -> None:
+    if not _URL_RE.match(s.server_url):
+        raise InputError(f"--server-url must be an http(s) URL without a query, got {s.server_url!r}")
+    if not re.match(r"^[A-Za-z0-9_.:-]{1,15}$", s.interface):
+        raise InputError(f"--interface {s.interface!r} is not an interface name")
+    try:
+        ipaddress.IPv4Address(s.subnet or "")
+    except ValueError:
+        raise InputError(f"--subnet must be an IPv4 network address, got {s.subnet!r}") from None
+    if not re.match(r"^[A-Za-z0-9.\[\]:-]+:\d+$", s.upstream):
+        raise InputError(f"--upstream must be HOST:PORT of golden serve, got {s.upstream!r}")
+    if not re.match(r"^[A-Za-z0-9.\[\]:]+$", s.listen):
+        raise InputError(f"--listen must be a port or ADDR:PORT, got {s.listen!r}")
+
+
+def plan_render(s: PxeSettings, pxe_dir: Path = PXE_DIR) -> list[RenderedFile]:
+    """Every file of a boot server's configuration; pure apart from reading templates and iPXE binaries."""
+    check_settings(s)
+    env = _env(pxe_dir)
+    out = s.out_dir.resolve()
+    run_dir = out / "run"
+    tftp_dir = out / "tftp"
+    server = s.server_url.rstrip("/")
+    files = [
+        RenderedFile("nginx-site.conf", env.get_template("nginx-site.conf.j2").render(
+            listen=s.listen, upstream=s.upstream, store_dir=str(s.store_dir.resolve()),
+            access_log=str(run_dir / "access.log"), metrics_allow=s.metrics_allow).encode()),
+        RenderedFile("nginx.conf", env.get_template("nginx.conf.j2").render(
+            out_dir=str(out), run_dir=str(run_dir), user=s.nginx_user).encode()),
+        RenderedFile("dnsmasq-proxydhcp.conf", env.get_template("dnsmasq-proxydhcp.conf.j2").render(
+            interface=s.interface, subnet=s.subnet, tftp_dir=str(tftp_dir), log_dhcp=s.log_dhcp,
+            pid_file=str(run_dir / "dnsmasq.pid"), lease_file=str(run_dir / "dnsmasq.leases")).encode()),
+        RenderedFile(f"tftp/{CHAIN_SCRIPT}", env.get_template("chain.ipxe.j2").render(server_url=server).encode()),
+    ]
+    for name in IPXE_BINARIES:
+        src = s.ipxe_dir / name
+        if src.is_file():
+            files.append(RenderedFile(f"tftp/{name}", src.read_bytes()))
+    return files
+
+
+def missing_binaries(s: PxeSettings) -> list[str]:
+    return [name for name in IPXE_BINARIES if not (s.ipxe_dir / name).is_file()]
+
+
+def write_render(s: PxeSettings, files: Sequence[RenderedFile]) -> RenderResult:
+    out = s.out_dir.resolve()
+    for sub in ("run", "tftp"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    for f in files:
+        target = out / f.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_bytes(f.content)
+        os.chmod(tmp, f.mode)
+        tmp.replace(target)
+    return RenderResult(
+        out, tuple(f.path for f in files), tuple(missing_binaries(s)),
+        commands={
+            "nginx": f"nginx -c {out / 'nginx.conf'}",
+            "dnsmasq": f"dnsmasq --keep-in-foreground --conf-file={out / 'dnsmasq-proxydhcp.conf'}",
+            "golden": f"golden serve --listen {s.upstream}",
+        },
+    )
+
+
+def interface_subnet(interface: str) -> str:
+    """The IPv4 network address of ``interface`` (for dnsmasq's proxy range), read with ``ip``."""
+    require("ip", "iproute2")
+    res = run(["ip", "-j", "-4", "addr", "show", "dev", interface], capture=True, check=False)
+    if res.returncode != 0:
+        raise InputError(f"interface {interface!r} does not exist", hint="pass --interface NAME (see: ip link)")
+    for entry in json.loads(res.stdout or "[]"):
+        for addr in entry.get("addr_info", []):
+            if addr.get("family") == "inet":
+                net = ipaddress.IPv4Interface(f"{addr['local']}/{addr['prefixlen']}").network
+                return str(net.network_address)
+    raise InputError(f"interface {interface!r} has no IPv4 address", hint="pass --subnet A.B.C.0 explicitly")
+
+
+def render_pxe(s: PxeSettings) -> RenderResult:
+    """Render into ``s.out_dir``; the proxy range comes from the interface unless ``s.subnet`` is given."""
+    if s.subnet is None:
+        s = replace(s, subnet=interface_subnet(s.interface))
+    return write_render(s, plan_render(s))

@@ -1,0 +1,93 @@
+"""QEMU machines for the lab and the netboot tests: one pure argv builder, one starter.
+
+KVM is present on our build hosts but fails in firmware, so every machine uses ``-accel tcg``.
+The NIC is virtio-net with Debian's iPXE ROM (package ipxe-qemu), so a machine netboots
+straight into iPXE. With ``netdev="user"`` QEMU's slirp DHCP hands out ``bootfile`` (an
+http:// URL or a name inside ``tftp_dir``) and the guest reaches the host's 127.0.0.1 as 10.0.2.2.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.errors import InputError, ToolMissingError
+from toolkit.run import require, spawn
+
+# Debian's ipxe-qemu ships the ROMs here and QEMU's search path includes it. We deliberately do
+# NOT pass romfile=: measured with QEMU 7.2, an explicit romfile (even the same file) leaves SeaBIOS
+# with "No bootable device", while the device's default ROM netboots.
+IPXE_ROM_DIR = Path("/usr/lib/ipxe/qemu")
+IPXE_VIRTIO_ROM = "efi-virtio.rom"
+
+QEMU_BINARY = "qemu-system-x86_64"
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    name: str
+    mac: str
+    serial_log: Path
+    memory_mb: int = 1536
+    disk: Path | None = None
+    boot_network: bool = True
+    tftp_dir: Path | None = None
+    bootfile: str | None = None
+    netdev: str = "user"  # "user" (slirp) or "tap:<ifname>"
+    extra_args: tuple[str, ...] = ()
+
+
+def _netdev_arg(vm: VmSpec) -> str:
+    if vm.netdev == "user":
+        parts = ["user", "id=net0"]
+        if vm.tftp_dir is not None:
+            parts.append(f"tftp={vm.tftp_dir}")
+        if vm.bootfile:
+            if "," in vm.bootfile:
+                raise InputError(f"VM {vm.name}: bootfile may not contain ',' (QEMU option separator): {vm.bootfile}")
+            parts.append(f"bootfile={vm.bootfile}")
+        return ",".join(parts)
+    if vm.netdev.startswith("tap:") and len(vm.netdev) > 4:
+        ifname = vm.netdev[4:]
+        return f"tap,id=net0,ifname={ifname},script=no,downscript=no"
+    raise InputError(f"VM {vm.name}: netdev must be 'user' or 'tap:<ifname>', got {vm.netdev!r}")
+
+
+def qemu_argv(vm: VmSpec) -> list[str]:
+    """The full QEMU command line for ``vm``. Pure."""
+    # bootindex on the devices, not -boot order=: SeaBIOS ignores "n" for -device NICs.
+    # Network first (disk second, for when iPXE gives up) or disk only.
+    nic_index = ",bootindex=1" if vm.boot_network else ""
+    disk_index = ",bootindex=2" if vm.boot_network else ",bootindex=1"
+    argv = [
+        QEMU_BINARY,
+        "-name", vm.name,
+        "-accel", "tcg",
+        "-m", str(vm.memory_mb),
+        "-smp", "1",
+        "-nographic",
+        "-nodefaults",
+        "-no-user-config",
+        "-serial", f"file:{vm.serial_log}",
+        "-monitor", "none",
+        "-boot", "strict=on,reboot-timeout=5000",
+        "-netdev", _netdev_arg(vm),
+        "-device", f"virtio-net-pci,netdev=net0,mac={vm.mac}{nic_index}",
+    ]
+    if vm.disk is not None:
+        fmt = "raw" if vm.disk.suffix in (".raw", ".img") else "qcow2"
+        argv += ["-drive", f"file={vm.disk},if=none,id=disk0,format={fmt}",
+                 "-device", f"virtio-blk-pci,drive=disk0{disk_index}"]
+    argv += list(vm.extra_args)
+    return argv
+
+
+def start_vm(vm: VmSpec) -> subprocess.Popen[bytes]:
+    """Start the machine in its own process group; the caller owns stopping it (run.kill_group)."""
+    require(QEMU_BINARY, "qemu-system-x86")
+    if vm.boot_network and not (IPXE_ROM_DIR / IPXE_VIRTIO_ROM).exists():
+        rom = IPXE_ROM_DIR / IPXE_VIRTIO_ROM
+        raise ToolMissingError(f"{rom} not found.", hint="install it: apt-get install ipxe-qemu")
+    vm.serial_log.parent.mkdir(parents=True, exist_ok=True)
+    return spawn(qemu_argv(vm))

@@ -1,0 +1,1 @@
+"""Reimage racks: plan waves (pure), then execute them with a journal (acting)."""

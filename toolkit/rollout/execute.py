@@ -1,0 +1,382 @@
+"""Execute a reimage plan wave by wave, writing every transition to the journal before acting.
+
+Per host and attempt: record the desired build, set one-time PXE, power cycle (or on), wait for
+the agent's report of the expected build (verified token, checked by the boot server), then gate
+on the image's boot-stage health checks as reported. A host that fails every attempt is rolled
+back to its previous build and counted against the failure budget. A canary wave must fully
+pass; once the budget is exceeded no new wave starts.
+
+BMC calls run in the bounded BmcPool; waiting for reports follows the boot-events feed with
+one query per tick for the whole wave, never a poll per host.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from toolkit.bmc.base import BmcClient, BootDevice, PowerAction
+from toolkit.bmc.pool import BmcPool
+from toolkit.fleet import Fleet
+from toolkit.inventory import Host
+from toolkit.rollout.journal import Journal, Phase, RunStatus, Step, StepRow
+from toolkit.rollout.plan import Plan
+
+log = logging.getLogger("golden.rollout")
+
+TICK = 0.5
+
+
+class HostResult(StrEnum):
+    DONE = "done"
+    ROLLED_BACK = "rolled-back"
+    FAILED = "failed"  # failed and could not be rolled back (or had nothing to roll back to)
+    NOT_STARTED = "not-started"
+
+
+@dataclass
+class Progress:
+    wave: int
+    waves: int
+    states: dict[str, int]
+    failures: int
+    budget: int
+    message: str = ""
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    status: RunStatus
+    results: dict[str, str]
+    failures: int
+    budget: int
+    waves_done: int
+    waves: int
+    summary: str
+    seconds: float
+
+
+@dataclass
+class _Task:
+    host: str
+    wave: int
+    attempt: int
+    target: str
+    rollback: bool = False
+    next_step: Step = Step.DESIRED
+    power_at: float | None = None  # journal time of the power intent: reports must come after it
+    error: str = ""
+
+
+@dataclass
+class ExecutorConfig:
+    boot_timeout_s: float = 900.0
+    retries: int = 1
+    required_checks: tuple[str, ...] = ()
+    tick: float = TICK
+
+
+def _power_cycle_or_on(client: BmcClient) -> str:
+    """Fire and return: a cycle on a running machine, power on for one that is off."""
+    if client.get_power() == "off":
+        client.set_power(PowerAction.ON)
+        return "on"
+    client.set_power(PowerAction.CYCLE)
+    return "cycle"
+
+
+def reported_checks(detail: str) -> dict[str, dict[str, object]]:
+    try:
+        data = json.loads(detail or "{}")
+    except ValueError:
+        return {}
+    checks = data.get("checks") if isinstance(data, dict) else None
+    return checks if isinstance(checks, dict) else {}
+
+
+def failed_checks(required: Sequence[str], reported: dict[str, dict[str, object]]) -> list[str]:
+    """Names of required checks that the report did not show as passed (missing counts as failed)."""
+    out = []
+    for name in required:
+        entry = reported.get(name)
+        if not isinstance(entry, dict) or entry.get("passed") is not True:
+            detail = entry.get("detail") if isinstance(entry, dict) else "not reported"
+            out.append(f"{name} ({detail})")
+    return out
+
+
+@dataclass
+class Executor:
+    run_id: str
+    plan: Plan
+    hosts: dict[str, Host]
+    fleet: Fleet
+    journal: Journal
+    pool: BmcPool
+    config: ExecutorConfig
+    on_progress: Callable[[Progress], None] = lambda p: None
+    results: dict[str, str] = field(default_factory=dict)
+    failures: int = 0
+    _states: dict[str, str] = field(default_factory=dict)
+    _wave_no: int = 0
+
+    # ---- journal helpers ----
+    def _mark(self, tasks: Sequence[_Task], step: Step, phase: Phase,
+              detail: Callable[[_Task], str] | str = "") -> float:
+        rows = [(t.host, t.wave, t.attempt, step, phase, detail(t) if callable(detail) else detail) for t in tasks]
+        for t in tasks:
+            self._states[t.host] = f"{'rollback:' if t.rollback else ''}{step.value}"
+        at = self.journal.record_many(self.run_id, rows)
+        self._emit()
+        return at
+
+    def _emit(self, message: str = "") -> None:
+        counts: dict[str, int] = {}
+        for s in self._states.values():
+            counts[s] = counts.get(s, 0) + 1
+        self.on_progress(Progress(self._wave_no, len(self.plan.waves), counts, self.failures,
+                                  self.plan.failure_budget, message))
+
+    # ---- steps, each over a batch of tasks; each returns the tasks that succeeded ----
+    def _step_desired(self, tasks: list[_Task]) -> list[_Task]:
+        self._mark(tasks, Step.DESIRED, Phase.INTENT, lambda t: t.target)
+        for t in tasks:
+            self.fleet.set_desired(t.host, self.plan.image, t.target)
+        self._mark(tasks, Step.DESIRED, Phase.DONE, lambda t: t.target)
+        return tasks
+
+    def _bmc_step(self, tasks: list[_Task], step: Step, op: Callable[[BmcClient], str]) -> list[_Task]:
+        if not tasks:
+            return []
+        intent_at = self._mark(tasks, step, Phase.INTENT)
+        outcomes = self.pool.map([self.hosts[t.host] for t in tasks], op)
+        ok, bad = [], []
+        for t, o in zip(tasks, outcomes, strict=True):
+            if o.ok:
+                ok.append(t)
+                if step == Step.POWER:
+                    t.power_at = intent_at
+            else:
+                t.error = o.message or o.error or "BMC error"
+                bad.append(t)
+        self._mark(ok, step, Phase.DONE, lambda t: "")
+        self._mark(bad, step, Phase.FAILED, lambda t: t.error)
+        return ok
+
+    def _step_bootdev(self, tasks: list[_Task]) -> list[_Task]:
+        def op(client: BmcClient) -> str:
+            host = self.hosts[client.host]
+            client.set_bootdev(BootDevice.PXE, persistent=False, uefi=host.uefi)
+            return "pxe"
+
+        return self._bmc_step(tasks, Step.BOOTDEV, op)
+
+    def _step_power(self, tasks: list[_Task]) -> list[_Task]:
+        return self._bmc_step(tasks, Step.POWER, _power_cycle_or_on)
+
+    def _step_report(self, tasks: list[_Task]) -> list[_Task]:
+        """Follow the boot-events feed until each task's expected build reports or its deadline passes."""
+        if not tasks:
+            return []
+        self._mark(tasks, Step.REPORT, Phase.INTENT, lambda t: t.target)
+        waiting = {t.host: t for t in tasks}
+        got: dict[str, str] = {}
+        earliest = min(t.power_at or time.time() for t in tasks)
+        cursor = self._events_cursor_before(earliest)
+        deadline = {t.host: (t.power_at or time.time()) + self.config.boot_timeout_s for t in tasks}
+        while waiting:
+            with self.fleet.db.read() as repo:
+                events = repo.events_after(cursor, kinds=("report",), limit=5000)
+            for ev in events:
+                cursor = ev.id
+                t = waiting.get(ev.host or "")
+                if t is None or ev.build_id != t.target or t.power_at is None or ev.at < t.power_at:
+                    continue
+                got[t.host] = ev.detail
+                del waiting[t.host]
+            now = time.time()
+            for name in [n for n, d in deadline.items() if n in waiting and now > d]:
+                waiting[name].error = (f"no report of build {waiting[name].target} "
+                                       f"within {self.config.boot_timeout_s:g} s")
+                del waiting[name]
+            if waiting and len(events) < 5000:
+                time.sleep(self.config.tick)
+        ok = [t for t in tasks if t.host in got]
+        bad = [t for t in tasks if t.host not in got]
+        self._mark(ok, Step.REPORT, Phase.DONE, lambda t: got[t.host])
+        self._mark(bad, Step.REPORT, Phase.FAILED, lambda t: t.error)
+        return ok
+
+    def _events_cursor_before(self, at: float) -> int:
+        with self.fleet.db.read() as repo:
+            rows = repo.execute("SELECT COALESCE(MAX(id), 0) AS id FROM boot_events WHERE at < ?", (at,))
+        return int(rows[0]["id"])
+
+    def _step_checks(self, tasks: list[_Task]) -> list[_Task]:
+        gated = [t for t in tasks if not t.rollback]
+        if not gated:
+            return tasks
+        self._mark(gated, Step.CHECKS, Phase.INTENT, ",".join(self.config.required_checks))
+        ok, bad = [t for t in tasks if t.rollback], []
+        for t in gated:
+            detail = self._last_report_detail(t)
+            failed = failed_checks(self.config.required_checks, reported_checks(detail))
+            if failed:
+                t.error = "health checks failed: " + "; ".join(failed)
+                bad.append(t)
+            else:
+                ok.append(t)
+        self._mark([t for t in ok if not t.rollback], Step.CHECKS, Phase.DONE)
+        self._mark(bad, Step.CHECKS, Phase.FAILED, lambda t: t.error)
+        return ok
+
+    def _last_report_detail(self, t: _Task) -> str:
+        rows = self.journal.steps(self.run_id, t.host)
+        for r in reversed(rows):
+            if r.step == Step.REPORT.value and r.phase == Phase.DONE.value and r.attempt == t.attempt:
+                return r.detail
+        return ""
+
+    # ---- one attempt for a batch, entering each task at its next step ----
+    def _attempt(self, tasks: list[_Task]) -> tuple[list[_Task], list[_Task]]:
+        order = [Step.DESIRED, Step.BOOTDEV, Step.POWER, Step.REPORT, Step.CHECKS]
+        steps = {
+            Step.DESIRED: self._step_desired, Step.BOOTDEV: self._step_bootdev, Step.POWER: self._step_power,
+            Step.REPORT: self._step_report, Step.CHECKS: self._step_checks,
+        }
+        alive = list(tasks)
+        for step in order:
+            entering = [t for t in alive if order.index(t.next_step) <= order.index(step)]
+            passing = [t for t in alive if t not in entering]
+            survivors = steps[step](entering) if entering else []
+            for t in survivors:
+                t.next_step = order[min(order.index(step) + 1, len(order) - 1)]
+            alive = passing + survivors
+        failed = [t for t in tasks if t not in alive]
+        return alive, failed
+
+    def run_wave(self, index: int, tasks: list[_Task]) -> None:
+        self._wave_no = index
+        for t in tasks:
+            self._states.setdefault(t.host, "queued")
+        pending = [t for t in tasks if not t.rollback]
+        rollbacks = [t for t in tasks if t.rollback]
+        while pending:
+            done, failed = self._attempt(pending)
+            self._finish(done, HostResult.DONE)
+            retry = []
+            for t in failed:
+                if t.attempt <= self.config.retries:
+                    retry.append(_Task(t.host, t.wave, t.attempt + 1, t.target))
+                else:
+                    prev = self.plan.moves[t.host][0]
+                    if prev and prev != self.plan.target_build:
+                        rollbacks.append(_Task(t.host, t.wave, t.attempt + 1, prev, rollback=True,
+                                               error=t.error))
+                    else:
+                        self._finish([t], HostResult.FAILED, t.error + "; nothing to roll back to")
+            pending = retry
+        while rollbacks:
+            back, broken = self._attempt(rollbacks)
+            self._finish(back, HostResult.ROLLED_BACK)
+            self._finish(broken, HostResult.FAILED)
+            rollbacks = []
+
+    def _finish(self, tasks: Sequence[_Task], result: HostResult, detail: str | None = None) -> None:
+        if not tasks:
+            return
+        if result != HostResult.DONE:
+            self.failures += len(tasks)
+        self._mark(tasks, Step.HOST, Phase.DONE, lambda t: json.dumps(
+            {"result": result.value, "error": detail or t.error, "build": t.target}))
+        for t in tasks:
+            self.results[t.host] = result.value
+            self._states[t.host] = result.value
+        self._emit()
+
+    def run(self, resume: dict[str, _Task] | None = None, finished: dict[str, str] | None = None) -> RunOutcome:
+        started = time.monotonic()
+        self.results.update(finished or {})
+        self.failures = sum(1 for r in self.results.values() if r != HostResult.DONE.value)
+        for name in self.plan.hosts:
+            self._states[name] = self.results.get(name, "queued")
+        stop_reason = ""
+        waves_done = 0
+        for wave in self.plan.waves:
+            tasks = []
+            for h in wave.hosts:
+                if h in self.results:
+                    continue
+                tasks.append(resume[h] if resume and h in resume else _Task(h, wave.index, 1, self.plan.target_build))
+            if tasks:
+                self.run_wave(wave.index, tasks)
+            waves_done += 1
+            wave_failed = [h for h in wave.hosts if self.results.get(h) != HostResult.DONE.value]
+            if wave.canary and wave_failed:
+                stop_reason = f"canary failed on {', '.join(wave_failed)}; no other host was touched"
+                break
+            if self.failures > self.plan.failure_budget:
+                stop_reason = (f"failure budget exceeded ({self.failures} failed, budget "
+                               f"{self.plan.failure_budget}); no new wave started")
+                break
+        for h in self.plan.hosts:
+            self.results.setdefault(h, HostResult.NOT_STARTED.value)
+        ok = not stop_reason and self.failures <= self.plan.failure_budget
+        done = sum(1 for r in self.results.values() if r == HostResult.DONE.value)
+        summary = (f"{done}/{len(self.plan.hosts)} host(s) on {self.plan.image}/{self.plan.target_build}, "
+                   f"{self.failures} failed (budget {self.plan.failure_budget})")
+        if stop_reason:
+            summary += f"; {stop_reason}"
+        status = RunStatus.SUCCEEDED if ok else RunStatus.FAILED
+        self.journal.set_status(self.run_id, status, summary)
+        return RunOutcome(self.run_id, status, dict(self.results), self.failures, self.plan.failure_budget,
+                          waves_done, len(self.plan.waves), summary, round(time.monotonic() - started, 3))
+
+
+def resume_state(steps: Sequence[StepRow], target_build: str, moves: dict[str, tuple[str | None, str]]
+                 ) -> tuple[dict[str, _Task], dict[str, str]]:
+    """From the journal, where each host stands: tasks to continue, and hosts already finished.
+
+    A power step whose intent was written but whose outcome was not (the controller died
+    around the BMC call) is treated as done: the report wait decides. If the machine never
+    boots, that attempt times out and the next attempt cycles it, so no host is cycled twice
+    for the same attempt.
+    """
+    by_host: dict[str, list[StepRow]] = {}
+    for s in steps:
+        by_host.setdefault(s.host, []).append(s)
+    tasks: dict[str, _Task] = {}
+    finished: dict[str, str] = {}
+    order = [Step.DESIRED, Step.BOOTDEV, Step.POWER, Step.REPORT, Step.CHECKS]
+    for host, rows in by_host.items():
+        end = [r for r in rows if r.step == Step.HOST.value]
+        if end:
+            finished[host] = json.loads(end[-1].detail).get("result", HostResult.FAILED.value)
+            continue
+        attempt = max(r.attempt for r in rows)
+        cur = [r for r in rows if r.attempt == attempt]
+        desired = next((r.detail for r in cur if r.step == Step.DESIRED.value), target_build)
+        rollback = desired != target_build
+        wave = cur[0].wave
+        last = cur[-1]
+        step = Step(last.step)
+        task = _Task(host, wave, attempt, desired or target_build, rollback=rollback)
+        power = [r for r in cur if r.step == Step.POWER.value and r.phase == Phase.INTENT.value]
+        if power:
+            task.power_at = power[-1].at
+        if last.phase == Phase.FAILED.value:
+            # The step failed and the controller died before deciding: start the next attempt.
+            task = _Task(host, wave, attempt + 1, target_build if not rollback else task.target, rollback=rollback)
+        elif step == Step.POWER and last.phase == Phase.INTENT.value:
+            task.next_step = Step.REPORT
+        elif last.phase == Phase.DONE.value:
+            task.next_step = order[min(order.index(step) + 1, len(order) - 1)] if step in order else Step.DESIRED
+        else:
+            task.next_step = step  # an intent for a step that is safe to repeat
+        tasks[host] = task
+    return tasks, finished

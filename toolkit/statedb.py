@@ -1,0 +1,428 @@
+"""The state database: channels and their audit history, fleet state, boot events, used tokens.
+
+SQLite is the embedded default. Every connection runs in WAL mode with a busy timeout, so
+readers never block the writer and concurrent golden commands queue instead of failing.
+Writes happen inside ``StateDB.write()``, which takes the write lock up front (BEGIN
+IMMEDIATE): a command reads the current value and writes its change under the same lock,
+so two racing commands cannot both act on a stale read.
+
+All SQL lives in this module behind ``Repo`` methods, so a PostgreSQL backend can follow by
+providing the same methods; callers never see a cursor. Schema changes are named migrations
+recorded in ``schema_migrations``; other modules (the reimage journal) add theirs with
+``StateDB.migrate()``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolkit.errors import GoldenError, StoreError
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+class StateError(GoldenError):
+    """The state database cannot be opened or migrated."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    name: str
+    sql: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("0001_channels", """
+        CREATE TABLE channels (
+            image      TEXT NOT NULL,
+            channel    TEXT NOT NULL,
+            build_id   TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (image, channel)
+        );
+        CREATE TABLE channel_history (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            image      TEXT NOT NULL,
+            channel    TEXT NOT NULL,
+            action     TEXT NOT NULL,
+            from_build TEXT,
+            to_build   TEXT NOT NULL,
+            user       TEXT NOT NULL,
+            at         REAL NOT NULL,
+            reason     TEXT NOT NULL DEFAULT '',
+            forced     INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX channel_history_by_channel ON channel_history (image, channel, id);
+    """),
+    Migration("0002_fleet", """
+        CREATE TABLE hosts (
+            name            TEXT PRIMARY KEY,
+            mac             TEXT NOT NULL UNIQUE,
+            desired_image   TEXT,
+            desired_build   TEXT,
+            desired_at      REAL,
+            served_build    TEXT,
+            served_at       REAL,
+            observed_image  TEXT,
+            observed_build  TEXT,
+            observed_since  REAL,
+            booted_at       TEXT,
+            last_report_at  REAL,
+            hostname        TEXT,
+            uptime_s        REAL,
+            drift           TEXT NOT NULL DEFAULT '[]',
+            agent_version   TEXT
+        );
+        CREATE TABLE unknown_machines (
+            mac         TEXT PRIMARY KEY,
+            first_seen  REAL NOT NULL,
+            last_seen   REAL NOT NULL,
+            seen_count  INTEGER NOT NULL,
+            remote_addr TEXT
+        );
+        CREATE TABLE used_tokens (
+            nonce   TEXT PRIMARY KEY,
+            mac     TEXT NOT NULL,
+            used_at REAL NOT NULL
+        );
+        CREATE TABLE boot_events (
+            id       INTEGER PRIMARY KEY AUTOINCREMENT,
+            at       REAL NOT NULL,
+            kind     TEXT NOT NULL,
+            mac      TEXT,
+            host     TEXT,
+            build_id TEXT,
+            detail   TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX boot_events_by_mac ON boot_events (mac, id);
+    """),
+)
+
+
+# ---- rows handed to callers (no cursors or sqlite3.Row escape this module) ----
+
+@dataclass(frozen=True)
+class ChannelRow:
+    image: str
+    channel: str
+    build_id: str
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    id: int
+    image: str
+    channel: str
+    action: str
+    from_build: str | None
+    to_build: str
+    user: str
+    at: float
+    reason: str
+    forced: bool
+
+
+@dataclass(frozen=True)
+class HostRow:
+    name: str
+    mac: str
+    desired_image: str | None
+    desired_build: str | None
+    desired_at: float | None
+    served_build: str | None
+    served_at: float | None
+    observed_image: str | None
+    observed_build: str | None
+    observed_since: float | None
+    booted_at: str | None
+    last_report_at: float | None
+    hostname: str | None
+    uptime_s: float | None
+    drift: tuple[str, ...]
+    agent_version: str | None
+
+
+@dataclass(frozen=True)
+class UnknownMachineRow:
+    mac: str
+    first_seen: float
+    last_seen: float
+    seen_count: int
+    remote_addr: str | None
+
+
+@dataclass(frozen=True)
+class BootEventRow:
+    id: int
+    at: float
+    kind: str
+    mac: str | None
+    host: str | None
+    build_id: str | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class ObservedReport:
+    """What a verified agent report sets on its host."""
+
+    image: str
+    build_id: str
+    booted_at: str
+    hostname: str
+    uptime_s: float
+    drift: tuple[str, ...]
+    agent_version: str
+    # Optional boot-stage check results the agent may send: {name: {"passed": bool, "detail": str}}.
+    checks: dict[str, dict[str, object]] = field(default_factory=dict, compare=False, hash=False)
+
+
+def _host(r: sqlite3.Row) -> HostRow:
+    return HostRow(
+        name=r["name"], mac=r["mac"], desired_image=r["desired_image"], desired_build=r["desired_build"],
+        desired_at=r["desired_at"], served_build=r["served_build"], served_at=r["served_at"],
+        observed_image=r["observed_image"], observed_build=r["observed_build"],
+        observed_since=r["observed_since"], booted_at=r["booted_at"], last_report_at=r["last_report_at"],
+        hostname=r["hostname"], uptime_s=r["uptime_s"], drift=tuple(json.loads(r["drift"] or "[]")),
+        agent_version=r["agent_version"],
+    )
+
+
+def _history(r: sqlite3.Row) -> HistoryRow:
+    return HistoryRow(
+        id=r["id"], image=r["image"], channel=r["channel"], action=r["action"], from_build=r["from_build"],
+        to_build=r["to_build"], user=r["user"], at=r["at"], reason=r["reason"], forced=bool(r["forced"]),
+    )
+
+
+class Repo:
+    """Every query golden runs against the state DB. One instance per transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._c = conn
+
+    # ---- channels ----
+    def get_channel(self, image: str, channel: str) -> ChannelRow | None:
+        r = self._c.execute("SELECT * FROM channels WHERE image = ? AND channel = ?", (image, channel)).fetchone()
+        return ChannelRow(r["image"], r["channel"], r["build_id"], r["updated_at"]) if r else None
+
+    def list_channels(self, image: str | None = None) -> list[ChannelRow]:
+        if image is None:
+            rows = self._c.execute("SELECT * FROM channels ORDER BY image, channel").fetchall()
+        else:
+            rows = self._c.execute("SELECT * FROM channels WHERE image = ? ORDER BY channel", (image,)).fetchall()
+        return [ChannelRow(r["image"], r["channel"], r["build_id"], r["updated_at"]) for r in rows]
+
+    def set_channel(self, image: str, channel: str, build_id: str, at: float) -> None:
+        self._c.execute(
+            "INSERT INTO channels (image, channel, build_id, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (image, channel) DO UPDATE SET build_id = excluded.build_id, updated_at = excluded.updated_at",
+            (image, channel, build_id, at),
+        )
+
+    def append_history(self, image: str, channel: str, action: str, from_build: str | None, to_build: str,
+                       user: str, at: float, reason: str, forced: bool) -> int:
+        cur = self._c.execute(
+            "INSERT INTO channel_history (image, channel, action, from_build, to_build, user, at, reason, forced) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (image, channel, action, from_build, to_build, user, at, reason, int(forced)),
+        )
+        return int(cur.lastrowid or 0)
+
+    def history(self, image: str | None = None, channel: str | None = None) -> list[HistoryRow]:
+        q, params = "SELECT * FROM channel_history WHERE 1 = 1", []
+        if image is not None:
+            q += " AND image = ?"
+            params.append(image)
+        if channel is not None:
+            q += " AND channel = ?"
+            params.append(channel)
+        return [_history(r) for r in self._c.execute(q + " ORDER BY id", params).fetchall()]
+
+    # ---- hosts ----
+    def get_host(self, name: str) -> HostRow | None:
+        r = self._c.execute("SELECT * FROM hosts WHERE name = ?", (name,)).fetchone()
+        return _host(r) if r else None
+
+    def get_host_by_mac(self, mac: str) -> HostRow | None:
+        r = self._c.execute("SELECT * FROM hosts WHERE mac = ?", (mac,)).fetchone()
+        return _host(r) if r else None
+
+    def list_hosts(self) -> list[HostRow]:
+        return [_host(r) for r in self._c.execute("SELECT * FROM hosts ORDER BY name").fetchall()]
+
+    def ensure_host(self, name: str, mac: str) -> None:
+        """Create the host's row, or move its MAC (a replaced NIC) and free the MAC from any stale row."""
+        self._c.execute("DELETE FROM hosts WHERE mac = ? AND name != ?", (mac, name))
+        self._c.execute(
+            "INSERT INTO hosts (name, mac) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET mac = excluded.mac",
+            (name, mac),
+        )
+
+    def set_desired(self, name: str, image: str | None, build_id: str | None, at: float) -> None:
+        self._c.execute("UPDATE hosts SET desired_image = ?, desired_build = ?, desired_at = ? WHERE name = ?",
+                        (image, build_id, at, name))
+
+    def set_served(self, name: str, build_id: str, at: float) -> None:
+        self._c.execute("UPDATE hosts SET served_build = ?, served_at = ? WHERE name = ?", (build_id, at, name))
+
+    def set_observed(self, name: str, report: ObservedReport, at: float) -> None:
+        self._c.execute(
+            "UPDATE hosts SET observed_since = CASE WHEN observed_build IS ? THEN observed_since ELSE ? END, "
+            "observed_image = ?, observed_build = ?, booted_at = ?, last_report_at = ?, hostname = ?, "
+            "uptime_s = ?, drift = ?, agent_version = ? WHERE name = ?",
+            (report.build_id, at, report.image, report.build_id, report.booted_at, at, report.hostname,
+             report.uptime_s, json.dumps(list(report.drift)), report.agent_version, name),
+        )
+
+    def delete_host(self, name: str) -> None:
+        self._c.execute("DELETE FROM hosts WHERE name = ?", (name,))
+
+    # ---- unknown machines ----
+    def record_unknown(self, mac: str, at: float, remote_addr: str | None) -> None:
+        self._c.execute(
+            "INSERT INTO unknown_machines (mac, first_seen, last_seen, seen_count, remote_addr) VALUES (?, ?, ?, 1, ?) "
+            "ON CONFLICT (mac) DO UPDATE SET last_seen = excluded.last_seen, seen_count = seen_count + 1, "
+            "remote_addr = excluded.remote_addr",
+            (mac, at, at, remote_addr),
+        )
+
+    def list_unknown(self) -> list[UnknownMachineRow]:
+        rows = self._c.execute("SELECT * FROM unknown_machines ORDER BY last_seen DESC").fetchall()
+        return [UnknownMachineRow(r["mac"], r["first_seen"], r["last_seen"], r["seen_count"], r["remote_addr"])
+                for r in rows]
+
+    # ---- tokens ----
+    def use_nonce(self, nonce: str, mac: str, at: float) -> bool:
+        """Mark a token nonce used; False when it was used before (a replay)."""
+        cur = self._c.execute("INSERT OR IGNORE INTO used_tokens (nonce, mac, used_at) VALUES (?, ?, ?)",
+                              (nonce, mac, at))
+        return cur.rowcount == 1
+
+    # ---- boot events (an append-only feed a rollout can follow by id) ----
+    def add_event(self, kind: str, at: float, mac: str | None = None, host: str | None = None,
+                  build_id: str | None = None, detail: str = "") -> int:
+        cur = self._c.execute(
+            "INSERT INTO boot_events (at, kind, mac, host, build_id, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            (at, kind, mac, host, build_id, detail))
+        return int(cur.lastrowid or 0)
+
+    def events_after(self, after_id: int, kinds: Sequence[str] | None = None, limit: int = 1000) -> list[BootEventRow]:
+        q = "SELECT * FROM boot_events WHERE id > ?"
+        params: list[object] = [after_id]
+        if kinds:
+            q += f" AND kind IN ({', '.join('?' for _ in kinds)})"
+            params.extend(kinds)
+        rows = self._c.execute(q + " ORDER BY id LIMIT ?", [*params, limit]).fetchall()
+        return [BootEventRow(r["id"], r["at"], r["kind"], r["mac"], r["host"], r["build_id"], r["detail"])
+                for r in rows]
+
+    # ---- escape hatch for modules that add their own tables through migrate() ----
+    def execute(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
+        return self._c.execute(sql, params).fetchall()
+
+
+class StateDB:
+    """One state database file. Thread-safe: each thread gets its own connection."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot create the state folder {path.parent}: {exc.strerror}") from None
+        self.migrate(MIGRATIONS)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                # isolation_level=None: we issue BEGIN ourselves, so the write lock is taken when we say.
+                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                       check_same_thread=False)
+                conn.row_factory = sqlite3.Row
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("PRAGMA foreign_keys = ON")
+            except sqlite3.Error as exc:
+                raise StateError(f"cannot open the state database {self.path}: {exc}",
+                                 hint="check the path and its permissions (settings home)") from None
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    @contextmanager
+    def write(self) -> Iterator[Repo]:
+        """A write transaction holding the database's write lock from its first statement."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"the state database {self.path} stayed locked: {exc}",
+                             hint="another golden command is writing; retry when it finishes") from None
+        try:
+            yield Repo(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[Repo]:
+        """A consistent snapshot for reading (several queries see the same state)."""
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            yield Repo(conn)
+        finally:
+            conn.execute("ROLLBACK")
+
+    def migrate(self, migrations: Sequence[Migration]) -> list[str]:
+        """Apply the named migrations not applied yet, in order; return the names applied."""
+        conn = self._conn()
+        applied: list[str] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+                done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
+                for m in migrations:
+                    if m.name in done:
+                        continue
+                    for stmt in _statements(m.sql):
+                        conn.execute(stmt)
+                    conn.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
+                                 (m.name, time.time()))
+                    applied.append(m.name)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot migrate the state database {self.path}: {exc}") from None
+        return applied
+
+
+def _statements(sql: str) -> list[str]:
+    # executescript() would commit our transaction, so split the migration ourselves.
+    return [s.strip() for s in sql.split(";") if s.strip()]
+
+
+def open_state(path: Path) -> StateDB:
+    return StateDB(path)

@@ -1,0 +1,193 @@
+"""The content-addressed image store: ``<store>/<image>/<build-id>/``.
+
+A build is assembled in a staging folder inside the store (same filesystem) and appears under
+its id only by ``rename``, so readers never see half a build. A lock per image keeps two bakes
+of the same image apart; bakes of different images share nothing here but the root folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from toolkit.errors import LockedError, StoreError
+from toolkit.manifest import Manifest, read_manifest
+
+ARTIFACTS = ("vmlinuz", "initrd", "rootfs.squashfs")
+MANIFEST = "manifest.json"
+STAGING = ".staging"
+LOCKS = ".locks"
+SNAPSHOT = ".package-snapshot"
+
+
+@dataclass(frozen=True)
+class Build:
+    image: str
+    build_id: str
+    path: Path
+    manifest: Manifest
+
+    def artifact(self, name: str) -> Path:
+        if name not in self.manifest.artifacts:
+            known = ", ".join(sorted(self.manifest.artifacts)) or "none"
+            raise StoreError(f"build {self.image}/{self.build_id} has no artifact {name!r} (it has: {known})")
+        return self.path / name
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+
+class Store:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def images(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def builds(self, image: str) -> list[Build]:
+        """Every committed build of ``image``, newest first."""
+        folder = self.root / image
+        if not folder.is_dir():
+            return []
+        found = [self._load(image, p) for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        return sorted(found, key=lambda b: (b.manifest.created_at, b.build_id), reverse=True)
+
+    def find(self, image: str, build_id: str) -> Build | None:
+        path = self.root / image / build_id
+        return self._load(image, path) if (path / MANIFEST).is_file() else None
+
+    def get(self, image: str, build_id: str) -> Build:
+        build = self.find(image, build_id)
+        if build is None:
+            known = ", ".join(b.build_id for b in self.builds(image)[:5]) or "none"
+            raise StoreError(f"no build {image}/{build_id} in {self.root} (newest: {known})",
+                             hint=f"run: golden bake {image}")
+        return build
+
+    def _load(self, image: str, path: Path) -> Build:
+        manifest = read_manifest(path / MANIFEST)
+        if manifest.build_id != path.name or manifest.image != image:
+            raise StoreError(f"{path}: manifest names {manifest.image}/{manifest.build_id}, not {image}/{path.name}")
+        return Build(image=image, build_id=path.name, path=path, manifest=manifest)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def stage(self, image: str, tag: str | None = None) -> Path:
+        """A fresh staging folder on the store's filesystem, for one bake of ``image``."""
+        base = self.root / STAGING
+        base.mkdir(parents=True, exist_ok=True)
+        path = base / f"{image}.{tag or uuid.uuid4().hex[:8]}"
+        path.mkdir()
+        return path
+
+    def stale_staging(self, image: str) -> list[Path]:
+        """Staging folders of ``image`` left by bakes that were killed (call while holding its lock)."""
+        base = self.root / STAGING
+        return sorted(base.glob(f"{image}.*")) if base.is_dir() else []
+
+    def commit(self, image: str, build_id: str, staged: Path) -> Build:
+        """Rename a finished staging folder into place; replaces an existing build of the same id."""
+        manifest = read_manifest(staged / MANIFEST)
+        if manifest.build_id != build_id or manifest.image != image:
+            raise StoreError(f"{staged}: manifest names {manifest.image}/{manifest.build_id}, not {image}/{build_id}")
+        for name in manifest.artifacts:
+            if not (staged / name).is_file():
+                raise StoreError(f"{staged}: artifact {name} listed in the manifest is missing")
+        target = self.root / image / build_id
+        target.parent.mkdir(parents=True, exist_ok=True)
+        old: Path | None = None
+        if target.exists():
+            # --force of the same inputs: move the old build aside first; rename(2) will not replace a
+            # non-empty folder.
+            old = self.root / STAGING / f"{image}.replaced-{build_id}-{uuid.uuid4().hex[:6]}"
+            target.rename(old)
+        staged.rename(target)
+        _fsync_dir(target.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self._load(image, target)
+
+    def discard(self, staged: Path) -> None:
+        """Delete a staging folder; refuses while anything is mounted inside it (rmtree would follow
+        a bind mount of /dev or of a shared cache and empty it)."""
+        left = mounts_under(staged)
+        if left:
+            raise StoreError(f"{staged}: still has {len(left)} mount(s) inside, first {left[0]}; not deleting it",
+                             hint="unmount them (umount -R) and run the command again")
+        shutil.rmtree(staged, ignore_errors=True)
+
+    # -- package snapshot stamp ---------------------------------------------------------------
+
+    def snapshot(self, image: str) -> str | None:
+        path = self.root / image / SNAPSHOT
+        return path.read_text().strip() if path.is_file() else None
+
+    def set_snapshot(self, image: str, stamp: str) -> None:
+        path = self.root / image / SNAPSHOT
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(stamp + "\n")
+        tmp.replace(path)
+
+    # -- locking ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, image: str, what: str = "bake") -> Iterator[Path]:
+        """Hold the lock of ``image`` (non-blocking: a second bake of the same image fails at once)."""
+        folder = self.root / LOCKS
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{image}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                raise LockedError(
+                    f"image {image!r} is locked by {holder}",
+                    hint="wait for that command to finish; bakes of other images may run meanwhile",
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{what} pid {os.getpid()} since {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}\n".encode(), 0)
+            yield path
+        finally:
+            os.close(fd)
+
+
+def _unescape_mount(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mounts_under(prefix: Path, mounts_file: Path = Path("/proc/mounts")) -> list[str]:
+    """Mount points at or below ``prefix``, deepest first (the order to unmount them in)."""
+    pre = str(Path(prefix).resolve()) if Path(prefix).exists() else str(prefix)
+    found = []
+    for line in mounts_file.read_text().splitlines():
+        parts = line.split()
+        if len(parts) < 2:
+            continue
+        point = _unescape_mount(parts[1])
+        if point == pre or point.startswith(pre.rstrip("/") + "/"):
+            found.append(point)
+    return sorted(found, key=lambda m: m.count("/"), reverse=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,420 @@
+"""Virtual BMCs: real IPMI 2.0 (RMCP+) on loopback UDP ports, built on pyghmi's Bmc server class.
+
+One process hosts many BMCs: every BMC is one UDP socket, and pyghmi's single IO thread selects
+over all of them, so a thousand simulated BMCs cost a thousand sockets, not a thousand threads.
+(select() stops at fd 1024, hence MAX_BMCS_PER_PROCESS; the lab starts more processes beyond it.)
+
+Each BMC drives a machine:
+- QemuMachine: power on starts a QEMU process, off kills it, reset/cycle restart it; the boot
+  device set over IPMI decides whether the next start netboots (one-time unless persistent).
+- SimMachine (--no-vm): a power state only, with configurable command latency, failure rate,
+  boot time, and a deterministic, seeded rate of dropped replies (to exercise client retries).
+
+Credentials come from a 0600 JSON file, never from argv.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyghmi.ipmi import bmc as pyghmi_bmc
+from pyghmi.ipmi.private import serversession
+from pyghmi.ipmi.private import session as ipmisession
+
+from toolkit.bmc import pyghmi_fixes
+from toolkit.qemu import VmSpec, start_vm
+from toolkit.run import kill_group
+
+log = logging.getLogger("golden.vbmc")
+
+MAX_BMCS_PER_PROCESS = 800
+_SHA1 = 1
+_RMCP_NO_CIPHER_SUITE_MATCH = 0x11
+
+
+@dataclass
+class SimOptions:
+    latency: float = 0.0  # seconds added to every chassis command
+    fail_rate: float = 0.0  # share of power commands answered with completion code 0xff
+    drop_rate: float = 0.0  # share of replies never sent
+    boot_time: float = 0.0  # seconds from power on until the machine counts as booted
+    seed: int = 0
+
+
+@dataclass
+class BmcConfig:
+    name: str
+    port: int
+    user: str
+    password: str
+    mac: str
+    address: str = "127.0.0.1"
+    vm: dict[str, Any] | None = None  # VmSpec fields for a QEMU machine; None = simulated
+
+
+@dataclass
+class ServeConfig:
+    bmcs: list[BmcConfig]
+    sim: SimOptions = field(default_factory=SimOptions)
+    status_file: str | None = None
+    pid_file: str | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> ServeConfig:
+        data = json.loads(path.read_text())
+        return cls(bmcs=[BmcConfig(**b) for b in data["bmcs"]], sim=SimOptions(**data.get("sim", {})),
+                   status_file=data.get("status_file"), pid_file=data.get("pid_file"))
+
+    def dump(self) -> dict[str, Any]:
+        return {"bmcs": [asdict(b) for b in self.bmcs], "sim": asdict(self.sim),
+                "status_file": self.status_file, "pid_file": self.pid_file}
+
+
+# ---------------------------------------------------------------------------------------------
+# machines
+
+
+class SimMachine:
+    def __init__(self, opts: SimOptions, rng: random.Random) -> None:
+        self.opts = opts
+        self.rng = rng
+        self.on = False
+        self.powered_at = 0.0
+        self.bootdev = "default"
+        self.persistent = False
+
+    def power_state(self) -> bool:
+        return self.on
+
+    def booted(self) -> bool:
+        return self.on and time.monotonic() - self.powered_at >= self.opts.boot_time
+
+    def _fails(self) -> bool:
+        return self.opts.fail_rate > 0 and self.rng.random() < self.opts.fail_rate
+
+    def power_on(self) -> int:
+        if self._fails():
+            return 0xFF
+        if not self.on:
+            self.on, self.powered_at = True, time.monotonic()
+            self._consume_bootdev()
+        return 0
+
+    def power_off(self) -> int:
+        if self._fails():
+            return 0xFF
+        self.on = False
+        return 0
+
+    def reset(self) -> int:
+        if self._fails():
+            return 0xFF
+        self.on, self.powered_at = True, time.monotonic()
+        self._consume_bootdev()
+        return 0
+
+    def _consume_bootdev(self) -> str:
+        dev = self.bootdev
+        if not self.persistent:
+            self.bootdev = "default"
+        return dev
+
+    def poll(self) -> bool:
+        return False
+
+    def stop(self) -> None:
+        self.on = False
+
+    def describe(self) -> dict[str, Any]:
+        return {"power": "on" if self.on else "off", "bootdev": self.bootdev}
+
+
+class QemuMachine(SimMachine):
+    """A real QEMU process behind the BMC."""
+
+    def __init__(self, spec: VmSpec, rng: random.Random) -> None:
+        super().__init__(SimOptions(), rng)
+        self.spec = spec
+        self.proc: Any = None
+        self.boots = 0
+
+    def power_state(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _start(self) -> None:
+        dev = self._consume_bootdev()
+        spec = VmSpec(**{**asdict(self.spec), "boot_network": dev == "network"})
+        self.proc = start_vm(spec)
+        self.boots += 1
+        log.info("%s: started QEMU pid %d (%s boot)", spec.name, self.proc.pid,
+                 "network" if spec.boot_network else "disk")
+
+    def power_on(self) -> int:
+        if not self.power_state():
+            self._start()
+        return 0
+
+    def power_off(self) -> int:
+        self.stop()
+        return 0
+
+    def reset(self) -> int:
+        self.stop()
+        self._start()
+        return 0
+
+    def poll(self) -> bool:
+        """True when the QEMU process went away on its own since the last look (guest powered off)."""
+        if self.proc is not None and self.proc.poll() is not None:
+            self.proc = None
+            return True
+        return False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            kill_group(self.proc, grace=3.0)
+            self.proc = None
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["power"] = "on" if self.power_state() else "off"
+        d["pid"] = self.proc.pid if self.proc is not None else None
+        d["boots"] = self.boots
+        return d
+
+
+# ---------------------------------------------------------------------------------------------
+# the IPMI side
+
+
+class _Sha1OnlySession(serversession.ServerSession):
+    """pyghmi's server always answers with SHA-1 algorithms even when SHA-256 (suite 17) was
+    proposed, and pyghmi's own client then fails in RAKP2. Declining non-SHA-1 proposals makes
+    clients fall back to suite 3, which is what the server really speaks."""
+
+    def create_open_session_response(self, request: Any) -> Any:
+        auth_algo = request[12] & 0x3F if len(request) > 12 else _SHA1
+        integrity_algo = request[20] & 0x3F if len(request) > 20 else _SHA1
+        if auth_algo != _SHA1 or integrity_algo not in (0, _SHA1):
+            self.clientsessionid = request[4:8]
+            self.managedsessionid = os.urandom(4)
+            return bytearray([request[0], _RMCP_NO_CIPHER_SUITE_MATCH, 0, 0]) + self.clientsessionid
+        return super().create_open_session_response(request)
+
+    def sessionless_data(self, data: Any, sockaddr: Any) -> None:
+        # pyghmi routes a packet here when a client address is reused after its session went away
+        self.bmc.sessionless_data(data, sockaddr)
+
+    def _xmit_packet(self, retry: bool = True, delay_xmit: Any = None, timeout: Any = None) -> None:
+        if self.bmc.drop_reply():
+            if self.sequencenumber:
+                self.sequencenumber += 1
+            return
+        super()._xmit_packet(retry=retry, delay_xmit=delay_xmit, timeout=timeout)
+
+
+class VirtualBmc(pyghmi_bmc.Bmc):
+    def __init__(self, cfg: BmcConfig, machine: SimMachine, opts: SimOptions, rng: random.Random,
+                 defer: Callable[[float, Callable[[], None]], None], on_change: Callable[[], None]) -> None:
+        super().__init__({cfg.user: cfg.password}, port=cfg.port, address=cfg.address)
+        self.name = cfg.name
+        self.machine = machine
+        self.opts = opts
+        self.rng = rng
+        self.defer = defer
+        self.on_change = on_change
+
+    def drop_reply(self) -> bool:
+        return self.opts.drop_rate > 0 and self.rng.random() < self.opts.drop_rate
+
+    # sessionless replies are dropped at the same rate as session ones
+    def send_auth_cap(self, *args: Any) -> None:
+        if not self.drop_reply():
+            super().send_auth_cap(*args)
+
+    def send_cipher_suites(self, *args: Any) -> None:
+        if not self.drop_reply():
+            super().send_cipher_suites(*args)
+
+    def sessionless_data(self, data: Any, sockaddr: Any) -> None:
+        if len(data) >= 22 and data[0] == 6 and data[2:4] == b"\xff\x07" and data[4] == 6 and data[5] == 16:
+            _Sha1OnlySession(self.authdata, self.kg, sockaddr, self.serversocket, bytearray(data)[16:],
+                             self.uuid, bmc=self)
+            return
+        super().sessionless_data(data, sockaddr)
+
+    def handle_raw_request(self, request: dict[str, Any], session: Any) -> None:
+        if self.opts.latency > 0 and request["netfn"] == 0:
+            self.defer(self.opts.latency, lambda: super(VirtualBmc, self).handle_raw_request(request, session))
+            return
+        super().handle_raw_request(request, session)
+
+    # pyghmi calls these from control_chassis / get_chassis_status
+    def get_power_state(self) -> str:
+        return "on" if self.machine.power_state() else "off"
+
+    def power_on(self) -> int:
+        rc = self.machine.power_on()
+        self.on_change()
+        return rc
+
+    def power_off(self) -> int:
+        rc = self.machine.power_off()
+        self.on_change()
+        return rc
+
+    def power_shutdown(self) -> int:
+        return self.power_off()
+
+    def power_reset(self) -> int:
+        rc = self.machine.reset()
+        self.on_change()
+        return rc
+
+    def power_cycle(self) -> int:
+        if not self.machine.power_state():
+            return 0xD5  # IPMI: power cycle is not valid in the "off" state
+        return self.power_reset()
+
+    def get_boot_device(self) -> str:
+        return self.machine.bootdev
+
+    def set_boot_device(self, bootdevice: str) -> None:
+        self.machine.bootdev = bootdevice
+        self.on_change()
+
+    def get_system_boot_options(self, request: dict[str, Any], session: Any) -> None:
+        if request["data"][0] == 5:
+            from pyghmi.ipmi import command as ipmicommand
+
+            dev = ipmicommand.boot_devices.get(self.machine.bootdev, 0)
+            flags = 0x80 | (0x40 if self.machine.persistent else 0)
+            session.send_ipmi_response(data=[1, 5, flags, dev, 0, 0, 0])
+            return
+        super().get_system_boot_options(request, session)
+
+    def set_system_boot_options(self, request: dict[str, Any], session: Any) -> None:
+        data = request["data"]
+        if data[0] == 5 and len(data) > 2:
+            self.machine.persistent = bool(data[1] & 0x40)
+        super().set_system_boot_options(request, session)
+
+
+# ---------------------------------------------------------------------------------------------
+# the serving loop
+
+
+class _Timers:
+    def __init__(self) -> None:
+        self.heap: list[tuple[float, int, Callable[[], None]]] = []
+        self.n = 0
+
+    def add(self, delay: float, fn: Callable[[], None]) -> None:
+        self.n += 1
+        heapq.heappush(self.heap, (time.monotonic() + delay, self.n, fn))
+
+    def run_due(self) -> float:
+        """Run what is due; return seconds until the next timer (or 0.2 when none)."""
+        now = time.monotonic()
+        while self.heap and self.heap[0][0] <= now:
+            _, _, fn = heapq.heappop(self.heap)
+            try:
+                fn()
+            except Exception:
+                log.exception("deferred BMC reply failed")
+        return max(0.0, self.heap[0][0] - now) if self.heap else 0.2
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def serve(cfg: ServeConfig) -> int:
+    """Serve every configured BMC until SIGTERM/SIGINT; stop every machine on the way out."""
+    if len(cfg.bmcs) > MAX_BMCS_PER_PROCESS:
+        raise SystemExit(f"at most {MAX_BMCS_PER_PROCESS} BMCs per process (select() limit); got {len(cfg.bmcs)}")
+    running = True
+    dirty = True
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal running
+        running = False
+
+    def mark() -> None:
+        nonlocal dirty
+        dirty = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    pyghmi_fixes.apply()
+    timers = _Timers()
+    bmcs: list[VirtualBmc] = []
+    for i, b in enumerate(cfg.bmcs):
+        rng = random.Random(f"{cfg.sim.seed}:{b.name}:{i}")
+        machine: SimMachine
+        if b.vm is not None:
+            vm = dict(b.vm)
+            for key in ("serial_log", "disk", "tftp_dir"):
+                if vm.get(key):
+                    vm[key] = Path(vm[key])
+            vm["extra_args"] = tuple(vm.get("extra_args", ()))
+            machine = QemuMachine(VmSpec(**vm), rng)
+        else:
+            machine = SimMachine(cfg.sim, rng)
+        bmcs.append(VirtualBmc(b, machine, cfg.sim, rng, timers.add, mark))
+    if cfg.pid_file:
+        _write_atomic(Path(cfg.pid_file), f"{os.getpid()}\n")
+    log.info("serving %d BMCs", len(bmcs))
+    last_status = 0.0
+    try:
+        while running:
+            try:
+                ipmisession.Session.wait_for_rsp(timeout=min(timers.run_due(), 0.2))
+            except Exception:
+                # one malformed or unexpected packet must not take the whole rack down
+                log.exception("error while handling an IPMI packet")
+            timers.run_due()
+            for b in bmcs:
+                if b.machine.poll():
+                    dirty = True
+            if cfg.status_file and dirty and time.monotonic() - last_status > 0.3:
+                status = {"pid": os.getpid(), "updated": time.time(),
+                          "nodes": {b.name: {"port": b.port, **b.machine.describe()} for b in bmcs}}
+                _write_atomic(Path(cfg.status_file), json.dumps(status, indent=1))
+                dirty, last_status = False, time.monotonic()
+    finally:
+        for b in bmcs:
+            b.machine.stop()
+        for path in (cfg.pid_file, cfg.status_file):
+            if path:
+                Path(path).unlink(missing_ok=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m toolkit.vbmc CONFIG.json``: the only argument is a path; secrets stay in the file."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m toolkit.vbmc CONFIG.json", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    cfg = ServeConfig.load(Path(args[0]))
+    return serve(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
