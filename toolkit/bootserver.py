@@ -375,8 +375,10 @@ class BootHandler(BaseHTTPRequestHandler):
         except ReportRejected as rej:
             return self._reject(rej.reason, reject_kind(rej.reason))
         self.server.metrics.add("reports", "accepted")
+        # Tokens are single use; the agent's next periodic report spends this fresh one.
+        next_token = issue_token(self.server.config.secret, status.mac, str(payload.get("build_id", "")))
         body = json.dumps({"accepted": True, "host": status.name, "desired": status.desired,
-                           "observed": status.observed, "state": status.state}).encode()
+                           "observed": status.observed, "state": status.state, "next_token": next_token}).encode()
         self._send_body("report", 200, body, "application/json")
 
 

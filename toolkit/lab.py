@@ -275,7 +275,7 @@ def up_lab(settings: Settings, nodes: int, *, no_vm: bool = False, boot_url: str
     port = base_port if base_port is not None else _pick_base_port(nodes, DEFAULT_BASE_PORT)
     plan = plan_lab(nodes, lab_id=lab_id, base_port=port, no_vm=no_vm,
                     boot_url=boot_url or default_boot_url(settings), memory_mb=memory_mb, sim=sim)
-    password = secrets.token_urlsafe(18)
+    password = secrets.token_urlsafe(15)  # 20 characters: the IPMI 2.0 maximum (ipmitool truncates)
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
     procs = []
@@ -296,8 +296,9 @@ def up_lab(settings: Settings, nodes: int, *, no_vm: bool = False, boot_url: str
                                    env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}))
         deadline = time.monotonic() + START_TIMEOUT
         for shard, proc in enumerate(procs):
-            pid_file = directory / f"vbmc-{shard}.pid"
-            while not pid_file.exists():
+            # the status file appears after every socket is bound and the loop runs
+            ready_file = directory / f"status-{shard}.json"
+            while not ready_file.exists():
                 if proc.poll() is not None or time.monotonic() > deadline:
                     tail = (directory / f"vbmc-{shard}.log").read_text(errors="replace")[-2000:]
                     raise LabError(f"virtual BMC process {shard} did not start (see {directory}/vbmc-{shard}.log)",

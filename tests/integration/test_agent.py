@@ -19,7 +19,8 @@ from tests.fixtures.common import ROOT
 from toolkit.run import run
 
 AGENT = ROOT / "roles" / "golden_agent" / "files" / "golden-agent"
-REPORT_KEYS = {"mac", "build_id", "image", "token", "hostname", "booted_at", "uptime_s", "drift", "agent_version"}
+REPORT_KEYS = {"mac", "build_id", "image", "token", "hostname", "booted_at", "uptime_s", "drift", "agent_version",
+               "checks"}
 TOKEN = "n0nce.0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -32,6 +33,7 @@ class StubServer:
     statuses: list[int]
     requests: list[dict] = field(default_factory=list)
     url: str = ""
+    rotate_tokens: bool = False
 
     def handle(self, handler: BaseHTTPRequestHandler) -> int:
         length = int(handler.headers.get("Content-Length", "0"))
@@ -51,9 +53,20 @@ def stub() -> Iterator[StubServer]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             status = state.handle(self)
+            body = b""
+            if state.rotate_tokens and status == 200:
+                body = json.dumps({"next_token": f"next-{len(state.requests)}"}).encode()
             self.send_response(status)
-            self.send_header("Content-Length", "0")
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:  # the node's own service, for http health checks
+            body = b"<h1>served by a golden image</h1>" if self.path == "/" else b"nope"
+            self.send_response(200 if self.path == "/" else 503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
         def log_message(self, format: str, *args: object) -> None:
             pass
@@ -171,14 +184,37 @@ def test_403_stops_for_good(stub: StubServer, tmp_path: Path) -> None:
     assert "REJECTED" in result.stdout and "REJECTED" in console
 
 
-def test_re_reports_periodically(stub: StubServer, tmp_path: Path) -> None:
+def test_re_reports_periodically_with_rotated_tokens(stub: StubServer, tmp_path: Path) -> None:
     stub.statuses = [200, 200, 200, 403]
+    stub.rotate_tokens = True
     cmdline = write_cmdline(tmp_path, stub.url)
     result, console = run_agent(tmp_path, "--cmdline", str(cmdline), "--interval", "0.05")
     assert result.returncode == 3
     assert len(stub.requests) == 4
     assert console.count("report accepted") == 3
-    assert all(r["body"]["token"] == TOKEN for r in stub.requests)
+    # Tokens are single use: each later report spends the token the previous answer handed out.
+    assert [r["body"]["token"] for r in stub.requests] == [TOKEN, "next-1", "next-2", "next-3"]
+
+
+def test_health_checks_are_run_and_reported(stub: StubServer, tmp_path: Path) -> None:
+    port = int(stub.url.split(":")[2].split("/")[0])
+    checks = [
+        {"name": "http-ok", "http": {"port": port, "path": "/", "expect_status": 200, "expect_body": "golden"}},
+        {"name": "http-body", "http": {"port": port, "path": "/", "expect_body": "never-there"}},
+        {"name": "http-down", "http": {"port": port, "path": "/down"}},
+        {"name": "unit", "unit_active": "golden-no-such-unit.service"},
+    ]
+    (tmp_path / "agent.json").write_text(json.dumps({"checks": checks, "checks_settle_s": 0.5}))
+    cmdline = write_cmdline(tmp_path, stub.url)
+    result, _ = run_agent(tmp_path, "--cmdline", str(cmdline), "--upper", str(tmp_path / "none"), "--once")
+    assert result.returncode == 0, result.stdout + result.stderr
+    reported = stub.requests[0]["body"]["checks"]
+    assert reported["http-ok"]["passed"] is True
+    assert reported["http-body"] == {"passed": False,
+                                     "detail": f"GET http://127.0.0.1:{port}/: body lacks 'never-there'"}
+    assert reported["http-down"]["passed"] is False and "HTTP 503" in reported["http-down"]["detail"]
+    assert reported["unit"]["passed"] is False
+    assert "check http-body: FAILED" in result.stdout
 
 
 def test_drift_honours_a_configured_allowlist(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def test_base_bake_manifest(baked_base):
+def test_base_bake_manifest(baked_base, tmp_path):
     m = baked_base.manifest
     assert m.image == "base" and m.build_id == baked_base.build_id == baked_base.path.name
     assert set(m.artifacts) == {"vmlinuz", "initrd", "rootfs.squashfs"}
@@ -62,6 +62,14 @@ def test_base_bake_manifest(baked_base):
     assert m.tool_versions["diskimage-builder"] == m.inputs["dib_version"]
     assert m.bake_seconds > 0
     assert (baked_base.logs / "dib.log").stat().st_size > 0
+    # nothing of the build host or of Ansible is baked in
+    listing = subprocess.run(["unsquashfs", "-l", str(baked_base.artifact("rootfs.squashfs"))],
+                             capture_output=True, text=True, check=True).stdout
+    assert "/.ansible" not in listing and "/tmp/.golden-ansible" not in listing
+    out = tmp_path / "extract"
+    subprocess.run(["unsquashfs", "-q", "-d", str(out), str(baked_base.artifact("rootfs.squashfs")),
+                    "etc/resolv.conf"], capture_output=True, check=True)
+    assert "nameserver" not in (out / "etc" / "resolv.conf").read_text()  # resolvers come from DHCP
     text = (baked_base.path / "manifest.json").read_text() + (baked_base.logs / "dib.log").read_text(errors="replace")
     for needle in ("PASSWORD=", "password:", "BEGIN OPENSSH PRIVATE KEY", "$ANSIBLE_VAULT", SENTINEL):
         assert needle not in text, needle

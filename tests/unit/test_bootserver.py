@@ -290,6 +290,17 @@ def test_good_report_updates_observed(env: Env):
     assert status.desired == status.observed == "b2" and status.rack == "rack1"
 
 
+def test_accepted_report_hands_out_a_fresh_single_use_token(env: Env):
+    token = _cmdline(env.request("GET", f"/boot/{MAC1}.ipxe")[2].decode())["golden.token"]
+    code, body = _report(env, token)
+    assert code == 200
+    nxt = body["next_token"]
+    assert nxt != token and verify_token(SECRET, nxt, MAC1, "b2")
+    assert _report(env, nxt, drift=[])[0] == 200  # the periodic re-report spends the new token
+    assert _report(env, nxt)[0] == 403  # and it cannot be spent twice
+    assert _report(env, token)[0] == 403  # nor can the boot token
+
+
 def test_forged_replayed_malformed_reports_rejected_and_change_nothing(env: Env):
     token = _cmdline(env.request("GET", f"/boot/{MAC1}.ipxe")[2].decode())["golden.token"]
     assert _report(env, token, drift=[])[0] == 200

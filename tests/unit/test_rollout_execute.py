@@ -81,7 +81,7 @@ def world(tmp_path: Path):
 
 
 def run(world, target: str, current: str | None, canary: int = 1, retries: int = 0, budget: int = 0):
-    fleet, hosts, journal, pool, log = world
+    fleet, hosts, journal, pool, _ = world
     cands = [Candidate(n, "rack1", current) for n in sorted(hosts)]
     plan = plan_reimage("web", target, cands, Policy(canary=canary, wave_size=Amount(2),
                                                      max_failures=Amount(budget)))
@@ -93,7 +93,7 @@ def run(world, target: str, current: str | None, canary: int = 1, retries: int =
 
 
 def test_all_hosts_reach_target_canary_first(world):
-    outcome, run_id = run(world, "B", "A")
+    outcome, _ = run(world, "B", "A")
     assert outcome.status == RunStatus.SUCCEEDED
     assert set(outcome.results.values()) == {HostResult.DONE.value}
     log = world[4]
@@ -118,7 +118,7 @@ def test_failing_canary_rolls_back_and_touches_no_other_host(world):
 
 
 def test_resume_after_power_intent_does_not_cycle_again(world):
-    fleet, hosts, journal, pool, log = world
+    journal = world[2]
     journal.create_run("r", "t", "all", "web", "B", {})
     journal.record("r", "n0", 0, 1, Step.DESIRED, Phase.DONE, "B")
     journal.record("r", "n0", 0, 1, Step.POWER, Phase.INTENT)

@@ -36,7 +36,7 @@ from toolkit.errors import BakeError, CommandError, StoreError
 from toolkit.manifest import Artifact, CheckResult, Manifest
 from toolkit.progress import Progress
 from toolkit.run import TAIL_LINES, run
-from toolkit.spec import ImageSpec, load_image
+from toolkit.spec import CheckStage, ImageSpec, load_image
 from toolkit.store import Build, Store
 
 log = logging.getLogger("golden.bake")
@@ -202,6 +202,8 @@ def _write_hook_plan(paths: BakePaths, plan: BakePlan, settings: Settings) -> No
         "roles_dir": str(settings.roles_dir),
         "roles": [{"name": r.name, "vars": r.vars} for r in plan.spec.roles],
         "checks": [c.model_dump(mode="json") for c in plan.bake_checks],
+        "boot_checks": [c.model_dump(mode="json", exclude_none=True) for c in plan.spec.checks
+                        if c.stage is CheckStage.BOOT],
     }
     (paths.hook / "plan.json").write_text(json.dumps(data, indent=2))
 

@@ -27,11 +27,13 @@ def _fail(step: str) -> int:
     return 1
 
 
-def playbook(roles: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def playbook(roles: list[dict[str, Any]], boot_checks: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     return [{
         "name": "bake-time roles",
         "hosts": "image",
         "gather_facts": True,
+        # The image's boot-stage health checks, for the agent to run on the booted node.
+        "vars": {"golden_boot_checks": boot_checks or []},
         "roles": [{"role": r["name"], "vars": r.get("vars", {})} for r in roles],
     }]
 
@@ -49,7 +51,7 @@ def run_roles(target: Path, hook_dir: Path) -> int:
 
     private = hook_dir / "ansible"
     (private / "project").mkdir(parents=True, exist_ok=True)
-    (private / "project" / "site.yml").write_text(json.dumps(playbook(roles), indent=2))
+    (private / "project" / "site.yml").write_text(json.dumps(playbook(roles, plan.get("boot_checks")), indent=2))
     home = hook_dir / "ansible-home"
     envvars = {
         "ANSIBLE_ROLES_PATH": plan["roles_dir"],

@@ -115,15 +115,15 @@ def _select(settings: Settings, inventory: str | None, pattern: str) -> list[Hos
 
 
 def power_pattern(settings: Settings, inventory: str | None, pattern: str, action: PowerAction,
-                  *, workers: int = 64) -> FanoutReport:
+                  *, workers: int = 16) -> FanoutReport:
     """``golden power``: resolve the inventory, select hosts by Ansible pattern, fan out."""
     hosts = _select(settings, inventory, pattern)
-    with BmcPool(workers=workers) as pool:
+    with BmcPool(processes=workers) as pool:
         return power_hosts(hosts, action, pool=pool)
 
 
 def bootdev_pattern(settings: Settings, inventory: str | None, pattern: str, device: BootDevice,
-                    *, persistent: bool = False, workers: int = 64) -> FanoutReport:
+                    *, persistent: bool = False, workers: int = 16) -> FanoutReport:
     hosts = _select(settings, inventory, pattern)
-    with BmcPool(workers=workers) as pool:
+    with BmcPool(processes=workers) as pool:
         return bootdev_hosts(hosts, device, persistent=persistent, pool=pool)

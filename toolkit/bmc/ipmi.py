@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from toolkit.bmc import pyghmi_fixes
 from toolkit.bmc.base import (
     BmcAuthError,
     BmcCommandError,
@@ -21,7 +22,6 @@ from toolkit.bmc.base import (
     BootSetting,
     PowerAction,
 )
-from toolkit.bmc import pyghmi_fixes
 from toolkit.inventory import Host
 
 # pyghmi's boot device names for ours, and back
@@ -83,6 +83,7 @@ class IpmiClient:
             pyghmi_fixes.apply()
             bmc = self._host.bmc
             assert bmc is not None
+            pyghmi_fixes.forget_login(bmc.address, bmc.user, bmc.password.reveal(), bmc.port)
             try:
                 self._cmd = ipmi_command.Command(bmc=bmc.address, userid=bmc.user,
                                                  password=bmc.password.reveal(), port=bmc.port,

@@ -9,6 +9,11 @@
    login timing out under WAITING_SESSIONS logs out under KEEPALIVE_SESSIONS, the event loop
    does the reverse): a deadlock once replies get lost. One shared RLock cannot invert.
 
+3. A login that failed can stay in ``Session.initting_sessions``; the next login to the same BMC
+   then "joins" it and waits forever for a session nobody drives. forget_login() drops the entry
+   before a fresh login (the pool allows one command per BMC at a time, so an entry found then
+   is always stale).
+
 apply() is idempotent and must run before the first pyghmi session or server is created.
 """
 
@@ -46,3 +51,9 @@ def apply() -> None:
     session._io_recvfrom = _io_recvfrom
     session.WAITING_SESSIONS = session.KEEPALIVE_SESSIONS
     _APPLIED = True
+
+
+def forget_login(address: str, user: str, password: str, port: int) -> None:
+    from pyghmi.ipmi.private import session
+
+    session.Session.initting_sessions.pop((address, user, password, port, None), None)

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("device", choices=[d.value for d in BootDevice])
     p.add_argument("--persistent", action="store_true", help="keep the setting for every boot, not only the next")
     p.add_argument("-i", "--inventory", help="inventory file (default: GOLDEN_INVENTORY, golden.yaml, the lab's)")
-    p.add_argument("--workers", type=int, default=64, help="BMCs talked to at once (default 64)")
+    p.add_argument("--workers", type=int, default=16, help="BMCs talked to at once (worker processes; default 16)")
     p.add_argument("--json", dest="json_out", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_bootdev)
 
