@@ -68,6 +68,7 @@ class _Task:
     attempt: int
     target: str
     rollback: bool = False
+    image: str = ""
     next_step: Step = Step.DESIRED
     power_at: float | None = None  # journal time of the power intent: reports must come after it
     error: str = ""
@@ -146,7 +147,7 @@ class Executor:
     def _step_desired(self, tasks: list[_Task]) -> list[_Task]:
         self._mark(tasks, Step.DESIRED, Phase.INTENT, lambda t: t.target)
         for t in tasks:
-            self.fleet.set_desired(t.host, self.plan.image, t.target)
+            self.fleet.set_desired(t.host, t.image or self.plan.image, t.target)
         self._mark(tasks, Step.DESIRED, Phase.DONE, lambda t: t.target)
         return tasks
 
@@ -277,6 +278,7 @@ class Executor:
                     prev = self.plan.moves[t.host][0]
                     if prev and prev != self.plan.target_build:
                         rollbacks.append(_Task(t.host, t.wave, t.attempt + 1, prev, rollback=True,
+                                               image=self.plan.current_images.get(t.host) or self.plan.image,
                                                error=t.error))
                     else:
                         self._finish([t], HostResult.FAILED, t.error + "; nothing to roll back to")
@@ -338,8 +340,8 @@ class Executor:
                           waves_done, len(self.plan.waves), summary, round(time.monotonic() - started, 3))
 
 
-def resume_state(steps: Sequence[StepRow], target_build: str, moves: dict[str, tuple[str | None, str]]
-                 ) -> tuple[dict[str, _Task], dict[str, str]]:
+def resume_state(steps: Sequence[StepRow], target_build: str, moves: dict[str, tuple[str | None, str]],
+                 images: dict[str, str | None] | None = None) -> tuple[dict[str, _Task], dict[str, str]]:
     """From the journal, where each host stands: tasks to continue, and hosts already finished.
 
     A power step whose intent was written but whose outcome was not (the controller died
@@ -347,6 +349,7 @@ def resume_state(steps: Sequence[StepRow], target_build: str, moves: dict[str, t
     boots, that attempt times out and the next attempt cycles it, so no host is cycled twice
     for the same attempt.
     """
+    images = images or {}
     by_host: dict[str, list[StepRow]] = {}
     for s in steps:
         by_host.setdefault(s.host, []).append(s)
@@ -365,13 +368,15 @@ def resume_state(steps: Sequence[StepRow], target_build: str, moves: dict[str, t
         wave = cur[0].wave
         last = cur[-1]
         step = Step(last.step)
-        task = _Task(host, wave, attempt, desired or target_build, rollback=rollback)
+        task = _Task(host, wave, attempt, desired or target_build, rollback=rollback,
+                     image=(images.get(host) or "") if rollback else "")
         power = [r for r in cur if r.step == Step.POWER.value and r.phase == Phase.INTENT.value]
         if power:
             task.power_at = power[-1].at
         if last.phase == Phase.FAILED.value:
             # The step failed and the controller died before deciding: start the next attempt.
-            task = _Task(host, wave, attempt + 1, target_build if not rollback else task.target, rollback=rollback)
+            task = _Task(host, wave, attempt + 1, target_build if not rollback else task.target, rollback=rollback,
+                         image=task.image)
         elif step == Step.POWER and last.phase == Phase.INTENT.value:
             task.next_step = Step.REPORT
         elif last.phase == Phase.DONE.value:

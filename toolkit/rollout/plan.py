@@ -48,6 +48,7 @@ class Candidate:
     name: str
     rack: str
     current_build: str | None
+    current_image: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ class Plan:
     waves: tuple[Wave, ...]
     moves: dict[str, tuple[str | None, str]]  # host -> (current, target)
     unchanged: tuple[str, ...] = ()  # already on the target build
+    # The image each moving host runs now, so a rollback can go back across images.
+    current_images: dict[str, str | None] = field(default_factory=dict)
     failure_budget: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -154,6 +157,7 @@ def plan_reimage(image: str, target_build: str, candidates: list[Candidate], pol
         policy=policy,
         waves=tuple(waves),
         moves={c.name: (c.current_build, target_build) for c in moving},
+        current_images={c.name: c.current_image for c in moving},
         unchanged=unchanged,
         failure_budget=policy.max_failures.of(total),
         notes=tuple(notes),

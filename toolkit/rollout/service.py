@@ -53,8 +53,15 @@ def plan_request(settings: Settings, req: ReimageRequest) -> tuple[Plan, tuple[s
     image, build_id, checks = resolve_target(fleet, req.image_ref)
     hosts = load_inventory(fleet.inventory_path).select(req.pattern) if fleet.inventory_path else []
     status = {s.name: s for s in fleet.status(req.pattern)} if hosts else {}
-    cands = [Candidate(h.name, rack_of(h), status[h.name].observed if h.name in status else None) for h in hosts]
+    cands = [Candidate(h.name, rack_of(h), status[h.name].observed if h.name in status else None,
+                       _observed_image(fleet, h.name)) for h in hosts]
     return plan_reimage(image, build_id, cands, req.policy), checks
+
+
+def _observed_image(fleet: Fleet, name: str) -> str | None:
+    with fleet.db.read() as repo:
+        row = repo.get_host(name)
+    return row.observed_image if row else None
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
@@ -79,6 +86,7 @@ def plan_from_dict(d: dict[str, Any]) -> Plan:
         waves=tuple(Wave(w["index"], tuple(w["hosts"]), w["canary"]) for w in d["waves"]),
         moves={k: (v[0], v[1]) for k, v in d["moves"].items()}, unchanged=tuple(d["unchanged"]),
         failure_budget=d["failure_budget"], notes=tuple(d["notes"]),
+        current_images=dict(d.get("current_images", {})),
     )
 
 
@@ -96,19 +104,19 @@ def _executor(settings: Settings, fleet: Fleet, journal: Journal, run_id: str, p
 
 def execute_plan(settings: Settings, req: ReimageRequest, plan: Plan, checks: tuple[str, ...],
                  on_progress: Callable[[Progress], None] = lambda p: None,
-                 on_start: Callable[[str], None] = lambda run_id: None, workers: int = 64) -> RunOutcome:
+                 on_start: Callable[[str], None] = lambda run_id: None, workers: int = 16) -> RunOutcome:
     fleet = open_fleet(settings, req.inventory)
     journal = Journal(fleet.db)
     run_id = new_run_id()
     journal.create_run(run_id, current_user(), req.pattern, plan.image, plan.target_build,
                        {"plan": plan_to_dict(plan), "checks": list(checks), "inventory": str(fleet.inventory_path)})
     on_start(run_id)
-    with BmcPool(workers=workers) as pool:
+    with BmcPool(processes=workers) as pool:
         return _executor(settings, fleet, journal, run_id, plan, checks, on_progress, pool).run()
 
 
 def resume_run(settings: Settings, run_id: str, inventory: str | None = None,
-               on_progress: Callable[[Progress], None] = lambda p: None, workers: int = 64) -> RunOutcome:
+               on_progress: Callable[[Progress], None] = lambda p: None, workers: int = 16) -> RunOutcome:
     fleet0 = open_fleet(settings, inventory, required=False)
     journal = Journal(fleet0.db)
     run = journal.get_run(run_id)
@@ -119,8 +127,8 @@ def resume_run(settings: Settings, run_id: str, inventory: str | None = None,
     inv = inventory or run.plan.get("inventory")
     fleet = open_fleet(settings, inv)
     plan = plan_from_dict(run.plan["plan"])
-    tasks, finished = resume_state(journal.steps(run_id), plan.target_build, plan.moves)
-    with BmcPool(workers=workers) as pool:
+    tasks, finished = resume_state(journal.steps(run_id), plan.target_build, plan.moves, plan.current_images)
+    with BmcPool(processes=workers) as pool:
         ex = _executor(settings, fleet, journal, run_id, plan, tuple(run.plan.get("checks", ())), on_progress, pool)
         return ex.run(resume=tasks, finished=finished)
 

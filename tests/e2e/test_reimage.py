@@ -1,0 +1,170 @@
+"""Reimage a 3-node QEMU lab rack for real: kill and resume, canary waves A -> B, a failing build C.
+
+Three real builds of one image, ``rollout`` (three versions of its spec, baked into the shared
+test store): A and B serve a page the health check accepts; C moves nginx to another port, so
+its health check fails on the node and the canary must be rolled back to B with no other host
+touched. The machines netboot through iPXE from `golden serve`; BMCs are the lab's virtual IPMI
+BMCs; the controller is the `golden` CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.bake import bake_home, bake_image
+from tests.fixtures.boot import ServeProcess, start_golden_serve
+from tests.fixtures.common import ROOT, cache_root
+from tests.fixtures.lab import GoldenRunner
+from toolkit.config import load_settings
+from toolkit.store import Build
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
+
+SPEC = """\
+name: rollout
+description: release {rel} of a small web tier (reimage e2e)
+base:
+  distro: debian
+  release: bookworm
+packages: [openssh-server, ca-certificates, iproute2]
+roles:
+  - name: netboot
+  - name: hardening
+  - name: golden_agent
+    vars:
+      golden_agent_checks_settle_s: 30
+      golden_agent_interval_s: 0
+  - name: web
+    vars:
+      web_port: {port}
+      web_message: "rollout release {rel}"
+checks:
+  - name: nginx-enabled
+    unit_enabled: nginx.service
+  - name: http-ok
+    http:
+      port: 80
+      path: /
+      expect_body: rollout release
+"""
+
+
+def bake_release(rel: str, port: int) -> Build:
+    """Bake one version of images/rollout.yaml into the shared test store (cached by its inputs)."""
+    project = cache_root() / f"rollout-project-{rel}"
+    (project / "images").mkdir(parents=True, exist_ok=True)
+    roles = project / "roles"
+    if not roles.is_symlink():
+        roles.symlink_to(ROOT / "roles")
+    spec = project / "images" / "rollout.yaml"
+    text = SPEC.format(rel=rel, port=port)
+    if not spec.exists() or spec.read_text() != text:
+        spec.write_text(text)
+    return bake_image("rollout", settings=load_settings(project=project, home=bake_home()))
+
+
+@pytest.fixture(scope="module")
+def releases() -> dict[str, Build]:
+    return {"A": bake_release("A", 80), "B": bake_release("B", 80), "C": bake_release("C", 8081)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def rack(tmp_path: Path, releases: dict[str, Build]) -> Iterator[tuple[GoldenRunner, ServeProcess, Path]]:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "store").symlink_to(bake_home() / "store")  # the baked releases; this test never deletes builds
+    golden = GoldenRunner(home=home)
+    port = _free_port()
+    golden.json("lab", "up", "--nodes", "3", "--boot-url", f"http://10.0.2.2:{port}", "--memory", "2048")
+    inventory = home / "lab" / "inventory.yaml"
+    serve = start_golden_serve(home, inventory, tmp_path / "serve.log", listen=f"127.0.0.1:{port}")
+    try:
+        yield golden, serve, inventory
+    finally:
+        serve.stop()
+        golden.run("lab", "down", check=False)
+
+
+def _reimage_argv(golden: GoldenRunner, *args: str) -> list[str]:
+    return [str(Path(sys.executable).parent / "golden"), "--json", "reimage", *args]
+
+
+def _fleet(golden: GoldenRunner, inventory: Path) -> dict[str, dict]:
+    return {h["name"]: h for h in golden.json("fleet", "lab", "-i", str(inventory))}
+
+
+def _power_intents(golden: GoldenRunner, run_id: str) -> dict[tuple[str, int], int]:
+    steps = golden.json("runs", "show", run_id)["steps"]
+    counts: dict[tuple[str, int], int] = {}
+    for s in steps:
+        if s["step"] == "power-cycle" and s["phase"] == "intent":
+            counts[(s["host"], s["attempt"])] = counts.get((s["host"], s["attempt"]), 0) + 1
+    return counts
+
+
+def test_reimage_rack_kill_resume_canary_and_rollback(rack, releases: dict[str, Build]) -> None:
+    golden, _serve, inventory = rack
+    a, b, c = (releases[k].build_id for k in "ABC")
+    inv = ["-i", str(inventory)]
+
+    # 1. Onto A in one wave; the controller is SIGKILLed once every host has been power cycled.
+    proc = subprocess.Popen(_reimage_argv(golden, "lab", "--image", f"rollout@{a}", "--canary", "0",
+                                          "--wave-size", "3", "--boot-timeout", "900", "--yes", *inv),
+                            env=golden.env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    run_id = ""
+    while time.monotonic() < deadline:
+        runs = golden.json("runs")
+        if runs:
+            run_id = runs[0]["id"]
+            steps = golden.json("runs", "show", run_id)["steps"]
+            if sum(1 for s in steps if s["step"] == "power-cycle" and s["phase"] == "done") == 3:
+                break
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert run_id and golden.json("runs")[0]["status"] == "running"
+    resumed = golden.json("reimage", "--resume", run_id, *inv, timeout=1500)
+    assert resumed["status"] == "succeeded", resumed
+    assert set(resumed["results"].values()) == {"done"}
+    assert _power_intents(golden, run_id) == {(h, 1): 1 for h in resumed["results"]}
+    assert {h["observed"] for h in _fleet(golden, inventory).values()} == {a}
+
+    # 2. A -> B with a canary: every host reports B.
+    out = golden.run("--json", "reimage", "lab", "--image", f"rollout@{b}", "--canary", "1", "--wave-size", "2",
+                     "--boot-timeout", "900", "--yes", *inv, timeout=1800)
+    result = json.loads(out.stdout)
+    assert out.returncode == 0 and set(result["results"].values()) == {"done"}, result
+    assert {h["observed"] for h in _fleet(golden, inventory).values()} == {b}
+
+    # 3. C fails its health check on the canary: rolled back to B, nobody else touched.
+    out = golden.run("--json", "reimage", "lab", "--image", f"rollout@{c}", "--canary", "1", "--retries", "0",
+                     "--boot-timeout", "900", "--yes", *inv, timeout=1800, check=False)
+    result = json.loads(out.stdout)
+    assert out.returncode == 1, result
+    rolled = [h for h, r in result["results"].items() if r == "rolled-back"]
+    assert len(rolled) == 1 and sorted(result["results"].values()).count("not-started") == 2, result
+    assert "canary failed" in result["summary"]
+    steps = golden.json("runs", "show", result["run_id"])["steps"]
+    assert {s["host"] for s in steps} == set(rolled)
+    failed = [s for s in steps if s["step"] == "health-checks" and s["phase"] == "failed"]
+    assert failed and "http-ok" in failed[0]["detail"]
+    fleet = _fleet(golden, inventory)
+    assert {h["observed"] for h in fleet.values()} == {b}, fleet

@@ -1,0 +1,66 @@
+"""golden reimage / runs through the CLI on a small fake store: dry run, input errors, confirmation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.boot import make_build, write_inventory
+from toolkit.cli import main
+from toolkit.statedb import StateDB
+from toolkit.store import Store
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    home = tmp_path / "home"
+    store = Store(home / "store")
+    make_build(store, "web", "bbbbbbbbbbbbbbbb")
+    inv = write_inventory(tmp_path / "inv.yml", {f"n{i}": (f"52:54:00:00:01:0{i}", "web@prod") for i in range(4)})
+    monkeypatch.setenv("GOLDEN_INVENTORY", str(inv))
+    return home, inv
+
+
+def _db_digest(home: Path) -> str:
+    db = StateDB(home / "state.db")
+    with db.read() as repo:
+        tables = [r[0] for r in repo.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        dump = {t: [tuple(r) for r in repo.execute(f"SELECT * FROM {t}")] for t in tables  # noqa: S608
+                if t != "schema_migrations"}
+    db.close()
+    return hashlib.sha256(json.dumps(dump, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(home, capsys):
+    h, _ = home
+    StateDB(h / "state.db").close()
+    before = _db_digest(h)
+    rc = main(["--home", str(h), "--json", "reimage", "all", "--image", "web@bbbbbbbbbbbbbbbb", "--canary", "1",
+               "--wave-size", "2", "--dry-run"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["dry_run"] is True
+    waves = out["plan"]["waves"]
+    assert [len(w["hosts"]) for w in waves] == [1, 2, 1] and waves[0]["canary"] is True
+    assert out["plan"]["target_build"] == "bbbbbbbbbbbbbbbb"
+    assert _db_digest(h) == before
+    assert main(["--home", str(h), "--json", "runs"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["reimage", "all", "--image", "web"], "expected <name>@<channel|build-id>"),
+    (["reimage", "all", "--image", "web@nope"], "no channel 'nope' and no build web/nope"),
+    (["reimage", "nosuch*", "--image", "web@bbbbbbbbbbbbbbbb"], "matches no host"),
+    (["reimage", "all", "--image", "web@bbbbbbbbbbbbbbbb", "--wave-size", "x"], "--wave-size"),
+    (["reimage", "all", "--image", "web@bbbbbbbbbbbbbbbb"], "pass --yes"),
+    (["reimage", "--resume", "nope"], "no reimage run 'nope'"),
+    (["runs", "show", "nope"], "no reimage run 'nope'"),
+])
+def test_bad_input_exits_2_with_a_clear_message(home, capsys, argv, needle):
+    h, _ = home
+    assert main(["--home", str(h), *argv]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
