@@ -122,8 +122,19 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def _pss(pid: int, fallback: int) -> int:
+    """Proportional set size: shared pages split between sharers, so forked workers are not counted N times."""
+    try:
+        for ln in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if ln.startswith("Pss:"):
+                return int(ln.split()[1]) * 1024
+    except OSError:
+        pass
+    return fallback
+
+
 def _tree_rss(root: int) -> int:
-    """Bytes resident in ``root`` and all its descendants (sum, so fork-per-command counts every child)."""
+    """Memory (PSS) of ``root`` and all its descendants, summed so fork-per-command counts every child."""
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
     for entry in os.scandir("/proc"):
@@ -139,7 +150,7 @@ def _tree_rss(root: int) -> int:
     total, stack = 0, [root]
     while stack:
         p = stack.pop()
-        total += rss.get(p, 0)
+        total += _pss(p, rss.get(p, 0))
         stack.extend(children.get(p, ()))
     return total
 

@@ -15,6 +15,7 @@ http://10.0.2.2:9090 (the default ``golden serve`` address as seen from inside Q
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import secrets
@@ -23,7 +24,8 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+import urllib.parse
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +150,16 @@ def render_chain_script(boot_url: str) -> str:
     return f"#!ipxe\nchain {boot_url}/boot/${{mac}}.ipxe || shell\n"
 
 
+def _is_loopback_url(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def serve_configs(plan: LabPlan, directory: Path, password: str) -> list[ServeConfig]:
     configs = []
     for shard in range(plan.shards):
@@ -162,7 +174,11 @@ def serve_configs(plan: LabPlan, directory: Path, password: str) -> list[ServeCo
                       "memory_mb": plan.memory_mb, "disk": str(node_dir / "disk.qcow2"),
                       "tftp_dir": str(node_dir / "tftp"), "bootfile": "boot.ipxe"}
             bmcs.append(BmcConfig(name=n.name, port=n.bmc_port, user=BMC_USER, password=password, mac=n.mac, vm=vm))
-        configs.append(ServeConfig(bmcs=bmcs, sim=plan.sim, status_file=str(directory / f"status-{shard}.json"),
+        # Simulated machines live in this host and reach the boot server at --boot-url directly; they
+        # netboot only when that is a loopback address (a default 10.0.2.2 URL is QEMU's view).
+        sim = replace(plan.sim, boot_url=plan.boot_url) if plan.no_vm and _is_loopback_url(plan.boot_url) \
+            else plan.sim
+        configs.append(ServeConfig(bmcs=bmcs, sim=sim, status_file=str(directory / f"status-{shard}.json"),
                                    pid_file=str(directory / f"vbmc-{shard}.pid")))
     return configs
 

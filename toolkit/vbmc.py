@@ -24,6 +24,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from pyghmi.ipmi import bmc as pyghmi_bmc
 from pyghmi.ipmi.private import serversession
 from pyghmi.ipmi.private import session as ipmisession
 
+from toolkit import simboot
 from toolkit.bmc import pyghmi_fixes
 from toolkit.qemu import VmSpec, start_vm
 from toolkit.run import kill_group
@@ -50,6 +52,9 @@ class SimOptions:
     drop_rate: float = 0.0  # share of replies never sent
     boot_time: float = 0.0  # seconds from power on until the machine counts as booted
     seed: int = 0
+    # Boot server as this process reaches it; when set, a simulated machine netboots on power on
+    # (script, first MiB of each artifact, agent report) like a real node with an empty disk.
+    boot_url: str | None = None
 
 
 @dataclass
@@ -86,9 +91,12 @@ class ServeConfig:
 
 
 class SimMachine:
-    def __init__(self, opts: SimOptions, rng: random.Random) -> None:
+    def __init__(self, opts: SimOptions, rng: random.Random, mac: str = "",
+                 booter: ThreadPoolExecutor | None = None) -> None:
         self.opts = opts
         self.rng = rng
+        self.mac = mac
+        self.booter = booter
         self.on = False
         self.powered_at = 0.0
         self.bootdev = "default"
@@ -109,6 +117,7 @@ class SimMachine:
         if not self.on:
             self.on, self.powered_at = True, time.monotonic()
             self._consume_bootdev()
+            self._netboot()
         return 0
 
     def power_off(self) -> int:
@@ -122,7 +131,20 @@ class SimMachine:
             return 0xFF
         self.on, self.powered_at = True, time.monotonic()
         self._consume_bootdev()
+        self._netboot()
         return 0
+
+    def _netboot(self) -> None:
+        if self.booter is None or not self.opts.boot_url:
+            return
+        url, mac, delay = self.opts.boot_url, self.mac, self.opts.boot_time
+
+        def boot() -> None:
+            if delay:
+                time.sleep(delay)
+            log.info("%s", simboot.netboot(url, mac))
+
+        self.booter.submit(boot)
 
     def _consume_bootdev(self) -> str:
         dev = self.bootdev
@@ -361,6 +383,7 @@ def serve(cfg: ServeConfig) -> int:
     signal.signal(signal.SIGINT, stop)
     pyghmi_fixes.apply()
     timers = _Timers()
+    booter: ThreadPoolExecutor | None = None
     bmcs: list[VirtualBmc] = []
     for i, b in enumerate(cfg.bmcs):
         rng = random.Random(f"{cfg.sim.seed}:{b.name}:{i}")
@@ -373,7 +396,9 @@ def serve(cfg: ServeConfig) -> int:
             vm["extra_args"] = tuple(vm.get("extra_args", ()))
             machine = QemuMachine(VmSpec(**vm), rng)
         else:
-            machine = SimMachine(cfg.sim, rng)
+            if cfg.sim.boot_url and booter is None:
+                booter = ThreadPoolExecutor(max_workers=32, thread_name_prefix="simboot")
+            machine = SimMachine(cfg.sim, rng, b.mac, booter)
         bmcs.append(VirtualBmc(b, machine, cfg.sim, rng, timers.add, mark))
     if cfg.pid_file:
         _write_atomic(Path(cfg.pid_file), f"{os.getpid()}\n")
@@ -398,6 +423,8 @@ def serve(cfg: ServeConfig) -> int:
     finally:
         for b in bmcs:
             b.machine.stop()
+        if booter is not None:
+            booter.shutdown(wait=False, cancel_futures=True)
         for path in (cfg.pid_file, cfg.status_file):
             if path:
                 Path(path).unlink(missing_ok=True)
