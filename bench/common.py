@@ -198,7 +198,11 @@ def run_measured(argv: Sequence[str], *, timeout: float, env: dict[str, str] | N
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     pumper = threading.Thread(target=pump, daemon=True)
     pumper.start()
-    pumper.join(timeout)
+    try:
+        pumper.join(timeout)
+    except BaseException:
+        os.killpg(proc.pid, 9)
+        raise
     timed_out = pumper.is_alive()
     if timed_out:
         try:

@@ -1,0 +1,198 @@
+"""Bake: our cold bake against plain ``disk-image-create`` with the same elements, a no-op rebake
+(cache hit) and a role-only change.
+
+    .venv/bin/python -m bench.bake [--image base]      # full: three DIB runs, ~15-20 min on 2 cores
+    .venv/bin/python -m bench.bake --quick             # no-op rebake only, seconds
+
+Everything happens in a throwaway GOLDEN_HOME and a throwaway copy of the project's images/,
+roles/ and elements/ (the role-only change edits the copy), never in the test fixture home; the
+shared DIB caches (debootstrap tarball, apt archives under the settings' cache) are used as a
+bake would. Order: cold bake, no-op rebake, plain DIB, role-only rebake. The cold bake runs
+first, so any cache it warms helps plain DIB, not us.
+
+Plain DIB is the exact invocation the bake makes (same elements, packages, environment and
+hook plan, raw output), prepared by the bake's own helpers and run directly, so the difference
+is what golden adds around DIB: planning, the squashfs, the bake checks, hashing and the store.
+
+--quick needs no DIB run: it hard-links the newest fixture build and its package-snapshot stamp
+into the throwaway home, then times ``golden bake`` expecting a cache hit.
+Results go to bench/results/bake-<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT, loadavg, machine, machine_line, ratio, render_table, verdict, write_results
+
+GOLDEN = str(Path(sys.executable).parent / "golden")
+FIXTURE_STORE = Path.home() / ".cache" / "golden-tests" / "bake-home" / "store"
+TARGET_NOOP_S = 5.0
+TARGET_OVERHEAD = 0.10
+PROJECT_PARTS = ("images", "roles", "elements", "golden.yaml")
+
+
+def copy_project(dest: Path) -> Path:
+    dest.mkdir(parents=True)
+    for part in PROJECT_PARTS:
+        src = ROOT / part
+        if src.is_dir():
+            shutil.copytree(src, dest / part, symlinks=True)
+        elif src.is_file():
+            shutil.copy2(src, dest / part)
+    (dest / "roles").mkdir(exist_ok=True)
+    return dest
+
+
+def golden_bake(env: dict[str, str], image: str) -> dict[str, Any]:
+    t0 = time.monotonic()
+    p = subprocess.run([GOLDEN, "--json", "bake", image], env=env, cwd=ROOT, capture_output=True, text=True,
+                       check=False)
+    wall = time.monotonic() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"golden bake {image} failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
+    out = json.loads(p.stdout)
+    return {"wall_s": round(wall, 2), "reported_s": out["seconds"], "cache_hit": out["cache_hit"],
+            "build_id": out["build_id"]}
+
+
+def plain_dib(project: Path, home: Path, image: str) -> dict[str, Any]:
+    """Run disk-image-create exactly as the bake would, without anything golden does around it."""
+    from toolkit.bake import cleanup
+    from toolkit.bake.build import _prepare_cache, _write_hook_plan, make_plan, resolve_mirrors
+    from toolkit.bake.dib import BakePaths, dib_command
+    from toolkit.config import load_settings
+    from toolkit.spec import load_image
+    from toolkit.store import Store
+
+    settings = load_settings(project=project, home=home)
+    spec = load_image(image, settings.images_dir, settings.roles_dir)
+    store = Store(settings.store_dir)
+    plan = make_plan(settings, spec, store, refresh=False)
+    work = home / "plain-dib"
+    paths = BakePaths(work / "work")
+    for d in (paths.tmp, paths.out):
+        d.mkdir(parents=True)
+    lease = _prepare_cache(settings, paths, plan)
+    try:
+        _write_hook_plan(paths, plan, settings)
+        inv = dib_command(plan, paths, resolve_mirrors(spec, settings), use_debootstrap_cache=lease.use_tarball,
+                          project=ROOT)
+        t0 = time.monotonic()
+        with open(home / "plain-dib.log", "wb") as log:
+            p = subprocess.run(list(inv.argv), env=inv.env, stdout=log, stderr=subprocess.STDOUT, check=False)
+        wall = time.monotonic() - t0
+    finally:
+        lease.release()
+        cleanup.release(work)
+        shutil.rmtree(work, ignore_errors=True)
+    if p.returncode != 0:
+        tail = (home / "plain-dib.log").read_text(errors="replace")[-3000:]
+        raise SystemExit(f"plain disk-image-create failed (exit {p.returncode}):\n{tail}")
+    return {"wall_s": round(wall, 2), "argv": list(inv.argv)[:6] + ["..."] + list(inv.argv)[-len(plan.elements):]}
+
+
+def change_role(project: Path, image: str) -> str:
+    """Touch one role of the image the way a role edit would: a new task-free defaults line."""
+    from toolkit.spec import load_image
+
+    spec = load_image(image, project / "images", project / "roles")
+    role = spec.roles[-1].name
+    defaults = project / "roles" / role / "defaults" / "main.yml"
+    defaults.parent.mkdir(parents=True, exist_ok=True)
+    text = defaults.read_text() if defaults.is_file() else "---\n"
+    defaults.write_text(text.rstrip("\n") + f"\nbench_role_change: {int(time.time())}\n")
+    return role
+
+
+def seed_from_fixture(home: Path, image: str) -> str | None:
+    """Hard-link the fixture's builds of ``image`` and its snapshot stamp (read-only use)."""
+    src = FIXTURE_STORE / image
+    if not src.is_dir():
+        return None
+    dest = home / "store" / image
+    dest.mkdir(parents=True)
+    for entry in src.iterdir():
+        if entry.name.startswith(".package-snapshot"):
+            shutil.copy2(entry, dest / entry.name)
+        elif entry.is_dir() and (entry / "manifest.json").is_file():
+            shutil.copytree(entry, dest / entry.name, copy_function=os.link)
+    return str(src)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--image", default="base")
+    ap.add_argument("--quick", action="store_true", help="only the no-op rebake, against the fixture's builds")
+    args = ap.parse_args()
+    started, load_start = time.monotonic(), loadavg()
+    rows: list[tuple[Any, ...]] = []
+    targets: list[dict[str, Any]] = []
+    data: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="golden-bakebench-", dir=Path.home() / ".cache") as tmp:
+        project = copy_project(Path(tmp) / "project")
+        home = Path(tmp) / "home"
+        home.mkdir()
+        env = {**os.environ, "GOLDEN_HOME": str(home), "GOLDEN_PROJECT": str(project)}
+        if args.quick:
+            seeded = seed_from_fixture(home, args.image)
+            if seeded is None:
+                raise SystemExit(f"--quick needs a fixture build of {args.image} under {FIXTURE_STORE}")
+            print(f"seeded the throwaway home with the builds in {seeded}", flush=True)
+        else:
+            print(f"cold bake of {args.image} (load {loadavg()[0]}) ...", flush=True)
+            data["cold"] = golden_bake(env, args.image)
+            print(f"  {data['cold']}", flush=True)
+        noop = golden_bake(env, args.image)
+        data["noop"] = noop
+        print(f"no-op rebake: {noop}", flush=True)
+        if not noop["cache_hit"]:
+            print("  (not a cache hit: the fixture's builds are from other inputs; this was a real bake)")
+        if not args.quick:
+            print(f"plain disk-image-create, same elements (load {loadavg()[0]}) ...", flush=True)
+            data["plain_dib"] = plain_dib(project, home, args.image)
+            print(f"  {data['plain_dib']['wall_s']} s", flush=True)
+            role = change_role(project, args.image)
+            print(f"role-only change (role {role}) rebake (load {loadavg()[0]}) ...", flush=True)
+            data["role_change"] = {**golden_bake(env, args.image), "role": role}
+            print(f"  {data['role_change']}", flush=True)
+    cold, dib, role_s = data.get("cold"), data.get("plain_dib"), data.get("role_change")
+    if cold and dib:
+        over = cold["wall_s"] / dib["wall_s"] - 1
+        rows.append(("cold bake (golden bake)", cold["wall_s"], round(ratio(cold["wall_s"], dib["wall_s"]) or 0, 3),
+                     "vs plain DIB"))
+        rows.append(("plain disk-image-create", dib["wall_s"], 1.0, "peer"))
+        targets.append({"target": f"cold-bake overhead over plain DIB < {TARGET_OVERHEAD:.0%}",
+                        "value": f"{over:+.1%}", "met": over < TARGET_OVERHEAD})
+    rows.append(("no-op rebake (cache hit)" if noop["cache_hit"] else "no-op rebake (NOT a hit)", noop["wall_s"],
+                 round(ratio(noop["wall_s"], cold["wall_s"]) or 0, 4) if cold else None,
+                 "vs cold bake" if cold else "-"))
+    targets.append({"target": f"no-op rebake < {TARGET_NOOP_S:g} s", "value": f"{noop['wall_s']} s",
+                    "met": noop["cache_hit"] and noop["wall_s"] < TARGET_NOOP_S})
+    if role_s and cold:
+        rows.append((f"role-only change ({role_s['role']})", role_s["wall_s"],
+                     round(ratio(role_s["wall_s"], cold["wall_s"]) or 0, 3), "vs cold bake"))
+    result = {"benchmark": "bake", "mode": "quick" if args.quick else "full", "image": args.image,
+              "machine": machine(), "load_start": load_start, "load_end": loadavg(),
+              "seconds": round(time.monotonic() - started, 1), **data, "targets": targets}
+    print()
+    print(f"Bake benchmark ({result['mode']}, image {args.image}; wall seconds of the whole command)")
+    print(machine_line(result["machine"], load_start, result["load_end"]))
+    print(render_table(("RUN", "WALL S", "RATIO", "AGAINST"), rows))
+    print()
+    print(render_table(("TARGET", "VALUE", "RESULT"), [(t["target"], t["value"], verdict(t["met"])) for t in targets]))
+    print(f"wrote {write_results('bake', result)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
