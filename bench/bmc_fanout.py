@@ -12,6 +12,13 @@ same wave against the same BMCs, one after the other, each as its own child proc
             (password from a 0600 file with -f, never argv);
 - pyghmi:   plain pyghmi Command, one thread per host, no fixes, no retries beyond pyghmi's own.
 
+Commands/s counts 3 commands per finished host for every contender (ours actually sends 4:
+IpmiClient's cycle reads the power state first). Latency is per command of the host's successful
+attempt and includes the login for the first one. ipmitool runs on the first --baseline-max
+hosts only; its rows for larger N are scaled linearly and labelled "extrapolated from". A peer
+still running after --timeout is killed and its unfinished hosts count as failed (TIMEOUT); ours
+gets at least 240 s, so a miss shows by how much.
+
 Dropping replies is the virtual BMC's ``--drop-rate`` (it drops that share of every reply,
 sessionless ones included). Results go to bench/results/bmc_fanout-<timestamp>.json.
 """

@@ -1,10 +1,10 @@
 """Reimage a 3-node QEMU lab rack for real: kill and resume, canary waves A -> B, a failing build C.
 
-Three real builds of one image, ``rollout`` (three versions of its spec, baked into the shared
-test store): A and B serve a page the health check accepts; C moves nginx to another port, so
-its health check fails on the node and the canary must be rolled back to B with no other host
-touched. The machines netboot through iPXE from `golden serve`; BMCs are the lab's virtual IPMI
-BMCs; the controller is the `golden` CLI.
+Three real builds: A is images/base.yaml (the shared baked fixture), B and C are two versions of
+a web image, ``rollout``, baked into the shared test store. B serves a page its health check
+accepts; C moves nginx to another port, so its health check fails on the node and the canary
+must be rolled back to B with no other host touched. The machines netboot through iPXE from
+`golden serve`; BMCs are the lab's virtual IPMI BMCs; the controller is the `golden` CLI.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def bake_release(rel: str, port: int) -> Build:
 
 @pytest.fixture(scope="module")
 def releases() -> dict[str, Build]:
-    return {"A": bake_release("A", 80), "B": bake_release("B", 80), "C": bake_release("C", 8081)}
+    return {"A": bake_image("base"), "B": bake_release("B", 80), "C": bake_release("C", 8081)}
 
 
 def _free_port() -> int:
@@ -124,7 +124,7 @@ def test_reimage_rack_kill_resume_canary_and_rollback(rack, releases: dict[str, 
     inv = ["-i", str(inventory)]
 
     # 1. Onto A in one wave; the controller is SIGKILLed once every host has been power cycled.
-    proc = subprocess.Popen(_reimage_argv(golden, "lab", "--image", f"rollout@{a}", "--canary", "0",
+    proc = subprocess.Popen(_reimage_argv(golden, "lab", "--image", f"base@{a}", "--canary", "0",
                                           "--wave-size", "3", "--boot-timeout", "900", "--yes", *inv),
                             env=golden.env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
