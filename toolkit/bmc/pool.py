@@ -154,7 +154,9 @@ class BmcPool:
         """Run ``op`` once per host (with retries); results in the order of ``hosts``."""
         if not hosts:
             return []
-        if self.processes > 1 and len(hosts) > 1:
+        # In process mode even one host goes to a forked worker: pyghmi used in this process would
+        # leave its IO thread and locks behind, and a later fork would inherit them held (a hang).
+        if self.processes >= 1:
             return self._map_processes(hosts, op)
         with ThreadPoolExecutor(max_workers=min(self.workers, len(hosts)), thread_name_prefix="bmc") as ex:
             return list(ex.map(lambda h: self._run_one(h, op), hosts))
