@@ -63,20 +63,6 @@ class ChangeResult:
     at: float
 
 
-@dataclass(frozen=True)
-class HistoryEntry:
-    id: int
-    image: str
-    channel: str
-    action: str
-    from_build: str | None
-    to_build: str
-    user: str
-    at: float
-    reason: str
-    forced: bool
-
-
 def current_user() -> str:
     """Who is acting: the human behind sudo when there is one."""
     return os.environ.get("GOLDEN_USER") or os.environ.get("SUDO_USER") or getpass.getuser()
@@ -90,7 +76,7 @@ def check_name(kind: str, value: str) -> str:
 
 # ---- pure planning ----
 
-def rollback_stack(history: Sequence[HistoryRow | HistoryEntry]) -> list[str]:
+def rollback_stack(history: Sequence[HistoryRow]) -> list[str]:
     """The builds a channel went through, oldest first, with rolled-back builds popped off."""
     stack: list[str] = []
     for row in history:
@@ -104,7 +90,7 @@ def rollback_stack(history: Sequence[HistoryRow | HistoryEntry]) -> list[str]:
     return stack
 
 
-def rollback_target(history: Sequence[HistoryRow | HistoryEntry]) -> str | None:
+def rollback_target(history: Sequence[HistoryRow]) -> str | None:
     stack = rollback_stack(history)
     return stack[-2] if len(stack) >= 2 else None
 
@@ -142,7 +128,7 @@ def plan_promote(image: str, src: str, dst: str, source_build: Build | None, cur
                          forced=bool(force and failing))
 
 
-def plan_rollback(image: str, channel: str, history: Sequence[HistoryRow | HistoryEntry], current: str | None,
+def plan_rollback(image: str, channel: str, history: Sequence[HistoryRow], current: str | None,
                   user: str, reason: str = "") -> ChannelChange:
     if current is None:
         raise ChannelError(f"channel {image}@{channel} points at no build; there is nothing to roll back")
@@ -228,11 +214,9 @@ def rollback(db: StateDB, store: Store, image: str, channel: str, *, reason: str
         return _apply(repo, change)
 
 
-def history(db: StateDB, image: str | None = None, channel: str | None = None) -> list[HistoryEntry]:
+def history(db: StateDB, image: str | None = None, channel: str | None = None) -> list[HistoryRow]:
     with db.read() as repo:
-        rows = repo.history(image, channel)
-    return [HistoryEntry(r.id, r.image, r.channel, r.action, r.from_build, r.to_build, r.user, r.at, r.reason,
-                         r.forced) for r in rows]
+        return repo.history(image, channel)
 
 
 def channel_build(db: StateDB, image: str, channel: str) -> str | None:

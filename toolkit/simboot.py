@@ -48,8 +48,6 @@ def parse_boot_script(text: str) -> BootScript | None:
             for w in words[2:]:
                 key, sep, value = w.partition("=")
                 params[key.removeprefix("golden.")] = value if sep else ""
-                if key == "fetch":
-                    params["fetch"] = value
         elif words[0] == "initrd":
             urls = [w for w in words[1:] if "://" in w]
             initrd = urls[0] if urls else initrd

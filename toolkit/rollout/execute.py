@@ -72,6 +72,7 @@ class _Task:
     next_step: Step = Step.DESIRED
     power_at: float | None = None  # journal time of the power intent: reports must come after it
     error: str = ""
+    report_detail: str | None = None  # the accepted report's event detail (health check results)
 
 
 @dataclass
@@ -209,6 +210,8 @@ class Executor:
                 time.sleep(self.config.tick)
         ok = [t for t in tasks if t.host in got]
         bad = [t for t in tasks if t.host not in got]
+        for t in ok:
+            t.report_detail = got[t.host]
         self._mark(ok, Step.REPORT, Phase.DONE, lambda t: got[t.host])
         self._mark(bad, Step.REPORT, Phase.FAILED, lambda t: t.error)
         return ok
@@ -237,6 +240,9 @@ class Executor:
         return ok
 
     def _last_report_detail(self, t: _Task) -> str:
+        if t.report_detail is not None:
+            return t.report_detail
+        # A resumed task whose report arrived before the controller died: read it back from the journal.
         rows = self.journal.steps(self.run_id, t.host)
         for r in reversed(rows):
             if r.step == Step.REPORT.value and r.phase == Phase.DONE.value and r.attempt == t.attempt:
