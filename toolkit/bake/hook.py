@@ -32,8 +32,12 @@ def playbook(roles: list[dict[str, Any]], boot_checks: list[dict[str, Any]] | No
         "name": "bake-time roles",
         "hosts": "image",
         "gather_facts": True,
-        # The image's boot-stage health checks, for the agent to run on the booted node.
-        "vars": {"golden_boot_checks": boot_checks or []},
+        "vars": {
+            # The image's boot-stage health checks, for the agent to run on the booted node.
+            "golden_boot_checks": boot_checks or [],
+            # post-root.d/60-golden-initramfs builds the initramfs once, after all roles.
+            "golden_initramfs_deferred": True,
+        },
         "roles": [{"role": r["name"], "vars": r.get("vars", {})} for r in roles],
     }]
 
