@@ -79,6 +79,18 @@ class BootSetting:
     persistent: bool = False
     uefi: bool = False
 
+    @classmethod
+    def from_pyghmi(cls, result: dict[str, object]) -> BootSetting:
+        """From the answer of pyghmi's get_bootdev (IPMI and Redfish alike)."""
+        dev = str(result.get("bootdev", "default"))
+        return cls(device=_FROM_PYGHMI.get(dev, dev), persistent=bool(result.get("persistent")),
+                   uefi=bool(result.get("uefimode")))
+
+
+# pyghmi's boot device names (both of its clients use them) for ours, and back
+PYGHMI_BOOTDEV = {BootDevice.PXE: "network", BootDevice.DISK: "hd"}
+_FROM_PYGHMI = {"network": "pxe", "hd": "disk", "default": "default"}
+
 
 class BmcClient(Protocol):
     """One logged-in connection to one BMC. Not thread-safe: the pool serialises use per BMC."""

@@ -13,6 +13,7 @@ from typing import Any
 
 from toolkit.bmc import pyghmi_fixes
 from toolkit.bmc.base import (
+    PYGHMI_BOOTDEV,
     BmcAuthError,
     BmcCommandError,
     BmcError,
@@ -23,10 +24,6 @@ from toolkit.bmc.base import (
     PowerAction,
 )
 from toolkit.inventory import Host
-
-# pyghmi's boot device names for ours, and back
-_TO_PYGHMI = {BootDevice.PXE: "network", BootDevice.DISK: "hd"}
-_FROM_PYGHMI = {"network": "pxe", "hd": "disk", "default": "default"}
 
 _AUTH_TEXT = ("incorrect password", "unauthorized name", "invalid rakp4", "wrong kg",
               "unauthorized role", "insufficient privilege", "invalid user name", "invalid role")
@@ -127,14 +124,11 @@ class IpmiClient:
         self._call(what, lambda c: c.set_power(state, wait=False))
 
     def get_bootdev(self) -> BootSetting:
-        result = self._call("boot device read", lambda c: c.get_bootdev())
-        dev = str(result.get("bootdev", "default"))
-        return BootSetting(device=_FROM_PYGHMI.get(dev, dev), persistent=bool(result.get("persistent")),
-                           uefi=bool(result.get("uefimode")))
+        return BootSetting.from_pyghmi(self._call("boot device read", lambda c: c.get_bootdev()))
 
     def set_bootdev(self, device: BootDevice, *, persistent: bool = False, uefi: bool = False) -> None:
         self._call(f"boot device {device.value}",
-                   lambda c: c.set_bootdev(_TO_PYGHMI[device], persist=persistent, uefiboot=uefi))
+                   lambda c: c.set_bootdev(PYGHMI_BOOTDEV[device], persist=persistent, uefiboot=uefi))
 
     def get_health(self) -> dict[str, str]:
         result = self._call("health read", lambda c: c.get_health())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from toolkit.bmc.base import (
+    PYGHMI_BOOTDEV,
     BmcAuthError,
     BmcCommandError,
     BmcError,
@@ -15,9 +16,6 @@ from toolkit.bmc.base import (
     PowerAction,
 )
 from toolkit.inventory import Host
-
-_TO_PYGHMI = {BootDevice.PXE: "network", BootDevice.DISK: "hd"}
-_FROM_PYGHMI = {"network": "pxe", "hd": "disk"}
 
 
 def classify_redfish_error(host: Host, what: str, exc: BaseException) -> BmcError:
@@ -82,14 +80,11 @@ class RedfishClient:
         self._call(f"power {action.value}", lambda c: c.set_power(state, wait=False))
 
     def get_bootdev(self) -> BootSetting:
-        result = self._call("boot device read", lambda c: c.get_bootdev())
-        dev = str(result.get("bootdev", "default"))
-        return BootSetting(device=_FROM_PYGHMI.get(dev, dev), persistent=bool(result.get("persistent")),
-                           uefi=bool(result.get("uefimode")))
+        return BootSetting.from_pyghmi(self._call("boot device read", lambda c: c.get_bootdev()))
 
     def set_bootdev(self, device: BootDevice, *, persistent: bool = False, uefi: bool = False) -> None:
         self._call(f"boot device {device.value}",
-                   lambda c: c.set_bootdev(_TO_PYGHMI[device], persist=persistent, uefiboot=uefi))
+                   lambda c: c.set_bootdev(PYGHMI_BOOTDEV[device], persist=persistent, uefiboot=uefi))
 
     def get_health(self) -> dict[str, str]:
         result = self._call("health read", lambda c: c.get_health())
