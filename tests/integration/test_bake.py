@@ -66,6 +66,9 @@ def test_base_bake_manifest(baked_base, tmp_path):
     listing = subprocess.run(["unsquashfs", "-l", str(baked_base.artifact("rootfs.squashfs"))],
                              capture_output=True, text=True, check=True).stdout
     assert "/.ansible" not in listing and "/tmp/.golden-ansible" not in listing
+    # every node of an image must not share one SSH host identity: keys are made at boot
+    assert "/etc/ssh/ssh_host_" not in listing
+    assert "/etc/systemd/system/multi-user.target.wants/ssh-keygen.service" in listing
     out = tmp_path / "extract"
     subprocess.run(["unsquashfs", "-q", "-d", str(out), str(baked_base.artifact("rootfs.squashfs")),
                     "etc/resolv.conf"], capture_output=True, check=True)

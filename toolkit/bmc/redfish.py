@@ -1,7 +1,16 @@
-"""Redfish through pyghmi's Redfish client, behind the same interface as IPMI."""
+"""Redfish through pyghmi's Redfish client, behind the same interface as IPMI.
+
+pyghmi's Command connects (HTTPS, basic auth or a session token) when constructed and finds the
+one system it manages. It reports failures as PyghmiException/RedfishError text ("Access Denied"
+for a 401 while logging in) or socket/TLS errors; classify_redfish_error() is the single table
+turning those into our typed errors. Tested against sushy-emulator's fake driver
+(tests/integration/test_redfish_peer.py).
+"""
 
 from __future__ import annotations
 
+import re
+import ssl
 from typing import Any
 
 from toolkit.bmc.base import (
@@ -17,28 +26,57 @@ from toolkit.bmc.base import (
 )
 from toolkit.inventory import Host
 
+DEFAULT_REDFISH_PORT = 443
+
+# Whole words only: pyghmi puts resource URLs (with UUIDs such as ...-4011-...) into its messages.
+_AUTH_RE = re.compile(r"\b(401|403|unauthori[sz]ed|access denied|accessdenied|authentication|"
+                      r"insufficientprivilege|novalidsession|incorrect username or password)\b")
+_UNREACHABLE_RE = re.compile(r"(timed out|timeout|connection|unreachable|refused|no route|"
+                             r"target unavailable|redfish not ready|\b50[234]\b)")
+_UNSUPPORTED_RE = re.compile(r"(not supported|notsupported|unsupported|not implemented|not detected|"
+                             r"actionnotsupported|\b40[45]\b|\b501\b)")
+_UNSUPPORTED_TYPES = ("UnsupportedFunctionality", "InvalidParameterValue")
+
+# Redfish ComputerSystem.PowerState (lower-cased by pyghmi) -> ours. A machine on its way up is not
+# on yet, one on its way down is not off yet: pollers keep waiting either way.
+_POWER = {"on": "on", "off": "off", "poweringon": "off", "poweringoff": "on", "paused": "on"}
+
+# pyghmi.constants.Health bits
+_HEALTH = ((4, "failed"), (2, "critical"), (1, "warning"))
+
 
 def classify_redfish_error(host: Host, what: str, exc: BaseException) -> BmcError:
+    """Map a pyghmi/socket/TLS failure to a typed error whose message names the host. Pure."""
     bmc = host.bmc
     address = bmc.address if bmc else "?"
     port = bmc.port if bmc else 0
-    text = str(exc).strip() or type(exc).__name__
+    text = " ".join(str(exc).split()) or type(exc).__name__  # one line
     if bmc and bmc.password.reveal():
         text = text.replace(bmc.password.reveal(), "***")
     low = text.lower()
-    if "401" in low or "unauthorized" in low or "authentication" in low:
-        return BmcAuthError.for_host(host.name, address, text)
-    if isinstance(exc, OSError) or any(t in low for t in ("timed out", "connection", "unreachable", "refused")):
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        # retrying cannot help; this is neither "no answer" nor the BMC refusing a command
+        return BmcCommandError(host.name, f"{host.name}: BMC {address}:{port} presented a TLS certificate "
+                                          f"that is not trusted ({text})",
+                               hint="install the BMC's CA certificate on this host, or do not verify TLS")
+    if isinstance(exc, OSError):
         return BmcUnreachableError.for_host(host.name, address, port, text)
-    if "not supported" in low or "404" in low or "405" in low or "unsupported" in low:
+    if _AUTH_RE.search(low):
+        return BmcAuthError.for_host(host.name, address, text)
+    if _UNREACHABLE_RE.search(low):
+        return BmcUnreachableError.for_host(host.name, address, port, text)
+    if type(exc).__name__ in _UNSUPPORTED_TYPES or _UNSUPPORTED_RE.search(low):
         return BmcUnsupportedError.for_host(host.name, address, what, text)
     return BmcCommandError.for_host(host.name, address, what, text)
 
 
 class RedfishClient:
+    """One pyghmi Redfish connection to one BMC, opened on first use and reused."""
+
     def __init__(self, host: Host, *, verify_tls: bool = False) -> None:
         if host.bmc is None:
-            raise BmcCommandError(host.name, f"{host.name}: no bmc_address in the inventory")
+            raise BmcCommandError(host.name, f"{host.name}: no bmc_address in the inventory",
+                                  hint="add bmc_address (and bmc_user, bmc_password) to the host's vars")
         self.host = host.name
         self._host = host
         self._verify = verify_tls
@@ -50,10 +88,12 @@ class RedfishClient:
 
             bmc = self._host.bmc
             assert bmc is not None
-            address = bmc.address if bmc.port in (443, 0) else f"{bmc.address}:{bmc.port}"
             try:
-                self._cmd = rf_command.Command(address, bmc.user, bmc.password.reveal(),
-                                               verifycallback=(None if self._verify else lambda cert: True))
+                # the port is its own argument: pyghmi resolves ``bmc`` with getaddrinfo, so "host:port"
+                # would be looked up as a host name
+                self._cmd = rf_command.Command(bmc.address, bmc.user, bmc.password.reveal(),
+                                               verifycallback=(None if self._verify else lambda cert: True),
+                                               port=bmc.port or DEFAULT_REDFISH_PORT)
             except Exception as exc:
                 raise classify_redfish_error(self._host, "login", exc) from None
         return self._cmd
@@ -72,15 +112,23 @@ class RedfishClient:
         return result
 
     def get_power(self) -> str:
-        return str(self._call("power status", lambda c: c.get_power())["powerstate"])
+        state = str(self._call("power status", lambda c: c.get_power())["powerstate"]).lower()
+        return _POWER.get(state, state)
 
     def set_power(self, action: PowerAction) -> None:
+        # pyghmi: "boot" = On when off, ForceRestart when on; "reset" = ForceRestart
         state = {PowerAction.ON: "on", PowerAction.OFF: "off", PowerAction.RESET: "reset",
                  PowerAction.CYCLE: "boot"}[action]
         self._call(f"power {action.value}", lambda c: c.set_power(state, wait=False))
 
     def get_bootdev(self) -> BootSetting:
-        return BootSetting.from_pyghmi(self._call("boot device read", lambda c: c.get_bootdev()))
+        def read(c: Any) -> Any:
+            # pyghmi answers get_bootdev from a 30-second cache of the system resource (filled when
+            # logging in or by an earlier read), so a boot device set meanwhile would read back stale
+            c._urlcache.pop(c.sysurl, None)
+            return c.get_bootdev()
+
+        return BootSetting.from_pyghmi(self._call("boot device read", read))
 
     def set_bootdev(self, device: BootDevice, *, persistent: bool = False, uefi: bool = False) -> None:
         self._call(f"boot device {device.value}",
@@ -88,7 +136,10 @@ class RedfishClient:
 
     def get_health(self) -> dict[str, str]:
         result = self._call("health read", lambda c: c.get_health())
-        return {"health": str(result.get("health"))}
+        bits = result.get("health")
+        if not isinstance(bits, int):
+            return {"health": str(bits)}
+        return {"health": next((name for bit, name in _HEALTH if bits & bit), "ok")}
 
     def close(self) -> None:
         self._cmd = None
