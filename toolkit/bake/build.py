@@ -56,6 +56,7 @@ class BakeResult:
     seconds: float
     run_id: str | None = None
     run_dir: Path | None = None
+    dib_seconds: float | None = None  # of ``seconds``, how long disk-image-create itself ran
 
 
 @dataclass
@@ -256,8 +257,10 @@ def _execute(settings: Settings, store: Store, plan: BakePlan, progress: Progres
                           project=Path(toolkit.__file__).resolve().parent.parent)
         record.start(inv.describe(), _record_inputs(plan, inv))
         try:
+            dib_started = time.monotonic()
             run(inv.argv, env=inv.env, log_path=record.stdout, on_line=watch.on_line, timeout=DIB_TIMEOUT,
                 what="disk-image-create")
+            dib_seconds = time.monotonic() - dib_started
             _promote_tarball(paths, lease.shared_tarball)
             watch.set_phase("squashfs (zstd)")
             make_squashfs(paths, record.stdout)
@@ -280,7 +283,7 @@ def _execute(settings: Settings, store: Store, plan: BakePlan, progress: Progres
             ) from None
         status, rc = "successful", 0
         return BakeResult(build=build, cache_hit=False, seconds=time.monotonic() - started,
-                          run_id=run_id, run_dir=record.path)
+                          run_id=run_id, run_dir=record.path, dib_seconds=dib_seconds)
     except KeyboardInterrupt:
         status, error = "interrupted", f"interrupted during {watch.phase}"
         raise

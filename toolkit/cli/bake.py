@@ -33,6 +33,7 @@ def cmd_bake(args: argparse.Namespace, ctx: Context) -> int:
             "path": build.path,
             "cache_hit": result.cache_hit,
             "seconds": round(result.seconds, 2),
+            "dib_seconds": None if result.dib_seconds is None else round(result.dib_seconds, 2),
             "run_id": result.run_id,
             "artifacts": {k: v.model_dump() for k, v in build.manifest.artifacts.items()},
         })
