@@ -276,7 +276,8 @@ class Fleet:
         drift = row.drift if row else ()
         return HostStatus(
             name=host.name, rack=rack_of(host), mac=normalize_mac(host.mac) if host.mac else "",
-            image=host.image or "", desired=desired.build_id if desired else None,
+            # the inventory's image ref; without one, the image a rollout set for the host
+            image=host.image or (desired.image if desired else ""), desired=desired.build_id if desired else None,
             desired_source=desired.source if desired else "", served=row.served_build if row else None,
             observed=observed, observed_since=row.observed_since if row else None,
             booted_at=row.booted_at if row else None, last_report=last, drift=drift,

@@ -363,3 +363,14 @@ def test_report_with_check_results_feeds_the_event(env: Env):
     with env.db.read() as repo:
         [event] = repo.events_after(0, ["report"])
     assert json.loads(event.detail)["checks"] == checks
+
+
+def test_fleet_shows_the_rollout_image_of_a_host_without_an_inventory_image(env: Env):
+    text = INVENTORY.format(mac1=MAC1, mac2=MAC2, mac3=MAC3, image1="x").replace('          image: "x"\n', "")
+    env.inventory.write_text(text)
+    os.utime(env.inventory, ns=(0, env.inventory.stat().st_mtime_ns + 2_000_000_000))
+    [before] = env.fleet.status("node1")
+    assert before.image == "" and before.desired is None  # nothing says what node1 should run
+    env.fleet.set_desired("node1", "base", "b1")  # what a reimage with --image does
+    [after] = env.fleet.status("node1")
+    assert after.image == "base" and after.desired == "b1"
