@@ -20,7 +20,6 @@ import argparse
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from typing import Any
 
 from bench.common import (
     ROOT,
+    free_port,
     loadavg,
     machine,
     machine_line,
@@ -49,11 +49,6 @@ ARTIFACTS = ("vmlinuz", "initrd", "rootfs.squashfs")
 SYNTHETIC_SIZES = {"vmlinuz": 8 << 20, "initrd": 42 << 20, "rootfs.squashfs": 300 << 20}
 TARGET_RATIO = 2.0  # golden serve throughput within 2x of nginx at the largest C
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def newest_build(store_dir: Path) -> tuple[str, Path] | None:

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,34 +27,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import loadavg, machine, machine_line, ratio, render_table, run_measured, write_results
-from toolkit.manifest import Artifact, Manifest
+from bench.common import free_port, loadavg, machine, machine_line, ratio, render_table, run_measured, write_results
+from tests.fixtures.boot import make_build
 from toolkit.store import Store
 
 GOLDEN = str(Path(sys.executable).with_name("golden"))
 BUILD = "be0c0000000000a1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _fake_build(home: Path) -> None:
-    import hashlib
-
-    store = Store(home / "store")
-    staged = store.stage("web")
-    arts = {}
-    for name, size in (("vmlinuz", 8 << 20), ("initrd", 40 << 20), ("rootfs.squashfs", 64 << 20)):
-        data = os.urandom(1 << 20) * (size >> 20)
-        (staged / name).write_bytes(data)
-        arts[name] = Artifact(sha256=hashlib.sha256(data).hexdigest(), size=size)
-    Manifest(image="web", build_id=BUILD, created_at="2026-11-26T00:00:00Z", spec={"name": "web"}, inputs={},
-             artifacts=arts, packages={}, roles={}, tool_versions={}, dib_env={}, bake_seconds=0.0,
-             checks={}).write(staged / "manifest.json")
-    store.commit("web", BUILD, staged)
+SIZES = {"vmlinuz": 8 << 20, "initrd": 40 << 20, "rootfs.squashfs": 64 << 20}
 
 
 def _golden(home: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -65,8 +43,8 @@ def _golden(home: Path, *args: str, timeout: float = 900) -> subprocess.Complete
 
 def one_size(nodes: int) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix=f"golden-bench-reimage-{nodes}-"))
-    _fake_build(home)
-    port = _free_port()
+    make_build(Store(home / "store"), "web", BUILD, sizes=SIZES)
+    port = free_port()
     env = {**os.environ, "GOLDEN_HOME": str(home)}
     serve = subprocess.Popen([GOLDEN, "serve", "--listen", f"127.0.0.1:{port}", "-i",
                               str(home / "lab" / "inventory.yaml")], env=env, stdout=subprocess.DEVNULL,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import pytest
 
 from tests.fixtures.bake import bake_home, bake_image
 from tests.fixtures.boot import ServeProcess, start_golden_serve
-from tests.fixtures.common import ROOT, cache_root
+from tests.fixtures.common import ROOT, cache_root, free_port
 from tests.fixtures.lab import GoldenRunner
 from toolkit.config import load_settings
 from toolkit.store import Build
@@ -78,11 +77,6 @@ def releases() -> dict[str, Build]:
     return {"A": bake_image("base"), "B": bake_release("B", 80), "C": bake_release("C", 8081)}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture
 def rack(tmp_path: Path, releases: dict[str, Build]) -> Iterator[tuple[GoldenRunner, ServeProcess, Path]]:
@@ -90,7 +84,7 @@ def rack(tmp_path: Path, releases: dict[str, Build]) -> Iterator[tuple[GoldenRun
     home.mkdir()
     (home / "store").symlink_to(bake_home() / "store")  # the baked releases; this test never deletes builds
     golden = GoldenRunner(home=home)
-    port = _free_port()
+    port = free_port()
     golden.json("lab", "up", "--nodes", "3", "--boot-url", f"http://10.0.2.2:{port}", "--memory", "2048")
     inventory = home / "lab" / "inventory.yaml"
     serve = start_golden_serve(home, inventory, tmp_path / "serve.log", listen=f"127.0.0.1:{port}")

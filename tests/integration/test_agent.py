@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.common import ROOT
+from tests.fixtures.common import ROOT, free_port
 from toolkit.run import run
 
 AGENT = ROOT / "roles" / "golden_agent" / "files" / "golden-agent"
@@ -160,12 +160,7 @@ def test_retries_with_backoff_until_accepted(stub: StubServer, tmp_path: Path) -
 
 def test_unreachable_server_is_retried_then_given_up(tmp_path: Path) -> None:
     # A port nobody listens on: connection refused on every attempt.
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmdline = write_cmdline(tmp_path, f"http://127.0.0.1:{port}/report")
+    cmdline = write_cmdline(tmp_path, f"http://127.0.0.1:{free_port()}/report")
     result, console = run_agent(tmp_path, "--cmdline", str(cmdline), "--once", "--backoff-initial", "0.05",
                                 "--max-attempts", "3")
     assert result.returncode == 1

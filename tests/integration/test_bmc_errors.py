@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.common import free_port
 from tests.fixtures.lab import GoldenRunner
 from toolkit.bmc.base import BmcAuthError, BmcUnreachableError, BmcUnsupportedError
 from toolkit.bmc.ipmi import IpmiClient
@@ -16,13 +17,6 @@ from toolkit.secret import Secret
 
 pytestmark = pytest.mark.integration
 
-
-def _free_udp_port() -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _no_password_anywhere(password: str, logs: list[Path]) -> None:
@@ -50,7 +44,8 @@ def test_typed_errors(golden: GoldenRunner, tmp_path: Path) -> None:
     with pytest.raises(BmcAuthError) as auth:
         IpmiClient(wrong).get_power()
     gone = Host(name="gone", groups=(), mac=None, image=None, uefi=False,
-                bmc=BmcAccess(address="127.0.0.2", port=_free_udp_port(), user="admin", password=Secret(password)))
+                bmc=BmcAccess(address="127.0.0.2", port=free_port(socket.SOCK_DGRAM), user="admin",
+                              password=Secret(password)))
     with pytest.raises(BmcUnreachableError) as unreachable:
         IpmiClient(gone).get_power()
     with pytest.raises(BmcUnsupportedError) as unsupported:

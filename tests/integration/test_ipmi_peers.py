@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.common import free_port
 from tests.fixtures.lab import GoldenRunner
 from toolkit.bmc.base import BmcCommandError, BmcUnsupportedError, BootDevice, PowerAction
 from toolkit.bmc.ipmi import IpmiClient
@@ -73,22 +74,15 @@ mc_enable 0x20
 """
 
 
-def _free_port(kind: int) -> int:
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
 
 @pytest.mark.timeout(300)
 def test_our_client_drives_ipmi_sim(tmp_path: Path) -> None:
     require("ipmi_sim", "openipmi")
-    port = _free_port(socket.SOCK_DGRAM)
+    port = free_port(socket.SOCK_DGRAM)
     password = "sim-" + tmp_path.name[-8:]
     # ipmi_sim reads its users from lan.conf: a 0600 file in the test's own folder
     conf = tmp_path / "lan.conf"
-    conf.write_text(LAN_CONF.format(port=port, serial_port=_free_port(socket.SOCK_STREAM), password=password))
+    conf.write_text(LAN_CONF.format(port=port, serial_port=free_port(), password=password))
     conf.chmod(0o600)
     (tmp_path / "sim.emu").write_text(SIM_EMU)
     (tmp_path / "state").mkdir()

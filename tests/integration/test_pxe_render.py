@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.boot import GOLDEN, ServeProcess, golden_env, make_build, start_golden_serve, write_inventory
+from tests.fixtures.common import free_port
 from toolkit.run import kill_group, require, run, spawn
 from toolkit.store import Store
 
@@ -20,11 +21,6 @@ pytestmark = pytest.mark.integration
 
 MAC = "52:54:00:aa:00:01"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _render(out: Path, home: Path, *args: str) -> dict:
@@ -97,7 +93,7 @@ def site(tmp_path: Path) -> Iterator[tuple[str, ServeProcess, Store, Path]]:
     inv = write_inventory(tmp_path / "inventory.yml", {"node1": (MAC, "base@dev")})
     serve = start_golden_serve(home, inv, tmp_path / "serve.log")
     upstream = serve.url.removeprefix("http://")
-    port = _free_port()
+    port = free_port()
     out = tmp_path / "pxe"
     _render(out, home, "--server-url", f"http://127.0.0.1:{port}", "--interface", "lo", "--subnet", "127.0.0.0",
             "--listen", f"127.0.0.1:{port}", "--upstream", upstream, "--nginx-user", "root")

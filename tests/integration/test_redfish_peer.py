@@ -14,7 +14,6 @@ import base64
 import json
 import logging
 import secrets
-import socket
 import ssl
 import sys
 import time
@@ -28,6 +27,7 @@ from typing import Any
 import bcrypt
 import pytest
 
+from tests.fixtures.common import free_port
 from toolkit.bmc.base import BmcAuthError, BmcCommandError, BmcUnreachableError, BootDevice, PowerAction
 from toolkit.bmc.control import bootdev_hosts, power_hosts
 from toolkit.bmc.pool import BmcPool, RetryPolicy
@@ -83,13 +83,6 @@ class Emulator:
             return json.load(rsp)
 
 
-def _free_tcp_port() -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
 
 def _contains(data: str | bytes, secret: Secret) -> bool:
     """Whether ``secret`` occurs in ``data``; takes a Secret so a failing assert cannot print it."""
@@ -112,7 +105,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     auth = d / "htpasswd"
     auth.write_text("admin:" + bcrypt.hashpw(password.reveal().encode(), bcrypt.gensalt(rounds=4)).decode() + "\n")
     auth.chmod(0o600)
-    port = _free_tcp_port()
+    port = free_port()
     conf = d / "emulator.conf"
     conf.write_text(CONFIG.format(port=port, cert=str(cert), key=str(key), auth=str(auth),
                                   state=str(d / "state"), uuid=SYSTEM_UUID))
@@ -218,7 +211,7 @@ def test_typed_errors(emulator: Emulator, caplog: pytest.LogCaptureFixture) -> N
     caplog.set_level(logging.DEBUG)
     wrong = Secret("not-it-" + secrets.token_hex(4))
     bad = emulator.host("rf-badpw", password=wrong)
-    gone = emulator.host("rf-gone", port=_free_tcp_port())
+    gone = emulator.host("rf-gone", port=free_port())
 
     with pytest.raises(BmcAuthError) as auth:
         RedfishClient(bad).get_power()

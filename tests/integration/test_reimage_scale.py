@@ -9,13 +9,13 @@ Timing lives in bench/reimage_scale.py; this test asserts behaviour within a gen
 from __future__ import annotations
 
 import json
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.boot import make_build, start_golden_serve
+from tests.fixtures.common import free_port
 from tests.fixtures.lab import GoldenRunner
 from toolkit.store import Store
 
@@ -25,18 +25,13 @@ NODES = 1000
 BUILD = "5ca1e00000000001"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def test_reimage_1000_simulated_hosts(tmp_path: Path) -> None:
     home = tmp_path / "home"
     golden = GoldenRunner(home=home)
     make_build(Store(home / "store"), "web", BUILD, sizes={"vmlinuz": 2 << 20, "initrd": 3 << 20,
                                                           "rootfs.squashfs": 4 << 20})
-    port = _free_port()
+    port = free_port()
     golden.json("lab", "up", "--nodes", str(NODES), "--no-vm", "--boot-url", f"http://127.0.0.1:{port}")
     inventory = home / "lab" / "inventory.yaml"
     serve = start_golden_serve(home, inventory, tmp_path / "serve.log", listen=f"127.0.0.1:{port}")
