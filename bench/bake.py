@@ -81,9 +81,9 @@ def plain_dib(project: Path, home: Path, image: str) -> dict[str, Any]:
     from toolkit.bake import cleanup
     from toolkit.bake.build import _prepare_cache, _write_hook_plan, make_plan, resolve_mirrors
     from toolkit.bake.dib import BakePaths, dib_command
-    from toolkit.config import load_settings
-    from toolkit.spec import load_image
-    from toolkit.store import Store
+    from toolkit.core.config import load_settings
+    from toolkit.image.spec import load_image
+    from toolkit.store.artifacts import Store
 
     settings = load_settings(project=project, home=home)
     spec = load_image(image, settings.images_dir, settings.roles_dir)
@@ -115,7 +115,7 @@ def plain_dib(project: Path, home: Path, image: str) -> dict[str, Any]:
 
 def change_role(project: Path, image: str) -> str:
     """Touch one role of the image the way a role edit would: a new task-free defaults line."""
-    from toolkit.spec import load_image
+    from toolkit.image.spec import load_image
 
     spec = load_image(image, project / "images", project / "roles")
     role = spec.roles[-1].name

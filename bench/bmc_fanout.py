@@ -75,7 +75,7 @@ echo "R $port $t0 $t1 $t2 $t3 $r1 $r2 $r3"
 def contender_ours(inventory: Path, concurrency: int) -> list[dict[str, Any]]:
     from toolkit.bmc.base import BmcClient, BmcCommandError, BootDevice, PowerAction
     from toolkit.bmc.pool import BmcPool
-    from toolkit.inventory import load_inventory
+    from toolkit.inventory.hosts import load_inventory
 
     hosts = load_inventory(inventory).select("all")
 
@@ -104,7 +104,7 @@ def contender_pyghmi(inventory: Path) -> None:
     """Naive pyghmi: a thread per host, results streamed so a stalled run still reports progress."""
     from pyghmi.ipmi import command
 
-    from toolkit.inventory import load_inventory
+    from toolkit.inventory.hosts import load_inventory
 
     hosts = load_inventory(inventory).select("all")
     lock = threading.Lock()

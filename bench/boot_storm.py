@@ -52,7 +52,7 @@ TARGET_RATIO = 2.0  # golden serve throughput within 2x of nginx at the largest 
 
 
 def newest_build(store_dir: Path) -> tuple[str, Path] | None:
-    from toolkit.store import Store
+    from toolkit.store.artifacts import Store
 
     if not store_dir.is_dir():
         return None
@@ -78,8 +78,8 @@ def link_build(src: Path, store_dir: Path, image: str) -> str:
 
 
 def synthetic_build(store_dir: Path, image: str = "bench") -> str:
-    from toolkit.manifest import Artifact, Manifest
-    from toolkit.store import Store
+    from toolkit.image.manifest import Artifact, Manifest
+    from toolkit.store.artifacts import Store
 
     store = Store(store_dir)
     staged = store.stage(image)

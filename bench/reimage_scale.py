@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import free_port, loadavg, machine, machine_line, ratio, render_table, run_measured, write_results
 from tests.fixtures.boot import make_build
-from toolkit.store import Store
+from toolkit.store.artifacts import Store
 
 GOLDEN = str(Path(sys.executable).with_name("golden"))
 BUILD = "be0c0000000000a1"

@@ -83,7 +83,7 @@ def test_lab_netboots_over_ipmi(golden: GoldenRunner) -> None:
     assert not (_qemu_pids() - qemu_before)
     mine = str(golden.home).encode()  # other labs (other tests, benchmarks) may run meanwhile
     assert not [p for p in Path("/proc").glob("[0-9]*/cmdline")
-                if b"toolkit.vbmc" in _safe_read(p) and mine in _safe_read(p)]
+                if b"toolkit.lab.vbmc" in _safe_read(p) and mine in _safe_read(p)]
     assert _taps() == taps_before
     assert not (golden.home / "lab").exists()
 

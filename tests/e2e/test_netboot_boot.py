@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.netboot import render_boot_script
-from toolkit.qemu import VmSpec, start_vm
-from toolkit.run import kill_group
-from toolkit.store import Build
+from toolkit.boot.netboot import render_boot_script
+from toolkit.core.run import kill_group
+from toolkit.lab.qemu import VmSpec, start_vm
+from toolkit.store.artifacts import Build
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 

@@ -23,10 +23,10 @@ import pytest
 
 from tests.fixtures.boot import GOLDEN, ServeProcess, golden_env, start_golden_serve, write_inventory
 from tests.fixtures.bootnet import boot_network
-from toolkit.qemu import VmSpec, start_vm
-from toolkit.run import kill_group, run
-from toolkit.statedb import HostRow, StateDB
-from toolkit.store import Build, Store
+from toolkit.core.run import kill_group, run
+from toolkit.lab.qemu import VmSpec, start_vm
+from toolkit.state.db import HostRow, StateDB
+from toolkit.store.artifacts import Build, Store
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 

@@ -14,9 +14,9 @@ import pytest
 
 from tests.fixtures.boot import GOLDEN, golden_env, make_build, write_inventory
 from tests.fixtures.bootnet import boot_network
-from toolkit.run import run
-from toolkit.statedb import StateDB
-from toolkit.store import Store
+from toolkit.core.run import run
+from toolkit.state.db import StateDB
+from toolkit.store.artifacts import Store
 
 pytestmark = pytest.mark.e2e
 

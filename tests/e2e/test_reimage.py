@@ -24,8 +24,8 @@ from tests.fixtures.bake import bake_home, bake_image
 from tests.fixtures.boot import ServeProcess, start_golden_serve
 from tests.fixtures.common import ROOT, cache_root, free_port
 from tests.fixtures.lab import GoldenRunner
-from toolkit.config import load_settings
-from toolkit.store import Build
+from toolkit.core.config import load_settings
+from toolkit.store.artifacts import Build
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 

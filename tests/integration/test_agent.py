@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.common import ROOT, free_port
-from toolkit.run import run
+from toolkit.core.run import run
 
 AGENT = ROOT / "roles" / "golden_agent" / "files" / "golden-agent"
 REPORT_KEYS = {"mac", "build_id", "image", "token", "hostname", "booted_at", "uptime_s", "drift", "agent_version",

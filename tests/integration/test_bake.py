@@ -20,8 +20,8 @@ import pytest
 
 from tests.fixtures.bake import bake_home
 from tests.fixtures.common import ROOT
-from toolkit.spec import load_image
-from toolkit.store import Store, mounts_under
+from toolkit.image.spec import load_image
+from toolkit.store.artifacts import Store, mounts_under
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ from tests.fixtures.common import free_port
 from tests.fixtures.lab import GoldenRunner
 from toolkit.bmc.base import BmcAuthError, BmcUnreachableError, BmcUnsupportedError
 from toolkit.bmc.ipmi import IpmiClient
-from toolkit.inventory import BmcAccess, Host, load_inventory
-from toolkit.secret import Secret
+from toolkit.core.secret import Secret
+from toolkit.inventory.hosts import BmcAccess, Host, load_inventory
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,9 @@ from tests.fixtures.common import free_port
 from tests.fixtures.lab import GoldenRunner
 from toolkit.bmc.base import BmcCommandError, BmcUnsupportedError, BootDevice, PowerAction
 from toolkit.bmc.ipmi import IpmiClient
-from toolkit.inventory import BmcAccess, Host, load_inventory
-from toolkit.run import kill_group, require, spawn
-from toolkit.secret import Secret
+from toolkit.core.run import kill_group, require, spawn
+from toolkit.core.secret import Secret
+from toolkit.inventory.hosts import BmcAccess, Host, load_inventory
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.fixtures.chroot import remove_tree
 from tests.fixtures.common import ROOT
-from toolkit.run import run
+from toolkit.core.run import run
 
 ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "tasks" / "main.yml").exists())
 

@@ -14,8 +14,8 @@ import pytest
 
 from tests.fixtures.boot import GOLDEN, ServeProcess, golden_env, make_build, start_golden_serve, write_inventory
 from tests.fixtures.common import free_port
-from toolkit.run import kill_group, require, run, spawn
-from toolkit.store import Store
+from toolkit.core.run import kill_group, require, run, spawn
+from toolkit.store.artifacts import Store
 
 pytestmark = pytest.mark.integration
 

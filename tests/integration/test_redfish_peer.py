@@ -32,9 +32,9 @@ from toolkit.bmc.base import BmcAuthError, BmcCommandError, BmcUnreachableError,
 from toolkit.bmc.control import bootdev_hosts, power_hosts
 from toolkit.bmc.pool import BmcPool, RetryPolicy
 from toolkit.bmc.redfish import RedfishClient
-from toolkit.inventory import BmcAccess, Host
-from toolkit.run import kill_group, require, run, spawn
-from toolkit.secret import Secret
+from toolkit.core.run import kill_group, require, run, spawn
+from toolkit.core.secret import Secret
+from toolkit.inventory.hosts import BmcAccess, Host
 
 pytestmark = pytest.mark.integration
 

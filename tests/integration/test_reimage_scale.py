@@ -17,7 +17,7 @@ import pytest
 from tests.fixtures.boot import make_build, start_golden_serve
 from tests.fixtures.common import free_port
 from tests.fixtures.lab import GoldenRunner
-from toolkit.store import Store
+from toolkit.store.artifacts import Store
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 

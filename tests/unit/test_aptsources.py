@@ -1,4 +1,4 @@
-from toolkit.aptsources import _parse_deb822, _parse_one_line, host_mirrors
+from toolkit.bake.aptsources import _parse_deb822, _parse_one_line, host_mirrors
 
 
 def test_deb822_and_one_line_formats():

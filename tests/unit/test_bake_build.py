@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.aptsources import AptSource
+from toolkit.bake.aptsources import AptSource
 from toolkit.bake.build import _tail, _Watch, parse_dpkg_manifest, resolve_mirrors
-from toolkit.config import Settings
-from toolkit.errors import BakeError, InputError
-from toolkit.spec import ImageSpec
+from toolkit.core.config import Settings
+from toolkit.core.errors import BakeError, InputError
+from toolkit.image.spec import ImageSpec
 
 # What dpkg/finalise.d/99-write-dpkg-manifest leaves after its sed.
 DPKG_MANIFEST = """{"packages": [
@@ -42,7 +42,7 @@ def _settings(tmp_path: Path, **kw) -> Settings:
 def test_mirrors_spec_beats_config_beats_host(tmp_path, monkeypatch):
     host = [AptSource("http://host.invalid/debian", "bookworm", ("main",)),
             AptSource("http://host.invalid/debian-security", "bookworm-security", ("main",))]
-    monkeypatch.setattr("toolkit.aptsources.host_sources", lambda *a, **k: host)
+    monkeypatch.setattr("toolkit.bake.aptsources.host_sources", lambda *a, **k: host)
     plain = ImageSpec.model_validate({"name": "x"})
     assert resolve_mirrors(plain, _settings(tmp_path)).main == "http://host.invalid/debian"
     assert resolve_mirrors(plain, _settings(tmp_path)).security == "http://host.invalid/debian-security"
@@ -56,7 +56,7 @@ def test_mirrors_spec_beats_config_beats_host(tmp_path, monkeypatch):
 
 
 def test_no_mirror_anywhere_is_an_input_error(tmp_path, monkeypatch):
-    monkeypatch.setattr("toolkit.aptsources.host_sources", lambda *a, **k: [])
+    monkeypatch.setattr("toolkit.bake.aptsources.host_sources", lambda *a, **k: [])
     with pytest.raises(InputError, match="no package mirror"):
         resolve_mirrors(ImageSpec.model_validate({"name": "x"}), _settings(tmp_path))
 

@@ -10,7 +10,7 @@ import pytest
 
 from toolkit.bake.hook import playbook
 from toolkit.cli import main
-from toolkit.progress import Progress, format_elapsed
+from toolkit.core.progress import Progress, format_elapsed
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_json_errors_are_json(project, tmp_path, capsys):
 
 
 def test_locked_image_is_a_clean_error(project, tmp_path, capsys):
-    from toolkit.store import Store
+    from toolkit.store.artifacts import Store
 
     (project / "images" / "x.yaml").write_text("name: x\n")
     with Store(tmp_path / "home" / "store").lock("x"):
@@ -72,13 +72,13 @@ def test_locked_image_is_a_clean_error(project, tmp_path, capsys):
 
 def test_missing_mirror_is_an_input_error(project, tmp_path, capsys, monkeypatch):
     """With no mirror in the spec, the config or the host's apt sources, say where to set one."""
-    monkeypatch.setattr("toolkit.aptsources.host_sources", lambda *a, **k: [])
+    monkeypatch.setattr("toolkit.bake.aptsources.host_sources", lambda *a, **k: [])
     (project / "images" / "x.yaml").write_text("name: x\n")
     assert _golden(project, tmp_path, "bake", "x") == 2
     err = capsys.readouterr().err
     assert "no package mirror for 'bookworm'" in err and "base.mirror" in err
     # nothing was left behind by the aborted bake, and its run record says why
-    from toolkit.store import Store
+    from toolkit.store.artifacts import Store
 
     assert Store(tmp_path / "home" / "store").stale_staging("x") == []
     (run,) = (tmp_path / "home" / "runs").iterdir()
@@ -111,5 +111,5 @@ def test_progress_shows_phase_and_elapsed():
 def test_bake_module_has_no_logic():
     """The CLI module parses and renders; everything else lives in toolkit.bake."""
     src = (Path(__file__).resolve().parents[2] / "toolkit" / "cli" / "bake.py").read_text()
-    assert "toolkit.run" not in src and "subprocess" not in src
+    assert "toolkit.core.run" not in src and "subprocess" not in src
     assert shutil.which("true")

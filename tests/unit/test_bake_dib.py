@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from toolkit.aptsources import Mirrors
+from toolkit.bake.aptsources import Mirrors
 from toolkit.bake.dib import (
     BLOCK_DEVICE_CONFIG,
     BakePaths,
@@ -17,7 +17,7 @@ from toolkit.bake.dib import (
     squashfs_command,
 )
 from toolkit.bake.plan import plan_bake
-from toolkit.spec import ImageSpec
+from toolkit.image.spec import ImageSpec
 
 MIRRORS = Mirrors(main="http://mirror.invalid/debian", security="http://mirror.invalid/debian-security")
 
@@ -85,7 +85,7 @@ def test_block_device_config_has_no_partitions():
 
 def test_fake_disk_image_create_receives_the_command(tmp_path):
     """A fake binary on PATH records what it was given, like osbuild's command tests."""
-    from toolkit.run import run
+    from toolkit.core.run import run
 
     bindir = tmp_path / "bin"
     bindir.mkdir()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.bake.plan import ELEMENTS_DIR, canonical_json, plan_bake, snapshot_stamp, tree_digest
-from toolkit.spec import ImageSpec
+from toolkit.image.spec import ImageSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -127,7 +127,7 @@ def test_tree_digest_ignores_bytecode(tmp_path):
 
 
 def test_real_base_spec_plans(project_root):
-    from toolkit.spec import load_image
+    from toolkit.image.spec import load_image
 
     spec = load_image("base", project_root / "images", project_root / "roles")
     plan = plan_bake(spec, project_root / "roles", "3.43.0", "2026-01-01T00:00:00Z")
@@ -135,7 +135,7 @@ def test_real_base_spec_plans(project_root):
 
 
 def test_unsupported_output_is_refused(roles, elements):
-    from toolkit.errors import BakeError
+    from toolkit.core.errors import BakeError
 
     with pytest.raises(BakeError, match="output tar cannot be baked yet"):
         plan_bake(_spec(outputs=["tar"]), roles, "3.43.0", "s", elements_dir=elements)

@@ -9,8 +9,8 @@ from pyghmi.exceptions import IpmiException
 
 from toolkit.bmc.base import BmcAuthError, BmcCommandError, BmcUnreachableError, BmcUnsupportedError
 from toolkit.bmc.ipmi import classify_ipmi_error
-from toolkit.inventory import BmcAccess, Host
-from toolkit.secret import Secret
+from toolkit.core.secret import Secret
+from toolkit.inventory.hosts import BmcAccess, Host
 
 HOST = Host(name="r1n1", groups=(), mac=None, image=None, uefi=False,
             bmc=BmcAccess(address="10.0.0.9", port=623, user="admin", password=Secret("hunter2")))

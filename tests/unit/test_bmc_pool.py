@@ -19,8 +19,8 @@ from toolkit.bmc.base import (
 )
 from toolkit.bmc.control import bootdev_hosts, power_hosts
 from toolkit.bmc.pool import BmcPool, RetryPolicy
-from toolkit.inventory import BmcAccess, Host
-from toolkit.secret import Secret
+from toolkit.core.secret import Secret
+from toolkit.inventory.hosts import BmcAccess, Host
 
 
 def _host(name: str, port: int = 623, uefi: bool = False) -> Host:

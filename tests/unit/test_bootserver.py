@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.boot import make_build
-from toolkit import channels
-from toolkit.bootserver import BootHTTPServer, ServerConfig, make_server, parse_range, start_in_thread
-from toolkit.fleet import Fleet
-from toolkit.statedb import StateDB
-from toolkit.store import Build, Store
-from toolkit.token import issue_token, verify_token
+from toolkit.boot.server import BootHTTPServer, ServerConfig, make_server, parse_range, start_in_thread
+from toolkit.boot.token import issue_token, verify_token
+from toolkit.fleet.model import Fleet
+from toolkit.state.db import StateDB
+from toolkit.store import channels
+from toolkit.store.artifacts import Build, Store
 
 SECRET = b"s" * 64
 MAC1 = "52:54:00:00:00:01"

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.boot import make_build
-from toolkit import channels
-from toolkit.channels import ChannelError, GcItem, plan_gc, rollback_stack
-from toolkit.statedb import HistoryRow, StateDB
-from toolkit.store import Store
+from toolkit.state.db import HistoryRow, StateDB
+from toolkit.store import channels
+from toolkit.store.artifacts import Store
+from toolkit.store.channels import ChannelError, GcItem, plan_gc, rollback_stack
 
 
 @pytest.fixture
@@ -225,7 +225,7 @@ def test_migrations_idempotent(tmp_path):
     a = StateDB(tmp_path / "s.db")
     b = StateDB(tmp_path / "s.db")
     assert b.migrate(()) == []
-    from toolkit.statedb import Migration
+    from toolkit.state.db import Migration
     assert a.migrate([Migration("9999_extra", "CREATE TABLE extra (x INTEGER)")]) == ["9999_extra"]
     assert b.migrate([Migration("9999_extra", "CREATE TABLE extra (x INTEGER)")]) == []
     with a.read() as repo:

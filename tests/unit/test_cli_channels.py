@@ -9,7 +9,7 @@ import pytest
 
 from tests.fixtures.boot import make_build, write_inventory
 from toolkit.cli import main
-from toolkit.store import Store
+from toolkit.store.artifacts import Store
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.inventory import InventoryError, match_pattern
+from toolkit.inventory.hosts import InventoryError, match_pattern
 
 HOSTS = ["web01", "web02", "web03", "db01", "db02", "lb1"]
 GROUPS = {

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from ansible.parsing.vault import VaultLib, VaultSecret
 
-from toolkit.config import Settings
-from toolkit.inventory import InventoryError, load_inventory, parse_inventory, resolve_inventory_path
-from toolkit.secret import Secret
+from toolkit.core.config import Settings
+from toolkit.core.secret import Secret
+from toolkit.inventory.hosts import InventoryError, load_inventory, parse_inventory, resolve_inventory_path
 
 INVENTORY = """
 all:

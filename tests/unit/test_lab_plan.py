@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.errors import InputError
-from toolkit.inventory import parse_inventory
-from toolkit.lab import plan_lab, render_chain_script, render_inventory, serve_configs
+from toolkit.core.errors import InputError
+from toolkit.inventory.hosts import parse_inventory
+from toolkit.lab.machines import plan_lab, render_chain_script, render_inventory, serve_configs
 
 
 def test_plan_and_inventory_roundtrip(tmp_path: Path) -> None:

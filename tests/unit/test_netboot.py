@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.errors import InputError
-from toolkit.netboot import kernel_cmdline, render_boot_script
+from toolkit.boot.netboot import kernel_cmdline, render_boot_script
+from toolkit.core.errors import InputError
 
 SHA = "ab" * 32
 ARGS = dict(

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.errors import InputError
-from toolkit.qemu import VmSpec, qemu_argv
+from toolkit.core.errors import InputError
+from toolkit.lab.qemu import VmSpec, qemu_argv
 
 
 def _opt(argv: list[str], flag: str) -> list[str]:

@@ -10,8 +10,8 @@ import pytest
 
 from tests.fixtures.boot import make_build, write_inventory
 from toolkit.cli import main
-from toolkit.statedb import StateDB
-from toolkit.store import Store
+from toolkit.state.db import StateDB
+from toolkit.store.artifacts import Store
 
 
 @pytest.fixture

@@ -11,13 +11,13 @@ import pytest
 
 from toolkit.bmc.base import BootSetting, PowerAction
 from toolkit.bmc.pool import BmcPool, RetryPolicy
-from toolkit.fleet import Fleet
-from toolkit.inventory import Host, load_inventory
+from toolkit.fleet.model import Fleet
+from toolkit.inventory.hosts import Host, load_inventory
 from toolkit.rollout.execute import Executor, ExecutorConfig, HostResult, resume_state
 from toolkit.rollout.journal import Journal, Phase, RunStatus, Step
 from toolkit.rollout.plan import Amount, Candidate, Policy, plan_reimage
-from toolkit.statedb import StateDB
-from toolkit.store import Store
+from toolkit.state.db import StateDB
+from toolkit.store.artifacts import Store
 
 
 class FakeMachine:

@@ -1,6 +1,6 @@
 import pytest
 
-from toolkit.errors import InputError
+from toolkit.core.errors import InputError
 from toolkit.rollout.plan import Amount, Candidate, Policy, plan_reimage
 
 

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 
 from toolkit.cli import main
-from toolkit.errors import SpecError
-from toolkit.spec import ImageSpec, load_image, validate_all
+from toolkit.core.errors import SpecError
+from toolkit.image.spec import ImageSpec, load_image, validate_all
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKEN = Path(__file__).parent / "data" / "broken_specs"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.errors import LockedError, StoreError
-from toolkit.manifest import Artifact, Manifest, read_manifest
-from toolkit.store import Store, mounts_under
+from toolkit.core.errors import LockedError, StoreError
+from toolkit.image.manifest import Artifact, Manifest, read_manifest
+from toolkit.store.artifacts import Store, mounts_under
 
 
 def _manifest(image: str, build_id: str, created: str = "2026-01-01T00:00:00Z", **arts: bytes) -> Manifest:
@@ -178,7 +178,7 @@ def test_mounts_under_parses_and_orders(tmp_path):
 def test_discard_refuses_with_mounts_inside(tmp_path, monkeypatch):
     store = Store(tmp_path / "store")
     staged = store.stage("base")
-    monkeypatch.setattr("toolkit.store.mounts_under", lambda p: [str(p / "work/tmp/mnt/dev")])
+    monkeypatch.setattr("toolkit.store.artifacts.mounts_under", lambda p: [str(p / "work/tmp/mnt/dev")])
     with pytest.raises(StoreError, match="mount"):
         store.discard(staged)
     assert staged.exists()

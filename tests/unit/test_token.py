@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.token import TokenError, issue_token, load_or_create_secret, normalize_mac, verify_token
+from toolkit.boot.token import TokenError, issue_token, load_or_create_secret, normalize_mac, verify_token
 
 SECRET = b"x" * 64
 MAC = "52:54:00:12:34:56"

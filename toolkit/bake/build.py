@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import toolkit
-from toolkit.aptsources import Mirrors, host_mirrors
 from toolkit.bake import cleanup
+from toolkit.bake.aptsources import Mirrors, host_mirrors
 from toolkit.bake.dib import (
     BakePaths,
     DibInvocation,
@@ -31,13 +31,13 @@ from toolkit.bake.dib import (
 )
 from toolkit.bake.plan import BakePlan, dib_version, plan_bake, snapshot_stamp
 from toolkit.bake.record import RunRecord, new_run_id
-from toolkit.config import Settings
-from toolkit.errors import BakeError, CommandError, StoreError
-from toolkit.manifest import Artifact, CheckResult, Manifest
-from toolkit.progress import Progress
-from toolkit.run import TAIL_LINES, run
-from toolkit.spec import CheckStage, ImageSpec, load_image
-from toolkit.store import Build, Store
+from toolkit.core.config import Settings
+from toolkit.core.errors import BakeError, CommandError, StoreError
+from toolkit.core.progress import Progress
+from toolkit.core.run import TAIL_LINES, run
+from toolkit.image.manifest import Artifact, CheckResult, Manifest
+from toolkit.image.spec import CheckStage, ImageSpec, load_image
+from toolkit.store.artifacts import Build, Store
 
 log = logging.getLogger("golden.bake")
 

@@ -10,9 +10,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.errors import CommandError
-from toolkit.run import run
-from toolkit.spec import Check, CheckStage
+from toolkit.core.errors import CommandError
+from toolkit.core.run import run
+from toolkit.image.spec import Check, CheckStage
 
 # systemctl is-enabled states that mean "starts at boot".
 ENABLED_STATES = ("enabled", "enabled-runtime", "alias", "generated")

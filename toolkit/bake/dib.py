@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.aptsources import Mirrors
+from toolkit.bake.aptsources import Mirrors
 from toolkit.bake.plan import BakePlan
 
 IMAGE_NAME = "image"

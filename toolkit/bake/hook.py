@@ -17,7 +17,7 @@ from typing import Any
 
 from toolkit.bake.checks import run_checks
 from toolkit.bake.dib import FAIL_MARK
-from toolkit.spec import Check
+from toolkit.image.spec import Check
 
 REMOTE_TMP = "/tmp/.golden-ansible"  # inside the chroot; DIB empties /tmp when it finalises
 

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import BakeError
-from toolkit.spec import Check, CheckStage, ImageSpec, Output
+from toolkit.core.errors import BakeError
+from toolkit.image.spec import Check, CheckStage, ImageSpec, Output
 
 ELEMENTS_DIR = Path(__file__).resolve().parent / "elements"
 

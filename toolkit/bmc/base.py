@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from toolkit.errors import GoldenError
+from toolkit.core.errors import GoldenError
 
 
 class PowerAction(StrEnum):

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from toolkit.bmc.base import BmcClient, BmcCommandError, BootDevice, PowerAction
 from toolkit.bmc.pool import BmcPool, Outcome
-from toolkit.config import Settings
-from toolkit.inventory import Host, load_inventory, resolve_inventory_path
+from toolkit.core.config import Settings
+from toolkit.inventory.hosts import Host, load_inventory, resolve_inventory_path
 
 POWER_SETTLE_SECONDS = 60.0
 POLL_INTERVAL = 0.5

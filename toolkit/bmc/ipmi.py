@@ -23,7 +23,7 @@ from toolkit.bmc.base import (
     BootSetting,
     PowerAction,
 )
-from toolkit.inventory import Host
+from toolkit.inventory.hosts import Host
 
 _AUTH_TEXT = ("incorrect password", "unauthorized name", "invalid rakp4", "wrong kg",
               "unauthorized role", "insufficient privilege", "invalid user name", "invalid role")

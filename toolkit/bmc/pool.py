@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from toolkit.bmc.base import BmcClient, BmcCommandError, BmcError
-from toolkit.inventory import Host
+from toolkit.inventory.hosts import Host
 
 T = TypeVar("T")
 

@@ -24,7 +24,7 @@ from toolkit.bmc.base import (
     BootSetting,
     PowerAction,
 )
-from toolkit.inventory import Host
+from toolkit.inventory.hosts import Host
 
 DEFAULT_REDFISH_PORT = 443
 

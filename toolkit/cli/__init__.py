@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from toolkit.cli.output import Context
-from toolkit.errors import GoldenError, Interrupted
+from toolkit.core.errors import GoldenError, Interrupted
 
 # Modules under toolkit.cli that contribute verbs, in help order.
 COMMAND_MODULES = (

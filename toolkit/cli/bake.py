@@ -6,7 +6,7 @@ import argparse
 
 from toolkit.bake import bake_image
 from toolkit.cli.output import Context
-from toolkit.progress import Progress, format_elapsed
+from toolkit.core.progress import Progress, format_elapsed
 
 
 def register(sub: argparse._SubParsersAction) -> None:

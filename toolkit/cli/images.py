@@ -6,11 +6,11 @@ import argparse
 import time
 from datetime import datetime
 
-from toolkit.channels import gc, history, summarize_images
 from toolkit.cli.output import Context
-from toolkit.fleet import open_fleet
-from toolkit.statedb import StateDB
-from toolkit.store import Store
+from toolkit.fleet.model import open_fleet
+from toolkit.state.db import StateDB
+from toolkit.store.artifacts import Store
+from toolkit.store.channels import gc, history, summarize_images
 
 
 def register(sub: argparse._SubParsersAction) -> None:

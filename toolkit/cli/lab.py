@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from toolkit.cli.output import Context
-from toolkit.lab import LabStatus, console_text, down_lab, status_lab, up_lab
-from toolkit.vbmc import SimOptions
+from toolkit.lab.machines import LabStatus, console_text, down_lab, status_lab, up_lab
+from toolkit.lab.vbmc import SimOptions
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit.config import Settings, load_settings
-from toolkit.errors import CommandError, GoldenError
+from toolkit.core.config import Settings, load_settings
+from toolkit.core.errors import CommandError, GoldenError
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from toolkit.channels import LATEST, ChangeResult, promote, publish, rollback
 from toolkit.cli.output import Context
-from toolkit.statedb import StateDB
-from toolkit.store import Store
+from toolkit.state.db import StateDB
+from toolkit.store.artifacts import Store
+from toolkit.store.channels import LATEST, ChangeResult, promote, publish, rollback
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from toolkit.boot.pxe import PxeSettings, render_pxe
 from toolkit.cli.output import Context
-from toolkit.pxe import PxeSettings, render_pxe
 
 
 def register(sub: argparse._SubParsersAction) -> None:

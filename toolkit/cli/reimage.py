@@ -7,7 +7,7 @@ import sys
 import time
 
 from toolkit.cli.output import Context
-from toolkit.errors import InputError
+from toolkit.core.errors import InputError
 from toolkit.rollout.execute import Progress, RunOutcome
 from toolkit.rollout.journal import RunStatus
 from toolkit.rollout.plan import Amount, Plan, Policy

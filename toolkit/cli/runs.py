@@ -6,7 +6,7 @@ import argparse
 import time
 
 from toolkit.cli.output import Context
-from toolkit.errors import InputError
+from toolkit.core.errors import InputError
 from toolkit.rollout.service import list_runs, show_run
 
 

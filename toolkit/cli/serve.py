@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from toolkit.bootserver import ServerConfig, make_server, serve_forever
+from toolkit.boot.server import ServerConfig, make_server, serve_forever
+from toolkit.boot.token import load_or_create_secret
 from toolkit.cli.output import Context
-from toolkit.fleet import open_fleet
-from toolkit.token import load_or_create_secret
+from toolkit.fleet.model import open_fleet
 
 
 def register(sub: argparse._SubParsersAction) -> None:

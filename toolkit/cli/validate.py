@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from toolkit.cli.output import Context
-from toolkit.errors import SpecError
-from toolkit.spec import spec_files, validate_all
+from toolkit.core.errors import SpecError
+from toolkit.image.spec import spec_files, validate_all
 
 
 def register(sub: argparse._SubParsersAction) -> None:

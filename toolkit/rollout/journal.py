@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from toolkit.statedb import Migration, StateDB
+from toolkit.state.db import Migration, StateDB
 
 MIGRATIONS = (
     Migration("0100_reimage_journal", """

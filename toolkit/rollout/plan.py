@@ -11,7 +11,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from toolkit.errors import InputError
+from toolkit.core.errors import InputError
 
 _AMOUNT = re.compile(r"^(\d+)(%?)$")
 

@@ -8,15 +8,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from toolkit.bmc.pool import BmcPool
-from toolkit.channels import channel_build, current_user
-from toolkit.config import Settings
-from toolkit.errors import InputError
-from toolkit.fleet import Fleet, open_fleet, rack_of
-from toolkit.inventory import load_inventory
+from toolkit.core.config import Settings
+from toolkit.core.errors import InputError
+from toolkit.fleet.model import Fleet, open_fleet, rack_of
+from toolkit.image.spec import CheckStage, ImageSpec
+from toolkit.inventory.hosts import load_inventory
 from toolkit.rollout.execute import Executor, ExecutorConfig, Progress, RunOutcome, resume_state
 from toolkit.rollout.journal import Journal, RunRow, StepRow, new_run_id
 from toolkit.rollout.plan import Amount, Candidate, Plan, Policy, Wave, plan_reimage
-from toolkit.spec import CheckStage, ImageSpec
+from toolkit.store.channels import channel_build, current_user
 
 
 @dataclass(frozen=True)

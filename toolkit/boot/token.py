@@ -15,7 +15,7 @@ import re
 import secrets
 from pathlib import Path
 
-from toolkit.errors import GoldenError
+from toolkit.core.errors import GoldenError
 
 SECRET_FILE = "boot-secret"  # noqa: S105 - a file name, not a secret
 SECRET_BYTES = 32

@@ -24,15 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from toolkit.errors import InputError, StoreError
-from toolkit.statedb import HistoryRow, Repo, StateDB
-from toolkit.store import STAGING, Build, Store
+from toolkit.core.errors import InputError, StoreError
+from toolkit.state.db import HistoryRow, Repo, StateDB
+from toolkit.store.artifacts import STAGING, Build, Store
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 LATEST = "latest-bake"
 
 if TYPE_CHECKING:  # fleet reads the inventory; channels alone must not need one
-    from toolkit.fleet import Fleet
+    from toolkit.fleet.model import Fleet
 
 
 class ChannelError(InputError):

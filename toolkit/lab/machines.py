@@ -2,7 +2,7 @@
 
 Plan, then act. plan_lab() is pure: node names, MACs, BMC ports, racks. up_lab() writes the
 plan and generated BMC credentials into ``<home>/lab/`` (0600 files; credentials never reach
-argv), starts the background BMC server process(es) (``python -m toolkit.vbmc <config>``, each
+argv), starts the background BMC server process(es) (``python -m toolkit.lab.vbmc <config>``, each
 with a pid file, so the lab outlives the CLI), and writes a lab inventory in the same format as
 a real one: every host is in group ``lab`` and in a rack group ``lab-rackN``. down_lab() stops
 everything and removes the lab folder.
@@ -31,10 +31,10 @@ from typing import Any
 
 import yaml
 
-from toolkit.config import Settings
-from toolkit.errors import GoldenError, InputError
-from toolkit.run import require, run, spawn
-from toolkit.vbmc import MAX_BMCS_PER_PROCESS, BmcConfig, ServeConfig, SimOptions
+from toolkit.core.config import Settings
+from toolkit.core.errors import GoldenError, InputError
+from toolkit.core.run import require, run, spawn
+from toolkit.lab.vbmc import MAX_BMCS_PER_PROCESS, BmcConfig, ServeConfig, SimOptions
 
 DEFAULT_BOOT_URL = "http://10.0.2.2:9090"
 DEFAULT_BASE_PORT = 16230
@@ -200,7 +200,7 @@ def _pid_alive(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"toolkit.vbmc" in cmdline
+    return b"toolkit.lab.vbmc" in cmdline
 
 
 def _read_pids(directory: Path) -> list[int]:
@@ -308,8 +308,8 @@ def up_lab(settings: Settings, nodes: int, *, no_vm: bool = False, boot_url: str
             cfg_path = directory / f"vbmc-{shard}.json"
             _write_private(cfg_path, json.dumps(cfg.dump()))
             with open(directory / f"vbmc-{shard}.log", "ab") as logf:
-                procs.append(spawn([sys.executable, "-m", "toolkit.vbmc", cfg_path], stdout=logf,
-                                   env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}))
+                procs.append(spawn([sys.executable, "-m", "toolkit.lab.vbmc", cfg_path], stdout=logf,
+                                   env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent.parent)}))
         deadline = time.monotonic() + START_TIMEOUT
         for shard, proc in enumerate(procs):
             # the status file appears after every socket is bound and the loop runs

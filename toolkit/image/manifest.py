@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from toolkit.errors import StoreError
+from toolkit.core.errors import StoreError
 
 SCHEMA = 1
 

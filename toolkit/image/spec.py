@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from toolkit.errors import SpecError
+from toolkit.core.errors import SpecError
 
 NAME_RE = r"^[a-z][a-z0-9_-]{0,62}$"
 

@@ -20,12 +20,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from toolkit.config import Settings
-from toolkit.errors import InputError
-from toolkit.inventory import Host, Inventory, load_inventory, resolve_inventory_path
-from toolkit.statedb import HostRow, ObservedReport, Repo, StateDB, UnknownMachineRow
-from toolkit.store import Build, Store
-from toolkit.token import TokenError, normalize_mac, verify_token
+from toolkit.boot.token import TokenError, normalize_mac, verify_token
+from toolkit.core.config import Settings
+from toolkit.core.errors import InputError
+from toolkit.inventory.hosts import Host, Inventory, load_inventory, resolve_inventory_path
+from toolkit.state.db import HostRow, ObservedReport, Repo, StateDB, UnknownMachineRow
+from toolkit.store.artifacts import Build, Store
 
 log = logging.getLogger("golden.fleet")
 

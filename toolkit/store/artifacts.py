@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from toolkit.errors import LockedError, StoreError
-from toolkit.manifest import Manifest, read_manifest
+from toolkit.core.errors import LockedError, StoreError
+from toolkit.image.manifest import Manifest, read_manifest
 
 ARTIFACTS = ("vmlinuz", "initrd", "rootfs.squashfs")
 MANIFEST = "manifest.json"

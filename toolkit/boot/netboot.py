@@ -14,9 +14,9 @@ from pathlib import Path
 
 import jinja2
 
-from toolkit.errors import InputError
+from toolkit.core.errors import InputError
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "pxe" / "boot.ipxe.j2"
+TEMPLATE = Path(__file__).resolve().parent / "templates" / "boot.ipxe.j2"
 SERIAL_CONSOLE = "console=ttyS0,115200"
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolkit.errors import GoldenError, StoreError
+from toolkit.core.errors import GoldenError, StoreError
 
 BUSY_TIMEOUT_MS = 30_000
 

@@ -12,8 +12,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.errors import InputError, ToolMissingError
-from toolkit.run import require, spawn
+from toolkit.core.errors import InputError, ToolMissingError
+from toolkit.core.run import require, spawn
 
 # Debian's ipxe-qemu ships the ROMs here and QEMU's search path includes it. We deliberately do
 # NOT pass romfile=: measured with QEMU 7.2, an explicit romfile (even the same file) leaves SeaBIOS

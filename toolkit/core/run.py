@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from toolkit.errors import CommandError, ToolMissingError
+from toolkit.core.errors import CommandError, ToolMissingError
 
 log = logging.getLogger("golden.run")
 

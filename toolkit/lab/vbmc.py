@@ -33,10 +33,10 @@ from pyghmi.ipmi import bmc as pyghmi_bmc
 from pyghmi.ipmi.private import serversession
 from pyghmi.ipmi.private import session as ipmisession
 
-from toolkit import simboot
 from toolkit.bmc import pyghmi_fixes
-from toolkit.qemu import VmSpec, start_vm
-from toolkit.run import kill_group
+from toolkit.core.run import kill_group
+from toolkit.lab import simboot
+from toolkit.lab.qemu import VmSpec, start_vm
 
 log = logging.getLogger("golden.vbmc")
 
@@ -432,10 +432,10 @@ def serve(cfg: ServeConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m toolkit.vbmc CONFIG.json``: the only argument is a path; secrets stay in the file."""
+    """``python -m toolkit.lab.vbmc CONFIG.json``: the only argument is a path; secrets stay in the file."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m toolkit.vbmc CONFIG.json", file=sys.stderr)
+        print("usage: python -m toolkit.lab.vbmc CONFIG.json", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     cfg = ServeConfig.load(Path(args[0]))

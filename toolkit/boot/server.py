@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from toolkit import pxe
-from toolkit.errors import GoldenError, InputError
-from toolkit.fleet import Fleet, ReportRejected
-from toolkit.store import MANIFEST, Build, Store
-from toolkit.token import issue_token
+from toolkit.boot import pxe
+from toolkit.boot.token import issue_token
+from toolkit.core.errors import GoldenError, InputError
+from toolkit.fleet.model import Fleet, ReportRejected
+from toolkit.store.artifacts import MANIFEST, Build, Store
 
 log = logging.getLogger("golden.serve")
 

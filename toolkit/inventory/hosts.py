@@ -21,9 +21,9 @@ from typing import Any
 
 import yaml
 
-from toolkit.config import Settings
-from toolkit.errors import InputError
-from toolkit.secret import Secret
+from toolkit.core.config import Settings
+from toolkit.core.errors import InputError
+from toolkit.core.secret import Secret
 
 DEFAULT_BMC_PORT = 623
 PROTOCOLS = ("ipmi", "redfish")

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from toolkit.errors import InputError
+from toolkit.core.errors import InputError
 
 CONFIG_FILE = "golden.yaml"
 

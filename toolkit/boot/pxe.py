@@ -19,12 +19,13 @@ from pathlib import Path
 
 import jinja2
 
-from toolkit import netboot
-from toolkit.errors import InputError
-from toolkit.run import require, run
-from toolkit.store import Build
+from toolkit.boot import netboot
+from toolkit.core.errors import InputError
+from toolkit.core.run import require, run
+from toolkit.store.artifacts import Build
 
-PXE_DIR = Path(__file__).resolve().parent.parent / "pxe"
+# Package data, so a plain (non-editable) install can render and serve; the top-level pxe/ is a link here.
+PXE_DIR = Path(__file__).resolve().parent / "templates"
 IPXE_DIR = Path("/usr/lib/ipxe")
 # (file in Debian's ipxe package, what it chainloads)
 IPXE_BINARIES = ("undionly.kpxe", "snponly.efi", "ipxe.efi")
