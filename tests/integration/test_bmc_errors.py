@@ -11,9 +11,10 @@ import pytest
 from tests.fixtures.common import free_port
 from tests.fixtures.lab import GoldenRunner
 from toolkit.bmc.base import BmcAuthError, BmcUnreachableError, BmcUnsupportedError
+from toolkit.bmc.endpoint import BmcEndpoint
 from toolkit.bmc.ipmi import IpmiClient
 from toolkit.core.secret import Secret
-from toolkit.inventory.hosts import BmcAccess, Host, load_inventory
+from toolkit.inventory.hosts import load_inventory
 
 pytestmark = pytest.mark.integration
 
@@ -39,17 +40,15 @@ def test_typed_errors(golden: GoldenRunner, tmp_path: Path) -> None:
     good = inv.host("lab-n01")
     assert good.bmc is not None
 
-    wrong = Host(name="bad-pw", groups=(), mac=None, image=None, uefi=False,
-                 bmc=BmcAccess(address="127.0.0.1", port=good.bmc.port, user="admin", password=Secret("not-it")))
+    wrong = BmcEndpoint(name="bad-pw", address="127.0.0.1", port=good.bmc.port, user="admin", password=Secret("not-it"))
     with pytest.raises(BmcAuthError) as auth:
         IpmiClient(wrong).get_power()
-    gone = Host(name="gone", groups=(), mac=None, image=None, uefi=False,
-                bmc=BmcAccess(address="127.0.0.2", port=free_port(socket.SOCK_DGRAM), user="admin",
-                              password=Secret(password)))
+    gone = BmcEndpoint(name="gone", address="127.0.0.2", port=free_port(socket.SOCK_DGRAM), user="admin",
+                       password=Secret(password))
     with pytest.raises(BmcUnreachableError) as unreachable:
         IpmiClient(gone).get_power()
     with pytest.raises(BmcUnsupportedError) as unsupported:
-        IpmiClient(good).get_health()  # the virtual BMC has no sensor repository
+        IpmiClient(good.endpoint).get_health()  # the virtual BMC has no sensor repository
     for exc, host in ((auth, "bad-pw"), (unreachable, "gone"), (unsupported, "lab-n01")):
         text = str(exc.value)
         assert text.startswith(f"{host}: ") and "\n" not in text

@@ -12,10 +12,11 @@ import pytest
 from tests.fixtures.common import free_port
 from tests.fixtures.lab import GoldenRunner
 from toolkit.bmc.base import BmcCommandError, BmcUnsupportedError, BootDevice, PowerAction
+from toolkit.bmc.endpoint import BmcEndpoint
 from toolkit.bmc.ipmi import IpmiClient
 from toolkit.core.run import kill_group, require, spawn
 from toolkit.core.secret import Secret
-from toolkit.inventory.hosts import BmcAccess, Host, load_inventory
+from toolkit.inventory.hosts import load_inventory
 
 pytestmark = pytest.mark.integration
 
@@ -89,8 +90,7 @@ def test_our_client_drives_ipmi_sim(tmp_path: Path) -> None:
     log = open(tmp_path / "ipmi_sim.log", "wb")
     proc = spawn(["ipmi_sim", "-c", conf, "-f", tmp_path / "sim.emu", "-s", tmp_path / "state", "-n"], stdout=log)
     try:
-        host = Host(name="sim1", groups=(), mac=None, image=None, uefi=False,
-                    bmc=BmcAccess(address="127.0.0.1", port=port, user="admin", password=Secret(password)))
+        host = BmcEndpoint(name="sim1", address="127.0.0.1", port=port, user="admin", password=Secret(password))
         client = None
         deadline = time.monotonic() + 20
         while client is None:

@@ -30,11 +30,11 @@ import pytest
 from tests.fixtures.common import free_port
 from toolkit.bmc.base import BmcAuthError, BmcCommandError, BmcUnreachableError, BootDevice, PowerAction
 from toolkit.bmc.control import bootdev_hosts, power_hosts
+from toolkit.bmc.endpoint import BmcEndpoint, BmcProtocol
 from toolkit.bmc.pool import BmcPool, RetryPolicy
 from toolkit.bmc.redfish import RedfishClient
 from toolkit.core.run import kill_group, require, run, spawn
 from toolkit.core.secret import Secret
-from toolkit.inventory.hosts import BmcAccess, Host
 
 pytestmark = pytest.mark.integration
 
@@ -65,10 +65,10 @@ class Emulator:
     tls: ssl.SSLContext
     files: tuple[Path, ...]  # everything we wrote for it or it wrote
 
-    def host(self, name: str = "rf1", *, password: Secret | None = None, port: int | None = None) -> Host:
-        return Host(name=name, groups=(), mac=None, image=None, uefi=False,
-                    bmc=BmcAccess(address="127.0.0.1", port=port or self.port, protocol="redfish", user="admin",
-                                  password=password or self.password))
+    def host(self, name: str = "rf1", *, password: Secret | None = None, port: int | None = None,
+             verify_tls: bool = False) -> BmcEndpoint:
+        return BmcEndpoint(name=name, address="127.0.0.1", port=port or self.port, protocol=BmcProtocol.REDFISH,
+                           user="admin", password=password or self.password, verify_tls=verify_tls)
 
     def system(self) -> dict[str, Any]:
         """The system resource as the emulator reports it, read without our client."""
@@ -219,11 +219,11 @@ def test_typed_errors(emulator: Emulator, caplog: pytest.LogCaptureFixture) -> N
         RedfishClient(gone).get_power()
     # verifying TLS against the self-signed certificate: a final error, not "did not answer"
     with pytest.raises(BmcCommandError) as untrusted:
-        RedfishClient(emulator.host("rf-tls"), verify_tls=True).get_power()
+        RedfishClient(emulator.host("rf-tls", verify_tls=True)).get_power()
     assert type(untrusted.value) is BmcCommandError and not untrusted.value.retryable
 
     assert str(auth.value).startswith("rf-badpw: BMC 127.0.0.1 rejected the login")
-    assert str(unreachable.value).startswith(f"rf-gone: BMC 127.0.0.1:{gone.bmc.port} did not answer")  # type: ignore[union-attr]
+    assert str(unreachable.value).startswith(f"rf-gone: BMC 127.0.0.1:{gone.port} did not answer")
     assert str(untrusted.value).startswith(f"rf-tls: BMC 127.0.0.1:{emulator.port} presented a TLS certificate")
     for exc in (auth, unreachable, untrusted):
         text = str(exc.value)

@@ -8,12 +8,11 @@ import pytest
 from pyghmi.exceptions import IpmiException
 
 from toolkit.bmc.base import BmcAuthError, BmcCommandError, BmcUnreachableError, BmcUnsupportedError
+from toolkit.bmc.endpoint import BmcEndpoint
 from toolkit.bmc.ipmi import classify_ipmi_error
 from toolkit.core.secret import Secret
-from toolkit.inventory.hosts import BmcAccess, Host
 
-HOST = Host(name="r1n1", groups=(), mac=None, image=None, uefi=False,
-            bmc=BmcAccess(address="10.0.0.9", port=623, user="admin", password=Secret("hunter2")))
+HOST = BmcEndpoint(name="r1n1", address="10.0.0.9", port=623, user="admin", password=Secret("hunter2"))
 
 
 @pytest.mark.parametrize(

@@ -18,14 +18,14 @@ from toolkit.bmc.base import (
     PowerAction,
 )
 from toolkit.bmc.control import bootdev_hosts, power_hosts
+from toolkit.bmc.endpoint import BmcEndpoint
 from toolkit.bmc.pool import BmcPool, RetryPolicy
 from toolkit.core.secret import Secret
-from toolkit.inventory.hosts import BmcAccess, Host
+from toolkit.inventory.hosts import Host
 
 
-def _host(name: str, port: int = 623, uefi: bool = False) -> Host:
-    return Host(name=name, groups=("r1",), mac=None, image=None, uefi=uefi,
-                bmc=BmcAccess(address="127.0.0.1", port=port, user="u", password=Secret("pw")))
+def _host(name: str, port: int = 623) -> BmcEndpoint:
+    return BmcEndpoint(name=name, address="127.0.0.1", port=port, user="u", password=Secret("pw"))
 
 
 class FakeBmc:
@@ -170,7 +170,8 @@ def test_status_never_writes() -> None:
 
 def test_bootdev_passes_uefi_from_inventory() -> None:
     fake = FakeBmc("a")
-    report = bootdev_hosts([_host("a", uefi=True)], BootDevice.PXE, persistent=True, pool=_pool(lambda h: fake))
+    report = bootdev_hosts([_host("a")], BootDevice.PXE, persistent=True, pool=_pool(lambda h: fake),
+                           uefi={"a": True})
     assert report.ok and fake.boot == BootSetting("pxe", True, True)
 
 

@@ -6,10 +6,12 @@ BmcUnreachableError is worth retrying: the others will fail the same way again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
+from toolkit.bmc.endpoint import BmcEndpoint
 from toolkit.core.errors import GoldenError
 
 
@@ -108,3 +110,58 @@ class BmcClient(Protocol):
     def get_health(self) -> dict[str, str]: ...
 
     def close(self) -> None: ...
+
+
+class PyghmiClient:
+    """What the IPMI and Redfish clients share: one lazily opened pyghmi session per BMC, every
+    call classified into our typed errors, and a broken session dropped so the next try logs in anew.
+
+    Subclasses provide ``_connect()`` (open the pyghmi Command) and ``_classify(what, exc)``.
+    """
+
+    def __init__(self, endpoint: BmcEndpoint) -> None:
+        if not endpoint.address:
+            raise BmcCommandError(endpoint.name, f"{endpoint.name}: no bmc_address in the inventory",
+                                  hint="add bmc_address (and bmc_user, bmc_password) to the host's vars")
+        self.host = endpoint.name
+        self.endpoint = endpoint
+        self._cmd: Any = None
+
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _classify(self, what: str, exc: BaseException) -> BmcError:
+        raise NotImplementedError
+
+    def _drop(self) -> None:
+        self._cmd = None
+
+    def _command(self) -> Any:
+        if self._cmd is None:
+            try:
+                self._cmd = self._connect()
+            except BmcError:
+                raise
+            except Exception as exc:
+                raise self._classify("login", exc) from None
+        return self._cmd
+
+    def _call(self, what: str, fn: Callable[[Any], Any]) -> Any:
+        cmd = self._command()
+        try:
+            result = fn(cmd)
+        except Exception as exc:
+            err = self._classify(what, exc)
+            if err.retryable:
+                self._drop()  # the session is broken; the next attempt logs in afresh
+            raise err from None
+        if isinstance(result, dict) and "error" in result:
+            # pyghmi reports some failures as a return value, not an exception
+            raise self._classify(what, self._result_error(result))
+        return result
+
+    def _result_error(self, result: dict[str, Any]) -> BaseException:
+        return RuntimeError(str(result["error"]))
+
+    def close(self) -> None:
+        self._drop()

@@ -1,15 +1,14 @@
-"""Power and boot-device operations over a set of inventory hosts (what the CLI verbs call)."""
+"""Power and boot-device operations fanned out over a set of BMC endpoints (what the CLI verbs call)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from toolkit.bmc.base import BmcClient, BmcCommandError, BootDevice, PowerAction
+from toolkit.bmc.endpoint import BmcEndpoint
 from toolkit.bmc.pool import BmcPool, Outcome
-from toolkit.core.config import Settings
-from toolkit.inventory.hosts import Host, load_inventory, resolve_inventory_path
 
 POWER_SETTLE_SECONDS = 60.0
 POLL_INTERVAL = 0.5
@@ -78,7 +77,7 @@ def _report(action: str, outcomes: list[Outcome[str]], started: float, field: st
     return FanoutReport(action=action, results=results, seconds=round(time.monotonic() - started, 3))
 
 
-def power_hosts(hosts: Sequence[Host], action: PowerAction, *, pool: BmcPool | None = None,
+def power_hosts(hosts: Sequence[BmcEndpoint], action: PowerAction, *, pool: BmcPool | None = None,
                 settle: float = POWER_SETTLE_SECONDS, sleep: Callable[[float], None] = time.sleep) -> FanoutReport:
     started = time.monotonic()
     own = pool is None
@@ -91,10 +90,11 @@ def power_hosts(hosts: Sequence[Host], action: PowerAction, *, pool: BmcPool | N
     return _report(f"power {action.value}", outcomes, started, "power")
 
 
-def bootdev_hosts(hosts: Sequence[Host], device: BootDevice, *, persistent: bool = False,
-                  pool: BmcPool | None = None) -> FanoutReport:
+def bootdev_hosts(hosts: Sequence[BmcEndpoint], device: BootDevice, *, persistent: bool = False,
+                  pool: BmcPool | None = None, uefi: Mapping[str, bool] | None = None) -> FanoutReport:
+    """``uefi`` maps a host name to whether its one-time boot override is a UEFI one."""
     started = time.monotonic()
-    uefi = {h.name: h.uefi for h in hosts}
+    uefi = uefi or {}
 
     def op(client: BmcClient) -> str:
         client.set_bootdev(device, persistent=persistent, uefi=uefi.get(client.host, False))
@@ -108,22 +108,3 @@ def bootdev_hosts(hosts: Sequence[Host], device: BootDevice, *, persistent: bool
         if own:
             pool.close()
     return _report(f"bootdev {device.value}", outcomes, started, "bootdev")
-
-
-def _select(settings: Settings, inventory: str | None, pattern: str) -> list[Host]:
-    return load_inventory(resolve_inventory_path(inventory, settings)).select(pattern)
-
-
-def power_pattern(settings: Settings, inventory: str | None, pattern: str, action: PowerAction,
-                  *, workers: int = 16) -> FanoutReport:
-    """``golden power``: resolve the inventory, select hosts by Ansible pattern, fan out."""
-    hosts = _select(settings, inventory, pattern)
-    with BmcPool(processes=workers) as pool:
-        return power_hosts(hosts, action, pool=pool)
-
-
-def bootdev_pattern(settings: Settings, inventory: str | None, pattern: str, device: BootDevice,
-                    *, persistent: bool = False, workers: int = 16) -> FanoutReport:
-    hosts = _select(settings, inventory, pattern)
-    with BmcPool(processes=workers) as pool:
-        return bootdev_hosts(hosts, device, persistent=persistent, pool=pool)

@@ -22,8 +22,9 @@ from toolkit.bmc.base import (
     BootDevice,
     BootSetting,
     PowerAction,
+    PyghmiClient,
 )
-from toolkit.inventory.hosts import Host
+from toolkit.bmc.endpoint import BmcEndpoint
 
 _AUTH_TEXT = ("incorrect password", "unauthorized name", "invalid rakp4", "wrong kg",
               "unauthorized role", "insufficient privilege", "invalid user name", "invalid role")
@@ -34,10 +35,9 @@ _UNSUPPORTED_CODES = {0xC1, 0xC2, 0xD5, 0xD6, 0x80}
 _UNSUPPORTED_TEXT = ("invalid command", "not supported", "parameter not supported", "unrecognized")
 
 
-def classify_ipmi_error(host: Host, what: str, exc: BaseException) -> BmcError:
+def classify_ipmi_error(bmc: BmcEndpoint, what: str, exc: BaseException) -> BmcError:
     """Map a pyghmi/socket failure to a typed error whose message names the host. Pure."""
-    bmc = host.bmc
-    address = bmc.address if bmc else "?"
+    address = bmc.address or "?"
     port = bmc.port if bmc else 0
     text = str(exc).strip()
     if text in ("", "None"):
@@ -49,61 +49,41 @@ def classify_ipmi_error(host: Host, what: str, exc: BaseException) -> BmcError:
     low = text.lower()
     code = getattr(exc, "ipmicode", 0) or 0
     if isinstance(exc, socket.gaierror):
-        return BmcUnreachableError.for_host(host.name, address, port, f"cannot resolve: {text}")
+        return BmcUnreachableError.for_host(bmc.name, address, port, f"cannot resolve: {text}")
     if isinstance(exc, OSError):
-        return BmcUnreachableError.for_host(host.name, address, port, text)
+        return BmcUnreachableError.for_host(bmc.name, address, port, text)
     if any(t in low for t in _AUTH_TEXT):
-        return BmcAuthError.for_host(host.name, address, text)
+        return BmcAuthError.for_host(bmc.name, address, text)
     if code == 0xFFFF or any(t in low for t in _UNREACHABLE_TEXT):
-        return BmcUnreachableError.for_host(host.name, address, port, text)
+        return BmcUnreachableError.for_host(bmc.name, address, port, text)
     if code in _UNSUPPORTED_CODES or any(t in low for t in _UNSUPPORTED_TEXT):
-        return BmcUnsupportedError.for_host(host.name, address, what, text)
-    return BmcCommandError.for_host(host.name, address, what, text)
+        return BmcUnsupportedError.for_host(bmc.name, address, what, text)
+    return BmcCommandError.for_host(bmc.name, address, what, text)
 
 
-class IpmiClient:
+class IpmiClient(PyghmiClient):
     """One pyghmi session to one BMC, opened on first use and reused."""
 
-    def __init__(self, host: Host, *, timeout: float = 10.0) -> None:
-        if host.bmc is None:
-            raise BmcCommandError(host.name, f"{host.name}: no bmc_address in the inventory",
-                                  hint="add bmc_address (and bmc_user, bmc_password) to the host's vars")
-        self.host = host.name
-        self._host = host
+    def __init__(self, endpoint: BmcEndpoint, *, timeout: float = 10.0) -> None:
+        super().__init__(endpoint)
         self._timeout = timeout
-        self._cmd: Any = None
 
-    def _command(self) -> Any:
-        if self._cmd is None:
-            from pyghmi.ipmi import command as ipmi_command
+    def _connect(self) -> Any:
+        from pyghmi.ipmi import command as ipmi_command
 
-            pyghmi_fixes.apply()
-            bmc = self._host.bmc
-            assert bmc is not None
-            pyghmi_fixes.forget_login(bmc.address, bmc.user, bmc.password.reveal(), bmc.port)
-            try:
-                self._cmd = ipmi_command.Command(bmc=bmc.address, userid=bmc.user,
-                                                 password=bmc.password.reveal(), port=bmc.port,
-                                                 keepalive=True)
-            except Exception as exc:
-                raise classify_ipmi_error(self._host, "login", exc) from None
-        return self._cmd
+        pyghmi_fixes.apply()
+        bmc = self.endpoint
+        pyghmi_fixes.forget_login(bmc.address, bmc.user, bmc.password.reveal(), bmc.port)
+        return ipmi_command.Command(bmc=bmc.address, userid=bmc.user, password=bmc.password.reveal(),
+                                    port=bmc.port, keepalive=True)
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        cmd = self._command()
-        try:
-            result = fn(cmd, *args, **kwargs)
-        except Exception as exc:
-            err = classify_ipmi_error(self._host, what, exc)
-            if err.retryable:
-                self.close()  # the session is broken; the next attempt logs in afresh
-            raise err from None
-        if isinstance(result, dict) and "error" in result:
-            # pyghmi reports some failures as a return value, not an exception
-            from pyghmi.exceptions import IpmiException
+    def _classify(self, what: str, exc: BaseException) -> BmcError:
+        return classify_ipmi_error(self.endpoint, what, exc)
 
-            raise classify_ipmi_error(self._host, what, IpmiException(result["error"], result.get("code", 0)))
-        return result
+    def _result_error(self, result: dict[str, Any]) -> BaseException:
+        from pyghmi.exceptions import IpmiException
+
+        return IpmiException(result["error"], result.get("code", 0))
 
     def get_power(self) -> str:
         result = self._call("power status", lambda c: c.get_power())
@@ -135,7 +115,7 @@ class IpmiClient:
         health = result.get("health")
         return {"health": getattr(health, "name", str(health))}
 
-    def close(self) -> None:
+    def _drop(self) -> None:
         cmd, self._cmd = self._cmd, None
         if cmd is not None:
             try:

@@ -24,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from toolkit.bmc.base import BmcClient, BmcCommandError, BmcError
-from toolkit.inventory.hosts import Host
+from toolkit.bmc.base import BmcClient, BmcError
+from toolkit.bmc.endpoint import BmcEndpoint, BmcProtocol
 
 T = TypeVar("T")
 
@@ -53,17 +53,14 @@ class Outcome(Generic[T]):
     seconds: float = 0.0
 
 
-def default_client_factory(host: Host) -> BmcClient:
-    if host.bmc is None:
-        raise BmcCommandError(host.name, f"{host.name}: no bmc_address in the inventory",
-                              hint="add bmc_address, bmc_user and bmc_password to the host's vars")
-    if host.bmc.protocol == "redfish":
+def default_client_factory(endpoint: BmcEndpoint) -> BmcClient:
+    if endpoint.protocol == BmcProtocol.REDFISH:
         from toolkit.bmc.redfish import RedfishClient
 
-        return RedfishClient(host)
+        return RedfishClient(endpoint)
     from toolkit.bmc.ipmi import IpmiClient
 
-    return IpmiClient(host)
+    return IpmiClient(endpoint)
 
 
 class _BmcSlot:
@@ -94,7 +91,7 @@ class BmcPool:
         per_bmc_inflight: int = 1,
         per_bmc_rate: float = 20.0,
         retry: RetryPolicy | None = None,
-        client_factory: Callable[[Host], BmcClient] = default_client_factory,
+        client_factory: Callable[[BmcEndpoint], BmcClient] = default_client_factory,
         seed: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -109,15 +106,15 @@ class BmcPool:
         self._rng = random.Random(seed)
         self._sleep = sleep
 
-    def _slot(self, host: Host) -> _BmcSlot:
-        key = (host.bmc.address, host.bmc.port) if host.bmc else (host.name, 0)
+    def _slot(self, host: BmcEndpoint) -> _BmcSlot:
+        key = host.key
         with self._lock:
             slot = self._slots.get(key)
             if slot is None:
                 slot = self._slots[key] = _BmcSlot(self.per_bmc_inflight, self.per_bmc_rate)
             return slot
 
-    def _run_one(self, host: Host, op: Callable[[BmcClient], T]) -> Outcome[T]:
+    def _run_one(self, host: BmcEndpoint, op: Callable[[BmcClient], T]) -> Outcome[T]:
         slot = self._slot(host)
         started = time.monotonic()
         attempt = 0
@@ -150,7 +147,7 @@ class BmcPool:
             assert error is not None
             self._sleep(delay)  # outside the slot, so others may use the BMC meanwhile
 
-    def map(self, hosts: Sequence[Host], op: Callable[[BmcClient], T]) -> list[Outcome[T]]:
+    def map(self, hosts: Sequence[BmcEndpoint], op: Callable[[BmcClient], T]) -> list[Outcome[T]]:
         """Run ``op`` once per host (with retries); results in the order of ``hosts``."""
         if not hosts:
             return []
@@ -161,13 +158,13 @@ class BmcPool:
         with ThreadPoolExecutor(max_workers=min(self.workers, len(hosts)), thread_name_prefix="bmc") as ex:
             return list(ex.map(lambda h: self._run_one(h, op), hosts))
 
-    def _map_processes(self, hosts: Sequence[Host], op: Callable[[BmcClient], T]) -> list[Outcome[T]]:
+    def _map_processes(self, hosts: Sequence[BmcEndpoint], op: Callable[[BmcClient], T]) -> list[Outcome[T]]:
         # every host of one BMC goes to the same process, so per-BMC limits still hold there
         n = min(self.processes, len(hosts))
         shares: list[list[int]] = [[] for _ in range(n)]
         index: dict[tuple[str, int], int] = {}
         for i, h in enumerate(hosts):
-            key = (h.bmc.address, h.bmc.port) if h.bmc else (h.name, 0)
+            key = h.key
             shares[index.setdefault(key, len(index) % n)].append(i)
         ctx = multiprocessing.get_context("fork")  # fork: ``op`` is a closure and need not pickle
         children = []
@@ -208,7 +205,7 @@ class BmcPool:
         self.close()
 
 
-def _child(pool: BmcPool, hosts: list[Host], op: Callable[[BmcClient], T], writer: Any) -> None:
+def _child(pool: BmcPool, hosts: list[BmcEndpoint], op: Callable[[BmcClient], T], writer: Any) -> None:
     code = 0
     try:
         writer.send([pool._run_one(h, op) for h in hosts])

@@ -23,10 +23,9 @@ from toolkit.bmc.base import (
     BootDevice,
     BootSetting,
     PowerAction,
+    PyghmiClient,
 )
-from toolkit.inventory.hosts import Host
-
-DEFAULT_REDFISH_PORT = 443
+from toolkit.bmc.endpoint import DEFAULT_REDFISH_PORT, BmcEndpoint
 
 # Whole words only: pyghmi puts resource URLs (with UUIDs such as ...-4011-...) into its messages.
 _AUTH_RE = re.compile(r"\b(401|403|unauthori[sz]ed|access denied|accessdenied|authentication|"
@@ -45,71 +44,45 @@ _POWER = {"on": "on", "off": "off", "poweringon": "off", "poweringoff": "on", "p
 _HEALTH = ((4, "failed"), (2, "critical"), (1, "warning"))
 
 
-def classify_redfish_error(host: Host, what: str, exc: BaseException) -> BmcError:
+def classify_redfish_error(bmc: BmcEndpoint, what: str, exc: BaseException) -> BmcError:
     """Map a pyghmi/socket/TLS failure to a typed error whose message names the host. Pure."""
-    bmc = host.bmc
-    address = bmc.address if bmc else "?"
-    port = bmc.port if bmc else 0
+    address = bmc.address or "?"
+    port = bmc.port
     text = " ".join(str(exc).split()) or type(exc).__name__  # one line
-    if bmc and bmc.password.reveal():
+    if bmc.password.reveal():
         text = text.replace(bmc.password.reveal(), "***")
     low = text.lower()
     if isinstance(exc, ssl.SSLCertVerificationError):
         # retrying cannot help; this is neither "no answer" nor the BMC refusing a command
-        return BmcCommandError(host.name, f"{host.name}: BMC {address}:{port} presented a TLS certificate "
+        return BmcCommandError(bmc.name, f"{bmc.name}: BMC {address}:{port} presented a TLS certificate "
                                           f"that is not trusted ({text})",
                                hint="install the BMC's CA certificate on this host, or do not verify TLS")
     if isinstance(exc, OSError):
-        return BmcUnreachableError.for_host(host.name, address, port, text)
+        return BmcUnreachableError.for_host(bmc.name, address, port, text)
     if _AUTH_RE.search(low):
-        return BmcAuthError.for_host(host.name, address, text)
+        return BmcAuthError.for_host(bmc.name, address, text)
     if _UNREACHABLE_RE.search(low):
-        return BmcUnreachableError.for_host(host.name, address, port, text)
+        return BmcUnreachableError.for_host(bmc.name, address, port, text)
     if type(exc).__name__ in _UNSUPPORTED_TYPES or _UNSUPPORTED_RE.search(low):
-        return BmcUnsupportedError.for_host(host.name, address, what, text)
-    return BmcCommandError.for_host(host.name, address, what, text)
+        return BmcUnsupportedError.for_host(bmc.name, address, what, text)
+    return BmcCommandError.for_host(bmc.name, address, what, text)
 
 
-class RedfishClient:
+class RedfishClient(PyghmiClient):
     """One pyghmi Redfish connection to one BMC, opened on first use and reused."""
 
-    def __init__(self, host: Host, *, verify_tls: bool = False) -> None:
-        if host.bmc is None:
-            raise BmcCommandError(host.name, f"{host.name}: no bmc_address in the inventory",
-                                  hint="add bmc_address (and bmc_user, bmc_password) to the host's vars")
-        self.host = host.name
-        self._host = host
-        self._verify = verify_tls
-        self._cmd: Any = None
+    def _connect(self) -> Any:
+        from pyghmi.redfish import command as rf_command
 
-    def _command(self) -> Any:
-        if self._cmd is None:
-            from pyghmi.redfish import command as rf_command
+        bmc = self.endpoint
+        # the port is its own argument: pyghmi resolves ``bmc`` with getaddrinfo, so "host:port"
+        # would be looked up as a host name
+        return rf_command.Command(bmc.address, bmc.user, bmc.password.reveal(),
+                                  verifycallback=(None if bmc.verify_tls else lambda cert: True),
+                                  port=bmc.port or DEFAULT_REDFISH_PORT)
 
-            bmc = self._host.bmc
-            assert bmc is not None
-            try:
-                # the port is its own argument: pyghmi resolves ``bmc`` with getaddrinfo, so "host:port"
-                # would be looked up as a host name
-                self._cmd = rf_command.Command(bmc.address, bmc.user, bmc.password.reveal(),
-                                               verifycallback=(None if self._verify else lambda cert: True),
-                                               port=bmc.port or DEFAULT_REDFISH_PORT)
-            except Exception as exc:
-                raise classify_redfish_error(self._host, "login", exc) from None
-        return self._cmd
-
-    def _call(self, what: str, fn: Any) -> Any:
-        cmd = self._command()
-        try:
-            result = fn(cmd)
-        except Exception as exc:
-            err = classify_redfish_error(self._host, what, exc)
-            if err.retryable:
-                self._cmd = None
-            raise err from None
-        if isinstance(result, dict) and "error" in result:
-            raise classify_redfish_error(self._host, what, RuntimeError(str(result["error"])))
-        return result
+    def _classify(self, what: str, exc: BaseException) -> BmcError:
+        return classify_redfish_error(self.endpoint, what, exc)
 
     def get_power(self) -> str:
         state = str(self._call("power status", lambda c: c.get_power())["powerstate"]).lower()
@@ -140,6 +113,3 @@ class RedfishClient:
         if not isinstance(bits, int):
             return {"health": str(bits)}
         return {"health": next((name for bit, name in _HEALTH if bits & bit), "ok")}
-
-    def close(self) -> None:
-        self._cmd = None

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from toolkit.bmc.base import BootDevice
-from toolkit.bmc.control import bootdev_pattern
 from toolkit.cli.output import Context
 from toolkit.cli.power import render_report
+from toolkit.fleet.power import bootdev_pattern
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from toolkit.bmc.base import PowerAction
-from toolkit.bmc.control import FanoutReport, power_pattern
+from toolkit.bmc.control import FanoutReport
 from toolkit.cli.output import Context
+from toolkit.fleet.power import power_pattern
 
 
 def register(sub: argparse._SubParsersAction) -> None:

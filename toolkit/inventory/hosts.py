@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from toolkit.bmc.endpoint import BmcEndpoint, BmcProtocol
 from toolkit.core.config import Settings
 from toolkit.core.errors import InputError
 from toolkit.core.secret import Secret
@@ -36,23 +37,19 @@ class InventoryError(InputError):
 
 
 @dataclass(frozen=True)
-class BmcAccess:
-    address: str
-    port: int = DEFAULT_BMC_PORT
-    protocol: str = "ipmi"
-    user: str = ""
-    password: Secret = field(default_factory=lambda: Secret(""))
-
-
-@dataclass(frozen=True)
 class Host:
     name: str
     groups: tuple[str, ...]
     mac: str | None
-    bmc: BmcAccess | None
+    bmc: BmcEndpoint | None
     image: str | None
     uefi: bool
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def endpoint(self) -> BmcEndpoint:
+        """The host's BMC endpoint; one without an address when the inventory gives none."""
+        return self.bmc or BmcEndpoint(name=self.name, address="")
 
 
 @dataclass(frozen=True)
@@ -297,7 +294,7 @@ def _build_host(path: Path, name: str, member_of: list[_RawGroup], host_vars: di
         mac = mac.lower().replace("-", ":")
         if not _MAC_RE.match(mac):
             raise InventoryError(f"{where}: mac {mac!r} is not a MAC address like 52:54:00:12:34:56")
-    bmc: BmcAccess | None = None
+    bmc: BmcEndpoint | None = None
     address = text("bmc_address")
     if address:
         protocol = (text("bmc_protocol") or "ipmi").lower()
@@ -310,8 +307,8 @@ def _build_host(path: Path, name: str, member_of: list[_RawGroup], host_vars: di
             raise InventoryError(f"{where}: bmc_port {port_s!r} is not a number") from None
         if not 0 < port < 65536:
             raise InventoryError(f"{where}: bmc_port {port} is outside 1..65535")
-        bmc = BmcAccess(address=address, port=port, protocol=protocol, user=text("bmc_user") or "",
-                        password=Secret(text("bmc_password") or ""))
+        bmc = BmcEndpoint(name=name, address=address, port=port, protocol=BmcProtocol(protocol),
+                          user=text("bmc_user") or "", password=Secret(text("bmc_password") or ""))
     image = text("image")
     if image is not None and "@" not in image:
         raise InventoryError(f"{where}: image {image!r} must be '<name>@<channel>' or '<name>@<build-id>'")

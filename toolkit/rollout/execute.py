@@ -156,7 +156,7 @@ class Executor:
         if not tasks:
             return []
         intent_at = self._mark(tasks, step, Phase.INTENT)
-        outcomes = self.pool.map([self.hosts[t.host] for t in tasks], op)
+        outcomes = self.pool.map([self.hosts[t.host].endpoint for t in tasks], op)
         ok, bad = [], []
         for t, o in zip(tasks, outcomes, strict=True):
             if o.ok:

@@ -1,0 +1,41 @@
+"""A BMC endpoint: everything needed to talk to one BMC, and nothing about inventories or racks.
+
+The inventory maps a host to its endpoint; the BMC layer only ever sees endpoints. ``name`` is
+the host's inventory name, used in messages so an operator knows which machine failed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from toolkit.core.secret import Secret
+
+DEFAULT_IPMI_PORT = 623
+DEFAULT_REDFISH_PORT = 443
+
+
+class BmcProtocol(StrEnum):
+    IPMI = "ipmi"
+    REDFISH = "redfish"
+
+
+def default_port(protocol: BmcProtocol | str) -> int:
+    return DEFAULT_REDFISH_PORT if protocol == BmcProtocol.REDFISH else DEFAULT_IPMI_PORT
+
+
+@dataclass(frozen=True)
+class BmcEndpoint:
+    name: str
+    address: str  # empty: the host has no BMC address (each command fails with a message saying so)
+    port: int = DEFAULT_IPMI_PORT
+    protocol: BmcProtocol = BmcProtocol.IPMI
+    user: str = ""
+    password: Secret = field(default_factory=lambda: Secret(""))
+    verify_tls: bool = False  # Redfish only: verify the BMC's certificate
+    ca_file: str | None = None  # Redfish only: CA bundle to verify it against
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """Identity of the BMC itself (several hosts may sit behind one)."""
+        return (self.address, self.port) if self.address else (self.name, 0)

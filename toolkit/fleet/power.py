@@ -1,0 +1,29 @@
+"""``golden power`` and ``golden bootdev``: inventory hosts selected by pattern, mapped to their BMC endpoints."""
+
+from __future__ import annotations
+
+from toolkit.bmc.base import BootDevice, PowerAction
+from toolkit.bmc.control import FanoutReport, bootdev_hosts, power_hosts
+from toolkit.bmc.pool import BmcPool
+from toolkit.core.config import Settings
+from toolkit.inventory.hosts import Host, load_inventory, resolve_inventory_path
+
+
+def _select(settings: Settings, inventory: str | None, pattern: str) -> list[Host]:
+    return load_inventory(resolve_inventory_path(inventory, settings)).select(pattern)
+
+
+def power_pattern(settings: Settings, inventory: str | None, pattern: str, action: PowerAction,
+                  *, workers: int = 16) -> FanoutReport:
+    """``golden power``: resolve the inventory, select hosts by Ansible pattern, fan out."""
+    hosts = _select(settings, inventory, pattern)
+    with BmcPool(processes=workers) as pool:
+        return power_hosts([h.endpoint for h in hosts], action, pool=pool)
+
+
+def bootdev_pattern(settings: Settings, inventory: str | None, pattern: str, device: BootDevice,
+                    *, persistent: bool = False, workers: int = 16) -> FanoutReport:
+    hosts = _select(settings, inventory, pattern)
+    with BmcPool(processes=workers) as pool:
+        return bootdev_hosts([h.endpoint for h in hosts], device, persistent=persistent, pool=pool,
+                             uefi={h.name: h.uefi for h in hosts})
