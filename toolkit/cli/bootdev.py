@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("pattern", help="host pattern: all, a group (rack), a host, globs, a:b, a:&b, a:!b")
     p.add_argument("device", choices=[d.value for d in BootDevice])
     p.add_argument("--persistent", action="store_true", help="keep the setting for every boot, not only the next")
-    p.add_argument("-i", "--inventory", help="inventory file (default: GOLDEN_INVENTORY, golden.yaml, the lab's)")
+    p.add_argument("-i", "--inventory", action="append",
+                   help="inventory source, repeatable (default: GOLDEN_INVENTORY, golden.yaml, the lab's)")
     p.add_argument("--workers", type=int, default=16, help="BMCs talked to at once (worker processes; default 16)")
     p.add_argument("--json", dest="json_out", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_bootdev)

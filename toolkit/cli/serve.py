@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="address to listen on (default 127.0.0.1:9090; port 0 picks a free one)")
     p.add_argument("--public-url", metavar="URL",
                    help="base URL machines use for artifacts and reports (default: the Host they asked)")
-    p.add_argument("-i", "--inventory", help="inventory file (default: GOLDEN_INVENTORY, then golden.yaml)")
+    p.add_argument("-i", "--inventory", action="append",
+                   help="inventory source, repeatable like ansible -i (default: GOLDEN_INVENTORY, then golden.yaml)")
     p.add_argument("--kernel-arg", action="append", default=[], metavar="ARG",
                    help="extra kernel argument for every boot (repeatable)")
     p.set_defaults(func=cmd_serve)

@@ -23,7 +23,8 @@ from typing import Any
 from toolkit.boot.token import TokenError, normalize_mac, verify_token
 from toolkit.core.config import Settings
 from toolkit.core.errors import InputError
-from toolkit.inventory.hosts import Host, Inventory, load_inventory, resolve_inventory_path
+from toolkit.inventory.cache import inventory_stamp
+from toolkit.inventory.hosts import Host, Inventory, load_inventory, resolve_inventory_sources
 from toolkit.state.db import HostRow, ObservedReport, Repo, StateDB, UnknownMachineRow
 from toolkit.store.artifacts import Build, Store
 
@@ -91,9 +92,7 @@ def parse_image_ref(value: str | None, host: str = "?") -> ImageRef | None:
 
 def rack_of(host: Host) -> str:
     """The host's rack: its group named like a rack, else its first group (groups are racks)."""
-    groups = [g for g in host.groups if g not in ("all", "ungrouped")]
-    racks = [g for g in groups if "rack" in g]
-    return (racks or groups or [""])[0]
+    return host.rack
 
 
 def resolve_desired(ref: ImageRef | None, channel_build: str | None, pinned_exists: bool,
@@ -123,13 +122,17 @@ def host_state(desired: str | None, observed: str | None, last_report: float | N
 class Fleet:
     """The inventory plus the state DB and the store, as the boot server and the CLI see them."""
 
-    def __init__(self, db: StateDB, store: Store, inventory_path: Path | None) -> None:
+    def __init__(self, db: StateDB, store: Store, inventory_path: Path | None,
+                 inventory_sources: tuple[Path, ...] | None = None, cache_dir: Path | None = None) -> None:
         self.db = db
         self.store = store
         self.inventory_path = inventory_path
+        # every -i source (Ansible merges them); the first is inventory_path
+        self.inventory_sources = inventory_sources or ((inventory_path,) if inventory_path else ())
+        self.cache_dir = cache_dir  # where the resolved inventory is cached (None: the default)
         self._lock = threading.Lock()
         self._inv: Inventory | None = None
-        self._inv_stamp: tuple[int, int] | None = None
+        self._inv_stamp: str | None = None
         self._by_mac: dict[str, Host] = {}
 
     # ---- inventory ----
@@ -147,15 +150,13 @@ class Fleet:
     def _refresh(self) -> None:
         if self.inventory_path is None:
             return
-        try:
-            st = self.inventory_path.stat()
-        except FileNotFoundError:
-            raise InputError(f"inventory {self.inventory_path} does not exist") from None
-        stamp = (st.st_mtime_ns, st.st_size)
+        if not self.inventory_path.exists():
+            raise InputError(f"inventory {self.inventory_path} does not exist")
+        stamp = inventory_stamp([str(p) for p in self.inventory_sources])
         with self._lock:
             if stamp == self._inv_stamp:
                 return
-            inv = load_inventory(self.inventory_path)
+            inv = load_inventory(self.inventory_sources, cache_dir=self.cache_dir)
             by_mac: dict[str, Host] = {}
             for h in inv.hosts:
                 if not h.mac:
@@ -352,13 +353,14 @@ def parse_report(payload: Any) -> tuple[ObservedReport, str, str]:
     return report, mac, payload["token"]
 
 
-def open_fleet(settings: Settings, inventory: str | None = None, *, required: bool = True) -> Fleet:
+def open_fleet(settings: Settings, inventory: str | list[str] | None = None, *, required: bool = True) -> Fleet:
     """The fleet of the inventory found like Ansible finds it (-i, GOLDEN_INVENTORY, golden.yaml)."""
-    path: Path | None
+    sources: tuple[Path, ...]
     try:
-        path = resolve_inventory_path(inventory, settings)
+        sources = resolve_inventory_sources(inventory, settings)
     except InputError:
         if required or inventory is not None:
             raise
-        path = None
-    return Fleet(StateDB(settings.state_db), Store(settings.store_dir), path)
+        sources = ()
+    return Fleet(StateDB(settings.state_db), Store(settings.store_dir), sources[0] if sources else None, sources,
+                 cache_dir=settings.cache)

@@ -6,14 +6,19 @@ from toolkit.bmc.base import BootDevice, PowerAction
 from toolkit.bmc.control import FanoutReport, bootdev_hosts, power_hosts
 from toolkit.bmc.pool import BmcPool
 from toolkit.core.config import Settings
-from toolkit.inventory.hosts import Host, load_inventory, resolve_inventory_path
+from toolkit.inventory.hosts import Host, load_inventory, resolve_inventory_sources
 
 
-def _select(settings: Settings, inventory: str | None, pattern: str) -> list[Host]:
-    return load_inventory(resolve_inventory_path(inventory, settings)).select(pattern)
+def _select(settings: Settings, inventory: str | list[str] | None, pattern: str,
+            limit: str | None = None) -> list[Host]:
+    """The hosts a pattern selects, every one with a BMC address (else an error before any BMC is contacted)."""
+    inv = load_inventory(resolve_inventory_sources(inventory, settings), cache_dir=settings.cache)
+    hosts = inv.select(pattern, limit)
+    inv.require_bmc(hosts)
+    return hosts
 
 
-def power_pattern(settings: Settings, inventory: str | None, pattern: str, action: PowerAction,
+def power_pattern(settings: Settings, inventory: str | list[str] | None, pattern: str, action: PowerAction,
                   *, workers: int = 16) -> FanoutReport:
     """``golden power``: resolve the inventory, select hosts by Ansible pattern, fan out."""
     hosts = _select(settings, inventory, pattern)
@@ -21,7 +26,7 @@ def power_pattern(settings: Settings, inventory: str | None, pattern: str, actio
         return power_hosts([h.endpoint for h in hosts], action, pool=pool)
 
 
-def bootdev_pattern(settings: Settings, inventory: str | None, pattern: str, device: BootDevice,
+def bootdev_pattern(settings: Settings, inventory: str | list[str] | None, pattern: str, device: BootDevice,
                     *, persistent: bool = False, workers: int = 16) -> FanoutReport:
     hosts = _select(settings, inventory, pattern)
     with BmcPool(processes=workers) as pool:

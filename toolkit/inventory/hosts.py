@@ -1,39 +1,46 @@
-"""The fleet inventory: an Ansible YAML inventory whose groups are racks.
+"""The fleet inventory: any Ansible inventory, read by ansible-core, whose groups are racks.
 
-Host vars golden reads: ``mac``, ``bmc_address``, ``bmc_port`` (623), ``bmc_protocol`` (ipmi or
-redfish), ``bmc_user``, ``bmc_password`` (plain or ``!vault``), ``image`` ("<name>@<channel>" or
-"<name>@<build-id>"), ``uefi`` (bool). Group vars apply to every host below the group; a deeper
-group wins over its parents and host vars win over groups, as in Ansible.
+Sources are whatever ``ansible -i`` accepts: YAML and INI files, inventory folders with
+``group_vars/`` and ``host_vars/``, ranges (``web[01:40]``), scripts and plugin configs
+(``constructed``, ``netbox.netbox.nb_inventory``), several at once. Ansible resolves every
+host's vars; golden then checks its own: ``mac``, ``bmc_address``, ``bmc_port`` (623, or 443 for
+Redfish), ``bmc_protocol`` (ipmi or redfish), ``bmc_user``, ``bmc_password`` (plain or vault),
+``image`` ("<name>@<channel>" or "<name>@<build-id>"), ``uefi`` (a boolean as Ansible reads one).
+A bad value is one InventoryError naming the file Ansible read it from, the host and the var.
 
-Host patterns follow Ansible: names, groups, globs (``web*``), regexes (``~web[0-9]+``), ``all``/``*``,
-``a:b`` or ``a,b`` unions, ``a:&b`` intersections, ``a:!b`` exclusions.
+Host patterns and ``--limit`` are matched by ansible-core itself (subscripts ``rack1[0:4]``,
+``~regex``, ``a:&b``, ``a:!b``), on an inventory rebuilt from the cached group tree.
+The resolved inventory is cached (see ``cache``), so a 10,000-host fleet loads in well under
+a second while its files are unchanged.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from toolkit.bmc.endpoint import BmcEndpoint, BmcProtocol
 from toolkit.core.config import Settings
 from toolkit.core.errors import InputError
 from toolkit.core.secret import Secret
+from toolkit.inventory import cache, fields
+from toolkit.inventory.vault import LazySecret, VaultError, VaultOptions, cache_key, decrypt_vault, seal, unseal
 
 DEFAULT_BMC_PORT = 623
 PROTOCOLS = ("ipmi", "redfish")
 VAULT_PASSWORD_ENVS = ("GOLDEN_VAULT_PASSWORD_FILE", "ANSIBLE_VAULT_PASSWORD_FILE")
-_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+CACHE_KEY_FILE = "inventory-cache.key"
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_-]+$")  # a pattern Ansible reads as exactly one group or host
 
 
 class InventoryError(InputError):
-    """The inventory file is missing, malformed, or a host's vars are unusable."""
+    """The inventory is missing or unreadable, or a host's vars are unusable."""
 
 
 @dataclass(frozen=True)
@@ -51,323 +58,300 @@ class Host:
         """The host's BMC endpoint; one without an address when the inventory gives none."""
         return self.bmc or BmcEndpoint(name=self.name, address="")
 
+    @property
+    def rack(self) -> str:
+        """The host's rack: its group named like a rack, else its first group (groups are racks)."""
+        groups = [g for g in self.groups if g not in ("all", "ungrouped")]
+        racks = [g for g in groups if "rack" in g]
+        return (racks or groups or [""])[0]
+
 
 @dataclass(frozen=True)
 class Inventory:
-    path: Path
+    path: Path  # the first source
     hosts: tuple[Host, ...]
     # group name -> names of the hosts in it (directly or through child groups)
     groups: Mapping[str, frozenset[str]] = field(default_factory=dict, compare=False, hash=False)
+    sources: tuple[str, ...] = field(default=(), compare=False)
+    # group -> (its own hosts, its child groups), what ansible-core needs to match patterns
+    tree: Mapping[str, tuple[Sequence[str], Sequence[str]]] = field(default_factory=dict, compare=False,
+                                                                     hash=False, repr=False)
+
+    @cached_property
+    def _by_name(self) -> dict[str, Host]:
+        return {h.name: h for h in self.hosts}
+
+    @property
+    def where(self) -> str:
+        return ", ".join(self.sources) if self.sources else str(self.path)
 
     def host(self, name: str) -> Host:
-        for h in self.hosts:
-            if h.name == name:
-                return h
-        raise InventoryError(f"{self.path}: no host named {name!r}")
+        found = self._by_name.get(name)
+        if found is None:
+            raise InventoryError(f"{self.where}: no host named {name!r}")
+        return found
 
     def by_mac(self, mac: str) -> Host | None:
         mac = mac.lower()
         return next((h for h in self.hosts if h.mac == mac), None)
 
-    def select(self, pattern: str) -> list[Host]:
-        """Hosts matching an Ansible host pattern, in inventory order. No match is an InventoryError."""
-        names = match_pattern(pattern, [h.name for h in self.hosts], self.groups)
+    def select(self, pattern: str, limit: str | None = None) -> list[Host]:
+        """Hosts ``ansible PATTERN --limit LIMIT`` selects, in inventory order. No match is an InventoryError."""
+        if not pattern.strip():
+            raise InventoryError("empty host pattern", hint="use 'all', a group, a host name or a glob")
+        names = self._fast_names(pattern) if not limit else None
+        if names is None:
+            names = _select_names(self.tree or _tree_of(self), pattern, limit)
         if not names:
             raise InventoryError(
-                f"{self.path}: host pattern {pattern!r} matches no host",
+                f"{self.where}: host pattern {pattern!r}{f' with --limit {limit!r}' if limit else ''} matches no host",
                 hint=f"groups here: {', '.join(sorted(self.groups)) or '(none)'}",
             )
         return [h for h in self.hosts if h.name in names]
 
-
-# ---------------------------------------------------------------------------------------------
-# host patterns (pure)
-
-
-def _split_pattern(pattern: str) -> list[str]:
-    """Split on ',' and on ':' that is not part of an IPv6 address or a range like web[1:3]."""
-    parts: list[str] = []
-    for chunk in pattern.split(","):
-        depth = 0
-        cur = ""
-        for ch in chunk:
-            if ch == "[":
-                depth += 1
-            elif ch == "]":
-                depth -= 1
-            if ch == ":" and depth == 0:
-                parts.append(cur)
-                cur = ""
-            else:
-                cur += ch
-        parts.append(cur)
-    return [p.strip() for p in parts if p.strip()]
-
-
-def _match_term(term: str, hosts: list[str], groups: Mapping[str, frozenset[str]]) -> set[str]:
-    if term in ("all", "*"):
-        return set(hosts)
-    if term in groups:
-        return set(groups[term])
-    if term.startswith("~"):
-        try:
-            rx = re.compile(term[1:])
-        except re.error as exc:
-            raise InventoryError(f"host pattern {term!r}: bad regular expression: {exc}") from None
-        found = {h for h in hosts if rx.match(h)}
-        for g, members in groups.items():
-            if rx.match(g):
-                found |= members
-        return found
-    range_match = re.fullmatch(r"(.*)\[(\d+):(\d+)\](.*)", term)
-    if range_match:
-        prefix, lo, hi, suffix = range_match.groups()
-        width = len(lo) if lo.startswith("0") else 0
-        wanted = {f"{prefix}{str(n).zfill(width)}{suffix}" for n in range(int(lo), int(hi) + 1)}
-        return {h for h in hosts if h in wanted}
-    if any(c in term for c in "*?["):
-        found = set(fnmatch.filter(hosts, term))
-        for g in fnmatch.filter(list(groups), term):
-            found |= groups[g]
-        return found
-    return {term} if term in hosts else set()
-
-
-def match_pattern(pattern: str, hosts: Iterable[str], groups: Mapping[str, frozenset[str]]) -> set[str]:
-    """Names of the hosts an Ansible pattern selects: unions first, then ``&`` and ``!`` terms."""
-    host_list = list(hosts)
-    terms = _split_pattern(pattern)
-    if not terms:
-        raise InventoryError("empty host pattern", hint="use 'all', a group, a host name or a glob")
-    plus = [t for t in terms if not t.startswith(("&", "!"))]
-    selected: set[str] = set()
-    for t in plus:
-        selected |= _match_term(t, host_list, groups)
-    if not plus:  # a pattern of only exclusions means "all but ..."
-        selected = set(host_list)
-    for t in terms:
-        if t.startswith("&"):
-            selected &= _match_term(t[1:], host_list, groups)
-    for t in terms:
-        if t.startswith("!"):
-            selected -= _match_term(t[1:], host_list, groups)
-    return selected
-
-
-# ---------------------------------------------------------------------------------------------
-# loading
-
-
-class _VaultText:
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-def _construct_vault(loader: yaml.SafeLoader, node: yaml.Node) -> _VaultText:
-    return _VaultText(str(loader.construct_scalar(node)))  # type: ignore[arg-type]
-
-
-def _construct_number(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
-    # YAML 1.1 reads an unquoted 52:54:00:00:01:01 as a base-60 integer; nobody means that here.
-    value = str(loader.construct_scalar(node))  # type: ignore[arg-type]
-    if ":" in value:
-        return value
-    if node.tag.endswith(":int"):
-        return yaml.SafeLoader.construct_yaml_int(loader, node)  # type: ignore[arg-type]
-    return yaml.SafeLoader.construct_yaml_float(loader, node)  # type: ignore[arg-type]
-
-
-_Loader.add_constructor("!vault", _construct_vault)
-_Loader.add_constructor("tag:yaml.org,2002:int", _construct_number)
-_Loader.add_constructor("tag:yaml.org,2002:float", _construct_number)
-
-
-def _vault_password_file() -> Path | None:
-    for env in VAULT_PASSWORD_ENVS:
-        if os.environ.get(env):
-            return Path(os.environ[env])
-    return None
-
-
-def _decrypt(vault: _VaultText, where: str) -> str:
-    pw_file = _vault_password_file()
-    if pw_file is None:
-        raise InventoryError(
-            f"{where}: value is ansible-vault encrypted but no vault password file is set",
-            hint=f"set {VAULT_PASSWORD_ENVS[0]} (or {VAULT_PASSWORD_ENVS[1]}) to the vault password file",
-        )
-    try:
-        password = pw_file.read_bytes().strip()
-    except OSError as exc:
-        raise InventoryError(f"{where}: cannot read vault password file {pw_file}: {exc.strerror}") from None
-    from ansible.parsing.vault import AnsibleVaultError, VaultLib, VaultSecret
-
-    try:
-        clear = VaultLib([("default", VaultSecret(password))]).decrypt(vault.text.strip())
-    except AnsibleVaultError:
-        # never chain the library's exception: it may carry ciphertext details
-        raise InventoryError(
-            f"{where}: cannot decrypt the vault value",
-            hint=f"check that {pw_file} holds the password the value was encrypted with",
-        ) from None
-    return clear.decode("utf-8")
-
-
-@dataclass
-class _RawGroup:
-    name: str
-    depth: int
-    vars: dict[str, Any]
-    hosts: dict[str, dict[str, Any]]
-    parents: set[str]
-
-
-def _as_mapping(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InventoryError(f"{where}: expected a mapping, got {type(value).__name__}")
-    return value
-
-
-def _walk_groups(path: Path, data: dict[str, Any]) -> dict[str, _RawGroup]:
-    groups: dict[str, _RawGroup] = {}
-
-    def visit(name: str, body: Any, depth: int, parent: str | None) -> None:
-        where = f"{path}: group {name}"
-        body = _as_mapping(body, where)
-        unknown = set(body) - {"hosts", "vars", "children"}
-        if unknown:
-            raise InventoryError(f"{where}: unknown key(s) {sorted(unknown)}; expected hosts, vars, children")
-        g = groups.setdefault(name, _RawGroup(name, depth, {}, {}, set()))
-        g.depth = max(g.depth, depth)
-        if parent:
-            g.parents.add(parent)
-        g.vars.update(_as_mapping(body.get("vars"), f"{where}.vars"))
-        for host, hvars in _as_mapping(body.get("hosts"), f"{where}.hosts").items():
-            g.hosts.setdefault(str(host), {}).update(_as_mapping(hvars, f"{path}: host {host}"))
-        for child, cbody in _as_mapping(body.get("children"), f"{where}.children").items():
-            visit(str(child), cbody, depth + 1, name)
-
-    for top, body in data.items():
-        visit(str(top), body, 0 if top == "all" else 1, None if top == "all" else "all")
-    return groups
-
-
-def _ancestors(name: str, groups: dict[str, _RawGroup]) -> set[str]:
-    seen: set[str] = set()
-    todo = [name]
-    while todo:
-        g = todo.pop()
-        for p in groups[g].parents if g in groups else ():
-            if p not in seen:
-                seen.add(p)
-                todo.append(p)
-    return seen
-
-
-def _build_host(path: Path, name: str, member_of: list[_RawGroup], host_vars: dict[str, Any]) -> Host:
-    merged: dict[str, Any] = {}
-    for g in sorted(member_of, key=lambda g: (g.depth, g.name)):
-        merged.update(g.vars)
-    merged.update(host_vars)
-    where = f"{path}: host {name}"
-
-    def text(key: str) -> str | None:
-        v = merged.get(key)
-        if v is None:
+    def _fast_names(self, pattern: str) -> set[str] | frozenset[str] | None:
+        # A bare group or host name means what Ansible says (a group wins over a host of the same
+        # name) without paying for ansible-core's import; anything else goes to Ansible.
+        if not _PLAIN_NAME.match(pattern):
             return None
-        if isinstance(v, _VaultText):
-            return _decrypt(v, f"{where}: {key}")
-        if isinstance(v, dict | list):
-            raise InventoryError(f"{where}: {key} must be a string, got {type(v).__name__}")
-        return str(v)
+        if pattern in self.groups:
+            return self.groups[pattern]
+        return {pattern} if pattern in self._by_name else None
 
-    mac = text("mac")
-    if mac is not None:
-        mac = mac.lower().replace("-", ":")
-        if not _MAC_RE.match(mac):
-            raise InventoryError(f"{where}: mac {mac!r} is not a MAC address like 52:54:00:12:34:56")
-    bmc: BmcEndpoint | None = None
-    address = text("bmc_address")
-    if address:
-        protocol = (text("bmc_protocol") or "ipmi").lower()
-        if protocol not in PROTOCOLS:
-            raise InventoryError(f"{where}: bmc_protocol {protocol!r} must be one of {', '.join(PROTOCOLS)}")
-        port_s = text("bmc_port") or str(DEFAULT_BMC_PORT if protocol == "ipmi" else 443)
-        try:
-            port = int(port_s)
-        except ValueError:
-            raise InventoryError(f"{where}: bmc_port {port_s!r} is not a number") from None
-        if not 0 < port < 65536:
-            raise InventoryError(f"{where}: bmc_port {port} is outside 1..65535")
-        bmc = BmcEndpoint(name=name, address=address, port=port, protocol=BmcProtocol(protocol),
-                          user=text("bmc_user") or "", password=Secret(text("bmc_password") or ""))
-    image = text("image")
-    if image is not None and "@" not in image:
-        raise InventoryError(f"{where}: image {image!r} must be '<name>@<channel>' or '<name>@<build-id>'")
-    uefi_v = merged.get("uefi", False)
-    if isinstance(uefi_v, str):
-        uefi_v = uefi_v.lower() in ("1", "true", "yes", "on")
-    groups = tuple(sorted(g.name for g in member_of if g.name != "all"))
-    # the vars mapping never holds a clear or encrypted password: callers use bmc.password
-    safe_vars = {k: ("***" if k == "bmc_password" or isinstance(v, _VaultText) else v) for k, v in merged.items()}
-    return Host(name=name, groups=groups, mac=mac, bmc=bmc, image=image, uefi=bool(uefi_v), vars=safe_vars)
+    def require_bmc(self, hosts: Iterable[Host]) -> None:
+        """Before anything talks to BMCs: every selected host must name one."""
+        for h in hosts:
+            if h.bmc is None:
+                raise InventoryError(f"{self.where}: host {h.name}: bmc_address is not set (needed to reach its BMC)",
+                                     hint="set bmc_address (and bmc_user, bmc_password) in its host or group vars")
+
+
+def _select_names(tree: Mapping[str, tuple[Sequence[str], Sequence[str]]], pattern: str,
+                  limit: str | None) -> set[str]:
+    from toolkit.inventory.ansible_source import SourceError, select_names
+
+    try:
+        return select_names(tree, pattern, limit)
+    except SourceError as exc:
+        raise InventoryError(exc.message, hint=exc.hint) from None
+
+
+def _tree_of(inv: Inventory) -> dict[str, tuple[list[str], list[str]]]:
+    return flat_tree([h.name for h in inv.hosts], inv.groups)
+
+
+def flat_tree(hosts: Sequence[str], groups: Mapping[str, Iterable[str]]) -> dict[str, tuple[list[str], list[str]]]:
+    """A group tree with every member placed directly in its group, in ``hosts`` order."""
+    order = {h: i for i, h in enumerate(hosts)}
+    no_children: list[str] = []
+    tree = {g: (sorted((h for h in members if h in order), key=order.__getitem__), no_children)
+            for g, members in groups.items() if g != "all"}
+    return tree | {"all": (list(hosts), no_children)}
+
+
+def match_pattern(pattern: str, hosts: Iterable[str], groups: Mapping[str, frozenset[str]],
+                  limit: str | None = None) -> set[str]:
+    """Names of the hosts an Ansible pattern selects from flat groups, matched by ansible-core."""
+    if not pattern.strip():
+        raise InventoryError("empty host pattern", hint="use 'all', a group, a host name or a glob")
+    host_list = list(hosts)
+    known = set(host_list)
+    return {h for h in _select_names(flat_tree(host_list, groups), pattern, limit) if h in known}
+
+
+# ---------------------------------------------------------------------------------------------
+# loading: resolve with Ansible (or read the cache), check golden's fields, build Hosts
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("GOLDEN_CACHE"):
+        return Path(os.environ["GOLDEN_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "golden"
+
+
+def _sources_of(path: Path | str | Sequence[Path | str]) -> tuple[str, ...]:
+    items = [path] if isinstance(path, str | Path) else list(path)
+    if not items:
+        raise InventoryError("no inventory given", hint="pass -i PATH or set GOLDEN_INVENTORY")
+    return tuple(str(p) for p in items)
+
+
+def _check_exists(sources: Sequence[str]) -> None:
+    for s in sources:
+        if "," in s and not os.path.exists(s):
+            continue  # an Ansible host list ("a,b,")
+        if not os.path.exists(s):
+            raise InventoryError(f"{s}: inventory file not found", hint="pass -i PATH or set GOLDEN_INVENTORY")
+
+
+def load_inventory(path: Path | str | Sequence[Path | str], *, vault: VaultOptions | None = None,
+                   cache_dir: Path | None = None, use_cache: bool = True) -> Inventory:
+    """The inventory from one or more Ansible sources, resolved by ansible-core or read from the cache."""
+    sources = _sources_of(path)
+    _check_exists(sources)
+    options = (vault or VaultOptions()).with_env()
+    cdir = cache_dir or default_cache_dir()
+    key, dynamic = cache.compute_key(sources, options.stamp(), version("ansible-core"))
+    cpath = cache.cache_path(cdir, sources)
+    doc = cache.read(cpath, key) if use_cache else None
+    if doc is None:
+        doc = _resolve_doc(sources, options, cdir)
+        if use_cache:
+            try:
+                cache.write(cpath, key, dynamic, doc)
+            except OSError:
+                pass  # a read-only cache folder costs speed, never correctness
+    return _inventory_from_doc(sources, doc, options, cdir)
 
 
 def parse_inventory(text: str, path: Path) -> Inventory:
-    """Parse inventory text (``path`` is only for messages and Inventory.path)."""
+    """Inventory text (``path`` names the file in messages): written to ``path`` and loaded, uncached."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return load_inventory(path, use_cache=False)
+
+
+def _resolve_doc(sources: Sequence[str], options: VaultOptions, cdir: Path) -> dict[str, Any]:
+    from toolkit.inventory.ansible_source import SourceError, resolve
+
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass plus !vault
-    except yaml.YAMLError as exc:
-        raise InventoryError(f"{path}: not valid YAML: {exc}") from None
-    if data is None:
-        data = {}
-    data = _as_mapping(data, f"{path}: top level")
-    groups = _walk_groups(path, data)
-    order: list[str] = []
-    host_vars: dict[str, dict[str, Any]] = {}
-    direct: dict[str, set[str]] = {}
-    for group in groups.values():
-        for h, hv in group.hosts.items():
-            if h not in host_vars:
-                order.append(h)
-                host_vars[h] = {}
-            host_vars[h].update(hv)
-            direct.setdefault(h, set()).add(group.name)
-    members: dict[str, set[str]] = {name: set() for name in groups}
+        resolved = resolve(sources, options)
+    except (SourceError, VaultError) as exc:
+        raise InventoryError(exc.message, hint=exc.hint) from None
+    where = ", ".join(sources)
+    records = [_record(h, where, options, cdir) for h in resolved.hosts]
+    _check_unique_macs(records, where)
+    return {"sources": list(sources), "hosts": records,
+            "tree": {g: [list(hs), list(cs)] for g, (hs, cs) in resolved.tree.items()}}
+
+
+def _fail(origins: Mapping[str, str], where: str, host: str, exc: fields.FieldError | VaultError,
+          var: str | None = None) -> InventoryError:
+    var = var or getattr(exc, "var", None) or "?"
+    problem = str(exc) if isinstance(exc, fields.FieldError) else f"{var}: {exc.message}"
+    return InventoryError(f"{origins.get(var, where)}: host {host}: {problem}", hint=exc.hint)
+
+
+def _record(h: Any, where: str, options: VaultOptions, cdir: Path) -> dict[str, Any]:
+    """One host checked and made JSON-able: golden's fields typed, the password as ciphertext."""
+    from toolkit.inventory.ansible_source import VaultValue
+
+    values: dict[str, Any] = {}
+    for var in fields.GOLDEN_VARS:
+        value = h.vars.get(var)
+        if isinstance(value, VaultValue) and var != "bmc_password":
+            try:
+                value = decrypt_vault(value.ciphertext, options)
+            except VaultError as exc:
+                raise _fail(h.origins, where, h.name, exc, var) from None
+        values[var] = value
+    try:
+        mac = fields.check_mac(values["mac"])
+        bmc = fields.check_bmc(values)
+        image = fields.check_image(values["image"])
+        uefi = fields.check_bool("uefi", values["uefi"])
+    except fields.FieldError as exc:
+        raise _fail(h.origins, where, h.name, exc) from None
+    return {"name": h.name, "groups": list(h.groups), "mac": mac, "image": image, "uefi": uefi,
+            "bmc": None if bmc is None else {"address": bmc.address, "port": bmc.port,
+                                             "protocol": bmc.protocol.value, "user": bmc.user},
+            "pw": _password_record(h, where, options, cdir), "vars": _masked(h.vars),
+            "origins": {k: v for k, v in h.origins.items() if k in fields.GOLDEN_VARS}}
+
+
+def _password_record(h: Any, where: str, options: VaultOptions, cdir: Path) -> dict[str, str] | None:
+    from toolkit.inventory.ansible_source import VaultValue
+
+    value = h.vars.get("bmc_password")
+    if value is None:
+        return None
+    if isinstance(value, VaultValue):
+        try:
+            decrypt_vault(value.ciphertext, options)  # a wrong vault password fails now, naming the host
+        except VaultError as exc:
+            raise _fail(h.origins, where, h.name, exc, "bmc_password") from None
+        return {"vault": value.ciphertext}
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise InventoryError(f"{h.origins.get('bmc_password', where)}: host {h.name}: bmc_password must be a "
+                             f"string, got {type(value).__name__}")
+    return {"sealed": seal(str(value), cache_key(cdir / CACHE_KEY_FILE))}
+
+
+def _masked(values: Mapping[str, Any]) -> dict[str, Any]:
+    from toolkit.inventory.ansible_source import VaultValue
+
+    def mask(v: Any) -> Any:
+        if isinstance(v, VaultValue):
+            return "***"
+        if isinstance(v, dict):
+            return {k: mask(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [mask(x) for x in v]
+        return v
+
+    return {k: ("***" if k == "bmc_password" else mask(v)) for k, v in values.items()}
+
+
+def _check_unique_macs(records: Sequence[Mapping[str, Any]], where: str) -> None:
+    seen: dict[str, str] = {}
+    for r in records:
+        mac = r["mac"]
+        if mac is None:
+            continue
+        if mac in seen:
+            raise InventoryError(f"{r['origins'].get('mac', where)}: host {r['name']}: mac {mac} is also "
+                                 f"host {seen[mac]}'s", hint="every machine needs its own MAC")
+        seen[mac] = r["name"]
+
+
+def _inventory_from_doc(sources: Sequence[str], doc: Mapping[str, Any], options: VaultOptions,
+                        cdir: Path) -> Inventory:
+    hosts = tuple(_host_from_record(r, options, cdir) for r in doc["hosts"])
+    tree = {g: (tuple(v[0]), tuple(v[1])) for g, v in doc["tree"].items()}
+    members: dict[str, set[str]] = {g: set() for g in tree}
     members.setdefault("all", set())
-    hosts: list[Host] = []
-    for h in order:
-        in_groups = set(direct[h])
-        for g in list(in_groups):
-            in_groups |= _ancestors(g, groups)
-        in_groups.add("all")
-        for g in in_groups:
-            members.setdefault(g, set()).add(h)
-        hosts.append(_build_host(path, h, [groups[g] for g in in_groups if g in groups], host_vars[h]))
-    return Inventory(path=path, hosts=tuple(hosts), groups={k: frozenset(v) for k, v in members.items()})
+    for h in hosts:
+        members["all"].add(h.name)
+        for g in h.groups:
+            members.setdefault(g, set()).add(h.name)
+    return Inventory(path=Path(sources[0]), hosts=hosts, groups={g: frozenset(m) for g, m in members.items()},
+                     sources=tuple(sources), tree=tree)
 
 
-def load_inventory(path: Path) -> Inventory:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InventoryError(f"{path}: inventory file not found", hint="pass -i PATH or set GOLDEN_INVENTORY") from None
-    except OSError as exc:
-        raise InventoryError(f"{path}: cannot read inventory: {exc.strerror}") from None
-    return parse_inventory(text, path)
+def _host_from_record(r: Mapping[str, Any], options: VaultOptions, cdir: Path) -> Host:
+    bmc = None
+    if r["bmc"] is not None:
+        b = r["bmc"]
+        bmc = BmcEndpoint(name=r["name"], address=b["address"], port=b["port"], protocol=BmcProtocol(b["protocol"]),
+                          user=b["user"], password=_password(r["pw"], options, cdir))
+    return Host(name=r["name"], groups=tuple(r["groups"]), mac=r["mac"], bmc=bmc, image=r["image"],
+                uefi=r["uefi"], vars=r["vars"])
+
+
+def _password(pw: Mapping[str, str] | None, options: VaultOptions, cdir: Path) -> Secret:
+    # Decrypted on first reveal(): a cached load of 10,000 hosts decrypts nothing it does not use.
+    if pw is None:
+        return Secret("")
+    if "vault" in pw:
+        ciphertext = pw["vault"]
+        return LazySecret(lambda: decrypt_vault(ciphertext, options))
+    token = pw["sealed"]
+    return LazySecret(lambda: unseal(token, cache_key(cdir / CACHE_KEY_FILE)))
+
+
+def resolve_inventory_sources(cli_value: str | Path | Sequence[str | Path] | None,
+                              settings: Settings) -> tuple[Path, ...]:
+    """Every -i source given (repeatable, like ``ansible -i``), else the one default below."""
+    if isinstance(cli_value, str | Path) or not cli_value:
+        return (resolve_inventory_path(cli_value, settings),)  # type: ignore[arg-type]
+    return tuple(Path(v) for v in cli_value)
 
 
 def resolve_inventory_path(cli_value: str | Path | None, settings: Settings) -> Path:
     """Where the inventory is, as Ansible finds it: -i, then GOLDEN_INVENTORY, then golden.yaml;
     last, the running lab's inventory, so every command works against the lab unchanged."""
+    if isinstance(cli_value, list | tuple):  # a repeated -i: the first source names the inventory
+        cli_value = cli_value[0] if cli_value else None
     if cli_value:
         return Path(cli_value)
     if os.environ.get("GOLDEN_INVENTORY"):

@@ -51,7 +51,10 @@ def plan_request(settings: Settings, req: ReimageRequest) -> tuple[Plan, tuple[s
     """Pure apart from reading state: the plan ``--dry-run`` prints and ``execute`` follows."""
     fleet = open_fleet(settings, req.inventory)
     image, build_id, checks = resolve_target(fleet, req.image_ref)
-    hosts = load_inventory(fleet.inventory_path).select(req.pattern) if fleet.inventory_path else []
+    inv = load_inventory(fleet.inventory_sources, cache_dir=fleet.cache_dir) if fleet.inventory_path else None
+    hosts = inv.select(req.pattern) if inv else []
+    if inv:
+        inv.require_bmc(hosts)  # a host without a BMC fails the plan, before any BMC is contacted
     status = {s.name: s for s in fleet.status(req.pattern)} if hosts else {}
     cands = [Candidate(h.name, rack_of(h), status[h.name].observed if h.name in status else None,
                        _observed_image(fleet, h.name)) for h in hosts]
@@ -92,7 +95,7 @@ def plan_from_dict(d: dict[str, Any]) -> Plan:
 
 def _executor(settings: Settings, fleet: Fleet, journal: Journal, run_id: str, plan: Plan,
               checks: tuple[str, ...], on_progress: Callable[[Progress], None], pool: BmcPool) -> Executor:
-    inv = load_inventory(fleet.inventory_path) if fleet.inventory_path else None
+    inv = load_inventory(fleet.inventory_sources, cache_dir=fleet.cache_dir) if fleet.inventory_path else None
     hosts = {h.name: h for h in inv.hosts} if inv else {}
     missing = [h for h in plan.hosts if h not in hosts]
     if missing:

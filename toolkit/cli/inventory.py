@@ -1,0 +1,35 @@
+"""golden inventory: the hosts an Ansible pattern selects, with rack, MAC, BMC, image and UEFI."""
+
+from __future__ import annotations
+
+import argparse
+
+from toolkit.cli.output import Context
+from toolkit.inventory.vault import VaultOptions
+from toolkit.inventory.view import list_inventory
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inventory", help="hosts as Ansible resolves them, with golden's fields (never passwords)")
+    p.add_argument("pattern", nargs="?", default="all", help="Ansible host pattern (default: all)")
+    p.add_argument("-l", "--limit", metavar="SUBSET", help="further limit the hosts, as ansible --limit does")
+    p.add_argument("-i", "--inventory", action="append", metavar="SOURCE",
+                   help="inventory source, repeatable like ansible -i (file, folder, script, plugin config)")
+    p.add_argument("--vault-id", action="append", default=[], metavar="ID", help="vault identity (label@source)")
+    p.add_argument("--vault-password-file", action="append", default=[], metavar="FILE",
+                   help="vault password file (an executable one is run)")
+    p.add_argument("--json", dest="json_out", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_inventory)
+
+
+def cmd_inventory(args: argparse.Namespace, ctx: Context) -> int:
+    ctx.json = ctx.json or args.json_out
+    vault = VaultOptions(tuple(args.vault_id), tuple(args.vault_password_file))
+    hosts = list_inventory(ctx.settings(), args.inventory, args.pattern, args.limit, vault)
+    if ctx.json:
+        ctx.emit(hosts)
+        return 0
+    ctx.table(["HOST", "RACK", "MAC", "BMC", "PROTOCOL", "USER", "IMAGE", "UEFI"], [
+        (h.name, h.rack or "-", h.mac or "-", f"{h.bmc_address}:{h.bmc_port}" if h.bmc_address else "-",
+         h.bmc_protocol or "-", h.bmc_user or "-", h.image or "-", "yes" if h.uefi else "no") for h in hosts])
+    return 0

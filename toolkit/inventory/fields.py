@@ -1,0 +1,128 @@
+"""golden's host fields, checked after Ansible resolved a host's vars: MAC, BMC endpoint, image, UEFI.
+
+Pure: every function takes plain values and either returns the typed field or raises
+``FieldError`` with the problem and, where it helps, a hint. The loader adds the host, the
+variable and the file Ansible says the value came from.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from toolkit.bmc.endpoint import BmcProtocol, default_port
+from toolkit.boot.token import TokenError, normalize_mac
+
+# The same shapes the store and the boot server accept for an image and a channel or build id.
+IMAGE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+IMAGE_REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Ansible's boolean filter (ansible.module_utils.parsing.convert_bool), kept here so the check needs no import.
+# (1 also stands for 1.0 and True, 0 for 0.0 and False: they hash alike)
+BOOL_TRUE = frozenset({"y", "yes", "on", "1", "true", "t", 1})
+BOOL_FALSE = frozenset({"n", "no", "off", "0", "false", "f", 0})
+GOLDEN_VARS = ("mac", "bmc_address", "bmc_port", "bmc_protocol", "bmc_user", "bmc_password", "image", "uefi")
+
+
+class FieldError(ValueError):
+    """One golden field has an unusable value (``var`` names it)."""
+
+    def __init__(self, var: str, problem: str, hint: str | None = None) -> None:
+        super().__init__(f"{var} {problem}")
+        self.var, self.problem, self.hint = var, problem, hint
+
+
+@dataclass(frozen=True)
+class BmcFields:
+    address: str
+    port: int
+    protocol: BmcProtocol
+    user: str
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _text(var: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise FieldError(var, f"must be a string, got {type(value).__name__} {_show(value)}")
+    return str(value)
+
+
+def check_mac(value: Any) -> str | None:
+    """The MAC in lower-case colon form. YAML 1.1 reads an unquoted 52:54:00:00:01:01 as a base-60 integer."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise FieldError("mac", f"is the number {value}, not a MAC address (YAML reads an unquoted MAC "
+                         "of digits as a base-60 integer)", hint='quote it: mac: "52:54:00:00:01:01"')
+    text = _text("mac", value) or ""
+    try:
+        return normalize_mac(text)
+    except TokenError:
+        raise FieldError("mac", f"{_show(text)} is not a MAC address like 52:54:00:12:34:56") from None
+
+
+def check_image(value: Any) -> str | None:
+    """``<name>@<channel>`` or ``<name>@<build-id>``, in the shapes the store accepts."""
+    text = _text("image", value)
+    if text is None:
+        return None
+    name, sep, ref = text.partition("@")
+    if not sep or not IMAGE_NAME_RE.match(name) or not IMAGE_REF_RE.match(ref):
+        raise FieldError("image", f"{_show(text)} must be '<name>@<channel>' or '<name>@<build-id>'",
+                         hint="name: lower-case letters, digits, - and _; ref: a channel like prod or a build id")
+    return text
+
+
+def check_bool(var: str, value: Any, default: bool = False) -> bool:
+    """A boolean as Ansible's ``bool`` filter reads it: true/false, yes/no, on/off, 1/0."""
+    if value is None:
+        return default
+    key = value.strip().lower() if isinstance(value, str) else value
+    try:
+        if key in BOOL_TRUE:
+            return True
+        if key in BOOL_FALSE:
+            return False
+    except TypeError:  # unhashable: a list or a mapping
+        pass
+    raise FieldError(var, f"{_show(value)} is not a boolean", hint="use true or false")
+
+
+def check_port(value: Any, protocol: BmcProtocol) -> int:
+    if value is None:
+        return default_port(protocol)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise FieldError("bmc_port", f"{_show(value)} is not a port number")
+    try:
+        port = int(value)
+    except ValueError:
+        raise FieldError("bmc_port", f"{_show(value)} is not a port number") from None
+    if not 0 < port < 65536:
+        raise FieldError("bmc_port", f"{port} is outside 1..65535")
+    return port
+
+
+def check_protocol(value: Any) -> BmcProtocol:
+    text = (_text("bmc_protocol", value) or "ipmi").lower()
+    try:
+        return BmcProtocol(text)
+    except ValueError:
+        choices = ", ".join(p.value for p in BmcProtocol)
+        raise FieldError("bmc_protocol", f"{_show(text)} must be one of {choices}") from None
+
+
+def check_bmc(values: dict[str, Any]) -> BmcFields | None:
+    """The BMC endpoint fields, or None when the host names no ``bmc_address``."""
+    address = _text("bmc_address", values.get("bmc_address"))
+    protocol = check_protocol(values.get("bmc_protocol"))
+    port = check_port(values.get("bmc_port"), protocol)
+    user = _text("bmc_user", values.get("bmc_user")) or ""
+    if not address:
+        return None
+    return BmcFields(address=address, port=port, protocol=protocol, user=user)

@@ -1,0 +1,44 @@
+"""``golden inventory``: the hosts a pattern selects, with golden's fields as Ansible resolved them.
+
+Never the BMC password: a view holds only whether the host has one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.core.config import Settings
+from toolkit.inventory.hosts import Host, load_inventory, resolve_inventory_sources
+from toolkit.inventory.vault import VaultOptions
+
+
+@dataclass(frozen=True)
+class HostView:
+    name: str
+    rack: str
+    groups: tuple[str, ...]
+    mac: str | None
+    bmc_address: str | None
+    bmc_port: int | None
+    bmc_protocol: str | None
+    bmc_user: str | None
+    bmc_password_set: bool
+    image: str | None
+    uefi: bool
+
+
+def view_of(host: Host) -> HostView:
+    b = host.bmc
+    return HostView(name=host.name, rack=host.rack, groups=host.groups, mac=host.mac,
+                    bmc_address=b.address if b else None, bmc_port=b.port if b else None,
+                    bmc_protocol=b.protocol.value if b else None, bmc_user=b.user if b else None,
+                    bmc_password_set="bmc_password" in host.vars, image=host.image, uefi=host.uefi)
+
+
+def list_inventory(settings: Settings, sources: Sequence[str | Path] | str | None, pattern: str = "all",
+                   limit: str | None = None, vault: VaultOptions | None = None) -> list[HostView]:
+    """Resolve the sources (cached), select like ``ansible PATTERN --limit LIMIT``, and describe each host."""
+    inv = load_inventory(resolve_inventory_sources(sources, settings), vault=vault, cache_dir=settings.cache)
+    return [view_of(h) for h in inv.select(pattern, limit)]
