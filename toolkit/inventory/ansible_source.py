@@ -108,6 +108,15 @@ def _source_failure(source_msg: str, said: list[str]) -> str:
     return reasons[0].split("plugin.", 1)[-1].strip() if reasons else source_msg
 
 
+def _failed_source(exc: BaseException, sources: Sequence[str]) -> str:
+    # in a folder, Ansible names the one file it could not parse: name that, not the folder
+    text = str(getattr(exc, "message", None) or exc)
+    marker = "failed to parse inventory source "
+    if marker in text:
+        return text.split(marker, 1)[1].strip().splitlines()[0]
+    return ", ".join(sources)
+
+
 def resolve(sources: Sequence[str], vault: VaultOptions) -> Resolved:
     """Every host with its vars exactly as Ansible resolves them (inventory, group_vars, host_vars)."""
     from ansible.errors import AnsibleError
@@ -122,9 +131,12 @@ def resolve(sources: Sequence[str], vault: VaultOptions) -> Resolved:
         except InputError:
             raise
         except AnsibleError as exc:
-            raise SourceError(f"{', '.join(sources)}: {_source_failure(_first_line(exc), said)}") from None
+            reason = _source_failure(_first_line(exc), said)
+            if "recursion" in reason:
+                reason += " (a recursive YAML alias?)"
+            raise SourceError(f"{_failed_source(exc, sources)}: {reason}") from None
         except RecursionError:
-            raise SourceError(f"{', '.join(sources)}: nesting too deep (a recursive YAML alias?)") from None
+            raise SourceError(f"{', '.join(sources)}: nested without end (a recursive YAML alias?)") from None
         except Exception as exc:  # a plugin or the YAML parser failing on hostile input: one line, no traceback
             raise SourceError(f"{', '.join(sources)}: cannot read the inventory: {_first_line(exc)}") from None
         tree = {g.name: (tuple(h.name for h in g.hosts), tuple(c.name for c in g.child_groups))
@@ -135,7 +147,11 @@ def resolve(sources: Sequence[str], vault: VaultOptions) -> Resolved:
 def _resolve_host(vm: Any, host: Any) -> ResolvedHost:
     from ansible import constants as C
 
-    raw = vm.get_vars(host=host, include_hostvars=False, stage="all")
+    try:
+        raw = vm.get_vars(host=host, include_hostvars=False, stage="all")
+    except RecursionError:
+        _find_too_deep(host)
+        raise
     skip = set(C.INTERNAL_STATIC_VARS) | {"groups", "group_names", "inventory_hostname", "inventory_hostname_short",
                                           "inventory_dir", "inventory_file", "playbook_dir", "omit"}
     values: dict[str, Any] = {}
@@ -149,6 +165,18 @@ def _resolve_host(vm: Any, host: Any) -> ResolvedHost:
             origins[str(key)] = where
     groups = tuple(sorted(g.name for g in host.get_groups() if g.name != "all"))
     return ResolvedHost(name=str(host.name), groups=groups, vars=values, origins=origins)
+
+
+def _find_too_deep(host: Any) -> None:
+    """Name the var (and its file) that made Ansible recurse without end: a recursive YAML alias."""
+    for scope in (host, *host.get_groups()):
+        for key, value in scope.vars.items():
+            try:
+                plain(value, "")
+            except (SourceError, RecursionError):
+                where = origin_of(value) or "inventory"
+                raise SourceError(f"{where}: host {host.name}: {key} is nested without end "
+                                  "(a recursive YAML alias?)") from None
 
 
 def origin_of(value: Any) -> str | None:

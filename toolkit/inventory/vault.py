@@ -80,7 +80,7 @@ def _first_line(exc: BaseException) -> str:
 @cache
 def decrypt_vault(ciphertext: str, options: VaultOptions) -> str:
     """The clear text of one vault value; the same ciphertext (a group's password) is decrypted once."""
-    from ansible.parsing.vault import AnsibleVaultError, VaultLib
+    from ansible.parsing.vault import VaultLib
 
     found = vault_secrets(options)
     if not found:
@@ -89,7 +89,7 @@ def decrypt_vault(ciphertext: str, options: VaultOptions) -> str:
                               f"or {GOLDEN_VAULT_ENV}")
     try:
         return VaultLib(found).decrypt(ciphertext.strip()).decode("utf-8")
-    except (AnsibleVaultError, UnicodeDecodeError, ValueError):
+    except Exception:  # a wrong password, or a malformed body (AnsibleVaultFormatError, binascii.Error)
         # never chain the library's exception: it may carry ciphertext details
         raise VaultError("cannot decrypt the vault value with the vault password(s) given",
                          hint="check that the vault password is the one the value was encrypted with") from None
