@@ -27,7 +27,7 @@ def cmd_inventory(args: argparse.Namespace, ctx: Context) -> int:
     vault = VaultOptions(tuple(args.vault_id), tuple(args.vault_password_file))
     hosts = list_inventory(ctx.settings(), args.inventory, args.pattern, args.limit, vault)
     if ctx.json:
-        ctx.emit(hosts)
+        ctx.emit_rows([h.as_dict() for h in hosts])
         return 0
     ctx.table(["HOST", "RACK", "MAC", "BMC", "PROTOCOL", "USER", "IMAGE", "UEFI"], [
         (h.name, h.rack or "-", h.mac or "-", f"{h.bmc_address}:{h.bmc_port}" if h.bmc_address else "-",

@@ -50,6 +50,11 @@ class Context:
         json.dump(to_jsonable(data), sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
 
+    def emit_rows(self, rows: Sequence[dict[str, Any]]) -> None:
+        """A JSON list of flat objects, one per line: 10,000 hosts in milliseconds (json's C encoder
+        only runs without ``indent``), still one JSON document."""
+        sys.stdout.write("[\n" + ",\n".join(json.dumps(to_jsonable(r), sort_keys=True) for r in rows) + "\n]\n")
+
     def say(self, text: str) -> None:
         """Human output on stdout; suppressed in --json mode."""
         if not self.json:

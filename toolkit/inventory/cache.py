@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import os
 import secrets
 import time
@@ -19,32 +20,42 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-FORMAT = 1
+FORMAT = 2
 DYNAMIC_TTL_S = 300.0  # scripts and plugins: how long their answer is trusted
 _WALK_LIMIT = 20_000  # files under one source beyond which we stop looking (and expire by TTL instead)
 _PLUGIN_MARKER = "plugin:"
+_VARS_DIRS = frozenset({"group_vars", "host_vars"})
 
 
-def _stat(path: str) -> list[Any]:
+def _stat(path: str) -> str:
     try:
         st = os.stat(path)
     except OSError:
-        return [path, None, None]
-    return [path, st.st_mtime_ns, st.st_size]
+        return f"{path}\0-\n"
+    return f"{path}\0{st.st_mtime_ns}\0{st.st_size}\n"
 
 
-def _walk(folder: str) -> tuple[list[list[Any]], bool]:
-    out: list[list[Any]] = []
+def _walk(folder: str, out: list[str], vars_dir: bool = False) -> bool:
+    """Append every file under ``folder`` (sorted, so the stamp is stable); True if one is a program."""
     dynamic = False
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        for name in sorted(files):
-            path = os.path.join(root, name)
-            out.append(_stat(path))
-            dynamic = dynamic or is_dynamic(path)
-            if len(out) > _WALK_LIMIT:
-                return out, True
-    return out, dynamic
+    try:
+        entries = sorted(os.scandir(folder), key=operator.attrgetter("name"))
+    except OSError:
+        return False
+    for entry in entries:
+        if len(out) > _WALK_LIMIT:
+            return True
+        if entry.is_dir():
+            # vars files are data, never programs: only an inventory folder's own files can be scripts or plugins
+            dynamic = _walk(entry.path, out, vars_dir or entry.name in _VARS_DIRS) or dynamic
+            continue
+        try:
+            st = entry.stat()
+        except OSError:
+            continue
+        out.append(f"{entry.path}\0{st.st_mtime_ns}\0{st.st_size}\n")
+        dynamic = dynamic or (not vars_dir and is_dynamic(entry.path))
+    return dynamic
 
 
 def is_dynamic(path: str) -> bool:
@@ -61,25 +72,22 @@ def is_dynamic(path: str) -> bool:
     return any(line.strip().startswith(_PLUGIN_MARKER.encode()) for line in head.splitlines())
 
 
-def source_stamp(sources: Sequence[str]) -> tuple[list[Any], bool]:
+def source_stamp(sources: Sequence[str]) -> tuple[list[str], bool]:
     """Every file that can change the resolved inventory, with its mtime and size; and whether any is dynamic."""
-    stamp: list[Any] = []
+    stamp: list[str] = []
     dynamic = False
     for source in sources:
         if "," in source and not os.path.exists(source):  # a host list like "a,b,": the text is the input
-            stamp.append([source, "hostlist"])
+            stamp.append(f"{source}\0hostlist\n")
             continue
         src = os.path.abspath(source)
         stamp.append(_stat(src))
-        folders = [src] if os.path.isdir(src) else []
-        folders += [os.path.join(os.path.dirname(src), d) for d in ("group_vars", "host_vars")]
-        for folder in folders:
-            if os.path.isdir(folder):
-                files, dyn = _walk(folder)
-                stamp.extend(files)
-                dynamic = dynamic or dyn
-        if os.path.isfile(src) and is_dynamic(src):
-            dynamic = True
+        if os.path.isdir(src):
+            dynamic = _walk(src, stamp) or dynamic
+        else:
+            for d in ("group_vars", "host_vars"):
+                dynamic = _walk(os.path.join(os.path.dirname(src), d), stamp, True) or dynamic
+            dynamic = dynamic or is_dynamic(src)
     return stamp, dynamic
 
 
@@ -87,8 +95,8 @@ def inventory_stamp(sources: Sequence[str]) -> str:
     """A short fingerprint that changes when the sources do (and every TTL for scripts and plugins)."""
     stamp, dynamic = source_stamp(sources)
     if dynamic:
-        stamp.append(int(time.time() // DYNAMIC_TTL_S))
-    return hashlib.sha256(json.dumps(stamp, default=str).encode()).hexdigest()
+        stamp.append(str(int(time.time() // DYNAMIC_TTL_S)))
+    return hashlib.sha256("".join(stamp).encode()).hexdigest()
 
 
 def cache_path(cache_dir: Path, sources: Sequence[str]) -> Path:
@@ -99,7 +107,7 @@ def cache_path(cache_dir: Path, sources: Sequence[str]) -> Path:
 def compute_key(sources: Sequence[str], vault_stamp: list[Any], ansible_version: str) -> tuple[str, bool]:
     """The cache key (hash of every input) and whether the entry expires by TTL."""
     stamp, dynamic = source_stamp(sources)
-    blob = json.dumps([FORMAT, ansible_version, stamp, vault_stamp], sort_keys=True, default=str)
+    blob = json.dumps([FORMAT, ansible_version, vault_stamp], sort_keys=True, default=str) + "".join(stamp)
     return hashlib.sha256(blob.encode()).hexdigest(), dynamic
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from toolkit.core.config import Settings
 from toolkit.inventory.hosts import Host, load_inventory, resolve_inventory_sources
@@ -27,6 +28,9 @@ class HostView:
     bmc_password_set: bool
     image: str | None
     uefi: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**vars(self), "groups": list(self.groups)}  # dataclasses.asdict deep-copies: 10x slower
 
 
 def view_of(host: Host) -> HostView:
