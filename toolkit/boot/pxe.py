@@ -85,6 +85,12 @@ class PxeSettings:
     ipxe_dir: Path = IPXE_DIR
     metrics_allow: tuple[str, ...] = ("127.0.0.1",)
     log_dhcp: bool = True
+    # golden-serve.service: how systemd runs golden serve on this boot server
+    golden_bin: str = "/opt/golden/bin/golden"
+    home: Path = Path("/var/lib/golden")
+    inventories: tuple[str, ...] = ()
+    service_user: str | None = None  # None: DynamicUser=yes
+    vault_password_file: str | None = None  # handed to the service with LoadCredential=
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,35 @@ def check_settings(s: PxeSettings) -> None:
         raise InputError(f"--upstream must be HOST:PORT of golden serve, got {s.upstream!r}")
     if not re.match(r"^[A-Za-z0-9.\[\]:]+$", s.listen):
         raise InputError(f"--listen must be a port or ADDR:PORT, got {s.listen!r}")
+    _check_unit_values(s)
+
+
+# What may go into a unit file line unquoted: no spaces, no % specifiers, no newlines.
+_UNIT_VALUE_RE = re.compile(r"^[A-Za-z0-9_./@:+,=-]+$")
+
+
+def _check_unit_values(s: PxeSettings) -> None:
+    values = {"--golden-bin": [s.golden_bin], "--home": [str(s.home)], "--service-inventory": list(s.inventories),
+              "--vault-password-file": [s.vault_password_file or "x"], "--service-user": [s.service_user or "x"]}
+    for flag, items in values.items():
+        for v in items:
+            if not _UNIT_VALUE_RE.match(v):
+                raise InputError(f"{flag} {v!r}: only letters, digits and _./@:+,=- fit in the systemd unit")
+    for flag, v in (("--golden-bin", s.golden_bin), ("--home", str(s.home)), ("--vault-password-file",
+                                                                              s.vault_password_file or "/")):
+        if not v.startswith("/"):
+            raise InputError(f"{flag} must be an absolute path, got {v!r}")
+
+
+def _service_unit(env: jinja2.Environment, s: PxeSettings) -> bytes:
+    port = int(s.upstream.rsplit(":", 1)[1])
+    home = s.home.resolve()
+    store = s.store_dir.resolve()
+    return env.get_template("golden-serve.service.j2").render(
+        golden=s.golden_bin, home=str(home), listen=s.upstream, inventories=s.inventories,
+        user=s.service_user, vault_password_file=s.vault_password_file, privileged_port=port < 1024,
+        store_dir=str(store), store_outside=not store.is_relative_to(home),
+    ).encode()
 
 
 def plan_render(s: PxeSettings, pxe_dir: Path = PXE_DIR) -> list[RenderedFile]:
@@ -138,6 +173,7 @@ def plan_render(s: PxeSettings, pxe_dir: Path = PXE_DIR) -> list[RenderedFile]:
             interface=s.interface, subnet=s.subnet, tftp_dir=str(tftp_dir), log_dhcp=s.log_dhcp,
             pid_file=str(run_dir / "dnsmasq.pid"), lease_file=str(run_dir / "dnsmasq.leases")).encode()),
         RenderedFile(f"tftp/{CHAIN_SCRIPT}", env.get_template("chain.ipxe.j2").render(server_url=server).encode()),
+        RenderedFile("golden-serve.service", _service_unit(env, s)),
     ]
     for name in IPXE_BINARIES:
         src = s.ipxe_dir / name
@@ -167,6 +203,8 @@ def write_render(s: PxeSettings, files: Sequence[RenderedFile]) -> RenderResult:
             "nginx": f"nginx -c {out / 'nginx.conf'}",
             "dnsmasq": f"dnsmasq --keep-in-foreground --conf-file={out / 'dnsmasq-proxydhcp.conf'}",
             "golden": f"golden serve --listen {s.upstream}",
+            "systemd": f"cp {out / 'golden-serve.service'} /etc/systemd/system/ && systemctl daemon-reload && "
+                       "systemctl enable --now golden-serve",
         },
     )
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
 from pathlib import Path
 
 from toolkit.boot.pxe import PxeSettings, render_pxe
@@ -24,7 +26,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="where golden serve listens (default 127.0.0.1:9090)")
     r.add_argument("--nginx-user", help="user nginx workers run as (standalone nginx.conf only)")
     r.add_argument("--store", type=Path, help="image store to serve (default: the settings' store)")
+    r.add_argument("--golden-bin", default=_golden_bin(), metavar="PATH",
+                   help="golden executable for golden-serve.service (default: this one)")
+    r.add_argument("--service-inventory", action="append", default=[], metavar="SOURCE",
+                   help="inventory source golden-serve.service passes with -i (repeatable)")
+    r.add_argument("--service-user", metavar="USER", help="run the service as USER (default: DynamicUser=yes)")
+    r.add_argument("--vault-password-file", metavar="FILE",
+                   help="vault password file, handed to the service as a systemd credential")
     r.set_defaults(func=cmd_render)
+
+
+def _golden_bin() -> str:
+    found = shutil.which("golden") or sys.argv[0]
+    return str(Path(found).absolute())
 
 
 def cmd_render(args: argparse.Namespace, ctx: Context) -> int:
@@ -32,6 +46,8 @@ def cmd_render(args: argparse.Namespace, ctx: Context) -> int:
     result = render_pxe(PxeSettings(
         out_dir=args.out, server_url=args.server_url, interface=args.interface, subnet=args.subnet,
         store_dir=args.store or s.store_dir, upstream=args.upstream, listen=args.listen, nginx_user=args.nginx_user,
+        golden_bin=args.golden_bin, home=s.home, inventories=tuple(args.service_inventory),
+        service_user=args.service_user, vault_password_file=args.vault_password_file,
     ))
     if ctx.json:
         ctx.emit(result)
