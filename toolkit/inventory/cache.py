@@ -11,6 +11,7 @@ them are ciphertext (see ``vault``).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import operator
 import os
@@ -102,6 +103,14 @@ def inventory_stamp(sources: Sequence[str]) -> str:
 def cache_path(cache_dir: Path, sources: Sequence[str]) -> Path:
     ident = hashlib.sha256(json.dumps([os.path.abspath(s) for s in sources]).encode()).hexdigest()[:20]
     return cache_dir / f"inventory-{ident}.json"
+
+
+def ansible_stamp() -> str:
+    """Which ansible-core resolved the inventory, without importing it (or importlib.metadata: 0.1 s)."""
+    spec = importlib.util.find_spec("ansible")
+    if spec is None or not spec.origin:
+        return "none"
+    return _stat(os.path.join(os.path.dirname(spec.origin), "release.py"))
 
 
 def compute_key(sources: Sequence[str], vault_stamp: list[Any], ansible_version: str) -> tuple[str, bool]:

@@ -25,7 +25,6 @@ from collections import ChainMap
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from importlib.metadata import version
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -196,7 +195,7 @@ def load_inventory(path: Path | str | Sequence[Path | str], *, vault: VaultOptio
     _check_exists(sources)
     options = (vault or VaultOptions()).with_env()
     cdir = cache_dir or default_cache_dir()
-    key, dynamic = cache.compute_key(sources, options.stamp(), version("ansible-core"))
+    key, dynamic = cache.compute_key(sources, options.stamp(), cache.ansible_stamp())
     cpath = cache.cache_path(cdir, sources)
     with _no_gc():
         doc = cache.read(cpath, key) if use_cache else None
