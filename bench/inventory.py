@@ -91,7 +91,7 @@ def _measure(argv: list[str], root: Path, expect_hosts: int, golden: bool) -> di
     if expect_hosts and count != expect_hosts:
         raise SystemExit(f"{argv[0]} listed {count} hosts, expected {expect_hosts}")
     return {"wall_s": round(m.wall_s, 3), "cpu_s": round(m.cpu_s, 3),
-            "peak_rss_mib": round(m.peak_rss_bytes / 2**20, 1), "hosts": count}
+            "peak_rss_mib": round(m.peak_rss_bytes / 2**20, 1), "listed": count}
 
 
 def bench_size(hosts: int, repeat: int) -> list[dict[str, Any]]:
@@ -145,7 +145,7 @@ def in_process_cached(hosts: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.inventory", description=__doc__.splitlines()[0])
     ap.add_argument("--hosts", type=int, nargs="+", default=[1000, TARGET_HOSTS])
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args(argv)
     load_start, started = loadavg(), time.monotonic()
     rows: list[dict[str, Any]] = []
@@ -159,13 +159,19 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"benchmark": "inventory", "machine": machine(), "load_start": load_start,
                               "load_end": loadavg(), "seconds": round(time.monotonic() - started, 1),
                               "rows": rows, "in_process_cached_s": lib}
-    result["targets"] = [{"target": f"cached 'golden inventory all' of {big:,} hosts < {TARGET_CACHED_S:g} s",
-                          "value": f"{cached['wall_s']} s", "met": cached["wall_s"] < TARGET_CACHED_S}]
+    # Wall time is the target; CPU time is shown beside it because these machines are shared and a
+    # load average above the core count stretches every wall figure.
+    result["targets"] = [
+        {"target": f"cached 'golden inventory all' of {big:,} hosts < {TARGET_CACHED_S:g} s wall",
+         "value": f"{cached['wall_s']} s (load {result['load_end'][0]})", "met": cached["wall_s"] < TARGET_CACHED_S},
+        {"target": f"same, CPU time < {TARGET_CACHED_S:g} s", "value": f"{cached['cpu_s']} s",
+         "met": cached["cpu_s"] < TARGET_CACHED_S},
+    ]
     print()
     print("Inventory load: fresh process each, same generated files (INI ranges, group_vars, host_vars, vault)")
     print(machine_line(result["machine"], load_start, result["load_end"]))
-    print(render_table(("HOSTS", "WHAT", "WALL S", "VS ANSIBLE-INVENTORY", "CPU S", "PEAK RSS MIB"),
-                       [(r["hosts"], r["what"], r["wall_s"], r["vs_peer"], r["cpu_s"], r["peak_rss_mib"])
+    print(render_table(("HOSTS", "WHAT", "LISTED", "WALL S", "VS ANSIBLE-INVENTORY", "CPU S", "PEAK RSS MIB"),
+                       [(r["hosts"], r["what"], r["listed"], r["wall_s"], r["vs_peer"], r["cpu_s"], r["peak_rss_mib"])
                         for r in rows]))
     print("load_inventory in-process, cached: " + ", ".join(f"{n:,} hosts {s} s" for n, s in lib.items()))
     print()

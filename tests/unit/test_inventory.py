@@ -140,3 +140,33 @@ def test_resolve_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_inventory_path(None, settings) == tmp_path / "cfg.yaml"
     with pytest.raises(InventoryError, match="no inventory"):
         resolve_inventory_path(None, settings.with_(inventory=None))
+
+
+def test_several_sources_and_a_vars_only_folder(tmp_path: Path) -> None:
+    # as `ansible -i hosts.ini -i site/`: a folder holding only group_vars/ still gives its vars
+    (tmp_path / "hosts.ini").write_text('[rack7]\nn[1:3] bmc_address=10.0.0.1\n')
+    (tmp_path / "site" / "group_vars").mkdir(parents=True)
+    (tmp_path / "site" / "group_vars" / "rack7.yml").write_text("bmc_user: siteadmin\nimage: web@prod\n")
+    (tmp_path / "more.yml").write_text('all:\n  hosts:\n    n9: {mac: "52:54:00:00:00:09"}\n')
+    inv = load_inventory([tmp_path / "hosts.ini", tmp_path / "site", tmp_path / "more.yml"])
+    assert sorted(h.name for h in inv.hosts) == ["n1", "n2", "n3", "n9"]  # in Ansible's order
+    assert inv.host("n2").bmc is not None and inv.host("n2").bmc.user == "siteadmin"  # type: ignore[union-attr]
+    assert inv.host("n2").image == "web@prod" and inv.host("n9").rack == ""
+    assert [h.name for h in inv.select("rack7[1:]", limit="~n[23]")] == ["n2", "n3"]
+
+
+def test_cache_follows_edits_and_holds_no_clear_password(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cache"
+    src = tmp_path / "inv"
+    (src / "host_vars").mkdir(parents=True)
+    (src / "hosts.yml").write_text("all:\n  hosts:\n    n1: {bmc_address: 10.0.0.1, bmc_password: clear-pw-77}\n")
+    (src / "host_vars" / "n1.yml").write_text("bmc_port: 6230\n")
+    first = load_inventory(src, cache_dir=cache_dir)
+    [cached] = cache_dir.glob("inventory-*.json")
+    assert cached.stat().st_mode & 0o777 == 0o600
+    assert "clear-pw-77" not in cached.read_text()
+    again = load_inventory(src, cache_dir=cache_dir)
+    assert again.host("n1").bmc == first.host("n1").bmc
+    assert again.host("n1").bmc.password.reveal() == "clear-pw-77"  # type: ignore[union-attr]
+    (src / "host_vars" / "n1.yml").write_text("bmc_port: 6231\n")  # a vars file beside the inventory
+    assert load_inventory(src, cache_dir=cache_dir).host("n1").bmc.port == 6231  # type: ignore[union-attr]

@@ -78,9 +78,24 @@ def _manager(sources: Sequence[str], vault: VaultOptions) -> Any:
 
     loader = DataLoader()
     loader.set_vault_secrets(vault_secrets(vault))
-    # An unreadable source is an error for golden, not a warning and an empty inventory.
-    with _unparsed_is_failed(True):
+    # Ansible's own defaults: a folder holding only group_vars/ is no error (its vars still apply);
+    # a file a plugin failed on is found in the warnings by _raise_parse_failures.
+    with _unparsed_is_failed(False):
         return loader, InventoryManager(loader=loader, sources=list(sources))
+
+
+def _raise_parse_failures(said: Sequence[str]) -> None:
+    """A source a plugin tried and failed on is an error for golden, where Ansible only warns."""
+    reasons: list[str] = []
+    for line in said:
+        if "Failed to parse inventory with" in line:
+            reasons.append(line)
+        elif line.startswith("Unable to parse ") and reasons:
+            source = line[len("Unable to parse "):].split(" as an inventory source")[0]
+            reason = _source_failure("", reasons)
+            if "recursion" in reason:
+                reason += " (a recursive YAML alias?)"
+            raise SourceError(f"{source}: {reason}")
 
 
 @contextlib.contextmanager
@@ -124,6 +139,7 @@ def resolve(sources: Sequence[str], vault: VaultOptions) -> Resolved:
     with _quiet_ansible() as said:
         try:
             loader, inv = _manager(sources, vault)
+            _raise_parse_failures(said)
             from ansible.vars.manager import VariableManager
 
             vm = VariableManager(loader=loader, inventory=inv)
