@@ -228,5 +228,18 @@ def test_migrations_idempotent(tmp_path):
     from toolkit.state.db import Migration
     assert a.migrate([Migration("9999_extra", "CREATE TABLE extra (x INTEGER)")]) == ["9999_extra"]
     assert b.migrate([Migration("9999_extra", "CREATE TABLE extra (x INTEGER)")]) == []
-    with a.read() as repo:
-        assert repo.execute("PRAGMA journal_mode")[0][0] == "wal"
+    import sqlite3
+
+    assert sqlite3.connect(tmp_path / "s.db").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.parametrize("script, expected", [
+    ("CREATE TABLE a (x TEXT DEFAULT ';');\nCREATE TABLE b (y INTEGER);", 2),
+    ("CREATE TABLE a (x INTEGER)", 1),
+    ("CREATE TRIGGER t AFTER INSERT ON a BEGIN\n  UPDATE a SET x = 1;\n  UPDATE a SET x = 2;\nEND;", 1),
+    ("\n  \n", 0),
+])
+def test_migrations_split_on_complete_statements(script: str, expected: int) -> None:
+    from toolkit.state.schema import split_statements
+
+    assert len(split_statements(script)) == expected

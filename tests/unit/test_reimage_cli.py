@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -25,12 +26,11 @@ def home(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
 
 
 def _db_digest(home: Path) -> str:
-    db = StateDB(home / "state.db")
-    with db.read() as repo:
-        tables = [r[0] for r in repo.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-        dump = {t: [tuple(r) for r in repo.execute(f"SELECT * FROM {t}")] for t in tables
-                if t != "schema_migrations"}
-    db.close()
+    # read the file directly: the test must see every table, not only what the state layer exposes
+    conn = sqlite3.connect(home / "state.db")
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    dump = {t: [tuple(r) for r in conn.execute(f"SELECT * FROM {t}")] for t in tables if t != "schema_migrations"}
+    conn.close()
     return hashlib.sha256(json.dumps(dump, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -218,8 +218,7 @@ class Executor:
 
     def _events_cursor_before(self, at: float) -> int:
         with self.fleet.db.read() as repo:
-            rows = repo.execute("SELECT COALESCE(MAX(id), 0) AS id FROM boot_events WHERE at < ?", (at,))
-        return int(rows[0]["id"])
+            return repo.last_event_before(at)
 
     def _step_checks(self, tasks: list[_Task]) -> list[_Task]:
         gated = [t for t in tasks if not t.rollback]
