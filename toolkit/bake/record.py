@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from toolkit.core.fsutil import atomic_write
+
 log = logging.getLogger("golden.run")
 
 
@@ -23,9 +25,7 @@ def new_run_id(kind: str, subject: str, now: datetime | None = None) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write(path, text, fsync=False)
 
 
 @dataclass(frozen=True)

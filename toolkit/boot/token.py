@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import secrets
 from pathlib import Path
 
 from toolkit.core.errors import GoldenError
+from toolkit.core.fsutil import atomic_write
 
 SECRET_FILE = "boot-secret"  # noqa: S105 - a file name, not a secret
 SECRET_BYTES = 32
@@ -44,20 +44,11 @@ def load_or_create_secret(home: Path) -> bytes:
     except FileNotFoundError:
         pass
     home.mkdir(parents=True, exist_ok=True)
-    tmp = home / f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(SECRET_BYTES) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            # link() fails when another process won the race; then everyone uses the winner's secret.
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-    finally:
-        tmp.unlink(missing_ok=True)
+        # exclusive: when another process won the race, everyone uses the winner's secret
+        atomic_write(path, secrets.token_hex(SECRET_BYTES) + "\n", mode=0o600, exclusive=True)
+    except FileExistsError:
+        pass
     return _read_secret(path)
 
 

@@ -34,6 +34,7 @@ from pyghmi.ipmi.private import serversession
 from pyghmi.ipmi.private import session as ipmisession
 
 from toolkit.bmc import pyghmi_fixes
+from toolkit.core.fsutil import atomic_write
 from toolkit.core.run import kill_group
 from toolkit.lab import simboot
 from toolkit.lab.qemu import VmSpec, start_vm
@@ -359,9 +360,7 @@ class _Timers:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, text, fsync=False)
 
 
 def serve(cfg: ServeConfig) -> int:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from toolkit.core.errors import LockedError, StoreError
+from toolkit.core.fsutil import atomic_write
 from toolkit.image.manifest import Manifest, read_manifest
 
 ARTIFACTS = ("vmlinuz", "initrd", "rootfs.squashfs")
@@ -138,9 +139,7 @@ class Store:
     def set_snapshot(self, image: str, stamp: str) -> None:
         path = self.root / image / SNAPSHOT
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(stamp + "\n")
-        tmp.replace(path)
+        atomic_write(path, stamp + "\n")
 
     # -- locking ------------------------------------------------------------------------------
 
