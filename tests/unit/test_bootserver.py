@@ -15,7 +15,7 @@ import pytest
 from tests.fixtures.boot import make_build
 from toolkit.boot.server import BootHTTPServer, ServerConfig, make_server, parse_range, start_in_thread
 from toolkit.boot.token import issue_token, verify_token
-from toolkit.fleet.model import Fleet
+from toolkit.fleet.fleet import Fleet
 from toolkit.state.db import StateDB
 from toolkit.store import channels
 from toolkit.store.artifacts import Build, Store

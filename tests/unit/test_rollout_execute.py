@@ -11,7 +11,7 @@ import pytest
 
 from toolkit.bmc.base import BootSetting, PowerAction
 from toolkit.bmc.pool import BmcPool, RetryPolicy
-from toolkit.fleet.model import Fleet
+from toolkit.fleet.fleet import Fleet
 from toolkit.inventory.hosts import Host, load_inventory
 from toolkit.rollout.execute import Executor, ExecutorConfig, HostResult, resume_state
 from toolkit.rollout.journal import Journal, Phase, RunStatus, Step

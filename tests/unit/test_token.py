@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.boot.token import TokenError, issue_token, load_or_create_secret, normalize_mac, verify_token
+from toolkit.boot.token import TokenError, issue_token, load_or_create_secret, verify_token
+from toolkit.core.mac import MacError, normalize_mac
 
 SECRET = b"x" * 64
 MAC = "52:54:00:12:34:56"
@@ -54,9 +55,9 @@ def test_forged_signature():
 
 def test_normalize_mac():
     assert normalize_mac("525400ABCDEF") == "52:54:00:ab:cd:ef"
-    with pytest.raises(TokenError):
+    with pytest.raises(MacError):
         normalize_mac("52:54:00:ab:cd")
-    with pytest.raises(TokenError):
+    with pytest.raises(MacError):
         normalize_mac("../../etc/passwd")
 
 

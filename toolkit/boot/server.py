@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 from toolkit.boot import pxe
 from toolkit.boot.token import issue_token
 from toolkit.core.errors import GoldenError, InputError
-from toolkit.fleet.model import Fleet, ReportRejected
+from toolkit.fleet.fleet import Fleet, ReportRejected
 from toolkit.store.artifacts import MANIFEST, Build, Store
 
 log = logging.getLogger("golden.serve")

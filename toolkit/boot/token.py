@@ -16,24 +16,15 @@ from pathlib import Path
 
 from toolkit.core.errors import GoldenError
 from toolkit.core.fsutil import atomic_write
+from toolkit.core.mac import normalize_mac
 
 SECRET_FILE = "boot-secret"  # noqa: S105 - a file name, not a secret
 SECRET_BYTES = 32
 NONCE_RE = re.compile(r"^[0-9a-f]{32}$")
-MAC_RE = re.compile(r"^[0-9a-f]{2}([:-]?[0-9a-f]{2}){5}$")
 
 
 class TokenError(GoldenError):
     """A boot token is malformed, forged, or bound to another machine or build."""
-
-
-def normalize_mac(mac: str) -> str:
-    """``52-54-00-AB-CD-EF`` / ``525400abcdef`` -> ``52:54:00:ab:cd:ef``; TokenError when it is not a MAC."""
-    m = mac.strip().lower()
-    if not MAC_RE.match(m):
-        raise TokenError(f"not a MAC address: {mac[:40]!r}")
-    digits = m.replace(":", "").replace("-", "")
-    return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
 
 
 def load_or_create_secret(home: Path) -> bytes:
@@ -62,12 +53,8 @@ def _read_secret(path: Path) -> bytes:
     return text.encode()
 
 
-def _mac_of(mac: str) -> str:
-    return normalize_mac(mac)
-
-
 def _sign(secret: bytes, mac: str, build_id: str, nonce: str) -> str:
-    msg = f"{_mac_of(mac)}|{build_id}|{nonce}".encode()
+    msg = f"{normalize_mac(mac)}|{build_id}|{nonce}".encode()
     return hmac.new(secret, msg, hashlib.sha256).hexdigest()
 
 

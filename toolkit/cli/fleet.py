@@ -6,7 +6,7 @@ import argparse
 import time
 
 from toolkit.cli.output import Context
-from toolkit.fleet.model import open_fleet
+from toolkit.fleet.fleet import open_fleet
 
 
 def register(sub: argparse._SubParsersAction) -> None:

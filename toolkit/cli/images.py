@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 
 from toolkit.cli.output import Context
-from toolkit.fleet.model import open_fleet
+from toolkit.fleet.fleet import open_fleet
 from toolkit.state.db import StateDB
 from toolkit.store.artifacts import Store
 from toolkit.store.channels import gc, history, summarize_images

@@ -8,7 +8,7 @@ import sys
 from toolkit.boot.server import ServerConfig, make_server, serve_forever
 from toolkit.boot.token import load_or_create_secret
 from toolkit.cli.output import Context
-from toolkit.fleet.model import open_fleet
+from toolkit.fleet.fleet import open_fleet
 
 
 def register(sub: argparse._SubParsersAction) -> None:

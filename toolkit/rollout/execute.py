@@ -21,7 +21,7 @@ from enum import StrEnum
 
 from toolkit.bmc.base import BmcClient, BootDevice, PowerAction
 from toolkit.bmc.pool import BmcPool
-from toolkit.fleet.model import Fleet
+from toolkit.fleet.fleet import Fleet
 from toolkit.inventory.hosts import Host
 from toolkit.rollout.journal import Journal, Phase, RunStatus, Step, StepRow
 from toolkit.rollout.plan import Plan

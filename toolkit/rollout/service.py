@@ -10,7 +10,7 @@ from typing import Any
 from toolkit.bmc.pool import BmcPool
 from toolkit.core.config import Settings
 from toolkit.core.errors import InputError
-from toolkit.fleet.model import Fleet, open_fleet, rack_of
+from toolkit.fleet.fleet import Fleet, open_fleet, rack_of
 from toolkit.image.spec import CheckStage, ImageSpec
 from toolkit.inventory.hosts import load_inventory
 from toolkit.rollout.execute import Executor, ExecutorConfig, Progress, RunOutcome, resume_state

@@ -32,7 +32,7 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 LATEST = "latest-bake"
 
 if TYPE_CHECKING:  # fleet reads the inventory; channels alone must not need one
-    from toolkit.fleet.model import Fleet
+    from toolkit.fleet.fleet import Fleet
 
 
 class ChannelError(InputError):

@@ -20,9 +20,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from toolkit.boot.token import TokenError, normalize_mac, verify_token
+from toolkit.boot.token import TokenError, verify_token
 from toolkit.core.config import Settings
 from toolkit.core.errors import InputError
+from toolkit.core.mac import MacError, normalize_mac
 from toolkit.inventory.hosts import Host, Inventory, load_inventory, resolve_inventory_path
 from toolkit.state.db import HostRow, ObservedReport, Repo, StateDB, UnknownMachineRow
 from toolkit.store.artifacts import Build, Store
@@ -319,7 +320,7 @@ def parse_report(payload: Any) -> tuple[ObservedReport, str, str]:
     if isinstance(raw_mac, str):
         try:
             mac = normalize_mac(raw_mac)
-        except TokenError:
+        except MacError:
             mac = None
     if mac is None:
         raise ReportRejected("malformed report: mac is missing or not a MAC address")
