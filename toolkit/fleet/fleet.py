@@ -1,129 +1,36 @@
-"""Fleet state: which build each host should run (desired), was handed (served), and reports running (observed).
+"""The fleet: the inventory, the state DB and the store, as the boot server, the rollout and the CLI see them.
 
-Hosts come from the inventory (Ansible YAML; groups are racks). A host's desired build is, in
-order: the build a rollout recorded for it in the state DB (``set_desired``), else its inventory
-``image`` var resolved now (``name@channel`` follows the channel, ``name@build-id`` pins).
-The inventory file is re-read when it changes, so reassigning a host takes effect on its next boot.
-
-Reports are verified here (token bound to MAC and build, single use) and either change exactly
-the host's observed state or nothing at all.
+It owns the inventory view (hosts by MAC, re-read when the file changes), desired state (a
+rollout's override, else the inventory's image resolved now), the attempts a reimage arms on a
+host, and the per-host status. Boot decisions and report checking live in ``toolkit.boot``;
+the pure parts live in ``desired`` and ``status``.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import threading
 import time
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-from toolkit.boot.token import TokenError, verify_token
 from toolkit.core.config import Settings
 from toolkit.core.errors import InputError
-from toolkit.core.mac import MacError, normalize_mac
+from toolkit.core.mac import normalize_mac
+from toolkit.fleet.desired import DesiredBuild, resolve_desired
+from toolkit.fleet.status import HostStatus, host_state, rack_of
+from toolkit.image.ref import ImageRef, parse_image_ref
 from toolkit.inventory.hosts import Host, Inventory, load_inventory, resolve_inventory_path
-from toolkit.state.db import HostRow, ObservedReport, Repo, StateDB, UnknownMachineRow
-from toolkit.store.artifacts import Build, Store
-
-log = logging.getLogger("golden.fleet")
-
-MAX_DRIFT_PATHS = 10_000
+from toolkit.state import open_state
+from toolkit.state.db import AttemptRow, HostRow, Repo, StateDB, UnknownMachineRow
+from toolkit.store import open_store
+from toolkit.store.artifacts import Store
 
 
-class ReportRejected(Exception):
-    """A report was not accepted; ``reason`` goes to the log and the boot events, never to state."""
-
-    def __init__(self, reason: str, mac: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.mac = mac
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    image: str
-    ref: str  # a channel name or a build id
-
-
-@dataclass(frozen=True)
-class DesiredBuild:
-    image: str
-    build_id: str
-    source: str  # "channel dev", "pinned", "rollout"
-
-
-@dataclass(frozen=True)
-class BootDecision:
-    mac: str
-    host: str | None  # None: not in the inventory
-    build: Build | None  # None: nothing to boot (unknown machine, empty channel, build gone)
-    desired: DesiredBuild | None
-    problem: str = ""
-
-
-@dataclass(frozen=True)
-class HostStatus:
-    name: str
-    rack: str
-    mac: str
-    image: str
-    desired: str | None
-    desired_source: str
-    served: str | None
-    observed: str | None
-    observed_since: float | None
-    booted_at: str | None
-    last_report: float | None
-    drift: tuple[str, ...]
-    state: str  # in-sync | pending | drifted | never-reported | no-build
-
-
-def parse_image_ref(value: str | None, host: str = "?") -> ImageRef | None:
-    if not value:
-        return None
-    image, sep, ref = value.partition("@")
-    if not sep or not image or not ref:
-        raise InputError(f"host {host}: image must look like <name>@<channel> or <name>@<build-id>, got {value!r}")
-    return ImageRef(image, ref)
-
-
-def rack_of(host: Host) -> str:
-    """The host's rack: its group named like a rack, else its first group (groups are racks)."""
-    groups = [g for g in host.groups if g not in ("all", "ungrouped")]
-    racks = [g for g in groups if "rack" in g]
-    return (racks or groups or [""])[0]
-
-
-def resolve_desired(ref: ImageRef | None, channel_build: str | None, pinned_exists: bool,
-                    override: tuple[str, str] | None) -> DesiredBuild | None:
-    """Pure: the desired build from a rollout override, a channel's current build, or a pinned build id."""
-    if override is not None:
-        return DesiredBuild(override[0], override[1], "rollout")
-    if ref is None:
-        return None
-    if channel_build is not None:
-        return DesiredBuild(ref.image, channel_build, f"channel {ref.ref}")
-    if pinned_exists:
-        return DesiredBuild(ref.image, ref.ref, "pinned")
-    return None
-
-
-def host_state(desired: str | None, observed: str | None, last_report: float | None, drift: tuple[str, ...]) -> str:
-    if desired is None:
-        return "no-build"
-    if last_report is None:
-        return "never-reported"
-    if observed != desired:
-        return "pending"
-    return "drifted" if drift else "in-sync"
+def image_ref_of(host: Host) -> ImageRef | None:
+    """The host's inventory image reference; None when it names none (the inventory loader validated it)."""
+    return parse_image_ref(host.image, f"host {host.name}: image") if host.image else None
 
 
 class Fleet:
-    """The inventory plus the state DB and the store, as the boot server and the CLI see them."""
-
     def __init__(self, db: StateDB, store: Store, inventory_path: Path | None) -> None:
         self.db = db
         self.store = store
@@ -137,6 +44,10 @@ class Fleet:
     def hosts(self) -> list[Host]:
         self._refresh()
         return sorted(self._by_mac.values(), key=lambda h: h.name)
+
+    def inventory(self) -> Inventory | None:
+        self._refresh()
+        return self._inv
 
     def host_by_mac(self, mac: str) -> Host | None:
         self._refresh()
@@ -168,8 +79,8 @@ class Fleet:
             self._inv, self._by_mac, self._inv_stamp = inv, by_mac, stamp
 
     # ---- desired state ----
-    def _desired(self, repo: Repo, host: Host, row: HostRow | None) -> DesiredBuild | None:
-        ref = parse_image_ref(host.image, host.name)
+    def desired_in(self, repo: Repo, host: Host, row: HostRow | None) -> DesiredBuild | None:
+        ref = image_ref_of(host)
         override = (row.desired_image, row.desired_build) if row and row.desired_image and row.desired_build else None
         channel_row = repo.get_channel(ref.image, ref.ref) if ref else None
         pinned = bool(ref and channel_row is None and self.store.find(ref.image, ref.ref) is not None)
@@ -177,7 +88,7 @@ class Fleet:
 
     def desired_for(self, host: Host) -> DesiredBuild | None:
         with self.db.read() as repo:
-            return self._desired(repo, host, repo.get_host(host.name))
+            return self.desired_in(repo, host, repo.get_host(host.name))
 
     def set_desired(self, name: str, image: str, build_id: str) -> None:
         """Pin a host to a build (what a rollout does before it reboots the host)."""
@@ -195,71 +106,27 @@ class Fleet:
         with self.db.write() as repo:
             repo.set_desired(name, None, None, time.time())
 
-    # ---- boot ----
-    def decide_boot(self, mac: str, remote_addr: str | None = None) -> BootDecision:
-        """What ``mac`` boots now; records the serving (or the unknown machine) in the state DB."""
-        mac = normalize_mac(mac)
-        host = self.host_by_mac(mac)
+    # ---- reimage attempts (boot evidence; see toolkit.boot.evidence) ----
+    def arm_attempts(self, attempts: list[tuple[str, str, str]], expires_in: float) -> float:
+        """Arm (host, attempt id, build) attempts just before their power action; returns the arming time.
+
+        From now on a boot script fetched for the host carries a token bound to the attempt; a
+        second fetch within the attempt contests it.
+        """
         now = time.time()
         with self.db.write() as repo:
-            if host is None:
-                repo.record_unknown(mac, now, remote_addr)
-                repo.add_event("unknown", now, mac, None, None, remote_addr or "")
-                return BootDecision(mac, None, None, None, "not in the inventory")
-            repo.ensure_host(host.name, mac)
-            desired = self._desired(repo, host, repo.get_host(host.name))
-            if desired is None:
-                problem = f"no build to boot: image {host.image or '(none)'} resolves to nothing"
-                repo.add_event("no-build", now, mac, host.name, None, problem)
-                return BootDecision(mac, host.name, None, None, problem)
-            build = self.store.find(desired.image, desired.build_id)
-            if build is None:
-                problem = f"desired build {desired.image}/{desired.build_id} is not in the store"
-                repo.add_event("no-build", now, mac, host.name, desired.build_id, problem)
-                return BootDecision(mac, host.name, None, desired, problem)
-            repo.set_served(host.name, build.build_id, now)
-            repo.add_event("served", now, mac, host.name, build.build_id, desired.source)
-            return BootDecision(mac, host.name, build, desired)
+            for host, attempt, build in attempts:
+                repo.arm_attempt(host, attempt, build, now, now + expires_in)
+        return now
 
-    # ---- reports ----
-    def accept_report(self, payload: Any, secret: bytes) -> HostStatus:
-        """Verify and record an agent report; ReportRejected (state untouched) when it is not acceptable."""
-        try:
-            report, mac, token = parse_report(payload)
-        except ReportRejected as exc:
-            self.reject(exc)
-            raise
-        try:
-            nonce = verify_token(secret, token, mac, report.build_id)
-        except TokenError as exc:
-            forged = ReportRejected(str(exc), mac)
-            self.reject(forged)
-            raise forged from None
-        host = self.host_by_mac(mac)
-        if host is None:
-            stranger = ReportRejected("MAC not in the inventory", mac)
-            self.reject(stranger)
-            raise stranger
-        now = time.time()
+    def disarm_attempts(self, attempts: list[tuple[str, str]]) -> None:
         with self.db.write() as repo:
-            replay = not repo.use_nonce(nonce, mac, now)
-            if not replay:
-                repo.ensure_host(host.name, mac)
-                repo.set_observed(host.name, report, now)
-                repo.add_event("report", now, mac, host.name, report.build_id,
-                               json.dumps({"drift": len(report.drift), "hostname": report.hostname,
-                                           "checks": report.checks}))
-        if replay:
-            replayed = ReportRejected("token already used (replayed report)", mac)
-            self.reject(replayed)
-            raise replayed
-        return self.status_of(host)
+            for host, attempt in attempts:
+                repo.disarm_attempt(host, attempt, time.time())
 
-    def reject(self, rej: ReportRejected) -> None:
-        """Log a rejected report and append it to the boot events; nothing else changes."""
-        log.warning("golden: rejected a report from %s: %s", rej.mac or "?", rej.reason)
-        with self.db.write() as repo:
-            repo.add_event("reject", time.time(), rej.mac, None, None, rej.reason)
+    def attempt_of(self, host: str) -> AttemptRow | None:
+        with self.db.read() as repo:
+            return repo.get_attempt(host)
 
     # ---- status ----
     def status_of(self, host: Host) -> HostStatus:
@@ -269,7 +136,7 @@ class Fleet:
     def _status(self, repo: Repo, host: Host) -> HostStatus:
         row = repo.get_host(host.name)
         try:
-            desired = self._desired(repo, host, row)
+            desired = self.desired_in(repo, host, row)
         except InputError:
             desired = None
         observed = row.observed_build if row else None
@@ -293,64 +160,39 @@ class Fleet:
         with self.db.read() as repo:
             return [self._status(repo, h) for h in sorted(hosts, key=lambda h: h.name)]
 
+    def observed_image(self, name: str) -> str | None:
+        with self.db.read() as repo:
+            row = repo.get_host(name)
+        return row.observed_image if row else None
+
     def inventory_refs(self) -> dict[tuple[str, str], list[str]]:
         """Builds the inventory pins hosts to (``name@build-id``), so retention keeps them."""
         refs: dict[tuple[str, str], list[str]] = {}
         with self.db.read() as repo:
             for h in self.hosts():
                 try:
-                    ref = parse_image_ref(h.image, h.name)
+                    ref = image_ref_of(h)
                 except InputError:
                     continue
                 if ref and repo.get_channel(ref.image, ref.ref) is None:
                     refs.setdefault((ref.image, ref.ref), []).append(f"pinned by {h.name} in the inventory")
         return refs
 
+    def followers(self, image: str, channel: str) -> list[str]:
+        """Inventory hosts whose image follows ``image@channel``."""
+        out = []
+        for h in self.hosts():
+            try:
+                ref = image_ref_of(h)
+            except InputError:
+                continue
+            if ref == ImageRef(image, channel):
+                out.append(h.name)
+        return out
+
     def unknown_machines(self) -> list[UnknownMachineRow]:
         with self.db.read() as repo:
             return repo.list_unknown()
-
-
-def parse_report(payload: Any) -> tuple[ObservedReport, str, str]:
-    """Validate the agent's JSON (contract 3); returns (report, normalized MAC, token)."""
-    if not isinstance(payload, dict):
-        raise ReportRejected("malformed report: expected a JSON object")
-    raw_mac = payload.get("mac")
-    mac = None
-    if isinstance(raw_mac, str):
-        try:
-            mac = normalize_mac(raw_mac)
-        except MacError:
-            mac = None
-    if mac is None:
-        raise ReportRejected("malformed report: mac is missing or not a MAC address")
-    problems = [k for k in ("build_id", "image", "token", "hostname", "booted_at", "agent_version")
-                if not isinstance(payload.get(k), str) or (not payload.get(k) and k != "agent_version")]
-    uptime = payload.get("uptime_s")
-    if not isinstance(uptime, int | float) or isinstance(uptime, bool) or uptime < 0:
-        problems.append("uptime_s")
-    drift = payload.get("drift")
-    if not isinstance(drift, list) or len(drift) > MAX_DRIFT_PATHS or not all(isinstance(p, str) for p in drift):
-        problems.append("drift")
-    checks = payload.get("checks", {})
-    if not isinstance(checks, dict) or not all(
-            isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("passed"), bool)
-            for k, v in checks.items()):
-        problems.append("checks")
-    if not problems:
-        try:
-            datetime.fromisoformat(payload["booted_at"].replace("Z", "+00:00"))
-        except ValueError:
-            problems.append("booted_at")
-    if problems:
-        raise ReportRejected(f"malformed report: bad or missing {', '.join(problems)}", mac)
-    report = ObservedReport(
-        image=payload["image"], build_id=payload["build_id"], booted_at=payload["booted_at"],
-        hostname=payload["hostname"][:255], uptime_s=float(uptime), drift=tuple(drift),  # type: ignore[arg-type]
-        agent_version=payload["agent_version"][:64],
-        checks={k: {"passed": v["passed"], "detail": str(v.get("detail", ""))[:500]} for k, v in checks.items()},
-    )
-    return report, mac, payload["token"]
 
 
 def open_fleet(settings: Settings, inventory: str | None = None, *, required: bool = True) -> Fleet:
@@ -362,4 +204,4 @@ def open_fleet(settings: Settings, inventory: str | None = None, *, required: bo
         if required or inventory is not None:
             raise
         path = None
-    return Fleet(StateDB(settings.state_db), Store(settings.store_dir), path)
+    return Fleet(open_state(settings), open_store(settings), path)

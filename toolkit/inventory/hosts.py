@@ -315,7 +315,8 @@ def _build_host(path: Path, name: str, member_of: list[_RawGroup], host_vars: di
         try:
             parse_image_ref(image)
         except ImageRefError as exc:
-            raise InventoryError(f"{where}: {exc.message}", hint=exc.hint) from None
+            raise InventoryError(f"{where}: image {image!r} must be '<name>@<channel>' or '<name>@<build-id>'",
+                                 hint=exc.hint) from None
     uefi_v = merged.get("uefi", False)
     if isinstance(uefi_v, str):
         uefi_v = uefi_v.lower() in ("1", "true", "yes", "on")

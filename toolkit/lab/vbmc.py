@@ -141,9 +141,7 @@ class SimMachine:
         url, mac, delay = self.opts.boot_url, self.mac, self.opts.boot_time
 
         def boot() -> None:
-            if delay:
-                time.sleep(delay)
-            log.info("%s", simboot.netboot(url, mac))
+            log.info("%s", simboot.netboot(url, mac, boot_time=delay))
 
         self.booter.submit(boot)
 

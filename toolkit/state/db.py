@@ -177,6 +177,49 @@ class NewStep:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class TokenRow:
+    """A boot token as issued: to which host and address, for which build and attempt, and whether spent."""
+
+    nonce: str
+    mac: str
+    host: str
+    build_id: str
+    attempt: str
+    issued_at: float
+    issued_to: str
+    used_at: float | None
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    """A reimage attempt armed on a host: boot scripts fetched for it count, a second one contests it."""
+
+    host: str
+    attempt: str
+    build_id: str
+    armed_at: float
+    expires_at: float
+    fetches: int
+    fetched_from: str
+    contested_at: float | None
+    disarmed_at: float | None
+
+    def active(self, now: float) -> bool:
+        return self.disarmed_at is None and now < self.expires_at
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    id: int
+    at: float
+    user: str
+    action: str
+    subject: str
+    reason: str
+    detail: str
+
+
 def _run(r: sqlite3.Row) -> RunRow:
     return RunRow(r["id"], r["created_at"], r["updated_at"], r["user"], r["pattern"], r["image"],
                   r["target_build"], json.loads(r["plan"]), r["status"], r["summary"])
@@ -326,6 +369,69 @@ class Repo:
         rows = self._c.execute(q + " ORDER BY id LIMIT ?", [*params, limit]).fetchall()
         return [BootEventRow(r["id"], r["at"], r["kind"], r["mac"], r["host"], r["build_id"], r["detail"])
                 for r in rows]
+
+    # ---- boot evidence: tokens as issued, attempts armed by a reimage ----
+    def insert_token(self, row: TokenRow) -> None:
+        self._c.execute(
+            "INSERT INTO boot_tokens (nonce, mac, host, build_id, attempt, issued_at, issued_to, used_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (row.nonce, row.mac, row.host, row.build_id, row.attempt, row.issued_at, row.issued_to, row.used_at))
+
+    def get_token(self, nonce: str) -> TokenRow | None:
+        r = self._c.execute("SELECT * FROM boot_tokens WHERE nonce = ?", (nonce,)).fetchone()
+        return TokenRow(r["nonce"], r["mac"], r["host"], r["build_id"], r["attempt"], r["issued_at"],
+                        r["issued_to"], r["used_at"]) if r else None
+
+    def spend_token(self, nonce: str, at: float) -> bool:
+        """Mark a token used; False when it was used before (a replay) or never issued."""
+        cur = self._c.execute("UPDATE boot_tokens SET used_at = ? WHERE nonce = ? AND used_at IS NULL", (at, nonce))
+        return cur.rowcount == 1
+
+    def arm_attempt(self, host: str, attempt: str, build_id: str, at: float, expires_at: float) -> None:
+        self._c.execute(
+            "INSERT INTO boot_attempts (host, attempt, build_id, armed_at, expires_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (host) DO UPDATE SET attempt = excluded.attempt, build_id = excluded.build_id, "
+            "armed_at = excluded.armed_at, expires_at = excluded.expires_at, fetches = 0, fetched_from = '', "
+            "contested_at = NULL, disarmed_at = NULL",
+            (host, attempt, build_id, at, expires_at))
+
+    def get_attempt(self, host: str) -> AttemptRow | None:
+        r = self._c.execute("SELECT * FROM boot_attempts WHERE host = ?", (host,)).fetchone()
+        return AttemptRow(r["host"], r["attempt"], r["build_id"], r["armed_at"], r["expires_at"], r["fetches"],
+                          r["fetched_from"], r["contested_at"], r["disarmed_at"]) if r else None
+
+    def count_fetch(self, host: str, attempt: str, addr: str) -> int:
+        """Count one boot-script fetch for the armed attempt; returns how many there were in all."""
+        self._c.execute(
+            "UPDATE boot_attempts SET fetches = fetches + 1, "
+            "fetched_from = CASE WHEN fetched_from = '' THEN ? ELSE fetched_from || ',' || ? END "
+            "WHERE host = ? AND attempt = ?", (addr, addr, host, attempt))
+        r = self._c.execute("SELECT fetches FROM boot_attempts WHERE host = ? AND attempt = ?",
+                            (host, attempt)).fetchone()
+        return int(r[0]) if r else 0
+
+    def contest_attempt(self, host: str, attempt: str, at: float) -> None:
+        self._c.execute("UPDATE boot_attempts SET contested_at = COALESCE(contested_at, ?) "
+                        "WHERE host = ? AND attempt = ?", (at, host, attempt))
+
+    def disarm_attempt(self, host: str, attempt: str, at: float) -> None:
+        self._c.execute("UPDATE boot_attempts SET disarmed_at = COALESCE(disarmed_at, ?) "
+                        "WHERE host = ? AND attempt = ?", (at, host, attempt))
+
+    # ---- audit ----
+    def add_audit(self, at: float, user: str, action: str, subject: str, reason: str = "", detail: str = "") -> int:
+        cur = self._c.execute("INSERT INTO audit_log (at, user, action, subject, reason, detail) "
+                              "VALUES (?, ?, ?, ?, ?, ?)", (at, user, action, subject, reason, detail))
+        return int(cur.lastrowid or 0)
+
+    def list_audit(self, subject: str | None = None, limit: int = 200) -> list[AuditRow]:
+        if subject is None:
+            rows = self._c.execute("SELECT * FROM audit_log ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._c.execute("SELECT * FROM audit_log WHERE subject = ? ORDER BY id DESC LIMIT ?",
+                                   (subject, limit))
+        return [AuditRow(r["id"], r["at"], r["user"], r["action"], r["subject"], r["reason"], r["detail"])
+                for r in rows.fetchall()]
 
     def last_event_before(self, at: float) -> int:
         """The id of the newest boot event older than ``at`` (0 when none): a feed cursor."""

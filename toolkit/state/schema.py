@@ -83,6 +83,39 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         CREATE INDEX boot_events_by_mac ON boot_events (mac, id);
     """),
+    Migration("0003_boot_evidence", """
+        CREATE TABLE boot_tokens (
+            nonce      TEXT PRIMARY KEY,
+            mac        TEXT NOT NULL,
+            host       TEXT NOT NULL,
+            build_id   TEXT NOT NULL,
+            attempt    TEXT NOT NULL DEFAULT '',
+            issued_at  REAL NOT NULL,
+            issued_to  TEXT NOT NULL DEFAULT '',
+            used_at    REAL
+        );
+        CREATE TABLE boot_attempts (
+            host         TEXT PRIMARY KEY,
+            attempt      TEXT NOT NULL,
+            build_id     TEXT NOT NULL,
+            armed_at     REAL NOT NULL,
+            expires_at   REAL NOT NULL,
+            fetches      INTEGER NOT NULL DEFAULT 0,
+            fetched_from TEXT NOT NULL DEFAULT '',
+            contested_at REAL,
+            disarmed_at  REAL
+        );
+        CREATE TABLE audit_log (
+            id      INTEGER PRIMARY KEY AUTOINCREMENT,
+            at      REAL NOT NULL,
+            user    TEXT NOT NULL,
+            action  TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            reason  TEXT NOT NULL DEFAULT '',
+            detail  TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX audit_log_by_subject ON audit_log (subject, id);
+    """),
     Migration("0100_reimage_journal", """
         CREATE TABLE reimage_runs (
             id           TEXT PRIMARY KEY,
