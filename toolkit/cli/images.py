@@ -8,9 +8,11 @@ from datetime import datetime
 
 from toolkit.cli.output import Context
 from toolkit.fleet.fleet import open_fleet
-from toolkit.state.db import StateDB
-from toolkit.store.artifacts import Store
-from toolkit.store.channels import gc, history, summarize_images
+from toolkit.state import open_state
+from toolkit.store import open_store
+from toolkit.store.channels import history
+from toolkit.store.gc import gc
+from toolkit.store.overview import summarize_images
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,7 +58,7 @@ def _age(iso: str) -> str:
 
 def cmd_images(args: argparse.Namespace, ctx: Context) -> int:
     s = ctx.settings()
-    db = StateDB(s.state_db)
+    db = open_state(s)
     if args.history is not None:
         entries = history(db, args.history or None, args.channel)
         if ctx.json:
@@ -67,7 +69,7 @@ def cmd_images(args: argparse.Namespace, ctx: Context) -> int:
              e.action + (" (forced)" if e.forced else ""), e.from_build or "-", e.to_build, e.user, e.reason)
             for e in entries])
         return 0
-    summaries = summarize_images(db, Store(s.store_dir))
+    summaries = summarize_images(db, open_store(s))
     if ctx.json:
         ctx.emit(summaries)
         return 0
@@ -85,7 +87,7 @@ def cmd_images(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_gc(args: argparse.Namespace, ctx: Context) -> int:
     s = ctx.settings()
     fleet = open_fleet(s, args.inventory, required=False)
-    plan = gc(fleet.db, fleet.store, args.keep, dry_run=args.dry_run, fleet=fleet)
+    plan = gc(fleet.db, fleet.store, args.keep, dry_run=args.dry_run, extra_refs=fleet.inventory_refs())
     if ctx.json:
         ctx.emit({"dry_run": args.dry_run, **vars(plan)})
         return 0

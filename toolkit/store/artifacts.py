@@ -130,6 +130,14 @@ class Store:
                              hint="unmount them (umount -R) and run the command again")
         shutil.rmtree(staged, ignore_errors=True)
 
+    def delete(self, image: str, build_id: str) -> None:
+        """Remove a build: renamed out of sight first, so a reader never finds half a build."""
+        path = self.root / image / build_id
+        aside = self.root / STAGING / f"{image}.gc-{build_id}-{uuid.uuid4().hex[:6]}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        path.rename(aside)
+        shutil.rmtree(aside, ignore_errors=True)
+
     # -- package snapshot stamp ---------------------------------------------------------------
 
     def snapshot(self, image: str) -> str | None:
