@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.bake.aptsources import AptSource
-from toolkit.bake.build import _tail, _Watch, parse_dpkg_manifest, resolve_mirrors
+from toolkit.bake.build import _log_tail, _Watch, parse_dpkg_manifest, resolve_mirrors
 from toolkit.core.config import Settings
 from toolkit.core.errors import BakeError, InputError
 from toolkit.image.spec import ImageSpec
@@ -69,7 +69,7 @@ def test_tail_drops_environment_tracing(tmp_path):
         "2026-11-26 21:22:49.923 | ++ export DIB_ADD_APT_KEYS=\n"
         "2026-11-26 21:22:50.318 | ERROR: something broke\n"
     )
-    assert _tail(log) == "dib-run-parts Running /x/post-root.d/50-golden-roles\nERROR: something broke"
+    assert _log_tail(log) == "dib-run-parts Running /x/post-root.d/50-golden-roles\nERROR: something broke"
 
 
 def test_watch_tracks_phases_and_first_failure():

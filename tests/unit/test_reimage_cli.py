@@ -51,7 +51,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(home, capsys):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["reimage", "all", "--image", "web"], "expected <name>@<channel|build-id>"),
+    (["reimage", "all", "--image", "web"], "--image must look like <name>@<channel> or <name>@<build-id>"),
     (["reimage", "all", "--image", "web@nope"], "no channel 'nope' and no build web/nope"),
     (["reimage", "nosuch*", "--image", "web@bbbbbbbbbbbbbbbb"], "matches no host"),
     (["reimage", "all", "--image", "web@bbbbbbbbbbbbbbbb", "--wave-size", "x"], "--wave-size"),

@@ -30,7 +30,7 @@ from toolkit.bake.dib import (
     strip_timestamp,
 )
 from toolkit.bake.plan import BakePlan, dib_version, plan_bake, snapshot_stamp
-from toolkit.bake.record import RunRecord, new_run_id
+from toolkit.bake.record import RunRecord, new_bake_run_id
 from toolkit.core.config import Settings
 from toolkit.core.errors import BakeError, CommandError, StoreError
 from toolkit.core.progress import Progress
@@ -228,7 +228,7 @@ def parse_dpkg_manifest(path: Path) -> dict[str, str]:
     return {p["package"]: p["version"] for p in data.get("packages", []) if str(p.get("status", "")).startswith("ii")}
 
 
-def _tail(path: Path, lines: int = TAIL_LINES) -> str:
+def _log_tail(path: Path, lines: int = TAIL_LINES) -> str:
     """The last lines of a DIB log, without its shell tracing of environment files (pure noise)."""
     try:
         text = path.read_text(errors="replace").splitlines()
@@ -240,7 +240,7 @@ def _tail(path: Path, lines: int = TAIL_LINES) -> str:
 
 
 def _execute(settings: Settings, store: Store, plan: BakePlan, progress: Progress | None, started: float) -> BakeResult:
-    run_id = new_run_id("bake", plan.image)
+    run_id = new_bake_run_id("bake", plan.image)
     record = RunRecord.create(settings.runs_dir, run_id)
     staged = store.stage(plan.image, run_id)
     paths = BakePaths(staged / "work")
@@ -271,7 +271,7 @@ def _execute(settings: Settings, store: Store, plan: BakePlan, progress: Progres
             step = watch.failure or f"DIB step {watch.phase}"
             raise BakeStepError(
                 f"bake of {plan.image} failed in {step} ({exc.message})",
-                returncode=exc.returncode, log_tail=_tail(record.stdout),
+                returncode=exc.returncode, log_tail=_log_tail(record.stdout),
                 hint=f"full log: {record.stdout}",
             ) from None
         except OSError as exc:  # out of disk, most likely, in the store or the runs folder
@@ -279,7 +279,7 @@ def _execute(settings: Settings, store: Store, plan: BakePlan, progress: Progres
             raise BakeStepError(
                 f"bake of {plan.image} failed in {watch.failure or 'DIB step ' + watch.phase}: "
                 f"{exc.strerror or exc}{where}",
-                returncode=1, log_tail=_tail(record.stdout), hint=f"full log: {record.stdout}",
+                returncode=1, log_tail=_log_tail(record.stdout), hint=f"full log: {record.stdout}",
             ) from None
         status, rc = "successful", 0
         return BakeResult(build=build, cache_hit=False, seconds=time.monotonic() - started,

@@ -19,7 +19,7 @@ from toolkit.core.fsutil import atomic_write
 log = logging.getLogger("golden.run")
 
 
-def new_run_id(kind: str, subject: str, now: datetime | None = None) -> str:
+def new_bake_run_id(kind: str, subject: str, now: datetime | None = None) -> str:
     now = now or datetime.now(UTC)
     return f"{now:%Y%m%dT%H%M%SZ}-{kind}-{subject}-{secrets.token_hex(3)}"
 

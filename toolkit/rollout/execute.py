@@ -42,7 +42,7 @@ class HostResult(StrEnum):
 
 
 @dataclass
-class Progress:
+class WaveProgress:
     wave: int
     waves: int
     states: dict[str, int]
@@ -130,11 +130,15 @@ class Executor:
     journal: Journal
     pool: BmcPool
     config: ExecutorConfig
-    on_progress: Callable[[Progress], None] = lambda p: None
+    on_progress: Callable[[WaveProgress], None] = lambda p: None
     results: dict[str, str] = field(default_factory=dict)
     failures: int = 0
     _states: dict[str, str] = field(default_factory=dict)
     _wave_no: int = 0
+
+    @property
+    def current_wave(self) -> int:
+        return self._wave_no
 
     # ---- journal helpers ----
     def _mark(self, tasks: Sequence[_Task], step: Step, phase: Phase,
@@ -150,7 +154,7 @@ class Executor:
         counts: dict[str, int] = {}
         for s in self._states.values():
             counts[s] = counts.get(s, 0) + 1
-        self.on_progress(Progress(self._wave_no, len(self.plan.waves), counts, self.failures,
+        self.on_progress(WaveProgress(self._wave_no, len(self.plan.waves), counts, self.failures,
                                   self.plan.failure_budget, message))
 
     # ---- steps, each over a batch of tasks; each returns the tasks that succeeded ----

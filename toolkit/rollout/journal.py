@@ -38,7 +38,7 @@ class Phase(StrEnum):
     FAILED = "failed"
 
 
-def new_run_id() -> str:
+def new_reimage_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
