@@ -57,7 +57,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(home, capsys):
     (["reimage", "all", "--image", "web@bbbbbbbbbbbbbbbb", "--wave-size", "x"], "--wave-size"),
     (["reimage", "all", "--image", "web@bbbbbbbbbbbbbbbb"], "pass --yes"),
     (["reimage", "--resume", "nope"], "no reimage run 'nope'"),
-    (["runs", "show", "nope"], "no reimage run 'nope'"),
+    (["runs", "show", "nope"], "no run 'nope'"),
 ])
 def test_bad_input_exits_2_with_a_clear_message(home, capsys, argv, needle):
     h, _ = home
