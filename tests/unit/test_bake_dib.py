@@ -39,7 +39,7 @@ def test_dib_writes_a_raw_root_filesystem(tmp_path):
     assert types == ["raw"]  # we squash it ourselves (zstd), see squashfs_command
     assert argv[argv.index("-o") + 1] == str(tmp_path / "w" / "out" / "image")
     assert argv[argv.index("-p") + 1] == "curl,iproute2"
-    assert argv[-2:] == ["debian-minimal", "golden-netboot"]
+    assert argv[-3:] == ["--", "debian-minimal", "golden-netboot"]  # no element can be read as an option
 
 
 def test_env_points_at_mirrors_and_caches(tmp_path):
