@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from toolkit.cli.argtypes import int_range
 from toolkit.cli.output import Context
 from toolkit.core.errors import InputError
 from toolkit.rollout.service import list_runs, show_run
@@ -14,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="list reimage runs, or show one's per-host timeline")
     p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
     p.add_argument("run_id", nargs="?")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=int_range(1, 100_000), default=50)
     p.set_defaults(func=cmd_runs)
 
 
