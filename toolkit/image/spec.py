@@ -319,11 +319,12 @@ def load_image(name: str, images_dir: Path, roles_dir: Path, _seen: tuple[str, .
         if len(_seen) >= MAX_EXTENDS:
             raise SpecError([f"{where}: .extends: more than {MAX_EXTENDS} layers"])
         parent = load_image(spec.extends, images_dir, roles_dir, (*_seen, name))
-        spec = _merge(spec, parent, where)
+        spec = merge_layers(spec, parent, where)
     return spec
 
 
-def _merge(spec: ImageSpec, parent: ImageSpec, where: str) -> ImageSpec:
+def merge_layers(spec: ImageSpec, parent: ImageSpec, where: str) -> ImageSpec:
+    """``spec`` over ``parent``; a merged spec that breaks a limit is a SpecError naming ``where``."""
     try:
         return spec.merged_over(parent)
     except ValidationError as exc:  # e.g. the union of both package lists is over the limit
