@@ -210,3 +210,16 @@ def test_merge_over_the_limit_is_a_spec_error():
     child = ImageSpec.model_validate({"name": "b", "extends": "a", "packages": [f"q{i}" for i in range(30_000)]})
     with pytest.raises(SpecError, match=r"images/b.yaml: \.packages: .*merged with a"):
         merge_layers(child, parent, "images/b.yaml")
+
+
+@pytest.mark.parametrize("body, needle", [
+    (b"mirror: caf\xe9\n", "golden.yaml: not UTF-8 text (byte 0xe9 at offset 11)"),
+    (b"mirror: " + b"[" * 5000, "golden.yaml: nested deeper than 64 levels"),
+    (b"home: [\n", "golden.yaml:2:1: not valid YAML"),
+])
+def test_golden_yaml_is_read_within_limits_too(tmp_path, capsys, body, needle):
+    project = _project(tmp_path, {"x.yaml": spec()})
+    (project / "golden.yaml").write_bytes(body)
+    assert main(["--project", str(project), "validate"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err

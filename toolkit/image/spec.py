@@ -64,7 +64,7 @@ UnitName = Annotated[str, _matching(
     r"[A-Za-z0-9_.@:\\][A-Za-z0-9_.@:\\-]{0,255}", "a systemd unit name such as nginx.service")]
 
 
-def _check_mirror(value: str) -> str:
+def check_mirror_url(value: str) -> str:
     # The mirror lands in an apt sources line and in the manifest: one URL, no spaces, no password.
     if len(value) > 2048 or any(ch.isspace() or not ch.isprintable() for ch in value):
         raise ValueError(f"a mirror URL has no whitespace or control characters, got {_show(value)}")
@@ -82,7 +82,7 @@ def _check_mirror(value: str) -> str:
     return value
 
 
-MirrorUrl = Annotated[str, AfterValidator(_check_mirror)]
+MirrorUrl = Annotated[str, AfterValidator(check_mirror_url)]
 
 
 def _check_chroot_path(value: str) -> str:
