@@ -35,8 +35,9 @@ from toolkit.core.config import Settings
 from toolkit.core.errors import BakeError, CommandError, InputError, StoreError
 from toolkit.core.progress import Progress
 from toolkit.core.run import TAIL_LINES, run
+from toolkit.image.fields import check_mirror_url
 from toolkit.image.manifest import Artifact, CheckResult, Manifest
-from toolkit.image.spec import CheckStage, ImageSpec, check_mirror_url, load_image
+from toolkit.image.spec import CheckStage, ImageSpec, load_image
 from toolkit.store.artifacts import Build, Store
 
 log = logging.getLogger("golden.bake")

@@ -8,99 +8,30 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from toolkit.core.errors import InputError, SpecError
 from toolkit.core.yamlfile import load_yaml_file
+from toolkit.image.fields import (
+    ElementName,
+    MirrorUrl,
+    PackageName,
+    RoleName,
+    UnitName,
+    check_chroot_path,
+    check_url_path,
+    no_duplicates,
+    no_nul,
+    show,
+)
 
 NAME_RE = r"^[a-z][a-z0-9_-]{0,62}$"
 MAX_EXTENDS = 8  # layers of ``extends``; deeper is a mistake, not a design
-
-
-def _show(value: str, limit: int = 40) -> str:
-    """A user's value quoted for an error message, cut short so a hostile one cannot flood it."""
-    return repr(value if len(value) <= limit else value[:limit] + "...")
-
-
-def _matching(pattern: str, expected: str) -> AfterValidator:
-    compiled = re.compile(pattern)
-
-    def check(value: str) -> str:
-        if not compiled.fullmatch(value):
-            raise ValueError(f"expected {expected}, got {_show(value)}")
-        return value
-
-    return AfterValidator(check)
-
-
-# Element and role names end up as DIB arguments and folder names: never an option, never a path.
-ElementName = Annotated[str, _matching(
-    r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}",
-    "an element name (letters, digits, '_', '.', '-'; starting with a letter or digit; at most 64)")]
-RoleName = Annotated[str, _matching(
-    r"[a-z][a-z0-9_]{0,63}", "a role name (lowercase letters, digits, '_'; starting with a letter; at most 64)")]
-# One Debian package (policy 5.6.1), optionally pinned; DIB joins them with ',' into -p and splits
-# them again on ',' and whitespace, so neither may appear in one.
-PackageName = Annotated[str, _matching(
-    r"[a-z0-9][a-z0-9+.-]{1,127}(=[0-9][A-Za-z0-9.+~:-]{0,127})?",
-    "one Debian package name (lowercase letters, digits, '+', '-', '.'), optionally NAME=VERSION")]
-# systemctl receives it as an argument: it must not look like an option.
-UnitName = Annotated[str, _matching(
-    r"[A-Za-z0-9_.@:\\][A-Za-z0-9_.@:\\-]{0,255}", "a systemd unit name such as nginx.service")]
-
-
-def check_mirror_url(value: str) -> str:
-    # The mirror lands in an apt sources line and in the manifest: one URL, no spaces, no password.
-    if len(value) > 2048 or any(ch.isspace() or not ch.isprintable() for ch in value):
-        raise ValueError(f"a mirror URL has no whitespace or control characters, got {_show(value)}")
-    try:
-        parts = urlsplit(value)
-        _ = parts.port
-    except ValueError:
-        raise ValueError(f"not a URL: {_show(value)}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"expected an http:// or https:// URL with a host, got {_show(value)}")
-    if parts.username or parts.password:
-        raise ValueError("a mirror URL must not carry credentials (it is recorded in the manifest)")
-    if parts.query or parts.fragment:
-        raise ValueError(f"a mirror URL has no query or fragment, got {_show(value)}")
-    return value
-
-
-MirrorUrl = Annotated[str, AfterValidator(check_mirror_url)]
-
-
-def _check_chroot_path(value: str) -> str:
-    if not value.startswith("/") or ".." in value.split("/") or len(value) > 4096:
-        raise ValueError(f"expected an absolute path inside the image without '..', got {_show(value)}")
-    return value
-
-
-def _check_url_path(value: str) -> str:
-    if not value.startswith("/") or len(value) > 2048 or any(ch.isspace() or not ch.isprintable() for ch in value):
-        raise ValueError(f"expected a URL path starting with '/' and no whitespace, got {_show(value)}")
-    return value
-
-
-def _no_nul(value: str) -> str:
-    if "\0" in value:
-        raise ValueError("must not contain a NUL character")
-    return value
 
 
 class StrictModel(BaseModel):
@@ -122,7 +53,7 @@ class RoleRef(StrictModel):
 
 class HttpProbe(StrictModel):
     port: int = Field(ge=1, le=65535)
-    path: Annotated[str, AfterValidator(_check_url_path)] = "/"
+    path: Annotated[str, AfterValidator(check_url_path)] = "/"
     expect_status: int = Field(default=200, ge=100, le=599)
     expect_body: str | None = Field(default=None, max_length=4096)
 
@@ -136,8 +67,8 @@ class Check(StrictModel):
     """One check; exactly one of the kind fields is set."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    command: Annotated[str, Field(max_length=8192), AfterValidator(_no_nul)] | None = None
-    file: Annotated[str, AfterValidator(_check_chroot_path)] | None = None
+    command: Annotated[str, Field(max_length=8192), AfterValidator(no_nul)] | None = None
+    file: Annotated[str, AfterValidator(check_chroot_path)] | None = None
     unit_enabled: UnitName | None = None
     unit_active: UnitName | None = None
     http: HttpProbe | None = None
@@ -178,13 +109,13 @@ class ImageSpec(StrictModel):
     checks: list[Check] = Field(default_factory=list, max_length=200)
     outputs: list[Output] = Field(default_factory=lambda: [Output.NETBOOT], max_length=len(Output))
     # Extra DIB_* variables. They are recorded in the manifest, so they must hold no secrets.
-    dib_env: dict[str, Annotated[str, Field(max_length=65536), AfterValidator(_no_nul)]] = Field(
+    dib_env: dict[str, Annotated[str, Field(max_length=65536), AfterValidator(no_nul)]] = Field(
         default_factory=dict, max_length=100)
 
     @field_validator("dib_env")
     @classmethod
     def _dib_only(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [_show(k) for k in value if not re.fullmatch(r"DIB_[A-Z0-9_]{1,64}", k)]
+        bad = [show(k) for k in value if not re.fullmatch(r"DIB_[A-Z0-9_]{1,64}", k)]
         if bad:
             raise ValueError(f"keys must look like DIB_NAME: {', '.join(sorted(bad))}")
         return value
@@ -215,15 +146,6 @@ class ImageSpec(StrictModel):
             outputs=self.outputs if "outputs" in self.model_fields_set else parent.outputs,
             dib_env={**parent.dib_env, **self.dib_env},
         )
-
-
-def no_duplicates(values: list[str]) -> list[str]:
-    """The list unchanged, or ValueError naming each repeated entry (linear: 40,000 entries in ms)."""
-    repeated = sorted(v for v, n in Counter(values).items() if n > 1)
-    if repeated:
-        more = f" and {len(repeated) - 10} more" if len(repeated) > 10 else ""
-        raise ValueError(f"listed more than once: {', '.join(_show(v) for v in repeated[:10])}{more}")
-    return values
 
 
 def json_path(loc: tuple[int | str, ...]) -> str:
