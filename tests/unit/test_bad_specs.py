@@ -121,6 +121,10 @@ CASES: list[tuple[str, dict[str, str | bytes], str]] = [
      "images/x.yaml: .roles[0].vars.x: numbers must be finite"),
     ("vars-nul", {"x.yaml": spec(roles=[{"name": "r", "vars": {"x": "a\x00b"}}])},
      "images/x.yaml: .roles[0].vars.x: must not contain a NUL character"),
+    ("unknown-key-newline", {"x.yaml": spec(**{"evil\nkey": 1})}, "images/x.yaml: ['evil\\nkey']: unknown key"),
+    ("unknown-key-huge", {"x.yaml": spec(**{"k" * 1000: 1})}, "images/x.yaml: ['kkkkkkkkkk"),
+    ("vars-key-huge", {"x.yaml": "name: x\nroles:\n  - name: r\n    vars: {" + "k" * 1000 + ": .nan}\n"},
+     "images/x.yaml: .roles[0].vars['kkkk"),
     ("not-a-mapping", {"x.yaml": "[1, 2]\n"}, "images/x.yaml: .: expected a mapping at the top level"),
     # 5. files that used to end in a traceback
     ("not-utf8", {"x.yaml": b"name: x\ndescription: caf\xe9\n"},

@@ -151,7 +151,10 @@ class ImageSpec(StrictModel):
 def json_path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:  # a key someone typed may be long or hold a newline: keep the message one short line
+            out += f".{part}" if re.fullmatch(r"[\w.-]{1,64}", part) else f"[{show(part)}]"
     return out or "."
 
 
