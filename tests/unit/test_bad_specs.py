@@ -112,6 +112,8 @@ CASES: list[tuple[str, dict[str, str | bytes], str]] = [
     ("dib-env-nul", {"x.yaml": spec(dib_env={"DIB_X": "a\x00b"})}, "images/x.yaml: .dib_env.DIB_X:"),
     ("dib-env-key", {"x.yaml": spec(dib_env={"PATH": "/tmp"})},
      "images/x.yaml: .dib_env: keys must look like DIB_NAME"),
+    ("description-escape", {"x.yaml": spec(description="ok\x1b[2J")}, "images/x.yaml: .description: expected one line"),
+    ("description-newline", {"x.yaml": spec(description="a\nb")}, "images/x.yaml: .description: expected one line"),
     ("description-huge", {"x.yaml": spec(description="d" * 1001)}, "images/x.yaml: .description:"),
     ("vars-nan", {"x.yaml": "name: x\nroles:\n  - name: r\n    vars: {x: .nan}\n"},
      "images/x.yaml: .roles[0].vars.x: numbers must be finite"),

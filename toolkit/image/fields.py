@@ -81,6 +81,13 @@ def check_url_path(value: str) -> str:
     return value
 
 
+def one_line(value: str) -> str:
+    """Text shown in tables and terminals: no newlines, no escape sequences or other control characters."""
+    if not value.isprintable():
+        raise ValueError(f"expected one line of text without control characters, got {show(value)}")
+    return value
+
+
 def no_nul(value: str) -> str:
     if "\0" in value:
         raise ValueError("must not contain a NUL character")

@@ -27,6 +27,7 @@ from toolkit.image.fields import (
     check_url_path,
     no_duplicates,
     no_nul,
+    one_line,
     show,
 )
 
@@ -99,7 +100,7 @@ class Output(StrEnum):
 
 class ImageSpec(StrictModel):
     name: str = Field(pattern=NAME_RE)
-    description: str = Field(default="", max_length=1000)
+    description: Annotated[str, Field(max_length=1000), AfterValidator(one_line)] = ""
     extends: str | None = Field(default=None, pattern=NAME_RE)
     base: BaseOS = Field(default_factory=BaseOS)
     elements: list[ElementName] = Field(default_factory=list, max_length=100)
