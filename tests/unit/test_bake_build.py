@@ -61,6 +61,13 @@ def test_no_mirror_anywhere_is_an_input_error(tmp_path, monkeypatch):
         resolve_mirrors(ImageSpec.model_validate({"name": "x"}), _settings(tmp_path))
 
 
+@pytest.mark.parametrize("key", ["mirror", "security_mirror"])
+def test_configured_mirror_is_checked_like_the_spec(tmp_path, key):
+    bad = _settings(tmp_path, **{key: "http://cfg.invalid/debian\ndeb http://evil.invalid/ x main"})
+    with pytest.raises(InputError, match=f"golden.yaml {key} .*no whitespace"):
+        resolve_mirrors(ImageSpec.model_validate({"name": "x"}), bad)
+
+
 def test_tail_drops_environment_tracing(tmp_path):
     log = tmp_path / "log"
     log.write_text(

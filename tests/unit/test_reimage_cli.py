@@ -54,7 +54,6 @@ def test_dry_run_prints_the_plan_and_changes_nothing(home, capsys):
     (["reimage", "all", "--image", "web"], "--image must look like <name>@<channel> or <name>@<build-id>"),
     (["reimage", "all", "--image", "web@nope"], "no channel 'nope' and no build web/nope"),
     (["reimage", "nosuch*", "--image", "web@bbbbbbbbbbbbbbbb"], "matches no host"),
-    (["reimage", "all", "--image", "web@bbbbbbbbbbbbbbbb", "--wave-size", "x"], "--wave-size"),
     (["reimage", "all", "--image", "web@bbbbbbbbbbbbbbbb"], "pass --yes"),
     (["reimage", "--resume", "nope"], "no reimage run 'nope'"),
     (["runs", "show", "nope"], "no run 'nope'"),

@@ -32,9 +32,10 @@ from toolkit.bake.dib import (
 from toolkit.bake.plan import BakePlan, dib_version, plan_bake, snapshot_stamp
 from toolkit.bake.record import RunRecord, new_bake_run_id
 from toolkit.core.config import Settings
-from toolkit.core.errors import BakeError, CommandError, StoreError
+from toolkit.core.errors import BakeError, CommandError, InputError, StoreError
 from toolkit.core.progress import Progress
 from toolkit.core.run import TAIL_LINES, run
+from toolkit.image.fields import check_mirror_url
 from toolkit.image.manifest import Artifact, CheckResult, Manifest
 from toolkit.image.spec import CheckStage, ImageSpec, load_image
 from toolkit.store.artifacts import Build, Store
@@ -87,9 +88,21 @@ class _Watch:
             self.set_phase(phase)
 
 
+def _configured_mirror(value: str | None, key: str, env: str) -> str | None:
+    # The spec's mirrors are checked by validation; these come from golden.yaml or the environment
+    # and land in the same apt sources line.
+    if value is None:
+        return None
+    try:
+        return check_mirror_url(value)
+    except ValueError as exc:
+        raise InputError(f"golden.yaml {key} (or {env}): {exc}") from None
+
+
 def resolve_mirrors(spec: ImageSpec, settings: Settings) -> Mirrors:
-    main = spec.base.mirror or settings.mirror
-    security = spec.base.security_mirror or settings.security_mirror
+    main = spec.base.mirror or _configured_mirror(settings.mirror, "mirror", "GOLDEN_MIRROR")
+    security = spec.base.security_mirror or _configured_mirror(
+        settings.security_mirror, "security_mirror", "GOLDEN_SECURITY_MIRROR")
     if main and security:
         return Mirrors(main=main, security=security)
     host = host_mirrors(spec.base.release)

@@ -6,6 +6,7 @@ import argparse
 import time
 from datetime import datetime
 
+from toolkit.cli.argtypes import int_range
 from toolkit.cli.output import Context
 from toolkit.fleet.fleet import open_fleet
 from toolkit.state import open_state
@@ -23,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_images)
 
     p = sub.add_parser("gc", help="delete old builds nothing references")
-    p.add_argument("--keep", type=int, required=True, metavar="N", help="keep the N newest builds of each image")
+    p.add_argument("--keep", type=int_range(0, 1_000_000), required=True, metavar="N",
+                   help="keep the N newest builds of each image")
     p.add_argument("--dry-run", action="store_true", help="print what would be deleted; delete nothing")
     p.add_argument("-i", "--inventory", help="inventory whose pinned builds are kept (default: GOLDEN_INVENTORY)")
     p.set_defaults(func=cmd_gc)

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from toolkit.cli.argtypes import amount, finite_float, int_range
 from toolkit.cli.output import Context
 from toolkit.core.errors import InputError
 from toolkit.core.progress import format_elapsed
@@ -20,13 +21,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("pattern", nargs="?", help="Ansible host pattern (groups, globs, ':' unions)")
     p.add_argument("--image", metavar="NAME@CHANNEL|NAME@BUILD", help="what to reimage onto")
     p.add_argument("-i", "--inventory", help="inventory file (default: GOLDEN_INVENTORY, then golden.yaml)")
-    p.add_argument("--canary", type=int, default=1, help="hosts in the first wave, which must fully pass (1)")
-    p.add_argument("--wave-size", default="10%", help="hosts per wave after the canary: N or P%% (10%%)")
-    p.add_argument("--max-unavailable", help="cap on hosts down at once: N or P%% of the selection")
-    p.add_argument("--max-failures", default="0", help="failure budget for the whole run: N or P%% (0)")
-    p.add_argument("--per-rack", type=int, help="at most this many hosts of one rack per wave")
-    p.add_argument("--boot-timeout", type=float, default=900.0, help="seconds to wait for a host's report (900)")
-    p.add_argument("--retries", type=int, default=1, help="attempts after the first before rolling back (1)")
+    p.add_argument("--canary", type=int_range(0, 1_000_000), default=1,
+                   help="hosts in the first wave, which must fully pass (1)")
+    p.add_argument("--wave-size", type=amount(1), default="10%",
+                   help="hosts per wave after the canary: N or P%% (10%%)")
+    p.add_argument("--max-unavailable", type=amount(1), help="cap on hosts down at once: N or P%% of the selection")
+    p.add_argument("--max-failures", type=amount(0), default="0", help="failure budget for the whole run: N or P%% (0)")
+    p.add_argument("--per-rack", type=int_range(1, 1_000_000), help="at most this many hosts of one rack per wave")
+    p.add_argument("--boot-timeout", type=finite_float(1, 86_400), default=900.0,
+                   help="seconds to wait for a host's report (900)")
+    p.add_argument("--retries", type=int_range(0, 100), default=1,
+                   help="attempts after the first before rolling back (1)")
     p.add_argument("--include-current", action="store_true", help="also reimage hosts already on the build")
     p.add_argument("--force", action="store_true",
                    help="reimage onto a build whose checks have not passed (needs --reason; audited)")

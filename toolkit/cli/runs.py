@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from toolkit.cli.argtypes import int_range
 from toolkit.cli.output import Context
 from toolkit.core.errors import InputError
 from toolkit.runs import all_runs, show_any
@@ -15,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
     p.add_argument("run_id", nargs="?")
     p.add_argument("--kind", choices=["bake", "reimage"], help="only runs of this kind")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=int_range(1, 100_000), default=50)
     p.set_defaults(func=cmd_runs)
 
 

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from toolkit.core.errors import InputError
+from toolkit.core.yamlfile import load_yaml_file
 
 CONFIG_FILE = "golden.yaml"
 
@@ -87,10 +86,7 @@ def load_settings(project: Path | None = None, home: Path | None = None) -> Sett
     data: dict[str, Any] = {}
     cfg = proj / CONFIG_FILE
     if cfg.exists():
-        try:
-            loaded = yaml.safe_load(cfg.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(f"{cfg}: not valid YAML: {exc}") from None
+        loaded = load_yaml_file(cfg) or {}
         if not isinstance(loaded, dict):
             raise InputError(f"{cfg}: expected a mapping at the top level")
         data = loaded
