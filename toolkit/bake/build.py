@@ -38,6 +38,7 @@ from toolkit.core.run import TAIL_LINES, run
 from toolkit.image.fields import check_mirror_url
 from toolkit.image.manifest import Artifact, CheckResult, Manifest
 from toolkit.image.spec import CheckStage, ImageSpec, load_image
+from toolkit.store import open_store
 from toolkit.store.artifacts import Build, Store
 
 log = logging.getLogger("golden.bake")
@@ -119,11 +120,15 @@ def bake_image(settings: Settings, name: str, *, force: bool = False, refresh: b
                progress: Progress | None = None) -> BakeResult:
     """Bake image spec ``name``, or return the stored build of identical inputs (unless forced)."""
     started = time.monotonic()
+    if progress:
+        progress.phase("planning (hashing the inputs)")
     spec = load_image(name, settings.images_dir, settings.roles_dir)
-    store = Store(settings.store_dir)
+    store = open_store(settings)
     if not (force or refresh):
         hit = store.find(spec.name, make_plan(settings, spec, store, refresh=False).build_id)
         if hit is not None:
+            if progress:
+                progress.phase(f"cache hit: {hit.build_id} is already stored")
             return BakeResult(build=hit, cache_hit=True, seconds=time.monotonic() - started)
     with store.lock(spec.name):
         # Re-plan under the lock: a bake that finished meanwhile may have moved the snapshot stamp.

@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--boot-time", type=finite_float(0, 3600), default=0.0,
                     help="--no-vm: seconds a simulated boot takes")
     up.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0, help="--no-vm: seed for drops and failures")
-    up.set_defaults(func=cmd_up)
+    up.set_defaults(func=cmd_up, interrupted=(
+        "lab up interrupted: everything it had started was stopped and its files removed"))
     lsub.add_parser("status", help="show the lab's machines and BMC ports").set_defaults(func=cmd_status)
     con = lsub.add_parser("console", help="print a machine's serial console log")
     con.add_argument("node")

@@ -18,8 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-i", "--inventory", help="inventory file (default: GOLDEN_INVENTORY, golden.yaml, the lab's)")
     p.add_argument("--workers", type=int_range(1, 256), default=16,
                    help="BMCs talked to at once (worker processes; default 16)")
-    p.add_argument("--json", dest="json_out", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_power)
+    p.set_defaults(func=cmd_power, interrupted=(
+        "power interrupted: some BMCs may have received the command; check with: golden power PATTERN "
+        "status"))
 
 
 def render_report(report: FanoutReport, ctx: Context, value_header: str, value_field: str) -> int:
@@ -35,6 +36,5 @@ def render_report(report: FanoutReport, ctx: Context, value_header: str, value_f
 
 
 def cmd_power(args: argparse.Namespace, ctx: Context) -> int:
-    ctx.json = ctx.json or args.json_out
     report = power_pattern(ctx.settings(), args.inventory, args.pattern, PowerAction(args.action), workers=args.workers)
     return render_report(report, ctx, "POWER", "power")

@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="publish to a channel hosts follow even though the build's checks have not passed")
     p.add_argument("--reason", default="", help="why (required with --force; recorded in the history)")
     p.add_argument("-i", "--inventory", help="inventory whose hosts follow channels (default: as for every verb)")
-    p.set_defaults(func=cmd_publish)
+    p.set_defaults(func=cmd_publish, interrupted=(
+        "publish interrupted: its transaction was rolled back; the channel is unchanged"))
 
     p = sub.add_parser("promote", help="give a channel the exact build another channel points at")
     p.add_argument("image")
@@ -28,13 +29,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", dest="dst", required=True, metavar="CHANNEL", help="target channel, e.g. staging")
     p.add_argument("--force", action="store_true", help="promote even though the build's checks have not passed")
     p.add_argument("--reason", default="", help="why (required with --force; recorded in the history)")
-    p.set_defaults(func=cmd_promote)
+    p.set_defaults(func=cmd_promote, interrupted=(
+        "promote interrupted: its transaction was rolled back; the channel is unchanged"))
 
     p = sub.add_parser("rollback", help="point a channel back at its previous build")
     p.add_argument("image")
     p.add_argument("--channel", required=True)
     p.add_argument("--reason", default="", help="why (recorded in the history)")
-    p.set_defaults(func=cmd_rollback)
+    p.set_defaults(func=cmd_rollback, interrupted=(
+        "rollback interrupted: its transaction was rolled back; the channel is unchanged"))
 
 
 def _render(ctx: Context, result: ChangeResult) -> int:

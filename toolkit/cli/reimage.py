@@ -36,13 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true",
                    help="reimage onto a build whose checks have not passed (needs --reason; audited)")
     p.add_argument("--reason", default="", help="why --force is needed (recorded in the audit log and the run)")
-    p.add_argument("--contest-window", type=float, default=15.0, metavar="SECONDS",
+    p.add_argument("--contest-window", type=finite_float(0, 3600), default=15.0, metavar="SECONDS",
                    help="a report counts only this long after the power action, if no second boot-script fetch "
                         "contested the attempt meanwhile (15)")
     p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run from its journal")
-    p.set_defaults(func=cmd_reimage)
+    p.set_defaults(func=cmd_reimage, interrupted="reimage interrupted before its run started: nothing was changed")
 
 
 def _policy(args: argparse.Namespace) -> Policy:
