@@ -6,6 +6,7 @@ import argparse
 
 from toolkit.cli.argtypes import finite_float, int_range, rate01
 from toolkit.cli.output import Context
+from toolkit.core.progress import Progress
 from toolkit.lab.machines import LabStatus, console_text, down_lab, status_lab, up_lab
 from toolkit.lab.vbmc import SimOptions
 
@@ -56,8 +57,9 @@ def _render(status: LabStatus, ctx: Context, headline: str) -> int:
 def cmd_up(args: argparse.Namespace, ctx: Context) -> int:
     sim = SimOptions(latency=args.latency, fail_rate=args.fail_rate, drop_rate=args.drop_rate,
                      boot_time=args.boot_time, seed=args.seed)
-    status = up_lab(ctx.settings(), args.nodes, no_vm=args.no_vm, boot_url=args.boot_url, base_port=args.base_port,
-                    memory_mb=args.memory, sim=sim)
+    with Progress("lab up", enabled=ctx.interactive, lines=ctx.log_lines) as progress:
+        status = up_lab(ctx.settings(), args.nodes, no_vm=args.no_vm, boot_url=args.boot_url,
+                        base_port=args.base_port, memory_mb=args.memory, sim=sim, on_step=progress.phase)
     head = "lab already up" if status.already_up else f"lab up: {len(status.nodes)} node(s) in {status.seconds:.1f} s"
     return _render(status, ctx, head)
 
