@@ -18,12 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vault-id", action="append", default=[], metavar="ID", help="vault identity (label@source)")
     p.add_argument("--vault-password-file", action="append", default=[], metavar="FILE",
                    help="vault password file (an executable one is run)")
-    p.add_argument("--json", dest="json_out", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_inventory)
 
 
 def cmd_inventory(args: argparse.Namespace, ctx: Context) -> int:
-    ctx.json = ctx.json or args.json_out
     vault = VaultOptions(tuple(args.vault_id), tuple(args.vault_password_file))
     hosts = list_inventory(ctx.settings(), args.inventory, args.pattern, args.limit, vault)
     if ctx.json:

@@ -7,16 +7,13 @@ variable and the file Ansible says the value came from.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from toolkit.bmc.endpoint import BmcProtocol, default_port
-from toolkit.boot.token import TokenError, normalize_mac
+from toolkit.core.mac import MacError, normalize_mac
+from toolkit.image.ref import ImageRefError, parse_image_ref
 
-# The same shapes the store and the boot server accept for an image and a channel or build id.
-IMAGE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-IMAGE_REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # Ansible's boolean filter (ansible.module_utils.parsing.convert_bool), kept here so the check needs no import.
 # (1 also stands for 1.0 and True, 0 for 0.0 and False: they hash alike)
 BOOL_TRUE = frozenset({"y", "yes", "on", "1", "true", "t", 1})
@@ -63,7 +60,7 @@ def check_mac(value: Any) -> str | None:
     text = _text("mac", value) or ""
     try:
         return normalize_mac(text)
-    except TokenError:
+    except MacError:
         raise FieldError("mac", f"{_show(text)} is not a MAC address like 52:54:00:12:34:56") from None
 
 
@@ -72,10 +69,11 @@ def check_image(value: Any) -> str | None:
     text = _text("image", value)
     if text is None:
         return None
-    name, sep, ref = text.partition("@")
-    if not sep or not IMAGE_NAME_RE.match(name) or not IMAGE_REF_RE.match(ref):
+    try:
+        parse_image_ref(text)  # the one image reference parser
+    except ImageRefError as exc:
         raise FieldError("image", f"{_show(text)} must be '<name>@<channel>' or '<name>@<build-id>'",
-                         hint="name: lower-case letters, digits, - and _; ref: a channel like prod or a build id")
+                         hint=exc.hint) from None
     return text
 
 

@@ -25,6 +25,7 @@ import socket
 import sys
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ import yaml
 
 from toolkit.core.config import Settings
 from toolkit.core.errors import GoldenError, InputError
+from toolkit.core.fsutil import atomic_write
 from toolkit.core.run import require, run, spawn
 from toolkit.lab.vbmc import MAX_BMCS_PER_PROCESS, BmcConfig, ServeConfig, SimOptions
 
@@ -188,11 +190,7 @@ def serve_configs(plan: LabPlan, directory: Path, password: str) -> list[ServeCo
 
 
 def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, text, mode=0o600)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -271,7 +269,8 @@ def status_lab(settings: Settings) -> LabStatus:
 
 
 def up_lab(settings: Settings, nodes: int, *, no_vm: bool = False, boot_url: str | None = None,
-           base_port: int | None = None, memory_mb: int = 1536, sim: SimOptions | None = None) -> LabStatus:
+           base_port: int | None = None, memory_mb: int = 1536, sim: SimOptions | None = None,
+           on_step: Callable[[str], None] = lambda step: None) -> LabStatus:
     """Start the lab, or report the running one when it is already up with the same size."""
     started = time.monotonic()
     directory = lab_dir(settings)
@@ -299,17 +298,20 @@ def up_lab(settings: Settings, nodes: int, *, no_vm: bool = False, boot_url: str
         _write_private(directory / "lab.json", json.dumps(
             {**asdict(plan), "nodes": [asdict(n) for n in plan.nodes], "password": password}, indent=1))
         if not no_vm:
+            on_step(f"creating {len(plan.nodes)} machine disk(s)")
             for n in plan.nodes:
                 node_dir = directory / "nodes" / n.name
                 (node_dir / "tftp").mkdir(parents=True, exist_ok=True)
                 (node_dir / "tftp" / "boot.ipxe").write_text(render_chain_script(plan.boot_url))
                 run(["qemu-img", "create", "-q", "-f", "qcow2", node_dir / "disk.qcow2", "8G"], capture=True)
+        on_step(f"starting {plan.shards} virtual BMC process(es) for {len(plan.nodes)} machine(s)")
         for shard, cfg in enumerate(serve_configs(plan, directory, password)):
             cfg_path = directory / f"vbmc-{shard}.json"
             _write_private(cfg_path, json.dumps(cfg.dump()))
             with open(directory / f"vbmc-{shard}.log", "ab") as logf:
                 procs.append(spawn([sys.executable, "-m", "toolkit.lab.vbmc", cfg_path], stdout=logf,
                                    env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent.parent)}))
+        on_step("waiting for the BMCs to listen")
         deadline = time.monotonic() + START_TIMEOUT
         for shard, proc in enumerate(procs):
             # the status file appears after every socket is bound and the loop runs
@@ -320,6 +322,7 @@ def up_lab(settings: Settings, nodes: int, *, no_vm: bool = False, boot_url: str
                     raise LabError(f"virtual BMC process {shard} did not start (see {directory}/vbmc-{shard}.log)",
                                    hint=tail.strip().splitlines()[-1] if tail.strip() else None)
                 time.sleep(0.05)
+        on_step("writing the lab inventory")
         _write_private(directory / "inventory.yaml", render_inventory(plan, password))
     except BaseException:
         down_lab(settings)

@@ -1,0 +1,63 @@
+"""Hostile and careless HTTP requests to the boot server: each gets a clear status, none a traceback.
+
+One row per case; grow the table with every bug. The server runs on 127.0.0.1 over real HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from tests.unit.test_bootserver import MAC1, Env, env  # noqa: F401 - the fixture
+
+JSON = {"Content-Type": "application/json"}
+
+
+def _report(**over: object) -> bytes:
+    payload = {"mac": MAC1, "build_id": "b2", "image": "base", "token": "0" * 32 + ".1.-." + "0" * 64,
+               "hostname": "n", "booted_at": "2026-11-26T21:00:00Z", "uptime_s": 1.0, "drift": [],
+               "agent_version": "1"}
+    payload.update(over)
+    return json.dumps(payload).encode()
+
+
+CASES = [  # (what, method, path, body, headers, expected status)
+    ("5,000-digit Range start", "GET", "/store/base/b2/vmlinuz", None, {"Range": "bytes=" + "9" * 5000 + "-"}, 200),
+    ("5,000-digit Range end", "GET", "/store/base/b2/vmlinuz", None, {"Range": "bytes=0-" + "9" * 5000}, 200),
+    ("Range past the end", "GET", "/store/base/b2/vmlinuz", None, {"Range": "bytes=999999-"}, 416),
+    ("Range of garbage", "GET", "/store/base/b2/vmlinuz", None, {"Range": "lines=1-2"}, 200),
+    ("report nested 30,000 deep", "POST", "/report", b"[" * 30_000 + b"]" * 30_000, JSON, 400),
+    ("report with NaN", "POST", "/report", _report().replace(b'"uptime_s": 1.0', b'"uptime_s": NaN'), JSON, 400),
+    ("report with Infinity", "POST", "/report", _report().replace(b'"uptime_s": 1.0', b'"uptime_s": -Infinity'),
+     JSON, 400),
+    ("report with 1e999", "POST", "/report", _report().replace(b'"uptime_s": 1.0', b'"uptime_s": 1e999'), JSON, 400),
+    ("report with a 5,000-digit number", "POST", "/report",
+     _report().replace(b'"uptime_s": 1.0', b'"uptime_s": ' + b"9" * 5000), JSON, 400),
+    ("report not UTF-8", "POST", "/report", b'{"mac": "\xff\xfe"}', JSON, 400),
+    ("report of 20,000 drift paths", "POST", "/report", _report(drift=["/x"] * 20_000), JSON, 400),
+    ("report with a 10 KiB hostname", "POST", "/report", _report(hostname="h" * 10_240), JSON, 400),
+    ("report with a bool uptime", "POST", "/report", _report(uptime_s=True), JSON, 400),
+    ("report without Content-Type", "POST", "/report", _report(), {}, 400),
+    ("report with a 12-digit Content-Length", "POST", "/report", b"{}",
+     {**JSON, "Content-Length": "999999999999"}, 400),
+    ("report with a negative Content-Length", "POST", "/report", b"{}", {**JSON, "Content-Length": "-1"}, 400),
+    ("boot script for a non-MAC", "GET", "/boot/..%2f..%2fetc%2fpasswd.ipxe", None, {}, 404),
+    ("boot script for a too-long MAC", "GET", "/boot/" + "ab:" * 40 + "ab.ipxe", None, {}, 404),
+    ("garbage Host header", "GET", f"/boot/{MAC1}.ipxe", None, {"Host": "evil host/../$(x)"}, 200),
+    ("unknown method", "PUT", "/report", b"{}", JSON, 501),
+]
+
+
+@pytest.mark.parametrize("what, method, path, body, headers, status", CASES, ids=[c[0] for c in CASES])
+def test_hostile_request_gets_a_clear_status(env: Env, caplog: pytest.LogCaptureFixture, what: str,  # noqa: F811
+                                             method: str, path: str, body: bytes | None,
+                                             headers: dict[str, str], status: int) -> None:
+    caplog.set_level(logging.DEBUG, logger="golden")
+    code, _, reply = env.request(method, path, body, headers)
+    assert code == status, what
+    assert b"$(x)" not in reply and b"evil host" not in reply  # a bad Host never reaches a boot script
+    assert not [r for r in caplog.records if r.exc_info], what  # no traceback in the server's log
+    ok, _, _ = env.request("GET", "/healthz")
+    assert ok == 200  # and the server still answers
