@@ -15,11 +15,12 @@ import importlib.util
 import json
 import operator
 import os
-import secrets
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from toolkit.core.fsutil import atomic_write
 
 FORMAT = 2
 DYNAMIC_TTL_S = 300.0  # scripts and plugins: how long their answer is trusted
@@ -136,16 +137,9 @@ def read(path: Path, key: str) -> dict[str, Any] | None:
 
 
 def write(path: Path, key: str, dynamic: bool, body: dict[str, Any]) -> None:
-    """Write aside (0600) and rename into place: readers see the old file or the new one, never half."""
+    """Written aside (0600) and renamed into place: readers see the old file or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"format": FORMAT, "key": key, "written": time.time(),
            "expires": time.time() + DYNAMIC_TTL_S if dynamic else None, **body}
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, separators=(",", ":"))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # no fsync: a cache torn by a crash fails to parse and is rebuilt, it is never wrong
+    atomic_write(path, json.dumps(doc, separators=(",", ":")), mode=0o600, fsync=False)

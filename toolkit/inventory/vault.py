@@ -10,7 +10,6 @@ clear) until ``reveal()``, so the inventory cache never holds one in clear.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.core.errors import InputError
+from toolkit.core.fsutil import atomic_write
 from toolkit.core.secret import Secret
 
 GOLDEN_VAULT_ENV = "GOLDEN_VAULT_PASSWORD_FILE"
@@ -106,16 +106,10 @@ def cache_key(key_file: Path) -> bytes:
     from cryptography.fernet import Fernet
 
     key_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = key_file.with_name(f".{key_file.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(Fernet.generate_key())
-    try:
-        os.link(tmp, key_file)  # first writer wins, so two processes never seal with different keys
+    try:  # exclusive: the first writer wins, so two processes never seal with different keys
+        atomic_write(key_file, Fernet.generate_key(), mode=0o600, exclusive=True)
     except FileExistsError:
         pass
-    finally:
-        tmp.unlink()
     return key_file.read_bytes()
 
 
