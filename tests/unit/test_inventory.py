@@ -170,3 +170,32 @@ def test_cache_follows_edits_and_holds_no_clear_password(tmp_path: Path) -> None
     assert again.host("n1").bmc.password.reveal() == "clear-pw-77"  # type: ignore[union-attr]
     (src / "host_vars" / "n1.yml").write_text("bmc_port: 6231\n")  # a vars file beside the inventory
     assert load_inventory(src, cache_dir=cache_dir).host("n1").bmc.port == 6231  # type: ignore[union-attr]
+
+
+def test_golden_vars_that_are_templates_are_rendered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # as a play would see them: bmc_address from ansible_host, a vaulted password by reference
+    pwfile = tmp_path / "vault-pass"
+    pwfile.write_text("s3cret-vault\n")
+    monkeypatch.setenv("GOLDEN_VAULT_PASSWORD_FILE", str(pwfile))
+    path = tmp_path / "inv.yaml"
+    path.write_text(f"""
+all:
+  vars:
+    oob_net: 10.9.0
+    vault_bmc_password: !vault |
+{_vault("bmc-pw-templated", b"s3cret-vault")}
+  hosts:
+    n1:
+      ansible_host: 10.0.0.5
+      bmc_address: "{{{{ ansible_host }}}}"
+      bmc_port: "{{{{ 620 + 3 }}}}"
+      image: "web@{{{{ 'prod' }}}}"
+      bmc_password: "{{{{ vault_bmc_password }}}}"
+    n2:
+      bmc_address: "{{{{ oob_net }}}}.{{{{ inventory_hostname[1:] }}}}"
+""")
+    inv = load_inventory(path)
+    n1, n2 = inv.host("n1"), inv.host("n2")
+    assert n1.bmc is not None and (n1.bmc.address, n1.bmc.port, n1.image) == ("10.0.0.5", 623, "web@prod")
+    assert n1.bmc.password.reveal() == "bmc-pw-templated"
+    assert n2.bmc is not None and n2.bmc.address == "10.9.0.2"

@@ -56,6 +56,8 @@ CASES = [
     ("vault-malformed", _host("          bmc_address: 10.0.0.1\n          bmc_password: !vault |\n"
                               "            $ANSIBLE_VAULT;1.1;AES256\n            zzzz\n"),
      ["--vault-password-file", "{tmp}/right-pass.sh"], ["hosts.yml:7", "host n1", "bmc_password", "cannot decrypt"]),
+    ("template-undefined", _host('          bmc_address: "{{ oob_ip }}"\n'), [],
+     ["hosts.yml:6", "host n1", "bmc_address", "'oob_ip' is undefined"]),
     ("recursive-alias", _host("          a: &x [*x]\n"), [], ["hosts.yml", "recursion"]),
     ("deep-nesting", _host("          x: " + "[" * 5000 + "]" * 5000 + "\n"), [], ["hosts.yml", "nesting"]),
     ("not-utf8", {"hosts.yml": b"all:\n  hosts:\n    n\xff\xfe1: {}\n"}, [], ["hosts.yml"]),

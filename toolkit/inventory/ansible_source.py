@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from toolkit.core.errors import InputError
+from toolkit.inventory.fields import GOLDEN_VARS
 from toolkit.inventory.vault import VaultOptions, vault_secrets
 
 MAX_DEPTH = 64  # deeper vars are a recursive YAML alias or hostile input, never an inventory
@@ -168,6 +170,7 @@ def _resolve_host(vm: Any, host: Any) -> ResolvedHost:
     except RecursionError:
         _find_too_deep(host)
         raise
+    templated = _template_golden(vm, host, raw)
     skip = set(C.INTERNAL_STATIC_VARS) | {"groups", "group_names", "inventory_hostname", "inventory_hostname_short",
                                           "inventory_dir", "inventory_file", "playbook_dir", "omit"}
     values: dict[str, Any] = {}
@@ -175,12 +178,40 @@ def _resolve_host(vm: Any, host: Any) -> ResolvedHost:
     for key, value in raw.items():
         if key in skip:
             continue
-        values[str(key)] = plain(value, f"host {host.name}: {key}")
+        values[str(key)] = plain(templated.get(key, value), f"host {host.name}: {key}")
         where = origin_of(value)
         if where:
             origins[str(key)] = where
     groups = tuple(sorted(g.name for g in host.get_groups() if g.name != "all"))
     return ResolvedHost(name=str(host.name), groups=groups, vars=values, origins=origins)
+
+
+_BARE_REF = re.compile(r"^\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
+
+
+def _template_golden(vm: Any, host: Any, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """golden's vars that are templates (``bmc_address: "{{ ansible_host }}"``), rendered as a play
+    would render them; everything else stays as Ansible resolved it."""
+    from ansible.parsing.vault import EncryptedString
+    from ansible.template import Templar
+
+    out: dict[str, Any] = {}
+    templar = None
+    for var in GOLDEN_VARS:
+        value = raw.get(var)
+        if not isinstance(value, str) or ("{{" not in value and "{%" not in value):
+            continue
+        bare = _BARE_REF.match(value)
+        if bare and isinstance(raw.get(bare.group(1)), EncryptedString):
+            out[var] = raw[bare.group(1)]  # "{{ vault_bmc_password }}": keep the ciphertext, decrypt late
+            continue
+        templar = templar or Templar(loader=vm._loader, variables=raw)
+        try:
+            out[var] = templar.template(value)
+        except Exception as exc:  # undefined variable, bad filter: one line naming where the template is
+            raise SourceError(f"{origin_of(value) or 'inventory'}: host {host.name}: {var}: cannot render "
+                              f"{value[:80]!r}: {_first_line(exc)}") from None
+    return out
 
 
 def _find_too_deep(host: Any) -> None:
