@@ -170,6 +170,8 @@ def test_cache_follows_edits_and_holds_no_clear_password(tmp_path: Path) -> None
     assert again.host("n1").bmc.password.reveal() == "clear-pw-77"  # type: ignore[union-attr]
     (src / "host_vars" / "n1.yml").write_text("bmc_port: 6231\n")  # a vars file beside the inventory
     assert load_inventory(src, cache_dir=cache_dir).host("n1").bmc.port == 6231  # type: ignore[union-attr]
+    (cache_dir / "inventory-cache.key").unlink()  # the sealing key gone: the cache is resolved again
+    assert load_inventory(src, cache_dir=cache_dir).host("n1").bmc.password.reveal() == "clear-pw-77"  # type: ignore[union-attr]
 
 
 def test_golden_vars_that_are_templates_are_rendered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

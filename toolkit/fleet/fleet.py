@@ -18,7 +18,7 @@ from toolkit.core.mac import normalize_mac
 from toolkit.fleet.desired import DesiredBuild, resolve_desired
 from toolkit.fleet.status import HostStatus, host_state, rack_of
 from toolkit.image.ref import ImageRef, parse_image_ref
-from toolkit.inventory.cache import inventory_stamp
+from toolkit.inventory.cache import inventory_stamp, quick_stamp
 from toolkit.inventory.hosts import Host, Inventory, load_inventory, resolve_inventory_sources
 from toolkit.state import open_state
 from toolkit.state.db import AttemptRow, HostRow, Repo, StateDB, UnknownMachineRow
@@ -29,6 +29,9 @@ from toolkit.store.artifacts import Store
 def image_ref_of(host: Host) -> ImageRef | None:
     """The host's inventory image reference; None when it names none (the inventory loader validated it)."""
     return parse_image_ref(host.image, f"host {host.name}: image") if host.image else None
+
+
+WALK_EVERY_S = 1.0
 
 
 class Fleet:
@@ -43,6 +46,8 @@ class Fleet:
         self._lock = threading.Lock()
         self._inv: Inventory | None = None
         self._inv_stamp: str | None = None
+        self._quick_stamp: str | None = None
+        self._walked_at = 0.0
         self._by_mac: dict[str, Host] = {}
 
     # ---- inventory ----
@@ -66,8 +71,14 @@ class Fleet:
             return
         if not self.inventory_path.exists():
             raise InputError(f"inventory {self.inventory_path} does not exist")
-        # every file under the sources (group_vars/, host_vars/ too), so an edit anywhere is seen
-        stamp = inventory_stamp([str(p) for p in self.inventory_sources])
+        sources = [str(p) for p in self.inventory_sources]
+        # The boot server asks on every request: the source files themselves are checked each time
+        # (one stat each), every file under them (group_vars/, host_vars/) at most once a second.
+        quick = quick_stamp(sources)
+        if quick == self._quick_stamp and time.monotonic() - self._walked_at < WALK_EVERY_S:
+            return
+        stamp = inventory_stamp(sources)
+        self._quick_stamp, self._walked_at = quick, time.monotonic()
         with self._lock:
             if stamp == self._inv_stamp:
                 return

@@ -199,6 +199,8 @@ def load_inventory(path: Path | str | Sequence[Path | str], *, vault: VaultOptio
     cpath = cache.cache_path(cdir, sources)
     with _no_gc():
         doc = cache.read(cpath, key) if use_cache else None
+        if doc is not None and not _key_present(doc, cdir):
+            doc = None  # its sealed passwords cannot be opened any more: resolve again
         if doc is None:
             doc = _resolve_doc(sources, options, cdir)
             if use_cache:
@@ -207,6 +209,11 @@ def load_inventory(path: Path | str | Sequence[Path | str], *, vault: VaultOptio
                 except OSError:
                     pass  # a read-only cache folder costs speed, never correctness
         return _inventory_from_doc(sources, doc, options, cdir)
+
+
+def _key_present(doc: Mapping[str, Any], cdir: Path) -> bool:
+    sealed = any(pw and "sealed" in pw for pw in doc.get("pw", ()))
+    return not sealed or (cdir / CACHE_KEY_FILE).exists()
 
 
 @contextlib.contextmanager
