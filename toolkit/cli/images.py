@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep", type=int_range(0, 1_000_000), required=True, metavar="N",
                    help="keep the N newest builds of each image")
     p.add_argument("--dry-run", action="store_true", help="print what would be deleted; delete nothing")
-    p.add_argument("-i", "--inventory", help="inventory whose pinned builds are kept (default: GOLDEN_INVENTORY)")
+    p.add_argument("-i", "--inventory", action="append",
+                   help="inventory whose pinned builds are kept, repeatable (default: GOLDEN_INVENTORY)")
     p.set_defaults(func=cmd_gc, interrupted=(
         "gc interrupted: builds deleted so far are gone, the rest are untouched; run it again to finish"))
 

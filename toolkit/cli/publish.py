@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true",
                    help="publish to a channel hosts follow even though the build's checks have not passed")
     p.add_argument("--reason", default="", help="why (required with --force; recorded in the history)")
-    p.add_argument("-i", "--inventory", help="inventory whose hosts follow channels (default: as for every verb)")
+    p.add_argument("-i", "--inventory", action="append",
+                   help="inventory whose hosts follow channels, repeatable (default: as for every verb)")
     p.set_defaults(func=cmd_publish, interrupted=(
         "publish interrupted: its transaction was rolled back; the channel is unchanged"))
 

@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reimage", help="reimage hosts onto a build in waves (canary, health gates, rollback)")
     p.add_argument("pattern", nargs="?", help="Ansible host pattern (groups, globs, ':' unions)")
     p.add_argument("--image", metavar="NAME@CHANNEL|NAME@BUILD", help="what to reimage onto")
-    p.add_argument("-i", "--inventory", help="inventory file (default: GOLDEN_INVENTORY, then golden.yaml)")
+    p.add_argument("-i", "--inventory", action="append",
+                   help="inventory source, repeatable (default: GOLDEN_INVENTORY, then golden.yaml)")
     p.add_argument("--canary", type=int_range(0, 1_000_000), default=1,
                    help="hosts in the first wave, which must fully pass (1)")
     p.add_argument("--wave-size", type=amount(1), default="10%",

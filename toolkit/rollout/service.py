@@ -32,7 +32,7 @@ class ReimageRequest:
     pattern: str
     image_ref: str  # name@channel or name@build-id
     policy: Policy
-    inventory: str | None = None
+    inventory: str | list[str] | None = None  # every -i source
     force: bool = False  # past the checks gate (needs reason; audited)
     reason: str = ""
     contest_window_s: float = 15.0
@@ -141,7 +141,8 @@ def execute_plan(settings: Settings, req: ReimageRequest, plan: Plan, checks: tu
     run_id = new_reimage_run_id()
     user = current_user()
     journal.create_run(run_id, user, req.pattern, plan.image, plan.target_build,
-                       {"plan": plan_to_dict(plan), "checks": list(checks), "inventory": str(fleet.inventory_path),
+                       {"plan": plan_to_dict(plan), "checks": list(checks),
+                        "inventory": [str(p) for p in fleet.inventory_sources],
                         "forced": forced, "reason": req.reason, "contest_window_s": req.contest_window_s})
     if forced:
         with fleet.db.write() as repo:
@@ -153,7 +154,7 @@ def execute_plan(settings: Settings, req: ReimageRequest, plan: Plan, checks: tu
                                                         pool, req.contest_window_s))
 
 
-def resume_run(settings: Settings, run_id: str, inventory: str | None = None,
+def resume_run(settings: Settings, run_id: str, inventory: str | list[str] | None = None,
                on_progress: Callable[[WaveProgress], None] = lambda p: None, workers: int = 16) -> RunOutcome:
     fleet0 = open_fleet(settings, inventory, required=False)
     journal = Journal(fleet0.db)
@@ -162,7 +163,7 @@ def resume_run(settings: Settings, run_id: str, inventory: str | None = None,
         raise InputError(f"no reimage run {run_id!r}", hint="list runs with: golden runs")
     if run.status != "running" and run.status != "interrupted":
         raise InputError(f"run {run_id} already finished ({run.status}): {run.summary}")
-    inv = inventory or run.plan.get("inventory")
+    inv = inventory or run.plan.get("inventory")  # a list of sources (older runs: one path)
     fleet = open_fleet(settings, inv)
     plan = plan_from_dict(run.plan["plan"])
     tasks, finished = resume_state(journal.steps(run_id), plan.target_build, plan.moves, plan.current_images)
