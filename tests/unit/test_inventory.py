@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from ansible.parsing.vault import VaultLib, VaultSecret
 from toolkit.core.config import Settings
 from toolkit.core.secret import Secret
 from toolkit.inventory.hosts import InventoryError, load_inventory, parse_inventory, resolve_inventory_path
+from toolkit.inventory.vault import VaultOptions
 
 INVENTORY = """
 all:
@@ -201,3 +203,35 @@ all:
     assert n1.bmc is not None and (n1.bmc.address, n1.bmc.port, n1.image) == ("10.0.0.5", 623, "web@prod")
     assert n1.bmc.password.reveal() == "bmc-pw-templated"
     assert n2.bmc is not None and n2.bmc.address == "10.9.0.2"
+
+
+def test_script_and_constructed_sources(tmp_path: Path) -> None:
+    # an inventory script (a CMDB exporter, say) and Ansible's constructed plugin grouping its hosts
+    script = tmp_path / "cmdb.py"
+    script.write_text("#!/usr/bin/env python3\nimport json, sys\n"
+                      "print(json.dumps({'cmdb': {'hosts': ['c1', 'c2']}, '_meta': {'hostvars': {"
+                      "'c1': {'mac': '52:54:00:00:0c:01', 'row': 'r4'}, "
+                      "'c2': {'mac': '52:54:00:00:0c:02', 'row': 'r5'}}}}))\n")
+    script.chmod(0o755)
+    constructed = tmp_path / "zz-constructed.yml"
+    constructed.write_text("plugin: ansible.builtin.constructed\nstrict: true\n"
+                           "keyed_groups:\n  - key: row\n    prefix: rack\n")
+    cache_dir = tmp_path / "cache"
+    inv = load_inventory([script, constructed], cache_dir=cache_dir)
+    assert {h.name: h.rack for h in inv.hosts} == {"c1": "rack_r4", "c2": "rack_r5"}
+    assert [h.name for h in inv.select("rack_r5")] == ["c2"]
+    [cached] = cache_dir.glob("inventory-*.json")
+    assert json.loads(cached.read_text())["expires"] is not None  # a script's answer is trusted for a TTL
+
+
+def test_vault_id_with_an_executable_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for env in ("ANSIBLE_VAULT_PASSWORD_FILE", "GOLDEN_VAULT_PASSWORD_FILE", "ANSIBLE_VAULT_IDENTITY_LIST"):
+        monkeypatch.delenv(env, raising=False)
+    script = tmp_path / "vault-client.sh"
+    script.write_text("#!/bin/sh\necho s3cret-vault\n")
+    script.chmod(0o700)
+    path = tmp_path / "inv.yaml"
+    path.write_text(f"all:\n  hosts:\n    n1:\n      bmc_address: 127.0.0.1\n      bmc_password: !vault |\n"
+                    f"{_vault('pw-from-script', b's3cret-vault')}\n")
+    host = load_inventory(path, vault=VaultOptions(vault_ids=(f"prod@{script}",))).host("n1")
+    assert host.bmc is not None and host.bmc.password.reveal() == "pw-from-script"

@@ -74,10 +74,21 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
+def _init_collections() -> None:
+    """What ansible's CLI does before it reads an inventory: make collections importable, so plugin
+    configs naming ``ansible.builtin.constructed`` or ``netbox.netbox.nb_inventory`` load."""
+    from ansible.plugins.loader import init_plugin_loader
+    from ansible.utils.collection_loader import AnsibleCollectionConfig
+
+    if AnsibleCollectionConfig.collection_finder is None:  # once per process
+        init_plugin_loader()
+
+
 def _manager(sources: Sequence[str], vault: VaultOptions) -> Any:
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
 
+    _init_collections()
     loader = DataLoader()
     loader.set_vault_secrets(vault_secrets(vault))
     # Ansible's own defaults: a folder holding only group_vars/ is no error (its vars still apply);
@@ -118,7 +129,9 @@ def _unparsed_is_failed(value: bool) -> Iterator[None]:
 def _source_failure(source_msg: str, said: list[str]) -> str:
     # Ansible tries every plugin; the useful reason is the one from the plugin that owns the file type.
     reasons = [s for s in said if "Failed to parse inventory with" in s]
-    for plugin in ("'yaml'", "'ini'", "'auto'", "'script'"):
+    # a plugin config ("plugin: ...") is auto's business; any other YAML file is yaml's
+    config = any("'yaml'" in r and "Plugin configuration" in r for r in reasons)
+    for plugin in ("'auto'", "'yaml'", "'ini'", "'script'") if config else ("'yaml'", "'ini'", "'auto'", "'script'"):
         for r in reasons:
             if plugin in r:
                 return r.split("plugin.", 1)[-1].strip()
