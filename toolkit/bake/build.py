@@ -110,15 +110,19 @@ def resolve_mirrors(spec: ImageSpec, settings: Settings) -> Mirrors:
     return Mirrors(main=main or host.main, security=security or host.security)
 
 
-def make_plan(settings: Settings, spec: ImageSpec, store: Store, refresh: bool) -> BakePlan:
+def make_plan(settings: Settings, spec: ImageSpec, store: Store, refresh: bool, rebuild: str = "") -> BakePlan:
     stamp = snapshot_stamp(store.snapshot(spec.name), refresh)
     return plan_bake(spec, settings.roles_dir, dib_version(), stamp, refresh=refresh,
-                     project_elements=settings.project / "elements")
+                     project_elements=settings.project / "elements", rebuild=rebuild)
 
 
 def bake_image(settings: Settings, name: str, *, force: bool = False, refresh: bool = False,
                progress: Progress | None = None) -> BakeResult:
-    """Bake image spec ``name``, or return the stored build of identical inputs (unless forced)."""
+    """Bake image spec ``name``, or return the stored build of identical inputs.
+
+    ``force`` bakes the same inputs again under a new build id (a rebuild stamp joins the inputs):
+    a stored build's bytes never change, whoever points at it.
+    """
     started = time.monotonic()
     if progress:
         progress.phase("planning (hashing the inputs)")
@@ -132,7 +136,8 @@ def bake_image(settings: Settings, name: str, *, force: bool = False, refresh: b
             return BakeResult(build=hit, cache_hit=True, seconds=time.monotonic() - started)
     with store.lock(spec.name):
         # Re-plan under the lock: a bake that finished meanwhile may have moved the snapshot stamp.
-        plan = make_plan(settings, spec, store, refresh)
+        plan = make_plan(settings, spec, store, refresh,
+                         rebuild=datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ") if force else "")
         if not (force or refresh):
             hit = store.find(spec.name, plan.build_id)
             if hit is not None:
