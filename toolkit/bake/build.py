@@ -375,6 +375,8 @@ def _collect(store: Store, plan: BakePlan, paths: BakePaths, staged: Path, recor
     packages = parse_dpkg_manifest(paths.dpkg_manifest)
     if not packages:
         raise BakeError(f"bake of {plan.image}: the dpkg manifest lists no installed packages")
+    origins_file = paths.origins_result
+    archives = json.loads(origins_file.read_text()) if origins_file.is_file() else {}
     checks_file = paths.checks_result
     checks = {k: CheckResult(**v) for k, v in json.loads(checks_file.read_text()).items()} \
         if checks_file.is_file() else {}
@@ -396,6 +398,7 @@ def _collect(store: Store, plan: BakePlan, paths: BakePaths, staged: Path, recor
         inputs=plan.inputs.as_dict(),
         artifacts=artifacts,
         packages=packages,
+        package_archives={k: v for k, v in archives.items() if k in packages},
         roles=dict(plan.inputs.roles),
         tool_versions=_tool_versions(plan),
         dib_env=dict(inv.dib_env),

@@ -23,7 +23,7 @@ ELEMENTS_DIR = Path(__file__).resolve().parent / "elements"
 
 # Bump when the way we drive DIB changes what ends up in the image (flags, env, hook logic), so
 # such a change yields new build ids instead of silently reusing old builds.
-RECIPE = 3
+RECIPE = 4  # 4: manifests record each package's archive
 
 # Elements every netboot bake uses, before the spec's own elements.
 BASE_ELEMENTS = ("debian-minimal", "golden-netboot")

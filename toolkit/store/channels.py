@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from toolkit.core.errors import GateError, InputError, StoreError
+from toolkit.image.ref import REF_RE, parse_image_ref
 from toolkit.state.db import HistoryRow, Repo, StateDB
 from toolkit.store.artifacts import Build, Store
 
@@ -231,3 +232,22 @@ def history(db: StateDB, image: str | None = None, channel: str | None = None) -
 def channel_build(db: StateDB, image: str, channel: str) -> str | None:
     with db.read() as repo:
         return _current(repo, image, channel)
+
+
+def resolve_ref(db: StateDB, store: Store, ref: str) -> Build:
+    """``name@channel``, ``name@build-id`` or a bare build id (searched in every image) to a stored build."""
+    if "@" in ref:
+        parsed = parse_image_ref(ref, "build reference")
+        build_id = channel_build(db, parsed.image, parsed.ref) or parsed.ref
+        build = store.find(parsed.image, build_id)
+        if build is None:
+            raise ChannelError(f"{ref}: no channel {parsed.ref!r} and no build {parsed.image}/{parsed.ref} "
+                               "in the store", hint="see: golden images")
+        return build
+    if not REF_RE.match(ref):
+        raise ChannelError(f"{ref!r} is not a build reference (name@channel, name@build-id or a build id)")
+    found = [b for image in store.images() if (b := store.find(image, ref)) is not None]
+    if len(found) != 1:
+        raise ChannelError(f"build id {ref!r} {'is in no image' if not found else 'is in several images'}",
+                           hint="write it as <image>@<build-id>")
+    return found[0]
