@@ -15,6 +15,7 @@ The overview lives in ``overview``, retention in ``gc``.
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import os
 import re
@@ -26,6 +27,7 @@ from toolkit.core.errors import GateError, InputError, StoreError
 from toolkit.image.ref import REF_RE, parse_image_ref
 from toolkit.state.db import HistoryRow, Repo, StateDB
 from toolkit.store.artifacts import Build, Store
+from toolkit.store.policy import LAB_BOOT, ChannelGates, GateEvidence, missing_gates
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 LATEST = "latest-bake"
@@ -193,8 +195,23 @@ def publish(db: StateDB, store: Store, image: str, ref: str, channel: str, *, us
         return _apply(repo, change)
 
 
+def _policy_forced(repo: Repo, image: str, build: Build, dst: str, gates: ChannelGates | None, force: bool,
+                   reason: str) -> bool:
+    """Whether the promotion gates of ``dst`` are overridden; GateError naming every missing gate."""
+    if gates is None:
+        return False
+    evidence = GateEvidence(repo.gate_passed(image, build.build_id, LAB_BOOT),
+                            repo.count_soaked_hosts(build.build_id, time.time() - gates.soak))
+    missing = missing_gates(gates, evidence)
+    if missing and not force:
+        raise GateError(f"refused by the promotion gates of {dst}: build {image}/{build.build_id} has "
+                        f"{'; '.join(missing)}", hint="wait for the evidence, or --force --reason '...' (audited)")
+    return bool(missing)
+
+
 def promote(db: StateDB, store: Store, image: str, src: str, dst: str, *, force: bool = False, reason: str = "",
-            user: str | None = None) -> ChangeResult:
+            user: str | None = None, policy: dict[str, ChannelGates] | None = None) -> ChangeResult:
+    """``policy``: the promotion gates per target channel (``golden.yaml`` ``promotion:``)."""
     check_name("image", image)
     check_name("channel", src)
     check_name("channel", dst)
@@ -207,6 +224,8 @@ def promote(db: StateDB, store: Store, image: str, src: str, dst: str, *, force:
             if source is None:
                 raise StoreError(f"channel {image}@{src} points at build {src_id}, which is not in the store")
         change = plan_promote(image, src, dst, source, _current(repo, image, dst), who, force, reason)
+        if source is not None and _policy_forced(repo, image, source, dst, (policy or {}).get(dst), force, reason):
+            change = dataclasses.replace(change, forced=True)
         return _apply(repo, change)
 
 
