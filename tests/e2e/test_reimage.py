@@ -162,3 +162,26 @@ def test_reimage_rack_kill_resume_canary_and_rollback(rack, releases: dict[str, 
     assert failed and "http-ok" in failed[0]["detail"]
     fleet = _fleet(golden, inventory)
     assert {h["observed"] for h in fleet.values()} == {b}, fleet
+
+
+def test_diff_between_real_releases_lists_packages_with_archives(releases: dict[str, Build]) -> None:
+    """base (A) and the web tier (B) differ by the web role's packages; the diff names them with versions and
+    the archive apt installed them from, as recorded at bake time (no extra bake: the releases are cached)."""
+    a, b = releases["A"], releases["B"]
+    for build in (a, b):
+        archives = build.manifest.package_archives
+        assert set(archives) == set(build.manifest.packages)
+        assert set(archives.values()) <= {"bookworm", "bookworm-updates", "bookworm-security", "local"}
+        assert archives["bash"] in ("bookworm", "bookworm-security")
+    golden = GoldenRunner(home=bake_home())
+    out = golden.json("diff", f"base@{a.build_id}", f"rollout@{b.build_id}")
+    added = {p["package"]: p for p in out["packages"] if p["change"] == "added"}
+    nginx = [name for name in added if name.startswith("nginx")]
+    assert nginx, out["packages"]
+    for name in nginx:
+        assert added[name]["new"] == b.manifest.packages[name]
+        assert added[name]["archive"] == b.manifest.package_archives[name]
+    assert {r["role"] for r in out["roles"]} == {"web"}
+    security = [p for p in out["packages"] if p["security"]]
+    assert out["security_updates"] == len(security)
+    assert out["packages"][: len(security)] == security  # security updates are listed first

@@ -235,3 +235,34 @@ def test_two_images_bake_concurrently_without_interfering(tmp_path):
         assert f"golden-test: {other}" not in err
     store = Store(tmp_path / "shared-home" / "store")
     assert store.images() == [] and mounts_under(tmp_path / "shared-home") == []
+
+
+def test_force_never_changes_a_stored_build(baked_base):
+    """--force on a build a channel points at bakes the same inputs under a new id; the old bytes stay."""
+    env = {**os.environ, "GOLDEN_HOME": str(bake_home())}
+    subprocess.run([*GOLDEN, "publish", "base", baked_base.build_id, "--channel", "immutable-test"], cwd=ROOT,
+                   env=env, check=True, capture_output=True, timeout=60)
+    before = {n: _file_sha256(baked_base.artifact(n)) for n in baked_base.manifest.artifacts}
+    manifest_before = (baked_base.path / "manifest.json").read_bytes()
+    res = subprocess.run([*GOLDEN, "--json", "bake", "base", "--force"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=1500)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout)
+    store = Store(bake_home() / "store")
+    try:
+        assert out["build_id"] != baked_base.build_id and out["cache_hit"] is False
+        assert {n: _file_sha256(baked_base.artifact(n)) for n in before} == before
+        assert (baked_base.path / "manifest.json").read_bytes() == manifest_before
+        forced = store.get("base", out["build_id"])
+        assert forced.manifest.inputs["rebuild"] and forced.manifest.packages == baked_base.manifest.packages
+    finally:
+        if store.find("base", out["build_id"]) is not None:
+            store.delete("base", out["build_id"])  # keep the shared bake cache from growing every run
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -111,6 +111,11 @@ def test_sigint_mid_wave_then_resume(tmp_path: Path) -> None:
         macs = {h["name"]: h["mac"] for h in fleet}
         per_host = Counter(host for host, _ in intents)
         assert _boots_per_mac(golden.home) == Counter({macs[h]: n for h, n in per_host.items()})
+        # reimaging only lab machines is the build's lab boot test, a promotion gate
+        db = sqlite3.connect(golden.home / "state.db")
+        gates = db.execute("SELECT image, build_id, gate, passed FROM build_gates").fetchall()
+        db.close()
+        assert gates == [("web", GOOD, "lab-boot", 1)]
     finally:
         serve.stop()
         golden.run("lab", "down", check=False)

@@ -151,3 +151,13 @@ def test_project_elements_count_in_the_id(roles, elements, tmp_path):
     (extra / "mine" / "element-deps").write_text("base\n")
     assert plan_bake(_spec(), roles, "3.43.0", "s", elements_dir=elements,
                      project_elements=extra).build_id != with_extra.build_id
+
+
+def test_a_forced_rebuild_gets_its_own_id_and_plain_ids_do_not_move(tmp_path):
+    from toolkit.bake.plan import BakeInputs
+
+    plain = BakeInputs("s", {"r": "1"}, {"golden": "2"}, "3.40", "snap")
+    again = BakeInputs("s", {"r": "1"}, {"golden": "2"}, "3.40", "snap", rebuild="20261202T000000.000000Z")
+    assert "rebuild" not in plain.as_dict()  # ids baked before --force meant a new id are unchanged
+    assert again.build_id() != plain.build_id()
+    assert again.as_dict()["rebuild"] == "20261202T000000.000000Z"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import re
 from pathlib import Path
 
 import pytest
@@ -258,3 +259,57 @@ def test_publish_gate_applies_only_to_channels_hosts_follow(db, fake_store):
     res = channels.publish(db, fake_store, "base", "bad", "prod", followers=["n1"], force=True, reason="INC-7")
     assert res.applied and res.change.forced
     assert channels.history(db, "base", "prod")[-1].forced
+
+
+@pytest.mark.parametrize("data, error", [
+    ({"prod": {"lab_boot": "maybe"}}, ".promotion.prod.lab_boot"),
+    ({"prod": {"soak": "a while"}}, "not a duration"),
+    ({"prod": {"in_sync": -1}}, ".promotion.prod.in_sync"),
+    ({"prod": {"bogus": 1}}, ".promotion.prod.bogus"),
+    (["prod"], "expected a mapping"),
+])
+def test_promotion_policy_bad_input(data, error):
+    from toolkit.core.errors import InputError
+    from toolkit.store.policy import parse_policy
+
+    with pytest.raises(InputError, match=re.escape(error)):
+        parse_policy(data)
+
+
+def test_promotion_gates_refuse_until_evidence(db, fake_store):
+    import time as _time
+
+    from toolkit.core.mac import normalize_mac
+    from toolkit.state.db import ObservedReport
+    from toolkit.store.policy import LAB_BOOT, parse_policy
+
+    policy = parse_policy({"prod": {"lab_boot": True, "in_sync": 2, "soak": "1h"}, "staging": {"lab_boot": True}})
+    assert policy["prod"].soak == 3600
+    make_build(fake_store, "base", "good")
+    channels.publish(db, fake_store, "base", "good", "dev")
+    with pytest.raises(GateError, match=r"promotion gates of staging: .* no passed lab boot test"):
+        channels.promote(db, fake_store, "base", "dev", "staging", policy=policy)
+    with db.write() as repo:
+        repo.record_gate("base", "good", LAB_BOOT, True, _time.time(), "run r1")
+    assert channels.promote(db, fake_store, "base", "dev", "staging", policy=policy).applied
+    with pytest.raises(GateError, match=r"0 of 2 host\(s\) in sync on it for 3600 s"):
+        channels.promote(db, fake_store, "base", "staging", "prod", policy=policy)
+    report = ObservedReport("base", "good", "2026-12-01T00:00:00Z", "h", 1.0, (), "1")
+    with db.write() as repo:
+        for i in range(2):
+            repo.ensure_host(f"h{i}", normalize_mac(f"52:54:00:00:00:0{i}"))
+            repo.set_observed(f"h{i}", report, _time.time() - 7200)  # in sync for two hours
+    res = channels.promote(db, fake_store, "base", "staging", "prod", policy=policy)
+    assert res.applied and not res.change.forced
+    forced = channels.promote(db, fake_store, "base", "dev", "qa", policy={"qa": policy["prod"]})
+    assert forced.applied  # qa has the same gates and the evidence is there
+
+
+def test_promotion_gate_override_is_forced_and_recorded(db, fake_store):
+    from toolkit.store.policy import parse_policy
+
+    policy = parse_policy({"prod": {"lab_boot": True}})
+    make_build(fake_store, "base", "good")
+    channels.publish(db, fake_store, "base", "good", "dev")
+    res = channels.promote(db, fake_store, "base", "dev", "prod", policy=policy, force=True, reason="INC-9")
+    assert res.change.forced and channels.history(db, "base", "prod")[-1].reason == "INC-9"

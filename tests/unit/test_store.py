@@ -74,12 +74,15 @@ def test_commit_refuses_a_missing_artifact(tmp_path):
     assert store.find("base", "aaaa") is None
 
 
-def test_commit_replaces_same_id(tmp_path):
+def test_commit_never_replaces_a_stored_build(tmp_path):
     store = Store(tmp_path / "store")
-    store.commit("base", "aaaa", _stage(store, "base", "aaaa", "2026-01-01T00:00:00Z"))
-    store.commit("base", "aaaa", _stage(store, "base", "aaaa", "2026-03-01T00:00:00Z"))
-    assert store.get("base", "aaaa").manifest.created_at == "2026-03-01T00:00:00Z"
-    assert store.stale_staging("base") == []
+    first = store.commit("base", "aaaa", _stage(store, "base", "aaaa", "2026-01-01T00:00:00Z"))
+    before = {p.name: p.read_bytes() for p in first.path.iterdir() if p.is_file()}
+    second = _stage(store, "base", "aaaa", "2026-03-01T00:00:00Z")
+    with pytest.raises(StoreError, match="already stored, and stored builds never change"):
+        store.commit("base", "aaaa", second)
+    assert store.get("base", "aaaa").manifest.created_at == "2026-01-01T00:00:00Z"
+    assert {p.name: p.read_bytes() for p in first.path.iterdir() if p.is_file()} == before
 
 
 def test_get_unknown_build_names_the_fix(tmp_path):

@@ -110,15 +110,19 @@ def resolve_mirrors(spec: ImageSpec, settings: Settings) -> Mirrors:
     return Mirrors(main=main or host.main, security=security or host.security)
 
 
-def make_plan(settings: Settings, spec: ImageSpec, store: Store, refresh: bool) -> BakePlan:
+def make_plan(settings: Settings, spec: ImageSpec, store: Store, refresh: bool, rebuild: str = "") -> BakePlan:
     stamp = snapshot_stamp(store.snapshot(spec.name), refresh)
     return plan_bake(spec, settings.roles_dir, dib_version(), stamp, refresh=refresh,
-                     project_elements=settings.project / "elements")
+                     project_elements=settings.project / "elements", rebuild=rebuild)
 
 
 def bake_image(settings: Settings, name: str, *, force: bool = False, refresh: bool = False,
                progress: Progress | None = None) -> BakeResult:
-    """Bake image spec ``name``, or return the stored build of identical inputs (unless forced)."""
+    """Bake image spec ``name``, or return the stored build of identical inputs.
+
+    ``force`` bakes the same inputs again under a new build id (a rebuild stamp joins the inputs):
+    a stored build's bytes never change, whoever points at it.
+    """
     started = time.monotonic()
     if progress:
         progress.phase("planning (hashing the inputs)")
@@ -132,7 +136,8 @@ def bake_image(settings: Settings, name: str, *, force: bool = False, refresh: b
             return BakeResult(build=hit, cache_hit=True, seconds=time.monotonic() - started)
     with store.lock(spec.name):
         # Re-plan under the lock: a bake that finished meanwhile may have moved the snapshot stamp.
-        plan = make_plan(settings, spec, store, refresh)
+        plan = make_plan(settings, spec, store, refresh,
+                         rebuild=datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ") if force else "")
         if not (force or refresh):
             hit = store.find(spec.name, plan.build_id)
             if hit is not None:
@@ -370,6 +375,8 @@ def _collect(store: Store, plan: BakePlan, paths: BakePaths, staged: Path, recor
     packages = parse_dpkg_manifest(paths.dpkg_manifest)
     if not packages:
         raise BakeError(f"bake of {plan.image}: the dpkg manifest lists no installed packages")
+    origins_file = paths.origins_result
+    archives = json.loads(origins_file.read_text()) if origins_file.is_file() else {}
     checks_file = paths.checks_result
     checks = {k: CheckResult(**v) for k, v in json.loads(checks_file.read_text()).items()} \
         if checks_file.is_file() else {}
@@ -391,6 +398,7 @@ def _collect(store: Store, plan: BakePlan, paths: BakePaths, staged: Path, recor
         inputs=plan.inputs.as_dict(),
         artifacts=artifacts,
         packages=packages,
+        package_archives={k: v for k, v in archives.items() if k in packages},
         roles=dict(plan.inputs.roles),
         tool_versions=_tool_versions(plan),
         dib_env=dict(inv.dib_env),

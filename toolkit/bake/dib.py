@@ -91,6 +91,10 @@ class BakePaths:
         return self.hook / "checks.json"
 
     @property
+    def origins_result(self) -> Path:  # package -> archive it came from (written by the checks hook)
+        return self.hook / "packages.json"
+
+    @property
     def roles_result(self) -> Path:
         return self.hook / "roles.json"
 

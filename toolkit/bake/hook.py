@@ -17,6 +17,7 @@ from typing import Any
 
 from toolkit.bake.checks import run_checks
 from toolkit.bake.dib import FAIL_MARK
+from toolkit.bake.origins import read_origins
 from toolkit.image.spec import Check
 
 REMOTE_TMP = "/tmp/.golden-ansible"  # inside the chroot; DIB empties /tmp when it finalises
@@ -111,6 +112,8 @@ def run_roles(target: Path, hook_dir: Path) -> int:
 
 
 def run_bake_checks(target: Path, hook_dir: Path) -> int:
+    # Here, before DIB's cleanup empties apt's lists: which archive each package came from.
+    (hook_dir / "packages.json").write_text(json.dumps(read_origins(target), indent=1, sort_keys=True))
     plan = json.loads((hook_dir / "plan.json").read_text())
     checks = [Check.model_validate(c) for c in plan["checks"]]
     outcomes = run_checks(checks, target)

@@ -23,7 +23,7 @@ ELEMENTS_DIR = Path(__file__).resolve().parent / "elements"
 
 # Bump when the way we drive DIB changes what ends up in the image (flags, env, hook logic), so
 # such a change yields new build ids instead of silently reusing old builds.
-RECIPE = 3
+RECIPE = 4  # 4: manifests record each package's archive
 
 # Elements every netboot bake uses, before the spec's own elements.
 BASE_ELEMENTS = ("debian-minimal", "golden-netboot")
@@ -77,9 +77,10 @@ class BakeInputs:
     dib_version: str
     snapshot: str
     recipe: int = RECIPE
+    rebuild: str = ""  # set by --force: the same inputs baked again get their own id (builds are immutable)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "spec_sha256": self.spec_sha256,
             "roles": dict(self.roles),
             "elements": dict(self.elements),
@@ -87,6 +88,9 @@ class BakeInputs:
             "snapshot": self.snapshot,
             "recipe": self.recipe,
         }
+        if self.rebuild:  # only then: every id baked without --force stays what it was
+            data["rebuild"] = self.rebuild
+        return data
 
     def build_id(self) -> str:
         return sha256_text(canonical_json(self.as_dict()))[:ID_LENGTH]
@@ -119,6 +123,7 @@ def plan_bake(
     elements_dir: Path = ELEMENTS_DIR,
     project_elements: Path | None = None,
     refresh: bool = False,
+    rebuild: str = "",
 ) -> BakePlan:
     """Plan one bake. ``project_elements`` is the project's own ``elements/`` folder, if it has one:
     extra DIB elements a spec may list, hashed into the id like ours."""
@@ -141,6 +146,7 @@ def plan_bake(
         elements=element_digests,
         dib_version=dib_version,
         snapshot=snapshot,
+        rebuild=rebuild,
     )
     elements = tuple(BASE_ELEMENTS) + tuple(e for e in spec.elements if e not in BASE_ELEMENTS)
     return BakePlan(

@@ -9,6 +9,7 @@ from toolkit.fleet.fleet import open_fleet
 from toolkit.state import open_state
 from toolkit.store import open_store
 from toolkit.store.channels import LATEST, ChangeResult, promote, publish, rollback
+from toolkit.store.policy import parse_policy
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,7 +63,7 @@ def cmd_publish(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_promote(args: argparse.Namespace, ctx: Context) -> int:
     s = ctx.settings()
     return _render(ctx, promote(open_state(s), open_store(s), args.image, args.src, args.dst,
-                                force=args.force, reason=args.reason))
+                                force=args.force, reason=args.reason, policy=parse_policy(s.extra.get("promotion"))))
 
 
 def cmd_rollback(args: argparse.Namespace, ctx: Context) -> int:

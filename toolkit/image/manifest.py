@@ -48,6 +48,9 @@ class Manifest(BaseModel):
     dib_env: dict[str, str]
     bake_seconds: float
     checks: dict[str, CheckResult] = Field(default_factory=dict)
+    # package -> the archive (suite) its version was installed from, e.g. bookworm-security; empty
+    # in manifests older than this field
+    package_archives: dict[str, str] = Field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True) + "\n"

@@ -143,7 +143,8 @@ def render_inventory(plan: LabPlan, password: str, address: str = "127.0.0.1") -
             "mac": n.mac, "bmc_address": address, "bmc_port": n.bmc_port, "bmc_protocol": "ipmi",
             "bmc_user": BMC_USER, "bmc_password": password, "uefi": False,
         }
-    doc = {"all": {"children": {LAB_GROUP: {"children": racks}}}}
+    # golden_lab marks lab machines: a reimage that boots them all records a passed lab boot test
+    doc = {"all": {"children": {LAB_GROUP: {"vars": {"golden_lab": True}, "children": racks}}}}
     header = f"# golden lab {plan.lab_id}: written by 'golden lab up'; removed by 'golden lab down'\n"
     return header + yaml.safe_dump(doc, sort_keys=False)
 

@@ -25,6 +25,7 @@ from toolkit.rollout.execute import Executor, ExecutorConfig, RunOutcome, WavePr
 from toolkit.rollout.journal import Journal, RunRow, RunStatus, StepRow, new_reimage_run_id
 from toolkit.rollout.plan import Amount, Candidate, Plan, Policy, Wave, plan_reimage
 from toolkit.store.channels import channel_build, check_gate, current_user
+from toolkit.store.policy import LAB_BOOT
 
 
 @dataclass(frozen=True)
@@ -127,9 +128,22 @@ def _run(journal: Journal, run_id: str, make: Callable[[], Executor], **kw: Any)
     ex: Executor | None = None
     try:
         ex = make()
-        return ex.run(**kw)
+        outcome = ex.run(**kw)
     except KeyboardInterrupt:
         raise _interrupted(journal, run_id, ex) from None
+    _record_lab_boot(ex, outcome)
+    return outcome
+
+
+def _record_lab_boot(ex: Executor, outcome: RunOutcome) -> None:
+    """A run that reimaged only lab machines is the build's lab boot test (a promotion gate)."""
+    hosts = [ex.hosts[h] for h in ex.plan.hosts]
+    if not hosts or not all(h.vars.get("golden_lab") is True for h in hosts):
+        return
+    passed = outcome.status == RunStatus.SUCCEEDED and all(r == "done" for r in outcome.results.values())
+    with ex.fleet.db.write() as repo:
+        repo.record_gate(ex.plan.image, ex.plan.target_build, LAB_BOOT, passed, time.time(),
+                         json.dumps({"run": outcome.run_id, "summary": outcome.summary}))
 
 
 def execute_plan(settings: Settings, req: ReimageRequest, plan: Plan, checks: tuple[str, ...],

@@ -418,6 +418,24 @@ class Repo:
         self._c.execute("UPDATE boot_attempts SET disarmed_at = COALESCE(disarmed_at, ?) "
                         "WHERE host = ? AND attempt = ?", (at, host, attempt))
 
+    # ---- promotion gates: evidence recorded per build ----
+    def record_gate(self, image: str, build_id: str, gate: str, passed: bool, at: float, detail: str = "") -> None:
+        self._c.execute(
+            "INSERT INTO build_gates (image, build_id, gate, passed, at, detail) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (image, build_id, gate) DO UPDATE SET passed = excluded.passed, at = excluded.at, "
+            "detail = excluded.detail", (image, build_id, gate, int(passed), at, detail))
+
+    def gate_passed(self, image: str, build_id: str, gate: str) -> bool:
+        r = self._c.execute("SELECT passed FROM build_gates WHERE image = ? AND build_id = ? AND gate = ?",
+                            (image, build_id, gate)).fetchone()
+        return bool(r and r[0])
+
+    def count_soaked_hosts(self, build_id: str, observed_before: float) -> int:
+        """Hosts that report ``build_id`` without drift and have run it since before ``observed_before``."""
+        r = self._c.execute("SELECT COUNT(*) FROM hosts WHERE observed_build = ? AND observed_since <= ? "
+                            "AND drift = '[]'", (build_id, observed_before)).fetchone()
+        return int(r[0])
+
     # ---- audit ----
     def add_audit(self, at: float, user: str, action: str, subject: str, reason: str = "", detail: str = "") -> int:
         cur = self._c.execute("INSERT INTO audit_log (at, user, action, subject, reason, detail) "

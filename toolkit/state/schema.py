@@ -116,6 +116,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         CREATE INDEX audit_log_by_subject ON audit_log (subject, id);
     """),
+    Migration("0004_build_gates", """
+        CREATE TABLE build_gates (
+            image    TEXT NOT NULL,
+            build_id TEXT NOT NULL,
+            gate     TEXT NOT NULL,
+            passed   INTEGER NOT NULL,
+            at       REAL NOT NULL,
+            detail   TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (image, build_id, gate)
+        );
+    """),
     Migration("0100_reimage_journal", """
         CREATE TABLE reimage_runs (
             id           TEXT PRIMARY KEY,

@@ -100,7 +100,7 @@ class Store:
         return sorted(base.glob(f"{image}.*")) if base.is_dir() else []
 
     def commit(self, image: str, build_id: str, staged: Path) -> Build:
-        """Rename a finished staging folder into place; replaces an existing build of the same id."""
+        """Rename a finished staging folder into place. Builds are immutable: an existing id is never replaced."""
         manifest = read_manifest(staged / MANIFEST)
         if manifest.build_id != build_id or manifest.image != image:
             raise StoreError(f"{staged}: manifest names {manifest.image}/{manifest.build_id}, not {image}/{build_id}")
@@ -109,16 +109,14 @@ class Store:
                 raise StoreError(f"{staged}: artifact {name} listed in the manifest is missing")
         target = self.root / image / build_id
         target.parent.mkdir(parents=True, exist_ok=True)
-        old: Path | None = None
         if target.exists():
-            # --force of the same inputs: move the old build aside first; rename(2) will not replace a
-            # non-empty folder.
-            old = self.root / STAGING / f"{image}.replaced-{build_id}-{uuid.uuid4().hex[:6]}"
-            target.rename(old)
-        staged.rename(target)
+            raise StoreError(f"build {image}/{build_id} is already stored, and stored builds never change",
+                             hint="bake with --force (a new build id for the same inputs) or --refresh")
+        try:
+            staged.rename(target)  # rename(2) never replaces a non-empty folder: a racing commit fails here
+        except OSError as exc:
+            raise StoreError(f"cannot store build {image}/{build_id}: {exc.strerror}") from None
         _fsync_dir(target.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
         return self._load(image, target)
 
     def discard(self, staged: Path) -> None:

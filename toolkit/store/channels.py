@@ -15,6 +15,7 @@ The overview lives in ``overview``, retention in ``gc``.
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import os
 import re
@@ -23,8 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from toolkit.core.errors import GateError, InputError, StoreError
+from toolkit.image.ref import REF_RE, parse_image_ref
 from toolkit.state.db import HistoryRow, Repo, StateDB
 from toolkit.store.artifacts import Build, Store
+from toolkit.store.policy import LAB_BOOT, ChannelGates, GateEvidence, missing_gates
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 LATEST = "latest-bake"
@@ -192,8 +195,23 @@ def publish(db: StateDB, store: Store, image: str, ref: str, channel: str, *, us
         return _apply(repo, change)
 
 
+def _policy_forced(repo: Repo, image: str, build: Build, dst: str, gates: ChannelGates | None, force: bool,
+                   reason: str) -> bool:
+    """Whether the promotion gates of ``dst`` are overridden; GateError naming every missing gate."""
+    if gates is None:
+        return False
+    evidence = GateEvidence(repo.gate_passed(image, build.build_id, LAB_BOOT),
+                            repo.count_soaked_hosts(build.build_id, time.time() - gates.soak))
+    missing = missing_gates(gates, evidence)
+    if missing and not force:
+        raise GateError(f"refused by the promotion gates of {dst}: build {image}/{build.build_id} has "
+                        f"{'; '.join(missing)}", hint="wait for the evidence, or --force --reason '...' (audited)")
+    return bool(missing)
+
+
 def promote(db: StateDB, store: Store, image: str, src: str, dst: str, *, force: bool = False, reason: str = "",
-            user: str | None = None) -> ChangeResult:
+            user: str | None = None, policy: dict[str, ChannelGates] | None = None) -> ChangeResult:
+    """``policy``: the promotion gates per target channel (``golden.yaml`` ``promotion:``)."""
     check_name("image", image)
     check_name("channel", src)
     check_name("channel", dst)
@@ -206,6 +224,8 @@ def promote(db: StateDB, store: Store, image: str, src: str, dst: str, *, force:
             if source is None:
                 raise StoreError(f"channel {image}@{src} points at build {src_id}, which is not in the store")
         change = plan_promote(image, src, dst, source, _current(repo, image, dst), who, force, reason)
+        if source is not None and _policy_forced(repo, image, source, dst, (policy or {}).get(dst), force, reason):
+            change = dataclasses.replace(change, forced=True)
         return _apply(repo, change)
 
 
@@ -231,3 +251,22 @@ def history(db: StateDB, image: str | None = None, channel: str | None = None) -
 def channel_build(db: StateDB, image: str, channel: str) -> str | None:
     with db.read() as repo:
         return _current(repo, image, channel)
+
+
+def resolve_ref(db: StateDB, store: Store, ref: str) -> Build:
+    """``name@channel``, ``name@build-id`` or a bare build id (searched in every image) to a stored build."""
+    if "@" in ref:
+        parsed = parse_image_ref(ref, "build reference")
+        build_id = channel_build(db, parsed.image, parsed.ref) or parsed.ref
+        build = store.find(parsed.image, build_id)
+        if build is None:
+            raise ChannelError(f"{ref}: no channel {parsed.ref!r} and no build {parsed.image}/{parsed.ref} "
+                               "in the store", hint="see: golden images")
+        return build
+    if not REF_RE.match(ref):
+        raise ChannelError(f"{ref!r} is not a build reference (name@channel, name@build-id or a build id)")
+    found = [b for image in store.images() if (b := store.find(image, ref)) is not None]
+    if len(found) != 1:
+        raise ChannelError(f"build id {ref!r} {'is in no image' if not found else 'is in several images'}",
+                           hint="write it as <image>@<build-id>")
+    return found[0]

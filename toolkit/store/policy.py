@@ -1,0 +1,82 @@
+"""Promotion gates beyond the bake checks, from ``golden.yaml``::
+
+    promotion:
+      staging: {lab_boot: true}
+      prod: {lab_boot: true, in_sync: 3, soak: 24h}
+
+``lab_boot``: the build passed a boot test on lab machines (a successful reimage of the lab, or a
+nightly's boot test, records it). ``in_sync`` with ``soak``: at least N hosts have run the build,
+in sync, for that long. Parsing and evaluation are pure; the evidence is read by the caller.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from toolkit.core.errors import InputError
+
+LAB_BOOT = "lab-boot"
+_DURATION_RE = re.compile(r"^(\d{1,6})([smhd])$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str | int | float) -> float:
+    """``90s``, ``30m``, ``24h``, ``7d`` (or a number of seconds) to seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 10**8:
+        return float(value)
+    m = _DURATION_RE.match(str(value).strip())
+    if not m:
+        raise ValueError(f"{value!r} is not a duration like 30m, 24h or 7d")
+    return float(int(m.group(1)) * _UNIT[m.group(2)])
+
+
+class ChannelGates(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lab_boot: bool = False
+    in_sync: int = Field(default=0, ge=0, le=100_000)
+    soak: float = 0.0
+
+    @field_validator("soak", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
+
+
+def parse_policy(data: Any, where: str = "golden.yaml: .promotion") -> dict[str, ChannelGates]:
+    """The gates per target channel; InputError naming the key for anything malformed."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a mapping of channel -> gates")
+    out = {}
+    for channel, gates in data.items():
+        try:
+            out[str(channel)] = ChannelGates.model_validate(gates or {})
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            path = ".".join(str(p) for p in e["loc"])
+            raise InputError(f"{where}.{channel}.{path}: {e['msg']}") from None
+    return out
+
+
+@dataclass(frozen=True)
+class GateEvidence:
+    lab_boot_passed: bool
+    soaked_hosts: int  # hosts in sync on the build for at least the soak time
+
+
+def missing_gates(gates: ChannelGates | None, evidence: GateEvidence) -> list[str]:
+    """What the build still lacks before it may enter the channel (empty: every gate passed)."""
+    if gates is None:
+        return []
+    missing = []
+    if gates.lab_boot and not evidence.lab_boot_passed:
+        missing.append("no passed lab boot test")
+    if gates.in_sync and evidence.soaked_hosts < gates.in_sync:
+        missing.append(f"{evidence.soaked_hosts} of {gates.in_sync} host(s) in sync on it for {gates.soak:g} s")
+    return missing
