@@ -17,10 +17,12 @@ a second while its files are unchanged.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import json
 import os
 import re
+import tempfile
 from collections import ChainMap
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -230,10 +232,17 @@ def _no_gc() -> Iterator[None]:
 
 
 def parse_inventory(text: str, path: Path) -> Inventory:
-    """Inventory text (``path`` names the file in messages): written to ``path`` and loaded, uncached."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return load_inventory(path, use_cache=False)
+    """Inventory text, loaded uncached; ``path`` only names it (in messages and Inventory.path).
+
+    Ansible reads files, so the text goes to a private temporary file of the same name."""
+    with tempfile.TemporaryDirectory(prefix="golden-inventory-") as tmp:
+        src = Path(tmp) / (path.name or "inventory.yaml")
+        src.write_text(text)
+        try:
+            inv = load_inventory(src, use_cache=False)
+        except InventoryError as exc:
+            raise InventoryError(exc.message.replace(str(src), str(path)), hint=exc.hint) from None
+    return dataclasses.replace(inv, path=path, sources=(str(path),))
 
 
 def _resolve_doc(sources: Sequence[str], options: VaultOptions, cdir: Path) -> dict[str, Any]:
