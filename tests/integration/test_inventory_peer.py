@@ -156,7 +156,8 @@ PATTERNS = [
     ("rack1[1:2]", None), ("rack1[-1]", None), ("rack1[2:]", None), ("~db[ab]", None), ("~(web0[13]|edge.*)", None),
     ("web*", None), ("dc1:dc2", None), ("all:!web02", None), ("rack2,edge1", None), ("!rack1", None),
     ("dc1:&~web0[12]:!web01", None), ("all", "rack1"), ("dc1", "~web0[12]"), ("all", "rack1[0:1]"),
-    ("all", "!rack2"), ("dc2:rack2", "dbb,edge2"),
+    ("all", "!rack2"), ("dc2:rack2", "dbb,edge2"), ("web0?", None), ("~web0[", None), ("db?", None),
+    ("edge1:web01:dbc", "dc1"),
 ]
 
 
