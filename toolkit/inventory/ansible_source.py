@@ -11,6 +11,7 @@ import, so every import here is inside a function: a cached load never pays for 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -21,6 +22,7 @@ from toolkit.core.errors import InputError
 from toolkit.inventory.fields import GOLDEN_VARS
 from toolkit.inventory.vault import VaultOptions, vault_secrets
 
+log = logging.getLogger("golden.inventory")
 MAX_DEPTH = 64  # deeper vars are a recursive YAML alias or hostile input, never an inventory
 
 
@@ -172,6 +174,8 @@ def resolve(sources: Sequence[str], vault: VaultOptions) -> Resolved:
             raise SourceError(f"{', '.join(sources)}: cannot read the inventory: {_first_line(exc)}") from None
         tree = {g.name: (tuple(h.name for h in g.hosts), tuple(c.name for c in g.child_groups))
                 for g in inv.groups.values()}
+    for line in said:  # what Ansible would have warned about (unknown keys, say), under --debug
+        log.debug("ansible: %s", line.strip().splitlines()[0][:300] if line.strip() else "")
     return Resolved(hosts=hosts, tree=tree)
 
 
