@@ -161,12 +161,14 @@ def test_cache_follows_edits_and_holds_no_clear_password(tmp_path: Path) -> None
     cache_dir = tmp_path / "cache"
     src = tmp_path / "inv"
     (src / "host_vars").mkdir(parents=True)
-    (src / "hosts.yml").write_text("all:\n  hosts:\n    n1: {bmc_address: 10.0.0.1, bmc_password: clear-pw-77}\n")
+    (src / "hosts.yml").write_text("all:\n  hosts:\n    n1: {bmc_address: 10.0.0.1, bmc_password: clear-pw-77, "
+                                   "ansible_become_password: become-pw-88, nb: {api_token: tok-99}}\n")
     (src / "host_vars" / "n1.yml").write_text("bmc_port: 6230\n")
     first = load_inventory(src, cache_dir=cache_dir)
     [cached] = cache_dir.glob("inventory-*.json")
     assert cached.stat().st_mode & 0o777 == 0o600
-    assert "clear-pw-77" not in cached.read_text()
+    assert not [secret for secret in ("clear-pw-77", "become-pw-88", "tok-99") if secret in cached.read_text()]
+    assert first.host("n1").vars["ansible_become_password"] == "***"
     again = load_inventory(src, cache_dir=cache_dir)
     assert again.host("n1").bmc == first.host("n1").bmc
     assert again.host("n1").bmc.password.reveal() == "clear-pw-77"  # type: ignore[union-attr]

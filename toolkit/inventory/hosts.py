@@ -42,6 +42,7 @@ DEFAULT_BMC_PORT = 623
 PROTOCOLS = ("ipmi", "redfish")
 VAULT_PASSWORD_ENVS = ("GOLDEN_VAULT_PASSWORD_FILE", "ANSIBLE_VAULT_PASSWORD_FILE")
 CACHE_KEY_FILE = "inventory-cache.key"
+_SECRET_NAME = re.compile(r"pass|secret|token|private_key|api_key|credential", re.IGNORECASE)
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_-]+$")  # a pattern Ansible reads as exactly one group or host
 
 
@@ -311,18 +312,20 @@ def _password_record(h: Any, where: str, options: VaultOptions, cdir: Path) -> d
 
 
 def _masked(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Host vars as Host.vars and the cache hold them: vault values and anything named like a
+    secret (ansible_password, netbox_token, ...) masked, since the cache is a file on disk."""
     from toolkit.inventory.ansible_source import VaultValue
 
-    def mask(v: Any) -> Any:
-        if isinstance(v, VaultValue):
+    def mask(k: str, v: Any) -> Any:
+        if isinstance(v, VaultValue) or (_SECRET_NAME.search(k) and v not in (None, "")):
             return "***"
         if isinstance(v, dict):
-            return {k: mask(x) for k, x in v.items()}
+            return {str(kk): mask(str(kk), x) for kk, x in v.items()}
         if isinstance(v, list):
-            return [mask(x) for x in v]
+            return [mask(k, x) if isinstance(x, dict | list | VaultValue) else x for x in v]
         return v
 
-    return {k: ("***" if k == "bmc_password" else mask(v)) for k, v in values.items()}
+    return {k: mask(k, v) for k, v in values.items()}
 
 
 def _check_unique_macs(records: Sequence[Mapping[str, Any]], where: str) -> None:
