@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from toolkit.core.errors import SpecError
+from toolkit.image.roleargs import role_var_problems
 
 NAME_RE = r"^[a-z][a-z0-9_-]{0,62}$"
 
@@ -189,7 +190,7 @@ def role_problems(spec: ImageSpec, where: str, roles_dir: Path) -> list[str]:
             problems.append(
                 f"{where}: .roles[{i}].name: role {ref.name!r} not found (no roles/{ref.name}/tasks/main.yml)"
             )
-    return problems
+    return problems + role_var_problems([(r.name, r.vars) for r in spec.roles], where, roles_dir)
 
 
 def spec_files(images_dir: Path) -> list[Path]:
