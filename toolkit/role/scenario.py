@@ -10,6 +10,7 @@ half-way.
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,8 @@ def run_role_test(project: Path, role: str, *, keep: bool = False, debug: bool =
     lint_roles(project, [role], log_path=log_path)
     base = ensure_chroot()
     copy = instance_path(project, role)
-    env = tool_env(project, color=log_path is None) | {"GOLDEN_MOLECULE_CHROOT": str(copy)}
+    color = log_path is None and sys.stdout.isatty()
+    env = tool_env(project, color=color) | {"GOLDEN_MOLECULE_CHROOT": str(copy)}
     try:
         result = run(molecule_command(role, keep=keep, debug=debug), env=env, cwd=project, check=False,
                      log_path=log_path)
