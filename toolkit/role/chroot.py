@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from toolkit.bake.aptsources import host_mirrors
@@ -48,10 +47,6 @@ PACKAGES = (
     "linux-image-amd64",
     "nginx-light",
 )
-
-# Timings of the last ensure_chroot in this process, for test reports (cold build vs cache hit).
-TIMINGS: dict[str, float] = {}
-
 
 class ChrootError(GoldenError):
     """The base chroot could not be built, or a copy could not be cleaned up."""
@@ -130,14 +125,10 @@ def ensure_chroot(release: str = RELEASE) -> Path:
     inputs = chroot_inputs(release)
     root = cache_dir()
     dest = root / f"chroot-{release}-{chroot_key(inputs)}"
-    started = time.monotonic()
     with open(root / f"chroot-{release}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two runs at once build it once
-        if dest.is_dir():
-            TIMINGS["chroot_cached_s"] = time.monotonic() - started
-            return dest
-        build_chroot(dest, inputs)
-    TIMINGS["chroot_cold_s"] = time.monotonic() - started
+        if not dest.is_dir():
+            build_chroot(dest, inputs)
     return dest
 
 
