@@ -56,7 +56,8 @@ def one_size(nodes: int) -> dict[str, Any]:
             raise SystemExit(up.stderr)
         inv = ["-i", str(home / "lab" / "inventory.yaml")]
         ours = run_measured([GOLDEN, "--json", "reimage", "lab", "--image", f"web@{BUILD}", "--canary", "10",
-                             "--wave-size", "25%", "--max-failures", "1%", "--boot-timeout", "120", "--yes", *inv],
+                             "--wave-size", "25%", "--max-failures", "1%", "--boot-timeout", "120",
+                             "--contest-window", "2", "--yes", *inv],
                             timeout=900, env=env)
         result = json.loads(ours.stdout or "{}")
         done = sum(1 for r in result.get("results", {}).values() if r == "done")

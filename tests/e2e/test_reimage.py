@@ -125,7 +125,7 @@ def test_reimage_rack_kill_resume_canary_and_rollback(rack, releases: dict[str, 
     deadline = time.monotonic() + 300
     run_id = ""
     while time.monotonic() < deadline:
-        runs = golden.json("runs")
+        runs = golden.json("runs", "--kind", "reimage")
         if runs:
             run_id = runs[0]["id"]
             steps = golden.json("runs", "show", run_id)["steps"]
@@ -134,7 +134,7 @@ def test_reimage_rack_kill_resume_canary_and_rollback(rack, releases: dict[str, 
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert run_id and golden.json("runs")[0]["status"] == "running"
+    assert run_id and golden.json("runs", "--kind", "reimage")[0]["status"] == "running"
     resumed = golden.json("reimage", "--resume", run_id, *inv, timeout=1500)
     assert resumed["status"] == "succeeded", resumed
     assert set(resumed["results"].values()) == {"done"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -91,6 +92,15 @@ def test_second_bake_is_a_cache_hit(baked_base):
     assert out["artifacts"]["rootfs.squashfs"]["sha256"] == baked_base.manifest.artifacts["rootfs.squashfs"].sha256
     assert elapsed < 5, f"cache hit took {elapsed:.1f} s"
     assert res.stderr == ""  # --json is quiet
+    # stderr into a file (as under cron or CI): one line per step, with the elapsed time
+    log = Path(env["GOLDEN_HOME"]) / "cache-hit.stderr"
+    with open(log, "w") as errf:
+        subprocess.run([*GOLDEN, "bake", "base"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=errf,
+                       check=True, timeout=60)
+    lines = log.read_text().splitlines()
+    assert lines[0] == "bake base: planning (hashing the inputs) (+0s)", lines
+    assert lines[1] == f"bake base: cache hit: {baked_base.build_id} is already stored (+0s)", lines
+    assert re.fullmatch(r"bake base: done after \d+s", lines[-1]), lines
 
 
 FAIL_SPEC = """\
@@ -216,6 +226,10 @@ def test_two_images_bake_concurrently_without_interfering(tmp_path):
         _out, err = proc.communicate(timeout=1500)
         assert proc.returncode == 1, err
         assert f"bake of {name} failed in DIB step pre-install.d/10-golden-test" in err, err
+        # stderr is a pipe, not a terminal: the real DIB run shows as one line per step with elapsed times
+        steps = re.findall(rf"^bake {name}: (\S+) \(\+(\d+)(?:m\d\d)?s\)$", err, re.M)
+        assert "root.d/08-debootstrap" in {s for s, _ in steps} and len(steps) >= 3, err
+        assert re.search(rf"^bake {name}: failed after \d+(m\d\d)?s$", err, re.M), err
         assert f"golden-test: {name} reached its step" in err
         other = "right" if name == "left" else "left"
         assert f"golden-test: {other}" not in err

@@ -38,8 +38,8 @@ def test_reimage_1000_simulated_hosts(tmp_path: Path) -> None:
     try:
         started = time.monotonic()
         out = golden.run("--json", "reimage", "lab", "--image", f"web@{BUILD}", "--canary", "10",
-                         "--wave-size", "25%", "--max-failures", "1%", "--boot-timeout", "120", "--yes",
-                         "-i", str(inventory), timeout=800, check=False)
+                         "--wave-size", "25%", "--max-failures", "1%", "--boot-timeout", "120",
+                         "--contest-window", "2", "--yes", "-i", str(inventory), timeout=800, check=False)
         wall = time.monotonic() - started
         result = json.loads(out.stdout)
         assert out.returncode == 0, (result, out.stderr[-2000:])

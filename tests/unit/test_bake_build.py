@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.bake.aptsources import AptSource
-from toolkit.bake.build import _tail, _Watch, parse_dpkg_manifest, resolve_mirrors
+from toolkit.bake.build import _log_tail, _Watch, parse_dpkg_manifest, resolve_mirrors
 from toolkit.core.config import Settings
 from toolkit.core.errors import BakeError, InputError
 from toolkit.image.spec import ImageSpec
@@ -61,6 +61,13 @@ def test_no_mirror_anywhere_is_an_input_error(tmp_path, monkeypatch):
         resolve_mirrors(ImageSpec.model_validate({"name": "x"}), _settings(tmp_path))
 
 
+@pytest.mark.parametrize("key", ["mirror", "security_mirror"])
+def test_configured_mirror_is_checked_like_the_spec(tmp_path, key):
+    bad = _settings(tmp_path, **{key: "http://cfg.invalid/debian\ndeb http://evil.invalid/ x main"})
+    with pytest.raises(InputError, match=f"golden.yaml {key} .*no whitespace"):
+        resolve_mirrors(ImageSpec.model_validate({"name": "x"}), bad)
+
+
 def test_tail_drops_environment_tracing(tmp_path):
     log = tmp_path / "log"
     log.write_text(
@@ -69,7 +76,7 @@ def test_tail_drops_environment_tracing(tmp_path):
         "2026-11-26 21:22:49.923 | ++ export DIB_ADD_APT_KEYS=\n"
         "2026-11-26 21:22:50.318 | ERROR: something broke\n"
     )
-    assert _tail(log) == "dib-run-parts Running /x/post-root.d/50-golden-roles\nERROR: something broke"
+    assert _log_tail(log) == "dib-run-parts Running /x/post-root.d/50-golden-roles\nERROR: something broke"
 
 
 def test_watch_tracks_phases_and_first_failure():

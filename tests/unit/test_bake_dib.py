@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from toolkit.bake.aptsources import Mirrors
@@ -39,7 +40,7 @@ def test_dib_writes_a_raw_root_filesystem(tmp_path):
     assert types == ["raw"]  # we squash it ourselves (zstd), see squashfs_command
     assert argv[argv.index("-o") + 1] == str(tmp_path / "w" / "out" / "image")
     assert argv[argv.index("-p") + 1] == "curl,iproute2"
-    assert argv[-2:] == ["debian-minimal", "golden-netboot"]
+    assert argv[-3:] == ["--", "debian-minimal", "golden-netboot"]  # no element can be read as an option
 
 
 def test_env_points_at_mirrors_and_caches(tmp_path):
@@ -123,3 +124,24 @@ def test_parse_failure():
     line = "2026-11-26 21:17:54.103 | golden-step-failed: post-root.d/50-golden-roles: role x, task 'y': boom"
     assert parse_failure(line) == "post-root.d/50-golden-roles: role x, task 'y': boom"
     assert parse_failure("nothing here") is None
+
+
+def test_dibs_own_getopt_reads_everything_after_double_dash_as_elements(tmp_path):
+    """Run disk-image-create's getopt line (read from the installed script) on our argv."""
+    import re
+    import shutil
+    import subprocess
+
+    import diskimage_builder
+
+    script = Path(diskimage_builder.__file__).parent / "lib" / "disk-image-create"
+    m = re.search(r"getopt -o (\S+) -l (\S+) ", script.read_text())
+    if not (m and shutil.which("getopt")):
+        pytest.skip("no getopt line in disk-image-create, or no getopt here")
+    inv = dib_command(_plan(tmp_path), BakePaths(tmp_path / "w"), MIRRORS, use_debootstrap_cache=False)
+    hostile = [*inv.argv[1:], "--help", "-o/tmp/evil"]  # as if validation had let them through
+    out = subprocess.run(["getopt", "-o", m.group(1), "-l", m.group(2), "-n", "dib", "--", *hostile],
+                         capture_output=True, text=True, check=True).stdout
+    options, _, positional = out.partition(" -- ")
+    assert "--help" not in options and "/tmp/evil" not in options
+    assert positional.split() == ["'debian-minimal'", "'golden-netboot'", "'--help'", "'-o/tmp/evil'"]

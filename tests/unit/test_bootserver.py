@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import os
@@ -15,7 +16,7 @@ import pytest
 from tests.fixtures.boot import make_build
 from toolkit.boot.server import BootHTTPServer, ServerConfig, make_server, parse_range, start_in_thread
 from toolkit.boot.token import issue_token, verify_token
-from toolkit.fleet.model import Fleet
+from toolkit.fleet.fleet import Fleet
 from toolkit.state.db import StateDB
 from toolkit.store import channels
 from toolkit.store.artifacts import Build, Store
@@ -306,29 +307,33 @@ def test_forged_replayed_malformed_reports_rejected_and_change_nothing(env: Env)
     assert _report(env, token, drift=[])[0] == 200
     before = _host_row(env)
     nonce = token.split(".")[0]
-    forged = [
-        ("replay", lambda: _report(env, token, drift=["/evil"])),
-        ("other build", lambda: _report(env, token, build="b1")),
-        ("other mac", lambda: _report(env, token, mac=MAC2)),
-        ("wrong secret", lambda: _report(env, issue_token(b"t" * 64, MAC1, "b2"))),
-        ("made-up sig", lambda: _report(env, f"{nonce[:-1]}0.{'0' * 64}")),
-        ("no token", lambda: _report(env, "")),
-        ("bad booted_at", lambda: _report(env, issue_token(SECRET, MAC1, "b2"), booted_at="yesterday")),
-        ("drift not list", lambda: _report(env, issue_token(SECRET, MAC1, "b2"), drift="/etc")),
-        ("checks not map", lambda: _report(env, issue_token(SECRET, MAC1, "b2"), checks={"x": True})),
-        ("stranger", lambda: _report(env, issue_token(SECRET, STRANGER, "b2"), mac=STRANGER)),
+    issued = [_cmdline(env.request("GET", f"/boot/{MAC1}.ipxe")[2].decode())["golden.token"] for _ in range(4)]
+    forged = [  # (what, call, HTTP status, reject kind)
+        ("replay", lambda: _report(env, token, drift=["/evil"]), 403, "replay"),
+        ("other build", lambda: _report(env, issued[0], build="b1"), 403, "forged"),
+        ("other mac", lambda: _report(env, issued[0], mac=MAC2), 403, "forged"),
+        ("wrong secret", lambda: _report(env, issue_token(b"t" * 64, MAC1, "b2")), 403, "forged"),
+        ("made-up sig", lambda: _report(env, f"{nonce[:-1]}0.{token.split('.')[1]}.-.{'0' * 64}"), 403, "forged"),
+        ("never issued", lambda: _report(env, issue_token(SECRET, MAC1, "b2")), 403, "unknown-token"),
+        ("expired", lambda: _report(env, issue_token(SECRET, MAC1, "b2", issued_at=1_000_000)), 403, "expired"),
+        ("no token", lambda: _report(env, ""), 400, "malformed"),
+        ("bad booted_at", lambda: _report(env, issued[1], booted_at="yesterday"), 400, "malformed"),
+        ("drift not list", lambda: _report(env, issued[2], drift="/etc"), 400, "malformed"),
+        ("checks not map", lambda: _report(env, issued[3], checks={"x": True}), 400, "malformed"),
+        ("stranger", lambda: _report(env, issue_token(SECRET, STRANGER, "b2"), mac=STRANGER), 403, "unknown-host"),
     ]
-    for what, call in forged:
+    for what, call, status, kind in forged:
         code, body = call()
-        assert code == 403 and body["accepted"] is False, what
+        assert (code, body["accepted"], body["kind"]) == (status, False, kind), what
     raw = [
         (b"{not json", {"Content-Type": "application/json"}),
         (b'["a list"]', {"Content-Type": "application/json"}),
         (json.dumps({"mac": MAC1}).encode(), {"Content-Type": "text/plain"}),
     ]
     for data, headers in raw:
-        assert env.request("POST", "/report", data, headers)[0] == 403
-    assert _host_row(env) == before
+        assert env.request("POST", "/report", data, headers)[0] == 400  # the request itself is malformed
+    # nothing observed changed (fetching the scripts above moved only served_at)
+    assert dataclasses.replace(_host_row(env), served_at=None) == dataclasses.replace(before, served_at=None)
     with env.db.read() as repo:
         rejects = repo.events_after(0, ["reject"])
     assert len(rejects) == len(forged) + len(raw)

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.boot import make_build
+from toolkit.core.errors import GateError
 from toolkit.state.db import HistoryRow, StateDB
 from toolkit.store import channels
 from toolkit.store.artifacts import Store
-from toolkit.store.channels import ChannelError, GcItem, plan_gc, rollback_stack
+from toolkit.store.channels import ChannelError, rollback_stack
+from toolkit.store.gc import GcItem, gc, plan_gc
 
 
 @pytest.fixture
@@ -67,7 +69,7 @@ def test_promote_exact_build(db, fake_store):
 def test_promote_unchecked_build_refused_unless_forced_with_reason(db, fake_store, checks_passed):
     make_build(fake_store, "base", "bad", checks_passed=checks_passed)
     channels.publish(db, fake_store, "base", "bad", "dev")
-    with pytest.raises(ChannelError, match="has not passed its checks"):
+    with pytest.raises(GateError, match=r"refused by the checks gate: .* has not passed its checks"):
         channels.promote(db, fake_store, "base", "dev", "staging")
     with pytest.raises(ChannelError, match="--reason"):
         channels.promote(db, fake_store, "base", "dev", "staging", force=True)
@@ -212,10 +214,10 @@ def test_gc_never_deletes_referenced_builds(db, fake_store):
     with db.write() as repo:
         repo.ensure_host("node1", "52:54:00:00:00:01")
         repo.set_desired("node1", "base", "b4", 0.0)
-    dry = channels.gc(db, fake_store, keep=1, dry_run=True)
+    dry = gc(db, fake_store, keep=1, dry_run=True)
     assert [i.build_id for i in dry.delete] == ["b5"]
     assert {b.build_id for b in fake_store.builds("base")} == {f"b{n}" for n in range(1, 7)}
-    done = channels.gc(db, fake_store, keep=1)
+    done = gc(db, fake_store, keep=1)
     assert done.deleted == ("base/b5",)
     assert {b.build_id for b in fake_store.builds("base")} == {"b1", "b2", "b3", "b4", "b6"}
     assert not any(p.name.startswith("base.gc-") for p in (fake_store.root / ".staging").iterdir())
@@ -228,5 +230,31 @@ def test_migrations_idempotent(tmp_path):
     from toolkit.state.db import Migration
     assert a.migrate([Migration("9999_extra", "CREATE TABLE extra (x INTEGER)")]) == ["9999_extra"]
     assert b.migrate([Migration("9999_extra", "CREATE TABLE extra (x INTEGER)")]) == []
-    with a.read() as repo:
-        assert repo.execute("PRAGMA journal_mode")[0][0] == "wal"
+    import sqlite3
+
+    assert sqlite3.connect(tmp_path / "s.db").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.parametrize("script, expected", [
+    ("CREATE TABLE a (x TEXT DEFAULT ';');\nCREATE TABLE b (y INTEGER);", 2),
+    ("CREATE TABLE a (x INTEGER)", 1),
+    ("CREATE TRIGGER t AFTER INSERT ON a BEGIN\n  UPDATE a SET x = 1;\n  UPDATE a SET x = 2;\nEND;", 1),
+    ("\n  \n", 0),
+])
+def test_migrations_split_on_complete_statements(script: str, expected: int) -> None:
+    from toolkit.state.schema import split_statements
+
+    assert len(split_statements(script)) == expected
+
+
+def test_publish_gate_applies_only_to_channels_hosts_follow(db, fake_store):
+    make_build(fake_store, "base", "bad", checks_passed=False)
+    assert channels.publish(db, fake_store, "base", "bad", "scratch").applied  # nobody follows it
+    with pytest.raises(GateError, match="publishing it to prod, which 2 host\\(s\\) follow \\(n1, n2\\)"):
+        channels.publish(db, fake_store, "base", "bad", "prod", followers=["n1", "n2"])
+    with pytest.raises(ChannelError, match="--reason"):
+        channels.publish(db, fake_store, "base", "bad", "prod", followers=["n1"], force=True)
+    assert channels.channel_build(db, "base", "prod") is None
+    res = channels.publish(db, fake_store, "base", "bad", "prod", followers=["n1"], force=True, reason="INC-7")
+    assert res.applied and res.change.forced
+    assert channels.history(db, "base", "prod")[-1].forced

@@ -47,12 +47,14 @@ def test_publish_promote_rollback_flow(home, capsys):
     assert all(h["user"] for h in hist)
 
 
-def test_promote_unchecked_exits_2(home, capsys):
+def test_promote_unchecked_is_refused_by_the_gate(home, capsys):
     golden(home, "publish", "base", "bad", "--channel", "dev")
     capsys.readouterr()
-    assert golden(home, "promote", "base", "--from", "dev", "--to", "staging") == 2
+    # a gate refusing is a failed operation (1), not bad input (2)
+    assert golden(home, "promote", "base", "--from", "dev", "--to", "staging") == 1
     err = capsys.readouterr().err
-    assert "has not passed its checks (ssh-no-passwords)" in err and "Traceback" not in err
+    assert "refused by the checks gate" in err and "has not passed its checks (ssh-no-passwords)" in err
+    assert "Traceback" not in err
     assert golden(home, "promote", "base", "--from", "dev", "--to", "staging", "--force") == 2
     assert golden(home, "promote", "base", "--from", "dev", "--to", "staging", "--force", "--reason", "demo") == 0
     assert "FORCED" in capsys.readouterr().out

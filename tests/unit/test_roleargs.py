@@ -122,3 +122,9 @@ def test_validate_refuses_a_mistyped_and_an_unknown_var(tmp_path: Path, capsys, 
     assert main(["validate"]) == 2
     err = capsys.readouterr().err
     assert "web_mesage" in err and "did you mean 'web_message'?" in err and "Traceback" not in err
+
+
+def test_unreadable_argument_spec_is_a_problem_not_a_traceback(roles_dir: Path) -> None:
+    (roles_dir / "t" / "meta" / "argument_specs.yml").write_text("argument_specs: [unclosed\n")
+    [problem] = role_var_problems([("t", {"t_name": "x"})], "images/x.yaml", roles_dir)
+    assert problem.startswith("roles/t/meta/argument_specs.yml:") and "not valid YAML" in problem

@@ -11,7 +11,7 @@ import pytest
 
 from toolkit.bmc.base import BootSetting, PowerAction
 from toolkit.bmc.pool import BmcPool, RetryPolicy
-from toolkit.fleet.model import Fleet
+from toolkit.fleet.fleet import Fleet
 from toolkit.inventory.hosts import Host, load_inventory
 from toolkit.rollout.execute import Executor, ExecutorConfig, HostResult, resume_state
 from toolkit.rollout.journal import Journal, Phase, RunStatus, Step
@@ -32,7 +32,9 @@ class FakeMachine:
         assert desired is not None
         build = desired.build_id
         passed = self.checks_pass.get(build, True)
-        detail = json.dumps({"checks": {"http-ok": {"passed": passed, "detail": "status 200" if passed else "503"}}})
+        armed = self.fleet.attempt_of(self.host.name)  # a real node's token carries the armed attempt
+        detail = json.dumps({"checks": {"http-ok": {"passed": passed, "detail": "status 200" if passed else "503"}},
+                             "attempt": armed.attempt if armed else ""})
         time.sleep(0.05)
         with self.fleet.db.write() as repo:
             repo.add_event("report", time.time(), self.host.mac, self.host.name, build, detail)
@@ -88,7 +90,8 @@ def run(world, target: str, current: str | None, canary: int = 1, retries: int =
     run_id = f"run-{target}"
     journal.create_run(run_id, "test", "all", "web", target, {})
     ex = Executor(run_id, plan, hosts, fleet, journal, pool,
-                  ExecutorConfig(boot_timeout_s=5, retries=retries, required_checks=("http-ok",), tick=0.05))
+                  ExecutorConfig(boot_timeout_s=5, retries=retries, required_checks=("http-ok",), tick=0.05,
+                                 contest_window_s=0.2))
     return ex.run(), run_id
 
 
@@ -126,3 +129,4 @@ def test_resume_after_power_intent_does_not_cycle_again(world):
     tasks, finished = resume_state(journal.steps("r"), "B", {})
     assert finished == {"n1": "done"}
     assert tasks["n0"].next_step == Step.REPORT and tasks["n0"].attempt == 1
+

@@ -9,19 +9,38 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.boot.token import TokenError, issue_token, load_or_create_secret, normalize_mac, verify_token
+from toolkit.boot.token import TokenClaims, TokenError, issue_token, load_or_create_secret, verify_token
+from toolkit.core.mac import MacError, normalize_mac
 
 SECRET = b"x" * 64
 MAC = "52:54:00:12:34:56"
 
 
 def test_token_format_and_roundtrip():
-    token = issue_token(SECRET, MAC, "b1")
-    nonce, sig = token.split(".")
-    assert len(nonce) == 32 and len(sig) == 64
-    assert verify_token(SECRET, token, MAC, "b1") == nonce
+    token = issue_token(SECRET, MAC, "b1", issued_at=1_800_000_000, attempt="0123456789abcdef")
+    nonce, issued, attempt, sig = token.split(".")
+    assert len(nonce) == 32 and issued == "1800000000" and attempt == "0123456789abcdef" and len(sig) == 64
+    claims = verify_token(SECRET, token, MAC, "b1")
+    assert claims == TokenClaims(nonce, 1_800_000_000, "0123456789abcdef")
     # The MAC may come in any spelling; the HMAC is over the normalized form.
-    assert verify_token(SECRET, token, "52-54-00-12-34-56".upper(), "b1") == nonce
+    assert verify_token(SECRET, token, "52-54-00-12-34-56".upper(), "b1").nonce == nonce
+    assert issue_token(SECRET, MAC, "b1").split(".")[2] == "-"  # not issued for a reimage attempt
+
+
+def test_token_expires():
+    token = issue_token(SECRET, MAC, "b1", issued_at=1000)
+    assert verify_token(SECRET, token, MAC, "b1", now=1000 + 3600, ttl=3600).issued_at == 1000
+    with pytest.raises(TokenError, match="expired") as err:
+        verify_token(SECRET, token, MAC, "b1", now=1000 + 3601, ttl=3600)
+    assert err.value.kind == "expired"
+
+
+def test_attempt_is_signed():
+    token = issue_token(SECRET, MAC, "b1", attempt="0123456789abcdef")
+    nonce, issued, _, sig = token.split(".")
+    for other in ("-", "fedcba9876543210"):
+        with pytest.raises(TokenError, match="forged"):
+            verify_token(SECRET, f"{nonce}.{issued}.{other}.{sig}", MAC, "b1")
 
 
 def test_fresh_nonce_every_time():
@@ -39,8 +58,11 @@ def test_token_bound_to_mac_build_and_secret(mac, build, secret):
         verify_token(secret, token, mac, build)
 
 
-@pytest.mark.parametrize("token", ["", "abc", "a.b.c", "0" * 32 + "." + "g" * 64, "0" * 31 + "." + "0" * 64,
-                                   "0" * 32 + "0" * 64])
+@pytest.mark.parametrize("token", [
+    "", "abc", "a.b.c", "0" * 32 + ".1.-." + "g" * 64, "0" * 31 + ".1.-." + "0" * 64, "0" * 32 + "0" * 64,
+    "0" * 32 + "." + "0" * 64, "0" * 32 + "." + "9" * 5000 + ".-." + "0" * 64, "0" * 32 + ".1.xyz." + "0" * 64,
+    "0" * 32 + ".1.-." + "0" * 64 + "." + "0",
+])
 def test_malformed_tokens(token):
     with pytest.raises(TokenError, match="malformed"):
         verify_token(SECRET, token, MAC, "b1")
@@ -49,14 +71,14 @@ def test_malformed_tokens(token):
 def test_forged_signature():
     nonce = "0" * 32
     with pytest.raises(TokenError, match="forged"):
-        verify_token(SECRET, f"{nonce}.{'a' * 64}", MAC, "b1")
+        verify_token(SECRET, f"{nonce}.1.-.{'a' * 64}", MAC, "b1")
 
 
 def test_normalize_mac():
     assert normalize_mac("525400ABCDEF") == "52:54:00:ab:cd:ef"
-    with pytest.raises(TokenError):
+    with pytest.raises(MacError):
         normalize_mac("52:54:00:ab:cd")
-    with pytest.raises(TokenError):
+    with pytest.raises(MacError):
         normalize_mac("../../etc/passwd")
 
 

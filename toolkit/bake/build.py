@@ -30,13 +30,15 @@ from toolkit.bake.dib import (
     strip_timestamp,
 )
 from toolkit.bake.plan import BakePlan, dib_version, plan_bake, snapshot_stamp
-from toolkit.bake.record import RunRecord, new_run_id
+from toolkit.bake.record import RunRecord, new_bake_run_id
 from toolkit.core.config import Settings
-from toolkit.core.errors import BakeError, CommandError, StoreError
+from toolkit.core.errors import BakeError, CommandError, InputError, StoreError
 from toolkit.core.progress import Progress
 from toolkit.core.run import TAIL_LINES, run
+from toolkit.image.fields import check_mirror_url
 from toolkit.image.manifest import Artifact, CheckResult, Manifest
 from toolkit.image.spec import CheckStage, ImageSpec, load_image
+from toolkit.store import open_store
 from toolkit.store.artifacts import Build, Store
 
 log = logging.getLogger("golden.bake")
@@ -87,9 +89,21 @@ class _Watch:
             self.set_phase(phase)
 
 
+def _configured_mirror(value: str | None, key: str, env: str) -> str | None:
+    # The spec's mirrors are checked by validation; these come from golden.yaml or the environment
+    # and land in the same apt sources line.
+    if value is None:
+        return None
+    try:
+        return check_mirror_url(value)
+    except ValueError as exc:
+        raise InputError(f"golden.yaml {key} (or {env}): {exc}") from None
+
+
 def resolve_mirrors(spec: ImageSpec, settings: Settings) -> Mirrors:
-    main = spec.base.mirror or settings.mirror
-    security = spec.base.security_mirror or settings.security_mirror
+    main = spec.base.mirror or _configured_mirror(settings.mirror, "mirror", "GOLDEN_MIRROR")
+    security = spec.base.security_mirror or _configured_mirror(
+        settings.security_mirror, "security_mirror", "GOLDEN_SECURITY_MIRROR")
     if main and security:
         return Mirrors(main=main, security=security)
     host = host_mirrors(spec.base.release)
@@ -106,11 +120,15 @@ def bake_image(settings: Settings, name: str, *, force: bool = False, refresh: b
                progress: Progress | None = None) -> BakeResult:
     """Bake image spec ``name``, or return the stored build of identical inputs (unless forced)."""
     started = time.monotonic()
+    if progress:
+        progress.phase("planning (hashing the inputs)")
     spec = load_image(name, settings.images_dir, settings.roles_dir)
-    store = Store(settings.store_dir)
+    store = open_store(settings)
     if not (force or refresh):
         hit = store.find(spec.name, make_plan(settings, spec, store, refresh=False).build_id)
         if hit is not None:
+            if progress:
+                progress.phase(f"cache hit: {hit.build_id} is already stored")
             return BakeResult(build=hit, cache_hit=True, seconds=time.monotonic() - started)
     with store.lock(spec.name):
         # Re-plan under the lock: a bake that finished meanwhile may have moved the snapshot stamp.
@@ -228,7 +246,7 @@ def parse_dpkg_manifest(path: Path) -> dict[str, str]:
     return {p["package"]: p["version"] for p in data.get("packages", []) if str(p.get("status", "")).startswith("ii")}
 
 
-def _tail(path: Path, lines: int = TAIL_LINES) -> str:
+def _log_tail(path: Path, lines: int = TAIL_LINES) -> str:
     """The last lines of a DIB log, without its shell tracing of environment files (pure noise)."""
     try:
         text = path.read_text(errors="replace").splitlines()
@@ -240,7 +258,7 @@ def _tail(path: Path, lines: int = TAIL_LINES) -> str:
 
 
 def _execute(settings: Settings, store: Store, plan: BakePlan, progress: Progress | None, started: float) -> BakeResult:
-    run_id = new_run_id("bake", plan.image)
+    run_id = new_bake_run_id("bake", plan.image)
     record = RunRecord.create(settings.runs_dir, run_id)
     staged = store.stage(plan.image, run_id)
     paths = BakePaths(staged / "work")
@@ -271,7 +289,7 @@ def _execute(settings: Settings, store: Store, plan: BakePlan, progress: Progres
             step = watch.failure or f"DIB step {watch.phase}"
             raise BakeStepError(
                 f"bake of {plan.image} failed in {step} ({exc.message})",
-                returncode=exc.returncode, log_tail=_tail(record.stdout),
+                returncode=exc.returncode, log_tail=_log_tail(record.stdout),
                 hint=f"full log: {record.stdout}",
             ) from None
         except OSError as exc:  # out of disk, most likely, in the store or the runs folder
@@ -279,7 +297,7 @@ def _execute(settings: Settings, store: Store, plan: BakePlan, progress: Progres
             raise BakeStepError(
                 f"bake of {plan.image} failed in {watch.failure or 'DIB step ' + watch.phase}: "
                 f"{exc.strerror or exc}{where}",
-                returncode=1, log_tail=_tail(record.stdout), hint=f"full log: {record.stdout}",
+                returncode=1, log_tail=_log_tail(record.stdout), hint=f"full log: {record.stdout}",
             ) from None
         status, rc = "successful", 0
         return BakeResult(build=build, cache_hit=False, seconds=time.monotonic() - started,

@@ -26,7 +26,7 @@ class CheckOutcome:
     detail: str
 
 
-def _tail(text: str, lines: int = 10) -> str:
+def _text_tail(text: str, lines: int = 10) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
@@ -77,7 +77,7 @@ def run_check(check: Check, root: Path) -> CheckOutcome:
             res = run(command_argv(root, check.command), check=False, capture=True, timeout=CHECK_TIMEOUT)
         except CommandError as exc:
             return CheckOutcome(check.name, False, exc.message)
-        out = _tail((res.stdout or "") + (res.stderr or ""))
+        out = _text_tail((res.stdout or "") + (res.stderr or ""))
         detail = f"exit {res.returncode}" + (f": {out}" if out else "")
         return CheckOutcome(check.name, res.returncode == 0, detail)
     if check.file:

@@ -169,7 +169,10 @@ def dib_command(
     ]
     if plan.packages:
         argv += ["-p", ",".join(plan.packages)]
-    argv += list(plan.elements)
+    # disk-image-create parses its options with util-linux getopt, which stops at "--", so no
+    # element name can be read as an option (getopt otherwise permutes: "--help" after the elements
+    # still counts). DIB later word-splits the element list, so the spec's name patterns still matter.
+    argv += ["--", *plan.elements]
     return DibInvocation(argv=tuple(argv), dib_env=dib_env, host_env=host_env)
 
 

@@ -8,24 +8,28 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from toolkit.core.fsutil import atomic_write
+
 log = logging.getLogger("golden.run")
 
 
-def new_run_id(kind: str, subject: str, now: datetime | None = None) -> str:
+BAKE_RUN_RE = re.compile(r"^(\d{8}T\d{6}Z)-bake-([a-z][a-z0-9_-]{0,62})-[0-9a-f]{6}$")
+
+
+def new_bake_run_id(kind: str, subject: str, now: datetime | None = None) -> str:
     now = now or datetime.now(UTC)
     return f"{now:%Y%m%dT%H%M%SZ}-{kind}-{subject}-{secrets.token_hex(3)}"
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write(path, text, fsync=False)
 
 
 @dataclass(frozen=True)
@@ -67,3 +71,38 @@ class RunRecord:
 
     def status(self) -> str:
         return (self.path / "status").read_text().strip()
+
+
+@dataclass(frozen=True)
+class BakeRunSummary:
+    id: str
+    started_at: float
+    status: str
+    image: str
+    error: str
+    path: Path
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def read_bake_run(path: Path) -> BakeRunSummary | None:
+    """A bake run's record, or None when ``path`` is not one."""
+    m = BAKE_RUN_RE.match(path.name)
+    if m is None or not path.is_dir():
+        return None
+    started = datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
+    return BakeRunSummary(path.name, started, _read(path / "status") or "unknown", m.group(2),
+                          _read(path / "error").splitlines()[0][:200] if (path / "error").exists() else "", path)
+
+
+def list_bake_runs(runs_dir: Path, limit: int = 50) -> list[BakeRunSummary]:
+    """The newest bake runs first."""
+    if not runs_dir.is_dir():
+        return []
+    found = [r for p in runs_dir.iterdir() if (r := read_bake_run(p)) is not None]
+    return sorted(found, key=lambda r: r.id, reverse=True)[:limit]

@@ -15,7 +15,7 @@ POLL_INTERVAL = 0.5
 
 
 @dataclass(frozen=True)
-class HostResult:
+class BmcResult:
     host: str
     ok: bool
     power: str | None = None
@@ -29,7 +29,7 @@ class HostResult:
 @dataclass(frozen=True)
 class FanoutReport:
     action: str
-    results: tuple[HostResult, ...]
+    results: tuple[BmcResult, ...]
     seconds: float
 
     @property
@@ -37,7 +37,7 @@ class FanoutReport:
         return all(r.ok for r in self.results)
 
     @property
-    def failed(self) -> list[HostResult]:
+    def failed(self) -> list[BmcResult]:
         return [r for r in self.results if not r.ok]
 
 
@@ -70,7 +70,7 @@ def _power_op(action: PowerAction, settle: float, sleep: Callable[[float], None]
 
 def _report(action: str, outcomes: list[Outcome[str]], started: float, field: str) -> FanoutReport:
     results = tuple(
-        HostResult(host=o.host, ok=o.ok, error=o.error, message=o.message, attempts=o.attempts,
+        BmcResult(host=o.host, ok=o.ok, error=o.error, message=o.message, attempts=o.attempts,
                    seconds=round(o.seconds, 3), **{field: o.value})
         for o in outcomes
     )

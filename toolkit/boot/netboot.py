@@ -15,12 +15,12 @@ from pathlib import Path
 import jinja2
 
 from toolkit.core.errors import InputError
+from toolkit.core.mac import normalize_mac
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "boot.ipxe.j2"
 SERIAL_CONSOLE = "console=ttyS0,115200"
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 # Kernel command line words are split on whitespace and iPXE expands ${...}: keep values plain.
 _PLAIN = re.compile(r"[^\s${}\"']+")
 
@@ -51,9 +51,7 @@ def kernel_cmdline(
     digest = sha256.lower()
     if not _SHA256.fullmatch(digest):
         raise InputError(f"sha256 must be 64 hex digits, got {sha256!r}")
-    mac = mac.lower()
-    if not _MAC.fullmatch(mac):
-        raise InputError(f"mac must look like 52:54:00:12:34:56, got {mac!r}")
+    mac = normalize_mac(mac)
     words = [
         "boot=live",
         f"fetch={_check_url('squashfs_url', squashfs_url)}",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -21,6 +20,7 @@ import jinja2
 
 from toolkit.boot import netboot
 from toolkit.core.errors import InputError
+from toolkit.core.fsutil import atomic_write
 from toolkit.core.run import require, run
 from toolkit.store.artifacts import Build
 
@@ -157,10 +157,7 @@ def write_render(s: PxeSettings, files: Sequence[RenderedFile]) -> RenderResult:
     for f in files:
         target = out / f.path
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(f.content)
-        os.chmod(tmp, f.mode)
-        tmp.replace(target)
+        atomic_write(target, f.content, mode=f.mode)
     return RenderResult(
         out, tuple(f.path for f in files), tuple(missing_binaries(s)),
         commands={

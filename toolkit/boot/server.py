@@ -8,8 +8,12 @@ Routes (everything else is 404):
   lie inside the store, so traversal (plain or percent-encoded) can only ever produce 404.
 - ``GET /boot/<mac>.ipxe``: the machine's iPXE script from desired state, with a fresh token.
   Unknown MACs get a script that exits to the next boot device and are recorded.
-- ``POST /report``: the agent's report (contract 3): 200 when accepted, 403 when rejected.
+- ``POST /report``: the agent's report (contract 3): 200 when accepted, 403 when rejected,
+  400 when the request itself is malformed; tokens and attempts are checked in ``evidence``.
 - ``GET /metrics``: Prometheus text.
+
+When the state DB cannot be written, ``/boot`` still answers from what can be read (the
+dropped write is counted in ``golden_state_write_failures_total`` and logged once).
 
 The script's artifact URLs use the Host the machine asked for (or ``--public-url``), so the same
 server works behind nginx, on a lab bridge, and from QEMU's slirp (10.0.2.2).
@@ -31,14 +35,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from toolkit.boot import pxe
-from toolkit.boot.token import issue_token
+from toolkit.boot.decide import decide_boot
+from toolkit.boot.evidence import accept_report, issue_boot_token, reject
+from toolkit.boot.reports import MAX_REPORT_BYTES, RejectKind, ReportRejected, decode_report
+from toolkit.boot.token import DEFAULT_TTL_S
 from toolkit.core.errors import GoldenError, InputError
-from toolkit.fleet.model import Fleet, ReportRejected
+from toolkit.fleet.fleet import Fleet
+from toolkit.state.db import StateError
 from toolkit.store.artifacts import MANIFEST, Build, Store
 
 log = logging.getLogger("golden.serve")
 
-MAX_REPORT_BYTES = 64 * 1024
 STORE_RE = re.compile(
     r"^/store/([a-z][a-z0-9_-]{0,62})/([A-Za-z0-9][A-Za-z0-9._-]{0,127})/(vmlinuz|initrd|rootfs\.squashfs|manifest\.json)$"
 )
@@ -46,7 +53,7 @@ SHA_RE = re.compile(r"^/a/([0-9a-f]{64})$")
 # iPXE percent-encodes the colons of ${mac} in a URL path: 52%3A54%3A00...
 BOOT_RE = re.compile(r"^/boot/([0-9A-Fa-f]{2}(?:(?:[:-]|%3[Aa])?[0-9A-Fa-f]{2}){5})\.ipxe$")
 HOST_RE = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
-RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+RANGE_RE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")  # 18 digits: any real offset, never a huge int
 
 
 class Metrics:
@@ -59,10 +66,18 @@ class Metrics:
         self.scripts: Counter[str] = Counter()
         self.reports: Counter[str] = Counter()
         self.rejects: Counter[str] = Counter()
+        self.state_write_failures = 0
+        self.contested = 0
 
     def add(self, counter: str, key: Any, n: int = 1) -> None:
         with self._lock:
             getattr(self, counter)[key] += n
+
+    def bump(self, name: str) -> int:
+        with self._lock:
+            value = int(getattr(self, name)) + 1
+            setattr(self, name, value)
+            return value
 
     def render(self) -> str:
         with self._lock:
@@ -85,6 +100,14 @@ class Metrics:
             lines += ["# HELP golden_report_rejects_total Agent reports rejected, by reason.",
                       "# TYPE golden_report_rejects_total counter"]
             lines += [f'golden_report_rejects_total{{reason="{k}"}} {n}' for k, n in sorted(self.rejects.items())]
+            lines += ["# HELP golden_boot_attempts_contested_total Reimage attempts whose boot script was fetched "
+                      "twice (nobody's report counts).",
+                      "# TYPE golden_boot_attempts_contested_total counter",
+                      f"golden_boot_attempts_contested_total {self.contested}",
+                      "# HELP golden_state_write_failures_total State DB writes dropped while serving "
+                      "(full or read-only database).",
+                      "# TYPE golden_state_write_failures_total counter",
+                      f"golden_state_write_failures_total {self.state_write_failures}"]
         return "\n".join(lines) + "\n"
 
 
@@ -132,6 +155,7 @@ class ServerConfig:
     public_url: str | None = None
     pxe_dir: Path = pxe.PXE_DIR
     extra_args: tuple[str, ...] = ()
+    token_ttl_s: float = DEFAULT_TTL_S
 
 
 class BootHTTPServer(ThreadingHTTPServer):
@@ -146,7 +170,21 @@ class BootHTTPServer(ThreadingHTTPServer):
         self.store_root = config.store.root.resolve()
         self._builds: dict[tuple[str, str], Build] = {}
         self._builds_lock = threading.Lock()
+        self._state_down = False
         super().__init__(address, BootHandler)
+
+    def state_written(self, ok: bool) -> None:
+        """Count a dropped state write; log the first of a series once, and the recovery."""
+        if ok:
+            if self._state_down:
+                self._state_down = False
+                log.warning("golden serve: the state database is writable again")
+            return
+        self.metrics.bump("state_write_failures")
+        if not self._state_down:
+            self._state_down = True
+            log.error("golden serve: cannot write the state database %s; still serving boot scripts, "
+                      "boot events and reports are dropped until it is writable", self.config.fleet.db.path)
 
     def find_build(self, image: str, build_id: str) -> Build | None:
         key = (image, build_id)
@@ -326,70 +364,73 @@ class BootHandler(BaseHTTPRequestHandler):
 
     def _serve_boot(self, raw_mac: str) -> None:
         cfg = self.server.config
-        decision = cfg.fleet.decide_boot(raw_mac, self._client())
+        client = self._client()
+        decision = decide_boot(cfg.fleet, raw_mac, client)
         ctype = "text/plain; charset=utf-8"
         if decision.host is None:
-            log.warning("golden serve: unknown machine %s asked to boot (from %s)", decision.mac, self._client())
+            self.server.state_written(decision.recorded)
+            log.warning("golden serve: unknown machine %s asked to boot (from %s)", decision.mac, client)
             self.server.metrics.add("scripts", "unknown")
             return self._send_body("boot", 200, pxe.unknown_script(cfg.pxe_dir).encode(), ctype)
         if decision.build is None:
+            self.server.state_written(decision.recorded)
             log.warning("golden serve: %s (%s): %s", decision.host, decision.mac, decision.problem)
             self.server.metrics.add("scripts", "no-build")
             script = pxe.no_build_script(decision.host, decision.mac, decision.problem, cfg.pxe_dir)
             return self._send_body("boot", 200, script.encode(), ctype)
         base = self._base_url()
-        token = issue_token(cfg.secret, decision.mac, decision.build.build_id)
-        script = pxe.machine_script(decision.build, decision.mac, token, base, f"{base}/report", cfg.extra_args)
+        issued = issue_boot_token(cfg.fleet, cfg.secret, decision.mac, decision.host, decision.build.build_id, client)
+        self.server.state_written(decision.recorded and issued.recorded)
+        if issued.contested:
+            self.server.metrics.bump("contested")
+            log.warning("golden serve: %s (%s): boot script fetched again within reimage attempt %s (from %s): "
+                        "attempt contested", decision.host, decision.mac, issued.attempt, client)
+        script = pxe.machine_script(decision.build, decision.mac, issued.token, base, f"{base}/report",
+                                    cfg.extra_args)
         self.server.metrics.add("scripts", "build")
         log.info("golden serve: %s (%s) boots %s/%s", decision.host, decision.mac, decision.build.image,
                  decision.build.build_id)
         self._send_body("boot", 200, script.encode(), ctype)
 
     # ---- reports ----
-    def _reject(self, reason: str, kind: str) -> None:
+    def _reject(self, rej: ReportRejected, code: int = 403) -> None:
+        if rej.kind == RejectKind.MALFORMED:
+            code = 400  # the request itself is unusable; 403 is for reports we understood and refused
         self.server.metrics.add("reports", "rejected")
-        self.server.metrics.add("rejects", kind)
-        body = json.dumps({"accepted": False, "reason": reason}).encode()
-        self._send_body("report", 403, body, "application/json")
+        self.server.metrics.add("rejects", rej.kind.value)
+        body = json.dumps({"accepted": False, "reason": rej.reason, "kind": rej.kind.value}).encode()
+        self._send_body("report", code, body, "application/json")
 
     def _report(self) -> None:
         fleet = self.server.config.fleet
         length_s = self.headers.get("Content-Length", "")
-        if not length_s.isdigit() or int(length_s) > MAX_REPORT_BYTES:
+        if not length_s.isdigit() or len(length_s) > 7 or int(length_s) > MAX_REPORT_BYTES:
             self.close_connection = True
-            rej = ReportRejected("malformed report: missing or oversized Content-Length")
-            fleet.reject(rej)
-            return self._reject(rej.reason, "malformed")
+            rej = ReportRejected("malformed report: missing or oversized Content-Length", RejectKind.MALFORMED)
+            reject(fleet, rej)
+            return self._reject(rej, 400)
         raw = self.rfile.read(int(length_s))
         ctype = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         try:
             if ctype != "application/json":
-                raise ValueError("Content-Type is not application/json")
-            payload = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            rej = ReportRejected(f"malformed report: {str(exc)[:100]}")
-            fleet.reject(rej)
-            return self._reject(rej.reason, "malformed")
-        try:
-            status = fleet.accept_report(payload, self.server.config.secret)
+                raise ReportRejected("malformed report: Content-Type is not application/json", RejectKind.MALFORMED)
+            payload = decode_report(raw)
         except ReportRejected as rej:
-            return self._reject(rej.reason, reject_kind(rej.reason))
+            reject(fleet, rej)
+            return self._reject(rej, 400)
+        try:
+            status, next_token = accept_report(fleet, payload, self.server.config.secret, self._client(),
+                                               self.server.config.token_ttl_s)
+        except ReportRejected as rej:
+            return self._reject(rej)
+        except StateError as exc:
+            self.server.state_written(False)
+            body = json.dumps({"accepted": False, "reason": exc.message, "kind": "unavailable"}).encode()
+            return self._send_body("report", 503, body, "application/json", extra={"Retry-After": "30"})
         self.server.metrics.add("reports", "accepted")
-        # Tokens are single use; the agent's next periodic report spends this fresh one.
-        next_token = issue_token(self.server.config.secret, status.mac, str(payload.get("build_id", "")))
         body = json.dumps({"accepted": True, "host": status.name, "desired": status.desired,
                            "observed": status.observed, "state": status.state, "next_token": next_token}).encode()
         self._send_body("report", 200, body, "application/json")
-
-
-def reject_kind(reason: str) -> str:
-    if reason.startswith("malformed"):
-        return "malformed"
-    if "replay" in reason:
-        return "replay"
-    if "inventory" in reason:
-        return "unknown-host"
-    return "token"
 
 
 def parse_range(header: str, size: int) -> tuple[int, int, bool] | None:

@@ -1,39 +1,40 @@
-"""Per-boot tokens: ``<nonce>.<hex HMAC-SHA256(secret, mac|build_id|nonce)>``.
+"""Per-boot tokens: ``<nonce>.<issued-at>.<attempt or ->.<hex HMAC-SHA256(secret, mac|build|nonce|issued|attempt)>``.
 
 The boot server hands a fresh token to every machine in its iPXE script; the agent sends it
-back with its report. Only someone who received that boot script can produce it, and it
-binds the report to the MAC and build it was issued for. Single use is enforced by the
-caller (the state DB records used nonces); this module is pure apart from the secret file.
+back with its report. Only someone who received that boot script can produce it; it binds the
+report to the MAC, build and (during a reimage) the controller's attempt it was issued for, and
+it expires ``ttl`` seconds after it was issued. Single use, the fetching address and contested
+attempts are enforced by the caller against the state DB (``toolkit.boot.evidence``); this
+module is pure apart from the secret file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import secrets
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.core.errors import GoldenError
+from toolkit.core.fsutil import atomic_write
+from toolkit.core.mac import normalize_mac
 
 SECRET_FILE = "boot-secret"  # noqa: S105 - a file name, not a secret
 SECRET_BYTES = 32
 NONCE_RE = re.compile(r"^[0-9a-f]{32}$")
-MAC_RE = re.compile(r"^[0-9a-f]{2}([:-]?[0-9a-f]{2}){5}$")
+ATTEMPT_RE = re.compile(r"^[0-9a-f]{16}$")
+DEFAULT_TTL_S = 4 * 3600.0
 
 
 class TokenError(GoldenError):
-    """A boot token is malformed, forged, or bound to another machine or build."""
+    """A boot token is malformed, forged, expired, or bound to another machine or build."""
 
-
-def normalize_mac(mac: str) -> str:
-    """``52-54-00-AB-CD-EF`` / ``525400abcdef`` -> ``52:54:00:ab:cd:ef``; TokenError when it is not a MAC."""
-    m = mac.strip().lower()
-    if not MAC_RE.match(m):
-        raise TokenError(f"not a MAC address: {mac[:40]!r}")
-    digits = m.replace(":", "").replace("-", "")
-    return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
+    def __init__(self, message: str, hint: str | None = None, *, kind: str = "malformed") -> None:
+        super().__init__(message, hint)
+        self.kind = kind  # malformed | forged | expired (a RejectKind value)
 
 
 def load_or_create_secret(home: Path) -> bytes:
@@ -44,20 +45,11 @@ def load_or_create_secret(home: Path) -> bytes:
     except FileNotFoundError:
         pass
     home.mkdir(parents=True, exist_ok=True)
-    tmp = home / f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(SECRET_BYTES) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            # link() fails when another process won the race; then everyone uses the winner's secret.
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-    finally:
-        tmp.unlink(missing_ok=True)
+        # exclusive: when another process won the race, everyone uses the winner's secret
+        atomic_write(path, secrets.token_hex(SECRET_BYTES) + "\n", mode=0o600, exclusive=True)
+    except FileExistsError:
+        pass
     return _read_secret(path)
 
 
@@ -71,29 +63,43 @@ def _read_secret(path: Path) -> bytes:
     return text.encode()
 
 
-def _mac_of(mac: str) -> str:
-    return normalize_mac(mac)
+@dataclass(frozen=True)
+class TokenClaims:
+    nonce: str
+    issued_at: int
+    attempt: str  # "" when not issued for a reimage attempt
 
 
-def _sign(secret: bytes, mac: str, build_id: str, nonce: str) -> str:
-    msg = f"{_mac_of(mac)}|{build_id}|{nonce}".encode()
+def _sign(secret: bytes, mac: str, build_id: str, nonce: str, issued_at: int, attempt: str) -> str:
+    msg = f"{normalize_mac(mac)}|{build_id}|{nonce}|{issued_at}|{attempt}".encode()
     return hmac.new(secret, msg, hashlib.sha256).hexdigest()
 
 
-def issue_token(secret: bytes, mac: str, build_id: str, nonce: str | None = None) -> str:
+def issue_token(secret: bytes, mac: str, build_id: str, nonce: str | None = None, *,
+                issued_at: float | None = None, attempt: str = "") -> str:
     n = nonce if nonce is not None else secrets.token_hex(16)
     if not NONCE_RE.match(n):
         raise TokenError("a nonce is 32 lowercase hex digits")
-    return f"{n}.{_sign(secret, mac, build_id, n)}"
+    if attempt and not ATTEMPT_RE.match(attempt):
+        raise TokenError("an attempt id is 16 lowercase hex digits")
+    at = int(issued_at if issued_at is not None else time.time())
+    return f"{n}.{at}.{attempt or '-'}.{_sign(secret, mac, build_id, n, at, attempt)}"
 
 
-def verify_token(secret: bytes, token: str, mac: str, build_id: str) -> str:
-    """Return the token's nonce when it was issued by us for this MAC and build; TokenError otherwise."""
-    if not isinstance(token, str) or token.count(".") != 1:
-        raise TokenError("malformed token")
-    nonce, mac_hex = token.split(".")
-    if not NONCE_RE.match(nonce) or not re.fullmatch(r"[0-9a-f]{64}", mac_hex):
-        raise TokenError("malformed token")
-    if not hmac.compare_digest(mac_hex, _sign(secret, mac, build_id, nonce)):
-        raise TokenError("token does not match this MAC and build (forged or issued for another boot)")
-    return nonce
+def verify_token(secret: bytes, token: str, mac: str, build_id: str, *, now: float | None = None,
+                 ttl: float | None = None) -> TokenClaims:
+    """The token's claims when it was issued by us for this MAC and build and has not expired; TokenError otherwise."""
+    if not isinstance(token, str) or len(token) > 200 or token.count(".") != 3:
+        raise TokenError("malformed token", kind="malformed")
+    nonce, at_s, attempt, sig = token.split(".")
+    attempt = "" if attempt == "-" else attempt
+    if (not NONCE_RE.match(nonce) or not re.fullmatch(r"[0-9]{1,12}", at_s) or not re.fullmatch(r"[0-9a-f]{64}", sig)
+            or (attempt and not ATTEMPT_RE.match(attempt))):
+        raise TokenError("malformed token", kind="malformed")
+    issued = int(at_s)
+    if not hmac.compare_digest(sig, _sign(secret, mac, build_id, nonce, issued, attempt)):
+        raise TokenError("token does not match this MAC and build (forged or issued for another boot)", kind="forged")
+    if ttl is not None and (now if now is not None else time.time()) - issued > ttl:
+        raise TokenError(f"token expired (issued {int((now or time.time()) - issued)} s ago, lifetime {ttl:g} s)",
+                         kind="expired")
+    return TokenClaims(nonce, issued, attempt)

@@ -1,7 +1,10 @@
 """The ``golden`` command line: parse, call one library function, render, map errors to exit codes.
 
 Each verb lives in its own module here with ``register(subparsers)``; a module adds its parser
-and sets ``func`` to a handler ``(args, ctx) -> int``. No logic lives in this package.
+and sets ``func`` to a handler ``(args, ctx) -> int``, and may set ``interrupted`` to what a
+Ctrl-C in that verb leaves behind. No logic lives in this package.
+
+The global options (``--json``, ``--debug``, ``-v``) are accepted before or after the verb.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import importlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
+from toolkit import __version__
 from toolkit.cli.output import Context
 from toolkit.core.errors import GoldenError, Interrupted
 
@@ -23,13 +27,29 @@ COMMAND_MODULES = (
 )
 
 
+def _add_global_options(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("--debug", action="store_true", default=default, help="log every command run; show tracebacks")
+    parser.add_argument("--json", action="store_true", default=default,
+                        help="machine-readable output on stdout, no progress")
+    parser.add_argument("-v", "--verbose", action="count", default=default,
+                        help="more log output on stderr: -v info, -vv debug")
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sp in dict.fromkeys(action.choices.values()):
+                yield sp
+                yield from _subparsers(sp)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="golden",
         description="Bake golden images, netboot them, and reimage bare-metal racks through their BMCs.",
     )
-    parser.add_argument("--debug", action="store_true", help="log every command run; show tracebacks")
-    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout, no progress")
+    parser.add_argument("--version", action="version", version=f"golden {__version__}")
+    _add_global_options(parser, None)
     parser.add_argument("--project", metavar="DIR", help="project folder with images/ and roles/")
     parser.add_argument("--home", metavar="DIR", help="state folder (store, runs, fleet DB); env GOLDEN_HOME")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -42,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    for sp in _subparsers(parser):
+        # SUPPRESS: an option not given after the verb leaves the value given before it alone
+        _add_global_options(sp, argparse.SUPPRESS)
     return parser
 
 
@@ -53,17 +76,20 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug, verbose = bool(args.debug), int(args.verbose or 0)
+    level = logging.DEBUG if debug or verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
     logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="%(message)s" if not args.debug else "%(asctime)s %(name)s %(message)s",
+        level=level,
+        format="%(asctime)s %(name)s %(message)s" if level < logging.WARNING else "%(message)s",
         stream=sys.stderr,
     )
     signal.signal(signal.SIGTERM, _on_sigterm)
-    ctx = Context(json=args.json, debug=args.debug, project=args.project, home=args.home)
+    ctx = Context(json=bool(args.json), debug=debug, project=args.project, home=args.home)
     try:
         return int(args.func(args, ctx) or 0)
     except KeyboardInterrupt:
-        err: GoldenError = Interrupted("interrupted; partial work was rolled back")
+        # Only what is true for this verb: each says what an interrupt leaves behind.
+        err: GoldenError = Interrupted(getattr(args, "interrupted", f"golden {args.command}: interrupted"))
         return ctx.fail(err)
     except GoldenError as exc:
         if args.debug:

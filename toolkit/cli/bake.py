@@ -15,15 +15,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="rebuild even if a build of the same inputs exists")
     p.add_argument("--refresh", action="store_true",
                    help="re-resolve packages (nightly patching): advances the package snapshot, so a new build id")
-    p.add_argument("--json", dest="bake_json", action="store_true", help="same as the global --json")
-    p.set_defaults(func=cmd_bake)
+    p.set_defaults(func=cmd_bake, interrupted=(
+        "bake interrupted: DIB was stopped, its mounts and partial build removed; nothing was stored "
+        "(the run record says where it stopped)"))
 
 
 def cmd_bake(args: argparse.Namespace, ctx: Context) -> int:
-    if args.bake_json:
-        ctx.json = True
     settings = ctx.settings()
-    with Progress(f"bake {args.image}", enabled=ctx.interactive) as progress:
+    with Progress(f"bake {args.image}", enabled=ctx.interactive, lines=ctx.log_lines) as progress:
         result = bake_image(settings, args.image, force=args.force, refresh=args.refresh, progress=progress)
     build = result.build
     if ctx.json:

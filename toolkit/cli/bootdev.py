@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from toolkit.bmc.base import BootDevice
+from toolkit.cli.argtypes import int_range
 from toolkit.cli.output import Context
 from toolkit.cli.power import render_report
 from toolkit.fleet.power import bootdev_pattern
@@ -16,13 +17,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("device", choices=[d.value for d in BootDevice])
     p.add_argument("--persistent", action="store_true", help="keep the setting for every boot, not only the next")
     p.add_argument("-i", "--inventory", help="inventory file (default: GOLDEN_INVENTORY, golden.yaml, the lab's)")
-    p.add_argument("--workers", type=int, default=16, help="BMCs talked to at once (worker processes; default 16)")
-    p.add_argument("--json", dest="json_out", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_bootdev)
+    p.add_argument("--workers", type=int_range(1, 256), default=16,
+                   help="BMCs talked to at once (worker processes; default 16)")
+    p.set_defaults(func=cmd_bootdev, interrupted=(
+        "bootdev interrupted: some BMCs may have received the command; read it back with golden power "
+        "PATTERN status"))
 
 
 def cmd_bootdev(args: argparse.Namespace, ctx: Context) -> int:
-    ctx.json = ctx.json or args.json_out
     report = bootdev_pattern(ctx.settings(), args.inventory, args.pattern, BootDevice(args.device),
                              persistent=args.persistent, workers=args.workers)
     return render_report(report, ctx, "BOOTDEV", "bootdev")

@@ -6,14 +6,15 @@ import argparse
 import time
 
 from toolkit.cli.output import Context
-from toolkit.fleet.model import open_fleet
+from toolkit.fleet.fleet import open_fleet
+from toolkit.fleet.states import HostState
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fleet", help="hosts with their desired and observed builds")
     p.add_argument("pattern", nargs="?", default="all", help="Ansible host pattern (default: all)")
     p.add_argument("-i", "--inventory", help="inventory file (default: GOLDEN_INVENTORY, then golden.yaml)")
-    p.add_argument("--state", help="only hosts in this state (in-sync, pending, drifted, never-reported, no-build)")
+    p.add_argument("--state", choices=[s.value for s in HostState], help="only hosts in this state")
     p.add_argument("--unknown", action="store_true", help="list machines that asked to boot but are in no inventory")
     p.set_defaults(func=cmd_fleet)
 

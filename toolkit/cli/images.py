@@ -6,11 +6,14 @@ import argparse
 import time
 from datetime import datetime
 
+from toolkit.cli.argtypes import int_range
 from toolkit.cli.output import Context
-from toolkit.fleet.model import open_fleet
-from toolkit.state.db import StateDB
-from toolkit.store.artifacts import Store
-from toolkit.store.channels import gc, history, summarize_images
+from toolkit.fleet.fleet import open_fleet
+from toolkit.state import open_state
+from toolkit.store import open_store
+from toolkit.store.channels import history
+from toolkit.store.gc import gc
+from toolkit.store.overview import summarize_images
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,10 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_images)
 
     p = sub.add_parser("gc", help="delete old builds nothing references")
-    p.add_argument("--keep", type=int, required=True, metavar="N", help="keep the N newest builds of each image")
+    p.add_argument("--keep", type=int_range(0, 1_000_000), required=True, metavar="N",
+                   help="keep the N newest builds of each image")
     p.add_argument("--dry-run", action="store_true", help="print what would be deleted; delete nothing")
     p.add_argument("-i", "--inventory", help="inventory whose pinned builds are kept (default: GOLDEN_INVENTORY)")
-    p.set_defaults(func=cmd_gc)
+    p.set_defaults(func=cmd_gc, interrupted=(
+        "gc interrupted: builds deleted so far are gone, the rest are untouched; run it again to finish"))
 
 
 def human_size(n: int) -> str:
@@ -56,7 +61,7 @@ def _age(iso: str) -> str:
 
 def cmd_images(args: argparse.Namespace, ctx: Context) -> int:
     s = ctx.settings()
-    db = StateDB(s.state_db)
+    db = open_state(s)
     if args.history is not None:
         entries = history(db, args.history or None, args.channel)
         if ctx.json:
@@ -67,7 +72,7 @@ def cmd_images(args: argparse.Namespace, ctx: Context) -> int:
              e.action + (" (forced)" if e.forced else ""), e.from_build or "-", e.to_build, e.user, e.reason)
             for e in entries])
         return 0
-    summaries = summarize_images(db, Store(s.store_dir))
+    summaries = summarize_images(db, open_store(s))
     if ctx.json:
         ctx.emit(summaries)
         return 0
@@ -85,7 +90,7 @@ def cmd_images(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_gc(args: argparse.Namespace, ctx: Context) -> int:
     s = ctx.settings()
     fleet = open_fleet(s, args.inventory, required=False)
-    plan = gc(fleet.db, fleet.store, args.keep, dry_run=args.dry_run, fleet=fleet)
+    plan = gc(fleet.db, fleet.store, args.keep, dry_run=args.dry_run, extra_refs=fleet.inventory_refs())
     if ctx.json:
         ctx.emit({"dry_run": args.dry_run, **vars(plan)})
         return 0

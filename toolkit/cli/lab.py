@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from toolkit.cli.argtypes import finite_float, int_range, rate01
 from toolkit.cli.output import Context
 from toolkit.lab.machines import LabStatus, console_text, down_lab, status_lab, up_lab
 from toolkit.lab.vbmc import SimOptions
@@ -14,22 +15,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     lsub = p.add_subparsers(dest="lab_command", metavar="ACTION")
     lsub.required = True
     up = lsub.add_parser("up", help="start N machines behind virtual BMCs (harmless when already up)")
-    up.add_argument("--nodes", type=int, default=2, help="number of machines (default 2)")
+    up.add_argument("--nodes", type=int_range(1, 10_000), default=2, help="number of machines (default 2)")
     up.add_argument("--no-vm", action="store_true", help="simulated machines (power state only), for scale tests")
     up.add_argument("--boot-url", help="boot server URL as seen from the VMs "
                                        "(default: lab.boot_url in golden.yaml, else http://10.0.2.2:9090)")
-    up.add_argument("--base-port", type=int, help="first BMC UDP port (default: first free from 16230)")
-    up.add_argument("--memory", type=int, default=1536, help="MiB per machine (default 1536)")
-    up.add_argument("--latency", type=float, default=0.0, help="--no-vm: seconds added to each chassis command")
-    up.add_argument("--fail-rate", type=float, default=0.0, help="--no-vm: share of power commands that fail")
-    up.add_argument("--drop-rate", type=float, default=0.0, help="--no-vm: share of BMC replies dropped")
-    up.add_argument("--boot-time", type=float, default=0.0, help="--no-vm: seconds a simulated boot takes")
-    up.add_argument("--seed", type=int, default=0, help="--no-vm: seed for drops and failures")
-    up.set_defaults(func=cmd_up)
+    up.add_argument("--base-port", type=int_range(1024, 65_535),
+                    help="first BMC UDP port (default: first free from 16230)")
+    up.add_argument("--memory", type=int_range(128, 1_048_576), default=1536, help="MiB per machine (default 1536)")
+    up.add_argument("--latency", type=finite_float(0, 60), default=0.0,
+                    help="--no-vm: seconds added to each chassis command")
+    up.add_argument("--fail-rate", type=rate01, default=0.0, help="--no-vm: share of power commands that fail")
+    up.add_argument("--drop-rate", type=rate01, default=0.0, help="--no-vm: share of BMC replies dropped")
+    up.add_argument("--boot-time", type=finite_float(0, 3600), default=0.0,
+                    help="--no-vm: seconds a simulated boot takes")
+    up.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0, help="--no-vm: seed for drops and failures")
+    up.set_defaults(func=cmd_up, interrupted=(
+        "lab up interrupted: everything it had started was stopped and its files removed"))
     lsub.add_parser("status", help="show the lab's machines and BMC ports").set_defaults(func=cmd_status)
     con = lsub.add_parser("console", help="print a machine's serial console log")
     con.add_argument("node")
-    con.add_argument("--lines", type=int, default=200, help="last N lines (0 = all)")
+    con.add_argument("--lines", type=int_range(0, 10_000_000), default=200, help="last N lines (0 = all)")
     con.set_defaults(func=cmd_console)
     lsub.add_parser("down", help="stop every machine and BMC; remove the lab's files").set_defaults(func=cmd_down)
 

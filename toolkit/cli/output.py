@@ -45,6 +45,11 @@ class Context:
     def interactive(self) -> bool:
         return not self.json and sys.stderr.isatty()
 
+    @property
+    def log_lines(self) -> bool:
+        """Progress as one line per step: stderr is a log file, a pipe or a journal, not a terminal."""
+        return not self.json and not sys.stderr.isatty()
+
     def emit(self, data: Any) -> None:
         """Write a JSON document to stdout (only in --json mode)."""
         json.dump(to_jsonable(data), sys.stdout, indent=2, sort_keys=True)

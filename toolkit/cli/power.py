@@ -6,6 +6,7 @@ import argparse
 
 from toolkit.bmc.base import PowerAction
 from toolkit.bmc.control import FanoutReport
+from toolkit.cli.argtypes import int_range
 from toolkit.cli.output import Context
 from toolkit.fleet.power import power_pattern
 
@@ -15,9 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("pattern", help="host pattern: all, a group (rack), a host, globs, a:b, a:&b, a:!b")
     p.add_argument("action", choices=[a.value for a in PowerAction if a != PowerAction.RESET])
     p.add_argument("-i", "--inventory", help="inventory file (default: GOLDEN_INVENTORY, golden.yaml, the lab's)")
-    p.add_argument("--workers", type=int, default=16, help="BMCs talked to at once (worker processes; default 16)")
-    p.add_argument("--json", dest="json_out", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_power)
+    p.add_argument("--workers", type=int_range(1, 256), default=16,
+                   help="BMCs talked to at once (worker processes; default 16)")
+    p.set_defaults(func=cmd_power, interrupted=(
+        "power interrupted: some BMCs may have received the command; check with: golden power PATTERN "
+        "status"))
 
 
 def render_report(report: FanoutReport, ctx: Context, value_header: str, value_field: str) -> int:
@@ -33,6 +36,5 @@ def render_report(report: FanoutReport, ctx: Context, value_header: str, value_f
 
 
 def cmd_power(args: argparse.Namespace, ctx: Context) -> int:
-    ctx.json = ctx.json or args.json_out
     report = power_pattern(ctx.settings(), args.inventory, args.pattern, PowerAction(args.action), workers=args.workers)
     return render_report(report, ctx, "POWER", "power")

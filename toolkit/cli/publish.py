@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from toolkit.cli.output import Context
-from toolkit.state.db import StateDB
-from toolkit.store.artifacts import Store
+from toolkit.fleet.fleet import open_fleet
+from toolkit.state import open_state
+from toolkit.store import open_store
 from toolkit.store.channels import LATEST, ChangeResult, promote, publish, rollback
 
 
@@ -15,8 +16,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("image", help="image name (images/<name>.yaml)")
     p.add_argument("build", metavar="BUILD", help=f"a build id in the store, or {LATEST} for the newest bake")
     p.add_argument("--channel", required=True, help="channel to point at the build, e.g. dev")
-    p.add_argument("--reason", default="", help="why (recorded in the history)")
-    p.set_defaults(func=cmd_publish)
+    p.add_argument("--force", action="store_true",
+                   help="publish to a channel hosts follow even though the build's checks have not passed")
+    p.add_argument("--reason", default="", help="why (required with --force; recorded in the history)")
+    p.add_argument("-i", "--inventory", help="inventory whose hosts follow channels (default: as for every verb)")
+    p.set_defaults(func=cmd_publish, interrupted=(
+        "publish interrupted: its transaction was rolled back; the channel is unchanged"))
 
     p = sub.add_parser("promote", help="give a channel the exact build another channel points at")
     p.add_argument("image")
@@ -24,13 +29,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", dest="dst", required=True, metavar="CHANNEL", help="target channel, e.g. staging")
     p.add_argument("--force", action="store_true", help="promote even though the build's checks have not passed")
     p.add_argument("--reason", default="", help="why (required with --force; recorded in the history)")
-    p.set_defaults(func=cmd_promote)
+    p.set_defaults(func=cmd_promote, interrupted=(
+        "promote interrupted: its transaction was rolled back; the channel is unchanged"))
 
     p = sub.add_parser("rollback", help="point a channel back at its previous build")
     p.add_argument("image")
     p.add_argument("--channel", required=True)
     p.add_argument("--reason", default="", help="why (recorded in the history)")
-    p.set_defaults(func=cmd_rollback)
+    p.set_defaults(func=cmd_rollback, interrupted=(
+        "rollback interrupted: its transaction was rolled back; the channel is unchanged"))
 
 
 def _render(ctx: Context, result: ChangeResult) -> int:
@@ -46,18 +53,17 @@ def _render(ctx: Context, result: ChangeResult) -> int:
 
 
 def cmd_publish(args: argparse.Namespace, ctx: Context) -> int:
-    s = ctx.settings()
-    return _render(ctx, publish(StateDB(s.state_db), Store(s.store_dir), args.image, args.build, args.channel,
-                                reason=args.reason))
+    fleet = open_fleet(ctx.settings(), args.inventory, required=False)
+    return _render(ctx, publish(fleet.db, fleet.store, args.image, args.build, args.channel, reason=args.reason,
+                                followers=fleet.followers(args.image, args.channel), force=args.force))
 
 
 def cmd_promote(args: argparse.Namespace, ctx: Context) -> int:
     s = ctx.settings()
-    return _render(ctx, promote(StateDB(s.state_db), Store(s.store_dir), args.image, args.src, args.dst,
+    return _render(ctx, promote(open_state(s), open_store(s), args.image, args.src, args.dst,
                                 force=args.force, reason=args.reason))
 
 
 def cmd_rollback(args: argparse.Namespace, ctx: Context) -> int:
     s = ctx.settings()
-    return _render(ctx, rollback(StateDB(s.state_db), Store(s.store_dir), args.image, args.channel,
-                                 reason=args.reason))
+    return _render(ctx, rollback(open_state(s), open_store(s), args.image, args.channel, reason=args.reason))

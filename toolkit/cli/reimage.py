@@ -6,9 +6,11 @@ import argparse
 import sys
 import time
 
+from toolkit.cli.argtypes import amount, finite_float, int_range
 from toolkit.cli.output import Context
 from toolkit.core.errors import InputError
-from toolkit.rollout.execute import Progress, RunOutcome
+from toolkit.core.progress import format_elapsed
+from toolkit.rollout.execute import RunOutcome, WaveProgress
 from toolkit.rollout.journal import RunStatus
 from toolkit.rollout.plan import Amount, Plan, Policy
 from toolkit.rollout.service import ReimageRequest, execute_plan, plan_request, plan_to_dict, resume_run
@@ -19,18 +21,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("pattern", nargs="?", help="Ansible host pattern (groups, globs, ':' unions)")
     p.add_argument("--image", metavar="NAME@CHANNEL|NAME@BUILD", help="what to reimage onto")
     p.add_argument("-i", "--inventory", help="inventory file (default: GOLDEN_INVENTORY, then golden.yaml)")
-    p.add_argument("--canary", type=int, default=1, help="hosts in the first wave, which must fully pass (1)")
-    p.add_argument("--wave-size", default="10%", help="hosts per wave after the canary: N or P%% (10%%)")
-    p.add_argument("--max-unavailable", help="cap on hosts down at once: N or P%% of the selection")
-    p.add_argument("--max-failures", default="0", help="failure budget for the whole run: N or P%% (0)")
-    p.add_argument("--per-rack", type=int, help="at most this many hosts of one rack per wave")
-    p.add_argument("--boot-timeout", type=float, default=900.0, help="seconds to wait for a host's report (900)")
-    p.add_argument("--retries", type=int, default=1, help="attempts after the first before rolling back (1)")
+    p.add_argument("--canary", type=int_range(0, 1_000_000), default=1,
+                   help="hosts in the first wave, which must fully pass (1)")
+    p.add_argument("--wave-size", type=amount(1), default="10%",
+                   help="hosts per wave after the canary: N or P%% (10%%)")
+    p.add_argument("--max-unavailable", type=amount(1), help="cap on hosts down at once: N or P%% of the selection")
+    p.add_argument("--max-failures", type=amount(0), default="0", help="failure budget for the whole run: N or P%% (0)")
+    p.add_argument("--per-rack", type=int_range(1, 1_000_000), help="at most this many hosts of one rack per wave")
+    p.add_argument("--boot-timeout", type=finite_float(1, 86_400), default=900.0,
+                   help="seconds to wait for a host's report (900)")
+    p.add_argument("--retries", type=int_range(0, 100), default=1,
+                   help="attempts after the first before rolling back (1)")
     p.add_argument("--include-current", action="store_true", help="also reimage hosts already on the build")
+    p.add_argument("--force", action="store_true",
+                   help="reimage onto a build whose checks have not passed (needs --reason; audited)")
+    p.add_argument("--reason", default="", help="why --force is needed (recorded in the audit log and the run)")
+    p.add_argument("--contest-window", type=finite_float(0, 3600), default=15.0, metavar="SECONDS",
+                   help="a report counts only this long after the power action, if no second boot-script fetch "
+                        "contested the attempt meanwhile (15)")
     p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run from its journal")
-    p.set_defaults(func=cmd_reimage)
+    p.set_defaults(func=cmd_reimage, interrupted="reimage interrupted before its run started: nothing was changed")
 
 
 def _policy(args: argparse.Namespace) -> Policy:
@@ -62,25 +74,41 @@ def _show_plan(ctx: Context, plan: Plan, checks: tuple[str, ...]) -> None:
 
 
 class _Live:
-    """One status line on a terminal, rewritten in place."""
+    """Progress on stderr: one line rewritten in place on a terminal; in a log (CI, cron, systemd)
+    a line per wave and per change of the host counts, at most one every few seconds, with elapsed time."""
+
+    LOG_EVERY_S = 5.0
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.started = time.monotonic()
+        self._last: tuple[int, str] | None = None
+        self._last_at = 0.0
 
-    def __call__(self, p: Progress) -> None:
-        if not self.ctx.interactive:
+    def __call__(self, p: WaveProgress) -> None:
+        if self.ctx.json:
             return
         states = " ".join(f"{k}={v}" for k, v in sorted(p.states.items()))
-        line = (f"\r[{time.monotonic() - self.started:6.0f}s] wave {p.wave + 1}/{p.waves}  {states}  "
-                f"failures {p.failures}/{p.budget}")
-        sys.stderr.write(line[:200].ljust(120))
-        sys.stderr.flush()
+        elapsed = time.monotonic() - self.started
+        if self.ctx.interactive:
+            line = f"\r[{elapsed:6.0f}s] wave {p.wave + 1}/{p.waves}  {states}  failures {p.failures}/{p.budget}"
+            sys.stderr.write(line[:200].ljust(120))
+            sys.stderr.flush()
+            return
+        key = (p.wave, states)
+        new_wave = self._last is None or self._last[0] != p.wave
+        if key == self._last or (not new_wave and elapsed - self._last_at < self.LOG_EVERY_S):
+            return
+        self._last, self._last_at = key, elapsed
+        print(f"reimage: wave {p.wave + 1}/{p.waves}: {states}; failures {p.failures}/{p.budget} "
+              f"(+{format_elapsed(elapsed)})", file=sys.stderr, flush=True)
 
 
 def _render(ctx: Context, out: RunOutcome) -> int:
     if ctx.interactive:
         sys.stderr.write("\n")
+    elif not ctx.json:
+        print(f"reimage: run {out.run_id} {out.status.value} after {format_elapsed(out.seconds)}", file=sys.stderr)
     if ctx.json:
         ctx.emit(out)
     else:
@@ -95,7 +123,8 @@ def cmd_reimage(args: argparse.Namespace, ctx: Context) -> int:
         return _render(ctx, resume_run(settings, args.resume, args.inventory, _Live(ctx)))
     if not args.pattern or not args.image:
         raise InputError("reimage needs a host pattern and --image NAME@CHANNEL (or --resume RUN_ID)")
-    req = ReimageRequest(args.pattern, args.image, _policy(args), args.inventory)
+    req = ReimageRequest(args.pattern, args.image, _policy(args), args.inventory, force=args.force,
+                         reason=args.reason, contest_window_s=args.contest_window)
     plan, checks = plan_request(settings, req)
     if args.dry_run:
         if ctx.json:

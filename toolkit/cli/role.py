@@ -24,11 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     lint.add_argument("names", nargs="*", metavar="NAME", help="roles to lint (default: all)")
     lint.set_defaults(func=cmd_lint)
 
+    # --debug (a global option, accepted after the verb too) also runs molecule --debug.
     test = verbs.add_parser("test", help="lint NAME, then molecule test it in a copy of the cached chroot")
     test.add_argument("name")
     test.add_argument("--keep", action="store_true", help="leave the converged chroot for inspection")
-    # Also accepted after the verb; SUPPRESS keeps a global `golden --debug` from being reset.
-    test.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="molecule --debug too")
     test.set_defaults(func=cmd_test)
 
 
@@ -64,7 +63,7 @@ def cmd_lint(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_test(args: argparse.Namespace, ctx: Context) -> int:
     settings = ctx.settings()
-    result = run_role_test(settings.project, args.name, keep=args.keep, debug=args.debug,
+    result = run_role_test(settings.project, args.name, keep=args.keep, debug=bool(args.debug),
                            log_path=_log(ctx, settings.home, f"test-{args.name}"))
     if ctx.json:
         ctx.emit(result)

@@ -1,20 +1,22 @@
-"""golden runs: list reimage runs; golden runs show ID: per-host timelines from the journal."""
+"""golden runs: bake and reimage runs in one list (with a KIND column); golden runs show ID: one run."""
 
 from __future__ import annotations
 
 import argparse
 import time
 
+from toolkit.cli.argtypes import int_range
 from toolkit.cli.output import Context
 from toolkit.core.errors import InputError
-from toolkit.rollout.service import list_runs, show_run
+from toolkit.runs import all_runs, show_any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("runs", help="list reimage runs, or show one's per-host timeline")
+    p = sub.add_parser("runs", help="list bake and reimage runs, or show one (a reimage's per-host timeline)")
     p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
     p.add_argument("run_id", nargs="?")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--kind", choices=["bake", "reimage"], help="only runs of this kind")
+    p.add_argument("--limit", type=int_range(1, 100_000), default=50)
     p.set_defaults(func=cmd_runs)
 
 
@@ -22,25 +24,42 @@ def _ts(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
-def cmd_runs(args: argparse.Namespace, ctx: Context) -> int:
-    settings = ctx.settings()
-    if args.action == "show":
-        if not args.run_id:
-            raise InputError("runs show needs a run id", hint="list runs with: golden runs")
-        run, steps = show_run(settings, args.run_id)
+def _show(args: argparse.Namespace, ctx: Context) -> int:
+    if not args.run_id:
+        raise InputError("runs show needs a run id", hint="list runs with: golden runs")
+    bake, reimage = show_any(ctx.settings(), args.run_id)
+    if bake is not None:
         if ctx.json:
-            ctx.emit({"run": run, "steps": steps})
-            return 0
-        ctx.say(f"run {run.id}  {run.status}  {run.image}/{run.target_build}  pattern {run.pattern!r}  by {run.user}")
-        if run.summary:
-            ctx.say(run.summary)
-        ctx.table(["time", "host", "wave", "attempt", "step", "phase", "detail"],
-                  [[_ts(s.at), s.host, s.wave + 1, s.attempt, s.step, s.phase, s.detail[:60]] for s in steps])
+            ctx.emit({"kind": "bake", "run": bake})
+        else:
+            ctx.say(f"run {bake.id}  bake  {bake.status}  image {bake.image}  started {_ts(bake.started_at)}")
+            if bake.error:
+                ctx.say(f"error: {bake.error}")
+            ctx.say(f"record: {bake.path} (command, inputs.json, stdout, status, rc)")
         return 0
-    runs = list_runs(settings, args.limit)
+    assert reimage is not None
+    run, steps = reimage
+    if ctx.json:
+        ctx.emit({"kind": "reimage", "run": run, "steps": steps})
+        return 0
+    ctx.say(f"run {run.id}  reimage  {run.status}  {run.image}/{run.target_build}  pattern {run.pattern!r}  "
+            f"by {run.user}")
+    if run.plan.get("forced"):
+        ctx.say(f"FORCED past the checks gate: {run.plan.get('reason', '')}")
+    if run.summary:
+        ctx.say(run.summary)
+    ctx.table(["time", "host", "wave", "attempt", "step", "phase", "detail"],
+              [[_ts(s.at), s.host, s.wave + 1, s.attempt, s.step, s.phase, s.detail[:60]] for s in steps])
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace, ctx: Context) -> int:
+    if args.action == "show":
+        return _show(args, ctx)
+    runs = all_runs(ctx.settings(), args.limit, args.kind)
     if ctx.json:
         ctx.emit(runs)
         return 0
-    ctx.table(["run", "started", "status", "image", "target", "pattern", "summary"],
-              [[r.id, _ts(r.created_at), r.status, r.image, r.target_build, r.pattern, r.summary[:60]] for r in runs])
+    ctx.table(["run", "kind", "started", "status", "subject", "summary"],
+              [[r.id, r.kind, _ts(r.started_at), r.status, r.subject, r.summary[:60]] for r in runs])
     return 0

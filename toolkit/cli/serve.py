@@ -6,9 +6,10 @@ import argparse
 import sys
 
 from toolkit.boot.server import ServerConfig, make_server, serve_forever
-from toolkit.boot.token import load_or_create_secret
+from toolkit.boot.token import DEFAULT_TTL_S, load_or_create_secret
+from toolkit.cli.argtypes import finite_float
 from toolkit.cli.output import Context
-from toolkit.fleet.model import open_fleet
+from toolkit.fleet.fleet import open_fleet
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-i", "--inventory", help="inventory file (default: GOLDEN_INVENTORY, then golden.yaml)")
     p.add_argument("--kernel-arg", action="append", default=[], metavar="ARG",
                    help="extra kernel argument for every boot (repeatable)")
+    p.add_argument("--token-ttl", type=finite_float(60, 30 * 86400), default=DEFAULT_TTL_S, metavar="SECONDS",
+                   help=f"lifetime of a boot token; an older one gets 403 (default {DEFAULT_TTL_S:g})")
     p.set_defaults(func=cmd_serve)
 
 
@@ -27,7 +30,7 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     s = ctx.settings()
     fleet = open_fleet(s, args.inventory, required=False)
     config = ServerConfig(fleet=fleet, store=fleet.store, secret=load_or_create_secret(s.home),
-                          public_url=args.public_url, extra_args=tuple(args.kernel_arg))
+                          public_url=args.public_url, extra_args=tuple(args.kernel_arg), token_ttl_s=args.token_ttl)
     server = make_server(args.listen, config)
     if ctx.json:
         ctx.emit({"listening": server.url, "inventory": fleet.inventory_path, "store": fleet.store.root})

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from toolkit.core.errors import InputError
+from toolkit.core.yamlfile import load_yaml_file
 
 CONFIG_FILE = "golden.yaml"
 
@@ -45,14 +44,21 @@ class Settings:
     security_mirror: str | None = None
     inventory: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    has_project: bool = True  # False: no folder with images/ and roles/ was found (project is then the cwd)
+
+    def _require_project(self) -> Path:
+        if not self.has_project:
+            raise InputError("no golden project found (a folder with images/ and roles/)",
+                             hint="run golden from the project folder, pass --project DIR or set GOLDEN_PROJECT")
+        return self.project
 
     @property
     def images_dir(self) -> Path:
-        return self.project / "images"
+        return self._require_project() / "images"
 
     @property
     def roles_dir(self) -> Path:
-        return self.project / "roles"
+        return self._require_project() / "roles"
 
     @property
     def store_dir(self) -> Path:
@@ -79,18 +85,13 @@ def load_settings(project: Path | None = None, home: Path | None = None) -> Sett
     proj = project or (Path(env["GOLDEN_PROJECT"]) if env.get("GOLDEN_PROJECT") else None)
     if proj is None:
         proj = _find_project(Path.cwd()) or _find_project(Path(__file__).resolve().parent.parent)
-    if proj is None:
-        raise InputError(
-            "no golden project found (a folder with images/ and roles/)",
-            hint="run golden from the project folder or set GOLDEN_PROJECT",
-        )
+    found = proj is not None
+    # Verbs that need no specs or roles (serve, pxe render, power, fleet, ...) work from any folder.
+    proj = proj if proj is not None else Path.cwd()
     data: dict[str, Any] = {}
     cfg = proj / CONFIG_FILE
     if cfg.exists():
-        try:
-            loaded = yaml.safe_load(cfg.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(f"{cfg}: not valid YAML: {exc}") from None
+        loaded = load_yaml_file(cfg) or {}
         if not isinstance(loaded, dict):
             raise InputError(f"{cfg}: expected a mapping at the top level")
         data = loaded
@@ -104,6 +105,7 @@ def load_settings(project: Path | None = None, home: Path | None = None) -> Sett
     inv = pick("GOLDEN_INVENTORY", "inventory")
     return Settings(
         project=proj.resolve(),
+        has_project=found,
         home=Path(home_s) if home_s else _default_home(),
         cache=Path(cache_s) if cache_s else _default_cache(),
         mirror=pick("GOLDEN_MIRROR", "mirror"),

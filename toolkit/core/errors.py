@@ -35,6 +35,10 @@ class SpecError(InputError):
         super().__init__(f"{len(problems)} problem(s) found:\n" + "\n".join(f"  {p}" for p in problems))
 
 
+class GateError(GoldenError):
+    """A gate refused the operation (unchecked build, missing soak, ...); the message names the gate."""
+
+
 class ToolMissingError(GoldenError):
     """An external program we need is not installed."""
 

@@ -1,7 +1,8 @@
-"""Terminal progress for long operations: the current phase and the elapsed time on one line.
+"""Progress of long operations: on a terminal, the current phase and the elapsed time on one
+line rewritten in place; in a log (stderr not a terminal: CI, cron, systemd), one line per phase
+with the time elapsed when it started, so a nightly log shows where the time went.
 
-Only shown when stderr is a terminal and not in --json mode; otherwise every call is a no-op,
-so library code can report progress unconditionally.
+Off in --json mode; library code reports progress unconditionally and it is a no-op then.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ def format_elapsed(seconds: float) -> str:
 
 
 class Progress:
-    def __init__(self, title: str, *, enabled: bool, stream: TextIO | None = None, tick: float = 1.0) -> None:
+    def __init__(self, title: str, *, enabled: bool, stream: TextIO | None = None, tick: float = 1.0,
+                 lines: bool = False) -> None:
         self.title = title
         self.enabled = enabled
+        self.lines = lines and not enabled
         self.stream = stream or sys.stderr
         self.tick = tick
         self.current = "starting"
@@ -40,7 +43,13 @@ class Progress:
             if name == self.current:
                 return
             self.current = name
+        if self.lines:
+            self._say(f"{self.title}: {name} (+{format_elapsed(self.elapsed)})")
         self._draw()
+
+    def _say(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
 
     def _line(self) -> str:
         return f"{self.title}: {self.current}, {format_elapsed(self.elapsed)}"
@@ -75,3 +84,6 @@ class Progress:
         if self.enabled:
             self.stream.write("\r" + " " * self._width + "\r")
             self.stream.flush()
+        if self.lines:
+            how = "done" if exc_type is None else "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed"
+            self._say(f"{self.title}: {how} after {format_elapsed(self.elapsed)}")

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from toolkit.core.errors import StoreError
+from toolkit.core.fsutil import atomic_write
 
 SCHEMA = 1
 
@@ -52,9 +53,7 @@ class Manifest(BaseModel):
         return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True) + "\n"
 
     def write(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json(), encoding="utf-8")
-        tmp.replace(path)
+        atomic_write(path, self.to_json())
 
 
 def read_manifest(path: Path) -> Manifest:

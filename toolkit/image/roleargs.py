@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from toolkit.core.errors import InputError
+from toolkit.core.yamlfile import load_yaml_file
 
 # Types Ansible's validator knows by name (ansible.module_utils.common.parameters.DEFAULT_TYPE_VALIDATORS).
 KNOWN_TYPES = frozenset({"str", "list", "dict", "bool", "int", "float", "path", "raw", "jsonarg", "json",
@@ -46,11 +47,9 @@ class RoleArgSpec:
         return None
 
 
-def _load_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
+def _load_yaml(path: Path, where: str | None = None) -> Any:
+    """The file's data, None when it is missing; YamlFileError (one line naming it) when unreadable."""
+    return load_yaml_file(path, where) if path.is_file() else None
 
 
 def spec_file(role_dir: Path) -> Path | None:
@@ -65,7 +64,10 @@ def argspec_file_problems(role_dir: Path, where: str) -> list[str]:
     path = spec_file(role_dir)
     if path is None:
         return []
-    data = _load_yaml(path)
+    try:
+        data = _load_yaml(path, where)
+    except InputError as exc:
+        return [exc.message]
     entry = (data or {}).get("argument_specs", {}).get(ENTRY_POINT) if isinstance(data, dict) else None
     if not isinstance(entry, dict):
         return [f"{where}: .argument_specs.{ENTRY_POINT}: expected a mapping (the role's main entry point)"]
@@ -97,7 +99,10 @@ def load_argspec(role_dir: Path) -> RoleArgSpec | None:
     if path is None or argspec_file_problems(role_dir, str(path)):
         return None
     entry = _load_yaml(path)["argument_specs"][ENTRY_POINT]
-    defaults = _load_yaml(role_dir / "defaults" / "main.yml")
+    try:
+        defaults = _load_yaml(role_dir / "defaults" / "main.yml")
+    except InputError:
+        defaults = None  # golden validate reports the file itself; here it just sets nothing
     return RoleArgSpec(
         role=role_dir.name,
         options=dict(entry.get("options") or {}),

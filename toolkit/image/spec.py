@@ -6,18 +6,34 @@ Every problem is reported at once, each with the file and the path inside it
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from toolkit.core.errors import SpecError
+from toolkit.core.errors import InputError, SpecError
+from toolkit.core.yamlfile import load_yaml_file
+from toolkit.image.fields import (
+    ElementName,
+    MirrorUrl,
+    PackageName,
+    RoleName,
+    UnitName,
+    check_chroot_path,
+    check_url_path,
+    no_duplicates,
+    no_nul,
+    one_line,
+    show,
+)
 from toolkit.image.roleargs import role_var_problems
 
 NAME_RE = r"^[a-z][a-z0-9_-]{0,62}$"
+MAX_EXTENDS = 8  # layers of ``extends``; deeper is a mistake, not a design
 
 
 class StrictModel(BaseModel):
@@ -26,22 +42,22 @@ class StrictModel(BaseModel):
 
 class BaseOS(StrictModel):
     distro: Literal["debian"] = "debian"
-    release: str = Field(default="bookworm", pattern=r"^[a-z]+$")
+    release: str = Field(default="bookworm", pattern=r"^[a-z]{1,32}$")
     # Package mirror URLs; when unset they are read from the build host's apt sources.
-    mirror: str | None = None
-    security_mirror: str | None = None
+    mirror: MirrorUrl | None = None
+    security_mirror: MirrorUrl | None = None
 
 
 class RoleRef(StrictModel):
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    vars: dict[str, Any] = Field(default_factory=dict)
+    name: RoleName
+    vars: dict[str, Any] = Field(default_factory=dict, max_length=1000)
 
 
 class HttpProbe(StrictModel):
     port: int = Field(ge=1, le=65535)
-    path: str = "/"
-    expect_status: int = 200
-    expect_body: str | None = None
+    path: Annotated[str, AfterValidator(check_url_path)] = "/"
+    expect_status: int = Field(default=200, ge=100, le=599)
+    expect_body: str | None = Field(default=None, max_length=4096)
 
 
 class CheckStage(StrEnum):
@@ -52,11 +68,11 @@ class CheckStage(StrEnum):
 class Check(StrictModel):
     """One check; exactly one of the kind fields is set."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    command: str | None = None
-    file: str | None = None
-    unit_enabled: str | None = None
-    unit_active: str | None = None
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    command: Annotated[str, Field(max_length=8192), AfterValidator(no_nul)] | None = None
+    file: Annotated[str, AfterValidator(check_chroot_path)] | None = None
+    unit_enabled: UnitName | None = None
+    unit_active: UnitName | None = None
     http: HttpProbe | None = None
 
     @model_validator(mode="after")
@@ -85,21 +101,23 @@ class Output(StrEnum):
 
 class ImageSpec(StrictModel):
     name: str = Field(pattern=NAME_RE)
-    description: str = ""
+    description: Annotated[str, Field(max_length=1000), AfterValidator(one_line)] = ""
     extends: str | None = Field(default=None, pattern=NAME_RE)
     base: BaseOS = Field(default_factory=BaseOS)
-    elements: list[str] = Field(default_factory=list)
-    packages: list[str] = Field(default_factory=list)
-    roles: list[RoleRef] = Field(default_factory=list)
-    checks: list[Check] = Field(default_factory=list)
-    outputs: list[Output] = Field(default_factory=lambda: [Output.NETBOOT])
+    elements: list[ElementName] = Field(default_factory=list, max_length=100)
+    # More than any real image holds, fewer than Debian's whole archive.
+    packages: list[PackageName] = Field(default_factory=list, max_length=50_000)
+    roles: list[RoleRef] = Field(default_factory=list, max_length=100)
+    checks: list[Check] = Field(default_factory=list, max_length=200)
+    outputs: list[Output] = Field(default_factory=lambda: [Output.NETBOOT], max_length=len(Output))
     # Extra DIB_* variables. They are recorded in the manifest, so they must hold no secrets.
-    dib_env: dict[str, str] = Field(default_factory=dict)
+    dib_env: dict[str, Annotated[str, Field(max_length=65536), AfterValidator(no_nul)]] = Field(
+        default_factory=dict, max_length=100)
 
     @field_validator("dib_env")
     @classmethod
     def _dib_only(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in value if not re.match(r"^DIB_[A-Z0-9_]+$", k)]
+        bad = [show(k) for k in value if not re.fullmatch(r"DIB_[A-Z0-9_]{1,64}", k)]
         if bad:
             raise ValueError(f"keys must look like DIB_NAME: {', '.join(sorted(bad))}")
         return value
@@ -107,17 +125,17 @@ class ImageSpec(StrictModel):
     @field_validator("packages", "elements")
     @classmethod
     def _no_dupes(cls, value: list[str]) -> list[str]:
-        seen = {v for v in value if value.count(v) > 1}
-        if seen:
-            raise ValueError(f"listed more than once: {', '.join(sorted(seen))}")
-        return value
+        return no_duplicates(value)
 
     def merged_over(self, parent: ImageSpec) -> ImageSpec:
         """This spec layered on its parent: parent's lists first, then ours."""
 
         def union(a: list[Any], b: list[Any]) -> list[Any]:
-            return a + [x for x in b if x not in a]
+            known = set(a)
+            return a + [x for x in b if x not in known]
 
+        own_roles = {x.name for x in self.roles}
+        own_checks = {x.name for x in self.checks}
         return ImageSpec(
             name=self.name,
             description=self.description or parent.description,
@@ -125,8 +143,8 @@ class ImageSpec(StrictModel):
             base=self.base if "base" in self.model_fields_set else parent.base,
             elements=union(parent.elements, self.elements),
             packages=union(parent.packages, self.packages),
-            roles=[r for r in parent.roles if r.name not in {x.name for x in self.roles}] + self.roles,
-            checks=[c for c in parent.checks if c.name not in {x.name for x in self.checks}] + self.checks,
+            roles=[r for r in parent.roles if r.name not in own_roles] + self.roles,
+            checks=[c for c in parent.checks if c.name not in own_checks] + self.checks,
             outputs=self.outputs if "outputs" in self.model_fields_set else parent.outputs,
             dib_env={**parent.dib_env, **self.dib_env},
         )
@@ -135,7 +153,10 @@ class ImageSpec(StrictModel):
 def json_path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:  # a key someone typed may be long or hold a newline: keep the message one short line
+            out += f".{part}" if re.fullmatch(r"[\w.-]{1,64}", part) else f"[{show(part)}]"
     return out or "."
 
 
@@ -158,26 +179,34 @@ def _rel(path: Path, root: Path | None) -> str:
     return str(path)
 
 
+def _value_problems(data: Any, loc: tuple[int | str, ...] = ()) -> Iterator[str]:
+    """Values no field type catches, anywhere (role vars too): non-finite numbers, NUL characters."""
+    if isinstance(data, float) and not math.isfinite(data):
+        yield f"{json_path(loc)}: numbers must be finite, got {data}"
+    elif isinstance(data, str) and "\0" in data:
+        yield f"{json_path(loc)}: must not contain a NUL character"
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            yield from _value_problems(value, (*loc, str(key)))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            yield from _value_problems(value, (*loc, i))
+
+
 def parse_spec_file(path: Path, root: Path | None = None) -> tuple[ImageSpec | None, list[str]]:
     """Parse one spec file; return the spec (or None) and every problem found in it."""
     where = _rel(path, root)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None, [f"{where}: file not found"]
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        pos = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        return None, [f"{where}{pos}: not valid YAML: {exc.problem}"]
-    except yaml.YAMLError as exc:
-        return None, [f"{where}: not valid YAML: {exc}"]
+        data = load_yaml_file(path, where)
+    except InputError as exc:
+        return None, [exc.message]
     if not isinstance(data, dict):
         return None, [f"{where}: .: expected a mapping at the top level, got {type(data).__name__}"]
+    problems = [f"{where}: {p}" for p in _value_problems(data)]
     try:
         spec = ImageSpec.model_validate(data)
     except ValidationError as exc:
-        return None, [f"{where}: {json_path(e['loc'])}: {_explain(dict(e))}" for e in exc.errors()]
-    problems = []
+        return None, problems + [f"{where}: {json_path(e['loc'])}: {_explain(dict(e))}" for e in exc.errors()]
     if spec.name != path.stem:
         problems.append(f"{where}: .name: must match the file name ({path.stem!r}), got {spec.name!r}")
     return spec, problems
@@ -213,10 +242,21 @@ def load_image(name: str, images_dir: Path, roles_dir: Path, _seen: tuple[str, .
         raise SpecError(problems)
     if spec.extends:
         if spec.extends in (*_seen, name):
-            raise SpecError([f"{where}: .extends: cycle through {' -> '.join((*_seen, name, spec.extends))}"])
+            raise SpecError([f"{where}: .extends: cycle {' -> '.join((*_seen, name, spec.extends))}"])
+        if len(_seen) >= MAX_EXTENDS:
+            raise SpecError([f"{where}: .extends: more than {MAX_EXTENDS} layers"])
         parent = load_image(spec.extends, images_dir, roles_dir, (*_seen, name))
-        spec = spec.merged_over(parent)
+        spec = merge_layers(spec, parent, where)
     return spec
+
+
+def merge_layers(spec: ImageSpec, parent: ImageSpec, where: str) -> ImageSpec:
+    """``spec`` over ``parent``; a merged spec that breaks a limit is a SpecError naming ``where``."""
+    try:
+        return spec.merged_over(parent)
+    except ValidationError as exc:  # e.g. the union of both package lists is over the limit
+        raise SpecError([f"{where}: {json_path(e['loc'])}: {_explain(dict(e))} (merged with {parent.name})"
+                         for e in exc.errors()]) from None
 
 
 def validate_all(images_dir: Path, roles_dir: Path) -> list[str]:
@@ -224,16 +264,34 @@ def validate_all(images_dir: Path, roles_dir: Path) -> list[str]:
     root = images_dir.parent
     problems: list[str] = []
     names = {p.stem for p in spec_files(images_dir)}
+    parents: dict[str, str | None] = {}
+    wheres: dict[str, str] = {}
     for path in spec_files(images_dir):
         spec, found = parse_spec_file(path, root)
         problems += found
         if spec is None:
             continue
-        where = _rel(path, root)
+        where = wheres[path.stem] = _rel(path, root)
+        parents[path.stem] = spec.extends
         problems += role_problems(spec, where, roles_dir)
         if spec.extends and spec.extends not in names:
             problems.append(f"{where}: .extends: no image spec named {spec.extends!r}")
+    problems += extends_problems(parents, wheres)
     problems += _role_file_problems(roles_dir, root)
+    return problems
+
+
+def extends_problems(parents: dict[str, str | None], wheres: dict[str, str]) -> list[str]:
+    """Cycles (reported once, at the cycle's first name) and chains deeper than MAX_EXTENDS."""
+    problems = []
+    for name in sorted(parents):
+        chain = [name]
+        while (parent := parents.get(chain[-1])) in parents and parent not in chain:
+            chain.append(parent)
+        if parent == name and name == min(chain):
+            problems.append(f"{wheres[name]}: .extends: cycle {' -> '.join([*chain, name])}")
+        elif parent not in chain and len(chain) > MAX_EXTENDS + 1:
+            problems.append(f"{wheres[name]}: .extends: more than {MAX_EXTENDS} layers ({' -> '.join(chain)})")
     return problems
 
 
@@ -248,9 +306,7 @@ def _role_file_problems(roles_dir: Path, root: Path) -> list[str]:
             if "templates" in f.parts or "files" in f.parts:
                 continue
             try:
-                yaml.safe_load(f.read_text(encoding="utf-8"))
-            except yaml.MarkedYAMLError as exc:
-                mark = exc.problem_mark
-                pos = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-                problems.append(f"{_rel(f, root)}{pos}: not valid YAML: {exc.problem}")
+                load_yaml_file(f, _rel(f, root))
+            except InputError as exc:
+                problems.append(exc.message)
     return problems

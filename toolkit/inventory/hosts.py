@@ -24,12 +24,13 @@ import yaml
 from toolkit.bmc.endpoint import BmcEndpoint, BmcProtocol
 from toolkit.core.config import Settings
 from toolkit.core.errors import InputError
+from toolkit.core.mac import is_mac, normalize_mac
 from toolkit.core.secret import Secret
+from toolkit.image.ref import ImageRefError, parse_image_ref
 
 DEFAULT_BMC_PORT = 623
 PROTOCOLS = ("ipmi", "redfish")
 VAULT_PASSWORD_ENVS = ("GOLDEN_VAULT_PASSWORD_FILE", "ANSIBLE_VAULT_PASSWORD_FILE")
-_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
 class InventoryError(InputError):
@@ -291,9 +292,9 @@ def _build_host(path: Path, name: str, member_of: list[_RawGroup], host_vars: di
 
     mac = text("mac")
     if mac is not None:
-        mac = mac.lower().replace("-", ":")
-        if not _MAC_RE.match(mac):
+        if not is_mac(mac):
             raise InventoryError(f"{where}: mac {mac!r} is not a MAC address like 52:54:00:12:34:56")
+        mac = normalize_mac(mac)
     bmc: BmcEndpoint | None = None
     address = text("bmc_address")
     if address:
@@ -310,8 +311,12 @@ def _build_host(path: Path, name: str, member_of: list[_RawGroup], host_vars: di
         bmc = BmcEndpoint(name=name, address=address, port=port, protocol=BmcProtocol(protocol),
                           user=text("bmc_user") or "", password=Secret(text("bmc_password") or ""))
     image = text("image")
-    if image is not None and "@" not in image:
-        raise InventoryError(f"{where}: image {image!r} must be '<name>@<channel>' or '<name>@<build-id>'")
+    if image is not None:
+        try:
+            parse_image_ref(image)
+        except ImageRefError as exc:
+            raise InventoryError(f"{where}: image {image!r} must be '<name>@<channel>' or '<name>@<build-id>'",
+                                 hint=exc.hint) from None
     uefi_v = merged.get("uefi", False)
     if isinstance(uefi_v, str):
         uefi_v = uefi_v.lower() in ("1", "true", "yes", "on")

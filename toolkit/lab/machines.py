@@ -33,6 +33,7 @@ import yaml
 
 from toolkit.core.config import Settings
 from toolkit.core.errors import GoldenError, InputError
+from toolkit.core.fsutil import atomic_write
 from toolkit.core.run import require, run, spawn
 from toolkit.lab.vbmc import MAX_BMCS_PER_PROCESS, BmcConfig, ServeConfig, SimOptions
 
@@ -188,11 +189,7 @@ def serve_configs(plan: LabPlan, directory: Path, password: str) -> list[ServeCo
 
 
 def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, text, mode=0o600)
 
 
 def _pid_alive(pid: int) -> bool:

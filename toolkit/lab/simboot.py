@@ -1,9 +1,11 @@
 """The netboot of a simulated (--no-vm) lab machine, as it looks on the wire.
 
 What firmware, iPXE, the initramfs and the golden agent of a real node send to the boot server,
-without the machine: fetch ``/boot/<mac>.ipxe``, read the kernel, initrd and squashfs URLs it
-names, fetch the first MiB of each (enough to exercise the artifact path at scale), then POST the
-agent's report with the per-boot token the script carried. Health checks cannot run without a
+without the machine, in the order and with the timing of a real boot: at power on fetch
+``/boot/<mac>.ipxe`` (firmware and iPXE ask within seconds), read the kernel, initrd and squashfs
+URLs it names and fetch the first MiB of each (enough to exercise the artifact path at scale),
+then, once the machine's boot time has passed, POST the agent's report with the per-boot token
+the script carried. Health checks cannot run without a
 machine, so the image's boot-stage checks are reported as passed, marked "simulated".
 """
 
@@ -14,6 +16,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -79,7 +82,8 @@ def _simulated_checks(boot_url: str, image: str, build: str, timeout: float) -> 
             if isinstance(c, dict) and (c.get("http") or c.get("unit_active"))}
 
 
-def netboot(boot_url: str, mac: str, *, timeout: float = 30.0, fetch_bytes: int = FETCH_BYTES) -> str:
+def netboot(boot_url: str, mac: str, *, timeout: float = 30.0, fetch_bytes: int = FETCH_BYTES,
+            boot_time: float = 0.0, sleep: Callable[[float], None] = time.sleep) -> str:
     """Boot once through the boot server; return what happened (for the BMC process's log)."""
     started = time.time()
     try:
@@ -95,6 +99,9 @@ def netboot(boot_url: str, mac: str, *, timeout: float = 30.0, fetch_bytes: int 
                 _get(url, timeout, fetch_bytes)
     except (urllib.error.URLError, OSError) as exc:
         return f"{mac}: artifact fetch failed ({exc})"
+    remaining = boot_time - (time.time() - started)
+    if remaining > 0:
+        sleep(remaining)  # the kernel, the initramfs and systemd until the agent runs
     p = script.params
     report = {
         "mac": p.get("mac", mac), "build_id": p.get("build", ""), "image": p.get("image", ""),

@@ -34,6 +34,7 @@ from pyghmi.ipmi.private import serversession
 from pyghmi.ipmi.private import session as ipmisession
 
 from toolkit.bmc import pyghmi_fixes
+from toolkit.core.fsutil import atomic_write
 from toolkit.core.run import kill_group
 from toolkit.lab import simboot
 from toolkit.lab.qemu import VmSpec, start_vm
@@ -140,9 +141,7 @@ class SimMachine:
         url, mac, delay = self.opts.boot_url, self.mac, self.opts.boot_time
 
         def boot() -> None:
-            if delay:
-                time.sleep(delay)
-            log.info("%s", simboot.netboot(url, mac))
+            log.info("%s", simboot.netboot(url, mac, boot_time=delay))
 
         self.booter.submit(boot)
 
@@ -359,9 +358,7 @@ class _Timers:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, text, fsync=False)
 
 
 def serve(cfg: ServeConfig) -> int:

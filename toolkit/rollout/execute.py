@@ -1,10 +1,12 @@
 """Execute a reimage plan wave by wave, writing every transition to the journal before acting.
 
-Per host and attempt: record the desired build, set one-time PXE, power cycle (or on), wait for
-the agent's report of the expected build (verified token, checked by the boot server), then gate
-on the image's boot-stage health checks as reported. A host that fails every attempt is rolled
-back to its previous build and counted against the failure budget. A canary wave must fully
-pass; once the budget is exceeded no new wave starts.
+Per host and attempt: record the desired build, set one-time PXE, arm the attempt and power
+cycle (or on), wait for the agent's report of the expected build carrying this attempt's token
+(verified by the boot server; see ``toolkit.boot.evidence``), then gate on the image's
+boot-stage health checks as reported. A report counts only once the attempt's contest window
+after the power action has passed with no second boot-script fetch; a contested attempt fails.
+A host that fails every attempt is rolled back to its previous build and counted against the
+failure budget. A canary wave must fully pass; once the budget is exceeded no new wave starts.
 
 BMC calls run in the bounded BmcPool; waiting for reports follows the boot-events feed with
 one query per tick for the whole wave, never a poll per host.
@@ -12,6 +14,7 @@ one query per tick for the whole wave, never a poll per host.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -21,7 +24,7 @@ from enum import StrEnum
 
 from toolkit.bmc.base import BmcClient, BootDevice, PowerAction
 from toolkit.bmc.pool import BmcPool
-from toolkit.fleet.model import Fleet
+from toolkit.fleet.fleet import Fleet
 from toolkit.inventory.hosts import Host
 from toolkit.rollout.journal import Journal, Phase, RunStatus, Step, StepRow
 from toolkit.rollout.plan import Plan
@@ -39,7 +42,7 @@ class HostResult(StrEnum):
 
 
 @dataclass
-class Progress:
+class WaveProgress:
     wave: int
     waves: int
     states: dict[str, int]
@@ -59,6 +62,11 @@ class RunOutcome:
     waves: int
     summary: str
     seconds: float
+
+
+def attempt_id(run_id: str, host: str, attempt: int) -> str:
+    """The id a token carries for one (run, host, attempt): derived, so a resumed run knows it again."""
+    return hashlib.sha256(f"{run_id}|{host}|{attempt}".encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -81,6 +89,7 @@ class ExecutorConfig:
     retries: int = 1
     required_checks: tuple[str, ...] = ()
     tick: float = TICK
+    contest_window_s: float = 15.0  # after the power action, before a report counts (see boot.evidence)
 
 
 def _power_cycle_or_on(client: BmcClient) -> str:
@@ -121,11 +130,15 @@ class Executor:
     journal: Journal
     pool: BmcPool
     config: ExecutorConfig
-    on_progress: Callable[[Progress], None] = lambda p: None
+    on_progress: Callable[[WaveProgress], None] = lambda p: None
     results: dict[str, str] = field(default_factory=dict)
     failures: int = 0
     _states: dict[str, str] = field(default_factory=dict)
     _wave_no: int = 0
+
+    @property
+    def current_wave(self) -> int:
+        return self._wave_no
 
     # ---- journal helpers ----
     def _mark(self, tasks: Sequence[_Task], step: Step, phase: Phase,
@@ -141,7 +154,7 @@ class Executor:
         counts: dict[str, int] = {}
         for s in self._states.values():
             counts[s] = counts.get(s, 0) + 1
-        self.on_progress(Progress(self._wave_no, len(self.plan.waves), counts, self.failures,
+        self.on_progress(WaveProgress(self._wave_no, len(self.plan.waves), counts, self.failures,
                                   self.plan.failure_budget, message))
 
     # ---- steps, each over a batch of tasks; each returns the tasks that succeeded ----
@@ -179,35 +192,36 @@ class Executor:
         return self._bmc_step(tasks, Step.BOOTDEV, op)
 
     def _step_power(self, tasks: list[_Task]) -> list[_Task]:
+        if not tasks:
+            return []
+        # Armed before the BMC is touched: every boot script fetched from now on counts for the attempt.
+        self.fleet.arm_attempts([(t.host, self._attempt_id(t), t.target) for t in tasks],
+                                expires_in=self.config.boot_timeout_s + self.config.contest_window_s + 60)
         return self._bmc_step(tasks, Step.POWER, _power_cycle_or_on)
 
+    def _attempt_id(self, t: _Task) -> str:
+        return attempt_id(self.run_id, t.host, t.attempt)
+
     def _step_report(self, tasks: list[_Task]) -> list[_Task]:
-        """Follow the boot-events feed until each task's expected build reports or its deadline passes."""
+        """Follow the boot-events feed until each task's attempt reports genuinely, is contested, or times out."""
         if not tasks:
             return []
         self._mark(tasks, Step.REPORT, Phase.INTENT, lambda t: t.target)
         waiting = {t.host: t for t in tasks}
+        reported: dict[str, str] = {}  # host -> report detail, not yet past the contest window
+        failed: dict[str, str] = {}  # host -> why its attempt cannot count any more (contested)
         got: dict[str, str] = {}
-        earliest = min(t.power_at or time.time() for t in tasks)
-        cursor = self._events_cursor_before(earliest)
-        deadline = {t.host: (t.power_at or time.time()) + self.config.boot_timeout_s for t in tasks}
+        cursor = self._events_cursor_before(min(t.power_at or time.time() for t in tasks))
         while waiting:
             with self.fleet.db.read() as repo:
-                events = repo.events_after(cursor, kinds=("report",), limit=5000)
+                events = repo.events_after(cursor, kinds=("report", "contested"), limit=5000)
             for ev in events:
                 cursor = ev.id
-                t = waiting.get(ev.host or "")
-                if t is None or ev.build_id != t.target or t.power_at is None or ev.at < t.power_at:
-                    continue
-                got[t.host] = ev.detail
-                del waiting[t.host]
-            now = time.time()
-            for name in [n for n, d in deadline.items() if n in waiting and now > d]:
-                waiting[name].error = (f"no report of build {waiting[name].target} "
-                                       f"within {self.config.boot_timeout_s:g} s")
-                del waiting[name]
+                self._take_event(ev.kind, waiting.get(ev.host or ""), ev.build_id, ev.at, ev.detail, reported, failed)
+            self._settle(waiting, reported, failed, got, time.time())
             if waiting and len(events) < 5000:
                 time.sleep(self.config.tick)
+        self.fleet.disarm_attempts([(t.host, self._attempt_id(t)) for t in tasks])
         ok = [t for t in tasks if t.host in got]
         bad = [t for t in tasks if t.host not in got]
         for t in ok:
@@ -216,10 +230,38 @@ class Executor:
         self._mark(bad, Step.REPORT, Phase.FAILED, lambda t: t.error)
         return ok
 
+    def _take_event(self, kind: str, t: _Task | None, build: str | None, at: float, detail: str,
+                    reported: dict[str, str], failed: dict[str, str]) -> None:
+        """Note a report or a contest that belongs to the task's attempt; ignore everything else."""
+        if t is None or t.power_at is None or at < t.power_at or t.host in failed:
+            return
+        if _event_attempt(detail) != self._attempt_id(t):
+            return  # a report with a token from before this attempt's power action, or another attempt's
+        if kind == "contested":
+            failed[t.host] = ("boot contested: the boot script of this attempt was fetched more than once "
+                              f"({_fetched_from(detail)}); no report of it counts")
+            reported.pop(t.host, None)
+        elif build == t.target:
+            reported.setdefault(t.host, detail)
+
+    def _settle(self, waiting: dict[str, _Task], reported: dict[str, str], failed: dict[str, str],
+                got: dict[str, str], now: float) -> None:
+        for name, t in list(waiting.items()):
+            power_at = t.power_at or now
+            if name in failed:
+                t.error = failed[name]
+                del waiting[name]
+            elif name in reported and now >= power_at + self.config.contest_window_s:
+                got[name] = reported.pop(name)
+                del waiting[name]
+            elif now > power_at + self.config.boot_timeout_s:
+                t.error = (f"no genuine report of build {t.target} within {self.config.boot_timeout_s:g} s "
+                           "(a report counts only with the token of this attempt's boot script)")
+                del waiting[name]
+
     def _events_cursor_before(self, at: float) -> int:
         with self.fleet.db.read() as repo:
-            rows = repo.execute("SELECT COALESCE(MAX(id), 0) AS id FROM boot_events WHERE at < ?", (at,))
-        return int(rows[0]["id"])
+            return repo.last_event_before(at)
 
     def _step_checks(self, tasks: list[_Task]) -> list[_Task]:
         gated = [t for t in tasks if not t.rollback]
@@ -344,6 +386,22 @@ class Executor:
         self.journal.set_status(self.run_id, status, summary)
         return RunOutcome(self.run_id, status, dict(self.results), self.failures, self.plan.failure_budget,
                           waves_done, len(self.plan.waves), summary, round(time.monotonic() - started, 3))
+
+
+def _event_detail(detail: str) -> dict[str, object]:
+    try:
+        data = json.loads(detail or "{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _event_attempt(detail: str) -> str:
+    return str(_event_detail(detail).get("attempt") or "")
+
+
+def _fetched_from(detail: str) -> str:
+    return f"from {_event_detail(detail).get('fetched_from') or '?'}"
 
 
 def resume_state(steps: Sequence[StepRow], target_build: str, moves: dict[str, tuple[str | None, str]],

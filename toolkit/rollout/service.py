@@ -1,22 +1,30 @@
-"""Reimage as the CLI sees it: resolve inputs into a plan, execute or resume it, list runs."""
+"""Reimage as the CLI sees it: resolve inputs into a plan, execute or resume it, list runs.
+
+Gates: the target build must have passed its checks (as for promote) unless ``--force --reason``,
+which is audited. Ctrl-C or SIGTERM marks the run ``interrupted`` in the journal (nothing is rolled
+back; every step so far is recorded) and says how to resume it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from toolkit.bmc.pool import BmcPool
 from toolkit.core.config import Settings
-from toolkit.core.errors import InputError
-from toolkit.fleet.model import Fleet, open_fleet, rack_of
+from toolkit.core.errors import InputError, Interrupted
+from toolkit.fleet.fleet import Fleet, open_fleet
+from toolkit.fleet.status import rack_of
+from toolkit.image.ref import parse_image_ref
 from toolkit.image.spec import CheckStage, ImageSpec
-from toolkit.inventory.hosts import load_inventory
-from toolkit.rollout.execute import Executor, ExecutorConfig, Progress, RunOutcome, resume_state
-from toolkit.rollout.journal import Journal, RunRow, StepRow, new_run_id
+from toolkit.rollout.execute import Executor, ExecutorConfig, RunOutcome, WaveProgress, resume_state
+from toolkit.rollout.journal import Journal, RunRow, RunStatus, StepRow, new_reimage_run_id
 from toolkit.rollout.plan import Amount, Candidate, Plan, Policy, Wave, plan_reimage
-from toolkit.store.channels import channel_build, current_user
+from toolkit.store.channels import channel_build, check_gate, current_user
 
 
 @dataclass(frozen=True)
@@ -25,43 +33,40 @@ class ReimageRequest:
     image_ref: str  # name@channel or name@build-id
     policy: Policy
     inventory: str | None = None
+    force: bool = False  # past the checks gate (needs reason; audited)
+    reason: str = ""
+    contest_window_s: float = 15.0
 
 
-def _split_ref(ref: str) -> tuple[str, str]:
-    image, sep, what = ref.partition("@")
-    if not sep or not image or not what:
-        raise InputError(f"--image: expected <name>@<channel|build-id>, got {ref!r}")
-    return image, what
+def resolve_target(fleet: Fleet, image_ref: str, force: bool = False,
+                   reason: str = "") -> tuple[str, str, tuple[str, ...], bool]:
+    """(image, build id, boot-stage check names, forced) for ``name@channel`` or ``name@build-id``.
 
-
-def resolve_target(fleet: Fleet, image_ref: str) -> tuple[str, str, tuple[str, ...]]:
-    """(image, build id, boot-stage check names) for ``name@channel`` or ``name@build-id``."""
-    image, what = _split_ref(image_ref)
+    GateError when the build has not passed its checks and ``force`` (with a reason) does not override.
+    """
+    ref = parse_image_ref(image_ref, "--image")
+    image, what = ref.image, ref.ref
     build_id = channel_build(fleet.db, image, what) or what
     build = fleet.store.find(image, build_id)
     if build is None:
         raise InputError(f"--image {image_ref}: no channel {what!r} and no build {image}/{what} in the store",
                          hint=f"see: golden images; publish one with: golden publish {image} latest-bake --channel dev")
+    forced = check_gate(image, build, "reimaging hosts onto it", force, reason)
     spec = ImageSpec.model_validate(build.manifest.spec)
     checks = tuple(c.name for c in spec.checks if c.stage == CheckStage.BOOT)
-    return image, build.build_id, checks
+    return image, build.build_id, checks, forced
 
 
 def plan_request(settings: Settings, req: ReimageRequest) -> tuple[Plan, tuple[str, ...]]:
     """Pure apart from reading state: the plan ``--dry-run`` prints and ``execute`` follows."""
     fleet = open_fleet(settings, req.inventory)
-    image, build_id, checks = resolve_target(fleet, req.image_ref)
-    hosts = load_inventory(fleet.inventory_path).select(req.pattern) if fleet.inventory_path else []
+    image, build_id, checks, _ = resolve_target(fleet, req.image_ref, req.force, req.reason)
+    inv = fleet.inventory()
+    hosts = inv.select(req.pattern) if inv else []
     status = {s.name: s for s in fleet.status(req.pattern)} if hosts else {}
     cands = [Candidate(h.name, rack_of(h), status[h.name].observed if h.name in status else None,
-                       _observed_image(fleet, h.name)) for h in hosts]
+                       fleet.observed_image(h.name)) for h in hosts]
     return plan_reimage(image, build_id, cands, req.policy), checks
-
-
-def _observed_image(fleet: Fleet, name: str) -> str | None:
-    with fleet.db.read() as repo:
-        row = repo.get_host(name)
-    return row.observed_image if row else None
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
@@ -91,32 +96,63 @@ def plan_from_dict(d: dict[str, Any]) -> Plan:
 
 
 def _executor(settings: Settings, fleet: Fleet, journal: Journal, run_id: str, plan: Plan,
-              checks: tuple[str, ...], on_progress: Callable[[Progress], None], pool: BmcPool) -> Executor:
-    inv = load_inventory(fleet.inventory_path) if fleet.inventory_path else None
+              checks: tuple[str, ...], on_progress: Callable[[WaveProgress], None], pool: BmcPool,
+              contest_window_s: float) -> Executor:
+    inv = fleet.inventory()
     hosts = {h.name: h for h in inv.hosts} if inv else {}
     missing = [h for h in plan.hosts if h not in hosts]
     if missing:
         raise InputError(f"host(s) no longer in the inventory: {', '.join(missing[:10])}")
     config = ExecutorConfig(boot_timeout_s=plan.policy.boot_timeout_s, retries=plan.policy.retries,
-                            required_checks=checks)
+                            required_checks=checks, contest_window_s=contest_window_s)
     return Executor(run_id, plan, hosts, fleet, journal, pool, config, on_progress)
 
 
+class RunInterrupted(Interrupted):
+    """A reimage run stopped by Ctrl-C or SIGTERM; its journal says where every host stands."""
+
+
+def _interrupted(journal: Journal, run_id: str, ex: Executor | None) -> RunInterrupted:
+    wave = f" in wave {ex.current_wave + 1}" if ex is not None else ""
+    summary = (f"interrupted{wave}; every step so far is in the journal, nothing was rolled back; "
+               f"resume with: golden reimage --resume {run_id}")
+    journal.set_status(run_id, RunStatus.INTERRUPTED, summary)
+    return RunInterrupted(f"reimage run {run_id} {summary}",
+                          hint="hosts whose power cycle had started are not cycled again for the same attempt")
+
+
+def _run(journal: Journal, run_id: str, make: Callable[[], Executor], **kw: Any) -> RunOutcome:
+    ex: Executor | None = None
+    try:
+        ex = make()
+        return ex.run(**kw)
+    except KeyboardInterrupt:
+        raise _interrupted(journal, run_id, ex) from None
+
+
 def execute_plan(settings: Settings, req: ReimageRequest, plan: Plan, checks: tuple[str, ...],
-                 on_progress: Callable[[Progress], None] = lambda p: None,
+                 on_progress: Callable[[WaveProgress], None] = lambda p: None,
                  on_start: Callable[[str], None] = lambda run_id: None, workers: int = 16) -> RunOutcome:
     fleet = open_fleet(settings, req.inventory)
     journal = Journal(fleet.db)
-    run_id = new_run_id()
-    journal.create_run(run_id, current_user(), req.pattern, plan.image, plan.target_build,
-                       {"plan": plan_to_dict(plan), "checks": list(checks), "inventory": str(fleet.inventory_path)})
+    _, _, _, forced = resolve_target(fleet, req.image_ref, req.force, req.reason)  # the gate, again at acting time
+    run_id = new_reimage_run_id()
+    user = current_user()
+    journal.create_run(run_id, user, req.pattern, plan.image, plan.target_build,
+                       {"plan": plan_to_dict(plan), "checks": list(checks), "inventory": str(fleet.inventory_path),
+                        "forced": forced, "reason": req.reason, "contest_window_s": req.contest_window_s})
+    if forced:
+        with fleet.db.write() as repo:
+            repo.add_audit(time.time(), user, "reimage-forced", f"{plan.image}/{plan.target_build}", req.reason,
+                           json.dumps({"run": run_id, "pattern": req.pattern, "hosts": len(plan.hosts)}))
     on_start(run_id)
     with BmcPool(processes=workers) as pool:
-        return _executor(settings, fleet, journal, run_id, plan, checks, on_progress, pool).run()
+        return _run(journal, run_id, lambda: _executor(settings, fleet, journal, run_id, plan, checks, on_progress,
+                                                        pool, req.contest_window_s))
 
 
 def resume_run(settings: Settings, run_id: str, inventory: str | None = None,
-               on_progress: Callable[[Progress], None] = lambda p: None, workers: int = 16) -> RunOutcome:
+               on_progress: Callable[[WaveProgress], None] = lambda p: None, workers: int = 16) -> RunOutcome:
     fleet0 = open_fleet(settings, inventory, required=False)
     journal = Journal(fleet0.db)
     run = journal.get_run(run_id)
@@ -128,9 +164,12 @@ def resume_run(settings: Settings, run_id: str, inventory: str | None = None,
     fleet = open_fleet(settings, inv)
     plan = plan_from_dict(run.plan["plan"])
     tasks, finished = resume_state(journal.steps(run_id), plan.target_build, plan.moves, plan.current_images)
+    journal.set_status(run_id, RunStatus.RUNNING, f"resumed by {current_user()}")
+    checks = tuple(run.plan.get("checks", ()))
+    window = float(run.plan.get("contest_window_s", 15.0))
     with BmcPool(processes=workers) as pool:
-        ex = _executor(settings, fleet, journal, run_id, plan, tuple(run.plan.get("checks", ())), on_progress, pool)
-        return ex.run(resume=tasks, finished=finished)
+        return _run(journal, run_id, lambda: _executor(settings, fleet, journal, run_id, plan, checks, on_progress,
+                                                        pool, window), resume=tasks, finished=finished)
 
 
 def list_runs(settings: Settings, limit: int = 50) -> list[RunRow]:

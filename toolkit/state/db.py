@@ -6,10 +6,14 @@ Writes happen inside ``StateDB.write()``, which takes the write lock up front (B
 IMMEDIATE): a command reads the current value and writes its change under the same lock,
 so two racing commands cannot both act on a stale read.
 
-All SQL lives in this module behind ``Repo`` methods, so a PostgreSQL backend can follow by
-providing the same methods; callers never see a cursor. Schema changes are named migrations
-recorded in ``schema_migrations``; other modules (the reimage journal) add theirs with
-``StateDB.migrate()``.
+All SQL lives in this package behind ``Repo`` methods (named for what callers need: channels,
+hosts, boot events, tokens, the reimage journal), so a PostgreSQL backend can follow by
+providing the same methods; callers never see a cursor or a statement. The schema is one list of
+named migrations (``schema.py``) recorded in ``schema_migrations``.
+
+When the database cannot be written (a full disk, a read-only file system) a write raises
+``StateWriteError`` with one line naming the path; the boot server catches it and keeps answering
+from what it can read.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from toolkit.core.errors import GoldenError, StoreError
+from toolkit.state.schema import MIGRATIONS, Migration, split_statements
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -32,78 +38,21 @@ class StateError(GoldenError):
     """The state database cannot be opened or migrated."""
 
 
-@dataclass(frozen=True)
-class Migration:
-    name: str
-    sql: str
+class StateWriteError(StateError):
+    """The state database cannot be written now (full disk, read-only file system or file)."""
 
 
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration("0001_channels", """
-        CREATE TABLE channels (
-            image      TEXT NOT NULL,
-            channel    TEXT NOT NULL,
-            build_id   TEXT NOT NULL,
-            updated_at REAL NOT NULL,
-            PRIMARY KEY (image, channel)
-        );
-        CREATE TABLE channel_history (
-            id         INTEGER PRIMARY KEY AUTOINCREMENT,
-            image      TEXT NOT NULL,
-            channel    TEXT NOT NULL,
-            action     TEXT NOT NULL,
-            from_build TEXT,
-            to_build   TEXT NOT NULL,
-            user       TEXT NOT NULL,
-            at         REAL NOT NULL,
-            reason     TEXT NOT NULL DEFAULT '',
-            forced     INTEGER NOT NULL DEFAULT 0
-        );
-        CREATE INDEX channel_history_by_channel ON channel_history (image, channel, id);
-    """),
-    Migration("0002_fleet", """
-        CREATE TABLE hosts (
-            name            TEXT PRIMARY KEY,
-            mac             TEXT NOT NULL UNIQUE,
-            desired_image   TEXT,
-            desired_build   TEXT,
-            desired_at      REAL,
-            served_build    TEXT,
-            served_at       REAL,
-            observed_image  TEXT,
-            observed_build  TEXT,
-            observed_since  REAL,
-            booted_at       TEXT,
-            last_report_at  REAL,
-            hostname        TEXT,
-            uptime_s        REAL,
-            drift           TEXT NOT NULL DEFAULT '[]',
-            agent_version   TEXT
-        );
-        CREATE TABLE unknown_machines (
-            mac         TEXT PRIMARY KEY,
-            first_seen  REAL NOT NULL,
-            last_seen   REAL NOT NULL,
-            seen_count  INTEGER NOT NULL,
-            remote_addr TEXT
-        );
-        CREATE TABLE used_tokens (
-            nonce   TEXT PRIMARY KEY,
-            mac     TEXT NOT NULL,
-            used_at REAL NOT NULL
-        );
-        CREATE TABLE boot_events (
-            id       INTEGER PRIMARY KEY AUTOINCREMENT,
-            at       REAL NOT NULL,
-            kind     TEXT NOT NULL,
-            mac      TEXT,
-            host     TEXT,
-            build_id TEXT,
-            detail   TEXT NOT NULL DEFAULT ''
-        );
-        CREATE INDEX boot_events_by_mac ON boot_events (mac, id);
-    """),
-)
+def _write_error(path: Path, exc: sqlite3.Error) -> GoldenError:
+    text = str(exc).lower()
+    if "full" in text:
+        return StateWriteError(f"state database is full: {path}", hint="free space on that file system")
+    if "readonly" in text or "read-only" in text or "read only" in text:
+        return StateWriteError(f"state database is read-only: {path}",
+                               hint="check that file system and the file's permissions")
+    if "locked" in text or "busy" in text:
+        return StoreError(f"the state database {path} stayed locked: {exc}",
+                          hint="another golden command is writing; retry when it finishes")
+    return StateWriteError(f"cannot write the state database {path}: {exc}")
 
 
 # ---- rows handed to callers (no cursors or sqlite3.Row escape this module) ----
@@ -183,6 +132,102 @@ class ObservedReport:
     agent_version: str
     # Optional boot-stage check results the agent may send: {name: {"passed": bool, "detail": str}}.
     checks: dict[str, dict[str, object]] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class StepRow:
+    """One reimage journal entry: a host's step (intent, done or failed) in one attempt."""
+
+    id: int
+    run_id: str
+    host: str
+    wave: int
+    attempt: int
+    step: str
+    phase: str
+    at: float
+    detail: str
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One reimage run: its plan and where it stands."""
+
+    id: str
+    created_at: float
+    updated_at: float
+    user: str
+    pattern: str
+    image: str
+    target_build: str
+    plan: dict[str, Any]
+    status: str
+    summary: str
+
+
+@dataclass(frozen=True)
+class NewStep:
+    """A journal entry to append (``record_steps``)."""
+
+    host: str
+    wave: int
+    attempt: int
+    step: str
+    phase: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    """A boot token as issued: to which host and address, for which build and attempt, and whether spent."""
+
+    nonce: str
+    mac: str
+    host: str
+    build_id: str
+    attempt: str
+    issued_at: float
+    issued_to: str
+    used_at: float | None
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    """A reimage attempt armed on a host: boot scripts fetched for it count, a second one contests it."""
+
+    host: str
+    attempt: str
+    build_id: str
+    armed_at: float
+    expires_at: float
+    fetches: int
+    fetched_from: str
+    contested_at: float | None
+    disarmed_at: float | None
+
+    def active(self, now: float) -> bool:
+        return self.disarmed_at is None and now < self.expires_at
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    id: int
+    at: float
+    user: str
+    action: str
+    subject: str
+    reason: str
+    detail: str
+
+
+def _run(r: sqlite3.Row) -> RunRow:
+    return RunRow(r["id"], r["created_at"], r["updated_at"], r["user"], r["pattern"], r["image"],
+                  r["target_build"], json.loads(r["plan"]), r["status"], r["summary"])
+
+
+def _step(r: sqlite3.Row) -> StepRow:
+    return StepRow(r["id"], r["run_id"], r["host"], r["wave"], r["attempt"], r["step"], r["phase"], r["at"],
+                   r["detail"])
 
 
 def _host(r: sqlite3.Row) -> HostRow:
@@ -325,9 +370,115 @@ class Repo:
         return [BootEventRow(r["id"], r["at"], r["kind"], r["mac"], r["host"], r["build_id"], r["detail"])
                 for r in rows]
 
-    # ---- escape hatch for modules that add their own tables through migrate() ----
-    def execute(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
-        return self._c.execute(sql, params).fetchall()
+    # ---- boot evidence: tokens as issued, attempts armed by a reimage ----
+    def insert_token(self, row: TokenRow) -> None:
+        self._c.execute(
+            "INSERT INTO boot_tokens (nonce, mac, host, build_id, attempt, issued_at, issued_to, used_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (row.nonce, row.mac, row.host, row.build_id, row.attempt, row.issued_at, row.issued_to, row.used_at))
+
+    def get_token(self, nonce: str) -> TokenRow | None:
+        r = self._c.execute("SELECT * FROM boot_tokens WHERE nonce = ?", (nonce,)).fetchone()
+        return TokenRow(r["nonce"], r["mac"], r["host"], r["build_id"], r["attempt"], r["issued_at"],
+                        r["issued_to"], r["used_at"]) if r else None
+
+    def spend_token(self, nonce: str, at: float) -> bool:
+        """Mark a token used; False when it was used before (a replay) or never issued."""
+        cur = self._c.execute("UPDATE boot_tokens SET used_at = ? WHERE nonce = ? AND used_at IS NULL", (at, nonce))
+        return cur.rowcount == 1
+
+    def arm_attempt(self, host: str, attempt: str, build_id: str, at: float, expires_at: float) -> None:
+        self._c.execute(
+            "INSERT INTO boot_attempts (host, attempt, build_id, armed_at, expires_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (host) DO UPDATE SET attempt = excluded.attempt, build_id = excluded.build_id, "
+            "armed_at = excluded.armed_at, expires_at = excluded.expires_at, fetches = 0, fetched_from = '', "
+            "contested_at = NULL, disarmed_at = NULL",
+            (host, attempt, build_id, at, expires_at))
+
+    def get_attempt(self, host: str) -> AttemptRow | None:
+        r = self._c.execute("SELECT * FROM boot_attempts WHERE host = ?", (host,)).fetchone()
+        return AttemptRow(r["host"], r["attempt"], r["build_id"], r["armed_at"], r["expires_at"], r["fetches"],
+                          r["fetched_from"], r["contested_at"], r["disarmed_at"]) if r else None
+
+    def count_fetch(self, host: str, attempt: str, addr: str) -> int:
+        """Count one boot-script fetch for the armed attempt; returns how many there were in all."""
+        self._c.execute(
+            "UPDATE boot_attempts SET fetches = fetches + 1, "
+            "fetched_from = CASE WHEN fetched_from = '' THEN ? ELSE fetched_from || ',' || ? END "
+            "WHERE host = ? AND attempt = ?", (addr, addr, host, attempt))
+        r = self._c.execute("SELECT fetches FROM boot_attempts WHERE host = ? AND attempt = ?",
+                            (host, attempt)).fetchone()
+        return int(r[0]) if r else 0
+
+    def contest_attempt(self, host: str, attempt: str, at: float) -> None:
+        self._c.execute("UPDATE boot_attempts SET contested_at = COALESCE(contested_at, ?) "
+                        "WHERE host = ? AND attempt = ?", (at, host, attempt))
+
+    def disarm_attempt(self, host: str, attempt: str, at: float) -> None:
+        self._c.execute("UPDATE boot_attempts SET disarmed_at = COALESCE(disarmed_at, ?) "
+                        "WHERE host = ? AND attempt = ?", (at, host, attempt))
+
+    # ---- audit ----
+    def add_audit(self, at: float, user: str, action: str, subject: str, reason: str = "", detail: str = "") -> int:
+        cur = self._c.execute("INSERT INTO audit_log (at, user, action, subject, reason, detail) "
+                              "VALUES (?, ?, ?, ?, ?, ?)", (at, user, action, subject, reason, detail))
+        return int(cur.lastrowid or 0)
+
+    def list_audit(self, subject: str | None = None, limit: int = 200) -> list[AuditRow]:
+        if subject is None:
+            rows = self._c.execute("SELECT * FROM audit_log ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._c.execute("SELECT * FROM audit_log WHERE subject = ? ORDER BY id DESC LIMIT ?",
+                                   (subject, limit))
+        return [AuditRow(r["id"], r["at"], r["user"], r["action"], r["subject"], r["reason"], r["detail"])
+                for r in rows.fetchall()]
+
+    def last_event_before(self, at: float) -> int:
+        """The id of the newest boot event older than ``at`` (0 when none): a feed cursor."""
+        r = self._c.execute("SELECT COALESCE(MAX(id), 0) FROM boot_events WHERE at < ?", (at,)).fetchone()
+        return int(r[0])
+
+    # ---- the reimage journal ----
+    def create_run(self, run_id: str, at: float, user: str, pattern: str, image: str, target_build: str,
+                   plan: dict[str, Any], status: str) -> None:
+        self._c.execute(
+            "INSERT INTO reimage_runs (id, created_at, updated_at, user, pattern, image, target_build, plan, "
+            "status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, at, at, user, pattern, image, target_build, json.dumps(plan, sort_keys=True), status),
+        )
+
+    def set_run_status(self, run_id: str, status: str, summary: str, at: float) -> None:
+        self._c.execute("UPDATE reimage_runs SET status = ?, summary = ?, updated_at = ? WHERE id = ?",
+                        (status, summary, at, run_id))
+
+    def record_steps(self, run_id: str, steps: Sequence[NewStep], at: float) -> list[int]:
+        """Append journal entries (one transaction: the caller's); returns their ids."""
+        ids = []
+        for s in steps:
+            cur = self._c.execute(
+                "INSERT INTO reimage_steps (run_id, host, wave, attempt, step, phase, at, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, s.host, s.wave, s.attempt, s.step, s.phase, at, s.detail),
+            )
+            ids.append(int(cur.lastrowid or 0))
+        self._c.execute("UPDATE reimage_runs SET updated_at = ? WHERE id = ?", (at, run_id))
+        return ids
+
+    def get_run(self, run_id: str) -> RunRow | None:
+        r = self._c.execute("SELECT * FROM reimage_runs WHERE id = ?", (run_id,)).fetchone()
+        return _run(r) if r else None
+
+    def list_runs(self, limit: int = 50) -> list[RunRow]:
+        rows = self._c.execute("SELECT * FROM reimage_runs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+        return [_run(r) for r in rows]
+
+    def run_steps(self, run_id: str, host: str | None = None) -> list[StepRow]:
+        if host is None:
+            rows = self._c.execute("SELECT * FROM reimage_steps WHERE run_id = ? ORDER BY id", (run_id,))
+        else:
+            rows = self._c.execute("SELECT * FROM reimage_steps WHERE run_id = ? AND host = ? ORDER BY id",
+                                   (run_id, host))
+        return [_step(r) for r in rows.fetchall()]
 
 
 class StateDB:
@@ -372,16 +523,21 @@ class StateDB:
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"the state database {self.path} stayed locked: {exc}",
-                             hint="another golden command is writing; retry when it finishes") from None
+        except sqlite3.Error as exc:
+            raise _write_error(self.path, exc) from None
         try:
             yield Repo(conn)
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            raise _write_error(self.path, exc) from None
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
-        else:
+        try:
             conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            raise _write_error(self.path, exc) from None
 
     @contextmanager
     def read(self) -> Iterator[Repo]:
@@ -393,25 +549,36 @@ class StateDB:
         finally:
             conn.execute("ROLLBACK")
 
-    def migrate(self, migrations: Sequence[Migration]) -> list[str]:
-        """Apply the named migrations not applied yet, in order; return the names applied."""
+    def _applied(self, conn: sqlite3.Connection) -> set[str]:
+        try:
+            return {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
+        except sqlite3.OperationalError:
+            return set()  # a new database: no table yet
+
+    def migrate(self, migrations: Sequence[Migration] = MIGRATIONS) -> list[str]:
+        """Apply the named migrations not applied yet, in order; return the names applied.
+
+        An up-to-date database is only read, so a read-only or full one still opens (and serves boots).
+        """
         conn = self._conn()
+        if all(m.name in self._applied(conn) for m in migrations):
+            return []
         applied: list[str] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at REAL)")
-                done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
+                done = self._applied(conn)  # again, under the lock: another process may have just migrated
                 for m in migrations:
                     if m.name in done:
                         continue
-                    for stmt in _statements(m.sql):
+                    for stmt in split_statements(m.sql):
                         conn.execute(stmt)
                     conn.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
                                  (m.name, time.time()))
                     applied.append(m.name)
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -419,10 +586,8 @@ class StateDB:
         return applied
 
 
-def _statements(sql: str) -> list[str]:
-    # executescript() would commit our transaction, so split the migration ourselves.
-    return [s.strip() for s in sql.split(";") if s.strip()]
-
-
-def open_state(path: Path) -> StateDB:
-    return StateDB(path)
+def _rollback(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from toolkit.core.errors import LockedError, StoreError
+from toolkit.core.fsutil import atomic_write
 from toolkit.image.manifest import Manifest, read_manifest
 
 ARTIFACTS = ("vmlinuz", "initrd", "rootfs.squashfs")
@@ -129,6 +130,14 @@ class Store:
                              hint="unmount them (umount -R) and run the command again")
         shutil.rmtree(staged, ignore_errors=True)
 
+    def delete(self, image: str, build_id: str) -> None:
+        """Remove a build: renamed out of sight first, so a reader never finds half a build."""
+        path = self.root / image / build_id
+        aside = self.root / STAGING / f"{image}.gc-{build_id}-{uuid.uuid4().hex[:6]}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        path.rename(aside)
+        shutil.rmtree(aside, ignore_errors=True)
+
     # -- package snapshot stamp ---------------------------------------------------------------
 
     def snapshot(self, image: str) -> str | None:
@@ -138,9 +147,7 @@ class Store:
     def set_snapshot(self, image: str, stamp: str) -> None:
         path = self.root / image / SNAPSHOT
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(stamp + "\n")
-        tmp.replace(path)
+        atomic_write(path, stamp + "\n")
 
     # -- locking ------------------------------------------------------------------------------
 

@@ -7,8 +7,10 @@ history row's ``from_build`` is the previous row's ``to_build``.
 
 Rollback treats a channel's history as a stack: publish and promote push a build, rollback
 pops one. Rolling back twice walks two steps back instead of toggling between two builds.
-Retention (gc) keeps every build a channel points at, the build each channel would roll back
-to, and every build a host desires, was served, or reported running.
+
+Gates: a build that has not passed its checks is not promoted, nor published to a channel that
+hosts follow, unless ``--force --reason`` says why (recorded as forced in the history).
+The overview lives in ``overview``, retention in ``gc``.
 """
 
 from __future__ import annotations
@@ -16,24 +18,16 @@ from __future__ import annotations
 import getpass
 import os
 import re
-import shutil
 import time
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-from toolkit.core.errors import InputError, StoreError
+from toolkit.core.errors import GateError, InputError, StoreError
 from toolkit.state.db import HistoryRow, Repo, StateDB
-from toolkit.store.artifacts import STAGING, Build, Store
+from toolkit.store.artifacts import Build, Store
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 LATEST = "latest-bake"
-
-if TYPE_CHECKING:  # fleet reads the inventory; channels alone must not need one
-    from toolkit.fleet.model import Fleet
-
 
 class ChannelError(InputError):
     """A channel operation cannot be done as asked (unknown build, empty channel, unchecked build)."""
@@ -103,9 +97,31 @@ def unpassed_checks(build: Build) -> list[str]:
     return sorted(name for name, result in checks.items() if not result.passed)
 
 
+def check_gate(image: str, build: Build, where: str, force: bool, reason: str) -> bool:
+    """Whether ``build`` may go ``where``: True when it is forced past failing checks; GateError when refused."""
+    if force and not reason.strip():
+        raise ChannelError("--force needs --reason saying why the checks are overridden")
+    failing = unpassed_checks(build)
+    if failing and not force:
+        raise GateError(
+            f"refused by the checks gate: build {image}/{build.build_id} has not passed its checks "
+            f"({', '.join(failing)}); not {where}",
+            hint="fix and bake again, or override with --force --reason '...' (recorded in the audit history)",
+        )
+    return bool(force and failing)
+
+
 def plan_publish(image: str, channel: str, build: Build, current: str | None, user: str,
-                 reason: str = "") -> ChannelChange:
-    return ChannelChange(image, channel, "publish", current, build.build_id, user, reason)
+                 reason: str = "", *, followers: Sequence[str] = (), force: bool = False) -> ChannelChange:
+    """Point ``channel`` at ``build``; the checks gate applies when hosts follow the channel."""
+    forced = False
+    if followers:
+        shown = ", ".join(list(followers)[:3]) + (" ..." if len(followers) > 3 else "")
+        forced = check_gate(image, build, f"publishing it to {channel}, which {len(followers)} host(s) follow "
+                                          f"({shown})", force, reason)
+    elif force and not reason.strip():
+        raise ChannelError("--force needs --reason saying why the checks are overridden")
+    return ChannelChange(image, channel, "publish", current, build.build_id, user, reason.strip(), forced=forced)
 
 
 def plan_promote(image: str, src: str, dst: str, source_build: Build | None, current: str | None, user: str,
@@ -115,17 +131,8 @@ def plan_promote(image: str, src: str, dst: str, source_build: Build | None, cur
     if source_build is None:
         raise ChannelError(f"channel {image}@{src} points at no build",
                            hint=f"golden publish {image} <build> --channel {src}")
-    if force and not reason.strip():
-        raise ChannelError("--force needs --reason saying why the checks are overridden")
-    failing = unpassed_checks(source_build)
-    if failing and not force:
-        raise ChannelError(
-            f"build {image}/{source_build.build_id} has not passed its checks ({', '.join(failing)}); "
-            f"not promoting it to {dst}",
-            hint="fix and bake again, or override with --force --reason '...' (recorded in the history)",
-        )
-    return ChannelChange(image, dst, "promote", current, source_build.build_id, user, reason.strip(),
-                         forced=bool(force and failing))
+    forced = check_gate(image, source_build, f"promoting it to {dst}", force, reason)
+    return ChannelChange(image, dst, "promote", current, source_build.build_id, user, reason.strip(), forced=forced)
 
 
 def plan_rollback(image: str, channel: str, history: Sequence[HistoryRow], current: str | None,
@@ -173,13 +180,15 @@ def resolve_build(store: Store, image: str, ref: str) -> Build:
 
 
 def publish(db: StateDB, store: Store, image: str, ref: str, channel: str, *, user: str | None = None,
-            reason: str = "") -> ChangeResult:
+            reason: str = "", followers: Sequence[str] = (), force: bool = False) -> ChangeResult:
+    """``followers``: the hosts whose inventory image follows ``image@channel`` (they arm the checks gate)."""
     check_name("channel", channel)
     who = user or current_user()
     with db.write() as repo:
         # Resolved under the write lock: gc deletes builds while holding it too.
         build = resolve_build(store, image, ref)
-        change = plan_publish(image, channel, build, _current(repo, image, channel), who, reason)
+        change = plan_publish(image, channel, build, _current(repo, image, channel), who, reason,
+                              followers=followers, force=force)
         return _apply(repo, change)
 
 
@@ -222,137 +231,3 @@ def history(db: StateDB, image: str | None = None, channel: str | None = None) -
 def channel_build(db: StateDB, image: str, channel: str) -> str | None:
     with db.read() as repo:
         return _current(repo, image, channel)
-
-
-# ---- the images overview ----
-
-@dataclass(frozen=True)
-class BuildSummary:
-    build_id: str
-    created_at: str
-    size: int
-    checks_passed: bool
-    channels: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class ImageSummary:
-    image: str
-    channels: dict[str, str]
-    builds: tuple[BuildSummary, ...]
-
-
-def summarize_images(db: StateDB, store: Store) -> list[ImageSummary]:
-    with db.read() as repo:
-        rows = repo.list_channels()
-    by_image: dict[str, dict[str, str]] = {}
-    for r in rows:
-        by_image.setdefault(r.image, {})[r.channel] = r.build_id
-    out = []
-    for image in sorted(set(store.images()) | set(by_image)):
-        chans = by_image.get(image, {})
-        builds = tuple(
-            BuildSummary(
-                b.build_id, b.manifest.created_at, sum(a.size for a in b.manifest.artifacts.values()),
-                not unpassed_checks(b), tuple(sorted(c for c, bid in chans.items() if bid == b.build_id)),
-            )
-            for b in store.builds(image)
-        )
-        out.append(ImageSummary(image, dict(sorted(chans.items())), builds))
-    return out
-
-
-# ---- retention ----
-
-@dataclass(frozen=True)
-class GcItem:
-    image: str
-    build_id: str
-    reasons: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class GcPlan:
-    keep: tuple[GcItem, ...]
-    delete: tuple[GcItem, ...]
-    freed_bytes: int = 0
-    deleted: tuple[str, ...] = field(default_factory=tuple)
-
-
-def plan_gc(builds: dict[str, list[tuple[str, int]]], referenced: dict[tuple[str, str], list[str]],
-            keep: int) -> GcPlan:
-    """Which builds to delete: beyond the ``keep`` newest of each image and referenced by nothing.
-
-    ``builds`` maps an image to its (build id, size) pairs newest first; ``referenced`` maps
-    (image, build id) to why it must stay (channel, rollback target, host state).
-    """
-    if keep < 0:
-        raise ChannelError("--keep must be 0 or more")
-    kept: list[GcItem] = []
-    doomed: list[GcItem] = []
-    freed = 0
-    for image in sorted(builds):
-        for n, (build_id, size) in enumerate(builds[image]):
-            why = list(referenced.get((image, build_id), []))
-            if n < keep:
-                why.insert(0, f"among the {keep} newest")
-            if why:
-                kept.append(GcItem(image, build_id, tuple(why)))
-            else:
-                doomed.append(GcItem(image, build_id))
-                freed += size
-    return GcPlan(tuple(kept), tuple(doomed), freed)
-
-
-def _references(repo: Repo) -> dict[tuple[str, str], list[str]]:
-    refs: dict[tuple[str, str], list[str]] = {}
-
-    def add(image: str | None, build_id: str | None, why: str) -> None:
-        if image and build_id:
-            refs.setdefault((image, build_id), []).append(why)
-
-    for ch in repo.list_channels():
-        add(ch.image, ch.build_id, f"channel {ch.channel}")
-        target = rollback_target(repo.history(ch.image, ch.channel))
-        add(ch.image, target, f"rollback target of {ch.channel}")
-    for h in repo.list_hosts():
-        add(h.desired_image, h.desired_build, f"desired by {h.name}")
-        add(h.observed_image or h.desired_image, h.observed_build, f"running on {h.name}")
-        add(h.desired_image, h.served_build, f"served to {h.name}")
-    return refs
-
-
-def _gc_inputs(store: Store) -> dict[str, list[tuple[str, int]]]:
-    return {
-        image: [(b.build_id, sum(a.size for a in b.manifest.artifacts.values())) for b in store.builds(image)]
-        for image in store.images()
-    }
-
-
-def gc(db: StateDB, store: Store, keep: int, *, dry_run: bool = False, fleet: Fleet | None = None) -> GcPlan:
-    """Plan retention and (unless ``dry_run``) delete, holding the state write lock so no publish interleaves.
-
-    With ``fleet`` the builds its inventory pins hosts to are kept too.
-    """
-    extra_refs = fleet.inventory_refs() if fleet is not None else {}
-    with db.write() as repo:
-        refs = _references(repo)
-        for k, v in extra_refs.items():
-            refs.setdefault(k, []).extend(v)
-        plan = plan_gc(_gc_inputs(store), refs, keep)
-        if dry_run:
-            return plan
-        deleted = []
-        for item in plan.delete:
-            _delete_build(store, item.image, item.build_id)
-            deleted.append(f"{item.image}/{item.build_id}")
-    return GcPlan(plan.keep, plan.delete, plan.freed_bytes, tuple(deleted))
-
-
-def _delete_build(store: Store, image: str, build_id: str) -> None:
-    path = store.root / image / build_id
-    aside: Path = store.root / STAGING / f"{image}.gc-{build_id}-{uuid.uuid4().hex[:6]}"
-    aside.parent.mkdir(parents=True, exist_ok=True)
-    # Renamed out of sight first, so a reader never finds half a build.
-    path.rename(aside)
-    shutil.rmtree(aside, ignore_errors=True)

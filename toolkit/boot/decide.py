@@ -1,0 +1,68 @@
+"""What a machine boots when it asks for ``/boot/<mac>.ipxe``: decided from what can be read.
+
+Recording the decision (the host's served build, the boot event, an unknown machine) is best
+effort: when the state DB cannot be written, the machine still gets its script (fail open on
+availability) and the caller counts the dropped write.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from toolkit.core.mac import normalize_mac
+from toolkit.fleet.desired import DesiredBuild
+from toolkit.fleet.fleet import Fleet
+from toolkit.state.db import StateError
+from toolkit.store.artifacts import Build
+
+
+@dataclass(frozen=True)
+class BootDecision:
+    mac: str
+    host: str | None  # None: not in the inventory
+    build: Build | None  # None: nothing to boot (unknown machine, empty channel, build gone)
+    desired: DesiredBuild | None
+    problem: str = ""
+    recorded: bool = True  # False: the state DB could not be written (the decision still stands)
+
+
+def _decide(fleet: Fleet, mac: str) -> BootDecision:
+    host = fleet.host_by_mac(mac)
+    if host is None:
+        return BootDecision(mac, None, None, None, "not in the inventory")
+    desired = fleet.desired_for(host)
+    if desired is None:
+        return BootDecision(mac, host.name, None, None,
+                            f"no build to boot: image {host.image or '(none)'} resolves to nothing")
+    build = fleet.store.find(desired.image, desired.build_id)
+    if build is None:
+        return BootDecision(mac, host.name, None, desired,
+                            f"desired build {desired.image}/{desired.build_id} is not in the store")
+    return BootDecision(mac, host.name, build, desired)
+
+
+def _record(fleet: Fleet, d: BootDecision, remote_addr: str | None) -> None:
+    now = time.time()
+    with fleet.db.write() as repo:
+        if d.host is None:
+            repo.record_unknown(d.mac, now, remote_addr)
+            repo.add_event("unknown", now, d.mac, None, None, remote_addr or "")
+            return
+        repo.ensure_host(d.host, d.mac)
+        if d.build is None:
+            repo.add_event("no-build", now, d.mac, d.host, d.desired.build_id if d.desired else None, d.problem)
+            return
+        repo.set_served(d.host, d.build.build_id, now)
+        repo.add_event("served", now, d.mac, d.host, d.build.build_id, d.desired.source if d.desired else "")
+
+
+def decide_boot(fleet: Fleet, mac: str, remote_addr: str | None = None) -> BootDecision:
+    """What ``mac`` boots now, and whether that could be recorded."""
+    decision = _decide(fleet, normalize_mac(mac))
+    try:
+        _record(fleet, decision, remote_addr)
+    except StateError:
+        return BootDecision(decision.mac, decision.host, decision.build, decision.desired, decision.problem,
+                            recorded=False)
+    return decision

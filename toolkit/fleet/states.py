@@ -1,0 +1,13 @@
+"""The states a host can be in, as ``golden fleet`` shows them: one definition for choices and checks."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class HostState(StrEnum):
+    IN_SYNC = "in-sync"  # runs its desired build and reports no drift
+    PENDING = "pending"  # reports a build other than its desired one
+    DRIFTED = "drifted"  # runs its desired build but changed outside the allowlist
+    NEVER_REPORTED = "never-reported"  # has a desired build, never reported
+    NO_BUILD = "no-build"  # no desired build: no image named, or its channel/build is missing

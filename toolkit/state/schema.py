@@ -1,0 +1,162 @@
+"""The state database's schema: named migrations, applied once each, in order.
+
+One list for every table golden keeps (channels, fleet, boot events, tokens, the reimage
+journal), so a second backend applies exactly the same schema. A migration is a script of
+statements split with ``sqlite3.complete_statement`` (never on every ``;``: a string literal or
+a trigger body may hold one).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    name: str
+    sql: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("0001_channels", """
+        CREATE TABLE channels (
+            image      TEXT NOT NULL,
+            channel    TEXT NOT NULL,
+            build_id   TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (image, channel)
+        );
+        CREATE TABLE channel_history (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            image      TEXT NOT NULL,
+            channel    TEXT NOT NULL,
+            action     TEXT NOT NULL,
+            from_build TEXT,
+            to_build   TEXT NOT NULL,
+            user       TEXT NOT NULL,
+            at         REAL NOT NULL,
+            reason     TEXT NOT NULL DEFAULT '',
+            forced     INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX channel_history_by_channel ON channel_history (image, channel, id);
+    """),
+    Migration("0002_fleet", """
+        CREATE TABLE hosts (
+            name            TEXT PRIMARY KEY,
+            mac             TEXT NOT NULL UNIQUE,
+            desired_image   TEXT,
+            desired_build   TEXT,
+            desired_at      REAL,
+            served_build    TEXT,
+            served_at       REAL,
+            observed_image  TEXT,
+            observed_build  TEXT,
+            observed_since  REAL,
+            booted_at       TEXT,
+            last_report_at  REAL,
+            hostname        TEXT,
+            uptime_s        REAL,
+            drift           TEXT NOT NULL DEFAULT '[]',
+            agent_version   TEXT
+        );
+        CREATE TABLE unknown_machines (
+            mac         TEXT PRIMARY KEY,
+            first_seen  REAL NOT NULL,
+            last_seen   REAL NOT NULL,
+            seen_count  INTEGER NOT NULL,
+            remote_addr TEXT
+        );
+        CREATE TABLE used_tokens (
+            nonce   TEXT PRIMARY KEY,
+            mac     TEXT NOT NULL,
+            used_at REAL NOT NULL
+        );
+        CREATE TABLE boot_events (
+            id       INTEGER PRIMARY KEY AUTOINCREMENT,
+            at       REAL NOT NULL,
+            kind     TEXT NOT NULL,
+            mac      TEXT,
+            host     TEXT,
+            build_id TEXT,
+            detail   TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX boot_events_by_mac ON boot_events (mac, id);
+    """),
+    Migration("0003_boot_evidence", """
+        CREATE TABLE boot_tokens (
+            nonce      TEXT PRIMARY KEY,
+            mac        TEXT NOT NULL,
+            host       TEXT NOT NULL,
+            build_id   TEXT NOT NULL,
+            attempt    TEXT NOT NULL DEFAULT '',
+            issued_at  REAL NOT NULL,
+            issued_to  TEXT NOT NULL DEFAULT '',
+            used_at    REAL
+        );
+        CREATE TABLE boot_attempts (
+            host         TEXT PRIMARY KEY,
+            attempt      TEXT NOT NULL,
+            build_id     TEXT NOT NULL,
+            armed_at     REAL NOT NULL,
+            expires_at   REAL NOT NULL,
+            fetches      INTEGER NOT NULL DEFAULT 0,
+            fetched_from TEXT NOT NULL DEFAULT '',
+            contested_at REAL,
+            disarmed_at  REAL
+        );
+        CREATE TABLE audit_log (
+            id      INTEGER PRIMARY KEY AUTOINCREMENT,
+            at      REAL NOT NULL,
+            user    TEXT NOT NULL,
+            action  TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            reason  TEXT NOT NULL DEFAULT '',
+            detail  TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX audit_log_by_subject ON audit_log (subject, id);
+    """),
+    Migration("0100_reimage_journal", """
+        CREATE TABLE reimage_runs (
+            id           TEXT PRIMARY KEY,
+            created_at   REAL NOT NULL,
+            updated_at   REAL NOT NULL,
+            user         TEXT NOT NULL,
+            pattern      TEXT NOT NULL,
+            image        TEXT NOT NULL,
+            target_build TEXT NOT NULL,
+            plan         TEXT NOT NULL,
+            status       TEXT NOT NULL,
+            summary      TEXT NOT NULL DEFAULT ''
+        );
+        CREATE TABLE reimage_steps (
+            id       INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id   TEXT NOT NULL REFERENCES reimage_runs (id),
+            host     TEXT NOT NULL,
+            wave     INTEGER NOT NULL,
+            attempt  INTEGER NOT NULL,
+            step     TEXT NOT NULL,
+            phase    TEXT NOT NULL,
+            at       REAL NOT NULL,
+            detail   TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX reimage_steps_by_run ON reimage_steps (run_id, host, id);
+    """),
+)
+
+
+def split_statements(script: str) -> list[str]:
+    """The complete SQL statements of ``script``, in order (executescript() would commit our transaction)."""
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip().rstrip(";").strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip() and sqlite3.complete_statement(buf + ";"):
+        out.append(buf.strip())  # a last statement without its ';'
+    elif buf.strip():
+        raise ValueError(f"incomplete SQL statement at the end of a migration: {buf.strip()[:60]!r}")
+    return out
