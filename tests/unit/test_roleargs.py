@@ -124,7 +124,21 @@ def test_validate_refuses_a_mistyped_and_an_unknown_var(tmp_path: Path, capsys, 
     assert "web_mesage" in err and "did you mean 'web_message'?" in err and "Traceback" not in err
 
 
-def test_unreadable_argument_spec_is_a_problem_not_a_traceback(roles_dir: Path) -> None:
-    (roles_dir / "t" / "meta" / "argument_specs.yml").write_text("argument_specs: [unclosed\n")
+@pytest.mark.parametrize(("text", "expected"), [
+    ("argument_specs: [unclosed\n", "not valid YAML"),
+    ("argument_specs: []\n", ".argument_specs.main: expected a mapping"),
+    ("[]\n", ".argument_specs.main: expected a mapping"),
+    ("argument_specs: {main: {options: [a]}}\n", ".argument_specs.main.options: expected a mapping"),
+    ("argument_specs: {main: {options: {a: 1}}}\n", ".argument_specs.main.options.a: expected a mapping"),
+])
+def test_broken_argument_spec_is_a_problem_not_a_traceback(roles_dir: Path, text: str, expected: str) -> None:
+    (roles_dir / "t" / "meta" / "argument_specs.yml").write_text(text)
     [problem] = role_var_problems([("t", {"t_name": "x"})], "images/x.yaml", roles_dir)
-    assert problem.startswith("roles/t/meta/argument_specs.yml:") and "not valid YAML" in problem
+    assert problem.startswith("roles/t/meta/argument_specs.yml:") and expected in problem, problem
+
+
+def test_malformed_option_is_a_problem_not_a_traceback(roles_dir: Path) -> None:
+    spec = {"argument_specs": {"main": {"options": {"a": {"type": "str", "choices": 5}}}}}
+    (roles_dir / "t" / "meta" / "argument_specs.yml").write_text(yaml.safe_dump(spec))
+    problems = role_var_problems([("t", {"a": "x"})], "images/x.yaml", roles_dir)
+    assert len(problems) == 1 and problems[0].startswith("images/x.yaml: .roles[0].vars.a: role 't': "), problems

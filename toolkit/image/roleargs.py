@@ -68,7 +68,8 @@ def argspec_file_problems(role_dir: Path, where: str) -> list[str]:
         data = _load_yaml(path, where)
     except InputError as exc:
         return [exc.message]
-    entry = (data or {}).get("argument_specs", {}).get(ENTRY_POINT) if isinstance(data, dict) else None
+    specs = data.get("argument_specs") if isinstance(data, dict) else None
+    entry = specs.get(ENTRY_POINT) if isinstance(specs, dict) else None
     if not isinstance(entry, dict):
         return [f"{where}: .argument_specs.{ENTRY_POINT}: expected a mapping (the role's main entry point)"]
     options = entry.get("options") or {}
@@ -125,7 +126,10 @@ def _validate_one(option: str, attrs: dict[str, Any], params: dict[str, Any]) ->
     """Ansible's own verdict on one variable; one option at a time so every error is that variable's."""
     from ansible.module_utils.common.arg_spec import ArgumentSpecValidator  # slow import: only when used
 
-    result = ArgumentSpecValidator({option: attrs}).validate(params, validate_role_argument_spec=True)
+    try:
+        result = ArgumentSpecValidator({option: attrs}).validate(params, validate_role_argument_spec=True)
+    except Exception as exc:  # a malformed option (choices: 5, ...) must not end in a traceback
+        return [f"Ansible cannot check it against its argument spec ({type(exc).__name__}: {exc})"]
     unsupported = {".".join(p) if isinstance(p, tuple) else p for p in result.unsupported_parameters}
     messages = [e.msg for e in result.errors if type(e).__name__ != "UnsupportedError"]
     messages += [f"unknown key {name!r}" for name in sorted(unsupported)]
