@@ -61,6 +61,7 @@ def test_molecule_command(project: Path, tmp_path: Path, monkeypatch, capsys, fl
         assert copy.is_dir() and f"kept: the converged chroot is at {copy}" in out
     else:
         assert not copy.exists(), "the copy is removed even when molecule left it behind"
+        assert not (tmp_path / "cache" / "molecule").exists() or not any((tmp_path / "cache" / "molecule").iterdir())
 
 
 def test_failed_scenario_exits_1_naming_the_role(project: Path, tmp_path: Path, monkeypatch, capsys) -> None:

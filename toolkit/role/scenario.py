@@ -41,6 +41,16 @@ def instance_path(project: Path, role: str) -> Path:
     return cache_dir() / "molecule" / f"{project.name}-{key}" / role / "chroot"
 
 
+def _prune_empty(folder: Path, stop: Path) -> None:
+    """Remove ``folder`` and its parents below ``stop`` while they are empty."""
+    while folder != stop and stop in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another role's copy, a kept chroot) or already gone
+            return
+        folder = folder.parent
+
+
 def molecule_command(role: str, *, keep: bool, debug: bool) -> list[str]:
     return [
         tool_path("molecule"), *(["--debug"] if debug else []),
@@ -67,6 +77,7 @@ def run_role_test(project: Path, role: str, *, keep: bool = False, debug: bool =
     finally:
         if not keep:
             remove_tree(copy)  # Molecule's destroy did it, unless Molecule died before reaching it
+            _prune_empty(copy.parent, stop=cache_dir() / "molecule")
     if result.returncode != 0:
         raise RoleTestError(
             f"molecule test -s {role} failed (exit {result.returncode})"
