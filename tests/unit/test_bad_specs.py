@@ -229,3 +229,20 @@ def test_golden_yaml_is_read_within_limits_too(tmp_path, capsys, body, needle):
     assert main(["--project", str(project), "validate"]) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("text, error", [
+    ("homee: /tmp\n", "golden.yaml: .homee: unknown key"),
+    ("lab:\n  bootURL: http://x\n", "golden.yaml: .lab.bootURL: unknown key"),
+    ("home: [1, 2]\n", "golden.yaml: .home: Input should be a valid string"),
+    ("promotion: yes\n", "golden.yaml: .promotion: Input should be a valid dictionary"),
+])
+def test_golden_yaml_is_strict(tmp_path, capsys, text, error) -> None:
+    from toolkit.cli import main
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "roles").mkdir()
+    (tmp_path / "golden.yaml").write_text(text)
+    assert main(["--project", str(tmp_path), "validate"]) == 2
+    err = capsys.readouterr().err
+    assert error in err and "Traceback" not in err and len(err.strip().splitlines()) <= 2

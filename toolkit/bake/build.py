@@ -398,7 +398,8 @@ def _collect(store: Store, plan: BakePlan, paths: BakePaths, staged: Path, recor
         inputs=plan.inputs.as_dict(),
         artifacts=artifacts,
         packages=packages,
-        package_archives={k: v for k, v in archives.items() if k in packages},
+        # DIB names multi-arch packages name:arch, dpkg's status by name alone
+        package_archives={k: archives[k.split(":", 1)[0]] for k in packages if k.split(":", 1)[0] in archives},
         roles=dict(plan.inputs.roles),
         tool_versions=_tool_versions(plan),
         dib_env=dict(inv.dib_env),

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from toolkit.core.errors import InputError
 from toolkit.core.yamlfile import load_yaml_file
 
@@ -80,6 +82,42 @@ class Settings:
         return replace(self, **changes)
 
 
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LabConfig(_Strict):
+    boot_url: str | None = None
+
+
+class GoldenConfig(_Strict):
+    """``golden.yaml``: every key golden reads; any other key is an error naming it."""
+
+    home: str | None = None
+    cache: str | None = None
+    mirror: str | None = None
+    security_mirror: str | None = None
+    inventory: str | None = None
+    state_url: str | None = None
+    lab: LabConfig | None = None
+    promotion: dict[str, Any] | None = None  # its gates are checked by toolkit.store.policy
+
+
+def validate_config(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The mapping itself when it is a valid ``golden.yaml``; InputError listing every problem with its path."""
+    try:
+        GoldenConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for e in exc.errors():
+            where = "." + ".".join(str(p) for p in e["loc"])
+            what = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+            problems.append(f"{path.name}: {where}: {what}")
+        raise InputError("; ".join(problems),
+                         hint=f"the keys golden.yaml may hold: {', '.join(GoldenConfig.model_fields)}") from None
+    return data
+
+
 def load_settings(project: Path | None = None, home: Path | None = None) -> Settings:
     env = os.environ
     proj = project or (Path(env["GOLDEN_PROJECT"]) if env.get("GOLDEN_PROJECT") else None)
@@ -94,7 +132,7 @@ def load_settings(project: Path | None = None, home: Path | None = None) -> Sett
         loaded = load_yaml_file(cfg) or {}
         if not isinstance(loaded, dict):
             raise InputError(f"{cfg}: expected a mapping at the top level")
-        data = loaded
+        data = validate_config(loaded, cfg)
 
     def pick(env_name: str, key: str) -> str | None:
         value = env.get(env_name) or data.get(key)

@@ -30,6 +30,7 @@ from toolkit.image.fields import (
     one_line,
     show,
 )
+from toolkit.image.roleargs import role_var_problems
 
 NAME_RE = r"^[a-z][a-z0-9_-]{0,62}$"
 MAX_EXTENDS = 8  # layers of ``extends``; deeper is a mistake, not a design
@@ -218,7 +219,7 @@ def role_problems(spec: ImageSpec, where: str, roles_dir: Path) -> list[str]:
             problems.append(
                 f"{where}: .roles[{i}].name: role {ref.name!r} not found (no roles/{ref.name}/tasks/main.yml)"
             )
-    return problems
+    return problems + role_var_problems([(r.name, r.vars) for r in spec.roles], where, roles_dir)
 
 
 def spec_files(images_dir: Path) -> list[Path]:
