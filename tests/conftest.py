@@ -7,13 +7,18 @@ still gets its one-line error; a traceback anywhere is a defect, whatever the te
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import tempfile
 from typing import Any
 
-# Resolved inventories are cached; tests keep theirs out of the user's ~/.cache.
-os.environ.setdefault("GOLDEN_CACHE", tempfile.mkdtemp(prefix="golden-test-cache-"))
+# Resolved inventories are cached; tests keep theirs out of the user's ~/.cache (xdist workers
+# inherit the controller's folder, which the controller removes at exit).
+if "GOLDEN_CACHE" not in os.environ:
+    os.environ["GOLDEN_CACHE"] = tempfile.mkdtemp(prefix="golden-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["GOLDEN_CACHE"], True)
 
 pytest_plugins = [
     "tests.fixtures.lab",
