@@ -130,7 +130,7 @@ def test_missing_bmc_address_stops_before_any_bmc(tmp_path: Path, capfd: pytest.
                    .replace("mac=x", 'mac="52:54:00:00:01:02"'))
     rc, err = _run(["--home", str(tmp_path / "home"), *verb, "-i", str(inv)], capfd)
     assert rc == 2 and "Traceback" not in err
-    assert err.splitlines()[0].startswith("golden: error:") and "host n2: bmc_address is not set" in err
+    assert err.splitlines()[0].startswith("golden: error:") and "hosts.ini: host n2: bmc_address is not set" in err
     with pytest.raises(BlockingIOError):
         bmc.recv(1024)  # nothing was sent to n1's BMC either
     bmc.close()
