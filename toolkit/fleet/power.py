@@ -15,6 +15,7 @@ def _select(settings: Settings, inventory: str | list[str] | None, pattern: str,
     inv = load_inventory(resolve_inventory_sources(inventory, settings), cache_dir=settings.cache)
     hosts = inv.select(pattern, limit)
     inv.require_bmc(hosts)
+    inv.open_passwords(hosts)
     return hosts
 
 

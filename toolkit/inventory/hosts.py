@@ -125,6 +125,17 @@ class Inventory:
             return self.groups[pattern]
         return {pattern} if pattern in self._by_name else None
 
+    def open_passwords(self, hosts: Iterable[Host]) -> None:
+        """Decrypt the BMC passwords these hosts need, here and once (one per distinct password):
+        forked BMC workers then inherit them instead of each running the vault script again."""
+        for h in hosts:
+            if h.bmc is None:
+                continue
+            try:
+                h.bmc.password.reveal()
+            except VaultError as exc:  # the vault password changed since the cache was written
+                raise InventoryError(f"{self.where}: host {h.name}: bmc_password: {exc.message}", hint=exc.hint) from None
+
     def require_bmc(self, hosts: Iterable[Host]) -> None:
         """Before anything talks to BMCs: every selected host must name one."""
         for h in hosts:

@@ -103,6 +103,8 @@ def _executor(settings: Settings, fleet: Fleet, journal: Journal, run_id: str, p
               contest_window_s: float) -> Executor:
     inv = fleet.inventory()
     hosts = {h.name: h for h in inv.hosts} if inv else {}
+    if inv:
+        inv.open_passwords(hosts[name] for name in plan.hosts if name in hosts)
     missing = [h for h in plan.hosts if h not in hosts]
     if missing:
         raise InputError(f"host(s) no longer in the inventory: {', '.join(missing[:10])}")
