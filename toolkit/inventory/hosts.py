@@ -134,7 +134,8 @@ class Inventory:
             try:
                 h.bmc.password.reveal()
             except VaultError as exc:  # the vault password changed since the cache was written
-                raise InventoryError(f"{self.where}: host {h.name}: bmc_password: {exc.message}", hint=exc.hint) from None
+                raise InventoryError(f"{self.where}: host {h.name}: bmc_password: {exc.message}",
+                                     hint=exc.hint) from None
 
     def require_bmc(self, hosts: Iterable[Host]) -> None:
         """Before anything talks to BMCs: every selected host must name one."""
