@@ -31,7 +31,7 @@ def test_json_before_or_after_the_verb(tmp_path, capsys, argv) -> None:
 def test_json_errors_after_the_verb_are_json(tmp_path, capsys) -> None:
     assert main(["--home", str(tmp_path), "fleet", "--json", "-i", str(tmp_path / "nope.yml")]) == 2
     out = json.loads(capsys.readouterr().out)
-    assert "nope.yml" in out["message"] and "hint" in out  # the same one-line error, as JSON
+    assert "nope.yml" in out["message"] and out["error"].endswith("Error")  # the one-line error, as JSON
 
 
 def test_help_shows_options_and_examples(capsys) -> None:
