@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -23,7 +24,7 @@ from toolkit.core.errors import GoldenError, Interrupted
 # Modules under toolkit.cli that contribute verbs, in help order.
 COMMAND_MODULES = (
     "validate", "bake", "images", "diff", "publish", "serve", "pxe", "fleet", "inventory",
-    "power", "bootdev", "lab", "reimage", "runs", "role",
+    "power", "bootdev", "lab", "reimage", "runs", "role", "help",
 )
 
 
@@ -90,9 +91,20 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _complete(parser: argparse.ArgumentParser) -> None:
+    """Shell completion through argcomplete, as ansible-core does; a no-op unless the shell asks."""
+    if "_ARGCOMPLETE" not in os.environ:
+        return  # the import costs time on every run otherwise
+    import argcomplete
+
+    argcomplete.autocomplete(parser)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(only=verb_of(argv))
+    # completion offers every verb, so it needs them all; a plain run imports only its own
+    parser = build_parser(only=None if "_ARGCOMPLETE" in os.environ else verb_of(argv))
+    _complete(parser)
     args = parser.parse_args(argv)
     debug, verbose = bool(args.debug), int(args.verbose or 0)
     level = logging.DEBUG if debug or verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING

@@ -1,0 +1,63 @@
+"""golden help [VERB]: a verb's options with worked examples, as operators expect of an Ansible-like tool."""
+
+from __future__ import annotations
+
+import argparse
+
+from toolkit.cli.output import Context
+from toolkit.core.errors import InputError
+
+# The commands an operator types first, per verb. Kept beside the verbs' own help so one place
+# answers "how do I ...".
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "validate": ("golden validate",),
+    "bake": ("golden bake base", "golden bake web --refresh    # nightly patching: new package snapshot",
+             "golden --json bake base       # machine-readable, for scripts"),
+    "images": ("golden images", "golden images --history base --channel prod", "golden gc --keep 3 --dry-run"),
+    "diff": ("golden diff base@prod base@dev", "golden --json diff base@prod 20261201-0a1b2c3d"),
+    "publish": ("golden publish base latest-bake --channel dev",
+                "golden promote base --from dev --to staging",
+                "golden rollback base --channel prod"),
+    "serve": ("golden serve --listen 0.0.0.0:9090 -i inventory.yml",),
+    "pxe": ("golden pxe render --out /etc/golden-pxe --server-url http://10.0.0.1 --interface eth1",),
+    "fleet": ("golden fleet", "golden fleet rack12 --state pending", "golden fleet --unknown"),
+    "inventory": ("golden inventory", "golden inventory 'rack1:&web' --limit 'rack1[0:9]' -i inventory/",
+                  "golden --json inventory all -i hosts.ini -i netbox.yml --vault-id prod@vault-client.sh"),
+    "power": ("golden power rack12 status", "golden power 'rack12:&web*' cycle"),
+    "bootdev": ("golden bootdev rack12 pxe", "golden bootdev web01 disk --persistent"),
+    "lab": ("golden lab up --nodes 2", "golden lab status", "golden lab console lab-n01", "golden lab down"),
+    "reimage": ("golden reimage rack12 --image web@prod --canary 1 --wave-size 20% --dry-run",
+                "golden reimage rack12 --image web@prod --canary 1 --wave-size 20% --max-failures 2% --yes",
+                "golden reimage --resume 20261126-224501-3fa2c1"),
+    "runs": ("golden runs", "golden runs --kind reimage", "golden runs show 20261126-224501-3fa2c1"),
+    "role": ("golden role new ntp", "golden role lint", "golden role test ntp --keep"),
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("help", help="a verb's options with examples (golden help reimage)")
+    p.add_argument("verb", nargs="?", help="the verb to explain; without one, every verb with its examples")
+    p.set_defaults(func=cmd_help)
+
+
+def _verbs(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def cmd_help(args: argparse.Namespace, ctx: Context) -> int:
+    from toolkit.cli import build_parser  # here: the parser is built by the package that imports this module
+
+    verbs = _verbs(build_parser())
+    if args.verb is None:
+        for name, examples in EXAMPLES.items():
+            ctx.say(f"{name}:\n" + "\n".join(f"  {e}" for e in examples))
+        return 0
+    if args.verb not in verbs:
+        raise InputError(f"no verb {args.verb!r}", hint=f"verbs: {', '.join(sorted(verbs))}")
+    ctx.say(verbs[args.verb].format_help().rstrip())
+    if args.verb in EXAMPLES:
+        ctx.say("\nexamples:\n" + "\n".join(f"  {e}" for e in EXAMPLES[args.verb]))
+    return 0
