@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.boot",
     "tests.fixtures.chroot",
     "tests.fixtures.bake",
+    "tests.fixtures.postgres",
 ]

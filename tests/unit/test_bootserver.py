@@ -92,11 +92,11 @@ class Env:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
+def env(tmp_path: Path, state_db: StateDB) -> Iterator[Env]:
     store = Store(tmp_path / "home" / "store")
     b1 = make_build(store, "base", "b1", age_rank=1)
     b2 = make_build(store, "base", "b2", age_rank=2)
-    db = StateDB(tmp_path / "home" / "state.db")
+    db = state_db
     channels.publish(db, store, "base", "b2", "dev", user="test")
     inv = tmp_path / "inventory.yml"
     e = Env(None, None, store, db, inv, b1, b2)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ import pytest
 
 from tests.fixtures.boot import make_build, write_inventory
 from toolkit.cli import main
-from toolkit.state.db import StateDB
+from toolkit.state.db import SQLiteStateDB
 from toolkit.store.artifacts import Store
 
 
@@ -36,7 +36,7 @@ def _db_digest(home: Path) -> str:
 
 def test_dry_run_prints_the_plan_and_changes_nothing(home, capsys):
     h, _ = home
-    StateDB(h / "state.db").close()
+    SQLiteStateDB(h / "state.db").close()
     before = _db_digest(h)
     rc = main(["--home", str(h), "--json", "reimage", "all", "--image", "web@bbbbbbbbbbbbbbbb", "--canary", "1",
                "--wave-size", "2", "--dry-run"])

@@ -184,7 +184,7 @@ class BootHTTPServer(ThreadingHTTPServer):
         if not self._state_down:
             self._state_down = True
             log.error("golden serve: cannot write the state database %s; still serving boot scripts, "
-                      "boot events and reports are dropped until it is writable", self.config.fleet.db.path)
+                      "boot events and reports are dropped until it is writable", self.config.fleet.db.where)
 
     def find_build(self, image: str, build_id: str) -> Build | None:
         key = (image, build_id)

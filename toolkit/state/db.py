@@ -1,15 +1,18 @@
 """The state database: channels and their audit history, fleet state, boot events, used tokens.
 
-SQLite is the embedded default. Every connection runs in WAL mode with a busy timeout, so
-readers never block the writer and concurrent golden commands queue instead of failing.
-Writes happen inside ``StateDB.write()``, which takes the write lock up front (BEGIN
-IMMEDIATE): a command reads the current value and writes its change under the same lock,
+``StateDB`` is what every caller holds; ``SQLiteStateDB`` (here) is the embedded default and
+``PostgresStateDB`` (``postgres.py``) the scale-out one. Both run the same ``Repo`` queries and
+the same migrations (``schema.py``), recorded in ``schema_migrations``.
+
+SQLite: every connection runs in WAL mode with a busy timeout, so readers never block the writer
+and concurrent golden commands queue instead of failing. ``write()`` takes the write lock up front
+(BEGIN IMMEDIATE): a command reads the current value and writes its change under the same lock,
 so two racing commands cannot both act on a stale read.
 
 All SQL lives in this package behind ``Repo`` methods (named for what callers need: channels,
-hosts, boot events, tokens, the reimage journal), so a PostgreSQL backend can follow by
-providing the same methods; callers never see a cursor or a statement. The schema is one list of
-named migrations (``schema.py``) recorded in ``schema_migrations``.
+hosts, boot events, tokens, the reimage journal); callers never see a cursor or a statement.
+Queries are written once, with ``?`` placeholders, in SQL both engines accept
+(``ON CONFLICT``, ``RETURNING``, ``IS NOT DISTINCT FROM``, the quoted ``"user"`` column).
 
 When the database cannot be written (a full disk, a read-only file system) a write raises
 ``StateWriteError`` with one line naming the path; the boot server catches it and keeps answering
@@ -22,11 +25,12 @@ import json
 import sqlite3
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from toolkit.core.errors import GoldenError, StoreError
 from toolkit.state.schema import MIGRATIONS, Migration, split_statements
@@ -248,10 +252,16 @@ def _history(r: sqlite3.Row) -> HistoryRow:
     )
 
 
+class Connection(Protocol):
+    """What ``Repo`` needs of a connection: ``execute`` with ``?`` placeholders, rows readable by column name."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Any: ...
+
+
 class Repo:
     """Every query golden runs against the state DB. One instance per transaction."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._c = conn
 
     # ---- channels ----
@@ -276,11 +286,11 @@ class Repo:
     def append_history(self, image: str, channel: str, action: str, from_build: str | None, to_build: str,
                        user: str, at: float, reason: str, forced: bool) -> int:
         cur = self._c.execute(
-            "INSERT INTO channel_history (image, channel, action, from_build, to_build, user, at, reason, forced) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO channel_history (image, channel, action, from_build, to_build, \"user\", at, reason, forced) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (image, channel, action, from_build, to_build, user, at, reason, int(forced)),
         )
-        return int(cur.lastrowid or 0)
+        return int(cur.fetchone()["id"])
 
     def history(self, image: str | None = None, channel: str | None = None) -> list[HistoryRow]:
         q, params = "SELECT * FROM channel_history WHERE 1 = 1", []
@@ -321,7 +331,8 @@ class Repo:
 
     def set_observed(self, name: str, report: ObservedReport, at: float) -> None:
         self._c.execute(
-            "UPDATE hosts SET observed_since = CASE WHEN observed_build IS ? THEN observed_since ELSE ? END, "
+            "UPDATE hosts SET "
+            "observed_since = CASE WHEN observed_build IS NOT DISTINCT FROM ? THEN observed_since ELSE ? END, "
             "observed_image = ?, observed_build = ?, booted_at = ?, last_report_at = ?, hostname = ?, "
             "uptime_s = ?, drift = ?, agent_version = ? WHERE name = ?",
             (report.build_id, at, report.image, report.build_id, report.booted_at, at, report.hostname,
@@ -335,8 +346,8 @@ class Repo:
     def record_unknown(self, mac: str, at: float, remote_addr: str | None) -> None:
         self._c.execute(
             "INSERT INTO unknown_machines (mac, first_seen, last_seen, seen_count, remote_addr) VALUES (?, ?, ?, 1, ?) "
-            "ON CONFLICT (mac) DO UPDATE SET last_seen = excluded.last_seen, seen_count = seen_count + 1, "
-            "remote_addr = excluded.remote_addr",
+            "ON CONFLICT (mac) DO UPDATE SET last_seen = excluded.last_seen, "
+            "seen_count = unknown_machines.seen_count + 1, remote_addr = excluded.remote_addr",
             (mac, at, at, remote_addr),
         )
 
@@ -348,7 +359,8 @@ class Repo:
     # ---- tokens ----
     def use_nonce(self, nonce: str, mac: str, at: float) -> bool:
         """Mark a token nonce used; False when it was used before (a replay)."""
-        cur = self._c.execute("INSERT OR IGNORE INTO used_tokens (nonce, mac, used_at) VALUES (?, ?, ?)",
+        cur = self._c.execute("INSERT INTO used_tokens (nonce, mac, used_at) VALUES (?, ?, ?) "
+                              "ON CONFLICT (nonce) DO NOTHING",
                               (nonce, mac, at))
         return cur.rowcount == 1
 
@@ -356,9 +368,9 @@ class Repo:
     def add_event(self, kind: str, at: float, mac: str | None = None, host: str | None = None,
                   build_id: str | None = None, detail: str = "") -> int:
         cur = self._c.execute(
-            "INSERT INTO boot_events (at, kind, mac, host, build_id, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO boot_events (at, kind, mac, host, build_id, detail) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
             (at, kind, mac, host, build_id, detail))
-        return int(cur.lastrowid or 0)
+        return int(cur.fetchone()["id"])
 
     def events_after(self, after_id: int, kinds: Sequence[str] | None = None, limit: int = 1000) -> list[BootEventRow]:
         q = "SELECT * FROM boot_events WHERE id > ?"
@@ -408,7 +420,7 @@ class Repo:
             "WHERE host = ? AND attempt = ?", (addr, addr, host, attempt))
         r = self._c.execute("SELECT fetches FROM boot_attempts WHERE host = ? AND attempt = ?",
                             (host, attempt)).fetchone()
-        return int(r[0]) if r else 0
+        return int(r["fetches"]) if r else 0
 
     def contest_attempt(self, host: str, attempt: str, at: float) -> None:
         self._c.execute("UPDATE boot_attempts SET contested_at = COALESCE(contested_at, ?) "
@@ -420,9 +432,9 @@ class Repo:
 
     # ---- audit ----
     def add_audit(self, at: float, user: str, action: str, subject: str, reason: str = "", detail: str = "") -> int:
-        cur = self._c.execute("INSERT INTO audit_log (at, user, action, subject, reason, detail) "
-                              "VALUES (?, ?, ?, ?, ?, ?)", (at, user, action, subject, reason, detail))
-        return int(cur.lastrowid or 0)
+        cur = self._c.execute("INSERT INTO audit_log (at, \"user\", action, subject, reason, detail) "
+                              "VALUES (?, ?, ?, ?, ?, ?) RETURNING id", (at, user, action, subject, reason, detail))
+        return int(cur.fetchone()["id"])
 
     def list_audit(self, subject: str | None = None, limit: int = 200) -> list[AuditRow]:
         if subject is None:
@@ -435,14 +447,14 @@ class Repo:
 
     def last_event_before(self, at: float) -> int:
         """The id of the newest boot event older than ``at`` (0 when none): a feed cursor."""
-        r = self._c.execute("SELECT COALESCE(MAX(id), 0) FROM boot_events WHERE at < ?", (at,)).fetchone()
-        return int(r[0])
+        r = self._c.execute("SELECT COALESCE(MAX(id), 0) AS last_id FROM boot_events WHERE at < ?", (at,)).fetchone()
+        return int(r["last_id"])
 
     # ---- the reimage journal ----
     def create_run(self, run_id: str, at: float, user: str, pattern: str, image: str, target_build: str,
                    plan: dict[str, Any], status: str) -> None:
         self._c.execute(
-            "INSERT INTO reimage_runs (id, created_at, updated_at, user, pattern, image, target_build, plan, "
+            "INSERT INTO reimage_runs (id, created_at, updated_at, \"user\", pattern, image, target_build, plan, "
             "status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (run_id, at, at, user, pattern, image, target_build, json.dumps(plan, sort_keys=True), status),
         )
@@ -457,10 +469,10 @@ class Repo:
         for s in steps:
             cur = self._c.execute(
                 "INSERT INTO reimage_steps (run_id, host, wave, attempt, step, phase, at, detail) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (run_id, s.host, s.wave, s.attempt, s.step, s.phase, at, s.detail),
             )
-            ids.append(int(cur.lastrowid or 0))
+            ids.append(int(cur.fetchone()["id"]))
         self._c.execute("UPDATE reimage_runs SET updated_at = ? WHERE id = ?", (at, run_id))
         return ids
 
@@ -481,7 +493,32 @@ class Repo:
         return [_step(r) for r in rows.fetchall()]
 
 
-class StateDB:
+class StateDB(ABC):
+    """The state database, whichever engine holds it. Callers use only these methods and ``Repo``.
+
+    ``write()`` holds the database's one write lock from its first statement to its commit, so a
+    command's read-modify-write never acts on a stale read; ``read()`` is a consistent snapshot.
+    """
+
+    @property
+    @abstractmethod
+    def where(self) -> str:
+        """What messages name: a file path, or a URL with its password redacted."""
+
+    @abstractmethod
+    def write(self) -> AbstractContextManager[Repo]: ...
+
+    @abstractmethod
+    def read(self) -> AbstractContextManager[Repo]: ...
+
+    @abstractmethod
+    def migrate(self, migrations: Sequence[Migration] = MIGRATIONS) -> list[str]: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class SQLiteStateDB(StateDB):
     """One state database file. Thread-safe: each thread gets its own connection."""
 
     def __init__(self, path: Path) -> None:
@@ -492,6 +529,10 @@ class StateDB:
         except OSError as exc:
             raise StateError(f"cannot create the state folder {path.parent}: {exc.strerror}") from None
         self.migrate(MIGRATIONS)
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
