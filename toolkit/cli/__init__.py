@@ -23,7 +23,7 @@ from toolkit.core.errors import GoldenError, Interrupted
 # Modules under toolkit.cli that contribute verbs, in help order.
 COMMAND_MODULES = (
     "validate", "bake", "images", "publish", "serve", "pxe", "fleet",
-    "power", "bootdev", "lab", "reimage", "runs",
+    "power", "bootdev", "lab", "reimage", "runs", "state",
 )
 
 

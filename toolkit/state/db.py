@@ -22,18 +22,19 @@ from what it can read.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from toolkit.core.errors import GoldenError, StoreError
-from toolkit.state.schema import MIGRATIONS, Migration, split_statements
+from toolkit.state.schema import MIGRATIONS, TABLES, Migration, split_statements
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -256,6 +257,8 @@ class Connection(Protocol):
     """What ``Repo`` needs of a connection: ``execute`` with ``?`` placeholders, rows readable by column name."""
 
     def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Any: ...
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any]], /) -> Any: ...
 
 
 class Repo:
@@ -491,6 +494,42 @@ class Repo:
             rows = self._c.execute("SELECT * FROM reimage_steps WHERE run_id = ? AND host = ? ORDER BY id",
                                    (run_id, host))
         return [_step(r) for r in rows.fetchall()]
+
+    # ---- whole tables (golden state migrate) ----
+    def nonempty_tables(self) -> list[str]:
+        return [t for t in TABLES
+                if self._c.execute(f"SELECT EXISTS (SELECT 1 FROM {_table(t)}) AS present")  # noqa: S608
+                .fetchone()["present"]]
+
+    def dump_table(self, table: str) -> list[dict[str, Any]]:
+        """Every row of ``table`` as {column: value}, in its first column's order."""
+        return [{k: r[k] for k in r.keys()}  # sqlite3.Row iterates values, not keys
+                for r in self._c.execute(f"SELECT * FROM {_table(table)} ORDER BY 1").fetchall()]  # noqa: S608
+
+    def load_table(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert ``rows`` (as ``dump_table`` gives them) with their ids as they are."""
+        if not rows:
+            return
+        cols = [_column(c) for c in rows[0]]
+        self._c.executemany(
+            f"INSERT INTO {_table(table)} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",  # noqa: S608
+            [tuple(r.values()) for r in rows])
+
+
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def _table(name: str) -> str:
+    """A table name we may put into SQL text: one of ours, nothing else (hence the S608 waivers above)."""
+    if name not in TABLES:
+        raise ValueError(f"not a golden state table: {name!r}")
+    return name
+
+
+def _column(name: str) -> str:
+    if not _IDENTIFIER.fullmatch(name):
+        raise ValueError(f"not a column name: {name!r}")
+    return f'"{name}"'  # quoted: "user" is a reserved word in PostgreSQL
 
 
 class StateDB(ABC):

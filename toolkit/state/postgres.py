@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
 from typing import Any
@@ -32,9 +32,17 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from toolkit.core.errors import GoldenError
+from toolkit.core.errors import GoldenError, InputError
 from toolkit.state.db import Repo, StateDB, StateError, StateWriteError
-from toolkit.state.schema import MIGRATIONS, Migration, postgres_ddl, postgres_query, split_statements
+from toolkit.state.schema import (
+    MIGRATIONS,
+    NUMBERED_TABLES,
+    TABLES,
+    Migration,
+    postgres_ddl,
+    postgres_query,
+    split_statements,
+)
 
 # One key for golden's write lock (advisory locks are per database): b"golden" as an integer.
 WRITE_LOCK = int.from_bytes(b"golden", "big")
@@ -73,6 +81,10 @@ def _scrub(text: str, url: str) -> str:
     return text.replace(password, "***") if password else text
 
 
+class TargetNotEmptyError(InputError):
+    """``golden state migrate`` was pointed at a database that already holds golden state."""
+
+
 class _PgConnection:
     """A psycopg connection as ``Repo`` uses it: ``?`` placeholders, rows as dicts."""
 
@@ -81,6 +93,11 @@ class _PgConnection:
 
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Any:
         return self._conn.execute(_translated(sql), parameters)
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any]]) -> Any:
+        cur = self._conn.cursor()
+        cur.executemany(_translated(sql), seq_of_parameters)
+        return cur
 
 
 @lru_cache(maxsize=512)
@@ -148,6 +165,11 @@ class PostgresStateDB(StateDB):
 
     @contextmanager
     def _transaction(self, begin: Sequence[str], kind: type[StateError]) -> Iterator[Repo]:
+        with self._raw_transaction(begin, kind) as conn:
+            yield Repo(_PgConnection(conn))
+
+    @contextmanager
+    def _raw_transaction(self, begin: Sequence[str], kind: type[StateError]) -> Iterator[psycopg.Connection[Any]]:
         with self._connection(kind) as conn:
             try:
                 for stmt in begin:
@@ -155,7 +177,7 @@ class PostgresStateDB(StateDB):
             except psycopg.Error as exc:
                 raise self._error(exc, kind) from None
             try:
-                yield Repo(_PgConnection(conn))
+                yield conn
                 conn.execute("COMMIT")
             except psycopg.Error as exc:
                 _rollback(conn)
@@ -166,12 +188,36 @@ class PostgresStateDB(StateDB):
 
     def write(self) -> AbstractContextManager[Repo]:
         """A write transaction holding golden's write lock from its first statement (see the module docstring)."""
-        # One round trip: BEGIN and the lock in one simple query (no parameters).
-        return self._transaction((f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})",), StateWriteError)
+        return self._transaction(self._write_begin(), StateWriteError)
 
     def read(self) -> AbstractContextManager[Repo]:
         """A consistent snapshot: REPEATABLE READ, so several queries see the same state."""
         return self._transaction(("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",), StateError)
+
+    def import_state(self, source: StateDB) -> dict[str, int]:
+        """Copy every table of ``source`` into this (empty) database in one transaction; rows per table.
+
+        Refuses a database that already holds golden state: merging two fleets' histories is not a copy.
+        """
+        with source.read() as src, self._raw_transaction(self._write_begin(), StateWriteError) as conn:
+            dst = Repo(_PgConnection(conn))
+            held = dst.nonempty_tables()
+            if held:
+                raise TargetNotEmptyError(
+                    f"{self._where} already holds golden state ({', '.join(held)}); "
+                    "state migrate copies only into an empty database",
+                    hint="point --to at a new database (createdb), or drop this one's golden tables first")
+            counts = {}
+            for table in TABLES:
+                rows = src.dump_table(table)
+                dst.load_table(table, rows)
+                counts[table] = len(rows)
+            _renumber(conn)
+        return counts
+
+    def _write_begin(self) -> tuple[str, ...]:
+        # One round trip: BEGIN and the lock in one simple query (no parameters).
+        return (f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})",)
 
     def _applied(self, conn: psycopg.Connection[Any]) -> set[str]:
         exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL AS present").fetchone()
@@ -210,6 +256,13 @@ class PostgresStateDB(StateDB):
             applied.append(m.name)
         conn.execute("COMMIT")
         return applied
+
+
+def _renumber(conn: psycopg.Connection[Any]) -> None:
+    # Copied rows kept their ids; move each identity counter past them so new rows do not collide.
+    for table in NUMBERED_TABLES:  # our own constant names, hence no S608 worry
+        conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608
+                     f"COALESCE(MAX(id), 0) + 1, false) FROM {table}")
 
 
 def _rollback(conn: psycopg.Connection[Any]) -> None:

@@ -149,6 +149,14 @@ MIGRATIONS: tuple[Migration, ...] = (
     """),
 )
 
+# Every table golden keeps, parents before children (``golden state migrate`` copies in this order),
+# and those whose ``id`` the database numbers (a copy must move their counters past the copied ids).
+TABLES: tuple[str, ...] = (
+    "channels", "channel_history", "hosts", "unknown_machines", "used_tokens", "boot_events",
+    "boot_tokens", "boot_attempts", "audit_log", "reimage_runs", "reimage_steps",
+)
+NUMBERED_TABLES: tuple[str, ...] = ("channel_history", "boot_events", "audit_log", "reimage_steps")
+
 
 def split_statements(script: str) -> list[str]:
     """The complete SQL statements of ``script``, in order (executescript() would commit our transaction)."""
