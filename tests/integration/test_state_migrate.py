@@ -11,6 +11,7 @@ from tests.fixtures.boot import make_build, write_inventory
 from toolkit.cli import main
 from toolkit.fleet.fleet import Fleet
 from toolkit.rollout.journal import Journal, Phase, RunStatus, Step
+from toolkit.rollout.leases import take_leases
 from toolkit.state.db import SQLiteStateDB, TokenRow
 from toolkit.state.postgres import PostgresStateDB
 from toolkit.state.schema import TABLES
@@ -38,6 +39,7 @@ def populate(home: Path, inv: Path, capsys) -> None:
     journal.create_run("r-1", "alice", "all", "web", "b2", {"waves": [["n0"]]})
     journal.record("r-1", "n0", 0, 1, Step.POWER, Phase.DONE, "cycled")
     journal.set_status("r-1", RunStatus.SUCCEEDED, "1 done")
+    take_leases(db, ["n2"], "r-2", "ctl-1:1:x")
     with db.write() as repo:
         repo.record_unknown("52:54:00:99:99:99", 1.0, "127.0.0.1")
         repo.add_event("served", 2.0, "52:54:00:00:01:00", "n0", "b2", "web@dev")

@@ -147,13 +147,25 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         CREATE INDEX reimage_steps_by_run ON reimage_steps (run_id, host, id);
     """),
+    # A host is leased to one controller driving one run; the lease lapses unless renewed, so a
+    # dead controller's hosts free themselves and another controller can resume its run.
+    Migration("0110_host_leases", """
+        CREATE TABLE host_leases (
+            host        TEXT PRIMARY KEY,
+            run_id      TEXT NOT NULL,
+            holder      TEXT NOT NULL,
+            acquired_at REAL NOT NULL,
+            expires_at  REAL NOT NULL
+        );
+        CREATE INDEX host_leases_by_holder ON host_leases (holder);
+    """),
 )
 
 # Every table golden keeps, parents before children (``golden state migrate`` copies in this order),
 # and those whose ``id`` the database numbers (a copy must move their counters past the copied ids).
 TABLES: tuple[str, ...] = (
     "channels", "channel_history", "hosts", "unknown_machines", "used_tokens", "boot_events",
-    "boot_tokens", "boot_attempts", "audit_log", "reimage_runs", "reimage_steps",
+    "boot_tokens", "boot_attempts", "audit_log", "reimage_runs", "reimage_steps", "host_leases",
 )
 NUMBERED_TABLES: tuple[str, ...] = ("channel_history", "boot_events", "audit_log", "reimage_steps")
 
