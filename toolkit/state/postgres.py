@@ -115,7 +115,7 @@ class PostgresStateDB(StateDB):
             url, min_size=1, max_size=max_size, open=False, timeout=POOL_TIMEOUT_S, name="golden-state",
             kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT_S,
                     "application_name": "golden"},
-            check=ConnectionPool.check_connection, reconnect_timeout=0)
+            check=ConnectionPool.check_connection)  # check: a server restart costs no request
         try:
             # One direct connection first: it fails at once with the server's reason (refused,
             # authentication, no such database), where the pool would only time out.
