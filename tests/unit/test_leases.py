@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from toolkit.rollout.leases import LeaseError, LeaseKeeper, release_leases, take_leases
+from toolkit.rollout.journal import Phase, Step
+from toolkit.rollout.leases import LeasedJournal, LeaseError, LeaseKeeper, LeaseLostError, release_leases, take_leases
 
 
 class Clock:
@@ -89,3 +90,18 @@ def test_racing_controllers_never_both_win(two):
         t.join()
     assert len(wins) == 1
     assert set(_leases(a, ["n0", "n1", "n2"]).values()) == {(f"run-{wins[0]}", f"ctl-{wins[0]}")}
+
+
+def test_a_controller_whose_lease_was_taken_over_stops_before_acting(two):
+    a, b = two
+    clock = Clock()
+    take_leases(a, ["n0", "n1"], "run-a", "ctl-a", ttl_s=60, clock=clock)
+    journal_a = LeasedJournal(a, "ctl-a")
+    journal_a.create_run("run-a", "alice", "all", "web", "b2", {})
+    journal_a.record_many("run-a", [("n0", 0, 1, Step.POWER, Phase.INTENT, "")])  # held: journaled
+    clock.now += 61  # A stalled past its lease; B resumes the run and takes the hosts
+    take_leases(b, ["n0", "n1"], "run-a", "ctl-b", ttl_s=60, clock=clock)
+    with pytest.raises(LeaseLostError, match=r"lost its lease on n1 to controller ctl-b \(run run-a\)"):
+        journal_a.record_many("run-a", [("n1", 0, 1, Step.POWER, Phase.INTENT, "")])
+    assert [(s.host, s.phase) for s in journal_a.steps("run-a")] == [("n0", "intent")]  # nothing after the loss
+    LeasedJournal(b, "ctl-b").record_many("run-a", [("n1", 0, 1, Step.POWER, Phase.INTENT, "")])

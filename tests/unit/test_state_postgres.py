@@ -11,8 +11,9 @@ from toolkit.core.config import load_settings
 from toolkit.core.errors import InputError
 from toolkit.state import open_state
 from toolkit.state.db import StateError, StateWriteError
-from toolkit.state.postgres import PostgresStateDB, redact_url
+from toolkit.state.postgres import PostgresStateDB
 from toolkit.state.schema import MIGRATIONS, Migration, postgres_ddl, postgres_query, split_statements
+from toolkit.state.url import redact_url
 
 
 @pytest.mark.parametrize("sql, expected", [

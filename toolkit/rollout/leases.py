@@ -5,6 +5,11 @@ one write transaction, so two controllers racing for overlapping hosts cannot bo
 the run is alive a keeper thread renews the leases; when the run ends they are released. A
 controller killed outright stops renewing, its leases lapse after ``ttl_s``, and any controller
 may then resume its run (``golden reimage --resume``) and take them over.
+
+Fencing: ``LeasedJournal`` checks, in the same transaction that journals a step's intent, that this
+controller still holds the hosts' leases. Every BMC action is journaled as an intent first, so a
+controller whose leases lapsed and were taken over (it was paused, or cut off from the database
+longer than the lease) stops before it touches a host another controller now drives.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from toolkit.core.errors import GoldenError
-from toolkit.state.db import LeaseRow, StateDB, StateError
+from toolkit.rollout.journal import Journal, Phase, Step
+from toolkit.state.db import LeaseRow, NewStep, StateDB, StateError
 
 log = logging.getLogger("golden.reimage")
 
@@ -28,6 +34,10 @@ LEASE_TTL_S = 60.0  # a dead controller's hosts are free again after this long
 
 class LeaseError(GoldenError):
     """Another controller holds a lease on a host this run needs."""
+
+
+class LeaseLostError(LeaseError):
+    """This controller's lease on a host lapsed and another controller took it: it must stop acting."""
 
 
 def new_holder() -> str:
@@ -98,3 +108,28 @@ class LeaseKeeper:
             except StateError as err:
                 # Keep trying: a short outage is shorter than the lease; a long one lets the leases lapse.
                 log.warning("golden reimage: could not renew host leases: %s", err)
+
+
+class LeasedJournal(Journal):
+    """The journal of a run driven under leases: no step is journaled (so none acted on) without them."""
+
+    def __init__(self, db: StateDB, holder: str) -> None:
+        super().__init__(db)
+        self.holder = holder
+
+    def record_many(self, run_id: str, rows: list[tuple[str, int, int, Step, Phase, str]]) -> float:
+        now = time.time()
+        if not rows:
+            return now
+        hosts = sorted({r[0] for r in rows})
+        with self.db.write() as repo:
+            held = {lease.host: lease for lease in repo.get_leases(hosts)}
+            lost = [h for h in hosts if h not in held or held[h].holder != self.holder]
+            if lost:
+                other = held.get(lost[0])
+                by = f"controller {other.holder} (run {other.run_id})" if other else "nobody (released)"
+                raise LeaseLostError(f"this controller lost its lease on {', '.join(lost[:5])} to {by}; "
+                                     "stopped before acting on them",
+                                     hint=f"see: golden runs show {run_id}")
+            repo.record_steps(run_id, [NewStep(h, w, a, s.value, p.value, d) for h, w, a, s, p, d in rows], now)
+        return now

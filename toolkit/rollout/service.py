@@ -27,7 +27,7 @@ from toolkit.image.ref import parse_image_ref
 from toolkit.image.spec import CheckStage, ImageSpec
 from toolkit.rollout.execute import Executor, ExecutorConfig, RunOutcome, WaveProgress, resume_state
 from toolkit.rollout.journal import Journal, RunRow, RunStatus, StepRow, new_reimage_run_id
-from toolkit.rollout.leases import LEASE_TTL_S, LeaseKeeper, new_holder, take_leases
+from toolkit.rollout.leases import LEASE_TTL_S, LeasedJournal, LeaseKeeper, new_holder, take_leases
 from toolkit.rollout.plan import Amount, Candidate, Plan, Policy, Wave, plan_reimage
 from toolkit.store.channels import channel_build, check_gate, current_user
 
@@ -140,11 +140,11 @@ def execute_plan(settings: Settings, req: ReimageRequest, plan: Plan, checks: tu
                  on_progress: Callable[[WaveProgress], None] = lambda p: None,
                  on_start: Callable[[str], None] = lambda run_id: None, workers: int = 16) -> RunOutcome:
     fleet = open_fleet(settings, req.inventory)
-    journal = Journal(fleet.db)
     _, _, _, forced = resolve_target(fleet, req.image_ref, req.force, req.reason)  # the gate, again at acting time
     run_id = new_reimage_run_id()
     holder = new_holder()
     take_leases(fleet.db, plan.hosts, run_id, holder, req.lease_ttl_s)  # before the journal: a refusal leaves no run
+    journal = LeasedJournal(fleet.db, holder)
     with LeaseKeeper(fleet.db, holder, req.lease_ttl_s):
         user = current_user()
         journal.create_run(run_id, user, req.pattern, plan.image, plan.target_build,
@@ -176,6 +176,7 @@ def resume_run(settings: Settings, run_id: str, inventory: str | None = None,
     tasks, finished = resume_state(journal.steps(run_id), plan.target_build, plan.moves, plan.current_images)
     holder = new_holder()
     take_leases(fleet.db, plan.hosts, run_id, holder, lease_ttl_s)  # a live controller still driving it refuses us
+    journal = LeasedJournal(fleet.db, holder)
     with LeaseKeeper(fleet.db, holder, lease_ttl_s):
         journal.set_status(run_id, RunStatus.RUNNING, f"resumed by {current_user()}")
         checks = tuple(run.plan.get("checks", ()))

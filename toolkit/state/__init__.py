@@ -8,12 +8,16 @@ this package.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from toolkit.core.config import Settings
 from toolkit.core.errors import InputError
 from toolkit.state.db import SQLiteStateDB, StateDB
-from toolkit.state.postgres import PostgresStateDB, is_postgres_url, redact_url
 from toolkit.state.schema import TABLES
+from toolkit.state.url import is_postgres_url, redact_url
+
+if TYPE_CHECKING:
+    from toolkit.state.postgres import PostgresStateDB
 
 
 def open_state(settings: Settings) -> StateDB:
@@ -28,6 +32,8 @@ def open_url(url: str) -> PostgresStateDB:
     if not is_postgres_url(url):
         raise InputError(f"state_url must be a postgresql:// URL, got {redact_url(url)!r}",
                          hint="set state_url in golden.yaml or GOLDEN_STATE_URL to postgresql://user@host/db")
+    from toolkit.state.postgres import PostgresStateDB  # here: SQLite users never pay for importing psycopg
+
     return PostgresStateDB(url)
 
 

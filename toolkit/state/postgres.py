@@ -20,13 +20,11 @@ its password replaced by ``***``).
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg.rows import dict_row
@@ -43,6 +41,7 @@ from toolkit.state.schema import (
     postgres_query,
     split_statements,
 )
+from toolkit.state.url import redact_url, scrub
 
 # One key for golden's write lock (advisory locks are per database): b"golden" as an integer.
 WRITE_LOCK = int.from_bytes(b"golden", "big")
@@ -50,35 +49,9 @@ POOL_TIMEOUT_S = 5.0   # a boot-script request waits at most this long for a con
 CONNECT_TIMEOUT_S = 5
 POOL_MAX = 8
 
-_PASSWORD_KV = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
 _SQLSTATE_READ_ONLY = "25006"
 _SQLSTATE_DISK_FULL = "53100"
 _SQLSTATE_CONNECTION = ("08", "57P")  # connection exceptions; the server shutting down or restarting
-
-
-def is_postgres_url(url: str) -> bool:
-    return url.startswith(("postgresql://", "postgres://"))
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (in the authority and in ``password=`` parameters)."""
-    url = _PASSWORD_KV.sub(r"\1***", url)
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "postgresql://***"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
-
-
-def _scrub(text: str, url: str) -> str:
-    """A driver message with the password removed, whatever form it takes there."""
-    password = urlsplit(url).password if is_postgres_url(url) else None
-    text = _PASSWORD_KV.sub(r"\1***", text)
-    return text.replace(password, "***") if password else text
 
 
 class TargetNotEmptyError(InputError):
@@ -134,7 +107,7 @@ class PostgresStateDB(StateDB):
         self._pool.close()
 
     def _unreachable(self, exc: Exception, kind: type[StateError]) -> StateError:
-        detail = _scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, self._url)
+        detail = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, self._url)
         return kind(f"cannot reach the state database {self._where}: {detail}",
                     hint="check that PostgreSQL is running and that state_url (or GOLDEN_STATE_URL) is right")
 
@@ -148,7 +121,7 @@ class PostgresStateDB(StateDB):
                                    hint="free space on the PostgreSQL server's data volume")
         if state.startswith(_SQLSTATE_CONNECTION) or (isinstance(exc, psycopg.OperationalError) and not state):
             return self._unreachable(exc, kind)
-        first = _scrub((str(exc).strip().splitlines() or [type(exc).__name__])[0], self._url)
+        first = scrub((str(exc).strip().splitlines() or [type(exc).__name__])[0], self._url)
         verb = "write" if kind is StateWriteError else "read"
         return kind(f"cannot {verb} the state database {self._where}: {first}")
 
@@ -238,7 +211,7 @@ class PostgresStateDB(StateDB):
             except psycopg.Error as exc:
                 _rollback(conn)
                 raise StateError(f"cannot migrate the state database {self._where}: "
-                                 f"{_scrub(str(exc).strip().splitlines()[0], self._url)}") from None
+                                 f"{scrub(str(exc).strip().splitlines()[0], self._url)}") from None
 
     def _apply(self, conn: psycopg.Connection[Any], migrations: Sequence[Migration]) -> list[str]:
         conn.execute("BEGIN")
