@@ -132,3 +132,26 @@ def test_two_processes_migrating_at_once(pg_url) -> None:
         assert p.exitcode == 0
     with psycopg.connect(pg_url) as conn:
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (len(MIGRATIONS),)
+
+
+@pytest.mark.parametrize("sqlstate, message, kind, expected", [
+    ("25006", "cannot execute INSERT in a read-only transaction", StateWriteError, "state database is read-only: "),
+    ("53100", "could not extend file: No space left on device", StateWriteError, "state database is full: "),
+    ("57P01", "terminating connection due to administrator command", StateError, "cannot reach the state database"),
+    (None, "connection failed: password=hunter2 rejected", StateWriteError, "cannot reach the state database"),
+    ("23505", "duplicate key value violates unique constraint", StateWriteError, "cannot write the state database"),
+])
+def test_driver_errors_map_to_typed_one_line_errors(sqlstate, message, kind, expected) -> None:
+    db = PostgresStateDB.__new__(PostgresStateDB)  # no server needed: only the mapping is under test
+    db._url, db._where = "postgresql://golden:hunter2@db/golden", "postgresql://golden:***@db/golden"
+    exc = psycopg.errors.lookup(sqlstate)(message) if sqlstate else psycopg.OperationalError(message)
+    err = db._error(exc, StateWriteError if kind is StateWriteError else StateError)
+    assert isinstance(err, kind) and str(err).startswith(expected)
+    assert "hunter2" not in f"{err} {err.hint}" and "\n" not in str(err)
+
+
+def test_scrub_removes_the_password_as_written_and_decoded() -> None:
+    from toolkit.state.url import scrub
+
+    url = "postgresql://golden:p%40ss@db/golden"
+    assert scrub("auth failed for p@ss and p%40ss, password=p@ss", url) == "auth failed for *** and ***, password=***"

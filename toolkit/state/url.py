@@ -6,7 +6,7 @@ Kept apart from ``postgres.py`` so SQLite users never import psycopg (a fifth of
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 _PASSWORD_KV = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.I)
 
@@ -36,4 +36,6 @@ def scrub(text: str, url: str) -> str:
     except ValueError:
         password = None
     text = _PASSWORD_KV.sub(r"\1***", text)
-    return text.replace(password, "***") if password else text
+    for form in {password, unquote(password)} if password else ():
+        text = text.replace(form, "***")  # as written in the URL, and as the driver would have decoded it
+    return text
