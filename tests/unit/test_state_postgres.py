@@ -122,7 +122,7 @@ def _open(url: str, start) -> None:
 
 @pytest.mark.integration
 def test_two_processes_migrating_at_once(pg_url) -> None:
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("fork")  # no connection is open in this process to inherit
     start = ctx.Barrier(4)
     procs = [ctx.Process(target=_open, args=(pg_url, start)) for _ in range(4)]
     for p in procs:
