@@ -26,6 +26,7 @@ pytest_plugins = [
     "tests.fixtures.boot",
     "tests.fixtures.chroot",
     "tests.fixtures.bake",
+    "tests.fixtures.postgres",
 ]
 
 _run = subprocess.run

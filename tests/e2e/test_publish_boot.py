@@ -25,7 +25,7 @@ from tests.fixtures.boot import GOLDEN, ServeProcess, golden_env, start_golden_s
 from tests.fixtures.bootnet import boot_network
 from toolkit.core.run import kill_group, run
 from toolkit.lab.qemu import VmSpec, start_vm
-from toolkit.state.db import HostRow, StateDB
+from toolkit.state.db import HostRow, SQLiteStateDB
 from toolkit.store.artifacts import Build, Store
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
@@ -61,7 +61,7 @@ class Lab:
     b: Build
 
     def host(self) -> HostRow | None:
-        with StateDB(self.home / "state.db").read() as repo:
+        with SQLiteStateDB(self.home / "state.db").read() as repo:
             return repo.get_host("node1")
 
     def boot(self, expect: str, tag: str) -> float:
@@ -143,7 +143,7 @@ def test_boot_through_rendered_dnsmasq_and_nginx(baked_base: Build, tmp_path: Pa
         proc, serial = net.start_vm("node1", MAC, memory_mb=2048)
 
         def host() -> HostRow | None:
-            with StateDB(home / "state.db").read() as repo:
+            with SQLiteStateDB(home / "state.db").read() as repo:
                 return repo.get_host("node1")
 
         took = wait_report(host, 0.0, build.build_id, proc, serial, started)

@@ -15,7 +15,7 @@ import pytest
 from tests.fixtures.boot import GOLDEN, golden_env, make_build, write_inventory
 from tests.fixtures.bootnet import boot_network
 from toolkit.core.run import run
-from toolkit.state.db import StateDB
+from toolkit.state.db import SQLiteStateDB
 from toolkit.store.artifacts import Store
 
 pytestmark = pytest.mark.e2e
@@ -35,7 +35,7 @@ def test_firmware_chain_through_proxydhcp_tftp_nginx(tmp_path: Path):
         served = []
         while time.monotonic() < deadline and not ("/store/base/b1/vmlinuz" in net.access_log() and served):
             assert vm.poll() is None, (tmp_path / "run" / "node1.qemu.log").read_text()
-            with StateDB(home / "state.db").read() as repo:
+            with SQLiteStateDB(home / "state.db").read() as repo:
                 served = repo.events_after(0, ["served"])
             time.sleep(1)
         net.stop_vm(vm)

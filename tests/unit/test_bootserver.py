@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from toolkit.boot.server import BootHTTPServer, ServerConfig, make_server, parse
 from toolkit.boot.token import issue_token, verify_token
 from toolkit.fleet.fleet import Fleet
 from toolkit.state.db import StateDB
+from toolkit.state.postgres import PostgresStateDB
 from toolkit.store import channels
 from toolkit.store.artifacts import Build, Store
 
@@ -91,12 +93,10 @@ class Env:
             os.utime(self.inventory, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
+def start_env(tmp_path: Path, db: StateDB) -> Env:
     store = Store(tmp_path / "home" / "store")
     b1 = make_build(store, "base", "b1", age_rank=1)
     b2 = make_build(store, "base", "b2", age_rank=2)
-    db = StateDB(tmp_path / "home" / "state.db")
     channels.publish(db, store, "base", "b2", "dev", user="test")
     inv = tmp_path / "inventory.yml"
     e = Env(None, None, store, db, inv, b1, b2)  # type: ignore[arg-type]
@@ -104,9 +104,44 @@ def env(tmp_path: Path) -> Iterator[Env]:
     e.fleet = Fleet(db, store, inv)
     e.server = make_server("127.0.0.1:0", ServerConfig(fleet=e.fleet, store=store, secret=SECRET))
     start_in_thread(e.server)
-    yield e
+    return e
+
+
+def stop_env(e: Env) -> None:
     e.server.shutdown()
     e.server.server_close()
+
+
+@pytest.fixture
+def env(tmp_path: Path, state_db: StateDB) -> Iterator[Env]:
+    e = start_env(tmp_path, state_db)
+    yield e
+    stop_env(e)
+
+
+@pytest.mark.integration
+def test_postgres_down_boot_script_is_503_then_recovers(tmp_path: Path, pg_cluster, caplog):
+    """No script while the state database is unreachable (iPXE falls through to the disk); back when it is."""
+    name = pg_cluster.create()
+    e = start_env(tmp_path, PostgresStateDB(pg_cluster.url(name)))
+    try:
+        assert e.request("GET", f"/boot/{MAC1}.ipxe")[0] == 200
+        with pg_cluster.admin() as conn:
+            conn.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        code, headers, body = e.request("GET", f"/boot/{MAC1}.ipxe")
+        assert (code, headers.get("retry-after"), body) == (503, "30", b"state database unavailable\n")
+        assert "cannot reach the state database" in caplog.text and "Traceback" not in caplog.text
+        with pg_cluster.admin() as conn:
+            conn.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        deadline = time.monotonic() + 30
+        while (code := e.request("GET", f"/boot/{MAC1}.ipxe")[0]) != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert code == 200
+    finally:
+        stop_env(e)
+        e.db.close()
+        pg_cluster.drop(name)
 
 
 # ---- artifacts ----

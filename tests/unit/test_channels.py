@@ -11,7 +11,7 @@ import pytest
 
 from tests.fixtures.boot import make_build
 from toolkit.core.errors import GateError
-from toolkit.state.db import HistoryRow, StateDB
+from toolkit.state.db import HistoryRow, SQLiteStateDB, StateDB
 from toolkit.store import channels
 from toolkit.store.artifacts import Store
 from toolkit.store.channels import ChannelError, rollback_stack
@@ -19,8 +19,8 @@ from toolkit.store.gc import GcItem, gc, plan_gc
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> StateDB:
-    return StateDB(tmp_path / "home" / "state.db")
+def db(state_db: StateDB) -> StateDB:
+    return state_db  # SQLite and PostgreSQL (tests/fixtures/postgres.py)
 
 
 def test_publish_records_history(db, fake_store):
@@ -119,8 +119,8 @@ def test_rollback_stack_pure():
 
 # ---- racing commands ----
 
-def _hammer(db_path: str, store_root: str, worker: int, rounds: int, start=None) -> None:
-    db = StateDB(Path(db_path))
+def _hammer(open_db, store_root: str, worker: int, rounds: int, start=None) -> None:
+    db = open_db()
     store = Store(Path(store_root))
     if start is not None:
         start.wait(30)  # everyone starts hammering at the same moment
@@ -146,12 +146,12 @@ def _assert_consistent(db: StateDB, channel: str) -> int:
     return len(hist)
 
 
-def test_racing_processes_leave_consistent_history(db, fake_store):
+def test_racing_processes_leave_consistent_history(db, state_backend, fake_store):
     for n in (1, 2, 3):
         make_build(fake_store, "base", f"b{n}", age_rank=n)
     ctx = multiprocessing.get_context("fork")
     start = ctx.Barrier(3)
-    procs = [ctx.Process(target=_hammer, args=(str(db.path), str(fake_store.root), w, 150, start))
+    procs = [ctx.Process(target=_hammer, args=(state_backend, str(fake_store.root), w, 150, start))
              for w in range(3)]
     for p in procs:
         p.start()
@@ -164,7 +164,7 @@ def test_racing_processes_leave_consistent_history(db, fake_store):
     assert users == {"w0", "w1", "w2"}
 
 
-def test_racing_threads_leave_consistent_history(db, fake_store):
+def test_racing_threads_leave_consistent_history(db, state_backend, fake_store):
     import threading
 
     for n in (1, 2, 3):
@@ -173,7 +173,7 @@ def test_racing_threads_leave_consistent_history(db, fake_store):
 
     def work(w: int) -> None:
         try:
-            _hammer(str(db.path), str(fake_store.root), w, 25)
+            _hammer(state_backend, str(fake_store.root), w, 25)
         except BaseException as exc:
             errors.append(exc)
 
@@ -225,8 +225,8 @@ def test_gc_never_deletes_referenced_builds(db, fake_store):
 
 
 def test_migrations_idempotent(tmp_path):
-    a = StateDB(tmp_path / "s.db")
-    b = StateDB(tmp_path / "s.db")
+    a = SQLiteStateDB(tmp_path / "s.db")
+    b = SQLiteStateDB(tmp_path / "s.db")
     assert b.migrate(()) == []
     from toolkit.state.db import Migration
     assert a.migrate([Migration("9999_extra", "CREATE TABLE extra (x INTEGER)")]) == ["9999_extra"]

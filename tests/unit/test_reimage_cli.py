@@ -10,8 +10,12 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.boot import make_build, write_inventory
+from tests.fixtures.postgres import BACKENDS
 from toolkit.cli import main
-from toolkit.state.db import StateDB
+from toolkit.core.config import load_settings
+from toolkit.rollout.leases import take_leases
+from toolkit.state import open_state
+from toolkit.state.db import SQLiteStateDB
 from toolkit.store.artifacts import Store
 
 
@@ -36,7 +40,7 @@ def _db_digest(home: Path) -> str:
 
 def test_dry_run_prints_the_plan_and_changes_nothing(home, capsys):
     h, _ = home
-    StateDB(h / "state.db").close()
+    SQLiteStateDB(h / "state.db").close()
     before = _db_digest(h)
     rc = main(["--home", str(h), "--json", "reimage", "all", "--image", "web@bbbbbbbbbbbbbbbb", "--canary", "1",
                "--wave-size", "2", "--dry-run"])
@@ -63,3 +67,19 @@ def test_bad_input_exits_2_with_a_clear_message(home, capsys, argv, needle):
     assert main(["--home", str(h), *argv]) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_second_run_over_leased_hosts_is_refused_naming_the_first(home, capsys, monkeypatch, request, backend):
+    h, _ = home
+    if backend == "postgresql":
+        monkeypatch.setenv("GOLDEN_STATE_URL", request.getfixturevalue("pg_url"))
+    db = open_state(load_settings(home=h))
+    take_leases(db, ["n2"], "r-first", "other-controller:1:x")  # a live run elsewhere holds n2
+    rc = main(["--home", str(h), "reimage", "all", "--image", "web@bbbbbbbbbbbbbbbb", "--yes"])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert "n2 are leased by reimage run r-first" in err and "Traceback" not in err
+    assert main(["--home", str(h), "--json", "runs"]) == 0
+    assert json.loads(capsys.readouterr().out) == []  # refused before the journal: no run, no BMC touched
+    db.close()

@@ -67,12 +67,12 @@ class FakeClient:
 
 
 @pytest.fixture
-def world(tmp_path: Path):
+def world(tmp_path: Path, state_db: StateDB):
     inv = tmp_path / "inventory.yml"
     hosts = {f"n{i}": {"mac": f"52:54:00:00:00:0{i}", "bmc_address": "127.0.0.1", "bmc_port": 7000 + i,
                        "bmc_user": "admin", "bmc_password": "pw", "image": "web@prod"} for i in range(3)}
     inv.write_text(json.dumps({"all": {"children": {"rack1": {"hosts": hosts}}}}))
-    db = StateDB(tmp_path / "state.db")
+    db = state_db
     fleet = Fleet(db, Store(tmp_path / "store"), inv)
     inventory = load_inventory(inv)
     log: list[tuple[str, str]] = []

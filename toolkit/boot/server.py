@@ -184,7 +184,7 @@ class BootHTTPServer(ThreadingHTTPServer):
         if not self._state_down:
             self._state_down = True
             log.error("golden serve: cannot write the state database %s; still serving boot scripts, "
-                      "boot events and reports are dropped until it is writable", self.config.fleet.db.path)
+                      "boot events and reports are dropped until it is writable", self.config.fleet.db.where)
 
     def find_build(self, image: str, build_id: str) -> Build | None:
         key = (image, build_id)
@@ -365,8 +365,16 @@ class BootHandler(BaseHTTPRequestHandler):
     def _serve_boot(self, raw_mac: str) -> None:
         cfg = self.server.config
         client = self._client()
-        decision = decide_boot(cfg.fleet, raw_mac, client)
         ctype = "text/plain; charset=utf-8"
+        try:
+            decision = decide_boot(cfg.fleet, raw_mac, client)
+        except StateError as exc:
+            # Which build a host boots lives in the state database: without it there is no script we
+            # can stand behind. A 503 fails iPXE's chain, and chain.ipxe falls through to the next boot
+            # device (the node's disk), which is what a node should do while its boot server is degraded.
+            self.server.metrics.add("scripts", "unavailable")
+            log.error("golden serve: no boot script for %s: %s", raw_mac, exc)
+            return self._send_body("boot", 503, b"state database unavailable\n", ctype, extra={"Retry-After": "30"})
         if decision.host is None:
             self.server.state_written(decision.recorded)
             log.warning("golden serve: unknown machine %s asked to boot (from %s)", decision.mac, client)

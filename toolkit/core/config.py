@@ -45,6 +45,7 @@ class Settings:
     mirror: str | None = None
     security_mirror: str | None = None
     inventory: Path | None = None
+    state_url: str | None = None  # postgresql://... for shared fleet state; None: SQLite under home
     extra: dict[str, Any] = field(default_factory=dict)
     has_project: bool = True  # False: no folder with images/ and roles/ was found (project is then the cwd)
 
@@ -149,6 +150,7 @@ def load_settings(project: Path | None = None, home: Path | None = None) -> Sett
         mirror=pick("GOLDEN_MIRROR", "mirror"),
         security_mirror=pick("GOLDEN_SECURITY_MIRROR", "security_mirror"),
         inventory=(proj / inv if inv and not Path(inv).is_absolute() else Path(inv)) if inv else None,
+        state_url=pick("GOLDEN_STATE_URL", "state_url"),
         extra={k: v for k, v in data.items()
-               if k not in {"home", "cache", "mirror", "security_mirror", "inventory"}},
+               if k not in {"home", "cache", "mirror", "security_mirror", "inventory", "state_url"}},
     )

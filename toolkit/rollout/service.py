@@ -1,5 +1,9 @@
 """Reimage as the CLI sees it: resolve inputs into a plan, execute or resume it, list runs.
 
+Leases: before acting, a run leases every host of its plan (``leases.py``); a second run over
+overlapping hosts is refused with the other run's id, and a dead controller's leases lapse so any
+controller can resume its run.
+
 Gates: the target build must have passed its checks (as for promote) unless ``--force --reason``,
 which is audited. Ctrl-C or SIGTERM marks the run ``interrupted`` in the journal (nothing is rolled
 back; every step so far is recorded) and says how to resume it.
@@ -23,6 +27,7 @@ from toolkit.image.ref import parse_image_ref
 from toolkit.image.spec import CheckStage, ImageSpec
 from toolkit.rollout.execute import Executor, ExecutorConfig, RunOutcome, WaveProgress, resume_state
 from toolkit.rollout.journal import Journal, RunRow, RunStatus, StepRow, new_reimage_run_id
+from toolkit.rollout.leases import LEASE_TTL_S, LeasedJournal, LeaseKeeper, new_holder, take_leases
 from toolkit.rollout.plan import Amount, Candidate, Plan, Policy, Wave, plan_reimage
 from toolkit.store.channels import channel_build, check_gate, current_user
 from toolkit.store.policy import LAB_BOOT
@@ -37,6 +42,7 @@ class ReimageRequest:
     force: bool = False  # past the checks gate (needs reason; audited)
     reason: str = ""
     contest_window_s: float = 15.0
+    lease_ttl_s: float = LEASE_TTL_S
 
 
 def resolve_target(fleet: Fleet, image_ref: str, force: bool = False,
@@ -152,26 +158,30 @@ def execute_plan(settings: Settings, req: ReimageRequest, plan: Plan, checks: tu
                  on_progress: Callable[[WaveProgress], None] = lambda p: None,
                  on_start: Callable[[str], None] = lambda run_id: None, workers: int = 16) -> RunOutcome:
     fleet = open_fleet(settings, req.inventory)
-    journal = Journal(fleet.db)
     _, _, _, forced = resolve_target(fleet, req.image_ref, req.force, req.reason)  # the gate, again at acting time
     run_id = new_reimage_run_id()
-    user = current_user()
-    journal.create_run(run_id, user, req.pattern, plan.image, plan.target_build,
-                       {"plan": plan_to_dict(plan), "checks": list(checks),
-                        "inventory": [str(p) for p in fleet.inventory_sources],
-                        "forced": forced, "reason": req.reason, "contest_window_s": req.contest_window_s})
-    if forced:
-        with fleet.db.write() as repo:
-            repo.add_audit(time.time(), user, "reimage-forced", f"{plan.image}/{plan.target_build}", req.reason,
-                           json.dumps({"run": run_id, "pattern": req.pattern, "hosts": len(plan.hosts)}))
-    on_start(run_id)
-    with BmcPool(processes=workers) as pool:
-        return _run(journal, run_id, lambda: _executor(settings, fleet, journal, run_id, plan, checks, on_progress,
-                                                        pool, req.contest_window_s))
+    holder = new_holder()
+    take_leases(fleet.db, plan.hosts, run_id, holder, req.lease_ttl_s)  # before the journal: a refusal leaves no run
+    journal = LeasedJournal(fleet.db, holder)
+    with LeaseKeeper(fleet.db, holder, req.lease_ttl_s):
+        user = current_user()
+        journal.create_run(run_id, user, req.pattern, plan.image, plan.target_build,
+                           {"plan": plan_to_dict(plan), "checks": list(checks),
+                            "inventory": [str(p) for p in fleet.inventory_sources],
+                            "forced": forced, "reason": req.reason, "contest_window_s": req.contest_window_s})
+        if forced:
+            with fleet.db.write() as repo:
+                repo.add_audit(time.time(), user, "reimage-forced", f"{plan.image}/{plan.target_build}", req.reason,
+                               json.dumps({"run": run_id, "pattern": req.pattern, "hosts": len(plan.hosts)}))
+        on_start(run_id)
+        with BmcPool(processes=workers) as pool:
+            return _run(journal, run_id, lambda: _executor(settings, fleet, journal, run_id, plan, checks,
+                                                            on_progress, pool, req.contest_window_s))
 
 
 def resume_run(settings: Settings, run_id: str, inventory: str | list[str] | None = None,
-               on_progress: Callable[[WaveProgress], None] = lambda p: None, workers: int = 16) -> RunOutcome:
+               on_progress: Callable[[WaveProgress], None] = lambda p: None, workers: int = 16,
+               lease_ttl_s: float = LEASE_TTL_S) -> RunOutcome:
     fleet0 = open_fleet(settings, inventory, required=False)
     journal = Journal(fleet0.db)
     run = journal.get_run(run_id)
@@ -183,12 +193,16 @@ def resume_run(settings: Settings, run_id: str, inventory: str | list[str] | Non
     fleet = open_fleet(settings, inv)
     plan = plan_from_dict(run.plan["plan"])
     tasks, finished = resume_state(journal.steps(run_id), plan.target_build, plan.moves, plan.current_images)
-    journal.set_status(run_id, RunStatus.RUNNING, f"resumed by {current_user()}")
-    checks = tuple(run.plan.get("checks", ()))
-    window = float(run.plan.get("contest_window_s", 15.0))
-    with BmcPool(processes=workers) as pool:
-        return _run(journal, run_id, lambda: _executor(settings, fleet, journal, run_id, plan, checks, on_progress,
-                                                        pool, window), resume=tasks, finished=finished)
+    holder = new_holder()
+    take_leases(fleet.db, plan.hosts, run_id, holder, lease_ttl_s)  # a live controller still driving it refuses us
+    journal = LeasedJournal(fleet.db, holder)
+    with LeaseKeeper(fleet.db, holder, lease_ttl_s):
+        journal.set_status(run_id, RunStatus.RUNNING, f"resumed by {current_user()}")
+        checks = tuple(run.plan.get("checks", ()))
+        window = float(run.plan.get("contest_window_s", 15.0))
+        with BmcPool(processes=workers) as pool:
+            return _run(journal, run_id, lambda: _executor(settings, fleet, journal, run_id, plan, checks,
+                                                            on_progress, pool, window), resume=tasks, finished=finished)
 
 
 def list_runs(settings: Settings, limit: int = 50) -> list[RunRow]:

@@ -1,15 +1,18 @@
 """The state database: channels and their audit history, fleet state, boot events, used tokens.
 
-SQLite is the embedded default. Every connection runs in WAL mode with a busy timeout, so
-readers never block the writer and concurrent golden commands queue instead of failing.
-Writes happen inside ``StateDB.write()``, which takes the write lock up front (BEGIN
-IMMEDIATE): a command reads the current value and writes its change under the same lock,
+``StateDB`` is what every caller holds; ``SQLiteStateDB`` (here) is the embedded default and
+``PostgresStateDB`` (``postgres.py``) the scale-out one. Both run the same ``Repo`` queries and
+the same migrations (``schema.py``), recorded in ``schema_migrations``.
+
+SQLite: every connection runs in WAL mode with a busy timeout, so readers never block the writer
+and concurrent golden commands queue instead of failing. ``write()`` takes the write lock up front
+(BEGIN IMMEDIATE): a command reads the current value and writes its change under the same lock,
 so two racing commands cannot both act on a stale read.
 
 All SQL lives in this package behind ``Repo`` methods (named for what callers need: channels,
-hosts, boot events, tokens, the reimage journal), so a PostgreSQL backend can follow by
-providing the same methods; callers never see a cursor or a statement. The schema is one list of
-named migrations (``schema.py``) recorded in ``schema_migrations``.
+hosts, boot events, tokens, the reimage journal); callers never see a cursor or a statement.
+Queries are written once, with ``?`` placeholders, in SQL both engines accept
+(``ON CONFLICT``, ``RETURNING``, ``IS NOT DISTINCT FROM``, the quoted ``"user"`` column).
 
 When the database cannot be written (a full disk, a read-only file system) a write raises
 ``StateWriteError`` with one line naming the path; the boot server catches it and keeps answering
@@ -19,17 +22,19 @@ from what it can read.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from toolkit.core.errors import GoldenError, StoreError
-from toolkit.state.schema import MIGRATIONS, Migration, split_statements
+from toolkit.state.schema import MIGRATIONS, TABLES, Migration, split_statements
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -220,6 +225,17 @@ class AuditRow:
     detail: str
 
 
+@dataclass(frozen=True)
+class LeaseRow:
+    """A host leased to the controller ``holder`` driving run ``run_id``, until ``expires_at``."""
+
+    host: str
+    run_id: str
+    holder: str
+    acquired_at: float
+    expires_at: float
+
+
 def _run(r: sqlite3.Row) -> RunRow:
     return RunRow(r["id"], r["created_at"], r["updated_at"], r["user"], r["pattern"], r["image"],
                   r["target_build"], json.loads(r["plan"]), r["status"], r["summary"])
@@ -248,10 +264,18 @@ def _history(r: sqlite3.Row) -> HistoryRow:
     )
 
 
+class Connection(Protocol):
+    """What ``Repo`` needs of a connection: ``execute`` with ``?`` placeholders, rows readable by column name."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Any: ...
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any]], /) -> Any: ...
+
+
 class Repo:
     """Every query golden runs against the state DB. One instance per transaction."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._c = conn
 
     # ---- channels ----
@@ -276,11 +300,11 @@ class Repo:
     def append_history(self, image: str, channel: str, action: str, from_build: str | None, to_build: str,
                        user: str, at: float, reason: str, forced: bool) -> int:
         cur = self._c.execute(
-            "INSERT INTO channel_history (image, channel, action, from_build, to_build, user, at, reason, forced) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO channel_history (image, channel, action, from_build, to_build, \"user\", at, reason, forced) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (image, channel, action, from_build, to_build, user, at, reason, int(forced)),
         )
-        return int(cur.lastrowid or 0)
+        return int(cur.fetchone()["id"])
 
     def history(self, image: str | None = None, channel: str | None = None) -> list[HistoryRow]:
         q, params = "SELECT * FROM channel_history WHERE 1 = 1", []
@@ -321,7 +345,8 @@ class Repo:
 
     def set_observed(self, name: str, report: ObservedReport, at: float) -> None:
         self._c.execute(
-            "UPDATE hosts SET observed_since = CASE WHEN observed_build IS ? THEN observed_since ELSE ? END, "
+            "UPDATE hosts SET "
+            "observed_since = CASE WHEN observed_build IS NOT DISTINCT FROM ? THEN observed_since ELSE ? END, "
             "observed_image = ?, observed_build = ?, booted_at = ?, last_report_at = ?, hostname = ?, "
             "uptime_s = ?, drift = ?, agent_version = ? WHERE name = ?",
             (report.build_id, at, report.image, report.build_id, report.booted_at, at, report.hostname,
@@ -335,8 +360,8 @@ class Repo:
     def record_unknown(self, mac: str, at: float, remote_addr: str | None) -> None:
         self._c.execute(
             "INSERT INTO unknown_machines (mac, first_seen, last_seen, seen_count, remote_addr) VALUES (?, ?, ?, 1, ?) "
-            "ON CONFLICT (mac) DO UPDATE SET last_seen = excluded.last_seen, seen_count = seen_count + 1, "
-            "remote_addr = excluded.remote_addr",
+            "ON CONFLICT (mac) DO UPDATE SET last_seen = excluded.last_seen, "
+            "seen_count = unknown_machines.seen_count + 1, remote_addr = excluded.remote_addr",
             (mac, at, at, remote_addr),
         )
 
@@ -348,7 +373,8 @@ class Repo:
     # ---- tokens ----
     def use_nonce(self, nonce: str, mac: str, at: float) -> bool:
         """Mark a token nonce used; False when it was used before (a replay)."""
-        cur = self._c.execute("INSERT OR IGNORE INTO used_tokens (nonce, mac, used_at) VALUES (?, ?, ?)",
+        cur = self._c.execute("INSERT INTO used_tokens (nonce, mac, used_at) VALUES (?, ?, ?) "
+                              "ON CONFLICT (nonce) DO NOTHING",
                               (nonce, mac, at))
         return cur.rowcount == 1
 
@@ -356,9 +382,9 @@ class Repo:
     def add_event(self, kind: str, at: float, mac: str | None = None, host: str | None = None,
                   build_id: str | None = None, detail: str = "") -> int:
         cur = self._c.execute(
-            "INSERT INTO boot_events (at, kind, mac, host, build_id, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO boot_events (at, kind, mac, host, build_id, detail) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
             (at, kind, mac, host, build_id, detail))
-        return int(cur.lastrowid or 0)
+        return int(cur.fetchone()["id"])
 
     def events_after(self, after_id: int, kinds: Sequence[str] | None = None, limit: int = 1000) -> list[BootEventRow]:
         q = "SELECT * FROM boot_events WHERE id > ?"
@@ -408,7 +434,7 @@ class Repo:
             "WHERE host = ? AND attempt = ?", (addr, addr, host, attempt))
         r = self._c.execute("SELECT fetches FROM boot_attempts WHERE host = ? AND attempt = ?",
                             (host, attempt)).fetchone()
-        return int(r[0]) if r else 0
+        return int(r["fetches"]) if r else 0
 
     def contest_attempt(self, host: str, attempt: str, at: float) -> None:
         self._c.execute("UPDATE boot_attempts SET contested_at = COALESCE(contested_at, ?) "
@@ -438,9 +464,9 @@ class Repo:
 
     # ---- audit ----
     def add_audit(self, at: float, user: str, action: str, subject: str, reason: str = "", detail: str = "") -> int:
-        cur = self._c.execute("INSERT INTO audit_log (at, user, action, subject, reason, detail) "
-                              "VALUES (?, ?, ?, ?, ?, ?)", (at, user, action, subject, reason, detail))
-        return int(cur.lastrowid or 0)
+        cur = self._c.execute("INSERT INTO audit_log (at, \"user\", action, subject, reason, detail) "
+                              "VALUES (?, ?, ?, ?, ?, ?) RETURNING id", (at, user, action, subject, reason, detail))
+        return int(cur.fetchone()["id"])
 
     def list_audit(self, subject: str | None = None, limit: int = 200) -> list[AuditRow]:
         if subject is None:
@@ -453,14 +479,14 @@ class Repo:
 
     def last_event_before(self, at: float) -> int:
         """The id of the newest boot event older than ``at`` (0 when none): a feed cursor."""
-        r = self._c.execute("SELECT COALESCE(MAX(id), 0) FROM boot_events WHERE at < ?", (at,)).fetchone()
-        return int(r[0])
+        r = self._c.execute("SELECT COALESCE(MAX(id), 0) AS last_id FROM boot_events WHERE at < ?", (at,)).fetchone()
+        return int(r["last_id"])
 
     # ---- the reimage journal ----
     def create_run(self, run_id: str, at: float, user: str, pattern: str, image: str, target_build: str,
                    plan: dict[str, Any], status: str) -> None:
         self._c.execute(
-            "INSERT INTO reimage_runs (id, created_at, updated_at, user, pattern, image, target_build, plan, "
+            "INSERT INTO reimage_runs (id, created_at, updated_at, \"user\", pattern, image, target_build, plan, "
             "status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (run_id, at, at, user, pattern, image, target_build, json.dumps(plan, sort_keys=True), status),
         )
@@ -475,10 +501,10 @@ class Repo:
         for s in steps:
             cur = self._c.execute(
                 "INSERT INTO reimage_steps (run_id, host, wave, attempt, step, phase, at, detail) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (run_id, s.host, s.wave, s.attempt, s.step, s.phase, at, s.detail),
             )
-            ids.append(int(cur.lastrowid or 0))
+            ids.append(int(cur.fetchone()["id"]))
         self._c.execute("UPDATE reimage_runs SET updated_at = ? WHERE id = ?", (at, run_id))
         return ids
 
@@ -498,8 +524,93 @@ class Repo:
                                    (run_id, host))
         return [_step(r) for r in rows.fetchall()]
 
+    # ---- host leases ----
+    def get_leases(self, hosts: Sequence[str]) -> list[LeaseRow]:
+        if not hosts:
+            return []
+        marks = ", ".join("?" for _ in hosts)  # placeholders only: the names travel as parameters
+        rows = self._c.execute(f"SELECT * FROM host_leases WHERE host IN ({marks}) ORDER BY host",  # noqa: S608
+                               list(hosts)).fetchall()
+        return [LeaseRow(r["host"], r["run_id"], r["holder"], r["acquired_at"], r["expires_at"]) for r in rows]
 
-class StateDB:
+    def put_leases(self, hosts: Sequence[str], run_id: str, holder: str, at: float, expires_at: float) -> None:
+        self._c.executemany(
+            "INSERT INTO host_leases (host, run_id, holder, acquired_at, expires_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (host) DO UPDATE SET run_id = excluded.run_id, holder = excluded.holder, "
+            "acquired_at = excluded.acquired_at, expires_at = excluded.expires_at",
+            [(h, run_id, holder, at, expires_at) for h in hosts])
+
+    def renew_leases(self, holder: str, expires_at: float) -> int:
+        """Extend every lease ``holder`` still has; how many that is."""
+        cur = self._c.execute("UPDATE host_leases SET expires_at = ? WHERE holder = ?", (expires_at, holder))
+        return int(cur.rowcount)
+
+    def release_leases(self, holder: str) -> None:
+        self._c.execute("DELETE FROM host_leases WHERE holder = ?", (holder,))
+
+    # ---- whole tables (golden state migrate) ----
+    def nonempty_tables(self) -> list[str]:
+        return [t for t in TABLES
+                if self._c.execute(f"SELECT EXISTS (SELECT 1 FROM {_table(t)}) AS present")  # noqa: S608
+                .fetchone()["present"]]
+
+    def dump_table(self, table: str) -> list[dict[str, Any]]:
+        """Every row of ``table`` as {column: value}, in its first column's order."""
+        return [{k: r[k] for k in r.keys()}  # sqlite3.Row iterates values, not keys
+                for r in self._c.execute(f"SELECT * FROM {_table(table)} ORDER BY 1").fetchall()]  # noqa: S608
+
+    def load_table(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert ``rows`` (as ``dump_table`` gives them) with their ids as they are."""
+        if not rows:
+            return
+        cols = [_column(c) for c in rows[0]]
+        self._c.executemany(
+            f"INSERT INTO {_table(table)} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",  # noqa: S608
+            [tuple(r.values()) for r in rows])
+
+
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def _table(name: str) -> str:
+    """A table name we may put into SQL text: one of ours, nothing else (hence the S608 waivers above)."""
+    if name not in TABLES:
+        raise ValueError(f"not a golden state table: {name!r}")
+    return name
+
+
+def _column(name: str) -> str:
+    if not _IDENTIFIER.fullmatch(name):
+        raise ValueError(f"not a column name: {name!r}")
+    return f'"{name}"'  # quoted: "user" is a reserved word in PostgreSQL
+
+
+class StateDB(ABC):
+    """The state database, whichever engine holds it. Callers use only these methods and ``Repo``.
+
+    ``write()`` holds the database's one write lock from its first statement to its commit, so a
+    command's read-modify-write never acts on a stale read; ``read()`` is a consistent snapshot.
+    """
+
+    @property
+    @abstractmethod
+    def where(self) -> str:
+        """What messages name: a file path, or a URL with its password redacted."""
+
+    @abstractmethod
+    def write(self) -> AbstractContextManager[Repo]: ...
+
+    @abstractmethod
+    def read(self) -> AbstractContextManager[Repo]: ...
+
+    @abstractmethod
+    def migrate(self, migrations: Sequence[Migration] = MIGRATIONS) -> list[str]: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class SQLiteStateDB(StateDB):
     """One state database file. Thread-safe: each thread gets its own connection."""
 
     def __init__(self, path: Path) -> None:
@@ -510,6 +621,10 @@ class StateDB:
         except OSError as exc:
             raise StateError(f"cannot create the state folder {path.parent}: {exc.strerror}") from None
         self.migrate(MIGRATIONS)
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
