@@ -110,7 +110,7 @@ def test_golden_diff_cli_resolves_channels_and_ids(tmp_path, capsys) -> None:
     import json
 
     from toolkit.cli import main
-    from toolkit.state.db import StateDB
+    from toolkit.state.db import SQLiteStateDB
     from toolkit.store import channels
     from toolkit.store.artifacts import Store
 
@@ -121,7 +121,7 @@ def test_golden_diff_cli_resolves_channels_and_ids(tmp_path, capsys) -> None:
         staged = store.stage("base")
         m.write(staged / "manifest.json")
         store.commit("base", m.build_id, staged)
-    channels.publish(StateDB(tmp_path / "home" / "state.db"), store, "base", "aaaa", "prod", user="t")
+    channels.publish(SQLiteStateDB(tmp_path / "home" / "state.db"), store, "base", "aaaa", "prod", user="t")
     home = ["--home", str(tmp_path / "home")]
     assert main([*home, "diff", "base@prod", "bbbb", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

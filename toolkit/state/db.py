@@ -452,15 +452,15 @@ class Repo:
             "detail = excluded.detail", (image, build_id, gate, int(passed), at, detail))
 
     def gate_passed(self, image: str, build_id: str, gate: str) -> bool:
-        r = self._c.execute("SELECT passed FROM build_gates WHERE image = ? AND build_id = ? AND gate = ?",
+        r = self._c.execute("SELECT passed AS passed FROM build_gates WHERE image = ? AND build_id = ? AND gate = ?",
                             (image, build_id, gate)).fetchone()
-        return bool(r and r[0])
+        return bool(r and r["passed"])
 
     def count_soaked_hosts(self, build_id: str, observed_before: float) -> int:
         """Hosts that report ``build_id`` without drift and have run it since before ``observed_before``."""
-        r = self._c.execute("SELECT COUNT(*) FROM hosts WHERE observed_build = ? AND observed_since <= ? "
+        r = self._c.execute("SELECT COUNT(*) AS n FROM hosts WHERE observed_build = ? AND observed_since <= ? "
                             "AND drift = '[]'", (build_id, observed_before)).fetchone()
-        return int(r[0])
+        return int(r["n"])
 
     # ---- audit ----
     def add_audit(self, at: float, user: str, action: str, subject: str, reason: str = "", detail: str = "") -> int:
