@@ -189,6 +189,7 @@ class TokenRow:
     issued_at: float
     issued_to: str
     used_at: float | None
+    source: str = "boot"  # "boot": in a boot script (a boot's first report spends it); "report": a next_token
 
 
 @dataclass(frozen=True)
@@ -373,14 +374,15 @@ class Repo:
     # ---- boot evidence: tokens as issued, attempts armed by a reimage ----
     def insert_token(self, row: TokenRow) -> None:
         self._c.execute(
-            "INSERT INTO boot_tokens (nonce, mac, host, build_id, attempt, issued_at, issued_to, used_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (row.nonce, row.mac, row.host, row.build_id, row.attempt, row.issued_at, row.issued_to, row.used_at))
+            "INSERT INTO boot_tokens (nonce, mac, host, build_id, attempt, issued_at, issued_to, used_at, source) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (row.nonce, row.mac, row.host, row.build_id, row.attempt, row.issued_at, row.issued_to, row.used_at,
+             row.source))
 
     def get_token(self, nonce: str) -> TokenRow | None:
         r = self._c.execute("SELECT * FROM boot_tokens WHERE nonce = ?", (nonce,)).fetchone()
         return TokenRow(r["nonce"], r["mac"], r["host"], r["build_id"], r["attempt"], r["issued_at"],
-                        r["issued_to"], r["used_at"]) if r else None
+                        r["issued_to"], r["used_at"], r["source"]) if r else None
 
     def spend_token(self, nonce: str, at: float) -> bool:
         """Mark a token used; False when it was used before (a replay) or never issued."""
@@ -417,6 +419,48 @@ class Repo:
     def disarm_attempt(self, host: str, attempt: str, at: float) -> None:
         self._c.execute("UPDATE boot_attempts SET disarmed_at = COALESCE(disarmed_at, ?) "
                         "WHERE host = ? AND attempt = ?", (at, host, attempt))
+
+    # ---- retention: each call deletes at most ``limit`` rows, so one transaction never holds the lock long ----
+    def prune_spent_tokens(self, used_before: float, limit: int) -> int:
+        """Delete tokens spent before ``used_before`` (a replay of one is still refused: never issued)."""
+        cur = self._c.execute(
+            "DELETE FROM boot_tokens WHERE nonce IN (SELECT nonce FROM boot_tokens "
+            "WHERE used_at IS NOT NULL AND used_at < ? LIMIT ?)", (used_before, limit))
+        legacy = self._c.execute(
+            "DELETE FROM used_tokens WHERE nonce IN (SELECT nonce FROM used_tokens WHERE used_at < ? LIMIT ?)",
+            (used_before, limit))
+        return max(cur.rowcount, 0) + max(legacy.rowcount, 0)
+
+    def prune_expired_tokens(self, issued_before: float, limit: int) -> int:
+        """Delete unspent tokens issued before ``issued_before`` (expired: refused on their time alone)."""
+        cur = self._c.execute(
+            "DELETE FROM boot_tokens WHERE nonce IN (SELECT nonce FROM boot_tokens "
+            "WHERE used_at IS NULL AND issued_at < ? LIMIT ?)", (issued_before, limit))
+        return max(cur.rowcount, 0)
+
+    def prune_events(self, before: float, limit: int) -> int:
+        """Delete the oldest boot events recorded before ``before`` (ids are never reused: feeds stay valid)."""
+        cur = self._c.execute(
+            "DELETE FROM boot_events WHERE id IN (SELECT id FROM boot_events WHERE at < ? ORDER BY id LIMIT ?)",
+            (before, limit))
+        return max(cur.rowcount, 0)
+
+    def prune_unknown_machines(self, last_seen_before: float, limit: int) -> int:
+        cur = self._c.execute(
+            "DELETE FROM unknown_machines WHERE mac IN (SELECT mac FROM unknown_machines WHERE last_seen < ? "
+            "LIMIT ?)", (last_seen_before, limit))
+        return max(cur.rowcount, 0)
+
+    def oldest_active_attempt(self, now: float) -> float | None:
+        """When the oldest reimage attempt still armed at ``now`` was armed (its controller may be waiting)."""
+        r = self._c.execute("SELECT MIN(armed_at) FROM boot_attempts WHERE disarmed_at IS NULL AND expires_at > ?",
+                            (now,)).fetchone()
+        return float(r[0]) if r and r[0] is not None else None
+
+    def count_rows(self) -> dict[str, int]:
+        """Rows in each table the boot server grows (for tests, metrics and sizing)."""
+        tables = ("boot_tokens", "boot_events", "used_tokens", "unknown_machines", "hosts")
+        return {t: int(self._c.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]) for t in tables}  # noqa: S608
 
     # ---- audit ----
     def add_audit(self, at: float, user: str, action: str, subject: str, reason: str = "", detail: str = "") -> int:
@@ -510,6 +554,17 @@ class StateDB:
                                  hint="check the path and its permissions (settings home)") from None
             self._local.conn = conn
         return conn
+
+    def size_bytes(self) -> int:
+        """Pages in use by the database file, in bytes (free pages from pruning are reused, not counted)."""
+        conn = self._conn()
+        pages = conn.execute("PRAGMA page_count").fetchone()[0] - conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return int(pages) * int(conn.execute("PRAGMA page_size").fetchone()[0])
+
+    def file_bytes(self) -> int:
+        """The database file and its write-ahead log on disk."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        return self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

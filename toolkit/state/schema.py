@@ -142,6 +142,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         CREATE INDEX reimage_steps_by_run ON reimage_steps (run_id, host, id);
     """),
+    # The retention pruner deletes by time; a token remembers whether a boot script or a report issued it.
+    Migration("0110_retention", """
+        CREATE INDEX boot_events_by_at ON boot_events (at);
+        CREATE INDEX boot_tokens_by_issued ON boot_tokens (issued_at);
+        CREATE INDEX boot_tokens_by_used ON boot_tokens (used_at);
+        ALTER TABLE boot_tokens ADD COLUMN source TEXT NOT NULL DEFAULT 'boot';
+    """),
 )
 
 
