@@ -34,6 +34,7 @@ import os
 import re
 import socket
 import socketserver
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -520,6 +521,9 @@ def make_server(listen: str, config: ServerConfig) -> BootHTTPServer:
 def serve_forever(server: BootHTTPServer) -> None:
     """Serve (and prune) until interrupted; then drain (in-flight transfers get ``limits.drain_s``) and close."""
     pruner = server.start_pruner()
+    # A /boot hops between threads and releases the GIL on every SQLite call and socket write; with
+    # dozens of transfers running, the default 5 ms switch interval turns each hop into a wait.
+    sys.setswitchinterval(0.0005)
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
