@@ -206,7 +206,8 @@ def start_servers(tmp: Path, args: argparse.Namespace) -> tuple[dict[str, tuple[
     for role in ("golden", "upstream"):
         ports[role] = free_port()
         p = subprocess.Popen([GOLDEN, "serve", "--listen", f"127.0.0.1:{ports[role]}",
-                              "-i", str(tmp / "inventory.yaml")], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp / f"{role}.log", "wb"))
+                              "-i", str(tmp / "inventory.yaml")], env=env, cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=open(tmp / f"{role}.log", "wb"))
         procs.append(p)
         wait_http(f"http://127.0.0.1:{ports[role]}/healthz")
     nport = free_port()
