@@ -11,6 +11,9 @@ holds a file descriptor and a few hundred bytes, never a worker. The limits (``L
 - ``io_timeout_s``: a worker's reads of a request body, in total, and each of its writes.
 - ``max_connections``: past it the oldest waiting connection is closed, so new clients get in.
 - ``workers`` + ``queue``: a request finding both full is answered 503 with Retry-After.
+- ``fast_workers``: a lane of its own for requests the caller's ``is_transfer`` says are not
+  long transfers (boot scripts, reports, metrics), so 64 machines pulling a squashfs cannot make
+  the 65th wait minutes for its boot script.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ TOO_LARGE_RESPONSE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-
 @dataclass(frozen=True)
 class Limits:
     workers: int = 64
+    fast_workers: int = 8
     queue: int = 256
     max_connections: int = 4096
     idle_timeout_s: float = 30.0
@@ -115,13 +119,16 @@ class ConnectionPool:
     ``handle(conn)`` runs one request on a worker and returns True to keep the connection open.
     """
 
-    def __init__(self, limits: Limits, handle: Callable[[Conn], bool]) -> None:
+    def __init__(self, limits: Limits, handle: Callable[[Conn], bool],
+                 is_transfer: Callable[[bytes], bool] = lambda head: True) -> None:
         self.limits = limits
         self._handle = handle
+        self._is_transfer = is_transfer
         self._sel = selectors.DefaultSelector()
         self._waiting: dict[int, Conn] = {}  # by fd, oldest first (re-inserted on every return)
         self._incoming: queue.SimpleQueue[Conn] = queue.SimpleQueue()
-        self._work: queue.Queue[Conn | None] = queue.Queue(maxsize=limits.queue)
+        self._work: queue.Queue[Conn | None] = queue.Queue(maxsize=limits.queue)  # transfers
+        self._fast: queue.Queue[Conn | None] = queue.Queue(maxsize=limits.queue)  # everything else
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
@@ -130,8 +137,10 @@ class ConnectionPool:
         self.closed: Counter[str] = Counter()  # why connections were closed by us
         self._stopping = threading.Event()
         self._threads = [threading.Thread(target=self._loop, name="golden-serve-wait", daemon=True)]
-        self._threads += [threading.Thread(target=self._worker, name=f"golden-serve-{i}", daemon=True)
-                          for i in range(limits.workers)]
+        self._threads += [threading.Thread(target=self._worker, args=(self._work,), name=f"golden-serve-{i}",
+                                           daemon=True) for i in range(limits.workers)]
+        self._threads += [threading.Thread(target=self._worker, args=(self._fast,), name=f"golden-serve-fast-{i}",
+                                           daemon=True) for i in range(limits.fast_workers)]
         for t in self._threads:
             t.start()
 
@@ -145,27 +154,28 @@ class ConnectionPool:
             pass
         self._to_waiting_room(Conn(sock, addr))
 
-    def open_connections(self) -> int:
-        return len(self._waiting) + self.busy + self._work.qsize()
+    def _queued(self) -> int:
+        return self._work.qsize() + self._fast.qsize()
 
     def stats(self) -> dict[str, float]:
         with self._lock:
-            return {"waiting": len(self._waiting), "busy": self.busy, "queued": self._work.qsize(),
-                    "workers": self.limits.workers}
+            return {"waiting": len(self._waiting), "busy": self.busy, "queued": self._queued(),
+                    "workers": self.limits.workers + self.limits.fast_workers}
 
     def drain(self, seconds: float) -> bool:
         """Stop taking requests, close waiting connections, give in-flight ones ``seconds``; True when all finished."""
         self._stopping.set()
         self._wake()
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and (self.busy or self._work.qsize()):
+        while time.monotonic() < deadline and (self.busy or self._queued()):
             time.sleep(0.05)
-        finished = not (self.busy or self._work.qsize())
-        for _ in range(self.limits.workers):
-            try:
-                self._work.put_nowait(None)
-            except queue.Full:
-                break  # workers are daemon threads: the process exits without them
+        finished = not (self.busy or self._queued())
+        for q, n in ((self._work, self.limits.workers), (self._fast, self.limits.fast_workers)):
+            for _ in range(n):
+                try:
+                    q.put_nowait(None)
+                except queue.Full:
+                    break  # workers are daemon threads: the process exits without them
         return finished
 
     # ---- internals ----
@@ -188,8 +198,9 @@ class ConnectionPool:
         self._wake()
 
     def _dispatch(self, conn: Conn) -> None:
+        lane = self._work if self._is_transfer(bytes(conn.buf[:512])) else self._fast
         try:
-            self._work.put_nowait(conn)
+            lane.put_nowait(conn)
         except queue.Full:
             try:
                 conn.sock.send(BUSY_RESPONSE)
@@ -292,9 +303,9 @@ class ConnectionPool:
             self._forget(conn)
             self._count_closed(conn, reason)
 
-    def _worker(self) -> None:
+    def _worker(self, work: queue.Queue[Conn | None]) -> None:
         while True:
-            conn = self._work.get()
+            conn = work.get()
             if conn is None:
                 return
             with self._lock:

@@ -135,7 +135,7 @@ class BootHTTPServer(HTTPServer):
         self._state_down = False
         # handlers are built by _handle_conn (one per request), never by socketserver
         super().__init__(address, BootHandler)  # type: ignore[arg-type]
-        self.pool = ConnectionPool(config.limits, self._handle_conn)
+        self.pool = ConnectionPool(config.limits, self._handle_conn, is_transfer)
         self.metrics = Metrics(self.pool.stats)
 
     # ---- connections ----
@@ -475,6 +475,12 @@ class BootHandler(BaseHTTPRequestHandler):
         body = json.dumps({"accepted": True, "host": status.name, "desired": status.desired,
                            "observed": status.observed, "state": status.state, "next_token": next_token}).encode()
         self._send_body("report", 200, body, "application/json")
+
+
+def is_transfer(head: bytes) -> bool:
+    """Whether a request (its first bytes) fetches an artifact: those take the transfer lane of the pool."""
+    _, _, rest = head.partition(b" ")
+    return rest.startswith((b"/store/", b"/a/"))
 
 
 def parse_range(header: str, size: int) -> tuple[int, int, bool] | None:

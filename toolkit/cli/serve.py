@@ -37,7 +37,8 @@ def _limit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prune-every", type=finite_float(10, 86400), default=DEFAULT_PRUNE_EVERY_S, metavar="SECONDS",
                    help=f"how often to prune the state database (default {DEFAULT_PRUNE_EVERY_S:g})")
     p.add_argument("--workers", type=int_range(1, 1024), default=d.workers, metavar="N",
-                   help=f"requests worked on at once (default {d.workers}); idle connections need none")
+                   help=f"artifact transfers worked on at once (default {d.workers}; boot scripts, reports and "
+                        f"metrics have {d.fast_workers} more of their own); idle connections need none")
     p.add_argument("--max-connections", type=int_range(16, 1_000_000), default=d.max_connections, metavar="N",
                    help=f"open connections kept; past it the oldest idle one is closed (default {d.max_connections})")
     p.add_argument("--idle-timeout", type=finite_float(1, 3600), default=d.idle_timeout_s, metavar="SECONDS",
