@@ -531,6 +531,10 @@ class StateDB:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
+        # Writers of one process queue here rather than in SQLite's busy handler, which polls with
+        # sleeps of up to 100 ms: with a few boot-server threads writing at once that was most of
+        # a boot script's latency. Other processes still meet SQLite's lock (and busy_timeout).
+        self._write_lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -575,6 +579,10 @@ class StateDB:
     @contextmanager
     def write(self) -> Iterator[Repo]:
         """A write transaction holding the database's write lock from its first statement."""
+        with self._write_lock:
+            yield from self._write()
+
+    def _write(self) -> Iterator[Repo]:
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
