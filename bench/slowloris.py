@@ -1,6 +1,6 @@
 """Slowloris: 500 hostile connections while 50 machines fetch their boot script and artifacts.
 
-    .venv/bin/python -m bench.slowloris [--idle 500] [--clients 50] [--rounds 4] [--hold 20]
+    .venv/bin/python -m bench.slowloris [--idle 500] [--clients 50] [--rounds 4] [--hold 12] [--before COMMIT]
 
 Four runs on loopback, same files: ``golden serve`` alone and under the slowloris, and nginx as
 rendered by ``golden pxe render`` (artifacts from disk, /boot/ proxied to its own golden serve)
@@ -9,7 +9,8 @@ whole run: half connect and send nothing, half send a partial request head and t
 header line every few seconds; a connection the server closes is reopened at once. Each client
 is one curl process fetching ``/boot/<mac>.ipxe``, kernel and initrd ``--rounds`` times over one
 keep-alive connection; curl's own per-transfer timing gives the /boot latencies. Threads and
-memory of the server process are sampled during each run.
+memory of the server process are sampled during each run. ``--before COMMIT`` adds the same two
+runs against ``golden serve`` as it was at that commit (its toolkit exported with ``git archive``).
 
 Results go to bench/results/slowloris-<timestamp>.json. Bounded: every run ends when its clients
 do (curl --max-time), the slowloris stops with its run, and the whole bench is under ~3 minutes.
@@ -194,19 +195,23 @@ def start_servers(tmp: Path, args: argparse.Namespace) -> tuple[dict[str, tuple[
     home = tmp / "home"
     store_dir = home / "store"
     store_dir.mkdir(parents=True)
-    import bench.boot_storm as storm
-
-    storm.SYNTHETIC_SIZES = SIZES  # small artifacts: the bench measures the server, not the disk
-    build_id = synthetic_build(store_dir)
+    build_id = synthetic_build(store_dir, sizes=SIZES)  # small artifacts: this measures the server, not the disk
     macs = write_inventory(tmp / "inventory.yaml", "bench", build_id, args.clients)
     env = {**os.environ, "GOLDEN_HOME": str(home), "GOLDEN_PROJECT": str(ROOT)}
     env.pop("GOLDEN_INVENTORY", None)
     procs: list[subprocess.Popen[Any]] = []
     ports = {}
-    for role in ("golden", "upstream"):
+    roles = {"golden": (GOLDEN,), "upstream": (GOLDEN,)}
+    if args.before:
+        (tmp / "before").mkdir()
+        subprocess.run(f"git archive {args.before} toolkit | tar -x -C {tmp / 'before'}", shell=True, check=True,
+                       cwd=ROOT)
+        roles["before"] = (sys.executable, "-c", "import sys; from toolkit.cli import main; sys.exit(main())")
+    for role, argv0 in roles.items():
         ports[role] = free_port()
-        p = subprocess.Popen([GOLDEN, "serve", "--listen", f"127.0.0.1:{ports[role]}",
-                              "-i", str(tmp / "inventory.yaml")], env=env, cwd=ROOT,
+        renv = {**env, "PYTHONPATH": str(tmp / "before")} if role == "before" else env
+        p = subprocess.Popen([*argv0, "serve", "--listen", f"127.0.0.1:{ports[role]}",
+                              "-i", str(tmp / "inventory.yaml")], env=renv, cwd=tmp if role == "before" else ROOT,
                              stdout=subprocess.DEVNULL, stderr=open(tmp / f"{role}.log", "wb"))
         procs.append(p)
         wait_http(f"http://127.0.0.1:{ports[role]}/healthz")
@@ -224,6 +229,8 @@ def start_servers(tmp: Path, args: argparse.Namespace) -> tuple[dict[str, tuple[
     wait_http(f"http://127.0.0.1:{nport}/store/bench/{build_id}/vmlinuz")
     servers = {"golden serve": (f"http://127.0.0.1:{ports['golden']}", [procs[0].pid]),
                "nginx (golden pxe render)": (f"http://127.0.0.1:{nport}", tree_pids(nginx.pid))}
+    if args.before:
+        servers[f"golden serve at {args.before}"] = (f"http://127.0.0.1:{ports['before']}", [procs[2].pid])
     return servers, procs, (build_id, macs)
 
 
@@ -245,7 +252,7 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
     table = []
     for r in rows:
         quiet = next(x for x in rows if x["server"] == r["server"] and not x["idle"])
-        ng = next(x for x in rows if x["server"] != "golden serve" and x["idle"] == r["idle"])
+        ng = next(x for x in rows if x["server"].startswith("nginx") and x["idle"] == r["idle"])
         rel = ratio(r["throughput_mb_s"], ng["throughput_mb_s"])
         table.append((r["server"], r["idle"], r["idle_held"], r["boot_p50_s"], r["boot_p99_s"], r["boot_max_s"],
                       ratio(r["boot_p99_s"], quiet["boot_p99_s"]), r["throughput_mb_s"],
@@ -264,6 +271,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=4, help="/boot + kernel + initrd per client (default 4)")
     ap.add_argument("--hold", type=float, default=12.0, help="seconds the slowloris runs before the clients start")
+    ap.add_argument("--before", metavar="COMMIT", help="also run golden serve as it was at this commit")
     args = ap.parse_args()
     if not shutil.which("nginx") or not shutil.which("curl"):
         raise SystemExit("needs nginx and curl (apt-get install -y nginx curl)")
@@ -284,11 +292,14 @@ def main() -> int:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+        tracebacks = {log.stem: log.read_text(errors="replace").count("Traceback") for log in Path(tmp).glob("*.log")}
     result: dict[str, Any] = {"benchmark": "slowloris", "machine": machine(), "load_start": load_start,
                               "load_end": loadavg(), "artifact_bytes": SIZES, "args": vars(args),
-                              "seconds": round(time.monotonic() - started, 1), "rows": rows}
+                              "seconds": round(time.monotonic() - started, 1), "rows": rows,
+                              "tracebacks_in_server_stderr": tracebacks}
     result["targets"] = targets(rows)
     report(result, args)
+    print(f"tracebacks on the servers' stderr: {tracebacks}")
     print(f"wrote {write_results('slowloris', result)} ({result['seconds']} s)")
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import signal
 import socket
 import struct
@@ -171,7 +172,9 @@ def test_metrics_have_histograms_gauges_and_build_info(small: BootHTTPServer) ->
     _get(small, f"/boot/{MAC}.ipxe")
     _get(small, "/store/base/b1/vmlinuz")
     deadline = time.monotonic() + 2  # a request is counted just after its last byte left: the client may be first
-    while 'golden_http_request_duration_seconds_sum{route="artifact"}' not in (m := _metrics(small)):
+    want = ('golden_http_request_duration_seconds_sum{route="artifact"}',
+            'golden_http_request_duration_seconds_count{route="boot"}')
+    while not all(k in (m := _metrics(small)) for k in want):
         assert time.monotonic() < deadline
         time.sleep(0.01)
     assert m['golden_http_request_duration_seconds_count{route="boot"}'] == "1"
@@ -253,3 +256,13 @@ def test_resets_leave_no_traceback_and_sigterm_drains(tmp_path: Path) -> None:
         serve.stop()
     err = log.read_text()
     assert "Traceback" not in err, err
+
+
+def test_access_log_at_info_on_its_own_logger(small: BootHTTPServer, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="golden.serve.access"):
+        assert _get(small, "/healthz")[0] == 200
+        deadline = time.monotonic() + 2
+        while not [r for r in caplog.records if r.name == "golden.serve.access"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+    [line] = [r.getMessage() for r in caplog.records if r.name == "golden.serve.access"]
+    assert line.startswith('127.0.0.1 "GET /healthz HTTP/1.1" 200 3 ') and line.endswith("ms")

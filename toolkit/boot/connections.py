@@ -162,6 +162,10 @@ class ConnectionPool:
             return {"waiting": len(self._waiting), "busy": self.busy, "queued": self._queued(),
                     "workers": self.limits.workers + self.limits.fast_workers}
 
+    def closed_counts(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self.closed)
+
     def drain(self, seconds: float) -> bool:
         """Stop taking requests, close waiting connections, give in-flight ones ``seconds``; True when all finished."""
         self._stopping.set()

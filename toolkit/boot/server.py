@@ -305,7 +305,8 @@ class BootHandler(BaseHTTPRequestHandler):
             elif (m := BOOT_RE.match(path)) and not head:
                 self._serve_boot(re.sub("%3[Aa]", ":", m.group(1)))
             elif path == "/metrics":
-                self._send_body("metrics", 200, self.server.metrics.render(self.server.pool.closed).encode(),
+                text = self.server.metrics.render(self.server.pool.closed_counts())
+                self._send_body("metrics", 200, text.encode(),
                                 "text/plain; version=0.0.4; charset=utf-8", head)
             elif path == "/healthz":
                 self._send_body("healthz", 200, b"ok\n", "text/plain; charset=utf-8", head)
