@@ -19,6 +19,7 @@ from what it can read.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -535,6 +536,7 @@ class StateDB:
         # sleeps of up to 100 ms: with a few boot-server threads writing at once that was most of
         # a boot script's latency. Other processes still meet SQLite's lock (and busy_timeout).
         self._write_lock = threading.Lock()
+        self._pid = os.getpid()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -579,6 +581,8 @@ class StateDB:
     @contextmanager
     def write(self) -> Iterator[Repo]:
         """A write transaction holding the database's write lock from its first statement."""
+        if os.getpid() != self._pid:  # a forked child (BMC workers): the parent's lock may have been held
+            self._write_lock, self._pid = threading.Lock(), os.getpid()
         with self._write_lock:
             yield from self._write()
 
