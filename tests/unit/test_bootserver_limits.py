@@ -120,7 +120,7 @@ def test_idle_and_half_sent_requests_time_out(small: BootHTTPServer) -> None:
 
 
 def test_a_full_pool_answers_503_instead_of_queueing_for_ever(home: Path) -> None:
-    server = _server(home, Limits(workers=1, fast_workers=1, queue=1, io_timeout_s=3.0))
+    server = _server(home, Limits(workers=1, fast_workers=1, queue=1, io_timeout_s=3.0, queue_wait_s=0.5))
     try:
         head = b"POST /report HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
         stuck = []
@@ -136,6 +136,25 @@ def test_a_full_pool_answers_503_instead_of_queueing_for_ever(home: Path) -> Non
         time.sleep(3.5)  # the body read gives up after io_timeout: the worker is free again
         assert _get(server, "/healthz")[0] == 200
         assert _metrics(server)['golden_http_connections_closed_total{reason="busy"}'] == "1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_boot_storm_is_served_late_rather_than_refused(home: Path) -> None:
+    server = _server(home, Limits(workers=1, fast_workers=1, queue=1))
+    try:
+        results: list[int] = []
+
+        def boot() -> None:
+            results.append(_get(server, f"/boot/{MAC}.ipxe", timeout=20)[0])
+
+        threads = [threading.Thread(target=boot) for _ in range(40)]  # 40 at once, one worker, a queue of one
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert results == [200] * 40
     finally:
         server.shutdown()
         server.server_close()

@@ -10,7 +10,9 @@ holds a file descriptor and a few hundred bytes, never a worker. The limits (``L
 - ``header_timeout_s``: a request head must be complete this long after its first byte.
 - ``io_timeout_s``: a worker's reads of a request body, in total, and each of its writes.
 - ``max_connections``: past it the oldest waiting connection is closed, so new clients get in.
-- ``workers`` + ``queue``: a request finding both full is answered 503 with Retry-After.
+- ``workers`` + ``queue``: a request finding both full waits in the waiting room (no thread, no
+  reading) for ``queue_wait_s``, then is answered 503 with Retry-After: a boot storm is served
+  late rather than refused (iPXE falls through to the disk on a failed /boot).
 - ``fast_workers``: a lane of its own for requests the caller's ``is_transfer`` says are not
   long transfers (boot scripts, reports, metrics), so 64 machines pulling a squashfs cannot make
   the 65th wait minutes for its boot script.
@@ -24,7 +26,7 @@ import selectors
 import socket
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,6 +43,7 @@ class Limits:
     workers: int = 64
     fast_workers: int = 8
     queue: int = 256
+    queue_wait_s: float = 10.0
     max_connections: int = 4096
     idle_timeout_s: float = 30.0
     header_timeout_s: float = 10.0
@@ -129,6 +132,8 @@ class ConnectionPool:
         self._incoming: queue.SimpleQueue[Conn] = queue.SimpleQueue()
         self._work: queue.Queue[Conn | None] = queue.Queue(maxsize=limits.queue)  # transfers
         self._fast: queue.Queue[Conn | None] = queue.Queue(maxsize=limits.queue)  # everything else
+        # requests whose lane was full, oldest first, with when they first found it full (reactor thread only)
+        self._deferred: dict[int, deque[tuple[float, Conn]]] = {id(self._work): deque(), id(self._fast): deque()}
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
@@ -155,7 +160,7 @@ class ConnectionPool:
         self._to_waiting_room(Conn(sock, addr))
 
     def _queued(self) -> int:
-        return self._work.qsize() + self._fast.qsize()
+        return self._work.qsize() + self._fast.qsize() + self._deferred_count()
 
     def stats(self) -> dict[str, float]:
         with self._lock:
@@ -203,31 +208,57 @@ class ConnectionPool:
 
     def _dispatch(self, conn: Conn) -> None:
         lane = self._work if self._is_transfer(bytes(conn.buf[:512])) else self._fast
+        deferred = self._deferred[id(lane)]
+        if deferred:  # first come, first served: nobody overtakes a request already waiting
+            deferred.append((time.monotonic(), conn))
+            return
         try:
             lane.put_nowait(conn)
         except queue.Full:
-            try:
-                conn.sock.send(BUSY_RESPONSE)
-            except OSError:
-                pass
-            self._count_closed(conn, "busy")
+            deferred.append((time.monotonic(), conn))
+
+    def _retry_deferred(self, now: float) -> None:
+        for lane in (self._work, self._fast):
+            deferred = self._deferred[id(lane)]
+            while deferred:
+                since, conn = deferred[0]
+                if now - since > self.limits.queue_wait_s:
+                    deferred.popleft()
+                    try:
+                        conn.sock.send(BUSY_RESPONSE)
+                    except OSError:
+                        pass
+                    self._count_closed(conn, "busy")
+                    continue
+                try:
+                    lane.put_nowait(conn)
+                except queue.Full:
+                    break
+                deferred.popleft()
+
+    def _deferred_count(self) -> int:
+        return sum(len(d) for d in self._deferred.values())
 
     def _loop(self) -> None:
         last_sweep = 0.0
         while not self._stopping.is_set():
-            for key, _ in self._sel.select(timeout=0.5):
+            for key, _ in self._sel.select(timeout=0.005 if self._deferred_count() else 0.5):
                 if key.data is None:
                     self._drain_wakeups()
                 else:
                     self._readable(key.data)
             self._take_incoming()
             now = time.monotonic()
+            self._retry_deferred(now)
             if now - last_sweep >= 0.5:
                 self._sweep(now)
                 last_sweep = now
         for conn in list(self._waiting.values()):
             self._forget(conn)
             self._count_closed(conn, "shutdown")
+        for deferred in self._deferred.values():
+            while deferred:
+                self._count_closed(deferred.popleft()[1], "shutdown")
         self._take_incoming()
 
     def _drain_wakeups(self) -> None:
