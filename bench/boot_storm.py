@@ -77,7 +77,7 @@ def link_build(src: Path, store_dir: Path, image: str) -> str:
     return src.name
 
 
-def synthetic_build(store_dir: Path, image: str = "bench") -> str:
+def synthetic_build(store_dir: Path, image: str = "bench", sizes: dict[str, int] | None = None) -> str:
     from toolkit.image.manifest import Artifact, Manifest
     from toolkit.store.artifacts import Store
 
@@ -85,7 +85,7 @@ def synthetic_build(store_dir: Path, image: str = "bench") -> str:
     staged = store.stage(image)
     arts = {}
     block = os.urandom(1 << 20)  # incompressible, like a squashfs
-    for name, size in SYNTHETIC_SIZES.items():
+    for name, size in (sizes or SYNTHETIC_SIZES).items():
         h = hashlib.sha256()
         with open(staged / name, "wb") as f:
             for i in range(size >> 20):

@@ -63,6 +63,9 @@ def bake_release(rel: str, port: int) -> Build:
     project = cache_root() / f"rollout-project-{rel}"
     (project / "images").mkdir(parents=True, exist_ok=True)
     roles = project / "roles"
+    # The cached project outlives the checkout that made it: point it at this checkout's roles.
+    if roles.is_symlink() and roles.resolve() != (ROOT / "roles").resolve():
+        roles.unlink()
     if not roles.is_symlink():
         roles.symlink_to(ROOT / "roles")
     spec = project / "images" / "rollout.yaml"

@@ -140,7 +140,7 @@ class PyghmiClient:
         if self._cmd is None:
             try:
                 self._cmd = self._connect()
-            except BmcError:
+            except GoldenError:  # ours already (a BMC error, or a bad CA file in the inventory)
                 raise
             except Exception as exc:
                 raise self._classify("login", exc) from None

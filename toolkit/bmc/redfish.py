@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from toolkit.bmc.base import (
@@ -26,6 +27,7 @@ from toolkit.bmc.base import (
     PyghmiClient,
 )
 from toolkit.bmc.endpoint import DEFAULT_REDFISH_PORT, BmcEndpoint
+from toolkit.bmc.tls import ca_verifier
 
 # Whole words only: pyghmi puts resource URLs (with UUIDs such as ...-4011-...) into its messages.
 _AUTH_RE = re.compile(r"\b(401|403|unauthori[sz]ed|access denied|accessdenied|authentication|"
@@ -68,6 +70,16 @@ def classify_redfish_error(bmc: BmcEndpoint, what: str, exc: BaseException) -> B
     return BmcCommandError.for_host(bmc.name, address, what, text)
 
 
+def certificate_check(bmc: BmcEndpoint) -> Callable[[bytes], bool] | None:
+    """pyghmi's verifycallback for this BMC: against its CA file when the inventory gives one, else
+    the system's CAs and host name (None: pyghmi's own verification), or nothing when not verifying."""
+    if bmc.ca_file:
+        return ca_verifier(bmc.name, bmc.address, bmc.ca_file)
+    if bmc.verify_tls:
+        return None
+    return lambda cert: True
+
+
 class RedfishClient(PyghmiClient):
     """One pyghmi Redfish connection to one BMC, opened on first use and reused."""
 
@@ -78,8 +90,7 @@ class RedfishClient(PyghmiClient):
         # the port is its own argument: pyghmi resolves ``bmc`` with getaddrinfo, so "host:port"
         # would be looked up as a host name
         return rf_command.Command(bmc.address, bmc.user, bmc.password.reveal(),
-                                  verifycallback=(None if bmc.verify_tls else lambda cert: True),
-                                  port=bmc.port or DEFAULT_REDFISH_PORT)
+                                  verifycallback=certificate_check(bmc), port=bmc.port or DEFAULT_REDFISH_PORT)
 
     def _classify(self, what: str, exc: BaseException) -> BmcError:
         return classify_redfish_error(self.endpoint, what, exc)

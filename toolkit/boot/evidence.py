@@ -35,7 +35,7 @@ from toolkit.boot.reports import RejectKind, ReportRejected, parse_report
 from toolkit.boot.token import DEFAULT_TTL_S, TokenError, issue_token, verify_token
 from toolkit.fleet.fleet import Fleet
 from toolkit.fleet.status import HostStatus
-from toolkit.state.db import ObservedReport, Repo, StateError, TokenRow
+from toolkit.state.db import HostRow, ObservedReport, Repo, StateError, TokenRow
 
 
 @dataclass(frozen=True)
@@ -75,14 +75,13 @@ def _reissue(fleet: Fleet, secret: bytes, mac: str, host: str, build_id: str, at
     token = issue_token(secret, mac, build_id, nonce, issued_at=now, attempt=attempt)
     try:
         with fleet.db.write() as repo:
-            repo.insert_token(TokenRow(nonce, mac, host, build_id, attempt, now, addr, None))
+            repo.insert_token(TokenRow(nonce, mac, host, build_id, attempt, now, addr, None, source="report"))
     except StateError:
         pass  # the agent's next report will be refused; its boot already counted
     return token
 
 
-def _refusal(repo: Repo, nonce: str, host: str, attempt: str, addr: str) -> ReportRejected | None:
-    row = repo.get_token(nonce)
+def _refusal(repo: Repo, row: TokenRow | None, host: str, attempt: str, addr: str) -> ReportRejected | None:
     if row is None or row.host != host:
         return ReportRejected("token was never issued by this boot server", RejectKind.UNKNOWN_TOKEN)
     if row.used_at is not None:
@@ -97,13 +96,25 @@ def _refusal(repo: Repo, nonce: str, host: str, attempt: str, addr: str) -> Repo
     return None
 
 
-def _record_report(repo: Repo, host: str, mac: str, report: ObservedReport, nonce: str, attempt: str,
+def _is_news(prev: HostRow | None, report: ObservedReport, token: TokenRow) -> bool:
+    """A boot's first report, or one that changes what we know; a periodic re-report is neither.
+
+    Only news becomes a boot event: a fleet re-reporting every few minutes would otherwise add a
+    row per host per interval. The host row still records every report (last_report_at).
+    """
+    return (token.source != "report" or prev is None or prev.observed_build != report.build_id
+            or prev.drift != report.drift)
+
+
+def _record_report(repo: Repo, host: str, mac: str, report: ObservedReport, token: TokenRow, attempt: str,
                    now: float) -> None:
-    repo.spend_token(nonce, now)
+    repo.spend_token(token.nonce, now)
     repo.ensure_host(host, mac)
+    news = _is_news(repo.get_host(host), report, token)
     repo.set_observed(host, report, now)
-    repo.add_event("report", now, mac, host, report.build_id, json.dumps(
-        {"drift": len(report.drift), "hostname": report.hostname, "checks": report.checks, "attempt": attempt}))
+    if news:
+        repo.add_event("report", now, mac, host, report.build_id, json.dumps(
+            {"drift": len(report.drift), "hostname": report.hostname, "checks": report.checks, "attempt": attempt}))
 
 
 def reject(fleet: Fleet, rej: ReportRejected) -> None:
@@ -131,9 +142,10 @@ def accept_report(fleet: Fleet, payload: Any, secret: bytes, addr: str = "",
         if host is None:
             raise ReportRejected("MAC not in the inventory", RejectKind.UNKNOWN_HOST, mac)
         with fleet.db.write() as repo:
-            refusal = _refusal(repo, claims.nonce, host.name, claims.attempt, addr)
-            if refusal is None:
-                _record_report(repo, host.name, mac, report, claims.nonce, claims.attempt, time.time())
+            row = repo.get_token(claims.nonce)
+            refusal = _refusal(repo, row, host.name, claims.attempt, addr)
+            if refusal is None and row is not None:
+                _record_report(repo, host.name, mac, report, row, claims.attempt, time.time())
         if refusal is not None:
             refusal.mac = mac
             raise refusal

@@ -9,6 +9,7 @@ puts them in place, each written aside and renamed.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
@@ -32,7 +33,9 @@ IPXE_BINARIES = ("undionly.kpxe", "snponly.efi", "ipxe.efi")
 CHAIN_SCRIPT = "golden.ipxe"
 
 
+@functools.cache
 def _env(pxe_dir: Path) -> jinja2.Environment:
+    # One per folder: the Environment keeps compiled templates (and reloads a changed file itself).
     return jinja2.Environment(loader=jinja2.FileSystemLoader(str(pxe_dir)), undefined=jinja2.StrictUndefined,
                               keep_trailing_newline=True, autoescape=False)  # noqa: S701 - not HTML
 

@@ -10,7 +10,14 @@ Routes (everything else is 404):
   Unknown MACs get a script that exits to the next boot device and are recorded.
 - ``POST /report``: the agent's report (contract 3): 200 when accepted, 403 when rejected,
   400 when the request itself is malformed; tokens and attempts are checked in ``evidence``.
-- ``GET /metrics``: Prometheus text.
+- ``GET /metrics``: Prometheus text (``toolkit.boot.metrics``).
+
+Connections (``toolkit.boot.connections``): idle and half-sent requests wait in one selector
+thread and cost no worker; a fixed pool of workers handles complete requests, each with I/O
+timeouts; when all are busy and the queue is full a request gets 503. A client that resets its
+connection is one debug line, never a traceback. ``-v`` logs one access line per request on the
+``golden.serve.access`` logger. On SIGTERM/Ctrl-C, ``serve_forever`` stops accepting, closes idle
+connections and gives in-flight transfers ``Limits.drain_s`` seconds to finish.
 
 When the state DB cannot be written, ``/boot`` still answers from what can be read (the
 dropped write is counted in ``golden_state_write_failures_total`` and logged once).
@@ -25,19 +32,24 @@ import json
 import logging
 import os
 import re
+import socket
+import socketserver
+import sys
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from toolkit.boot import pxe
+from toolkit.boot.connections import Conn, ConnectionPool, Limits, SocketReader
 from toolkit.boot.decide import decide_boot
 from toolkit.boot.evidence import accept_report, issue_boot_token, reject
+from toolkit.boot.metrics import Metrics
 from toolkit.boot.reports import MAX_REPORT_BYTES, RejectKind, ReportRejected, decode_report
+from toolkit.boot.retention import Pruned, Pruner, RetentionPolicy
 from toolkit.boot.token import DEFAULT_TTL_S
 from toolkit.core.errors import GoldenError, InputError
 from toolkit.fleet.fleet import Fleet
@@ -45,6 +57,9 @@ from toolkit.state.db import StateError
 from toolkit.store.artifacts import MANIFEST, Build, Store
 
 log = logging.getLogger("golden.serve")
+access_log = logging.getLogger("golden.serve.access")
+# What a client hanging up mid-request raises; a debug line, never a traceback.
+DISCONNECTS = (ConnectionError, TimeoutError, socket.timeout)
 
 STORE_RE = re.compile(
     r"^/store/([a-z][a-z0-9_-]{0,62})/([A-Za-z0-9][A-Za-z0-9._-]{0,127})/(vmlinuz|initrd|rootfs\.squashfs|manifest\.json)$"
@@ -54,61 +69,6 @@ SHA_RE = re.compile(r"^/a/([0-9a-f]{64})$")
 BOOT_RE = re.compile(r"^/boot/([0-9A-Fa-f]{2}(?:(?:[:-]|%3[Aa])?[0-9A-Fa-f]{2}){5})\.ipxe$")
 HOST_RE = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 RANGE_RE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")  # 18 digits: any real offset, never a huge int
-
-
-class Metrics:
-    """Counters, rendered in Prometheus text format."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests: Counter[tuple[str, int]] = Counter()
-        self.bytes: Counter[str] = Counter()
-        self.scripts: Counter[str] = Counter()
-        self.reports: Counter[str] = Counter()
-        self.rejects: Counter[str] = Counter()
-        self.state_write_failures = 0
-        self.contested = 0
-
-    def add(self, counter: str, key: Any, n: int = 1) -> None:
-        with self._lock:
-            getattr(self, counter)[key] += n
-
-    def bump(self, name: str) -> int:
-        with self._lock:
-            value = int(getattr(self, name)) + 1
-            setattr(self, name, value)
-            return value
-
-    def render(self) -> str:
-        with self._lock:
-            lines = [
-                "# HELP golden_http_requests_total HTTP requests served, by route and status code.",
-                "# TYPE golden_http_requests_total counter",
-            ]
-            lines += [f'golden_http_requests_total{{route="{r}",code="{c}"}} {n}'
-                      for (r, c), n in sorted(self.requests.items())]
-            lines += ["# HELP golden_http_response_bytes_total Response body bytes sent, by route.",
-                      "# TYPE golden_http_response_bytes_total counter"]
-            lines += [f'golden_http_response_bytes_total{{route="{r}"}} {n}' for r, n in sorted(self.bytes.items())]
-            lines += ["# HELP golden_boot_scripts_total iPXE scripts served, by kind (build, unknown, no-build).",
-                      "# TYPE golden_boot_scripts_total counter"]
-            lines += [f'golden_boot_scripts_total{{kind="{k}"}} {n}' for k, n in sorted(self.scripts.items())]
-            lines += ["# HELP golden_reports_total Agent reports received, by result.",
-                      "# TYPE golden_reports_total counter"]
-            for result in ("accepted", "rejected"):
-                lines.append(f'golden_reports_total{{result="{result}"}} {self.reports[result]}')
-            lines += ["# HELP golden_report_rejects_total Agent reports rejected, by reason.",
-                      "# TYPE golden_report_rejects_total counter"]
-            lines += [f'golden_report_rejects_total{{reason="{k}"}} {n}' for k, n in sorted(self.rejects.items())]
-            lines += ["# HELP golden_boot_attempts_contested_total Reimage attempts whose boot script was fetched "
-                      "twice (nobody's report counts).",
-                      "# TYPE golden_boot_attempts_contested_total counter",
-                      f"golden_boot_attempts_contested_total {self.contested}",
-                      "# HELP golden_state_write_failures_total State DB writes dropped while serving "
-                      "(full or read-only database).",
-                      "# TYPE golden_state_write_failures_total counter",
-                      f"golden_state_write_failures_total {self.state_write_failures}"]
-        return "\n".join(lines) + "\n"
 
 
 class ArtifactIndex:
@@ -156,22 +116,72 @@ class ServerConfig:
     pxe_dir: Path = pxe.PXE_DIR
     extra_args: tuple[str, ...] = ()
     token_ttl_s: float = DEFAULT_TTL_S
+    limits: Limits = field(default_factory=Limits)
+    retention: RetentionPolicy | None = None  # None: no pruning thread (tests, embedding)
 
 
-class BootHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
+class BootHTTPServer(HTTPServer):
+    """Accepts on the calling thread; every connection then lives in ``self.pool``."""
+
     allow_reuse_address = True
-    request_queue_size = 128
+    request_queue_size = 1024  # the accept backlog: a burst of firmware waits in the kernel, not refused
 
     def __init__(self, address: tuple[str, int], config: ServerConfig) -> None:
         self.config = config
-        self.metrics = Metrics()
         self.index = ArtifactIndex(config.store)
         self.store_root = config.store.root.resolve()
         self._builds: dict[tuple[str, str], Build] = {}
         self._builds_lock = threading.Lock()
         self._state_down = False
-        super().__init__(address, BootHandler)
+        # handlers are built by _handle_conn (one per request), never by socketserver
+        super().__init__(address, BootHandler)  # type: ignore[arg-type]
+        self.pool = ConnectionPool(config.limits, self._handle_conn, is_transfer)
+        self.metrics = Metrics(self.pool.stats)
+
+    # ---- connections ----
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.pool.add(request, client_address)
+
+    def _handle_conn(self, conn: Conn) -> bool:
+        """One request on a worker thread; True to keep the connection for the next one."""
+        try:
+            handler = BootHandler(conn, self)
+        except DISCONNECTS as exc:
+            log.debug("golden serve: %s:%s: %s", conn.addr[0], conn.addr[1], exc.__class__.__name__)
+            return False
+        return not handler.close_connection
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver would print a traceback to stderr outside logging
+        log.debug("golden serve: %s: connection error", client_address, exc_info=True)
+
+    def drain(self, seconds: float | None = None) -> bool:
+        """Stop accepting, close idle connections, let in-flight requests finish for ``seconds``."""
+        self.socket.close()
+        wait = self.config.limits.drain_s if seconds is None else seconds
+        finished = self.pool.drain(wait)
+        if not finished:
+            log.warning("golden serve: stopped with %d request(s) still in flight after %g s",
+                        self.pool.busy, wait)
+        return finished
+
+    def start_pruner(self) -> Pruner | None:
+        policy = self.config.retention
+        if policy is None:
+            return None
+        pruner = Pruner(self.config.fleet.db, policy, self._pruned)
+        pruner.start()
+        return pruner
+
+    def _pruned(self, result: Pruned) -> None:
+        for table, n in (("boot_tokens", result.spent_tokens + result.expired_tokens), ("boot_events", result.events),
+                         ("unknown_machines", result.unknown_machines)):
+            if n:
+                self.metrics.add("pruned", table, n)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.pool.drain(0)
 
     def state_written(self, ok: bool) -> None:
         """Count a dropped state write; log the first of a series once, and the recovery."""
@@ -209,17 +219,36 @@ class BootHTTPServer(ThreadingHTTPServer):
 
 
 class BootHandler(BaseHTTPRequestHandler):
+    """Exactly one request of a connection (the pool owns the connection between requests)."""
+
     server: BootHTTPServer
     protocol_version = "HTTP/1.1"  # keep-alive: iPXE and live-boot fetch several files in a row
-    # Headers and body leave in separate writes; with Nagle on, a keep-alive client waits for the
-    # delayed ACK (40 ms) on every small response.
-    disable_nagle_algorithm = True
     server_version = "golden"
     sys_version = ""
 
+    def __init__(self, conn: Conn, server: BootHTTPServer) -> None:
+        self._conn = conn
+        self._t0 = time.monotonic()
+        super().__init__(conn.sock, conn.addr, server)
+
     # ---- plumbing ----
+    def setup(self) -> None:
+        self.connection = self.request
+        self.rfile = SocketReader(self.connection, self._conn.buf, self.server.config.limits.io_timeout_s)  # type: ignore[assignment]
+        self.wfile = socketserver._SocketWriter(self.connection)  # type: ignore[attr-defined]
+
+    def handle(self) -> None:
+        self.close_connection = True
+        self.handle_one_request()
+
+    def finish(self) -> None:
+        pass  # the socket goes back to the pool; nothing here is buffered
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass  # our access line is written once the body is sent (_count), with its size and duration
 
     def _client(self) -> str:
         addr = self.client_address[0]
@@ -230,9 +259,15 @@ class BootHandler(BaseHTTPRequestHandler):
         return addr
 
     def _count(self, route: str, code: int, sent: int) -> None:
-        self.server.metrics.add("requests", (route, code))
+        elapsed = time.monotonic() - self._t0
+        metrics = self.server.metrics
+        metrics.add("requests", (route, code))
+        metrics.observe(route, elapsed)
         if sent:
-            self.server.metrics.add("bytes", route, sent)
+            metrics.add("bytes", route, sent)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info('%s "%s" %d %d %.1fms', self._client(), self.requestline[:200], code, sent,
+                            elapsed * 1000)
 
     def _send_body(self, route: str, code: int, body: bytes, ctype: str, head: bool = False,
                    extra: dict[str, str] | None = None) -> None:
@@ -270,16 +305,17 @@ class BootHandler(BaseHTTPRequestHandler):
             elif (m := BOOT_RE.match(path)) and not head:
                 self._serve_boot(re.sub("%3[Aa]", ":", m.group(1)))
             elif path == "/metrics":
-                self._send_body("metrics", 200, self.server.metrics.render().encode(),
+                text = self.server.metrics.render(self.server.pool.closed_counts())
+                self._send_body("metrics", 200, text.encode(),
                                 "text/plain; version=0.0.4; charset=utf-8", head)
             elif path == "/healthz":
                 self._send_body("healthz", 200, b"ok\n", "text/plain; charset=utf-8", head)
             else:
                 self._not_found("other", head)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        except Exception:
-            log.exception("golden serve: %s %s failed", self.command, path)
+        except DISCONNECTS as exc:
+            self._gone(exc)
+        except Exception as exc:
+            self._failed(exc)
             self._send_body("error", 500, b"internal error\n", "text/plain; charset=utf-8", head)
 
     def do_POST(self) -> None:
@@ -289,11 +325,20 @@ class BootHandler(BaseHTTPRequestHandler):
                 self._report()
             else:
                 self._not_found("other")
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        except Exception:
-            log.exception("golden serve: POST %s failed", path)
+        except DISCONNECTS as exc:
+            self._gone(exc)
+        except Exception as exc:
+            self._failed(exc)
             self._send_body("report", 500, b"internal error\n", "text/plain; charset=utf-8")
+
+    def _gone(self, exc: BaseException) -> None:
+        self.close_connection = True
+        log.debug("golden serve: %s: %s %s: client went away (%s)", self.client_address[0], self.command,
+                  self._path(), exc.__class__.__name__)
+
+    def _failed(self, exc: BaseException) -> None:
+        log.error("golden serve: %s %s failed: %s: %s", self.command, self._path(), exc.__class__.__name__, exc)
+        log.debug("golden serve: traceback", exc_info=True)
 
     # ---- artifacts ----
     def _serve_store(self, image: str, build_id: str, name: str, head: bool) -> None:
@@ -441,6 +486,12 @@ class BootHandler(BaseHTTPRequestHandler):
         self._send_body("report", 200, body, "application/json")
 
 
+def is_transfer(head: bytes) -> bool:
+    """Whether a request (its first bytes) fetches an artifact: those take the transfer lane of the pool."""
+    _, _, rest = head.partition(b" ")
+    return rest.startswith((b"/store/", b"/a/"))
+
+
 def parse_range(header: str, size: int) -> tuple[int, int, bool] | None:
     """A ``Range`` header as (start, length, partial); None when unsatisfiable (416).
 
@@ -483,10 +534,20 @@ def make_server(listen: str, config: ServerConfig) -> BootHTTPServer:
 
 
 def serve_forever(server: BootHTTPServer) -> None:
+    """Serve (and prune) until interrupted; then drain (in-flight transfers get ``limits.drain_s``) and close."""
+    pruner = server.start_pruner()
+    # A /boot hops between threads and releases the GIL on every SQLite call and socket write; with
+    # dozens of transfers running, the default 5 ms switch interval turns each hop into a wait.
+    sys.setswitchinterval(0.0005)
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
-        server.server_close()
+        if pruner is not None:
+            pruner.stop()
+        try:
+            server.drain()
+        finally:
+            server.server_close()
 
 
 def start_in_thread(server: BootHTTPServer) -> threading.Thread:

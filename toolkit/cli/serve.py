@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from toolkit.boot.connections import Limits
+from toolkit.boot.retention import DEFAULT_PRUNE_EVERY_S, DEFAULT_RETENTION_S, RetentionPolicy
 from toolkit.boot.server import ServerConfig, make_server, serve_forever
 from toolkit.boot.token import DEFAULT_TTL_S, load_or_create_secret
-from toolkit.cli.argtypes import finite_float
+from toolkit.cli.argtypes import finite_float, int_range
 from toolkit.cli.output import Context
 from toolkit.fleet.fleet import open_fleet
 
@@ -24,14 +26,46 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="extra kernel argument for every boot (repeatable)")
     p.add_argument("--token-ttl", type=finite_float(60, 30 * 86400), default=DEFAULT_TTL_S, metavar="SECONDS",
                    help=f"lifetime of a boot token; an older one gets 403 (default {DEFAULT_TTL_S:g})")
+    _limit_options(p)
     p.set_defaults(func=cmd_serve)
+
+
+def _limit_options(p: argparse.ArgumentParser) -> None:
+    d = Limits()
+    p.add_argument("--retention", type=finite_float(0.01, 3650), default=DEFAULT_RETENTION_S / 86400, metavar="DAYS",
+                   help=f"keep boot events this many days (default {DEFAULT_RETENTION_S / 86400:g}); spent and expired "
+                        "tokens go sooner")
+    p.add_argument("--prune-every", type=finite_float(10, 86400), default=DEFAULT_PRUNE_EVERY_S, metavar="SECONDS",
+                   help=f"how often to prune the state database (default {DEFAULT_PRUNE_EVERY_S:g})")
+    p.add_argument("--workers", type=int_range(1, 1024), default=d.workers, metavar="N",
+                   help=f"artifact transfers worked on at once (default {d.workers}; boot scripts, reports and "
+                        f"metrics have {d.fast_workers} more of their own); idle connections need none")
+    p.add_argument("--max-connections", type=int_range(16, 1_000_000), default=d.max_connections, metavar="N",
+                   help=f"open connections kept; past it the oldest idle one is closed (default {d.max_connections})")
+    p.add_argument("--idle-timeout", type=finite_float(1, 3600), default=d.idle_timeout_s, metavar="SECONDS",
+                   help=f"close a connection idle this long (default {d.idle_timeout_s:g})")
+    p.add_argument("--header-timeout", type=finite_float(1, 600), default=d.header_timeout_s, metavar="SECONDS",
+                   help=f"a request head must arrive within this (default {d.header_timeout_s:g})")
+    p.add_argument("--io-timeout", type=finite_float(1, 3600), default=d.io_timeout_s, metavar="SECONDS",
+                   help=f"limit on reading a request body and on each write (default {d.io_timeout_s:g})")
+    p.add_argument("--drain", type=finite_float(0, 300), default=d.drain_s, metavar="SECONDS",
+                   help=f"on SIGTERM, let in-flight transfers finish this long (default {d.drain_s:g})")
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    return Limits(workers=args.workers, queue=max(64, args.workers * 4), max_connections=args.max_connections,
+                  idle_timeout_s=args.idle_timeout, header_timeout_s=args.header_timeout,
+                  io_timeout_s=args.io_timeout, drain_s=args.drain)
 
 
 def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     s = ctx.settings()
     fleet = open_fleet(s, args.inventory, required=False)
     config = ServerConfig(fleet=fleet, store=fleet.store, secret=load_or_create_secret(s.home),
-                          public_url=args.public_url, extra_args=tuple(args.kernel_arg), token_ttl_s=args.token_ttl)
+                          public_url=args.public_url, extra_args=tuple(args.kernel_arg), token_ttl_s=args.token_ttl,
+                          limits=_limits(args),
+                          retention=RetentionPolicy(events_s=args.retention * 86400, token_ttl_s=args.token_ttl,
+                                                    every_s=args.prune_every))
     server = make_server(args.listen, config)
     if ctx.json:
         ctx.emit({"listening": server.url, "inventory": fleet.inventory_path, "store": fleet.store.root})

@@ -22,6 +22,7 @@ from what it can read.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -194,6 +195,7 @@ class TokenRow:
     issued_at: float
     issued_to: str
     used_at: float | None
+    source: str = "boot"  # "boot": in a boot script (a boot's first report spends it); "report": a next_token
 
 
 @dataclass(frozen=True)
@@ -399,14 +401,15 @@ class Repo:
     # ---- boot evidence: tokens as issued, attempts armed by a reimage ----
     def insert_token(self, row: TokenRow) -> None:
         self._c.execute(
-            "INSERT INTO boot_tokens (nonce, mac, host, build_id, attempt, issued_at, issued_to, used_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (row.nonce, row.mac, row.host, row.build_id, row.attempt, row.issued_at, row.issued_to, row.used_at))
+            "INSERT INTO boot_tokens (nonce, mac, host, build_id, attempt, issued_at, issued_to, used_at, source) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (row.nonce, row.mac, row.host, row.build_id, row.attempt, row.issued_at, row.issued_to, row.used_at,
+             row.source))
 
     def get_token(self, nonce: str) -> TokenRow | None:
         r = self._c.execute("SELECT * FROM boot_tokens WHERE nonce = ?", (nonce,)).fetchone()
         return TokenRow(r["nonce"], r["mac"], r["host"], r["build_id"], r["attempt"], r["issued_at"],
-                        r["issued_to"], r["used_at"]) if r else None
+                        r["issued_to"], r["used_at"], r["source"]) if r else None
 
     def spend_token(self, nonce: str, at: float) -> bool:
         """Mark a token used; False when it was used before (a replay) or never issued."""
@@ -461,6 +464,48 @@ class Repo:
         r = self._c.execute("SELECT COUNT(*) AS n FROM hosts WHERE observed_build = ? AND observed_since <= ? "
                             "AND drift = '[]'", (build_id, observed_before)).fetchone()
         return int(r["n"])
+
+    # ---- retention: each call deletes at most ``limit`` rows, so one transaction never holds the lock long ----
+    def prune_spent_tokens(self, used_before: float, limit: int) -> int:
+        """Delete tokens spent before ``used_before`` (a replay of one is still refused: never issued)."""
+        cur = self._c.execute(
+            "DELETE FROM boot_tokens WHERE nonce IN (SELECT nonce FROM boot_tokens "
+            "WHERE used_at IS NOT NULL AND used_at < ? LIMIT ?)", (used_before, limit))
+        legacy = self._c.execute(
+            "DELETE FROM used_tokens WHERE nonce IN (SELECT nonce FROM used_tokens WHERE used_at < ? LIMIT ?)",
+            (used_before, limit))
+        return max(cur.rowcount, 0) + max(legacy.rowcount, 0)
+
+    def prune_expired_tokens(self, issued_before: float, limit: int) -> int:
+        """Delete unspent tokens issued before ``issued_before`` (expired: refused on their time alone)."""
+        cur = self._c.execute(
+            "DELETE FROM boot_tokens WHERE nonce IN (SELECT nonce FROM boot_tokens "
+            "WHERE used_at IS NULL AND issued_at < ? LIMIT ?)", (issued_before, limit))
+        return max(cur.rowcount, 0)
+
+    def prune_events(self, before: float, limit: int) -> int:
+        """Delete the oldest boot events recorded before ``before`` (ids are never reused: feeds stay valid)."""
+        cur = self._c.execute(
+            "DELETE FROM boot_events WHERE id IN (SELECT id FROM boot_events WHERE at < ? ORDER BY id LIMIT ?)",
+            (before, limit))
+        return max(cur.rowcount, 0)
+
+    def prune_unknown_machines(self, last_seen_before: float, limit: int) -> int:
+        cur = self._c.execute(
+            "DELETE FROM unknown_machines WHERE mac IN (SELECT mac FROM unknown_machines WHERE last_seen < ? "
+            "LIMIT ?)", (last_seen_before, limit))
+        return max(cur.rowcount, 0)
+
+    def oldest_active_attempt(self, now: float) -> float | None:
+        """When the oldest reimage attempt still armed at ``now`` was armed (its controller may be waiting)."""
+        r = self._c.execute("SELECT MIN(armed_at) AS armed FROM boot_attempts WHERE disarmed_at IS NULL "
+                            "AND expires_at > ?", (now,)).fetchone()
+        return float(r["armed"]) if r and r["armed"] is not None else None
+
+    def count_rows(self) -> dict[str, int]:
+        """Rows in each table the boot server grows (for tests, metrics and sizing)."""
+        tables = ("boot_tokens", "boot_events", "used_tokens", "unknown_machines", "hosts")
+        return {t: int(self._c.execute(f"SELECT COUNT(*) AS n FROM {t}").fetchone()["n"]) for t in tables}  # noqa: S608
 
     # ---- audit ----
     def add_audit(self, at: float, user: str, action: str, subject: str, reason: str = "", detail: str = "") -> int:
@@ -616,6 +661,11 @@ class SQLiteStateDB(StateDB):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
+        # Writers of one process queue here rather than in SQLite's busy handler, which polls with
+        # sleeps of up to 100 ms: with a few boot-server threads writing at once that was most of
+        # a boot script's latency. Other processes still meet SQLite's lock (and busy_timeout).
+        self._write_lock = threading.Lock()
+        self._pid = os.getpid()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -644,6 +694,17 @@ class SQLiteStateDB(StateDB):
             self._local.conn = conn
         return conn
 
+    def size_bytes(self) -> int:
+        """Pages in use by the database file, in bytes (free pages from pruning are reused, not counted)."""
+        conn = self._conn()
+        pages = conn.execute("PRAGMA page_count").fetchone()[0] - conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return int(pages) * int(conn.execute("PRAGMA page_size").fetchone()[0])
+
+    def file_bytes(self) -> int:
+        """The database file and its write-ahead log on disk."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        return self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
@@ -653,6 +714,12 @@ class SQLiteStateDB(StateDB):
     @contextmanager
     def write(self) -> Iterator[Repo]:
         """A write transaction holding the database's write lock from its first statement."""
+        if os.getpid() != self._pid:  # a forked child (BMC workers): the parent's lock may have been held
+            self._write_lock, self._pid = threading.Lock(), os.getpid()
+        with self._write_lock:
+            yield from self._write()
+
+    def _write(self) -> Iterator[Repo]:
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")

@@ -170,13 +170,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         CREATE INDEX host_leases_by_holder ON host_leases (holder);
     """),
+    # The retention pruner deletes by time; a token remembers whether a boot script or a report issued it.
+    Migration("0120_retention", """
+        CREATE INDEX boot_events_by_at ON boot_events (at);
+        CREATE INDEX boot_tokens_by_issued ON boot_tokens (issued_at);
+        CREATE INDEX boot_tokens_by_used ON boot_tokens (used_at);
+        ALTER TABLE boot_tokens ADD COLUMN source TEXT NOT NULL DEFAULT 'boot';
+    """),
 )
 
 # Every table golden keeps, parents before children (``golden state migrate`` copies in this order),
 # and those whose ``id`` the database numbers (a copy must move their counters past the copied ids).
 TABLES: tuple[str, ...] = (
     "channels", "channel_history", "hosts", "unknown_machines", "used_tokens", "boot_events",
-    "boot_tokens", "boot_attempts", "audit_log", "reimage_runs", "reimage_steps", "host_leases",
+    "boot_tokens", "boot_attempts", "audit_log", "build_gates", "reimage_runs", "reimage_steps", "host_leases",
 )
 NUMBERED_TABLES: tuple[str, ...] = ("channel_history", "boot_events", "audit_log", "reimage_steps")
 
