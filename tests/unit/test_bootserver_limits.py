@@ -23,7 +23,7 @@ from toolkit.boot.retention import RetentionPolicy, prune_state
 from toolkit.boot.server import BootHTTPServer, ServerConfig, make_server, start_in_thread
 from toolkit.boot.token import issue_token
 from toolkit.fleet.fleet import Fleet
-from toolkit.state.db import StateDB
+from toolkit.state.db import SQLiteStateDB
 from toolkit.store.artifacts import Store
 
 SECRET = b"s" * 64
@@ -43,7 +43,7 @@ def home(tmp_path: Path) -> Path:
 
 
 def _server(home: Path, limits: Limits) -> BootHTTPServer:
-    db = StateDB(home / "home" / "state.db")
+    db = SQLiteStateDB(home / "home" / "state.db")
     store = Store(home / "home" / "store")
     fleet = Fleet(db, store, home / "inventory.yml")
     server = make_server("127.0.0.1:0", ServerConfig(fleet=fleet, store=store, secret=SECRET, limits=limits))

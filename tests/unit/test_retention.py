@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.boot.retention import RetentionPolicy, cutoffs, prune_state
-from toolkit.state.db import ObservedReport, StateDB, TokenRow
+from toolkit.state.db import ObservedReport, SQLiteStateDB, StateDB, TokenRow
 
 DAY = 86400.0
 T0 = 1_700_000_000.0
@@ -17,7 +17,7 @@ POLICY = RetentionPolicy()  # 7 days of events, 4 h token lifetime, spent tokens
 
 @pytest.fixture
 def db(tmp_path: Path) -> StateDB:
-    return StateDB(tmp_path / "state.db")
+    return SQLiteStateDB(tmp_path / "state.db")
 
 
 def _token(n: int, host: str, at: float, used: float | None = None, source: str = "report",
