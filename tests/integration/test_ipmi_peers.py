@@ -43,7 +43,12 @@ def test_ipmitool_drives_virtual_bmc(golden: GoldenRunner, tmp_path: Path) -> No
     _ipmitool(port, pwfile, "chassis", "bootdev", "pxe")
     assert "Force PXE" in _ipmitool(port, pwfile, "chassis", "bootparam", "get", "5")
     # and our own reader agrees with what ipmitool set
+    # the BMC process rewrites its status file at most every 0.3 s: give it a moment
+    deadline = time.monotonic() + 10
     status = golden.json("lab", "status")
+    while status["nodes"][0]["bootdev"] != "network" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        status = golden.json("lab", "status")
     assert status["nodes"][0]["bootdev"] == "network" and status["nodes"][0]["power"] == "on"
     _ipmitool(port, pwfile, "power", "off")
     assert "Chassis Power is off" in _ipmitool(port, pwfile, "power", "status")

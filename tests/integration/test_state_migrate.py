@@ -46,6 +46,7 @@ def populate(home: Path, inv: Path, capsys) -> None:
         repo.insert_token(TokenRow("nonce-1", "52:54:00:00:01:00", "n0", "b2", "att-1", 3.0, "127.0.0.1", None))
         repo.use_nonce("nonce-0", "52:54:00:00:01:00", 4.0)
         repo.add_audit(5.0, "bob", "break-glass", "n0", "INC-1", "ssh")
+        repo.record_gate("base", "b2", "lab-boot", True, 6.0, "run r1")
     db.close()
     capsys.readouterr()
 

@@ -105,3 +105,19 @@ def test_a_controller_whose_lease_was_taken_over_stops_before_acting(two):
         journal_a.record_many("run-a", [("n1", 0, 1, Step.POWER, Phase.INTENT, "")])
     assert [(s.host, s.phase) for s in journal_a.steps("run-a")] == [("n0", "intent")]  # nothing after the loss
     LeasedJournal(b, "ctl-b").record_many("run-a", [("n1", 0, 1, Step.POWER, Phase.INTENT, "")])
+
+
+def test_a_dead_local_controllers_lease_does_not_block_a_resume() -> None:
+    import os
+    import socket
+    import subprocess
+
+    from toolkit.rollout.leases import holder_is_dead
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    here = socket.gethostname()
+    assert holder_is_dead(f"{here}:{gone.pid}:abcd1234")
+    assert not holder_is_dead(f"{here}:{os.getpid()}:abcd1234")  # alive: wait for its lease to lapse
+    assert not holder_is_dead(f"elsewhere:{gone.pid}:abcd1234")  # another host: only time frees it
+    assert not holder_is_dead("garbage")

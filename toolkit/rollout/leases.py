@@ -45,6 +45,25 @@ def new_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def holder_is_dead(holder: str) -> bool:
+    """True when ``holder`` was a controller on this host whose process is gone (SIGKILL, a crash).
+
+    Only then is its lease released early: a controller on another host may be alive behind a
+    network partition, so its leases lapse on time alone.
+    """
+    host, _, rest = holder.partition(":")
+    pid_s = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_s.isdigit():
+        return False
+    try:
+        os.kill(int(pid_s), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, someone else's
+    return False
+
+
 def _refusal(mine: str, conflicts: Sequence[LeaseRow], now: float) -> LeaseError:
     other = conflicts[0]
     hosts = ", ".join(c.host for c in conflicts[:5]) + (f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else "")
@@ -64,7 +83,8 @@ def take_leases(db: StateDB, hosts: Sequence[str], run_id: str, holder: str, ttl
     """Lease every host to ``holder`` for ``run_id``, or none: LeaseError naming the run that holds one."""
     now = clock()
     with db.write() as repo:
-        conflicts = [lease for lease in repo.get_leases(hosts) if lease.holder != holder and lease.expires_at > now]
+        conflicts = [lease for lease in repo.get_leases(hosts)
+                     if lease.holder != holder and lease.expires_at > now and not holder_is_dead(lease.holder)]
         if conflicts:
             raise _refusal(run_id, conflicts, now)
         repo.put_leases(hosts, run_id, holder, now, now + ttl_s)
