@@ -39,6 +39,7 @@ from bench.common import (
     proc_cpu_seconds,
     ratio,
     render_table,
+    stop_processes,
     verdict,
     write_results,
 )
@@ -267,13 +268,7 @@ def main() -> int:
                     med["client_errors_all_runs"] = sum(x["client_errors"] for x in rs)
                     rows.append(med)
         finally:
-            for p in reversed(procs):
-                p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop_processes(procs)
     result: dict[str, Any] = {"benchmark": "boot_storm", "machine": machine(), "load_start": load_start,
                               "load_end": loadavg(), "build": source, "artifact_bytes": sizes,
                               "seconds": round(time.monotonic() - started, 1), "rows": rows}

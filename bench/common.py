@@ -224,3 +224,14 @@ def run_measured(argv: Sequence[str], *, timeout: float, env: dict[str, str] | N
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return Measured(rc=proc.returncode, wall_s=time.monotonic() - started, cpu_s=cpu, peak_rss_bytes=peak,
                     timed_out=timed_out, stdout=out[0] if out else "", stderr=err[0] if err else "")
+
+
+def stop_processes(procs: list[subprocess.Popen[Any]]) -> None:
+    """Stop the servers a benchmark started, newest first: TERM, then KILL after 10 s."""
+    for p in reversed(procs):
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

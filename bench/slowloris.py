@@ -41,6 +41,7 @@ from bench.common import (
     percentile,
     ratio,
     render_table,
+    stop_processes,
     verdict,
     write_results,
 )
@@ -285,13 +286,7 @@ def main() -> int:
                 for idle in (0, args.idle):
                     rows.append(one_run(name, base, pids, idle, args.hold, args, "bench", build_id, macs))
         finally:
-            for p in reversed(procs):
-                p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop_processes(procs)
         tracebacks = {log.stem: log.read_text(errors="replace").count("Traceback") for log in Path(tmp).glob("*.log")}
     result: dict[str, Any] = {"benchmark": "slowloris", "machine": machine(), "load_start": load_start,
                               "load_end": loadavg(), "artifact_bytes": SIZES, "args": vars(args),

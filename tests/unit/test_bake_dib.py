@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import yaml
 
 from toolkit.bake.aptsources import Mirrors
@@ -136,8 +135,9 @@ def test_dibs_own_getopt_reads_everything_after_double_dash_as_elements(tmp_path
 
     script = Path(diskimage_builder.__file__).parent / "lib" / "disk-image-create"
     m = re.search(r"getopt -o (\S+) -l (\S+) ", script.read_text())
-    if not (m and shutil.which("getopt")):
-        pytest.skip("no getopt line in disk-image-create, or no getopt here")
+    # DIB parses its options with util-linux getopt; if that line moves, this check must follow it
+    assert m, f"no getopt line in {script}"
+    assert shutil.which("getopt"), "getopt (util-linux) is what DIB itself runs"
     inv = dib_command(_plan(tmp_path), BakePaths(tmp_path / "w"), MIRRORS, use_debootstrap_cache=False)
     hostile = [*inv.argv[1:], "--help", "-o/tmp/evil"]  # as if validation had let them through
     out = subprocess.run(["getopt", "-o", m.group(1), "-l", m.group(2), "-n", "dib", "--", *hostile],
