@@ -18,6 +18,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -40,6 +41,7 @@ from toolkit.lab.vbmc import MAX_BMCS_PER_PROCESS, BmcConfig, ServeConfig, SimOp
 
 DEFAULT_BOOT_URL = "http://10.0.2.2:9090"
 DEFAULT_BASE_PORT = 16230
+PORT_ATTEMPTS = 5
 NODES_PER_RACK = 16
 LAB_GROUP = "lab"
 BMC_USER = "admin"
@@ -287,8 +289,30 @@ def up_lab(settings: Settings, nodes: int, *, no_vm: bool = False, boot_url: str
     if not no_vm:
         require("qemu-system-x86_64", "qemu-system-x86")
         require("qemu-img", "qemu-utils")
+    # Another lab starting at the same moment (parallel tests, two operators) can probe the same
+    # free ports before either binds them: a port we chose ourselves that is taken by the time the
+    # BMC binds it is chosen again, from a random place so two racers part ways.
+    attempts = 1 if base_port is not None else PORT_ATTEMPTS
+    for attempt in range(attempts):
+        start = DEFAULT_BASE_PORT if attempt == 0 else DEFAULT_BASE_PORT + random.randrange(0, 20000)
+        port = base_port if base_port is not None else _pick_base_port(nodes, start)
+        try:
+            return _start_lab(settings, directory, nodes, port, no_vm=no_vm, boot_url=boot_url,
+                              memory_mb=memory_mb, sim=sim, on_step=on_step, started=started)
+        except _PortTaken as exc:
+            if attempt + 1 == attempts:
+                raise LabError(str(exc), hint=exc.hint) from None
+            on_step(f"UDP port {port} was taken meanwhile; choosing other ports")
+    raise AssertionError("unreachable")
+
+
+class _PortTaken(LabError):
+    """A BMC could not bind its port: someone bound it between our probe and the BMC's bind."""
+
+
+def _start_lab(settings: Settings, directory: Path, nodes: int, port: int, *, no_vm: bool, boot_url: str | None,
+               memory_mb: int, sim: SimOptions | None, on_step: Callable[[str], None], started: float) -> LabStatus:
     lab_id = secrets.token_hex(4)
-    port = base_port if base_port is not None else _pick_base_port(nodes, DEFAULT_BASE_PORT)
     plan = plan_lab(nodes, lab_id=lab_id, base_port=port, no_vm=no_vm,
                     boot_url=boot_url or default_boot_url(settings), memory_mb=memory_mb, sim=sim)
     password = secrets.token_urlsafe(15)  # 20 characters: the IPMI 2.0 maximum (ipmitool truncates)
@@ -320,7 +344,8 @@ def up_lab(settings: Settings, nodes: int, *, no_vm: bool = False, boot_url: str
             while not ready_file.exists():
                 if proc.poll() is not None or time.monotonic() > deadline:
                     tail = (directory / f"vbmc-{shard}.log").read_text(errors="replace")[-2000:]
-                    raise LabError(f"virtual BMC process {shard} did not start (see {directory}/vbmc-{shard}.log)",
+                    error = _PortTaken if "Errno 98" in tail else LabError
+                    raise error(f"virtual BMC process {shard} did not start (see {directory}/vbmc-{shard}.log)",
                                    hint=tail.strip().splitlines()[-1] if tail.strip() else None)
                 time.sleep(0.05)
         on_step("writing the lab inventory")
