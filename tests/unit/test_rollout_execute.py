@@ -130,3 +130,10 @@ def test_resume_after_power_intent_does_not_cycle_again(world):
     assert finished == {"n1": "done"}
     assert tasks["n0"].next_step == Step.REPORT and tasks["n0"].attempt == 1
 
+
+
+def test_a_run_where_every_host_failed_is_not_a_success_within_budget(world):
+    outcome, _ = run(world, "C", "B", canary=0, budget=3)
+    assert outcome.failures == 3 and outcome.budget == 3
+    assert outcome.status == RunStatus.FAILED
+    assert "no host reached the target build" in outcome.summary

@@ -376,8 +376,12 @@ class Executor:
                 break
         for h in self.plan.hosts:
             self.results.setdefault(h, HostResult.NOT_STARTED.value)
-        ok = not stop_reason and self.failures <= self.plan.failure_budget
         done = sum(1 for r in self.results.values() if r == HostResult.DONE.value)
+        if self.plan.hosts and done == 0 and not stop_reason:
+            # a budget allows some failures among successes; a run where no host reached the
+            # target proved nothing about the build and must not read as a success
+            stop_reason = "no host reached the target build"
+        ok = not stop_reason and self.failures <= self.plan.failure_budget
         summary = (f"{done}/{len(self.plan.hosts)} host(s) on {self.plan.image}/{self.plan.target_build}, "
                    f"{self.failures} failed (budget {self.plan.failure_budget})")
         if stop_reason:
