@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.boot import make_build, write_inventory
+from toolkit.boot.token import shared_secret
 from toolkit.cli import main
 from toolkit.fleet.fleet import Fleet
 from toolkit.rollout.journal import Journal, Phase, RunStatus, Step
@@ -40,6 +41,7 @@ def populate(home: Path, inv: Path, capsys) -> None:
     journal.record("r-1", "n0", 0, 1, Step.POWER, Phase.DONE, "cycled")
     journal.set_status("r-1", RunStatus.SUCCEEDED, "1 done")
     take_leases(db, ["n2"], "r-2", "ctl-1:1:x")
+    shared_secret(db, home)  # what golden serve creates on its first start
     with db.write() as repo:
         repo.record_unknown("52:54:00:99:99:99", 1.0, "127.0.0.1")
         repo.add_event("served", 2.0, "52:54:00:00:01:00", "n0", "b2", "web@dev")

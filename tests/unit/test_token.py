@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.boot.token import TokenClaims, TokenError, issue_token, load_or_create_secret, verify_token
+from toolkit.boot.token import (
+    TokenClaims,
+    TokenError,
+    issue_token,
+    load_or_create_secret,
+    shared_secret,
+    verify_token,
+)
 from toolkit.core.mac import MacError, normalize_mac
 
 SECRET = b"x" * 64
@@ -99,3 +106,19 @@ def test_secret_readable_by_others_refused(tmp_path: Path):
     with pytest.raises(TokenError, match="readable by others") as err:
         load_or_create_secret(tmp_path)
     assert err.value.hint and "chmod 600" in err.value.hint
+
+
+def test_replicas_on_one_database_share_the_secret(state_backend, tmp_path: Path) -> None:
+    # two replicas with homes of their own, one state database: a token one issued verifies at the other
+    a, b = state_backend(), state_backend()
+    first = shared_secret(a, tmp_path / "replica-a")
+    assert shared_secret(b, tmp_path / "replica-b") == first
+    token = issue_token(first, "52:54:00:00:00:01", "b1")
+    assert verify_token(shared_secret(b, tmp_path / "replica-b"), token, "52:54:00:00:00:01", "b1").nonce
+
+
+def test_an_existing_home_secret_seeds_the_database(state_backend, tmp_path: Path) -> None:
+    home = tmp_path / "single"
+    old = load_or_create_secret(home)
+    assert shared_secret(state_backend(), home) == old  # tokens issued before the switch stay valid
+    assert shared_secret(state_backend(), tmp_path / "other") == old

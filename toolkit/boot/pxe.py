@@ -13,6 +13,7 @@ import functools
 import ipaddress
 import json
 import re
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -82,7 +83,11 @@ class PxeSettings:
     interface: str  # the interface dnsmasq answers PXE on
     store_dir: Path
     subnet: str | None = None  # network address for the proxy dhcp-range; None: read from the interface
-    upstream: str = "127.0.0.1:9090"  # where golden serve listens
+    upstream: str = "127.0.0.1:9090"  # where golden serve listens (on this host: golden-serve.service)
+    replicas: tuple[str, ...] = ()  # further golden serve replicas (HOST:PORT) on the same state database
+    trusted_caches: tuple[str, ...] = ()  # site caches (address or CIDR) whose X-Forwarded-For is believed
+    cache_for: str | None = None  # render a site cache in front of this central URL instead of a server
+    cache_max_size: str = "50g"
     listen: str = "80"  # nginx listen directive
     nginx_user: str | None = None
     ipxe_dir: Path = IPXE_DIR
@@ -111,6 +116,8 @@ class RenderResult:
     commands: dict[str, str] = field(default_factory=dict)
 
 
+_HOSTPORT_RE = re.compile(r"^[A-Za-z0-9.\[\]:-]+:\d{1,5}$")
+_CENTRAL_RE = re.compile(r"^http://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(:\d{1,5})?/?$")
 _URL_RE = re.compile(r"^https?://[A-Za-z0-9.\[\]:-]+(/[A-Za-z0-9._~/-]*)?$")
 
 
@@ -123,8 +130,24 @@ def check_settings(s: PxeSettings) -> None:
         ipaddress.IPv4Address(s.subnet or "")
     except ValueError:
         raise InputError(f"--subnet must be an IPv4 network address, got {s.subnet!r}") from None
-    if not re.match(r"^[A-Za-z0-9.\[\]:-]+:\d+$", s.upstream):
-        raise InputError(f"--upstream must be HOST:PORT of golden serve, got {s.upstream!r}")
+    for upstream in (s.upstream, *s.replicas):
+        if not _HOSTPORT_RE.match(upstream):
+            raise InputError(f"--upstream must be HOST:PORT of golden serve, got {upstream!r}")
+    if len({s.upstream, *s.replicas}) != 1 + len(s.replicas):
+        raise InputError("--upstream names the same replica twice")
+    for net in s.trusted_caches:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise InputError(f"--trusted-cache must be an IP address or network, got {net!r}") from None
+    if s.cache_for is not None:
+        if not _CENTRAL_RE.match(s.cache_for):
+            raise InputError(f"--cache-for must be the central boot server as http://HOST[:PORT], got {s.cache_for!r}")
+        if s.replicas or s.trusted_caches:
+            raise InputError("--cache-for renders a site cache: --upstream and --trusted-cache belong to the central "
+                             "server's render")
+    if not re.match(r"^[1-9][0-9]{0,5}[kmg]$", s.cache_max_size):
+        raise InputError(f"--cache-max-size must be a size like 500m or 50g, got {s.cache_max_size!r}")
     if not re.match(r"^[A-Za-z0-9.\[\]:]+$", s.listen):
         raise InputError(f"--listen must be a port or ADDR:PORT, got {s.listen!r}")
     _check_unit_values(s)
@@ -166,18 +189,28 @@ def plan_render(s: PxeSettings, pxe_dir: Path = PXE_DIR) -> list[RenderedFile]:
     run_dir = out / "run"
     tftp_dir = out / "tftp"
     server = s.server_url.rstrip("/")
+    if s.cache_for is not None:
+        central = urllib.parse.urlsplit(s.cache_for)
+        site = RenderedFile("nginx-site.conf", env.get_template("nginx-site-cache.conf.j2").render(
+            listen=s.listen, central_url=s.cache_for,
+            central=central.netloc if central.port else f"{central.netloc}:80",
+            cache_dir=str(out / "cache"), max_size=s.cache_max_size, access_log=str(run_dir / "access.log")).encode())
+    else:
+        site = RenderedFile("nginx-site.conf", env.get_template("nginx-site.conf.j2").render(
+            listen=s.listen, upstreams=(s.upstream, *s.replicas), store_dir=str(s.store_dir.resolve()),
+            trusted_caches=s.trusted_caches, access_log=str(run_dir / "access.log"),
+            metrics_allow=s.metrics_allow).encode())
     files = [
-        RenderedFile("nginx-site.conf", env.get_template("nginx-site.conf.j2").render(
-            listen=s.listen, upstream=s.upstream, store_dir=str(s.store_dir.resolve()),
-            access_log=str(run_dir / "access.log"), metrics_allow=s.metrics_allow).encode()),
+        site,
         RenderedFile("nginx.conf", env.get_template("nginx.conf.j2").render(
             out_dir=str(out), run_dir=str(run_dir), user=s.nginx_user).encode()),
         RenderedFile("dnsmasq-proxydhcp.conf", env.get_template("dnsmasq-proxydhcp.conf.j2").render(
             interface=s.interface, subnet=s.subnet, tftp_dir=str(tftp_dir), log_dhcp=s.log_dhcp,
             pid_file=str(run_dir / "dnsmasq.pid"), lease_file=str(run_dir / "dnsmasq.leases")).encode()),
         RenderedFile(f"tftp/{CHAIN_SCRIPT}", env.get_template("chain.ipxe.j2").render(server_url=server).encode()),
-        RenderedFile("golden-serve.service", _service_unit(env, s)),
     ]
+    if s.cache_for is None:  # a site cache runs no golden serve of its own
+        files.append(RenderedFile("golden-serve.service", _service_unit(env, s)))
     for name in IPXE_BINARIES:
         src = s.ipxe_dir / name
         if src.is_file():
@@ -191,7 +224,7 @@ def missing_binaries(s: PxeSettings) -> list[str]:
 
 def write_render(s: PxeSettings, files: Sequence[RenderedFile]) -> RenderResult:
     out = s.out_dir.resolve()
-    for sub in ("run", "tftp"):
+    for sub in ("run", "tftp", *(("cache",) if s.cache_for is not None else ())):
         (out / sub).mkdir(parents=True, exist_ok=True)
     for f in files:
         target = out / f.path
@@ -202,9 +235,10 @@ def write_render(s: PxeSettings, files: Sequence[RenderedFile]) -> RenderResult:
         commands={
             "nginx": f"nginx -c {out / 'nginx.conf'}",
             "dnsmasq": f"dnsmasq --keep-in-foreground --conf-file={out / 'dnsmasq-proxydhcp.conf'}",
-            "golden": f"golden serve --listen {s.upstream}",
-            "systemd": f"cp {out / 'golden-serve.service'} /etc/systemd/system/ && systemctl daemon-reload && "
-                       "systemctl enable --now golden-serve",
+            **({} if s.cache_for is not None else {
+                "golden": f"golden serve --listen {s.upstream}",
+                "systemd": f"cp {out / 'golden-serve.service'} /etc/systemd/system/ && systemctl daemon-reload && "
+                           "systemctl enable --now golden-serve"}),
         },
     )
 

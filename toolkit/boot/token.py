@@ -5,7 +5,8 @@ back with its report. Only someone who received that boot script can produce it;
 report to the MAC, build and (during a reimage) the controller's attempt it was issued for, and
 it expires ``ttl`` seconds after it was issued. Single use, the fetching address and contested
 attempts are enforced by the caller against the state DB (``toolkit.boot.evidence``); this
-module is pure apart from the secret file.
+module is pure apart from reading the secret (from the state database every replica shares, or
+a file under the home).
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from toolkit.core.errors import GoldenError
 from toolkit.core.fsutil import atomic_write
 from toolkit.core.mac import normalize_mac
+
+if TYPE_CHECKING:
+    from toolkit.state.db import StateDB
 
 SECRET_FILE = "boot-secret"  # noqa: S105 - a file name, not a secret
 SECRET_BYTES = 32
@@ -51,6 +56,30 @@ def load_or_create_secret(home: Path) -> bytes:
     except FileExistsError:
         pass
     return _read_secret(path)
+
+
+SHARED_SECRET_NAME = "boot-token-hmac"  # noqa: S105 - the name of a row, not a secret
+
+
+def shared_secret(db: StateDB, home: Path) -> bytes:
+    """The boot-token key every replica on this state database uses; created once, first writer wins.
+
+    A home that already has a ``boot-secret`` file (a single server before it joined shared state)
+    seeds the database with it, so the tokens it issued before stay valid.
+    """
+    with db.read() as repo:
+        value = repo.get_secret(SHARED_SECRET_NAME)
+    if value is None:
+        seed = _read_secret(home / SECRET_FILE).decode() if (home / SECRET_FILE).exists() \
+            else secrets.token_hex(SECRET_BYTES)
+        with db.write() as repo:
+            repo.create_secret(SHARED_SECRET_NAME, seed, time.time())
+        with db.read() as repo:
+            value = repo.get_secret(SHARED_SECRET_NAME)
+    if value is None or len(value.strip()) < 32:
+        raise TokenError(f"the state database ({db.where}) holds no usable boot-token secret",
+                         hint="delete its shared_secrets row 'boot-token-hmac'; golden creates a new one")
+    return value.strip().encode()
 
 
 def _read_secret(path: Path) -> bytes:

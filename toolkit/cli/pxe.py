@@ -22,8 +22,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--interface", required=True, help="interface dnsmasq answers PXE requests on")
     r.add_argument("--subnet", help="network address of that interface (default: read from the interface)")
     r.add_argument("--listen", default="80", help="nginx listen (port or ADDR:PORT; default 80)")
-    r.add_argument("--upstream", default="127.0.0.1:9090", metavar="HOST:PORT",
-                   help="where golden serve listens (default 127.0.0.1:9090)")
+    r.add_argument("--upstream", action="append", metavar="HOST:PORT",
+                   help="where golden serve listens (default 127.0.0.1:9090); repeat for every replica on the "
+                        "same state database (the first is this host's golden-serve.service)")
+    r.add_argument("--trusted-cache", action="append", default=[], metavar="ADDR",
+                   help="a site cache's address or network whose X-Forwarded-For this server believes (repeatable)")
+    r.add_argument("--cache-for", metavar="URL",
+                   help="render a site cache in front of the central boot server at URL (no golden serve here)")
+    r.add_argument("--cache-max-size", default="50g", metavar="SIZE", help="site cache size limit (default 50g)")
     r.add_argument("--nginx-user", help="user nginx workers run as (standalone nginx.conf only)")
     r.add_argument("--store", type=Path, help="image store to serve (default: the settings' store)")
     r.add_argument("--golden-bin", default=_golden_bin(), metavar="PATH",
@@ -45,7 +51,9 @@ def cmd_render(args: argparse.Namespace, ctx: Context) -> int:
     s = ctx.settings()
     result = render_pxe(PxeSettings(
         out_dir=args.out, server_url=args.server_url, interface=args.interface, subnet=args.subnet,
-        store_dir=args.store or s.store_dir, upstream=args.upstream, listen=args.listen, nginx_user=args.nginx_user,
+        store_dir=args.store or s.store_dir, upstream=(args.upstream or ["127.0.0.1:9090"])[0],
+        replicas=tuple((args.upstream or [])[1:]), trusted_caches=tuple(args.trusted_cache),
+        cache_for=args.cache_for, cache_max_size=args.cache_max_size, listen=args.listen, nginx_user=args.nginx_user,
         golden_bin=args.golden_bin, home=s.home, inventories=tuple(args.service_inventory),
         service_user=args.service_user, vault_password_file=args.vault_password_file,
     ))

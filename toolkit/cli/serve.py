@@ -8,7 +8,7 @@ import sys
 from toolkit.boot.connections import Limits
 from toolkit.boot.retention import DEFAULT_PRUNE_EVERY_S, DEFAULT_RETENTION_S, RetentionPolicy
 from toolkit.boot.server import ServerConfig, make_server, serve_forever
-from toolkit.boot.token import DEFAULT_TTL_S, load_or_create_secret
+from toolkit.boot.token import DEFAULT_TTL_S, shared_secret
 from toolkit.cli.argtypes import finite_float, int_range
 from toolkit.cli.output import Context
 from toolkit.fleet.fleet import open_fleet
@@ -61,7 +61,7 @@ def _limits(args: argparse.Namespace) -> Limits:
 def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     s = ctx.settings()
     fleet = open_fleet(s, args.inventory, required=False)
-    config = ServerConfig(fleet=fleet, store=fleet.store, secret=load_or_create_secret(s.home),
+    config = ServerConfig(fleet=fleet, store=fleet.store, secret=shared_secret(fleet.db, s.home),
                           public_url=args.public_url, extra_args=tuple(args.kernel_arg), token_ttl_s=args.token_ttl,
                           limits=_limits(args),
                           retention=RetentionPolicy(events_s=args.retention * 86400, token_ttl_s=args.token_ttl,

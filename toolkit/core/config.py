@@ -46,6 +46,9 @@ class Settings:
     security_mirror: str | None = None
     inventory: Path | None = None
     state_url: str | None = None  # postgresql://... for shared fleet state; None: SQLite under home
+    # The image store: <home>/store unless set; boot-server replicas and controllers on several hosts
+    # point it at one shared mount (builds are immutable, so sharing needs no coordination).
+    store: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     has_project: bool = True  # False: no folder with images/ and roles/ was found (project is then the cwd)
 
@@ -65,7 +68,7 @@ class Settings:
 
     @property
     def store_dir(self) -> Path:
-        return self.home / "store"
+        return self.store if self.store is not None else self.home / "store"
 
     @property
     def runs_dir(self) -> Path:
@@ -100,6 +103,7 @@ class GoldenConfig(_Strict):
     security_mirror: str | None = None
     inventory: str | None = None
     state_url: str | None = None
+    store: str | None = None
     lab: LabConfig | None = None
     promotion: dict[str, Any] | None = None  # its gates are checked by toolkit.store.policy
 
@@ -142,6 +146,7 @@ def load_settings(project: Path | None = None, home: Path | None = None) -> Sett
     home_s = str(home) if home else pick("GOLDEN_HOME", "home")
     cache_s = pick("GOLDEN_CACHE", "cache")
     inv = pick("GOLDEN_INVENTORY", "inventory")
+    store_s = pick("GOLDEN_STORE", "store")
     return Settings(
         project=proj.resolve(),
         has_project=found,
@@ -151,6 +156,7 @@ def load_settings(project: Path | None = None, home: Path | None = None) -> Sett
         security_mirror=pick("GOLDEN_SECURITY_MIRROR", "security_mirror"),
         inventory=(proj / inv if inv and not Path(inv).is_absolute() else Path(inv)) if inv else None,
         state_url=pick("GOLDEN_STATE_URL", "state_url"),
+        store=(proj / store_s if not Path(store_s).is_absolute() else Path(store_s)) if store_s else None,
         extra={k: v for k, v in data.items()
-               if k not in {"home", "cache", "mirror", "security_mirror", "inventory", "state_url"}},
+               if k not in {"home", "cache", "mirror", "security_mirror", "inventory", "state_url", "store"}},
     )

@@ -594,6 +594,16 @@ class Repo:
         self._c.execute("DELETE FROM host_leases WHERE holder = ?", (holder,))
 
     # ---- whole tables (golden state migrate) ----
+    # ---- secrets shared by every boot server replica ----
+    def create_secret(self, name: str, value: str, at: float) -> None:
+        """Store ``value`` under ``name`` unless one is there already (the first writer wins)."""
+        self._c.execute("INSERT INTO shared_secrets (name, value, created_at) VALUES (?, ?, ?) "
+                        "ON CONFLICT (name) DO NOTHING", (name, value, at))
+
+    def get_secret(self, name: str) -> str | None:
+        r = self._c.execute("SELECT value FROM shared_secrets WHERE name = ?", (name,)).fetchone()
+        return str(r["value"]) if r else None
+
     def nonempty_tables(self) -> list[str]:
         return [t for t in TABLES
                 if self._c.execute(f"SELECT EXISTS (SELECT 1 FROM {_table(t)}) AS present")  # noqa: S608

@@ -177,6 +177,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX boot_tokens_by_used ON boot_tokens (used_at);
         ALTER TABLE boot_tokens ADD COLUMN source TEXT NOT NULL DEFAULT 'boot';
     """),
+    # Secrets every boot server replica must share (the boot-token HMAC key): in the database they
+    # share, so a token one replica issued verifies at any other, on any host.
+    Migration("0125_shared_secrets", """
+        CREATE TABLE shared_secrets (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+    """),
 )
 
 # Every table golden keeps, parents before children (``golden state migrate`` copies in this order),
@@ -184,6 +193,7 @@ MIGRATIONS: tuple[Migration, ...] = (
 TABLES: tuple[str, ...] = (
     "channels", "channel_history", "hosts", "unknown_machines", "used_tokens", "boot_events",
     "boot_tokens", "boot_attempts", "audit_log", "build_gates", "reimage_runs", "reimage_steps", "host_leases",
+    "shared_secrets",
 )
 NUMBERED_TABLES: tuple[str, ...] = ("channel_history", "boot_events", "audit_log", "reimage_steps")
 
