@@ -44,7 +44,7 @@ def _decide(fleet: Fleet, mac: str) -> BootDecision:
 
 def _record(fleet: Fleet, d: BootDecision, remote_addr: str | None) -> None:
     now = time.time()
-    with fleet.db.write() as repo:
+    with fleet.db.write_rows() as repo:  # each statement atomic on its row: replicas need not queue
         if d.host is None:
             repo.record_unknown(d.mac, now, remote_addr)
             repo.add_event("unknown", now, d.mac, None, None, remote_addr or "")

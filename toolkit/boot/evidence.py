@@ -52,7 +52,8 @@ def issue_boot_token(fleet: Fleet, secret: bytes, mac: str, host: str, build_id:
     now = time.time()
     attempt, contested = "", False
     try:
-        with fleet.db.write() as repo:
+        # count_fetch is one UPDATE: two fetches of one attempt queue on its row and count 1, then 2
+        with fleet.db.write_rows() as repo:
             armed = repo.get_attempt(host)
             if armed is not None and armed.active(now) and armed.build_id == build_id:
                 attempt = armed.attempt
@@ -74,7 +75,7 @@ def _reissue(fleet: Fleet, secret: bytes, mac: str, host: str, build_id: str, at
     now = time.time()
     token = issue_token(secret, mac, build_id, nonce, issued_at=now, attempt=attempt)
     try:
-        with fleet.db.write() as repo:
+        with fleet.db.write_rows() as repo:
             repo.insert_token(TokenRow(nonce, mac, host, build_id, attempt, now, addr, None, source="report"))
     except StateError:
         pass  # the agent's next report will be refused; its boot already counted
@@ -107,20 +108,23 @@ def _is_news(prev: HostRow | None, report: ObservedReport, token: TokenRow) -> b
 
 
 def _record_report(repo: Repo, host: str, mac: str, report: ObservedReport, token: TokenRow, attempt: str,
-                   now: float) -> None:
-    repo.spend_token(token.nonce, now)
+                   now: float) -> bool:
+    """Spend the token and record the report; False (nothing recorded) when a concurrent report spent it first."""
+    if not repo.spend_token(token.nonce, now):
+        return False
     repo.ensure_host(host, mac)
     news = _is_news(repo.get_host(host), report, token)
     repo.set_observed(host, report, now)
     if news:
         repo.add_event("report", now, mac, host, report.build_id, json.dumps(
             {"drift": len(report.drift), "hostname": report.hostname, "checks": report.checks, "attempt": attempt}))
+    return True
 
 
 def reject(fleet: Fleet, rej: ReportRejected) -> None:
     """Append a refused report to the boot events (best effort); nothing else changes."""
     try:
-        with fleet.db.write() as repo:
+        with fleet.db.write_rows() as repo:
             repo.add_event("reject", time.time(), rej.mac, None, None, f"{rej.kind.value}: {rej.reason}")
     except StateError:
         pass
@@ -141,11 +145,12 @@ def accept_report(fleet: Fleet, payload: Any, secret: bytes, addr: str = "",
         host = fleet.host_by_mac(mac)
         if host is None:
             raise ReportRejected("MAC not in the inventory", RejectKind.UNKNOWN_HOST, mac)
-        with fleet.db.write() as repo:
+        with fleet.db.write_rows() as repo:
             row = repo.get_token(claims.nonce)
             refusal = _refusal(repo, row, host.name, claims.attempt, addr)
-            if refusal is None and row is not None:
-                _record_report(repo, host.name, mac, report, row, claims.attempt, time.time())
+            if refusal is None and row is not None and not _record_report(repo, host.name, mac, report, row,
+                                                                          claims.attempt, time.time()):
+                refusal = ReportRejected("token already used (replayed report)", RejectKind.REPLAY)
         if refusal is not None:
             refusal.mac = mac
             raise refusal

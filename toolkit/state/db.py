@@ -655,6 +655,14 @@ class StateDB(ABC):
     @abstractmethod
     def write(self) -> AbstractContextManager[Repo]: ...
 
+    def write_rows(self) -> AbstractContextManager[Repo]:
+        """A write transaction for the boot hot path whose statements are each atomic on the rows they
+        touch (a conditional UPDATE that reports whether it won, an upsert, an append): an engine
+        with row locks runs these side by side instead of queueing them behind the one write lock.
+        Callers must not act on a value read earlier in the block unless a row lock protects it.
+        """
+        return self.write()
+
     @abstractmethod
     def read(self) -> AbstractContextManager[Repo]: ...
 

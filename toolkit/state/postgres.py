@@ -11,8 +11,10 @@ commit and the only correct answer is to re-run the caller's block, which a cont
 cannot do (and boot-script handlers have side effects, tokens handed out, that must not repeat).
 Measured here (unix socket, a shared 2-core machine, 1,000 one-insert transactions): ~0.6 ms
 each with the lock taken in the BEGIN's round trip, 0.4-1.1 ms without it or under SERIALIZABLE:
-the lock costs less than the noise. Writes are a few statements each, so one lock is not what
-limits a fleet; per-host locks can come when a benchmark says so.
+the lock costs less than the noise for one writer. With several boot-server replicas it is what
+limits them (bench/scale_out.py): the boot hot path (boot tokens, agent reports) therefore uses
+``write_rows()``, plain READ COMMITTED whose statements are atomic on their rows, and everything
+else keeps the lock.
 
 Secrets: the URL's password never reaches a message; everything names ``where`` (the URL with
 its password replaced by ``***``).
@@ -106,6 +108,12 @@ class PostgresStateDB(StateDB):
     def close(self) -> None:
         self._pool.close()
 
+    def size_bytes(self) -> int:
+        """The database's size on disk (tables, indexes, TOAST), as PostgreSQL counts it."""
+        with self._raw_transaction(("BEGIN",), StateError) as conn:
+            row = conn.execute("SELECT pg_database_size(current_database()) AS n").fetchone()
+            return int(row["n"]) if row else 0
+
     def _unreachable(self, exc: Exception, kind: type[StateError]) -> StateError:
         detail = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, self._url)
         return kind(f"cannot reach the state database {self._where}: {detail}",
@@ -162,6 +170,11 @@ class PostgresStateDB(StateDB):
     def write(self) -> AbstractContextManager[Repo]:
         """A write transaction holding golden's write lock from its first statement (see the module docstring)."""
         return self._transaction(self._write_begin(), StateWriteError)
+
+    def write_rows(self) -> AbstractContextManager[Repo]:
+        """READ COMMITTED without the write lock: concurrent updates of one row queue on the row's lock and
+        re-check their WHERE, so a conditional UPDATE (spend a token once) has exactly one winner."""
+        return self._transaction(("BEGIN",), StateWriteError)
 
     def read(self) -> AbstractContextManager[Repo]:
         """A consistent snapshot: REPEATABLE READ, so several queries see the same state."""
