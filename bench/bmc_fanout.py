@@ -51,9 +51,17 @@ from bench.common import (
 
 GOLDEN = str(Path(sys.executable).parent / "golden")
 COMMANDS_PER_HOST = 3
-TARGET_WAVE_S = 60.0
+TARGET_WAVE_S = 60.0  # 1,000 hosts (issue 5)
 TARGET_SPEEDUP = 5.0
+FLEET_NODES = 10_000  # issue 18: a site's whole fleet in one wave
+FLEET_WAVE_S = 300.0
+FLEET_SPEEDUP = 8.0
 OURS_TIMEOUT = 240.0  # ours is the subject: let it finish to show how far it misses, if it does
+
+
+def _targets_for(nodes: int) -> tuple[float, float]:
+    """(wave seconds, speedup over ipmitool) the issues set for a wave of ``nodes`` hosts."""
+    return (FLEET_WAVE_S, FLEET_SPEEDUP) if nodes >= FLEET_NODES else (TARGET_WAVE_S, TARGET_SPEEDUP)
 
 # one host's wave for the fork-per-command peer; bash's EPOCHREALTIME times it without extra forks
 IPMITOOL_HOST = r"""
@@ -238,7 +246,7 @@ def run_case(nodes: int, drop: float, concurrency: int, baseline_max: int, timeo
                   f"load {loadavg()[0]}", flush=True)
             for name in contenders:
                 if name == "ours":
-                    rec, m = run_ours(inventory, concurrency, max(timeout, OURS_TIMEOUT))
+                    rec, m = run_ours(inventory, concurrency, max(timeout, OURS_TIMEOUT, 2 * _targets_for(nodes)[0]))
                     row = summarize("ours (BmcPool)", nodes, rec, m)
                 elif name == "ipmitool":
                     subset = ports[:baseline_max]
@@ -283,17 +291,18 @@ def targets(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
     big = max((c["nodes"] for c in cases), default=0)
     lossy = max((c["drop_rate"] for c in cases), default=0.0)
     ours = find(big, lossy, "ours")
+    wave_s, speedup = _targets_for(big)
     if ours:
-        out.append({"target": f"{big}-host wave < {TARGET_WAVE_S:g} s at {lossy:.0%} loss",
-                    "value": f"{ours['wall_s']} s", "met": ours["wall_s"] < TARGET_WAVE_S and not ours["timed_out"]})
+        out.append({"target": f"{big}-host wave < {wave_s:g} s at {lossy:.0%} loss",
+                    "value": f"{ours['wall_s']} s", "met": ours["wall_s"] < wave_s and not ours["timed_out"]})
         out.append({"target": f"zero unrecovered failures ({big} hosts, {lossy:.0%} loss)",
                     "value": str(ours["failures"]), "met": ours["failures"] == 0})
     for drop in sorted({c["drop_rate"] for c in cases}):
         o, b = find(big, drop, "ours"), find(big, drop, "ipmitool")
         if o and b:
             r = ratio(o["commands_per_s"], b["commands_per_s"])
-            out.append({"target": f">= {TARGET_SPEEDUP:g}x ipmitool throughput ({big} hosts, {drop:.0%} loss)",
-                        "value": f"{r:.1f}x" if r else "-", "met": bool(r and r >= TARGET_SPEEDUP)})
+            out.append({"target": f">= {speedup:g}x ipmitool throughput ({big} hosts, {drop:.0%} loss)",
+                        "value": f"{r:.1f}x" if r else "-", "met": bool(r and r >= speedup)})
     return out
 
 
