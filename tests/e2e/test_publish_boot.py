@@ -140,7 +140,8 @@ def test_boot_through_rendered_dnsmasq_and_nginx(baked_base: Build, tmp_path: Pa
     inv = write_inventory(tmp_path / "inventory.yml", {"node1": (MAC, "base@prod")})
     with boot_network(tmp_path, home, inv) as net:
         started = time.monotonic()
-        proc, serial = net.start_vm("node1", MAC, memory_mb=2048)
+        # UEFI, as most servers boot today: OVMF's own PXE asks the rendered proxyDHCP first
+        proc, serial = net.start_vm("node1", MAC, memory_mb=2048, firmware="uefi")
 
         def host() -> HostRow | None:
             with SQLiteStateDB(home / "state.db").read() as repo:
@@ -153,3 +154,15 @@ def test_boot_through_rendered_dnsmasq_and_nginx(baked_base: Build, tmp_path: Pa
         # The artifacts came from nginx (sendfile), the script and the report through it from golden serve.
         assert f"GET /store/base/{build.build_id}/rootfs.squashfs HTTP/1.1\" 200" in log, log
         assert "POST /report HTTP/1.1\" 200" in log, log
+        # The firmware, not iPXE, did the first DHCP: a UEFI x86-64 PXE client (arch 7) without iPXE's
+        # user class got snponly.efi over TFTP; then iPXE asked again and got the chain script.
+        dhcp = net.proxy_log()
+        mac_lines = [ln for ln in dhcp.splitlines() if MAC in ln.lower() or "vendor class" in ln.lower()
+                     or "user class" in ln.lower() or "sent" in ln.lower() or "tags" in ln.lower()]
+        first_vendor = next(ln for ln in dhcp.splitlines() if "vendor class: PXEClient" in ln)
+        assert "PXEClient:Arch:00007" in first_vendor, "\n".join(mac_lines)
+        order = [ln for ln in dhcp.splitlines() if ("sent /" in ln and "tftp" in ln.lower())
+                 or "user class: iPXE" in ln]
+        assert order and "snponly.efi" in order[0], "\n".join(mac_lines)
+        assert any("user class: iPXE" in ln for ln in order[1:]), "\n".join(mac_lines)
+        assert "golden.ipxe" in dhcp

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.core.errors import InputError
-from toolkit.lab.qemu import VmSpec, qemu_argv
+from toolkit.lab.qemu import OVMF_CODE, VmSpec, qemu_argv
 
 
 def _opt(argv: list[str], flag: str) -> list[str]:
@@ -65,3 +65,24 @@ def test_bootfile_with_comma_rejected() -> None:
     vm = VmSpec(name="n6", mac="52:54:00:00:00:06", serial_log=Path("/s.log"), bootfile="http://a/b,c")
     with pytest.raises(InputError, match="bootfile"):
         qemu_argv(vm)
+
+
+def test_uefi_machine_boots_ovmf_with_its_own_vars_and_no_ipxe_rom(tmp_path: Path) -> None:
+    vm = VmSpec(name="u1", mac="52:54:00:00:00:09", serial_log=tmp_path / "s.log", netdev="tap:tap0",
+                firmware="uefi", uefi_vars=tmp_path / "u1.vars")
+    argv = qemu_argv(vm)
+    assert f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}" in argv
+    assert f"if=pflash,format=raw,unit=1,file={tmp_path / 'u1.vars'}" in argv
+    nic = argv[argv.index("virtio-net-pci,netdev=net0,mac=52:54:00:00:00:09,bootindex=1,romfile=")]
+    assert nic.endswith(",romfile=")  # the firmware's own PXE, not the iPXE ROM, does the first DHCP
+    bios = qemu_argv(VmSpec(name="b1", mac="52:54:00:00:00:0a", serial_log=tmp_path / "b.log"))
+    assert not any("pflash" in a or "romfile" in a for a in bios)
+
+
+@pytest.mark.parametrize("spec, needle", [
+    ({"firmware": "coreboot"}, "firmware must be one of bios, uefi"),
+    ({"firmware": "uefi"}, "needs its own variable store"),
+])
+def test_bad_firmware_is_input_error(tmp_path: Path, spec, needle) -> None:
+    with pytest.raises(InputError, match=needle):
+        qemu_argv(VmSpec(name="x", mac="52:54:00:00:00:0b", serial_log=tmp_path / "s.log", **spec))

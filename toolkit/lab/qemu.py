@@ -8,6 +8,7 @@ http:// URL or a name inside ``tftp_dir``) and the guest reaches the host's 127.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,12 @@ IPXE_VIRTIO_ROM = "efi-virtio.rom"
 
 QEMU_BINARY = "qemu-system-x86_64"
 
+# UEFI machines: Debian's OVMF (package ovmf), without Secure Boot. The code is shared read-only;
+# every machine gets its own copy of the variable store (boot entries are written there).
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+FIRMWARES = ("bios", "uefi")
+
 
 @dataclass(frozen=True)
 class VmSpec:
@@ -36,6 +43,11 @@ class VmSpec:
     bootfile: str | None = None
     netdev: str = "user"  # "user" (slirp) or "tap:<ifname>"
     extra_args: tuple[str, ...] = ()
+    # bios: SeaBIOS, the NIC's iPXE ROM does the network boot. uefi: OVMF's own network stack
+    # (VirtioNetDxe + PXE base code) does the first DHCP and TFTP, as on a real UEFI server; the
+    # NIC carries no iPXE ROM, so iPXE runs only if the PXE server hands it out (snponly.efi).
+    firmware: str = "bios"
+    uefi_vars: Path | None = None  # this machine's writable copy of OVMF_VARS (uefi only)
 
 
 def _netdev_arg(vm: VmSpec) -> str:
@@ -60,6 +72,11 @@ def qemu_argv(vm: VmSpec) -> list[str]:
     # Network first (disk second, for when iPXE gives up) or disk only.
     nic_index = ",bootindex=1" if vm.boot_network else ""
     disk_index = ",bootindex=2" if vm.boot_network else ",bootindex=1"
+    if vm.firmware not in FIRMWARES:
+        raise InputError(f"VM {vm.name}: firmware must be one of {', '.join(FIRMWARES)}, got {vm.firmware!r}")
+    if vm.firmware == "uefi" and vm.uefi_vars is None:
+        raise InputError(f"VM {vm.name}: a UEFI machine needs its own variable store (uefi_vars)")
+    nic_rom = ",romfile=" if vm.firmware == "uefi" else ""
     argv = [
         QEMU_BINARY,
         "-name", vm.name,
@@ -73,8 +90,11 @@ def qemu_argv(vm: VmSpec) -> list[str]:
         "-monitor", "none",
         "-boot", "strict=on,reboot-timeout=5000",
         "-netdev", _netdev_arg(vm),
-        "-device", f"virtio-net-pci,netdev=net0,mac={vm.mac}{nic_index}",
+        "-device", f"virtio-net-pci,netdev=net0,mac={vm.mac}{nic_index}{nic_rom}",
     ]
+    if vm.firmware == "uefi":
+        argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                 "-drive", f"if=pflash,format=raw,unit=1,file={vm.uefi_vars}"]
     if vm.disk is not None:
         fmt = "raw" if vm.disk.suffix in (".raw", ".img") else "qcow2"
         argv += ["-drive", f"file={vm.disk},if=none,id=disk0,format={fmt}",
@@ -86,7 +106,14 @@ def qemu_argv(vm: VmSpec) -> list[str]:
 def start_vm(vm: VmSpec) -> subprocess.Popen[bytes]:
     """Start the machine in its own process group; the caller owns stopping it (run.kill_group)."""
     require(QEMU_BINARY, "qemu-system-x86")
-    if vm.boot_network and not (IPXE_ROM_DIR / IPXE_VIRTIO_ROM).exists():
+    if vm.firmware == "uefi":
+        if not OVMF_CODE.exists() or not OVMF_VARS.exists():
+            raise ToolMissingError(f"{OVMF_CODE} not found.", hint="install it: apt-get install ovmf")
+        assert vm.uefi_vars is not None
+        if not vm.uefi_vars.exists():
+            vm.uefi_vars.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(OVMF_VARS, vm.uefi_vars)
+    elif vm.boot_network and not (IPXE_ROM_DIR / IPXE_VIRTIO_ROM).exists():
         rom = IPXE_ROM_DIR / IPXE_VIRTIO_ROM
         raise ToolMissingError(f"{rom} not found.", hint="install it: apt-get install ipxe-qemu")
     vm.serial_log.parent.mkdir(parents=True, exist_ok=True)
