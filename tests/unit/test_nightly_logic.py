@@ -249,6 +249,8 @@ def test_json_round_trip() -> None:
 
 @pytest.mark.parametrize("text, expected", [
     ("a\nb\n\nc\n", "a\nb\nc"),
+    ("[[0;1;31mFAILED[0m] Failed to start \x1b[0;1;39mgolden-agent.service\x1b[0m",
+     "[FAILED] Failed to start golden-agent.service"),
     ("\r\n".join(f"line {n}" for n in range(50)), "\n".join(f"line {n}" for n in range(10, 50))),
     ("[FAILED] Failed to start x\n" + "\n".join(f"l{n}" for n in range(45)),
      "[FAILED] Failed to start x\n...\n" + "\n".join(f"l{n}" for n in range(5, 45))),

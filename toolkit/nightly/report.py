@@ -8,12 +8,14 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 EXCERPT_LINES = 40
+_ANSI_RE = re.compile(r"\x1b?\[[0-9;?]*[mKJH]")  # colours systemd prints on a console (ESC may be stripped)
 _FAILURE_WORDS = ("FAILED", "Failed", "failed", "error", "Error", "panic", "Traceback")
 
 
@@ -80,7 +82,8 @@ class NightlyReport:
 
 def console_excerpt(text: str, lines: int = EXCERPT_LINES) -> str:
     """The tail of a console or log; failure lines from before the tail are kept above it."""
-    all_lines = [ln.rstrip() for ln in text.replace("\r", "").splitlines() if ln.strip()]
+    plain = _ANSI_RE.sub("", text.replace("\r", ""))
+    all_lines = [ln.rstrip() for ln in plain.splitlines() if ln.strip()]
     tail = all_lines[-lines:]
     earlier = [ln for ln in all_lines[:-lines] if any(w in ln for w in _FAILURE_WORDS)][-10:]
     return "\n".join([*earlier, "..."] + tail if earlier else tail)
