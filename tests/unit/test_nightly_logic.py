@@ -283,3 +283,24 @@ def test_notify_posts_the_json_report_to_a_local_receiver() -> None:
         server.shutdown()
     assert got[0][0] == "/ok" and got[0][1] == "application/json"
     assert json.loads(got[0][2])["images"][0]["outcome"] == "no change"
+
+
+def test_nightly_bake_waits_for_a_manual_bake_of_the_same_image(monkeypatch) -> None:
+    """A person's `golden bake` holds the image's store lock: the nightly's bake waits, never races it."""
+    from types import SimpleNamespace
+
+    from toolkit.core.errors import LockedError
+    from toolkit.nightly import pipeline
+
+    calls: list[bool] = []
+
+    def bake(settings, name, *, refresh=False, **kw):
+        calls.append(refresh)
+        if len(calls) < 3:
+            raise LockedError(f"image {name!r} is locked by bake pid 1")
+        return SimpleNamespace(build="the build")
+
+    monkeypatch.setattr(pipeline, "bake_image", bake)
+    monkeypatch.setattr(pipeline.time, "sleep", lambda s: None)
+    assert pipeline._bake(None, "web") == "the build"
+    assert calls == [True, True, True]  # always with refreshed packages
