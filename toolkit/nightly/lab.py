@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.core.config import Settings
-from toolkit.core.errors import GoldenError
 from toolkit.core.run import kill_group, spawn
-from toolkit.lab.machines import console_text, down_lab, lab_dir, up_lab
+from toolkit.lab.machines import LabError, console_text, down_lab, lab_dir, up_lab
 from toolkit.nightly.report import console_excerpt
 from toolkit.rollout.execute import RunOutcome
 from toolkit.rollout.journal import RunStatus
@@ -30,7 +29,7 @@ NIGHTLY_LAB = "nightly-lab"
 SERVE_START_TIMEOUT = 60.0
 
 
-class LabBootError(GoldenError):
+class LabBootError(LabError):
     """The nightly's lab or its boot server could not be started."""
 
 
