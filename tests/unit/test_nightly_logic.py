@@ -304,3 +304,13 @@ def test_nightly_bake_waits_for_a_manual_bake_of_the_same_image(monkeypatch) -> 
     monkeypatch.setattr(pipeline.time, "sleep", lambda s: None)
     assert pipeline._bake(None, "web") == "the build"
     assert calls == [True, True, True]  # always with refreshed packages
+
+
+def test_bake_phases_become_nightly_log_lines_once_each() -> None:
+    from toolkit.nightly.pipeline import _PhaseLog
+
+    lines: list[str] = []
+    log = _PhaseLog("web", lines.append)
+    for phase in ("root.d/08-debootstrap", "root.d/08-debootstrap", "squashfs (zstd)"):
+        log.phase(phase)
+    assert lines == ["web: bake: root.d/08-debootstrap", "web: bake: squashfs (zstd)"]

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from toolkit.core.config import Settings
 from toolkit.core.run import kill_group, spawn
 from toolkit.lab.machines import LabError, console_text, down_lab, lab_dir, up_lab
 from toolkit.nightly.report import console_excerpt
-from toolkit.rollout.execute import RunOutcome
+from toolkit.rollout.execute import RunOutcome, WaveProgress
 from toolkit.rollout.journal import RunStatus
 from toolkit.rollout.plan import Amount, Policy
 from toolkit.rollout.service import ReimageRequest, execute_plan, plan_request, show_run
@@ -74,6 +75,10 @@ class NightlyLab:
         if self._inventory is not None:
             return self._inventory
         port = _free_port()
+        if lab_dir(self.settings, NIGHTLY_LAB).exists():
+            # left by a nightly that was killed (we hold the nightly lock, so it is nobody's now): its
+            # machines chain to that nightly's boot server port, so start from scratch
+            down_lab(self.settings, NIGHTLY_LAB)
         status = up_lab(self.settings, self.nodes, boot_url=f"http://10.0.2.2:{port}", memory_mb=self.memory_mb,
                         lab=NIGHTLY_LAB)
         assert status.inventory is not None
@@ -102,7 +107,7 @@ class NightlyLab:
             buf += chunk
         json.loads(buf)
 
-    def boot_test(self, image: str, build_id: str) -> BootTest:
+    def boot_test(self, image: str, build_id: str, say: Callable[[str], None] = lambda s: None) -> BootTest:
         """Reimage every nightly lab node onto ``image``/``build_id``; passed when each one reported it healthy."""
         started = time.monotonic()
         inventory = self._up()
@@ -110,7 +115,15 @@ class NightlyLab:
                         boot_timeout_s=self.boot_timeout_s, retries=0, include_current=True, rollback=False)
         req = ReimageRequest("all", f"{image}@{build_id}", policy, [str(inventory)])
         plan, checks = plan_request(self.settings, req)
-        outcome = execute_plan(self.settings, req, plan, checks, workers=2)
+        seen: set[str] = set()
+
+        def progress(p: WaveProgress) -> None:
+            states = " ".join(f"{k}={v}" for k, v in sorted(p.states.items()))
+            if states not in seen:  # a line per change of the node states, for the nightly's log
+                seen.add(states)
+                say(f"{image}: lab-boot: {states}")
+
+        outcome = execute_plan(self.settings, req, plan, checks, progress, workers=2)
         return self._result(outcome, time.monotonic() - started)
 
     def _result(self, outcome: RunOutcome, seconds: float) -> BootTest:

@@ -18,6 +18,7 @@ from toolkit.bake.build import bake_image, make_plan, resolve_mirrors
 from toolkit.core.config import Settings
 from toolkit.core.errors import CommandError, GoldenError, InputError, LockedError
 from toolkit.core.fsutil import atomic_write
+from toolkit.core.progress import Progress
 from toolkit.fleet.fleet import open_fleet
 from toolkit.image.diff import diff_manifests
 from toolkit.image.spec import load_image
@@ -90,6 +91,19 @@ class _Image:
             raise _GateFailed
 
 
+class _PhaseLog(Progress):
+    """The bake's DIB phases as lines of the nightly's log (its own Progress draws nothing)."""
+
+    def __init__(self, image: str, say: Callable[[str], None]) -> None:
+        super().__init__(f"bake {image}", enabled=False)
+        self._image, self._emit = image, say
+
+    def phase(self, name: str) -> None:
+        if name != self.current:
+            self._emit(f"{self._image}: bake: {name}")
+        super().phase(name)
+
+
 def list_images(settings: Settings, wanted: tuple[str, ...]) -> list[str]:
     found = sorted(p.stem for p in settings.images_dir.glob("*.yaml"))
     for name in wanted:
@@ -100,11 +114,11 @@ def list_images(settings: Settings, wanted: tuple[str, ...]) -> list[str]:
     return list(wanted) or found
 
 
-def _bake(settings: Settings, name: str) -> Build:
+def _bake(settings: Settings, name: str, say: Callable[[str], None] = lambda s: None) -> Build:
     deadline = time.monotonic() + BAKE_LOCK_WAIT_S
     while True:
         try:
-            return bake_image(settings, name, refresh=True).build
+            return bake_image(settings, name, refresh=True, progress=_PhaseLog(name, say)).build
         except LockedError:
             # a person's `golden bake` of this image holds its store lock: ours bakes after it
             if time.monotonic() > deadline:
@@ -161,7 +175,7 @@ def _pipeline(settings: Settings, name: str, opts: NightlyOptions, lab: NightlyL
         build = stored
     else:
         with img.gate("bake") as g:
-            build = _bake(settings, name)
+            build = _bake(settings, name, img.say)
             g.detail = f"baked {name}/{build.build_id} with refreshed packages"
     report.new_build = build.build_id
     if dev is not None:
@@ -175,7 +189,7 @@ def _pipeline(settings: Settings, name: str, opts: NightlyOptions, lab: NightlyL
         if failing:
             raise GateFailure(g.detail)
     with img.gate("lab-boot") as g:
-        result = lab.boot_test(name, build.build_id)
+        result = lab.boot_test(name, build.build_id, img.say)
         g.detail, g.excerpt = result.detail, result.excerpt
         if not result.passed:
             raise GateFailure(result.detail)
