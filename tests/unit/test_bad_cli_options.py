@@ -71,7 +71,35 @@ CASES: list[tuple[list[str], str, str]] = [
     (["gc", "--keep", "lots"], "--keep", "expected a whole number"),
     (["runs", "--limit", "0"], "--limit", "must be at least 1"),
     (["runs", "--limit", "-5"], "--limit", "must be at least 1"),
+    (["nightly", "--lab-nodes", "0"], "--lab-nodes", "must be at least 1"),
+    (["nightly", "--lab-nodes", "17"], "--lab-nodes", "must be at most 16"),
+    (["nightly", "--lab-memory", "64"], "--lab-memory", "must be at least 512"),
+    (["nightly", "--boot-timeout", "nan"], "--boot-timeout", "expected a finite number"),
+    (["nightly", "--boot-timeout", "5"], "--boot-timeout", "must be at least 30"),
 ]
+
+# Values argparse cannot judge alone: the verb refuses them (exit 2) before it runs anything.
+NIGHTLY_INPUT_CASES: list[tuple[list[str], str]] = [
+    (["nightly", "--images", "../etc"], "image '../etc' is not a valid name"),
+    (["nightly", "--images", "base,Web"], "image 'Web' is not a valid name"),
+    (["nightly", "--promote-to", "dev"], "--promote-to dev: the nightly publishes to dev itself"),
+    (["nightly", "--promote-to", "Prod!"], "channel 'Prod!' is not a valid name"),
+    (["nightly", "--promote-to", "none", "--rollout", "staging"], "--rollout needs --promote-to"),
+    (["nightly", "--notify", "ftp://example.invalid/x"], "--notify 'ftp://example.invalid/x': expected an http(s) URL"),
+    (["nightly", "--notify", "http:///nohost"], "expected an http(s) URL"),
+    (["nightly", "--install-timer", "--at", "25:00"], "--at '25:00': expected HH:MM"),
+    (["nightly", "--install-timer", "--at", "2am"], "--at '2am': expected HH:MM"),
+]
+
+
+@pytest.mark.parametrize("argv, needle", NIGHTLY_INPUT_CASES,
+                         ids=[" ".join(c[0][1:])[:50] for c in NIGHTLY_INPUT_CASES])
+def test_bad_nightly_input_exits_2_before_running(capsys, monkeypatch, tmp_path, argv, needle):
+    monkeypatch.setenv("GOLDEN_HOME", str(tmp_path / "home"))
+    assert main([*argv, "--unit-dir", str(tmp_path / "units")] if "--install-timer" in argv else argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and needle in err, err
+    assert not (tmp_path / "home" / "runs").exists() and not (tmp_path / "units").exists()
 
 
 @pytest.mark.parametrize("argv, option, needle", CASES, ids=[" ".join(c[0][:2] + c[0][-2:])[:60] for c in CASES])

@@ -26,7 +26,8 @@ ALLOWED: dict[str, set[str]] = {
     "rollout": {"core", "image", "state", "store", "inventory", "fleet", "bmc"},
     "lab": {"core", "bmc"},
     "role": {"core", "image", "bake"},
-    "runs": {"core", "bake", "rollout", "state"},
+    "nightly": {"core", "image", "state", "store", "bake", "lab", "rollout", "fleet"},
+    "runs": {"core", "bake", "rollout", "state", "nightly"},
 }
 
 

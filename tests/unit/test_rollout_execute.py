@@ -82,11 +82,12 @@ def world(tmp_path: Path, state_db: StateDB):
     return fleet, {h.name: h for h in inventory.hosts}, Journal(db), pool, log
 
 
-def run(world, target: str, current: str | None, canary: int = 1, retries: int = 0, budget: int = 0):
+def run(world, target: str, current: str | None, canary: int = 1, retries: int = 0, budget: int = 0,
+        rollback: bool = True):
     fleet, hosts, journal, pool, _ = world
     cands = [Candidate(n, "rack1", current) for n in sorted(hosts)]
     plan = plan_reimage("web", target, cands, Policy(canary=canary, wave_size=Amount(2),
-                                                     max_failures=Amount(budget)))
+                                                     max_failures=Amount(budget), rollback=rollback))
     run_id = f"run-{target}"
     journal.create_run(run_id, "test", "all", "web", target, {})
     ex = Executor(run_id, plan, hosts, fleet, journal, pool,
@@ -118,6 +119,17 @@ def test_failing_canary_rolls_back_and_touches_no_other_host(world):
     assert powers == [(1, "intent"), (2, "intent"), (3, "intent")]
     assert world[0].desired_for(world[1][canary]).build_id == "B"
     assert "canary failed" in outcome.summary
+
+
+def test_without_rollback_a_failed_host_stays_on_the_failed_build(world):
+    """The nightly's lab boot test: the failing boot stays on the node (its console is the evidence)."""
+    outcome, run_id = run(world, "C", "B", retries=0, rollback=False)
+    assert outcome.status == RunStatus.FAILED
+    canary = next(h for h, r in outcome.results.items() if r == HostResult.FAILED.value)
+    steps = world[2].steps(run_id, canary)
+    assert [s.attempt for s in steps if s.step == Step.POWER.value and s.phase == Phase.INTENT.value] == [1]
+    assert world[0].desired_for(world[1][canary]).build_id == "C"
+    assert any("not rolled back" in s.detail for s in steps if s.step == Step.HOST.value)
 
 
 def test_resume_after_power_intent_does_not_cycle_again(world):

@@ -24,7 +24,7 @@ from toolkit.core.errors import GoldenError, Interrupted
 # Modules under toolkit.cli that contribute verbs, in help order.
 COMMAND_MODULES = (
     "validate", "bake", "images", "diff", "publish", "serve", "pxe", "fleet", "inventory",
-    "power", "bootdev", "lab", "reimage", "runs", "role", "state", "help",
+    "power", "bootdev", "lab", "reimage", "nightly", "runs", "role", "state", "help",
 )
 
 

@@ -29,7 +29,9 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "reimage": ("golden reimage rack12 --image web@prod --canary 1 --wave-size 20% --dry-run",
                 "golden reimage rack12 --image web@prod --canary 1 --wave-size 20% --max-failures 2% --yes",
                 "golden reimage --resume 20261126-224501-3fa2c1"),
-    "runs": ("golden runs", "golden runs --kind reimage", "golden runs show 20261126-224501-3fa2c1"),
+    "nightly": ("golden nightly", "golden nightly --images base,web --promote-to staging --lab-nodes 2",
+                "golden nightly --last", "golden nightly --install-timer --at 02:00"),
+    "runs": ("golden runs", "golden runs --kind nightly", "golden runs show 20261126-224501-3fa2c1"),
     "role": ("golden role new ntp", "golden role lint", "golden role test ntp --keep"),
 }
 

@@ -8,14 +8,14 @@ import time
 from toolkit.cli.argtypes import int_range
 from toolkit.cli.output import Context
 from toolkit.core.errors import InputError
-from toolkit.runs import all_runs, show_any
+from toolkit.runs import all_runs, nightly_run, show_any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("runs", help="list bake and reimage runs, or show one (a reimage's per-host timeline)")
+    p = sub.add_parser("runs", help="list bake, nightly and reimage runs, or show one (a reimage's per-host timeline)")
     p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
     p.add_argument("run_id", nargs="?")
-    p.add_argument("--kind", choices=["bake", "reimage"], help="only runs of this kind")
+    p.add_argument("--kind", choices=["bake", "reimage", "nightly"], help="only runs of this kind")
     p.add_argument("--limit", type=int_range(1, 100_000), default=50)
     p.set_defaults(func=cmd_runs)
 
@@ -27,6 +27,14 @@ def _ts(at: float) -> str:
 def _show(args: argparse.Namespace, ctx: Context) -> int:
     if not args.run_id:
         raise InputError("runs show needs a run id", hint="list runs with: golden runs")
+    nightly = nightly_run(ctx.settings(), args.run_id)
+    if nightly is not None:
+        run_, md = nightly
+        if ctx.json:
+            ctx.emit({"kind": "nightly", "run": run_, "report_markdown": md})
+        else:
+            print(md or f"nightly run {run_.id}: {run_.status} (no report yet)", end="")
+        return 0
     bake, reimage = show_any(ctx.settings(), args.run_id)
     if bake is not None:
         if ctx.json:

@@ -19,6 +19,7 @@ import ipaddress
 import json
 import os
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -44,6 +45,7 @@ DEFAULT_BASE_PORT = 16230
 PORT_ATTEMPTS = 5
 NODES_PER_RACK = 16
 LAB_GROUP = "lab"
+LAB_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 BMC_USER = "admin"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
@@ -100,8 +102,11 @@ class LabStatus:
     already_up: bool = False
 
 
-def lab_dir(settings: Settings) -> Path:
-    return settings.home / "lab"
+def lab_dir(settings: Settings, lab: str = LAB_GROUP) -> Path:
+    """The folder of lab ``lab`` in the home: ``lab`` is the one a person brings up; the nightly has its own."""
+    if not LAB_NAME_RE.match(lab):
+        raise InputError(f"lab name {lab!r}: expected lowercase letters, digits and '-'")
+    return settings.home / lab
 
 
 def default_boot_url(settings: Settings) -> str:
@@ -116,7 +121,9 @@ def default_boot_url(settings: Settings) -> str:
 
 
 def plan_lab(nodes: int, *, lab_id: str, base_port: int = DEFAULT_BASE_PORT, no_vm: bool = False,
-             boot_url: str = DEFAULT_BOOT_URL, memory_mb: int = 1536, sim: SimOptions | None = None) -> LabPlan:
+             boot_url: str = DEFAULT_BOOT_URL, memory_mb: int = 1536, sim: SimOptions | None = None,
+             prefix: str = LAB_GROUP) -> LabPlan:
+    """``prefix`` names the nodes (``lab-n01``): two labs in one fleet state never share a host name."""
     if nodes < 1:
         raise InputError(f"--nodes must be at least 1, got {nodes}")
     if not no_vm and nodes > 16:
@@ -131,8 +138,9 @@ def plan_lab(nodes: int, *, lab_id: str, base_port: int = DEFAULT_BASE_PORT, no_
     for i in range(nodes):
         # locally administered unicast MACs, distinct per lab so two labs never collide
         mac = f"52:54:{seed[0]:02x}:{seed[1]:02x}:{(i >> 8) & 0xFF:02x}:{i & 0xFF:02x}"
-        planned.append(LabNode(name=f"lab-n{i + 1:0{width}d}", mac=mac, rack=f"lab-rack{i // NODES_PER_RACK + 1}",
-                               bmc_port=base_port + i, shard=i // MAX_BMCS_PER_PROCESS))
+        planned.append(LabNode(name=f"{prefix}-n{i + 1:0{width}d}", mac=mac,
+                               rack=f"{prefix}-rack{i // NODES_PER_RACK + 1}", bmc_port=base_port + i,
+                               shard=i // MAX_BMCS_PER_PROCESS))
     return LabPlan(lab_id=lab_id, nodes=tuple(planned), no_vm=no_vm, boot_url=boot_url.rstrip("/"),
                    memory_mb=memory_mb, sim=sim or SimOptions())
 
@@ -245,8 +253,8 @@ def _load_plan(directory: Path) -> tuple[LabPlan, str] | None:
     return plan, data["password"]
 
 
-def status_lab(settings: Settings) -> LabStatus:
-    directory = lab_dir(settings)
+def status_lab(settings: Settings, lab: str = LAB_GROUP) -> LabStatus:
+    directory = lab_dir(settings, lab)
     loaded = _load_plan(directory)
     if loaded is None:
         return LabStatus(up=False, lab_dir=str(directory), inventory=None, boot_url=None, pids=(), nodes=())
@@ -273,11 +281,11 @@ def status_lab(settings: Settings) -> LabStatus:
 
 def up_lab(settings: Settings, nodes: int, *, no_vm: bool = False, boot_url: str | None = None,
            base_port: int | None = None, memory_mb: int = 1536, sim: SimOptions | None = None,
-           on_step: Callable[[str], None] = lambda step: None) -> LabStatus:
+           on_step: Callable[[str], None] = lambda step: None, lab: str = LAB_GROUP) -> LabStatus:
     """Start the lab, or report the running one when it is already up with the same size."""
     started = time.monotonic()
-    directory = lab_dir(settings)
-    current = status_lab(settings)
+    directory = lab_dir(settings, lab)
+    current = status_lab(settings, lab)
     if current.up:
         loaded = _load_plan(directory)
         if len(current.nodes) != nodes or (loaded is not None and loaded[0].no_vm != no_vm):
@@ -285,7 +293,7 @@ def up_lab(settings: Settings, nodes: int, *, no_vm: bool = False, boot_url: str
                            hint="run 'golden lab down' first to change its size or mode")
         return LabStatus(**{**asdict(current), "nodes": current.nodes, "pids": current.pids, "already_up": True})
     if directory.exists():
-        down_lab(settings)  # leftovers of a lab whose processes died: start clean
+        down_lab(settings, lab)  # leftovers of a lab whose processes died: start clean
     if not no_vm:
         require("qemu-system-x86_64", "qemu-system-x86")
         require("qemu-img", "qemu-utils")
@@ -298,7 +306,7 @@ def up_lab(settings: Settings, nodes: int, *, no_vm: bool = False, boot_url: str
         port = base_port if base_port is not None else _pick_base_port(nodes, start)
         try:
             return _start_lab(settings, directory, nodes, port, no_vm=no_vm, boot_url=boot_url,
-                              memory_mb=memory_mb, sim=sim, on_step=on_step, started=started)
+                              memory_mb=memory_mb, sim=sim, on_step=on_step, started=started, lab=lab)
         except _PortTaken as exc:
             if attempt + 1 == attempts:
                 raise LabError(str(exc), hint=exc.hint) from None
@@ -311,10 +319,11 @@ class _PortTaken(LabError):
 
 
 def _start_lab(settings: Settings, directory: Path, nodes: int, port: int, *, no_vm: bool, boot_url: str | None,
-               memory_mb: int, sim: SimOptions | None, on_step: Callable[[str], None], started: float) -> LabStatus:
+               memory_mb: int, sim: SimOptions | None, on_step: Callable[[str], None], started: float,
+               lab: str = LAB_GROUP) -> LabStatus:
     lab_id = secrets.token_hex(4)
     plan = plan_lab(nodes, lab_id=lab_id, base_port=port, no_vm=no_vm,
-                    boot_url=boot_url or default_boot_url(settings), memory_mb=memory_mb, sim=sim)
+                    boot_url=boot_url or default_boot_url(settings), memory_mb=memory_mb, sim=sim, prefix=lab)
     password = secrets.token_urlsafe(15)  # 20 characters: the IPMI 2.0 maximum (ipmitool truncates)
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
@@ -351,18 +360,18 @@ def _start_lab(settings: Settings, directory: Path, nodes: int, port: int, *, no
         on_step("writing the lab inventory")
         _write_private(directory / "inventory.yaml", render_inventory(plan, password))
     except BaseException:
-        down_lab(settings)
+        down_lab(settings, lab)
         raise
-    status = status_lab(settings)
+    status = status_lab(settings, lab)
     return LabStatus(**{**asdict(status), "nodes": status.nodes, "pids": status.pids,
                         "seconds": round(time.monotonic() - started, 3)})
 
 
-def down_lab(settings: Settings) -> LabStatus:
+def down_lab(settings: Settings, lab: str = LAB_GROUP) -> LabStatus:
     """Stop every BMC process (which stops its QEMU machines) and remove the lab folder."""
     started = time.monotonic()
-    directory = lab_dir(settings)
-    before = status_lab(settings)
+    directory = lab_dir(settings, lab)
+    before = status_lab(settings, lab)
     pids = [p for p in _read_pids(directory) if _pid_alive(p)]
     for pid in pids:
         try:
@@ -390,8 +399,8 @@ def down_lab(settings: Settings) -> LabStatus:
                      seconds=round(time.monotonic() - started, 3))
 
 
-def console_text(settings: Settings, node: str, lines: int = 200) -> str:
-    status = status_lab(settings)
+def console_text(settings: Settings, node: str, lines: int = 200, lab: str = LAB_GROUP) -> str:
+    status = status_lab(settings, lab)
     match = [n for n in status.nodes if n.name == node]
     if not match:
         names = ", ".join(n.name for n in status.nodes) or "(no lab is up)"

@@ -324,7 +324,9 @@ class Executor:
                     retry.append(_Task(t.host, t.wave, t.attempt + 1, t.target))
                 else:
                     prev = self.plan.moves[t.host][0]
-                    if prev and prev != self.plan.target_build:
+                    if not self.plan.policy.rollback:
+                        self._finish([t], HostResult.FAILED, t.error + "; not rolled back (rollback is off)")
+                    elif prev and prev != self.plan.target_build:
                         rollbacks.append(_Task(t.host, t.wave, t.attempt + 1, prev, rollback=True,
                                                image=self.plan.current_images.get(t.host) or self.plan.image,
                                                error=t.error))

@@ -61,6 +61,7 @@ class Policy:
     boot_timeout_s: float = 900.0
     retries: int = 1
     include_current: bool = False
+    rollback: bool = True  # False: a host that fails stays as it failed (a lab boot test keeps its console)
 
 
 @dataclass(frozen=True)

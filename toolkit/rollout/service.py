@@ -94,6 +94,7 @@ def plan_from_dict(d: dict[str, Any]) -> Plan:
         max_unavailable=Amount.parse(p["max_unavailable"], "max_unavailable") if p["max_unavailable"] else None,
         max_failures=Amount.parse(p["max_failures"], "max_failures"), per_rack=p["per_rack"],
         boot_timeout_s=p["boot_timeout_s"], retries=p["retries"], include_current=p["include_current"],
+        rollback=p.get("rollback", True),
     )
     return Plan(
         image=d["image"], target_build=d["target_build"], policy=policy,
