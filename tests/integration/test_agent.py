@@ -230,7 +230,8 @@ JOURNAL = [  # journalctl --output=json lines as sshd and login write them (one 
                 "golden-breakglass:node1:alice (serial 7) CA ED25519 SHA256:def"},
     {"__REALTIME_TIMESTAMP": "1764650001000000", "SYSLOG_IDENTIFIER": "sshd",
      "MESSAGE": "Connection closed by 10.0.2.2 port 51234"},
-    {"__REALTIME_TIMESTAMP": "1764650002000000", "SYSLOG_IDENTIFIER": "login", "MESSAGE": "ROOT LOGIN  on '/dev/ttyS0'"},
+    {"__REALTIME_TIMESTAMP": "1764650002000000", "SYSLOG_IDENTIFIER": "login",
+     "MESSAGE": "ROOT LOGIN  on '/dev/ttyS0'"},
 ]
 
 
