@@ -27,6 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "lab": {"core", "bmc"},
     "role": {"core", "image", "bake"},
     "runs": {"core", "bake", "rollout", "state"},
+    "access": {"core", "state", "inventory", "fleet"},
 }
 
 

@@ -491,6 +491,9 @@ class Repo:
             (host, mac, principal, user, reason, issued_at, expires_at, fingerprint, key_id))
         return int(cur.fetchone()["id"])
 
+    def set_grant_key_id(self, serial: int, key_id: str) -> None:
+        self._c.execute("UPDATE breakglass_grants SET key_id = ? WHERE id = ?", (key_id, serial))
+
     def get_grant(self, serial: int) -> GrantRow | None:
         r = self._c.execute("SELECT * FROM breakglass_grants WHERE id = ?", (serial,)).fetchone()
         return _grant(r) if r else None
