@@ -103,7 +103,7 @@ def read_pubkey(path: Path) -> str:
     if "PRIVATE KEY" in text:
         raise InputError(f"--pubkey {path} is a private key", hint="pass the .pub file; the private key stays with you")
     lines = [x for x in text.splitlines() if x.strip()]
-    m = _PUBKEY.match(lines[0].strip()) if len(lines) == 1 else None
+    m = _PUBKEY.fullmatch(lines[0].strip()) if len(lines) == 1 else None
     if m is None or m["type"] not in KEY_TYPES:
         raise InputError(f"--pubkey {path}: expected one OpenSSH public key line like 'ssh-ed25519 AAAA... you@laptop'")
     return lines[0].strip()
@@ -118,7 +118,7 @@ def check_reason(reason: str) -> str:
 
 
 def check_principal(principal: str) -> str:
-    if not _PRINCIPAL.match(principal):
+    if not _PRINCIPAL.fullmatch(principal):
         raise InputError(f"--principal must be a name of letters, digits, '.', '_' and '-', got {principal[:80]!r}")
     return principal
 
@@ -140,8 +140,12 @@ def plan_grant(fleet: Fleet, host: str, user: str, reason: str, ttl_s: float, pu
 
 
 def _fingerprint(pub: Path) -> str:
-    words = run([require("ssh-keygen", "openssh-client"), "-l", "-f", pub], capture=True,
-                what="ssh-keygen -l").stdout.split()
+    try:
+        words = run([require("ssh-keygen", "openssh-client"), "-l", "-f", pub], capture=True,
+                    what="ssh-keygen -l").stdout.split()
+    except CommandError:
+        raise InputError(f"--pubkey {pub}: ssh-keygen cannot read it as a public key",
+                         hint="pass the .pub file ssh-keygen made, e.g. ~/.ssh/id_ed25519.pub") from None
     return words[1] if len(words) > 1 else "?"
 
 

@@ -12,7 +12,7 @@ _RE = re.compile(r"^([0-9]{1,6})([smhdw])$")
 
 def parse_duration(text: object, what: str = "duration", lo: float = 1.0, hi: float = 366 * 86400.0) -> float:
     """Seconds; InputError naming ``what`` unless ``text`` is a whole number and a unit within ``lo..hi`` s."""
-    m = _RE.match(text) if isinstance(text, str) else None
+    m = _RE.fullmatch(text) if isinstance(text, str) else None
     if m is None:
         shown = repr(text)[:40]
         raise InputError(f"{what} must be a whole number and a unit (s, m, h, d, w) like 30m or 14d, got {shown}")
