@@ -16,6 +16,7 @@ from toolkit.core.config import Settings, StaleConfig
 from toolkit.core.errors import InputError
 from toolkit.core.mac import normalize_mac
 from toolkit.fleet.desired import DesiredBuild, resolve_desired
+from toolkit.fleet.page import FleetPage
 from toolkit.fleet.staleness import Staleness, assess
 from toolkit.fleet.status import HostStatus, host_state, rack_of
 from toolkit.image.ref import ImageRef, parse_image_ref
@@ -149,7 +150,8 @@ class Fleet:
         with self.db.read() as repo:
             return self._status(repo, host)
 
-    def _status(self, repo: Repo, host: Host, policy: StaleConfig | None = None, now: float = 0.0) -> HostStatus:
+    def _status(self, repo: Repo, host: Host, policy: StaleConfig | None = None, now: float = 0.0,
+                phases: dict[str, str] | None = None) -> HostStatus:
         row = repo.get_host(host.name)
         try:
             desired = self.desired_in(repo, host, row)
@@ -168,7 +170,7 @@ class Fleet:
             observed=observed, observed_since=row.observed_since if row else None,
             booted_at=row.booted_at if row else None, last_report=last, drift=drift,
             state=host_state(desired.build_id if desired else None, observed, last, drift, taint is not None,
-                             bool(stale)),
+                             bool(stale), (phases or {}).get(host.name) == "failed"),
             taint=taint.reason if taint else None, stale=stale,
         )
 
@@ -194,7 +196,8 @@ class Fleet:
         hosts = list(self._inv.hosts) if pattern == "all" else self._inv.select(pattern)
         now = time.time()
         with self.db.read() as repo:
-            return [self._status(repo, h, policy, now) for h in sorted(hosts, key=lambda h: h.name)]
+            phases = repo.last_step_phases()
+            return [self._status(repo, h, policy, now, phases) for h in sorted(hosts, key=lambda h: h.name)]
 
     def staleness(self, pattern: str, policy: StaleConfig) -> list[Staleness]:
         """Each selected host's staleness under ``policy``: age, builds behind, updates lacking, reasons."""
@@ -264,6 +267,15 @@ class Fleet:
         names = {h.name for h in self._selected(pattern)}
         with self.db.read() as repo:
             return [t for t in repo.list_taints() if t.host in names]
+
+    def page(self, policy: StaleConfig | None = None, runs: int = 10) -> FleetPage:
+        """What the fleet page shows: every host's status (stale under ``policy``), drift, channels, last runs."""
+        hosts = self.status("all", policy)
+        with self.db.read() as repo:
+            drift: dict[str, list[DriftRow]] = {}
+            for row in repo.list_drift():
+                drift.setdefault(row.host, []).append(row)
+            return FleetPage(time.time(), hosts, drift, repo.list_channels(), repo.list_runs(runs))
 
     def unknown_machines(self) -> list[UnknownMachineRow]:
         with self.db.read() as repo:

@@ -32,7 +32,7 @@ def rack_of(host: Host) -> str:
 
 
 def host_state(desired: str | None, observed: str | None, last_report: float | None, drift: tuple[str, ...],
-               tainted: bool = False, stale: bool = False) -> str:
+               tainted: bool = False, stale: bool = False, failed: bool = False) -> str:
     """One state per host, the most urgent first: a tainted host is that even while a reimage is pending."""
     if desired is None:
         return "no-build"
@@ -40,6 +40,8 @@ def host_state(desired: str | None, observed: str | None, last_report: float | N
         return "never-reported"
     if tainted:
         return "tainted"
+    if failed:
+        return "failed"
     if observed == desired and drift:
         return "drifted"
     if stale:

@@ -709,6 +709,13 @@ class Repo:
         rows = self._c.execute("SELECT * FROM reimage_runs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
         return [_run(r) for r in rows]
 
+    def last_step_phases(self) -> dict[str, str]:
+        """Each host's most recent reimage step phase (intent, done, failed), over all runs."""
+        rows = self._c.execute(
+            "SELECT s.host AS host, s.phase AS phase FROM reimage_steps s JOIN "
+            "(SELECT host, MAX(id) AS id FROM reimage_steps GROUP BY host) m ON s.id = m.id").fetchall()
+        return {r["host"]: r["phase"] for r in rows}
+
     def run_steps(self, run_id: str, host: str | None = None) -> list[StepRow]:
         if host is None:
             rows = self._c.execute("SELECT * FROM reimage_steps WHERE run_id = ? ORDER BY id", (run_id,))
