@@ -21,6 +21,7 @@ import pytest
 
 from tests.fixtures.boot import make_build, write_inventory
 from tests.fixtures.common import ROOT, free_port
+from tests.fixtures.ssh import ssh_with_cert
 from toolkit.cli import main
 from toolkit.core.run import kill_group, run, spawn
 from toolkit.store.artifacts import Store
@@ -71,10 +72,7 @@ def start_sshd(tmp: Path, ca_pub_path: Path, principals: Path) -> tuple[subproce
 
 
 def ssh(port: int, key: Path, cert: Path) -> subprocess.CompletedProcess[str]:
-    return run(["ssh", "-F", "none", "-i", key, "-o", f"CertificateFile={cert}", "-o", "IdentitiesOnly=yes",
-                "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                "-o", "ConnectTimeout=10", "-p", str(port), "root@127.0.0.1", "echo", "inside"],
-               capture=True, check=False, timeout=30)
+    return ssh_with_cert(port, key, cert, "echo inside", timeout=30)
 
 
 @pytest.fixture

@@ -65,3 +65,10 @@ def test_bootfile_with_comma_rejected() -> None:
     vm = VmSpec(name="n6", mac="52:54:00:00:00:06", serial_log=Path("/s.log"), bootfile="http://a/b,c")
     with pytest.raises(InputError, match="bootfile"):
         qemu_argv(vm)
+
+
+def test_hostfwd_forwards_loopback_ports_only() -> None:
+    vm = VmSpec(name="n1", mac="52:54:00:00:00:01", serial_log=Path("/tmp/s.log"), hostfwd=((2222, 22),))
+    assert _opt(qemu_argv(vm), "-netdev") == ["user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22"]
+    with pytest.raises(InputError, match="hostfwd ports out of range"):
+        qemu_argv(VmSpec(name="n1", mac="52:54:00:00:00:01", serial_log=Path("/tmp/s.log"), hostfwd=((22, 22),)))

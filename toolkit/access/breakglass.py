@@ -182,7 +182,8 @@ def grant(fleet: Fleet, home: Path, plan: GrantPlan, now: float | None = None) -
         detail = f"serial {serial}, principal {plan.principal}, key {fingerprint}, ttl {format_duration(plan.ttl_s)}"
         repo.add_audit(now, plan.user, "break-glass", plan.host, plan.reason, detail)
         repo.add_event("break-glass", now, plan.mac, plan.host, None, detail)
-        repo.taint_host(plan.host, now, None, "break-glass",
+        running = repo.get_host(plan.host)  # the taint ends with a reimage or a boot of another build
+        repo.taint_host(plan.host, now, running.observed_build if running else None, "break-glass",
                         f"break-glass grant {serial} to {plan.user}: {plan.reason}")
         row = repo.get_grant(serial)
     assert row is not None

@@ -120,7 +120,7 @@ def clears_taint(taint: TaintRow, report: ObservedReport, token: TokenRow) -> bo
 
     A periodic re-report, or a reboot of the tainted build outside a reimage, never does.
     """
-    reimaged = bool(token.attempt) or report.build_id != taint.build_id
+    reimaged = bool(token.attempt) or (taint.build_id is not None and report.build_id != taint.build_id)
     return token.source == "boot" and reimaged and _booted_after(report, taint.at)
 
 
