@@ -6,6 +6,7 @@ boot server issued; the logins are forged journal lines as sshd and login write 
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -180,3 +181,43 @@ def test_fleet_stale_names_the_package_and_both_versions(tmp_path: Path, state_d
     assert any("days old (max 14d)" in r for r in s1.reasons) and any("1 build(s) behind" in r for r in s1.reasons)
     assert not s2.stale  # never reported: nothing runs there to be stale
     assert [h.state for h in fleet.status(policy=policy)] == ["stale", "never-reported"]
+
+
+def test_cli_drift_and_fleet_stale(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``golden drift`` and ``golden fleet --stale`` as a script reads them (--json) and as a person does."""
+    import json
+
+    from toolkit.cli import main
+    from toolkit.state.db import SQLiteStateDB
+
+    home = tmp_path / "home"
+    store = Store(home / "store")
+    make_build(store, "base", "b1", age_rank=1, packages={"openssl": "3.0.11-1~deb12u2"},
+               package_archives={"openssl": "bookworm"})
+    make_build(store, "base", "b2", age_rank=2, packages={"openssl": "3.0.15-1~deb12u1"},
+               package_archives={"openssl": "bookworm-security"})
+    db = SQLiteStateDB(home / "state.db")
+    channels.publish(db, store, "base", "b1", "prod", user="test")
+    inv = write_inventory(tmp_path / "inventory.yml", {"node1": (MAC, "base@prod")})
+    fleet = Fleet(db, store, inv)
+    report(fleet, "b1", drift={"/etc/motd": "modified"})
+    channels.publish(db, store, "base", "b2", "prod", user="test")
+    project = tmp_path / "project"
+    (project / "images").mkdir(parents=True)
+    (project / "roles").mkdir()
+    (project / "golden.yaml").write_text("stale: {max_security_behind: 0}\n")
+    monkeypatch.setenv("GOLDEN_PROJECT", str(project))
+    monkeypatch.setenv("GOLDEN_INVENTORY", str(inv))
+    base = ["--home", str(home)]
+    capsys.readouterr()
+    assert main([*base, "--json", "drift", "node*"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["host"], row["path"], row["kind"], row["build_id"]) == ("node1", "/etc/motd", "modified", "b1")
+    assert main([*base, "drift"]) == 0
+    assert re.search(r"node1\s+modified\s+/etc/motd\s+b1", capsys.readouterr().out)
+    assert main([*base, "--json", "fleet", "--stale"]) == 0
+    (stale,) = json.loads(capsys.readouterr().out)
+    assert stale["host"] == "node1" and stale["reasons"] == [
+        "lacks 1 security update(s) of base@prod build b2 (max 0): openssl 3.0.11-1~deb12u2 -> 3.0.15-1~deb12u1"]
+    assert main([*base, "fleet", "--stale"]) == 0
+    assert "openssl 3.0.11-1~deb12u2 -> 3.0.15-1~deb12u1" in capsys.readouterr().out
