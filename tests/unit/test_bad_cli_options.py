@@ -139,6 +139,8 @@ GRANT_CASES: list[tuple[str, list[str], dict[str, str], str]] = [
     ("principal-option", ["--principal=-oX=y"], {}, "--principal must be a name"),
     ("principal-comma", ["--principal", "root,admin"], {}, "--principal must be a name"),
     ("unknown-host", ["--host-override", "node9"], {}, "host 'node9' is not in the inventory"),
+    ("out-in-missing-folder", ["--out", "nowhere/cert.pub"], {}, "--out nowhere/cert.pub: expected a file in an"),
+    ("out-is-a-folder", ["--out", "."], {}, "--out .: expected a file in an existing folder"),
 ]
 
 

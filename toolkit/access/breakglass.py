@@ -135,6 +135,8 @@ def plan_grant(fleet: Fleet, host: str, user: str, reason: str, ttl_s: float, pu
     line = read_pubkey(pubkey)
     mac = normalize_mac(found.mac)
     cert = out or pubkey.with_name(pubkey.name.removesuffix(".pub") + "-cert.pub")
+    if cert.is_dir() or not cert.parent.is_dir():
+        raise InputError(f"--out {cert}: expected a file in an existing folder")
     return GrantPlan(found.name, mac, f"{check_principal(principal)}@{mac}", user, check_reason(reason), ttl_s,
                      pubkey, line, cert)
 
@@ -179,7 +181,9 @@ def grant(fleet: Fleet, home: Path, plan: GrantPlan, now: float | None = None) -
         certificate = _sign(ca_key, plan, serial, key_id)
         atomic_write(plan.out, certificate, mode=0o644)
         repo.set_grant_key_id(serial, key_id)
-        detail = f"serial {serial}, principal {plan.principal}, key {fingerprint}, ttl {format_duration(plan.ttl_s)}"
+        until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + plan.ttl_s))
+        detail = (f"serial {serial}, principal {plan.principal}, key {fingerprint}, "
+                  f"ttl {format_duration(plan.ttl_s)}, expires {until}")
         repo.add_audit(now, plan.user, "break-glass", plan.host, plan.reason, detail)
         repo.add_event("break-glass", now, plan.mac, plan.host, None, detail)
         running = repo.get_host(plan.host)  # the taint ends with a reimage or a boot of another build
