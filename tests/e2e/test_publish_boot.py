@@ -136,6 +136,23 @@ def lab(baked_breakglass: Build, tmp_path: Path) -> Iterator[Lab]:
         serve.stop()
 
 
+SSHD_TIMEOUT = 180.0
+NOT_LISTENING = ("kex_exchange_identification", "Connection reset", "Connection refused", "Connection closed",
+                 "Connection timed out")
+
+
+def ssh_when_sshd_is_up(port: int, key: Path, cert: Path, command: str) -> subprocess.CompletedProcess[str]:
+    """The agent reports before sshd listens (host keys are made at boot, slowly under TCG): until it does,
+    QEMU's forward accepts and resets. Anything else (an answer, a refusal) is returned at once."""
+    deadline = time.monotonic() + SSHD_TIMEOUT
+    while True:
+        result = ssh_with_cert(port, key, cert, command)
+        if result.returncode != 255 or not any(x in result.stderr for x in NOT_LISTENING) \
+                or time.monotonic() > deadline:
+            return result
+        time.sleep(3)
+
+
 def break_glass_session(lab: Lab, ssh_port: int) -> None:
     """Criteria 1 and 2 on the booted node: a certificate opens it for its TTL, drift is seen, access taints."""
     key = lab.work / "id_ed25519"
@@ -149,7 +166,7 @@ def break_glass_session(lab: Lab, ssh_port: int) -> None:
     granted_at, serial, cert = time.time(), issued["grant"]["id"], Path(issued["certificate"])
     cert2 = Path(json.loads(golden(lab.home, "--json", "break-glass", "node2", "--reason", "e2e: other host",
                                    "--ttl", "1h", "--pubkey", str(other), *inv))["certificate"])
-    changed = ssh_with_cert(ssh_port, key, cert, "echo changed-by-hand >> /etc/motd && echo done")
+    changed = ssh_when_sshd_is_up(ssh_port, key, cert, "echo changed-by-hand >> /etc/motd && echo done")
     assert changed.returncode == 0 and changed.stdout.strip() == "done", changed.stderr
     wrong_host = ssh_with_cert(ssh_port, key, cert2, "true")
     assert wrong_host.returncode == 255 and "Permission denied" in wrong_host.stderr, wrong_host.stderr
