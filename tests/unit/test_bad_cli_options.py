@@ -187,6 +187,10 @@ def test_state_selectors_and_stale_policy_refusals_are_one_line(tmp_path, monkey
     assert "no staleness policy: golden.yaml has no stale: limits" in capsys.readouterr().err
     assert main([*home, "reimage", "--stale", "--yes"]) == 2
     assert "no staleness policy" in capsys.readouterr().err
+    assert main([*home, "report", "--out", "nowhere/fleet.html"]) == 2
+    assert "--out nowhere/fleet.html: expected a file in an existing folder" in capsys.readouterr().err
+    assert main([*home, "report", "--out", "."]) == 2
+    assert not (tmp_path / "nowhere").exists()
     for bad, needle in [("{max_age: 14 days}", "max_age must be a whole number and a unit"),
                         ("{max_security_behind: -1}", ".stale.max_security_behind"),
                         ("{max_age: 14d, colour: red}", ".stale.colour: unknown key")]:
