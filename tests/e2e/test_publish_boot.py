@@ -1,7 +1,12 @@
 """Publish, boot, promote, reassign, roll back: real QEMU machines (TCG, iPXE ROM) netboot what the
 channels say, from `golden serve`, and their agents' reports mark observed == desired.
 
-The baked build comes from the cached `baked_base` fixture. Rollback needs a second build: it is
+The first test's build is `baked_breakglass` (base trusting the test fleet's break-glass CA,
+re-reporting every 10 s): after its first boot the test gets a break-glass certificate, logs in
+through a loopback port forward, changes a file under /etc and waits for `golden drift` to name it;
+the node's sshd refuses another host's certificate and this one's once its TTL is over. The host
+stays tainted through a plain reboot of its build and is clean after a boot of another build.
+Rollback needs a second build: it is
 the same artifacts committed under another build id (hard links, a manifest naming the new id), so
 which build the machine runs is visible in its report without a second multi-minute bake.
 The last test boots through the real daemons `golden pxe render` configures (dnsmasq proxyDHCP,
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,8 +27,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.bake import breakglass_ca_home
 from tests.fixtures.boot import GOLDEN, ServeProcess, golden_env, start_golden_serve, write_inventory
 from tests.fixtures.bootnet import boot_network
+from tests.fixtures.common import free_port
+from tests.fixtures.ssh import ssh_with_cert
 from toolkit.core.run import kill_group, run
 from toolkit.lab.qemu import VmSpec, start_vm
 from toolkit.state.db import HostRow, SQLiteStateDB
@@ -32,6 +41,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
 REPORT_TIMEOUT = 8 * 60.0
 MAC = "52:54:00:3b:00:01"
+MAC2 = "52:54:00:3b:00:02"  # node2: in the inventory, never booted (its certificate must not open node1)
+IMAGE = "breakglass"
+TTL_S = 75
+DRIFT_TIMEOUT = 90.0  # the image re-reports every 10 s (+-20 %)
 
 
 def golden(home: Path, *args: str) -> str:
@@ -64,17 +77,31 @@ class Lab:
         with SQLiteStateDB(self.home / "state.db").read() as repo:
             return repo.get_host("node1")
 
-    def boot(self, expect: str, tag: str) -> float:
-        """Boot node1 from golden serve until its agent's report is accepted; return seconds to report."""
+    def inventory_for(self, ref: str) -> None:
+        write_inventory(self.inventory, {"node1": (MAC, ref), "node2": (MAC2, ref)})
+
+    def fleet(self) -> dict[str, dict]:
+        return {h["name"]: h for h in json.loads(golden(self.home, "--json", "fleet", "-i", str(self.inventory)))}
+
+    def boot(self, expect: str, tag: str, then=None) -> float:
+        """Boot node1 from golden serve until its agent's report is accepted; return seconds to report.
+
+        ``then(ssh_port)`` runs while the machine is still up, its port 22 forwarded to ``ssh_port``.
+        """
         serial = self.work / f"serial-{tag}.log"
+        ssh_port = free_port()
         vm = VmSpec(name=f"golden-e2e-{tag}", mac=MAC, serial_log=serial, memory_mb=2048,
-                    bootfile=f"{self.serve.url.replace('127.0.0.1', '10.0.2.2')}/boot/{MAC}.ipxe")
+                    bootfile=f"{self.serve.url.replace('127.0.0.1', '10.0.2.2')}/boot/{MAC}.ipxe",
+                    hostfwd=((ssh_port, 22),))
         before = self.host()
         since = before.last_report_at if before and before.last_report_at else 0.0
         started = time.monotonic()
         proc = start_vm(vm)
         try:
-            return wait_report(self.host, since, expect, proc, serial, started)
+            took = wait_report(self.host, since, expect, proc, serial, started)
+            if then is not None:
+                then(ssh_port)
+            return took
         finally:
             kill_group(proc)
 
@@ -94,12 +121,14 @@ def wait_report(host, since: float, expect: str, proc: subprocess.Popen[bytes], 
 
 
 @pytest.fixture
-def lab(baked_base: Build, tmp_path: Path) -> Iterator[Lab]:
+def lab(baked_breakglass: Build, tmp_path: Path) -> Iterator[Lab]:
     home = tmp_path / "home"
     store = Store(home / "store")
-    a = link_build(baked_base, store)
-    b = link_build(baked_base, store, build_id=f"{baked_base.build_id[:12]}-relinked")
-    inv = write_inventory(tmp_path / "inventory.yml", {"node1": (MAC, "base@dev")})
+    a = link_build(baked_breakglass, store)
+    b = link_build(baked_breakglass, store, build_id=f"{baked_breakglass.build_id[:12]}-relinked")
+    ca = home / "ssh-ca"  # the CA the image trusts, as this fleet's
+    shutil.copytree(breakglass_ca_home() / "ssh-ca", ca)
+    inv = write_inventory(tmp_path / "inventory.yml", {"node1": (MAC, f"{IMAGE}@dev"), "node2": (MAC2, f"{IMAGE}@dev")})
     serve = start_golden_serve(home, inv, tmp_path / "serve.log")
     try:
         yield Lab(home, tmp_path, inv, serve, a, b)
@@ -107,27 +136,94 @@ def lab(baked_base: Build, tmp_path: Path) -> Iterator[Lab]:
         serve.stop()
 
 
+SSHD_TIMEOUT = 180.0
+NOT_LISTENING = ("kex_exchange_identification", "Connection reset", "Connection refused", "Connection closed",
+                 "Connection timed out")
+
+
+def ssh_when_sshd_is_up(port: int, key: Path, cert: Path, command: str) -> subprocess.CompletedProcess[str]:
+    """The agent reports before sshd listens (host keys are made at boot, slowly under TCG): until it does,
+    QEMU's forward accepts and resets. Anything else (an answer, a refusal) is returned at once."""
+    deadline = time.monotonic() + SSHD_TIMEOUT
+    while True:
+        result = ssh_with_cert(port, key, cert, command)
+        if result.returncode != 255 or not any(x in result.stderr for x in NOT_LISTENING) \
+                or time.monotonic() > deadline:
+            return result
+        time.sleep(3)
+
+
+def break_glass_session(lab: Lab, ssh_port: int) -> None:
+    """Criteria 1 and 2 on the booted node: a certificate opens it for its TTL, drift is seen, access taints."""
+    key = lab.work / "id_ed25519"
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e@laptop", "-f", key], capture=True)
+    other = lab.work / "other" / "id_ed25519.pub"
+    other.parent.mkdir()
+    other.write_text(Path(f"{key}.pub").read_text())
+    inv = ("-i", str(lab.inventory))
+    issued = json.loads(golden(lab.home, "--json", "break-glass", "node1", "--reason", "e2e: change /etc",
+                               "--ttl", f"{TTL_S}s", "--pubkey", f"{key}.pub", *inv))
+    granted_at, serial, cert = time.time(), issued["grant"]["id"], Path(issued["certificate"])
+    cert2 = Path(json.loads(golden(lab.home, "--json", "break-glass", "node2", "--reason", "e2e: other host",
+                                   "--ttl", "1h", "--pubkey", str(other), *inv))["certificate"])
+    changed = ssh_when_sshd_is_up(ssh_port, key, cert, "echo changed-by-hand >> /etc/motd && echo done")
+    assert changed.returncode == 0 and changed.stdout.strip() == "done", changed.stderr
+    wrong_host = ssh_with_cert(ssh_port, key, cert2, "true")
+    assert wrong_host.returncode == 255 and "Permission denied" in wrong_host.stderr, wrong_host.stderr
+
+    deadline = time.monotonic() + DRIFT_TIMEOUT
+    while time.monotonic() < deadline:
+        drift = json.loads(golden(lab.home, "--json", "drift", "node1", *inv))
+        if any(d["path"] == "/etc/motd" for d in drift):
+            break
+        time.sleep(2)
+    assert [(d["host"], d["path"], d["kind"]) for d in drift] == [("node1", "/etc/motd", "modified")], drift
+    logins = json.loads(golden(lab.home, "--json", "drift", "--logins", *inv))
+    assert [(x["host"], x["method"], x["serial"], x["grant_id"]) for x in logins] == [
+        ("node1", "certificate", serial, serial)], logins
+    fleet = lab.fleet()
+    assert fleet["node1"]["state"] == "tainted" and fleet["node1"]["taint"].endswith("e2e: change /etc"), fleet
+    with SQLiteStateDB(lab.home / "state.db").read() as repo:
+        assert [(a.action, a.reason) for a in repo.list_audit("node1")] == [("break-glass", "e2e: change /etc")]
+
+    time.sleep(max(0.0, granted_at + TTL_S + 2 - time.time()))
+    expired = ssh_with_cert(ssh_port, key, cert, "true")
+    assert expired.returncode == 255 and "Permission denied" in expired.stderr, expired.stderr
+
+
 def test_publish_boot_promote_reassign_rollback(lab: Lab) -> None:
     a, b = lab.a, lab.b
-    golden(lab.home, "publish", "base", a.build_id, "--channel", "dev")
-    t1 = lab.boot(a.build_id, "dev")
+    golden(lab.home, "publish", IMAGE, a.build_id, "--channel", "dev")
+    checked: list[str] = []
+
+    def fresh_then_break_glass(ssh_port: int) -> None:
+        # A fresh boot is in-sync, never drifted: false drift would hide real drift.
+        status = lab.fleet()
+        assert status["node1"]["desired"] == status["node1"]["observed"] == a.build_id
+        assert status["node1"]["state"] == "in-sync", status["node1"]
+        break_glass_session(lab, ssh_port)
+        checked.append("break-glass")
+
+    t1 = lab.boot(a.build_id, "dev", then=fresh_then_break_glass)
+    assert checked == ["break-glass"]
     row = lab.host()
     assert row is not None and row.observed_build == row.served_build == a.build_id
-    status = {h["name"]: h for h in json.loads(golden(lab.home, "--json", "fleet", "-i", str(lab.inventory)))}
-    assert status["node1"]["desired"] == status["node1"]["observed"] == a.build_id
-    assert status["node1"]["state"] in ("in-sync", "drifted")
 
     # Promote the exact build and move the host to staging: the next boot runs the same build id.
-    golden(lab.home, "promote", "base", "--from", "dev", "--to", "staging")
-    golden(lab.home, "publish", "base", b.build_id, "--channel", "dev")  # dev moves on; staging must not
-    write_inventory(lab.inventory, {"node1": (MAC, "base@staging")})
+    golden(lab.home, "promote", IMAGE, "--from", "dev", "--to", "staging")
+    golden(lab.home, "publish", IMAGE, b.build_id, "--channel", "dev")  # dev moves on; staging must not
+    lab.inventory_for(f"{IMAGE}@staging")
     t2 = lab.boot(a.build_id, "staging")
+    after_reboot = lab.fleet()["node1"]
+    assert after_reboot["state"] == "tainted", after_reboot  # a reboot of the same build is no reimage
+    assert json.loads(golden(lab.home, "--json", "drift", "node1", "-i", str(lab.inventory))) == []
 
     # A new build reaches staging, then is rolled back: the machine boots the previous build again.
-    golden(lab.home, "promote", "base", "--from", "dev", "--to", "staging", "--force", "--reason",
+    golden(lab.home, "promote", IMAGE, "--from", "dev", "--to", "staging", "--force", "--reason",
            "e2e: relinked copy carries the same check results")
     t3 = lab.boot(b.build_id, "staging-new")
-    out = golden(lab.home, "rollback", "base", "--channel", "staging")
+    assert (lab.fleet()["node1"]["state"], lab.fleet()["node1"]["taint"]) == ("in-sync", None)  # a new build: clean
+    out = golden(lab.home, "rollback", IMAGE, "--channel", "staging")
     assert f"{b.build_id} -> {a.build_id}" in out
     t4 = lab.boot(a.build_id, "rolled-back")
     print(f"boot-to-report seconds: dev {t1:.0f}, staging {t2:.0f}, staging-new {t3:.0f}, rolled-back {t4:.0f}")
@@ -149,6 +245,8 @@ def test_boot_through_rendered_dnsmasq_and_nginx(baked_base: Build, tmp_path: Pa
 
         took = wait_report(host, 0.0, build.build_id, proc, serial, started)
         net.stop_vm(proc)
+        row = host()
+        assert row is not None and row.drift == (), row  # a fresh boot of base reports no drift
         print(f"boot-to-report through dnsmasq+nginx: {took:.0f} s")
         log = net.access_log()
         # The artifacts came from nginx (sendfile), the script and the report through it from golden serve.

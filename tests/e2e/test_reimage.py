@@ -20,11 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.bake import bake_home, bake_image
+from tests.fixtures.bake import bake_cached_project, bake_home, bake_image
 from tests.fixtures.boot import ServeProcess, start_golden_serve
-from tests.fixtures.common import ROOT, cache_root, free_port
+from tests.fixtures.common import ROOT, free_port
 from tests.fixtures.lab import GoldenRunner
-from toolkit.core.config import load_settings
 from toolkit.store.artifacts import Build
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
@@ -60,19 +59,7 @@ checks:
 
 def bake_release(rel: str, port: int) -> Build:
     """Bake one version of images/rollout.yaml into the shared test store (cached by its inputs)."""
-    project = cache_root() / f"rollout-project-{rel}"
-    (project / "images").mkdir(parents=True, exist_ok=True)
-    roles = project / "roles"
-    # The cached project outlives the checkout that made it: point it at this checkout's roles.
-    if roles.is_symlink() and roles.resolve() != (ROOT / "roles").resolve():
-        roles.unlink()
-    if not roles.is_symlink():
-        roles.symlink_to(ROOT / "roles")
-    spec = project / "images" / "rollout.yaml"
-    text = SPEC.format(rel=rel, port=port)
-    if not spec.exists() or spec.read_text() != text:
-        spec.write_text(text)
-    return bake_image("rollout", settings=load_settings(project=project, home=bake_home()))
+    return bake_cached_project(f"rollout-project-{rel}", "rollout", SPEC.format(rel=rel, port=port))
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from toolkit.core.run import run
 
 AGENT = ROOT / "roles" / "golden_agent" / "files" / "golden-agent"
 REPORT_KEYS = {"mac", "build_id", "image", "token", "hostname", "booted_at", "uptime_s", "drift", "agent_version",
-               "checks"}
+               "checks", "drift_kinds", "logins"}
 TOKEN = "n0nce.0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -221,6 +221,47 @@ def test_drift_honours_a_configured_allowlist(tmp_path: Path) -> None:
     assert result.stdout.split() == [
         "/etc/issue.net", "/etc/machine-id", "/etc/motd.link", "/tmp/scratch", "/usr/local/bin/implant",
         "/var/lib/systemd/random-seed",
+    ]
+
+
+JOURNAL = [  # journalctl --output=json lines as sshd and login write them (one is noise)
+    {"__REALTIME_TIMESTAMP": "1764650000000000", "SYSLOG_IDENTIFIER": "sshd",
+     "MESSAGE": "Accepted publickey for root from 10.0.2.2 port 51234 ssh2: ED25519-CERT SHA256:abc ID "
+                "golden-breakglass:node1:alice (serial 7) CA ED25519 SHA256:def"},
+    {"__REALTIME_TIMESTAMP": "1764650001000000", "SYSLOG_IDENTIFIER": "sshd",
+     "MESSAGE": "Connection closed by 10.0.2.2 port 51234"},
+    {"__REALTIME_TIMESTAMP": "1764650002000000", "SYSLOG_IDENTIFIER": "login",
+     "MESSAGE": "ROOT LOGIN  on '/dev/ttyS0'"},
+]
+
+
+def test_drift_kinds_history_and_logins_are_reported(stub: StubServer, tmp_path: Path) -> None:
+    upper = make_upper(tmp_path)
+    (upper / "root").mkdir()
+    (upper / "root" / ".bash_history").write_text("vi /etc/ssh/sshd_config\n")
+    (upper / "home" / "alice").mkdir(parents=True)
+    (upper / "home" / "alice" / ".profile").write_text("x")
+    lower = tmp_path / "lower"  # the image as baked: sshd_config and issue.net exist there
+    (lower / "etc" / "ssh").mkdir(parents=True)
+    (lower / "etc" / "ssh" / "sshd_config").write_text("PasswordAuthentication no\n")
+    (lower / "etc" / "issue.net").write_text("Debian\n")
+    journal = tmp_path / "journal.json"
+    journal.write_text("".join(json.dumps(e) + "\n" for e in JOURNAL))
+    config = {"lower_dirs": [str(lower)], "journal_command": ["cat", str(journal)]}
+    (tmp_path / "agent.json").write_text(json.dumps(config))
+    cmdline = write_cmdline(tmp_path, stub.url)
+    result, _ = run_agent(tmp_path, "--cmdline", str(cmdline), "--upper", str(upper), "--once")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = stub.requests[0]["body"]
+    # The built-in list no longer hides a root session's history or home folders.
+    assert report["drift"] == sorted([*EXPECTED_DRIFT, "/root/.bash_history", "/home/alice/.profile"])
+    assert report["drift_kinds"] == {
+        "/etc/issue.net": "deleted", "/etc/ssh/sshd_config": "modified", "/etc/motd.link": "added",
+        "/opt/newdir": "added", "/usr/local/bin/implant": "added", "/root/.bash_history": "added",
+        "/home/alice/.profile": "added"}
+    assert report["logins"] == [
+        {"at": "2025-12-02T04:33:20+00:00", "line": JOURNAL[0]["MESSAGE"]},
+        {"at": "2025-12-02T04:33:22+00:00", "line": JOURNAL[2]["MESSAGE"]},
     ]
 
 

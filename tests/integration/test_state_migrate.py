@@ -13,7 +13,7 @@ from toolkit.cli import main
 from toolkit.fleet.fleet import Fleet
 from toolkit.rollout.journal import Journal, Phase, RunStatus, Step
 from toolkit.rollout.leases import take_leases
-from toolkit.state.db import SQLiteStateDB, TokenRow
+from toolkit.state.db import LoginRow, SQLiteStateDB, TokenRow
 from toolkit.state.postgres import PostgresStateDB
 from toolkit.state.schema import TABLES
 from toolkit.store.artifacts import Store
@@ -49,6 +49,12 @@ def populate(home: Path, inv: Path, capsys) -> None:
         repo.use_nonce("nonce-0", "52:54:00:00:01:00", 4.0)
         repo.add_audit(5.0, "bob", "break-glass", "n0", "INC-1", "ssh")
         repo.record_gate("base", "b2", "lab-boot", True, 6.0, "run r1")
+        repo.record_drift("n0", "b2", {"/etc/motd": "modified"}, 7.0)
+        grant = repo.add_grant("n0", "52:54:00:00:01:00", "golden-breakglass@52:54:00:00:01:00", "bob", "INC-1",
+                               8.0, 3608.0, "SHA256:x", "golden-breakglass:n0:bob")
+        repo.record_login(LoginRow("n0", "2026-01-01T00:00:09+00:00", "Accepted publickey for root", "root",
+                                   "10.0.2.2", "certificate", grant, "k", grant, "b2", 9.0))
+        repo.taint_host("n0", 8.0, "b2", "break-glass", "break-glass grant 1 to bob: INC-1")
     db.close()
     capsys.readouterr()
 

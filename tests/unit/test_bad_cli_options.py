@@ -16,6 +16,7 @@ from toolkit.fleet.status import host_state
 from toolkit.rollout.plan import Amount
 
 RE = ["reimage", "all", "--image", "web@prod"]
+BG = ["break-glass", "node1", "--reason", "r", "--pubkey", "k.pub"]
 LAB = ["lab", "up", "--no-vm"]
 HUGE = "9" * 5000
 
@@ -67,6 +68,13 @@ CASES: list[tuple[list[str], str, str]] = [
     ([*LAB, "--seed", "-1"], "--seed", "must be at least 0"),
     (["lab", "console", "n1", "--lines", "-1"], "--lines", "must be at least 0"),
     (["fleet", "--state", "bogus"], "--state", "invalid choice: 'bogus' (choose from 'in-sync', 'pending'"),
+    (["reimage", "--state", "bogus"], "--state", "invalid choice: 'bogus' (choose from 'in-sync', 'pending'"),
+    ([*BG, "--ttl", "0s"], "--ttl", "must be between 1s and 1d, got 0s"),
+    ([*BG, "--ttl", "25h"], "--ttl", "must be between 1s and 1d, got 25h"),
+    ([*BG, "--ttl", "1y"], "--ttl", "must be a whole number and a unit (s, m, h, d, w)"),
+    ([*BG, "--ttl=-5m"], "--ttl", "must be a whole number and a unit"),
+    ([*BG, "--ttl", HUGE], "--ttl", "must be a whole number and a unit"),
+    ([*BG, "--ttl", "1h\n"], "--ttl", "must be a whole number and a unit"),
     (["gc", "--keep", "-1"], "--keep", "must be at least 0"),
     (["gc", "--keep", "lots"], "--keep", "expected a whole number"),
     (["runs", "--limit", "0"], "--limit", "must be at least 1"),
@@ -136,6 +144,85 @@ def test_defaults_and_good_values_parse_to_typed_values():
 
 
 def test_host_states_are_the_fleet_choices():
-    seen = {host_state(d, o, t, drift) for d, o, t, drift in
-            itertools.product([None, "b1"], [None, "b1", "b2"], [None, 1.0], [(), ("etc/x",)])}
+    seen = {host_state(d, o, t, drift, tainted, stale, failed) for d, o, t, drift, tainted, stale, failed in
+            itertools.product([None, "b1"], [None, "b1", "b2"], [None, 1.0], [(), ("etc/x",)], [False, True],
+                              [False, True], [False, True])}
     assert seen == set(HostState)
+
+
+PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBq0Zk0m6rWb7QmFzS0ZbYt2b3mX1c2Vv0jQ8t4X3k0M alice@laptop\n"
+GRANT_CASES: list[tuple[str, list[str], dict[str, str], str]] = [
+    ("empty-reason", ["--reason", "  "], {}, "--reason must say why in one line"),
+    ("newline-reason", ["--reason", "a\nb"], {}, "--reason must say why in one line"),
+    ("long-reason", ["--reason", "x" * 501], {}, "--reason must say why in one line"),
+    ("no-pubkey", ["--pubkey", "missing.pub"], {}, "cannot read it"),
+    ("private-key", [], {"k.pub": "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n-----END OPENSSH PRIVATE KEY-----\n"},
+     "is a private key"),
+    ("garbage-pubkey", [], {"k.pub": "hello world\n"}, "expected one OpenSSH public key line"),
+    ("two-keys", [], {"k.pub": PUBKEY + PUBKEY}, "expected one OpenSSH public key line"),
+    ("option-in-key", [], {"k.pub": "-oProxyCommand=x AAAAC3NzaC1lZDI1NTE5AAAAIBq0Zk0m\n"}, "expected one OpenSSH"),
+    ("not-a-key", [], {"k.pub": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBq0Zk0m6rWb7Q\n"}, "cannot read it as a"),
+    ("binary-pubkey", [], {"k.pub": "\udcff\x00"}, "cannot read it"),
+    ("principal-space", ["--principal", "a b"], {}, "--principal must be a name"),
+    ("principal-option", ["--principal=-oX=y"], {}, "--principal must be a name"),
+    ("principal-comma", ["--principal", "root,admin"], {}, "--principal must be a name"),
+    ("unknown-host", ["--host-override", "node9"], {}, "host 'node9' is not in the inventory"),
+    ("out-in-missing-folder", ["--out", "nowhere/cert.pub"], {}, "--out nowhere/cert.pub: expected a file in an"),
+    ("out-is-a-folder", ["--out", "."], {}, "--out .: expected a file in an existing folder"),
+]
+
+
+@pytest.mark.parametrize(("extra", "files", "needle"), [c[1:] for c in GRANT_CASES], ids=[c[0] for c in GRANT_CASES])
+def test_bad_break_glass_input_is_one_line_with_exit_2(tmp_path, monkeypatch, capsys, extra, files, needle):
+    from tests.fixtures.boot import write_inventory
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GOLDEN_INVENTORY", str(write_inventory(tmp_path / "inv.yml", {"node1": (
+        "52:54:00:15:00:01", "base@prod")})))
+    (tmp_path / "k.pub").write_text(PUBKEY)
+    for name, text in files.items():
+        (tmp_path / name).write_bytes(text.encode("utf-8", "surrogateescape"))
+    host = extra[1] if extra[:1] == ["--host-override"] else "node1"
+    extra = [] if extra[:1] == ["--host-override"] else extra
+    argv = ["--home", str(tmp_path / "home"), "break-glass", host, "--reason", "INC-1", "--ttl", "1h",
+            "--pubkey", "k.pub", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(err) and needle in err[0], err
+    assert not (tmp_path / "home" / "state.db").exists() or _no_grants(tmp_path / "home")
+
+
+def _no_grants(home) -> bool:
+    from toolkit.state.db import SQLiteStateDB
+
+    with SQLiteStateDB(home / "state.db").read() as repo:
+        return repo.list_grants() == [] and repo.list_taints() == []
+
+
+def test_state_selectors_and_stale_policy_refusals_are_one_line(tmp_path, monkeypatch, capsys):
+    from tests.fixtures.boot import write_inventory
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "roles").mkdir()
+    monkeypatch.setenv("GOLDEN_PROJECT", str(tmp_path))
+    monkeypatch.setenv("GOLDEN_INVENTORY", str(write_inventory(tmp_path / "inv.yml", {"node1": (
+        "52:54:00:15:00:01", "base@prod")})))
+    home = ["--home", str(tmp_path / "home")]
+    assert main([*home, "reimage", "--state", "tainted", "--yes"]) == 2
+    assert "no host of 'all' is in state tainted" in capsys.readouterr().err
+    assert main([*home, "fleet", "--stale"]) == 2
+    assert "no staleness policy: golden.yaml has no stale: limits" in capsys.readouterr().err
+    assert main([*home, "reimage", "--stale", "--yes"]) == 2
+    assert "no staleness policy" in capsys.readouterr().err
+    assert main([*home, "report", "--out", "nowhere/fleet.html"]) == 2
+    assert "--out nowhere/fleet.html: expected a file in an existing folder" in capsys.readouterr().err
+    assert main([*home, "report", "--out", "."]) == 2
+    assert not (tmp_path / "nowhere").exists()
+    for bad, needle in [("{max_age: 14 days}", "max_age must be a whole number and a unit"),
+                        ("{max_security_behind: -1}", ".stale.max_security_behind"),
+                        ("{max_age: 14d, colour: red}", ".stale.colour: unknown key")]:
+        (tmp_path / "golden.yaml").write_text(f"stale: {bad}\n")
+        assert main([*home, "fleet", "--stale"]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err, err

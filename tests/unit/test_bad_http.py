@@ -47,6 +47,15 @@ CASES = [  # (what, method, path, body, headers, expected status)
     ("boot script for a too-long MAC", "GET", "/boot/" + "ab:" * 40 + "ab.ipxe", None, {}, 404),
     ("garbage Host header", "GET", f"/boot/{MAC1}.ipxe", None, {"Host": "evil host/../$(x)"}, 200),
     ("unknown method", "PUT", "/report", b"{}", JSON, 501),
+    ("report with 300 logins", "POST", "/report", _report(logins=[{"at": "t", "line": "x"}] * 300), JSON, 400),
+    ("report with a 2 KiB login line", "POST", "/report", _report(logins=[{"at": "t", "line": "x" * 2048}]), JSON, 400),
+    ("report with a login that is no object", "POST", "/report", _report(logins=["Accepted password"]), JSON, 400),
+    ("report with an unknown drift kind", "POST", "/report", _report(drift=["/x"], drift_kinds={"/x": "evil"}),
+     JSON, 400),
+    ("report with drift kinds as a list", "POST", "/report", _report(drift_kinds=["/x"]), JSON, 400),
+    ("fleet page with a query", "GET", "/fleet?<script>", None, {}, 200),
+    ("fleet page by HEAD", "HEAD", "/fleet", None, {}, 200),
+    ("fleet page with a trailing slash", "GET", "/fleet/", None, {}, 404),
 ]
 
 

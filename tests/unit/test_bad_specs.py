@@ -36,6 +36,7 @@ def chain(n: int) -> dict[str, str]:
     return files
 
 
+ALLOW = "images/x.yaml: .drift_allowlist"
 CASES: list[tuple[str, dict[str, str | bytes], str]] = [
     # 4. values that reached disk-image-create's argv or the chroot unchecked
     ("element-help", {"x.yaml": spec(elements=["--help"])}, "images/x.yaml: .elements[0]: expected an element name"),
@@ -109,6 +110,12 @@ CASES: list[tuple[str, dict[str, str | bytes], str]] = [
     ("http-status", {"x.yaml": spec(checks=[{"name": "c", "http": {"port": 80, "expect_status": 1000}}])},
      "images/x.yaml: .checks[0].http.expect_status:"),
     ("http-port", {"x.yaml": spec(checks=[{"name": "c", "http": {"port": 0}}])}, "images/x.yaml: .checks[0].http.port"),
+    ("drift-allow-root", {"x.yaml": spec(drift_allowlist=["/"])}, f"{ALLOW}[0]: expected a path below /"),
+    ("drift-allow-star", {"x.yaml": spec(drift_allowlist=["/*"])}, f"{ALLOW}[0]: expected a path below"),
+    ("drift-allow-relative", {"x.yaml": spec(drift_allowlist=["var/lib"])}, f"{ALLOW}[0]: expected an absolute"),
+    ("drift-allow-dotdot", {"x.yaml": spec(drift_allowlist=["/var/../etc"])}, f"{ALLOW}[0]: expected an absolute"),
+    ("drift-allow-newline", {"x.yaml": spec(drift_allowlist=["/var/lib/x\n/etc"])}, f"{ALLOW}[0]: expected a path"),
+    ("drift-allow-dupe", {"x.yaml": spec(drift_allowlist=["/srv", "/srv"])}, f"{ALLOW}: listed more than once"),
     ("dib-env-nul", {"x.yaml": spec(dib_env={"DIB_X": "a\x00b"})}, "images/x.yaml: .dib_env.DIB_X:"),
     ("dib-env-key", {"x.yaml": spec(dib_env={"PATH": "/tmp"})},
      "images/x.yaml: .dib_env: keys must look like DIB_NAME"),

@@ -28,6 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "role": {"core", "image", "bake"},
     "nightly": {"core", "image", "state", "store", "bake", "lab", "rollout", "fleet"},
     "runs": {"core", "bake", "rollout", "state", "nightly"},
+    "access": {"core", "state", "inventory", "fleet"},
 }
 
 

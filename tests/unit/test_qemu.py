@@ -86,3 +86,10 @@ def test_uefi_machine_boots_ovmf_with_its_own_vars_and_no_ipxe_rom(tmp_path: Pat
 def test_bad_firmware_is_input_error(tmp_path: Path, spec, needle) -> None:
     with pytest.raises(InputError, match=needle):
         qemu_argv(VmSpec(name="x", mac="52:54:00:00:00:0b", serial_log=tmp_path / "s.log", **spec))
+
+
+def test_hostfwd_forwards_loopback_ports_only() -> None:
+    vm = VmSpec(name="n1", mac="52:54:00:00:00:01", serial_log=Path("/tmp/s.log"), hostfwd=((2222, 22),))
+    assert _opt(qemu_argv(vm), "-netdev") == ["user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22"]
+    with pytest.raises(InputError, match="hostfwd ports out of range"):
+        qemu_argv(VmSpec(name="n1", mac="52:54:00:00:00:01", serial_log=Path("/tmp/s.log"), hostfwd=((22, 22),)))

@@ -228,6 +228,7 @@ def _write_hook_plan(paths: BakePaths, plan: BakePlan, settings: Settings) -> No
         "checks": [c.model_dump(mode="json") for c in plan.bake_checks],
         "boot_checks": [c.model_dump(mode="json", exclude_none=True) for c in plan.spec.checks
                         if c.stage is CheckStage.BOOT],
+        "drift_allowlist": list(plan.spec.drift_allowlist),
     }
     (paths.hook / "plan.json").write_text(json.dumps(data, indent=2))
 

@@ -28,7 +28,8 @@ def _fail(step: str) -> int:
     return 1
 
 
-def playbook(roles: list[dict[str, Any]], boot_checks: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def playbook(roles: list[dict[str, Any]], boot_checks: list[dict[str, Any]] | None = None,
+             drift_allowlist: list[str] | None = None) -> list[dict[str, Any]]:
     return [{
         "name": "bake-time roles",
         "hosts": "image",
@@ -36,6 +37,8 @@ def playbook(roles: list[dict[str, Any]], boot_checks: list[dict[str, Any]] | No
         "vars": {
             # The image's boot-stage health checks, for the agent to run on the booted node.
             "golden_boot_checks": boot_checks or [],
+            # The image's own paths that change at run time (the agent adds them to its small list).
+            "golden_drift_allowlist": drift_allowlist or [],
             # post-root.d/60-golden-initramfs builds the initramfs once, after all roles.
             "golden_initramfs_deferred": True,
         },
@@ -56,7 +59,8 @@ def run_roles(target: Path, hook_dir: Path) -> int:
 
     private = hook_dir / "ansible"
     (private / "project").mkdir(parents=True, exist_ok=True)
-    (private / "project" / "site.yml").write_text(json.dumps(playbook(roles, plan.get("boot_checks")), indent=2))
+    site = playbook(roles, plan.get("boot_checks"), plan.get("drift_allowlist"))
+    (private / "project" / "site.yml").write_text(json.dumps(site, indent=2))
     home = hook_dir / "ansible-home"
     envvars = {
         "ANSIBLE_ROLES_PATH": plan["roles_dir"],

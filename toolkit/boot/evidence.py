@@ -29,13 +29,15 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from toolkit.boot.reports import RejectKind, ReportRejected, parse_report
 from toolkit.boot.token import DEFAULT_TTL_S, TokenError, issue_token, verify_token
 from toolkit.fleet.fleet import Fleet
+from toolkit.fleet.logins import matching_grant, parse_login, taint_reason
 from toolkit.fleet.status import HostStatus
-from toolkit.state.db import HostRow, ObservedReport, Repo, StateError, TokenRow
+from toolkit.state.db import HostRow, LoginRow, ObservedReport, Repo, StateError, TaintRow, TokenRow
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,43 @@ def _is_news(prev: HostRow | None, report: ObservedReport, token: TokenRow) -> b
             or prev.drift != report.drift)
 
 
+def _booted_after(report: ObservedReport, at: float) -> bool:
+    try:
+        return datetime.fromisoformat(report.booted_at.replace("Z", "+00:00")).timestamp() > at
+    except ValueError:
+        return False
+
+
+def clears_taint(taint: TaintRow, report: ObservedReport, token: TokenRow) -> bool:
+    """A reimage ends a taint: the first report of a boot after it, of a reimage attempt or of another build.
+
+    A periodic re-report, or a reboot of the tainted build outside a reimage, never does.
+    """
+    reimaged = bool(token.attempt) or (taint.build_id is not None and report.build_id != taint.build_id)
+    return token.source == "boot" and reimaged and _booted_after(report, taint.at)
+
+
+def _record_access(repo: Repo, host: str, mac: str, report: ObservedReport, token: TokenRow, now: float) -> None:
+    """Drift paths, logins (a login without a grant taints), and the end of a taint by a reimage."""
+    taint = repo.get_taint(host)
+    if taint is not None and clears_taint(taint, report, token):
+        repo.clear_taint(host)
+        repo.add_audit(now, "golden serve", "untaint", host, "reimaged",
+                       json.dumps({"build_id": report.build_id, "attempt": token.attempt, "was": taint.reason}))
+    repo.record_drift(host, report.build_id, report.drift_kinds or {p: "changed" for p in report.drift}, now)
+    grants = repo.list_grants(host) if report.logins else []
+    for at, line in report.logins:
+        login = parse_login(at, line)
+        grant = matching_grant(login, host, grants)
+        row = LoginRow(host, at, line, login.user, login.from_addr, login.method, login.serial, login.key_id,
+                       grant.id if grant else None, report.build_id, now)
+        if repo.record_login(row) and grant is None:
+            reason = f"login without a break-glass certificate: {taint_reason(login)}"
+            repo.add_event("unauthorized-login", now, mac, host, report.build_id, reason)
+            repo.add_audit(now, "golden serve", "taint", host, reason, json.dumps({"line": line}))
+            repo.taint_host(host, now, report.build_id, "login", reason)
+
+
 def _record_report(repo: Repo, host: str, mac: str, report: ObservedReport, token: TokenRow, attempt: str,
                    now: float) -> bool:
     """Spend the token and record the report; False (nothing recorded) when a concurrent report spent it first."""
@@ -115,6 +154,7 @@ def _record_report(repo: Repo, host: str, mac: str, report: ObservedReport, toke
     repo.ensure_host(host, mac)
     news = _is_news(repo.get_host(host), report, token)
     repo.set_observed(host, report, now)
+    _record_access(repo, host, mac, report, token, now)
     if news:
         repo.add_event("report", now, mac, host, report.build_id, json.dumps(
             {"drift": len(report.drift), "hostname": report.hostname, "checks": report.checks, "attempt": attempt}))

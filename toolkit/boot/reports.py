@@ -20,6 +20,9 @@ MAX_REPORT_BYTES = 64 * 1024
 MAX_DRIFT_PATHS = 10_000
 MAX_PATH_CHARS = 4096
 MAX_CHECKS = 200
+MAX_LOGINS = 200
+MAX_LOGIN_CHARS = 1000
+DRIFT_KINDS = ("added", "modified", "deleted")
 
 
 class RejectKind(StrEnum):
@@ -80,6 +83,15 @@ def _bad_fields(payload: dict[str, Any]) -> list[str]:
             isinstance(k, str) and len(k) <= 128 and isinstance(v, dict) and isinstance(v.get("passed"), bool)
             for k, v in checks.items()):
         problems.append("checks")
+    kinds = payload.get("drift_kinds", {})
+    if not isinstance(kinds, dict) or len(kinds) > MAX_DRIFT_PATHS or not all(
+            isinstance(k, str) and len(k) <= MAX_PATH_CHARS and v in DRIFT_KINDS for k, v in kinds.items()):
+        problems.append("drift_kinds")
+    logins = payload.get("logins", [])
+    if not isinstance(logins, list) or len(logins) > MAX_LOGINS or not all(
+            isinstance(x, dict) and isinstance(x.get("at"), str) and len(x["at"]) <= 64
+            and isinstance(x.get("line"), str) and len(x["line"]) <= MAX_LOGIN_CHARS for x in logins):
+        problems.append("logins")
     if "booted_at" not in problems:
         try:
             datetime.fromisoformat(payload["booted_at"].replace("Z", "+00:00"))
@@ -103,10 +115,14 @@ def parse_report(payload: Any) -> tuple[ObservedReport, str, str]:
     if problems:
         raise ReportRejected(f"malformed report: bad or missing {', '.join(problems)}", RejectKind.MALFORMED, mac)
     checks = payload.get("checks", {})
+    drift = tuple(payload["drift"])
+    kinds = payload.get("drift_kinds", {})
     report = ObservedReport(
         image=payload["image"], build_id=payload["build_id"], booted_at=payload["booted_at"],
-        hostname=payload["hostname"][:255], uptime_s=float(payload["uptime_s"]), drift=tuple(payload["drift"]),
+        hostname=payload["hostname"][:255], uptime_s=float(payload["uptime_s"]), drift=drift,
         agent_version=payload["agent_version"][:64],
         checks={k: {"passed": v["passed"], "detail": str(v.get("detail", ""))[:500]} for k, v in checks.items()},
+        drift_kinds={path: kinds.get(path, "changed") for path in drift},
+        logins=tuple((x["at"], x["line"]) for x in payload.get("logins", [])),
     )
     return report, mac, payload["token"]

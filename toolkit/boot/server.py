@@ -11,6 +11,7 @@ Routes (everything else is 404):
 - ``POST /report``: the agent's report (contract 3): 200 when accepted, 403 when rejected,
   400 when the request itself is malformed; tokens and attempts are checked in ``evidence``.
 - ``GET /metrics``: Prometheus text (``toolkit.boot.metrics``).
+- ``GET /fleet``: the fleet page, live (the same self-contained HTML as ``golden report``).
 
 Connections (``toolkit.boot.connections``): idle and half-sent requests wait in one selector
 thread and cost no worker; a fixed pool of workers handles complete requests, each with I/O
@@ -51,8 +52,10 @@ from toolkit.boot.metrics import Metrics
 from toolkit.boot.reports import MAX_REPORT_BYTES, RejectKind, ReportRejected, decode_report
 from toolkit.boot.retention import Pruned, Pruner, RetentionPolicy
 from toolkit.boot.token import DEFAULT_TTL_S
+from toolkit.core.config import StaleConfig
 from toolkit.core.errors import GoldenError, InputError
 from toolkit.fleet.fleet import Fleet
+from toolkit.fleet.page import render_page
 from toolkit.state.db import StateError
 from toolkit.store.artifacts import MANIFEST, Build, Store
 
@@ -118,6 +121,7 @@ class ServerConfig:
     token_ttl_s: float = DEFAULT_TTL_S
     limits: Limits = field(default_factory=Limits)
     retention: RetentionPolicy | None = None  # None: no pruning thread (tests, embedding)
+    page_policy: StaleConfig | None = None  # the staleness policy the /fleet page colours hosts by
 
 
 class BootHTTPServer(HTTPServer):
@@ -308,6 +312,9 @@ class BootHandler(BaseHTTPRequestHandler):
                 text = self.server.metrics.render(self.server.pool.closed_counts())
                 self._send_body("metrics", 200, text.encode(),
                                 "text/plain; version=0.0.4; charset=utf-8", head)
+            elif path == "/fleet":
+                page = render_page(self.server.config.fleet.page(self.server.config.page_policy))
+                self._send_body("fleet", 200, page.encode(), "text/html; charset=utf-8", head)
             elif path == "/healthz":
                 self._send_body("healthz", 200, b"ok\n", "text/plain; charset=utf-8", head)
             else:

@@ -23,8 +23,8 @@ from toolkit.core.errors import GoldenError, Interrupted
 
 # Modules under toolkit.cli that contribute verbs, in help order.
 COMMAND_MODULES = (
-    "validate", "bake", "images", "diff", "publish", "serve", "pxe", "fleet", "inventory",
-    "power", "bootdev", "lab", "reimage", "nightly", "runs", "role", "state", "help",
+    "validate", "bake", "images", "diff", "publish", "serve", "pxe", "fleet", "drift", "breakglass", "report",
+    "inventory", "power", "bootdev", "lab", "reimage", "nightly", "runs", "role", "state", "help",
 )
 
 

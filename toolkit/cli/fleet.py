@@ -7,6 +7,7 @@ import time
 
 from toolkit.cli.output import Context
 from toolkit.fleet.fleet import open_fleet
+from toolkit.fleet.staleness import Staleness, check_policy, stale_policy
 from toolkit.fleet.states import HostState
 
 
@@ -17,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="inventory source, repeatable (default: GOLDEN_INVENTORY, then golden.yaml)")
     p.add_argument("--state", choices=[s.value for s in HostState], help="only hosts in this state")
     p.add_argument("--unknown", action="store_true", help="list machines that asked to boot but are in no inventory")
+    p.add_argument("--stale", action="store_true",
+                   help="only hosts breaking the staleness policy (stale: in golden.yaml), with the reasons")
     p.set_defaults(func=cmd_fleet)
 
 
@@ -34,6 +37,8 @@ def cmd_fleet(args: argparse.Namespace, ctx: Context) -> int:
             ctx.table(["MAC", "FIRST SEEN", "LAST SEEN", "TIMES", "FROM"],
                       [(u.mac, _when(u.first_seen), _when(u.last_seen), u.seen_count, u.remote_addr) for u in unknown])
         return 0
+    if args.stale:
+        return _stale(fleet.staleness(args.pattern, check_policy(stale_policy(ctx.settings()))), ctx)
     hosts = [h for h in fleet.status(args.pattern) if args.state is None or h.state == args.state]
     if ctx.json:
         ctx.emit(hosts)
@@ -42,4 +47,16 @@ def cmd_fleet(args: argparse.Namespace, ctx: Context) -> int:
         (h.name, h.rack, h.image, h.desired or "-", h.observed or "-", _when(h.observed_since),
          _when(h.last_report), h.state + (f" ({len(h.drift)} drifted)" if h.drift else ""))
         for h in hosts])
+    return 0
+
+
+def _stale(found: list[Staleness], ctx: Context) -> int:
+    violators = [s for s in found if s.stale]
+    if ctx.json:
+        ctx.emit(violators)
+        return 0
+    ctx.table(["HOST", "IMAGE", "RUNNING", "CURRENT", "AGE (DAYS)", "BEHIND", "PACKAGES", "SECURITY", "WHY"], [
+        (s.host, f"{s.image}@{s.channel}" if s.channel else s.image, s.running or "-", s.current or "-",
+         f"{s.age_s / 86400:.1f}" if s.age_s is not None else "-", s.builds_behind, len(s.packages_behind),
+         len(s.security_behind), "; ".join(s.reasons)) for s in violators])
     return 0

@@ -10,6 +10,7 @@ from toolkit.cli.argtypes import amount, finite_float, int_range
 from toolkit.cli.output import Context
 from toolkit.core.errors import InputError
 from toolkit.core.progress import format_elapsed
+from toolkit.fleet.states import HostState
 from toolkit.rollout.execute import RunOutcome, WaveProgress
 from toolkit.rollout.journal import RunStatus
 from toolkit.rollout.plan import Amount, Plan, Policy
@@ -19,7 +20,13 @@ from toolkit.rollout.service import ReimageRequest, execute_plan, plan_request, 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reimage", help="reimage hosts onto a build in waves (canary, health gates, rollback)")
     p.add_argument("pattern", nargs="?", help="Ansible host pattern (groups, globs, ':' unions)")
-    p.add_argument("--image", metavar="NAME@CHANNEL|NAME@BUILD", help="what to reimage onto")
+    p.add_argument("--image", metavar="NAME@CHANNEL|NAME@BUILD",
+                   help="what to reimage onto (with --state/--stale: default, the image the selected hosts follow)")
+    p.add_argument("--state", choices=[s.value for s in HostState],
+                   help="only the pattern's hosts in this state, e.g. tainted or drifted (reimaged even when "
+                        "already on the build; pattern default: all)")
+    p.add_argument("--stale", action="store_true",
+                   help="only the pattern's hosts breaking the staleness policy (stale: in golden.yaml)")
     p.add_argument("-i", "--inventory", action="append",
                    help="inventory source, repeatable (default: GOLDEN_INVENTORY, then golden.yaml)")
     p.add_argument("--canary", type=int_range(0, 1_000_000), default=1,
@@ -122,10 +129,12 @@ def cmd_reimage(args: argparse.Namespace, ctx: Context) -> int:
     settings = ctx.settings()
     if args.resume:
         return _render(ctx, resume_run(settings, args.resume, args.inventory, _Live(ctx)))
-    if not args.pattern or not args.image:
-        raise InputError("reimage needs a host pattern and --image NAME@CHANNEL (or --resume RUN_ID)")
-    req = ReimageRequest(args.pattern, args.image, _policy(args), args.inventory, force=args.force,
-                         reason=args.reason, contest_window_s=args.contest_window)
+    by_state = args.state is not None or args.stale
+    if not by_state and (not args.pattern or not args.image):
+        raise InputError("reimage needs a host pattern and --image NAME@CHANNEL, or --state/--stale "
+                         "(or --resume RUN_ID)")
+    req = ReimageRequest(args.pattern or "all", args.image or "", _policy(args), args.inventory, force=args.force,
+                         reason=args.reason, contest_window_s=args.contest_window, state=args.state, stale=args.stale)
     plan, checks = plan_request(settings, req)
     if args.dry_run:
         if ctx.json:

@@ -12,6 +12,7 @@ from toolkit.boot.token import DEFAULT_TTL_S, shared_secret
 from toolkit.cli.argtypes import finite_float, int_range
 from toolkit.cli.output import Context
 from toolkit.fleet.fleet import open_fleet
+from toolkit.fleet.staleness import stale_policy
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,7 +66,8 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
                           public_url=args.public_url, extra_args=tuple(args.kernel_arg), token_ttl_s=args.token_ttl,
                           limits=_limits(args),
                           retention=RetentionPolicy(events_s=args.retention * 86400, token_ttl_s=args.token_ttl,
-                                                    every_s=args.prune_every))
+                                                    every_s=args.prune_every),
+                          page_policy=stale_policy(s))
     server = make_server(args.listen, config)
     if ctx.json:
         ctx.emit({"listening": server.url, "inventory": fleet.inventory_path, "store": fleet.store.root})

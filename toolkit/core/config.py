@@ -12,8 +12,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from toolkit.core.duration import parse_duration
 from toolkit.core.errors import InputError
 from toolkit.core.yamlfile import load_yaml_file
 
@@ -94,6 +95,29 @@ class LabConfig(_Strict):
     boot_url: str | None = None
 
 
+class StaleConfig(_Strict):
+    """``stale:`` in golden.yaml: when a host's running build is too old or too far behind its channel."""
+
+    max_age: str | None = None  # e.g. 14d: the running build's age (since it was baked)
+    max_behind: int | None = Field(default=None, ge=0, le=10_000)  # builds the channel moved on since
+    max_packages_behind: int | None = Field(default=None, ge=0, le=1_000_000)
+    max_security_behind: int | None = Field(default=None, ge=0, le=1_000_000)
+
+    @field_validator("max_age")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_duration(value, "max_age", hi=10 * 366 * 86400.0)
+            except InputError as exc:
+                raise ValueError(exc.message) from None
+        return value
+
+    @property
+    def max_age_s(self) -> float | None:
+        return parse_duration(self.max_age, "max_age", hi=10 * 366 * 86400.0) if self.max_age else None
+
+
 class GoldenConfig(_Strict):
     """``golden.yaml``: every key golden reads; any other key is an error naming it."""
 
@@ -106,6 +130,7 @@ class GoldenConfig(_Strict):
     store: str | None = None
     lab: LabConfig | None = None
     promotion: dict[str, Any] | None = None  # its gates are checked by toolkit.store.policy
+    stale: StaleConfig | None = None  # golden fleet --stale, golden reimage --stale
 
 
 def validate_config(data: dict[str, Any], path: Path) -> dict[str, Any]:

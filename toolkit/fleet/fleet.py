@@ -12,16 +12,18 @@ import threading
 import time
 from pathlib import Path
 
-from toolkit.core.config import Settings
+from toolkit.core.config import Settings, StaleConfig
 from toolkit.core.errors import InputError
 from toolkit.core.mac import normalize_mac
 from toolkit.fleet.desired import DesiredBuild, resolve_desired
+from toolkit.fleet.page import FleetPage
+from toolkit.fleet.staleness import Staleness, assess
 from toolkit.fleet.status import HostStatus, host_state, rack_of
 from toolkit.image.ref import ImageRef, parse_image_ref
 from toolkit.inventory.cache import inventory_stamp, quick_stamp
 from toolkit.inventory.hosts import Host, Inventory, load_inventory, resolve_inventory_sources
 from toolkit.state import open_state
-from toolkit.state.db import AttemptRow, HostRow, Repo, StateDB, UnknownMachineRow
+from toolkit.state.db import AttemptRow, DriftRow, HostRow, LoginRow, Repo, StateDB, TaintRow, UnknownMachineRow
 from toolkit.store import open_store
 from toolkit.store.artifacts import Store
 
@@ -148,7 +150,8 @@ class Fleet:
         with self.db.read() as repo:
             return self._status(repo, host)
 
-    def _status(self, repo: Repo, host: Host) -> HostStatus:
+    def _status(self, repo: Repo, host: Host, policy: StaleConfig | None = None, now: float = 0.0,
+                phases: dict[str, str] | None = None) -> HostStatus:
         row = repo.get_host(host.name)
         try:
             desired = self.desired_in(repo, host, row)
@@ -157,6 +160,8 @@ class Fleet:
         observed = row.observed_build if row else None
         last = row.last_report_at if row else None
         drift = row.drift if row else ()
+        taint = repo.get_taint(host.name)
+        stale = self._staleness(repo, host, row, desired, policy, now).reasons if policy else ()
         return HostStatus(
             name=host.name, rack=rack_of(host), mac=normalize_mac(host.mac) if host.mac else "",
             # the inventory's image ref; without one, the image a rollout set for the host
@@ -164,16 +169,51 @@ class Fleet:
             desired_source=desired.source if desired else "", served=row.served_build if row else None,
             observed=observed, observed_since=row.observed_since if row else None,
             booted_at=row.booted_at if row else None, last_report=last, drift=drift,
-            state=host_state(desired.build_id if desired else None, observed, last, drift),
+            state=host_state(desired.build_id if desired else None, observed, last, drift, taint is not None,
+                             bool(stale), (phases or {}).get(host.name) == "failed"),
+            taint=taint.reason if taint else None, stale=stale,
         )
 
-    def status(self, pattern: str = "all") -> list[HostStatus]:
+    def _staleness(self, repo: Repo, host: Host, row: HostRow | None, desired: DesiredBuild | None,
+                   policy: StaleConfig, now: float) -> Staleness:
+        try:
+            ref = image_ref_of(host)
+        except InputError:
+            ref = None
+        image = ref.image if ref else (desired.image if desired else "")
+        channel = ref.ref if ref and repo.get_channel(ref.image, ref.ref) else None
+        running = self.store.find(image, row.observed_build) if row and row.observed_build and image else None
+        current = self.store.find(image, desired.build_id) if desired and image else None
+        history = repo.history(image, channel) if channel else []
+        return assess(host.name, image, channel, running.manifest if running else None,
+                      current.manifest if current else None, history, policy, now)
+
+    def status(self, pattern: str = "all", policy: StaleConfig | None = None) -> list[HostStatus]:
+        """Every host the pattern selects; with a staleness policy, those breaking it are "stale" (with why)."""
         self._refresh()
         if self._inv is None:
             return []
         hosts = list(self._inv.hosts) if pattern == "all" else self._inv.select(pattern)
+        now = time.time()
         with self.db.read() as repo:
-            return [self._status(repo, h) for h in sorted(hosts, key=lambda h: h.name)]
+            phases = repo.last_step_phases()
+            return [self._status(repo, h, policy, now, phases) for h in sorted(hosts, key=lambda h: h.name)]
+
+    def staleness(self, pattern: str, policy: StaleConfig) -> list[Staleness]:
+        """Each selected host's staleness under ``policy``: age, builds behind, updates lacking, reasons."""
+        self._refresh()
+        hosts = (list(self._inv.hosts) if pattern == "all" else self._inv.select(pattern)) if self._inv else []
+        now = time.time()
+        with self.db.read() as repo:
+            out = []
+            for h in sorted(hosts, key=lambda h: h.name):
+                row = repo.get_host(h.name)
+                try:
+                    desired = self.desired_in(repo, h, row)
+                except InputError:
+                    desired = None
+                out.append(self._staleness(repo, h, row, desired, policy, now))
+            return out
 
     def observed_image(self, name: str) -> str | None:
         with self.db.read() as repo:
@@ -204,6 +244,38 @@ class Fleet:
             if ref == ImageRef(image, channel):
                 out.append(h.name)
         return out
+
+    def _selected(self, pattern: str) -> list[Host]:
+        self._refresh()
+        if self._inv is None:
+            return []
+        return sorted(self._inv.hosts if pattern == "all" else self._inv.select(pattern), key=lambda h: h.name)
+
+    def drift(self, pattern: str = "all") -> list[DriftRow]:
+        """The drifted paths of the selected hosts (host, then path), with kind and first/last seen."""
+        names = {h.name for h in self._selected(pattern)}
+        with self.db.read() as repo:
+            return [r for r in repo.list_drift() if r.host in names]
+
+    def logins(self, pattern: str = "all", limit: int = 500) -> list[LoginRow]:
+        """Logins the agents of the selected hosts reported, newest first."""
+        names = {h.name for h in self._selected(pattern)}
+        with self.db.read() as repo:
+            return [r for r in repo.list_logins(limit=limit) if r.host in names]
+
+    def taints(self, pattern: str = "all") -> list[TaintRow]:
+        names = {h.name for h in self._selected(pattern)}
+        with self.db.read() as repo:
+            return [t for t in repo.list_taints() if t.host in names]
+
+    def page(self, policy: StaleConfig | None = None, runs: int = 10) -> FleetPage:
+        """What the fleet page shows: every host's status (stale under ``policy``), drift, channels, last runs."""
+        hosts = self.status("all", policy)
+        with self.db.read() as repo:
+            drift: dict[str, list[DriftRow]] = {}
+            for row in repo.list_drift():
+                drift.setdefault(row.host, []).append(row)
+            return FleetPage(time.time(), hosts, drift, repo.list_channels(), repo.list_runs(runs))
 
     def unknown_machines(self) -> list[UnknownMachineRow]:
         with self.db.read() as repo:

@@ -9,5 +9,8 @@ class HostState(StrEnum):
     IN_SYNC = "in-sync"  # runs its desired build and reports no drift
     PENDING = "pending"  # reports a build other than its desired one
     DRIFTED = "drifted"  # runs its desired build but changed outside the allowlist
+    TAINTED = "tainted"  # someone logged in (break-glass or not): untrusted until reimaged
+    FAILED = "failed"  # its last reimage step failed
+    STALE = "stale"  # breaks the staleness policy (too old, too far behind, lacks security updates)
     NEVER_REPORTED = "never-reported"  # has a desired build, never reported
     NO_BUILD = "no-build"  # no desired build: no image named, or its channel/build is missing

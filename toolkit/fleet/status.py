@@ -21,7 +21,9 @@ class HostStatus:
     booted_at: str | None
     last_report: float | None
     drift: tuple[str, ...]
-    state: str  # in-sync | pending | drifted | never-reported | no-build
+    state: str  # a HostState value
+    taint: str | None = None  # why the host is tainted
+    stale: tuple[str, ...] = ()  # why it breaks the staleness policy (only when asked with a policy)
 
 
 def rack_of(host: Host) -> str:
@@ -29,11 +31,19 @@ def rack_of(host: Host) -> str:
     return host.rack
 
 
-def host_state(desired: str | None, observed: str | None, last_report: float | None, drift: tuple[str, ...]) -> str:
+def host_state(desired: str | None, observed: str | None, last_report: float | None, drift: tuple[str, ...],
+               tainted: bool = False, stale: bool = False, failed: bool = False) -> str:
+    """One state per host, the most urgent first: a tainted host is that even while a reimage is pending."""
     if desired is None:
         return "no-build"
     if last_report is None:
         return "never-reported"
-    if observed != desired:
-        return "pending"
-    return "drifted" if drift else "in-sync"
+    if tainted:
+        return "tainted"
+    if failed:
+        return "failed"
+    if observed == desired and drift:
+        return "drifted"
+    if stale:
+        return "stale"
+    return "pending" if observed != desired else "in-sync"

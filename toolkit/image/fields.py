@@ -75,6 +75,14 @@ def check_chroot_path(value: str) -> str:
     return value
 
 
+def check_allow_path(value: str) -> str:
+    """A drift allowlist entry: an absolute path (shell globs allowed) below the root, never the root itself."""
+    check_chroot_path(value)
+    if not value.isprintable() or value.rstrip("/*") == "":
+        raise ValueError(f"expected a path below / (globs allowed), not the whole file system, got {show(value)}")
+    return value
+
+
 def check_url_path(value: str) -> str:
     if not value.startswith("/") or len(value) > 2048 or any(ch.isspace() or not ch.isprintable() for ch in value):
         raise ValueError(f"expected a URL path starting with '/' and no whitespace, got {show(value)}")

@@ -23,6 +23,7 @@ from toolkit.image.fields import (
     PackageName,
     RoleName,
     UnitName,
+    check_allow_path,
     check_chroot_path,
     check_url_path,
     no_duplicates,
@@ -110,6 +111,10 @@ class ImageSpec(StrictModel):
     roles: list[RoleRef] = Field(default_factory=list, max_length=100)
     checks: list[Check] = Field(default_factory=list, max_length=200)
     outputs: list[Output] = Field(default_factory=lambda: [Output.NETBOOT], max_length=len(Output))
+    # Paths (globs allowed) this image changes at run time that are not drift; the agent's built-in
+    # list stays small (no home folders, no shell history), so each image names its own.
+    drift_allowlist: list[Annotated[str, AfterValidator(check_allow_path)]] = Field(
+        default_factory=list, max_length=500)
     # Extra DIB_* variables. They are recorded in the manifest, so they must hold no secrets.
     dib_env: dict[str, Annotated[str, Field(max_length=65536), AfterValidator(no_nul)]] = Field(
         default_factory=dict, max_length=100)
@@ -122,7 +127,7 @@ class ImageSpec(StrictModel):
             raise ValueError(f"keys must look like DIB_NAME: {', '.join(sorted(bad))}")
         return value
 
-    @field_validator("packages", "elements")
+    @field_validator("packages", "elements", "drift_allowlist")
     @classmethod
     def _no_dupes(cls, value: list[str]) -> list[str]:
         return no_duplicates(value)
@@ -146,6 +151,7 @@ class ImageSpec(StrictModel):
             roles=[r for r in parent.roles if r.name not in own_roles] + self.roles,
             checks=[c for c in parent.checks if c.name not in own_checks] + self.checks,
             outputs=self.outputs if "outputs" in self.model_fields_set else parent.outputs,
+            drift_allowlist=union(parent.drift_allowlist, self.drift_allowlist),
             dib_env={**parent.dib_env, **self.dib_env},
         )
 

@@ -48,6 +48,7 @@ class VmSpec:
     # NIC carries no iPXE ROM, so iPXE runs only if the PXE server hands it out (snponly.efi).
     firmware: str = "bios"
     uefi_vars: Path | None = None  # this machine's writable copy of OVMF_VARS (uefi only)
+    hostfwd: tuple[tuple[int, int], ...] = ()  # (loopback port, guest port) forwards, user networking only
 
 
 def _netdev_arg(vm: VmSpec) -> str:
@@ -59,6 +60,10 @@ def _netdev_arg(vm: VmSpec) -> str:
             if "," in vm.bootfile:
                 raise InputError(f"VM {vm.name}: bootfile may not contain ',' (QEMU option separator): {vm.bootfile}")
             parts.append(f"bootfile={vm.bootfile}")
+        for host_port, guest_port in vm.hostfwd:
+            if not (1024 <= host_port <= 65535 and 1 <= guest_port <= 65535):
+                raise InputError(f"VM {vm.name}: hostfwd ports out of range: {host_port} -> {guest_port}")
+            parts.append(f"hostfwd=tcp:127.0.0.1:{host_port}-:{guest_port}")
         return ",".join(parts)
     if vm.netdev.startswith("tap:") and len(vm.netdev) > 4:
         ifname = vm.netdev[4:]

@@ -22,9 +22,11 @@ from toolkit.bmc.pool import BmcPool
 from toolkit.core.config import Settings
 from toolkit.core.errors import InputError, Interrupted
 from toolkit.fleet.fleet import Fleet, open_fleet
+from toolkit.fleet.staleness import check_policy, stale_policy
 from toolkit.fleet.status import rack_of
 from toolkit.image.ref import parse_image_ref
 from toolkit.image.spec import CheckStage, ImageSpec
+from toolkit.inventory.hosts import Host
 from toolkit.rollout.execute import Executor, ExecutorConfig, RunOutcome, WaveProgress, resume_state
 from toolkit.rollout.journal import Journal, RunRow, RunStatus, StepRow, new_reimage_run_id
 from toolkit.rollout.leases import LEASE_TTL_S, LeasedJournal, LeaseKeeper, new_holder, take_leases
@@ -43,6 +45,18 @@ class ReimageRequest:
     reason: str = ""
     contest_window_s: float = 15.0
     lease_ttl_s: float = LEASE_TTL_S
+    state: str | None = None  # only the selected hosts in this state (drifted, tainted, ...)
+    stale: bool = False  # only the selected hosts breaking the staleness policy
+
+    @property
+    def by_state(self) -> bool:
+        return self.state is not None or self.stale
+
+    @property
+    def label(self) -> str:
+        """The selection as the journal records it: the pattern and its state selectors."""
+        return " ".join([self.pattern, *([f"--state {self.state}"] if self.state else []),
+                         *(["--stale"] if self.stale else [])])
 
 
 def resolve_target(fleet: Fleet, image_ref: str, force: bool = False,
@@ -64,17 +78,47 @@ def resolve_target(fleet: Fleet, image_ref: str, force: bool = False,
     return image, build.build_id, checks, forced
 
 
+def select_by_state(fleet: Fleet, settings: Settings, req: ReimageRequest, hosts: list[Host]) -> list[Host]:
+    """The hosts of ``hosts`` in ``req.state`` and/or breaking the staleness policy (``req.stale``)."""
+    policy = check_policy(stale_policy(settings)) if req.stale else None
+    status = {s.name: s for s in fleet.status(req.pattern, policy)}
+    return [h for h in hosts if h.name in status
+            and (req.state is None or status[h.name].state == req.state)
+            and (not req.stale or bool(status[h.name].stale))]
+
+
+def image_of_selection(hosts: list[Host]) -> str:
+    """The one image reference the selected hosts follow, for a reimage by state without --image."""
+    refs = sorted({h.image for h in hosts if h.image})
+    if len(refs) != 1:
+        raise InputError(f"the selected hosts follow {len(refs)} images ({', '.join(refs[:5]) or 'none'})",
+                         hint="pass --image NAME@CHANNEL or narrow the host pattern")
+    return refs[0]
+
+
 def plan_request(settings: Settings, req: ReimageRequest) -> tuple[Plan, tuple[str, ...]]:
-    """Pure apart from reading state: the plan ``--dry-run`` prints and ``execute`` follows."""
+    """Pure apart from reading state: the plan ``--dry-run`` prints and ``execute`` follows.
+
+    With a state selector (``--state``, ``--stale``) only those hosts are planned, onto the build
+    they follow (or ``--image``), even when they already run it: a tainted host is reimaged in place.
+    """
     fleet = open_fleet(settings, req.inventory)
-    image, build_id, checks, _ = resolve_target(fleet, req.image_ref, req.force, req.reason)
     inv = fleet.inventory()
     hosts = inv.select(req.pattern) if inv else []
+    if req.by_state:
+        hosts = select_by_state(fleet, settings, req, hosts)
+        if not hosts:
+            what = " and ".join(([f"in state {req.state}"] if req.state else []) + (["stale"] if req.stale else []))
+            raise InputError(f"no host of {req.pattern!r} is {what}", hint="golden fleet shows each host's state")
+        req = dataclasses.replace(req, image_ref=req.image_ref or image_of_selection(hosts),
+                                  policy=dataclasses.replace(req.policy, include_current=True))
+    image, build_id, checks, _ = resolve_target(fleet, req.image_ref, req.force, req.reason)
     if inv:
         inv.require_bmc(hosts)  # a host without a BMC fails the plan, before any BMC is contacted
     status = {s.name: s for s in fleet.status(req.pattern)} if hosts else {}
+    selected = {h.name for h in hosts}
     cands = [Candidate(h.name, rack_of(h), status[h.name].observed if h.name in status else None,
-                       fleet.observed_image(h.name)) for h in hosts]
+                       fleet.observed_image(h.name)) for h in hosts if h.name in selected]
     return plan_reimage(image, build_id, cands, req.policy), checks
 
 
@@ -159,14 +203,15 @@ def execute_plan(settings: Settings, req: ReimageRequest, plan: Plan, checks: tu
                  on_progress: Callable[[WaveProgress], None] = lambda p: None,
                  on_start: Callable[[str], None] = lambda run_id: None, workers: int = 16) -> RunOutcome:
     fleet = open_fleet(settings, req.inventory)
-    _, _, _, forced = resolve_target(fleet, req.image_ref, req.force, req.reason)  # the gate, again at acting time
+    image_ref = req.image_ref or f"{plan.image}@{plan.target_build}"  # by state: the build the plan chose
+    _, _, _, forced = resolve_target(fleet, image_ref, req.force, req.reason)  # the gate, again at acting time
     run_id = new_reimage_run_id()
     holder = new_holder()
     take_leases(fleet.db, plan.hosts, run_id, holder, req.lease_ttl_s)  # before the journal: a refusal leaves no run
     journal = LeasedJournal(fleet.db, holder)
     with LeaseKeeper(fleet.db, holder, req.lease_ttl_s):
         user = current_user()
-        journal.create_run(run_id, user, req.pattern, plan.image, plan.target_build,
+        journal.create_run(run_id, user, req.label, plan.image, plan.target_build,
                            {"plan": plan_to_dict(plan), "checks": list(checks),
                             "inventory": [str(p) for p in fleet.inventory_sources],
                             "forced": forced, "reason": req.reason, "contest_window_s": req.contest_window_s})

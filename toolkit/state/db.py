@@ -138,6 +138,70 @@ class ObservedReport:
     agent_version: str
     # Optional boot-stage check results the agent may send: {name: {"passed": bool, "detail": str}}.
     checks: dict[str, dict[str, object]] = field(default_factory=dict, compare=False, hash=False)
+    # Each drifted path's kind (added | modified | deleted); older agents send none ("changed").
+    drift_kinds: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    # Login lines from the node's journal since boot: ((ISO time, line), ...).
+    logins: tuple[tuple[str, str], ...] = field(default=(), compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class DriftRow:
+    """One path a host's overlay holds outside its allowlist, since when."""
+
+    host: str
+    path: str
+    kind: str  # added | modified | deleted | changed
+    build_id: str
+    first_seen: float
+    last_seen: float
+
+
+@dataclass(frozen=True)
+class LoginRow:
+    """A login an agent reported, parsed; ``grant_id`` is the break-glass grant it used, if any."""
+
+    host: str
+    at: str
+    line: str
+    user: str
+    from_addr: str
+    method: str
+    serial: int | None
+    key_id: str
+    grant_id: int | None
+    build_id: str | None
+    seen_at: float
+    id: int = 0
+
+
+@dataclass(frozen=True)
+class TaintRow:
+    """A host that someone may have changed by hand: it stays tainted until it is reimaged."""
+
+    host: str
+    at: float
+    build_id: str | None
+    source: str  # break-glass | login
+    reason: str
+
+
+@dataclass(frozen=True)
+class GrantRow:
+    """A break-glass certificate as issued; ``id`` is its serial."""
+
+    id: int
+    host: str
+    mac: str
+    principal: str
+    user: str
+    reason: str
+    issued_at: float
+    expires_at: float
+    fingerprint: str
+    key_id: str
+
+    def active(self, now: float) -> bool:
+        return now < self.expires_at
 
 
 @dataclass(frozen=True)
@@ -259,6 +323,11 @@ def _host(r: sqlite3.Row) -> HostRow:
     )
 
 
+def _grant(r: sqlite3.Row) -> GrantRow:
+    return GrantRow(r["id"], r["host"], r["mac"], r["principal"], r["user"], r["reason"], r["issued_at"],
+                    r["expires_at"], r["fingerprint"], r["key_id"])
+
+
 def _history(r: sqlite3.Row) -> HistoryRow:
     return HistoryRow(
         id=r["id"], image=r["image"], channel=r["channel"], action=r["action"], from_build=r["from_build"],
@@ -357,6 +426,85 @@ class Repo:
 
     def delete_host(self, name: str) -> None:
         self._c.execute("DELETE FROM hosts WHERE name = ?", (name,))
+
+    # ---- drift paths, logins, taints, break-glass grants ----
+    def record_drift(self, host: str, build_id: str, kinds: dict[str, str], at: float) -> None:
+        """The host's drift is now exactly ``kinds`` ({path: kind}); paths seen before keep their first_seen."""
+        self._c.execute("DELETE FROM drift_paths WHERE host = ? AND build_id != ?", (host, build_id))
+        known = {r["path"] for r in self._c.execute("SELECT path FROM drift_paths WHERE host = ?", (host,))}
+        gone = known - set(kinds)
+        self._c.executemany("DELETE FROM drift_paths WHERE host = ? AND path = ?", [(host, p) for p in sorted(gone)])
+        self._c.executemany(
+            "INSERT INTO drift_paths (host, path, kind, build_id, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (host, path) DO UPDATE SET kind = excluded.kind, last_seen = excluded.last_seen",
+            [(host, p, k, build_id, at, at) for p, k in sorted(kinds.items())])
+
+    def list_drift(self, host: str | None = None) -> list[DriftRow]:
+        if host is None:
+            rows = self._c.execute("SELECT * FROM drift_paths ORDER BY host, path")
+        else:
+            rows = self._c.execute("SELECT * FROM drift_paths WHERE host = ? ORDER BY path", (host,))
+        return [DriftRow(r["host"], r["path"], r["kind"], r["build_id"], r["first_seen"], r["last_seen"])
+                for r in rows.fetchall()]
+
+    def record_login(self, row: LoginRow) -> bool:
+        """Remember a reported login; False when it was reported before (agents resend all since boot)."""
+        cur = self._c.execute(
+            "INSERT INTO host_logins (host, at, line, login_user, from_addr, method, serial, key_id, grant_id, "
+            "build_id, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (host, at, line) DO NOTHING",
+            (row.host, row.at, row.line, row.user, row.from_addr, row.method, row.serial, row.key_id, row.grant_id,
+             row.build_id, row.seen_at))
+        return cur.rowcount == 1
+
+    def list_logins(self, host: str | None = None, limit: int = 500) -> list[LoginRow]:
+        if host is None:
+            rows = self._c.execute("SELECT * FROM host_logins ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._c.execute("SELECT * FROM host_logins WHERE host = ? ORDER BY id DESC LIMIT ?", (host, limit))
+        return [LoginRow(r["host"], r["at"], r["line"], r["login_user"], r["from_addr"], r["method"], r["serial"],
+                         r["key_id"], r["grant_id"], r["build_id"], r["seen_at"], r["id"]) for r in rows.fetchall()]
+
+    def taint_host(self, host: str, at: float, build_id: str | None, source: str, reason: str) -> bool:
+        """Taint the host; False when it already was (the first reason stays: it says when trust ended)."""
+        cur = self._c.execute(
+            "INSERT INTO host_taints (host, at, build_id, source, reason) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (host) DO NOTHING", (host, at, build_id, source, reason))
+        return cur.rowcount == 1
+
+    def get_taint(self, host: str) -> TaintRow | None:
+        r = self._c.execute("SELECT * FROM host_taints WHERE host = ?", (host,)).fetchone()
+        return TaintRow(r["host"], r["at"], r["build_id"], r["source"], r["reason"]) if r else None
+
+    def list_taints(self) -> list[TaintRow]:
+        rows = self._c.execute("SELECT * FROM host_taints ORDER BY host").fetchall()
+        return [TaintRow(r["host"], r["at"], r["build_id"], r["source"], r["reason"]) for r in rows]
+
+    def clear_taint(self, host: str) -> bool:
+        return self._c.execute("DELETE FROM host_taints WHERE host = ?", (host,)).rowcount == 1
+
+    def add_grant(self, host: str, mac: str, principal: str, user: str, reason: str, issued_at: float,
+                  expires_at: float, fingerprint: str, key_id: str) -> int:
+        """Record a break-glass grant before its certificate is signed; returns its id, the certificate serial."""
+        cur = self._c.execute(
+            "INSERT INTO breakglass_grants (host, mac, principal, \"user\", reason, issued_at, expires_at, "
+            "fingerprint, key_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (host, mac, principal, user, reason, issued_at, expires_at, fingerprint, key_id))
+        return int(cur.fetchone()["id"])
+
+    def set_grant_key_id(self, serial: int, key_id: str) -> None:
+        self._c.execute("UPDATE breakglass_grants SET key_id = ? WHERE id = ?", (key_id, serial))
+
+    def get_grant(self, serial: int) -> GrantRow | None:
+        r = self._c.execute("SELECT * FROM breakglass_grants WHERE id = ?", (serial,)).fetchone()
+        return _grant(r) if r else None
+
+    def list_grants(self, host: str | None = None, limit: int = 500) -> list[GrantRow]:
+        if host is None:
+            rows = self._c.execute("SELECT * FROM breakglass_grants ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._c.execute("SELECT * FROM breakglass_grants WHERE host = ? ORDER BY id DESC LIMIT ?",
+                                   (host, limit))
+        return [_grant(r) for r in rows.fetchall()]
 
     # ---- unknown machines ----
     def record_unknown(self, mac: str, at: float, remote_addr: str | None) -> None:
@@ -560,6 +708,13 @@ class Repo:
     def list_runs(self, limit: int = 50) -> list[RunRow]:
         rows = self._c.execute("SELECT * FROM reimage_runs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
         return [_run(r) for r in rows]
+
+    def last_step_phases(self) -> dict[str, str]:
+        """Each host's most recent reimage step phase (intent, done, failed), over all runs."""
+        rows = self._c.execute(
+            "SELECT s.host AS host, s.phase AS phase FROM reimage_steps s JOIN "
+            "(SELECT host, MAX(id) AS id FROM reimage_steps GROUP BY host) m ON s.id = m.id").fetchall()
+        return {r["host"]: r["phase"] for r in rows}
 
     def run_steps(self, run_id: str, host: str | None = None) -> list[StepRow]:
         if host is None:

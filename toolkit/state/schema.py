@@ -186,6 +186,55 @@ MIGRATIONS: tuple[Migration, ...] = (
             created_at REAL NOT NULL
         );
     """),
+    # Drift you can read (each path with its kind, first and last seen), logins the agents report,
+    # taints (cleared only by a reimage) and break-glass grants (whose id is the certificate serial).
+    Migration("0130_drift_access", """
+        CREATE TABLE drift_paths (
+            host       TEXT NOT NULL,
+            path       TEXT NOT NULL,
+            kind       TEXT NOT NULL,
+            build_id   TEXT NOT NULL,
+            first_seen REAL NOT NULL,
+            last_seen  REAL NOT NULL,
+            PRIMARY KEY (host, path)
+        );
+        CREATE TABLE host_logins (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            host        TEXT NOT NULL,
+            at          TEXT NOT NULL,
+            line        TEXT NOT NULL,
+            login_user  TEXT NOT NULL,
+            from_addr   TEXT NOT NULL,
+            method      TEXT NOT NULL,
+            serial      INTEGER,
+            key_id      TEXT NOT NULL DEFAULT '',
+            grant_id    INTEGER,
+            build_id    TEXT,
+            seen_at     REAL NOT NULL,
+            UNIQUE (host, at, line)
+        );
+        CREATE INDEX host_logins_by_host ON host_logins (host, id);
+        CREATE TABLE host_taints (
+            host     TEXT PRIMARY KEY,
+            at       REAL NOT NULL,
+            build_id TEXT,
+            source   TEXT NOT NULL,
+            reason   TEXT NOT NULL
+        );
+        CREATE TABLE breakglass_grants (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            host        TEXT NOT NULL,
+            mac         TEXT NOT NULL,
+            principal   TEXT NOT NULL,
+            "user"      TEXT NOT NULL,
+            reason      TEXT NOT NULL,
+            issued_at   REAL NOT NULL,
+            expires_at  REAL NOT NULL,
+            fingerprint TEXT NOT NULL,
+            key_id      TEXT NOT NULL
+        );
+        CREATE INDEX breakglass_grants_by_host ON breakglass_grants (host, id);
+    """),
 )
 
 # Every table golden keeps, parents before children (``golden state migrate`` copies in this order),
@@ -194,8 +243,10 @@ TABLES: tuple[str, ...] = (
     "channels", "channel_history", "hosts", "unknown_machines", "used_tokens", "boot_events",
     "boot_tokens", "boot_attempts", "audit_log", "build_gates", "reimage_runs", "reimage_steps", "host_leases",
     "shared_secrets",
+    "drift_paths", "host_logins", "host_taints", "breakglass_grants",
 )
-NUMBERED_TABLES: tuple[str, ...] = ("channel_history", "boot_events", "audit_log", "reimage_steps")
+NUMBERED_TABLES: tuple[str, ...] = ("channel_history", "boot_events", "audit_log", "reimage_steps", "host_logins",
+                                    "breakglass_grants")
 
 
 def split_statements(script: str) -> list[str]:

@@ -1,0 +1,71 @@
+"""golden break-glass HOST: a short-lived SSH certificate for one host, audited, tainting it; breakglass list."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from toolkit.access.breakglass import DEFAULT_PRINCIPAL, grant, list_grants, plan_grant
+from toolkit.cli.output import Context
+from toolkit.core.duration import format_duration, parse_duration
+from toolkit.core.errors import InputError
+from toolkit.fleet.fleet import open_fleet
+from toolkit.store.channels import current_user
+
+
+def _ttl(text: str) -> float:
+    try:
+        return parse_duration(text, "--ttl", lo=1, hi=24 * 3600)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(exc.message.removeprefix("--ttl ")) from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("break-glass", help="sign your SSH key for one host and a short time; taints the host")
+    p.add_argument("host", help="inventory host name")
+    p.add_argument("--reason", required=True, help="why (recorded in the audit history and the taint)")
+    p.add_argument("--ttl", type=_ttl, required=True, help="how long the certificate is valid, e.g. 30m or 1h")
+    p.add_argument("--pubkey", type=Path, required=True, metavar="FILE", help="your SSH public key (.pub)")
+    p.add_argument("--principal", default=DEFAULT_PRINCIPAL,
+                   help=f"principal base the node accepts as PRINCIPAL@MAC ({DEFAULT_PRINCIPAL})")
+    p.add_argument("--out", type=Path, metavar="FILE", help="where to write the certificate (FILE-cert.pub beside it)")
+    p.add_argument("-i", "--inventory", action="append",
+                   help="inventory source, repeatable (default: GOLDEN_INVENTORY, then golden.yaml)")
+    p.set_defaults(func=cmd_break_glass)
+    lp = sub.add_parser("breakglass", help="break-glass grants: golden breakglass list")
+    lsub = lp.add_subparsers(dest="breakglass_command", metavar="COMMAND")
+    lsub.required = True
+    ls = lsub.add_parser("list", help="active and past break-glass grants")
+    ls.add_argument("host", nargs="?", help="only this host's grants")
+    ls.add_argument("-i", "--inventory", action="append", help="inventory source, repeatable")
+    ls.set_defaults(func=cmd_list)
+
+
+def cmd_break_glass(args: argparse.Namespace, ctx: Context) -> int:
+    settings = ctx.settings()
+    fleet = open_fleet(settings, args.inventory)
+    plan = plan_grant(fleet, args.host, current_user(), args.reason, args.ttl, args.pubkey, args.principal, args.out)
+    done = grant(fleet, settings.home, plan)
+    g = done.grant
+    if ctx.json:
+        ctx.emit({"grant": g, "certificate": str(done.certificate), "ca_public_key": done.ca_public_key})
+        return 0
+    ctx.say(f"break-glass grant {g.id} for {g.host}: principal {g.principal}, valid {format_duration(plan.ttl_s)} "
+            f"until {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(g.expires_at))}")
+    ctx.say(f"certificate: {done.certificate} (ssh -i <your key> root@{g.host})")
+    ctx.say(f"{g.host} is now tainted: it stays so until it is reimaged")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
+    grants = list_grants(open_fleet(ctx.settings(), args.inventory, required=False), args.host)
+    if ctx.json:
+        ctx.emit(grants)
+        return 0
+    now = time.time()
+    ctx.table(["SERIAL", "HOST", "USER", "ISSUED", "EXPIRES", "STATUS", "PRINCIPAL", "REASON"], [
+        (g.id, g.host, g.user, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(g.issued_at)),
+         time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(g.expires_at)), "active" if g.active(now) else "expired",
+         g.principal, g.reason[:60]) for g in grants])
+    return 0

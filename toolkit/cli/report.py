@@ -1,0 +1,35 @@
+"""golden report --out fleet.html: the fleet page as one self-contained HTML file (opens offline)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from toolkit.cli.output import Context
+from toolkit.core.errors import InputError
+from toolkit.core.fsutil import atomic_write
+from toolkit.fleet.fleet import open_fleet
+from toolkit.fleet.page import render_page
+from toolkit.fleet.staleness import stale_policy
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write the fleet page: hosts by rack coloured by state, channels, runs")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="the HTML file to write, e.g. fleet.html")
+    p.add_argument("-i", "--inventory", action="append",
+                   help="inventory source, repeatable (default: GOLDEN_INVENTORY, then golden.yaml)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace, ctx: Context) -> int:
+    settings = ctx.settings()
+    out: Path = args.out
+    if out.is_dir() or not out.parent.is_dir():
+        raise InputError(f"--out {out}: expected a file in an existing folder")
+    page = open_fleet(settings, args.inventory).page(stale_policy(settings))
+    atomic_write(out, render_page(page))
+    if ctx.json:
+        ctx.emit({"out": str(out), "hosts": len(page.hosts)})
+    else:
+        ctx.say(f"wrote {out}: {len(page.hosts)} host(s)")
+    return 0

@@ -1,0 +1,144 @@
+"""The fleet page: one self-contained HTML file (no external assets) of every host by rack, coloured by state. Pure.
+
+It must open from a file on an air-gapped laptop, so styles, script and data are inline and
+nothing is fetched. Every text from the fleet is escaped (``html.escape``; the JSON for the
+details panel is escaped so it cannot close its ``<script>``). Hovering a cell shows its host's
+summary (``title``); clicking it shows builds, drift paths and the taint reason.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from dataclasses import dataclass
+
+from toolkit.fleet.states import HostState
+from toolkit.fleet.status import HostStatus
+from toolkit.state.db import ChannelRow, DriftRow, RunRow
+
+COLOURS: dict[str, str] = {
+    HostState.IN_SYNC: "#2e7d32", HostState.PENDING: "#1e88e5", HostState.STALE: "#f9a825",
+    HostState.DRIFTED: "#ef6c00", HostState.TAINTED: "#8e24aa", HostState.FAILED: "#c62828",
+    HostState.NEVER_REPORTED: "#9e9e9e", HostState.NO_BUILD: "#455a64",
+}
+MAX_PATHS = 50  # drift paths per host in the page; the count says how many there are
+
+CSS = """
+body{font:14px system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
+h1{font-size:1.4em}h2{font-size:1.1em;margin:1em 0 .4em}
+.legend span,.cell{display:inline-block}
+.legend span{margin-right:1em}.legend i{display:inline-block;width:1em;height:1em;margin-right:.3em;
+vertical-align:middle;border-radius:2px}
+.grid{display:flex;flex-wrap:wrap;gap:4px}
+.cell{width:88px;height:40px;border-radius:4px;color:#fff;font-size:11px;padding:3px;box-sizing:border-box;
+cursor:pointer;overflow:hidden;white-space:nowrap;text-overflow:ellipsis}
+.cell:hover{outline:2px solid #000}
+table{border-collapse:collapse;margin:.3em 0 1em}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}
+#details{position:fixed;right:1em;top:1em;width:32em;max-height:90vh;overflow:auto;background:#fff;
+border:1px solid #888;padding:.8em;display:none;box-shadow:0 2px 8px #0004}
+#details pre{white-space:pre-wrap;font-size:12px}
+"""
+
+JS = """
+const hosts = JSON.parse(document.getElementById('hosts-data').textContent);
+function show(name) {
+  const h = hosts[name]; const d = document.getElementById('details');
+  const lines = [name + ' (' + h.state + ')', 'rack: ' + h.rack, 'image: ' + h.image,
+    'desired: ' + (h.desired || '-'), 'served: ' + (h.served || '-'), 'observed: ' + (h.observed || '-'),
+    'booted at: ' + (h.booted_at || '-')];
+  if (h.taint) lines.push('TAINTED: ' + h.taint);
+  for (const s of h.stale) lines.push('stale: ' + s);
+  lines.push('drift (' + h.drift_count + '):');
+  for (const p of h.drift) lines.push('  ' + p.kind + ' ' + p.path + '  (first seen ' + p.first_seen + ')');
+  d.querySelector('pre').textContent = lines.join('\\n');
+  d.style.display = 'block';
+}
+document.querySelectorAll('.cell').forEach(c => c.addEventListener('click', () => show(c.dataset.host)));
+document.getElementById('close').addEventListener('click', () => {
+  document.getElementById('details').style.display = 'none'; });
+"""
+
+
+@dataclass(frozen=True)
+class FleetPage:
+    generated_at: float
+    hosts: list[HostStatus]
+    drift: dict[str, list[DriftRow]]
+    channels: list[ChannelRow]
+    runs: list[RunRow]
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts)) if ts else "-"
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _title(h: HostStatus) -> str:
+    parts = [f"{h.name}: {h.state}", f"observed {h.observed or '-'}", f"desired {h.desired or '-'}"]
+    if h.taint:
+        parts.append(f"tainted: {h.taint}")
+    if h.drift:
+        parts.append(f"{len(h.drift)} drifted path(s)")
+    return " | ".join(parts)
+
+
+def _cell(h: HostStatus) -> str:
+    colour = COLOURS.get(h.state, "#000")
+    return (f'<div class="cell" data-host="{_e(h.name)}" data-state="{_e(h.state)}" '
+            f'style="background-color:{colour}" title="{_e(_title(h))}">{_e(h.name)}<br>{_e(h.state)}</div>')
+
+
+def _racks(hosts: list[HostStatus]) -> str:
+    racks: dict[str, list[HostStatus]] = {}
+    for h in hosts:
+        racks.setdefault(h.rack or "(no rack)", []).append(h)
+    return "".join(f'<section class="rack" data-rack="{_e(r)}"><h2>{_e(r)} ({len(hs)})</h2><div class="grid">'
+                   + "".join(_cell(h) for h in hs) + "</div></section>" for r, hs in sorted(racks.items()))
+
+
+def _legend(hosts: list[HostStatus]) -> str:
+    counts = {s: sum(1 for h in hosts if h.state == s) for s in COLOURS}
+    return '<div class="legend">' + "".join(
+        f'<span data-state="{_e(s)}"><i style="background-color:{c}"></i>{_e(s)} ({counts[s]})</span>'
+        for s, c in COLOURS.items()) + "</div>"
+
+
+def _table(headers: list[str], rows: list[list[object]]) -> str:
+    head = "".join(f"<th>{_e(x)}</th>" for x in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _host_data(h: HostStatus, drift: list[DriftRow]) -> dict[str, object]:
+    return {"state": h.state, "rack": h.rack, "image": h.image, "desired": h.desired, "served": h.served,
+            "observed": h.observed, "booted_at": h.booted_at, "taint": h.taint, "stale": list(h.stale),
+            "drift_count": len(drift) or len(h.drift),
+            "drift": [{"path": d.path, "kind": d.kind, "first_seen": _when(d.first_seen)} for d in drift[:MAX_PATHS]]}
+
+
+def _script_json(data: object) -> str:
+    """JSON that cannot end its <script> element or open a comment there."""
+    return json.dumps(data, sort_keys=True).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def render_page(page: FleetPage) -> str:
+    data = {h.name: _host_data(h, page.drift.get(h.name, [])) for h in page.hosts}
+    channels = _table(["IMAGE", "CHANNEL", "BUILD", "SINCE"],
+                      [[c.image, c.channel, c.build_id, _when(c.updated_at)] for c in page.channels])
+    runs = _table(["RUN", "STARTED", "USER", "SELECTION", "TARGET", "STATUS", "SUMMARY"],
+                  [[r.id, _when(r.created_at), r.user, r.pattern, f"{r.image}/{r.target_build}", r.status,
+                    r.summary] for r in page.runs])
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>golden fleet</title>"
+        f"<style>{CSS}</style></head><body>"
+        f"<h1>golden fleet: {len(page.hosts)} host(s)</h1><p>generated {_e(_when(page.generated_at))}</p>"
+        f"{_legend(page.hosts)}{_racks(page.hosts)}"
+        f"<h2>Images and channels</h2>{channels}<h2>Last runs</h2>{runs}"
+        '<div id="details"><button id="close" type="button">close</button><pre></pre></div>'
+        f'<script type="application/json" id="hosts-data">{_script_json(data)}</script>'
+        f"<script>{JS}</script></body></html>\n"
+    )
