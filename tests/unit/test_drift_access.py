@@ -99,7 +99,12 @@ def test_a_certificate_login_taints_unless_its_serial_is_a_grant_for_this_host(f
     (login,) = fleet.logins()
     assert (login.method, login.serial) == ("certificate", serial)
     if serial == grant:
-        assert login.grant_id == grant and state_of(fleet) == "in-sync"
+        # authorized, so no unauthorized-login event; but the boot was touched by hand: tainted all the
+        # same (a grant can outlive the reimage that cleared the taint its issue set)
+        assert login.grant_id == grant and state_of(fleet) == "tainted"
+        assert fleet.status()[0].taint == f"break-glass login by root with grant {grant}"
+        with fleet.db.read() as repo:
+            assert repo.events_after(0, ["unauthorized-login"]) == []
     else:
         assert login.grant_id is None and state_of(fleet) == "tainted"
         assert f"serial {serial} that is no break-glass grant" in (fleet.status()[0].taint or "")
@@ -134,6 +139,19 @@ def test_only_a_reimage_clears_a_taint(fleet: Fleet) -> None:
     assert (status.state, status.taint) == ("in-sync", None)
     with fleet.db.read() as repo:
         assert [a.action for a in repo.list_audit("node1")] == ["untaint", "taint"]
+
+
+def test_a_reimage_clears_only_the_taint_it_read(fleet: Fleet) -> None:
+    """The report path runs without the global write lock on PostgreSQL: a taint that replaced the one
+    it read (a new break-glass grant meanwhile) must survive its conditional clear."""
+    with fleet.db.write() as repo:
+        repo.taint_host("node1", 100.0, "b1", "breakglass", "grant 1")
+        old = repo.get_taint("node1")
+        repo.clear_taint("node1")
+        repo.taint_host("node1", 200.0, "b1", "breakglass", "grant 2")
+        assert old is not None and repo.clear_taint("node1", old.at) is False
+        assert repo.get_taint("node1").reason == "grant 2"
+        assert repo.clear_taint("node1", 200.0) is True
 
 
 LOGIN_LINES = [

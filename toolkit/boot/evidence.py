@@ -128,8 +128,7 @@ def clears_taint(taint: TaintRow, report: ObservedReport, token: TokenRow) -> bo
 def _record_access(repo: Repo, host: str, mac: str, report: ObservedReport, token: TokenRow, now: float) -> None:
     """Drift paths, logins (a login without a grant taints), and the end of a taint by a reimage."""
     taint = repo.get_taint(host)
-    if taint is not None and clears_taint(taint, report, token):
-        repo.clear_taint(host)
+    if taint is not None and clears_taint(taint, report, token) and repo.clear_taint(host, taint.at):
         repo.add_audit(now, "golden serve", "untaint", host, "reimaged",
                        json.dumps({"build_id": report.build_id, "attempt": token.attempt, "was": taint.reason}))
     repo.record_drift(host, report.build_id, report.drift_kinds or {p: "changed" for p in report.drift}, now)
@@ -139,11 +138,18 @@ def _record_access(repo: Repo, host: str, mac: str, report: ObservedReport, toke
         grant = matching_grant(login, host, grants)
         row = LoginRow(host, at, line, login.user, login.from_addr, login.method, login.serial, login.key_id,
                        grant.id if grant else None, report.build_id, now)
-        if repo.record_login(row) and grant is None:
+        if not repo.record_login(row):
+            continue
+        if grant is None:
             reason = f"login without a break-glass certificate: {taint_reason(login)}"
             repo.add_event("unauthorized-login", now, mac, host, report.build_id, reason)
             repo.add_audit(now, "golden serve", "taint", host, reason, json.dumps({"line": line}))
             repo.taint_host(host, now, report.build_id, "login", reason)
+        elif repo.taint_host(host, now, report.build_id, "breakglass",
+                             f"break-glass login by {login.user} with grant {grant.id}"):
+            # a grant outlives a reimage when its TTL does: whoever logs in with it, the boot is touched
+            repo.add_audit(now, "golden serve", "taint", host, f"break-glass login (grant {grant.id})",
+                           json.dumps({"line": line}))
 
 
 def _record_report(repo: Repo, host: str, mac: str, report: ObservedReport, token: TokenRow, attempt: str,

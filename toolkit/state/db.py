@@ -479,8 +479,12 @@ class Repo:
         rows = self._c.execute("SELECT * FROM host_taints ORDER BY host").fetchall()
         return [TaintRow(r["host"], r["at"], r["build_id"], r["source"], r["reason"]) for r in rows]
 
-    def clear_taint(self, host: str) -> bool:
-        return self._c.execute("DELETE FROM host_taints WHERE host = ?", (host,)).rowcount == 1
+    def clear_taint(self, host: str, at: float | None = None) -> bool:
+        """End the host's taint; with ``at``, only the taint that began then (one read earlier in a
+        transaction without the write lock: a taint that replaced it meanwhile stays)."""
+        if at is None:
+            return self._c.execute("DELETE FROM host_taints WHERE host = ?", (host,)).rowcount == 1
+        return self._c.execute("DELETE FROM host_taints WHERE host = ? AND at = ?", (host, at)).rowcount == 1
 
     def add_grant(self, host: str, mac: str, principal: str, user: str, reason: str, issued_at: float,
                   expires_at: float, fingerprint: str, key_id: str) -> int:
