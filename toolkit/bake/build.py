@@ -29,7 +29,7 @@ from toolkit.bake.dib import (
     squashfs_command,
     strip_timestamp,
 )
-from toolkit.bake.plan import BakePlan, dib_version, plan_bake, snapshot_stamp
+from toolkit.bake.plan import BakePlan, dib_version, plan_bake, snapshot_epoch, snapshot_stamp
 from toolkit.bake.record import RunRecord, new_bake_run_id
 from toolkit.bake.rootcache import RootCache, RootLease, capturing, from_cache, pre_role_key, shadow_elements
 from toolkit.core.config import Settings
@@ -236,6 +236,7 @@ def _write_hook_plan(paths: BakePaths, plan: BakePlan, settings: Settings) -> No
         "checks": [c.model_dump(mode="json") for c in plan.bake_checks],
         "boot_checks": [c.model_dump(mode="json", exclude_none=True) for c in plan.spec.checks
                         if c.stage is CheckStage.BOOT],
+        "source_date_epoch": snapshot_epoch(plan.inputs.snapshot),
     }
     (paths.hook / "plan.json").write_text(json.dumps(data, indent=2))
 
