@@ -46,6 +46,7 @@ CASES: list[tuple[list[str], str, str]] = [
     ([*RE, "--canary", HUGE], "--canary", "expected a whole number"),
     ([*RE, "--per-rack", "0"], "--per-rack", "must be at least 1"),
     ([*RE, "--per-rack", "-3"], "--per-rack", "must be at least 1"),
+    (["bake", "base", "--no-root-cache=yes"], "--no-root-cache", "ignored explicit argument"),
     (["power", "all", "on", "--workers", "0"], "--workers", "must be at least 1"),
     (["power", "all", "on", "--workers", "100000"], "--workers", "must be at most 256"),
     (["bootdev", "all", "pxe", "--workers", "0"], "--workers", "must be at least 1"),

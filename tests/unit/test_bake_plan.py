@@ -161,3 +161,13 @@ def test_a_forced_rebuild_gets_its_own_id_and_plain_ids_do_not_move(tmp_path):
     assert "rebuild" not in plain.as_dict()  # ids baked before --force meant a new id are unchanged
     assert again.build_id() != plain.build_id()
     assert again.as_dict()["rebuild"] == "20261202T000000.000000Z"
+
+
+def test_snapshot_epoch_is_the_stamp_in_seconds():
+    from toolkit.bake.plan import snapshot_epoch
+    from toolkit.core.errors import BakeError
+
+    assert snapshot_epoch("1970-01-02T00:00:00Z") == 86400
+    assert snapshot_epoch("2026-12-02T05:29:36Z") == 1796189376
+    with pytest.raises(BakeError, match="not of the form"):
+        snapshot_epoch("yesterday")

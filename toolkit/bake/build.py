@@ -29,8 +29,9 @@ from toolkit.bake.dib import (
     squashfs_command,
     strip_timestamp,
 )
-from toolkit.bake.plan import BakePlan, dib_version, plan_bake, snapshot_stamp
+from toolkit.bake.plan import BakePlan, dib_version, plan_bake, snapshot_epoch, snapshot_stamp
 from toolkit.bake.record import RunRecord, new_bake_run_id
+from toolkit.bake.rootcache import RootCache, RootLease, capturing, from_cache, pre_role_key, shadow_elements
 from toolkit.core.config import Settings
 from toolkit.core.errors import BakeError, CommandError, InputError, StoreError
 from toolkit.core.progress import Progress
@@ -59,6 +60,7 @@ class BakeResult:
     run_id: str | None = None
     run_dir: Path | None = None
     dib_seconds: float | None = None  # of ``seconds``, how long disk-image-create itself ran
+    pre_role_root: str | None = None  # key of the cached pre-role root the bake started from
 
 
 @dataclass
@@ -117,11 +119,16 @@ def make_plan(settings: Settings, spec: ImageSpec, store: Store, refresh: bool, 
 
 
 def bake_image(settings: Settings, name: str, *, force: bool = False, refresh: bool = False,
-               progress: Progress | None = None) -> BakeResult:
+               root_cache: bool = True, progress: Progress | None = None) -> BakeResult:
     """Bake image spec ``name``, or return the stored build of identical inputs.
 
     ``force`` bakes the same inputs again under a new build id (a rebuild stamp joins the inputs):
     a stored build's bytes never change, whoever points at it.
+
+    A bake starts from the cached pre-role root of its inputs when there is one (only roles, role
+    vars or checks changed since it was captured; see toolkit.bake.rootcache), unless
+    ``root_cache`` is off or it is ``force``d or a ``refresh``: those run every DIB phase and
+    capture the root afresh. Either way the build id is the same.
     """
     started = time.monotonic()
     if progress:
@@ -146,7 +153,8 @@ def bake_image(settings: Settings, name: str, *, force: bool = False, refresh: b
             log.warning("removing %s left by an earlier bake that was killed", stale)
             cleanup.release(stale)
             store.discard(stale)
-        return _execute(settings, store, plan, progress, started)
+        return _execute(settings, store, plan, progress, started,
+                        use_root_cache=root_cache and not (force or refresh))
 
 
 APT_SLOTS = 8
@@ -229,6 +237,7 @@ def _write_hook_plan(paths: BakePaths, plan: BakePlan, settings: Settings) -> No
         "boot_checks": [c.model_dump(mode="json", exclude_none=True) for c in plan.spec.checks
                         if c.stage is CheckStage.BOOT],
         "drift_allowlist": list(plan.spec.drift_allowlist),
+        "source_date_epoch": snapshot_epoch(plan.inputs.snapshot),
     }
     (paths.hook / "plan.json").write_text(json.dumps(data, indent=2))
 
@@ -263,13 +272,19 @@ def _log_tail(path: Path, lines: int = TAIL_LINES) -> str:
     return "\n".join(kept[-lines:])
 
 
-def _execute(settings: Settings, store: Store, plan: BakePlan, progress: Progress | None, started: float) -> BakeResult:
+def _root_cache(settings: Settings) -> RootCache:
+    return RootCache(settings.cache / "pre-role")
+
+
+def _execute(settings: Settings, store: Store, plan: BakePlan, progress: Progress | None, started: float,
+             *, use_root_cache: bool = True) -> BakeResult:
     run_id = new_bake_run_id("bake", plan.image)
     record = RunRecord.create(settings.runs_dir, run_id)
     staged = store.stage(plan.image, run_id)
     paths = BakePaths(staged / "work")
     watch = _Watch(progress)
     lease: _CacheLease | None = None
+    root: RootLease | None = None
     status, rc, error = "failed", None, None
     try:
         for d in (paths.tmp, paths.out):
@@ -279,7 +294,16 @@ def _execute(settings: Settings, store: Store, plan: BakePlan, progress: Progres
         _write_hook_plan(paths, plan, settings)
         inv = dib_command(plan, paths, mirrors, use_debootstrap_cache=lease.use_tarball,
                           project=Path(toolkit.__file__).resolve().parent.parent)
-        record.start(inv.describe(), _record_inputs(plan, inv))
+        key = pre_role_key(plan, inv)
+        root = _root_cache(settings).lease(key) if use_root_cache else None
+        if root is not None:
+            inv = from_cache(inv, shadow_elements(plan.elements, plan.elements_path, paths.work / "shadow-elements"),
+                             root.path)
+            watch.set_phase(f"from cached pre-role root {key}")
+        else:
+            inv = capturing(inv, _root_cache(settings).path(key))
+        record.start(inv.describe(), {**_record_inputs(plan, inv),
+                                      "pre_role_root": {"key": key, "restored": root is not None}})
         try:
             dib_started = time.monotonic()
             run(inv.argv, env=inv.env, log_path=record.stdout, on_line=watch.on_line, timeout=DIB_TIMEOUT,
@@ -307,7 +331,8 @@ def _execute(settings: Settings, store: Store, plan: BakePlan, progress: Progres
             ) from None
         status, rc = "successful", 0
         return BakeResult(build=build, cache_hit=False, seconds=time.monotonic() - started,
-                          run_id=run_id, run_dir=record.path, dib_seconds=dib_seconds)
+                          run_id=run_id, run_dir=record.path, dib_seconds=dib_seconds,
+                          pre_role_root=root.key if root else None)
     except KeyboardInterrupt:
         status, error = "interrupted", f"interrupted during {watch.phase}"
         raise
@@ -332,7 +357,18 @@ def _execute(settings: Settings, store: Store, plan: BakePlan, progress: Progres
                 signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         if lease is not None:
             lease.release()
+        if root is not None:
+            root.release()
+        _prune_root_cache(settings)
         record.finish(status, rc, error)
+
+
+def _prune_root_cache(settings: Settings) -> None:
+    try:
+        for path in _root_cache(settings).prune():
+            log.info("pre-role root cache: removed %s", path.name)
+    except OSError as exc:  # a cache: never let its upkeep hide how the bake ended
+        log.warning("could not prune the pre-role root cache: %s", exc)
 
 
 def make_squashfs(paths: BakePaths, log_path: Path) -> None:

@@ -1,15 +1,18 @@
-"""Entry point of our DIB hooks (``python -m toolkit.bake.hook roles|checks``).
+"""Entry point of our DIB hooks (``python -m toolkit.bake.hook roles|checks|capture|restore``).
 
-DIB runs it from ``post-root.d``: outside the chroot, with the chroot complete and ``/proc``,
-``/dev`` mounted in it. The bake writes ``plan.json`` into the hook folder beforehand; results go
-back as JSON files next to it. A failure prints one marker line naming the step, which the bake
-picks out of DIB's log for its error message.
+DIB runs it outside the chroot: ``roles``, ``checks`` and ``capture`` from ``post-root.d``, with the
+chroot complete and ``/proc``, ``/dev`` mounted in it; ``restore`` from ``root.d``, into the empty
+root of a bake that starts from a cached pre-role root (see toolkit.bake.rootcache). The bake
+writes ``plan.json`` into the hook folder beforehand; results go back as JSON files next to it.
+A failure prints one marker line naming the step, which the bake picks out of DIB's log for its
+error message.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -18,6 +21,9 @@ from typing import Any
 from toolkit.bake.checks import run_checks
 from toolkit.bake.dib import FAIL_MARK
 from toolkit.bake.origins import read_origins
+from toolkit.bake.rootcache import capture_command, restore_command
+from toolkit.core.errors import CommandError
+from toolkit.core.run import run
 from toolkit.image.spec import Check
 
 REMOTE_TMP = "/tmp/.golden-ansible"  # inside the chroot; DIB empties /tmp when it finalises
@@ -132,14 +138,53 @@ def run_bake_checks(target: Path, hook_dir: Path) -> int:
     return 0
 
 
+def capture_root(target: Path, hook_dir: Path, dest: Path) -> int:
+    """Archive the pre-role root to ``dest``: written aside, renamed into place when whole.
+
+    A cache, so failing to write it (a full disk) only costs the next bake its head start: the
+    bake goes on."""
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    mountpoint = hook_dir / "capture-mnt"
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        mountpoint.mkdir(exist_ok=True)
+        run(capture_command(target, mountpoint, tmp), capture=True, what="archiving the pre-role root")
+        tmp.replace(dest)
+    except (CommandError, OSError) as exc:
+        tmp.unlink(missing_ok=True)
+        print(f"golden: the pre-role root was not cached: {getattr(exc, 'message', None) or exc}", flush=True)
+        return 0
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    print(f"golden: cached the pre-role root as {dest.name}", flush=True)
+    return 0
+
+
+def restore_root(target: Path, tarball: Path) -> int:
+    print(f"golden: from cached pre-role root {tarball.name.split('.', 1)[0]}", flush=True)
+    try:
+        run(restore_command(tarball, target), capture=True, what="restoring the cached pre-role root")
+    except CommandError as exc:
+        return _fail(f"root.d/01-golden-restore-root: {exc.message}: {exc.log_tail}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m toolkit.bake.hook")
-    parser.add_argument("step", choices=("roles", "checks"))
+    parser.add_argument("step", choices=("roles", "checks", "capture", "restore"))
     parser.add_argument("--target", type=Path, required=True)
     parser.add_argument("--hook-dir", type=Path, required=True)
+    parser.add_argument("--tarball", type=Path, help="capture/restore: the pre-role root archive")
     args = parser.parse_args(argv)
+    if args.step in ("capture", "restore") and args.tarball is None:
+        parser.error(f"{args.step} needs --tarball")
     if args.step == "roles":
         return run_roles(args.target, args.hook_dir)
+    if args.step == "capture":
+        return capture_root(args.target, args.hook_dir, args.tarball)
+    if args.step == "restore":
+        return restore_root(args.target, args.tarball)
     return run_bake_checks(args.target, args.hook_dir)
 
 

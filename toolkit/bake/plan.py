@@ -23,7 +23,7 @@ ELEMENTS_DIR = Path(__file__).resolve().parent / "elements"
 
 # Bump when the way we drive DIB changes what ends up in the image (flags, env, hook logic), so
 # such a change yields new build ids instead of silently reusing old builds.
-RECIPE = 4  # 4: manifests record each package's archive
+RECIPE = 5  # 4: manifests record each package's archive; 5: a reproducible initramfs
 
 # Elements every netboot bake uses, before the spec's own elements.
 BASE_ELEMENTS = ("debian-minimal", "golden-netboot")
@@ -67,6 +67,16 @@ def snapshot_stamp(stored: str | None, refresh: bool, now: datetime | None = Non
     if refresh or not stored:
         return now.strftime("%Y-%m-%dT%H:%M:%SZ")
     return stored
+
+
+def snapshot_epoch(stamp: str) -> int:
+    """The stamp as seconds since the epoch: the SOURCE_DATE_EPOCH of what a bake makes
+    reproducible (the initramfs), shared by every bake of the same snapshot."""
+    try:
+        return int(datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp())
+    except ValueError:
+        raise BakeError(f"package snapshot stamp {stamp!r} is not of the form 2026-01-31T12:00:00Z",
+                        hint="run golden bake IMAGE --refresh to set a new one") from None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="rebuild even if a build of the same inputs exists")
     p.add_argument("--refresh", action="store_true",
                    help="re-resolve packages (nightly patching): advances the package snapshot, so a new build id")
+    p.add_argument("--no-root-cache", action="store_true",
+                   help="run every DIB phase even if the root before the roles is cached (the build id is the same)")
     p.set_defaults(func=cmd_bake, interrupted=(
         "bake interrupted: DIB was stopped, its mounts and partial build removed; nothing was stored "
         "(the run record says where it stopped)"))
@@ -23,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_bake(args: argparse.Namespace, ctx: Context) -> int:
     settings = ctx.settings()
     with Progress(f"bake {args.image}", enabled=ctx.interactive, lines=ctx.log_lines) as progress:
-        result = bake_image(settings, args.image, force=args.force, refresh=args.refresh, progress=progress)
+        result = bake_image(settings, args.image, force=args.force, refresh=args.refresh,
+                            root_cache=not args.no_root_cache, progress=progress)
     build = result.build
     if ctx.json:
         ctx.emit({
@@ -34,10 +37,13 @@ def cmd_bake(args: argparse.Namespace, ctx: Context) -> int:
             "seconds": round(result.seconds, 2),
             "dib_seconds": None if result.dib_seconds is None else round(result.dib_seconds, 2),
             "run_id": result.run_id,
+            "pre_role_root": result.pre_role_root,
             "artifacts": {k: v.model_dump() for k, v in build.manifest.artifacts.items()},
         })
         return 0
     how = "cache hit, nothing rebuilt" if result.cache_hit else f"baked in {format_elapsed(result.seconds)}"
+    if result.pre_role_root:
+        how += f" from cached pre-role root {result.pre_role_root}"
     ctx.say(f"{build.image} {build.build_id} ({how})")
     ctx.say(f"path: {build.path}")
     if result.run_dir:
