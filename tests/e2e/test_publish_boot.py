@@ -252,6 +252,8 @@ def test_boot_through_rendered_dnsmasq_and_nginx(baked_base: Build, tmp_path: Pa
         net.stop_vm(proc)
         row = host()
         assert row is not None and row.drift == (), row  # a fresh boot of base reports no drift
+        [fleet_row] = json.loads(golden(home, "--json", "fleet", "-i", str(inv)))
+        assert fleet_row["state"] == "in-sync", fleet_row  # exactly: never drifted, never pending
         print(f"boot-to-report through dnsmasq+nginx: {took:.0f} s")
         log = net.access_log()
         # The artifacts came from nginx (sendfile), the script and the report through it from golden serve.
