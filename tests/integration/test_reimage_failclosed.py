@@ -68,7 +68,8 @@ def _boots_per_mac(home: Path) -> Counter[str]:
 
 
 def test_sigint_mid_wave_then_resume(tmp_path: Path) -> None:
-    golden, inventory, serve = _lab(tmp_path, nodes=5, boot_time=4)
+    # boot_time 12: the window between "wave 2 cycled" and the run's end must outlast a few CLI polls under load
+    golden, inventory, serve = _lab(tmp_path, nodes=5, boot_time=12)
     try:
         errf = tmp_path / "reimage.stderr"
         with open(errf, "w") as err:  # stderr to a file: progress comes as lines with elapsed times
