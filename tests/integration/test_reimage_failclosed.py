@@ -29,7 +29,7 @@ import pytest
 
 from tests.fixtures.boot import make_build, start_golden_serve
 from tests.fixtures.common import ROOT, free_port
-from tests.fixtures.lab import GoldenRunner
+from tests.fixtures.lab import GoldenRunner, boots_per_mac
 from toolkit.lab.simboot import parse_boot_script
 from toolkit.store.artifacts import Store
 
@@ -56,15 +56,6 @@ def _lab(tmp_path: Path, nodes: int, boot_time: float) -> tuple[GoldenRunner, Pa
 def _reimage_argv(golden: GoldenRunner, *args: str) -> list[str]:
     return [str(Path(sys.executable).parent / "golden"), "reimage", *args]
 
-
-def _boots_per_mac(home: Path) -> Counter[str]:
-    """Netboots each simulated machine made, from its BMC process's log (the machine side, not the journal)."""
-    seen: Counter[str] = Counter()
-    for log in (home / "lab").glob("vbmc-*.log"):
-        for m in re.finditer(r"([0-9a-f]{2}(?::[0-9a-f]{2}){5}): (?:booted|no boot script|the boot server)",
-                             log.read_text(errors="replace")):
-            seen[m.group(1)] += 1
-    return seen
 
 
 def test_sigint_mid_wave_then_resume(tmp_path: Path) -> None:
@@ -111,7 +102,7 @@ def test_sigint_mid_wave_then_resume(tmp_path: Path) -> None:
         assert set(intents.values()) == {1}
         macs = {h["name"]: h["mac"] for h in fleet}
         per_host = Counter(host for host, _ in intents)
-        assert _boots_per_mac(golden.home) == Counter({macs[h]: n for h, n in per_host.items()})
+        assert boots_per_mac(golden.home) == Counter({macs[h]: n for h, n in per_host.items()})
         # reimaging only lab machines is the build's lab boot test, a promotion gate
         db = sqlite3.connect(golden.home / "state.db")
         gates = db.execute("SELECT image, build_id, gate, passed FROM build_gates").fetchall()

@@ -23,7 +23,7 @@ import pytest
 
 from tests.fixtures.boot import golden_env, make_build, start_golden_serve
 from tests.fixtures.common import ROOT, free_port
-from tests.fixtures.lab import GoldenRunner
+from tests.fixtures.lab import GoldenRunner, boots_per_mac
 from toolkit.core.run import kill_group, require, run, spawn
 from toolkit.store.artifacts import Store
 
@@ -60,14 +60,6 @@ def _accepted_reports(url: str) -> int:
         m = re.search(rb'^golden_reports_total\{result="accepted"\} (\d+)', resp.read(), re.M)
     return int(m.group(1)) if m else 0
 
-
-def _boots_per_mac(lab_home: Path) -> Counter[str]:
-    seen: Counter[str] = Counter()
-    for log in (lab_home / "lab").glob("vbmc-*.log"):
-        for m in re.finditer(r"([0-9a-f]{2}(?::[0-9a-f]{2}){5}): (?:booted|no boot script|the boot server)",
-                             log.read_text(errors="replace")):
-            seen[m.group(1)] += 1
-    return seen
 
 
 def test_two_replicas_a_site_cache_and_a_controller_taken_over(tmp_path: Path, pg_url: str) -> None:
@@ -133,7 +125,7 @@ def test_two_replicas_a_site_cache_and_a_controller_taken_over(tmp_path: Path, p
         assert set(intents.values()) == {1}
         macs = {h["name"]: h["mac"] for h in fleet}
         per_host = Counter(host for host, _ in intents)
-        assert _boots_per_mac(first.home) == Counter({macs[h]: n for h, n in per_host.items()})
+        assert boots_per_mac(first.home) == Counter({macs[h]: n for h, n in per_host.items()})
 
         # the reports were spread over both replicas, and every boot's report was accepted by one
         accepted = [_accepted_reports(r.url) for r in replicas]
