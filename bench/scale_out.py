@@ -123,8 +123,42 @@ def _peak_rate(times: list[float]) -> float:
     return best / WINDOW_S
 
 
-def _storm(hostport: str, macs: list[str], clients: int) -> dict[str, Any]:
-    """Fetch one script per MAC (untimed), then post every report at once; reports/s and failures."""
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0  # gone
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def _cpu_split(replica_pids: list[int]) -> dict[str, float]:
+    """CPU seconds so far of the processes a report passes through, by role."""
+    by_comm: dict[str, float] = {"postgres": 0.0, "nginx": 0.0}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                comm = (d / "comm").read_text().strip()
+            except OSError:
+                continue
+            if comm in by_comm:
+                by_comm[comm] += _proc_cpu_s(int(d.name))
+    return {"replicas": sum(_proc_cpu_s(p) for p in replica_pids), **by_comm,
+            "bench clients": _proc_cpu_s(os.getpid())}
+
+
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+    vals = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:8]]
+    idle = vals[3] + vals[4]  # idle + iowait
+    return sum(vals) - idle, sum(vals)
+
+
+def _storm(hostport: str, macs: list[str], clients: int, replica_pids: list[int]) -> dict[str, Any]:
+    """Fetch one script per MAC (untimed), then post every report at once; reports/s and failures,
+    and where the machine's CPU went meanwhile (replicas, PostgreSQL, nginx, the bench's clients)."""
     host, port = hostport.split(":")
 
     def per_conn(chunk: list[str], work: Any) -> list[Any]:
@@ -155,12 +189,17 @@ def _storm(hostport: str, macs: list[str], clients: int) -> dict[str, Any]:
     with ThreadPoolExecutor(clients) as pool:
         bodies = [b for got in pool.map(lambda c: per_conn(c, script), chunks) for b in got if b]
         body_chunks = [bodies[i::clients] for i in range(clients)]
+        cpu0, busy0 = _cpu_split(replica_pids), _machine_busy()
         t0 = time.monotonic()
         codes = [c for got in pool.map(lambda c: per_conn(c, report), body_chunks) for c in got]
         took = time.monotonic() - t0
+        cpu1, busy1 = _cpu_split(replica_pids), _machine_busy()
     ok = sum(1 for c in codes if c == 200)
+    busy = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
     return {"reports": len(codes), "accepted": ok, "seconds": round(took, 2),
-            "reports_per_s": round(ok / took, 1) if took else None, "scripts_missing": len(macs) - len(bodies)}
+            "reports_per_s": round(ok / took, 1) if took else None, "scripts_missing": len(macs) - len(bodies),
+            "machine_busy_pct": round(100 * busy, 1),
+            "cpu_ms_per_report": {k: round(1000 * (cpu1[k] - cpu0[k]) / max(1, ok), 2) for k in cpu0}}
 
 
 def one_setup(nodes: int, setup: str, storm: int, storm_clients: int) -> dict[str, Any]:
@@ -204,7 +243,8 @@ def one_setup(nodes: int, setup: str, storm: int, storm_clients: int) -> dict[st
         result = json.loads(ours.stdout or "{}")
         done = sum(1 for r in result.get("results", {}).values() if r == "done")
         macs = [h["mac"] for h in json.loads(_golden(controller, "--json", "fleet", "-i", str(inventory)).stdout)]
-        storm_result = _storm(f"127.0.0.1:{nginx_port}", macs[:storm], storm_clients)
+        storm_result = _storm(f"127.0.0.1:{nginx_port}", macs[:storm], storm_clients,
+                              [p.pid for p in procs if p is not nginx])
         accepted = [_accepted(u) for u in urls]
         db = PostgresStateDB(shared["GOLDEN_STATE_URL"]) if cluster else SQLiteStateDB(root / "controller" / "state.db")
         try:
@@ -259,12 +299,20 @@ def main() -> int:
         verdicts["wall"] = met_wall
         print(f"target: {args.nodes} hosts in under {TARGET_WALL_S / 60:g} minutes on PostgreSQL with "
               f"{pg['replicas']} replicas: {verdict(met_wall)} ({pg['wall_s']} s, {pg['hosts_done']} done)")
-        if base is not pg:
-            r = ratio(pg["storm"]["reports_per_s"], base["storm"]["reports_per_s"])
+        # "two replicas serve at least 1.5x the report rate of one": judged against the named peer
+        # (one SQLite replica, the embedded default) and against one PostgreSQL replica (scaling out)
+        ones = [r for r in results if r is not pg and r["replicas"] == 1]
+        for one in ones:
+            r = ratio(pg["storm"]["reports_per_s"], one["storm"]["reports_per_s"])
             met_rate = r is not None and r >= TARGET_REPORT_RATIO and pg["storm"]["accepted"] == pg["storm"]["reports"]
-            verdicts["report_rate"] = met_rate
-            print(f"target: two replicas take >= {TARGET_REPORT_RATIO}x the report rate of one (storm of "
-                  f"{pg['storm']['reports']}): {verdict(met_rate)} ({r}x)")
+            verdicts[f"report_rate_vs_{one['setup']}"] = met_rate
+            print(f"target: {pg['setup']} takes >= {TARGET_REPORT_RATIO}x the report rate of {one['setup']} (storm "
+                  f"of {pg['storm']['reports']}): {verdict(met_rate)} ({r}x)")
+    print("report storm: machine busy and CPU per accepted report, by process")
+    roles = ["replicas", "postgres", "nginx", "bench clients"]
+    print(render_table(["setup", "machine busy %", *[f"{k} ms" for k in roles]],
+                       [[r["setup"], r["storm"]["machine_busy_pct"],
+                         *[r["storm"]["cpu_ms_per_report"][k] for k in roles]] for r in results]))
     path = write_results("scale_out", {"machine": m, "load_start": load0, "load_end": loadavg(),
                                        "nodes": args.nodes, "results": results, "met": verdicts})
     print(f"results: {path}")

@@ -79,21 +79,36 @@ class Fleet:
         quick = quick_stamp(sources)
         if quick == self._quick_stamp and time.monotonic() - self._walked_at < WALK_EVERY_S:
             return
-        stamp = inventory_stamp(sources)
-        self._quick_stamp, self._walked_at = quick, time.monotonic()
-        with self._lock:
-            if stamp == self._inv_stamp:
-                return
-            inv = load_inventory(self.inventory_sources, cache_dir=self.cache_dir)
-            by_mac: dict[str, Host] = {}
-            for h in inv.hosts:
-                if not h.mac:
-                    continue
-                mac = normalize_mac(h.mac)
-                if mac in by_mac:
-                    raise InputError(f"{self.inventory_path}: hosts {by_mac[mac].name} and {h.name} share MAC {mac}")
-                by_mac[mac] = h
-            self._inv, self._by_mac, self._inv_stamp = inv, by_mac, stamp
+        # The first load must end before any request is answered (an empty map calls every machine
+        # unknown, and a machine told so falls through to its disk); a re-read lets the requests that
+        # arrive meanwhile go on with the inventory as it was. The stamps are stored only once the
+        # map they describe is in place.
+        if not self._lock.acquire(blocking=self._inv_stamp is None):
+            return
+        try:
+            if quick == self._quick_stamp and time.monotonic() - self._walked_at < WALK_EVERY_S:
+                return  # the request this one waited for has just read it
+            stamp = inventory_stamp(sources)
+            try:
+                if stamp != self._inv_stamp:
+                    self._load(stamp)
+            finally:
+                # a broken inventory is re-read at most once a second; the last good one stays in use
+                self._quick_stamp, self._walked_at = quick, time.monotonic()
+        finally:
+            self._lock.release()
+
+    def _load(self, stamp: str) -> None:
+        inv = load_inventory(self.inventory_sources, cache_dir=self.cache_dir)
+        by_mac: dict[str, Host] = {}
+        for h in inv.hosts:
+            if not h.mac:
+                continue
+            mac = normalize_mac(h.mac)
+            if mac in by_mac:
+                raise InputError(f"{self.inventory_path}: hosts {by_mac[mac].name} and {h.name} share MAC {mac}")
+            by_mac[mac] = h
+        self._inv, self._by_mac, self._inv_stamp = inv, by_mac, stamp
 
     # ---- desired state ----
     def desired_in(self, repo: Repo, host: Host, row: HostRow | None) -> DesiredBuild | None:
