@@ -103,7 +103,7 @@ def contender_ours(inventory: Path, concurrency: int) -> list[dict[str, Any]]:
         return lat
 
     with BmcPool(processes=concurrency) as pool:
-        outcomes = pool.map(hosts, wave)
+        outcomes = pool.map([h.endpoint for h in hosts], wave)
     return [{"host": o.host, "ok": o.ok, "latencies": o.value or [], "attempts": o.attempts,
              "seconds": o.seconds, "error": o.error} for o in outcomes]
 
@@ -189,6 +189,8 @@ def run_ours(inventory: Path, concurrency: int, timeout: float) -> tuple[list[di
     try:
         records = json.loads(m.stdout)
     except json.JSONDecodeError:
+        if not m.timed_out:  # a contender that crashed is a broken benchmark, not 10,000 failed hosts
+            raise SystemExit(f"bench: ours crashed (exit {m.rc}): {m.stderr[-1500:]}") from None
         records = []
     return records, m
 

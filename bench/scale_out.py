@@ -199,7 +199,8 @@ def _storm(hostport: str, macs: list[str], clients: int, replica_pids: list[int]
     return {"reports": len(codes), "accepted": ok, "seconds": round(took, 2),
             "reports_per_s": round(ok / took, 1) if took else None, "scripts_missing": len(macs) - len(bodies),
             "machine_busy_pct": round(100 * busy, 1),
-            "cpu_ms_per_report": {k: round(1000 * (cpu1[k] - cpu0[k]) / max(1, ok), 2) for k in cpu0}}
+            # a process that exited meanwhile (another PostgreSQL's backend) takes its seconds with it
+            "cpu_ms_per_report": {k: round(max(0.0, 1000 * (cpu1[k] - cpu0[k]) / max(1, ok)), 2) for k in cpu0}}
 
 
 def one_setup(nodes: int, setup: str, storm: int, storm_clients: int) -> dict[str, Any]:

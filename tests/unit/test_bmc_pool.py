@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -192,3 +193,35 @@ def test_process_fanout_keeps_order(n: int) -> None:
     with BmcPool(client_factory=lambda h: FakeBmc(h.name), processes=n) as pool:
         outcomes = pool.map(hosts, lambda c: c.host.upper())
     assert [o.value for o in outcomes] == [h.name.upper() for h in hosts]
+
+
+def test_process_fanout_steals_work_from_a_stuck_process() -> None:
+    """One host that takes long (a BMC losing replies) holds its process, not the hosts after it:
+    the other processes take them (with fixed shares, its whole share would wait behind it)."""
+    hosts = [_host(f"n{i}", 800 + i) for i in range(12)]
+
+    def op(c: FakeBmc) -> tuple[str, int]:
+        if c.host == "n0":
+            time.sleep(3.0)
+        return c.host, os.getpid()
+
+    with BmcPool(client_factory=lambda h: FakeBmc(h.name), processes=2) as pool:
+        started = time.monotonic()
+        outcomes = pool.map(hosts, op)
+        took = time.monotonic() - started
+    pids = {o.value[0]: o.value[1] for o in outcomes}
+    assert [o.value[0] for o in outcomes] == [h.name for h in hosts]  # order kept
+    # everything but n0 went to the other process while n0's was busy
+    assert {pids[h.name] for h in hosts[1:]} == {pids["n1"]} and pids["n1"] != pids["n0"], pids
+    assert took < 3.0 + 2.0, took
+
+
+def test_process_fanout_keeps_one_bmc_in_one_process() -> None:
+    """Hosts behind one BMC address:port (a chassis manager) stay in one process: per-BMC limits hold."""
+    hosts = [_host(f"n{i}", 900 + (i % 3)) for i in range(9)]
+    with BmcPool(client_factory=lambda h: FakeBmc(h.name), processes=3) as pool:
+        outcomes = pool.map(hosts, lambda c: os.getpid())
+    by_bmc: dict[int, set[int]] = {}
+    for h, o in zip(hosts, outcomes, strict=True):
+        by_bmc.setdefault(h.port, set()).add(o.value)
+    assert all(len(p) == 1 for p in by_bmc.values()), by_bmc

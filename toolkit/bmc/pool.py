@@ -159,35 +159,47 @@ class BmcPool:
             return list(ex.map(lambda h: self._run_one(h, op), hosts))
 
     def _map_processes(self, hosts: Sequence[BmcEndpoint], op: Callable[[BmcClient], T]) -> list[Outcome[T]]:
-        # every host of one BMC goes to the same process, so per-BMC limits still hold there
-        n = min(self.processes, len(hosts))
-        shares: list[list[int]] = [[] for _ in range(n)]
+        # Every host of one BMC is in one group, and a group goes to one process, so per-BMC limits
+        # still hold there. Processes take the next group from a shared counter when they are free
+        # (work stealing), rather than a share fixed up front: one process stuck on a BMC that keeps
+        # losing replies (pyghmi can wait out a whole command timeout, ~1 min, in a re-login) no longer
+        # holds back the rest of its share. Measured: 10,000 hosts at 5% loss, a fixed share per
+        # process took 453 s, most processes long idle while three worked through their last hosts.
         index: dict[tuple[str, int], int] = {}
+        groups: list[list[int]] = []
         for i, h in enumerate(hosts):
-            key = h.key
-            shares[index.setdefault(key, len(index) % n)].append(i)
+            g = index.setdefault(h.key, len(groups))
+            if g == len(groups):
+                groups.append([])
+            groups[g].append(i)
+        n = min(self.processes, len(groups))
         ctx = multiprocessing.get_context("fork")  # fork: ``op`` is a closure and need not pickle
+        next_group = ctx.Value("q", 0)  # the next group to take, under its own lock
+        taken_by = ctx.Array("i", [-1] * len(groups), lock=False)  # which child took a group
         children = []
-        for share in shares:
-            if not share:
-                continue
+        for c in range(n):
             reader, writer = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_child, args=(self, [hosts[i] for i in share], op, writer), daemon=True)
+            proc = ctx.Process(target=_child, args=(self, hosts, groups, next_group, taken_by, c, op, writer),
+                               daemon=True)
             proc.start()
             writer.close()
-            children.append((share, reader, proc))
+            children.append((c, reader, proc))
         results: list[Outcome[T] | None] = [None] * len(hosts)
-        for share, reader, proc in children:
+        for c, reader, proc in children:
             try:
-                outcomes = reader.recv()
+                for i, outcome in reader.recv():
+                    results[i] = outcome
             except EOFError:
-                outcomes = [Outcome(hosts[i].name, False, error="BmcCommandError",
-                                    message=f"{hosts[i].name}: BMC worker process died (exit {proc.exitcode})")
-                            for i in share]
-            for i, outcome in zip(share, outcomes, strict=True):
-                results[i] = outcome
+                for g, owner in enumerate(taken_by):
+                    if owner == c:
+                        for i in groups[g]:
+                            results[i] = Outcome(hosts[i].name, False, error="BmcCommandError",
+                                                 message=f"{hosts[i].name}: BMC worker process died "
+                                                         f"(exit {proc.exitcode})")
             proc.join()
-        return [r for r in results if r is not None]
+        return [r if r is not None else Outcome(hosts[i].name, False, error="BmcCommandError",
+                                                message=f"{hosts[i].name}: no BMC worker took it")
+                for i, r in enumerate(results)]
 
     def close(self) -> None:
         with self._lock:
@@ -205,10 +217,20 @@ class BmcPool:
         self.close()
 
 
-def _child(pool: BmcPool, hosts: list[BmcEndpoint], op: Callable[[BmcClient], T], writer: Any) -> None:
+def _child(pool: BmcPool, hosts: Sequence[BmcEndpoint], groups: list[list[int]], next_group: Any, taken_by: Any,
+           me: int, op: Callable[[BmcClient], T], writer: Any) -> None:
     code = 0
     try:
-        writer.send([pool._run_one(h, op) for h in hosts])
+        done: list[tuple[int, Outcome[T]]] = []
+        while True:
+            with next_group.get_lock():
+                g = next_group.value
+                next_group.value = g + 1
+            if g >= len(groups):
+                break
+            taken_by[g] = me
+            done.extend((i, pool._run_one(hosts[i], op)) for i in groups[g])
+        writer.send(done)
     except BaseException:
         code = 1
     finally:
