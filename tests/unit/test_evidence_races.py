@@ -93,3 +93,24 @@ def test_a_report_that_loses_the_spend_records_nothing(tmp_path: Path, pg_url: s
         assert _record_report(repo, "n1", MAC, report, row, "", 1.0) is False
     with a.db.read() as repo:
         assert len(repo.events_after(0, kinds=["report"])) == 1
+
+
+def test_an_accepted_report_is_one_transaction_of_few_statements(tmp_path: Path) -> None:
+    """Each statement is a round trip to PostgreSQL: a report (spend, record, status, next token)
+    is one transaction of 14 statements with BEGIN and COMMIT (it was 3 transactions and 20 statements)."""
+    from toolkit.state.db import SQLiteStateDB
+
+    db = SQLiteStateDB(tmp_path / "state.db")
+    db.migrate()
+    fleet = _fleet(tmp_path, db)
+    issued = issue_boot_token(fleet, SECRET, MAC, "n1", "b1", "10.0.0.5")
+    report = {"mac": MAC, "build_id": "b1", "image": "web", "token": issued.token, "hostname": "n1",
+              "booted_at": "2026-12-02T00:00:00Z", "uptime_s": 5, "drift": [], "agent_version": "t"}
+    statements: list[str] = []
+    db._conn().set_trace_callback(statements.append)
+    status, token = accept_report(fleet, report, SECRET, "10.0.0.5")
+    db._conn().set_trace_callback(None)
+    assert token and status.name == "n1"
+    sql = [s.split()[0].upper() for s in statements]
+    assert sql.count("BEGIN") == 1 and sql.count("COMMIT") == 1, statements
+    assert len(statements) <= 12 + 2, "\n".join(statements)

@@ -71,17 +71,13 @@ def issue_boot_token(fleet: Fleet, secret: bytes, mac: str, host: str, build_id:
     return IssuedToken(token, attempt, contested, True)
 
 
-def _reissue(fleet: Fleet, secret: bytes, mac: str, host: str, build_id: str, attempt: str, addr: str) -> str:
-    """The next token for an agent's periodic re-report, bound to the same attempt (never counted as a fetch)."""
+def _reissue(repo: Repo, secret: bytes, mac: str, host: str, build_id: str, attempt: str, addr: str) -> str:
+    """The next token for an agent's periodic re-report, bound to the same attempt (never counted as a
+    fetch); stored in the transaction that accepted the report, so both or neither are."""
     nonce = secrets.token_hex(16)
     now = time.time()
-    token = issue_token(secret, mac, build_id, nonce, issued_at=now, attempt=attempt)
-    try:
-        with fleet.db.write_rows() as repo:
-            repo.insert_token(TokenRow(nonce, mac, host, build_id, attempt, now, addr, None, source="report"))
-    except StateError:
-        pass  # the agent's next report will be refused; its boot already counted
-    return token
+    repo.insert_token(TokenRow(nonce, mac, host, build_id, attempt, now, addr, None, source="report"))
+    return issue_token(secret, mac, build_id, nonce, issued_at=now, attempt=attempt)
 
 
 def _refusal(repo: Repo, row: TokenRow | None, host: str, attempt: str, addr: str) -> ReportRejected | None:
@@ -157,8 +153,7 @@ def _record_report(repo: Repo, host: str, mac: str, report: ObservedReport, toke
     """Spend the token and record the report; False (nothing recorded) when a concurrent report spent it first."""
     if not repo.spend_token(token.nonce, now):
         return False
-    repo.ensure_host(host, mac)
-    news = _is_news(repo.get_host(host), report, token)
+    news = _is_news(repo.ensure_host(host, mac), report, token)
     repo.set_observed(host, report, now)
     _record_access(repo, host, mac, report, token, now)
     if news:
@@ -191,16 +186,20 @@ def accept_report(fleet: Fleet, payload: Any, secret: bytes, addr: str = "",
         host = fleet.host_by_mac(mac)
         if host is None:
             raise ReportRejected("MAC not in the inventory", RejectKind.UNKNOWN_HOST, mac)
+        # One transaction: spend, record, the host's status as the agent should see it, the next token.
         with fleet.db.write_rows() as repo:
             row = repo.get_token(claims.nonce)
             refusal = _refusal(repo, row, host.name, claims.attempt, addr)
             if refusal is None and row is not None and not _record_report(repo, host.name, mac, report, row,
                                                                           claims.attempt, time.time()):
                 refusal = ReportRejected("token already used (replayed report)", RejectKind.REPLAY)
+            if refusal is None:
+                status = fleet.status_in(repo, host)
+                next_token = _reissue(repo, secret, mac, host.name, report.build_id, claims.attempt, addr)
         if refusal is not None:
             refusal.mac = mac
             raise refusal
     except ReportRejected as rej:
         reject(fleet, rej)
         raise
-    return fleet.status_of(host), _reissue(fleet, secret, mac, host.name, report.build_id, claims.attempt, addr)
+    return status, next_token

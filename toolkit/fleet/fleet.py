@@ -165,6 +165,10 @@ class Fleet:
         with self.db.read() as repo:
             return self._status(repo, host)
 
+    def status_in(self, repo: Repo, host: Host) -> HostStatus:
+        """The host's status as ``repo``'s transaction sees it (a writer's own changes included)."""
+        return self._status(repo, host)
+
     def _status(self, repo: Repo, host: Host, policy: StaleConfig | None = None, now: float = 0.0,
                 phases: dict[str, str] | None = None) -> HostStatus:
         row = repo.get_host(host.name)
