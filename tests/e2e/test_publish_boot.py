@@ -263,8 +263,8 @@ def test_boot_through_rendered_dnsmasq_and_nginx(baked_base: Build, tmp_path: Pa
             host, mac = node["name"], node["mac"]
             serial = home / "lab" / "nodes" / host / "serial.log"
             started = time.monotonic()
-            out = runner.run("--json", "reimage", "lab", "-i", str(inv), "--canary", "0", "--wave-size", "1",
-                             "--retries", "0", "--boot-timeout", str(REPORT_TIMEOUT), "--yes",
+            out = runner.run("--json", "reimage", "lab", "--image", "base@prod", "-i", str(inv), "--canary", "0",
+                             "--wave-size", "1", "--retries", "0", "--boot-timeout", str(REPORT_TIMEOUT), "--yes",
                              timeout=REPORT_TIMEOUT + 120, check=False)
             took = time.monotonic() - started
             tail = serial.read_text(errors="replace")[-3000:] if serial.exists() else "(no serial log)"
