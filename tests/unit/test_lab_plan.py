@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 import re
 from pathlib import Path
@@ -11,7 +13,8 @@ import pytest
 from toolkit.core.errors import InputError
 from toolkit.inventory.hosts import parse_inventory
 from toolkit.lab.machines import network_label, plan_lab, render_chain_script, render_inventory, serve_configs
-from toolkit.lab.vbmc import MAX_OVERRIDES_KEPT, SimMachine, SimOptions, honoured_boot
+from toolkit.lab.qemu import VmSpec
+from toolkit.lab.vbmc import MAX_OVERRIDES_KEPT, SimMachine, SimOptions, honoured_boot, vm_spec
 
 
 def test_plan_and_inventory_roundtrip(tmp_path: Path) -> None:
@@ -82,6 +85,11 @@ def test_uefi_lab_on_a_bridge_in_a_namespace(tmp_path: Path) -> None:
     assert vm["uefi_vars"] == str(tmp_path / "nodes" / "lab-n01" / "OVMF_VARS.fd")
     assert "bootfile" not in vm and "tftp_dir" not in vm  # the bridge's DHCP says what to boot
     assert network_label(plan) == "bridge br0 in netns gbt1-boot"
+    # what the BMC process builds from the JSON config: every path a Path, as start_vm needs
+    spec = vm_spec(json.loads(json.dumps(cfg.dump()))["bmcs"][0]["vm"])
+    assert spec.uefi_vars == tmp_path / "nodes" / "lab-n01" / "OVMF_VARS.fd" and spec.netns == "gbt1-boot"
+    path_fields = [f.name for f in dataclasses.fields(VmSpec) if "Path" in str(f.type)]
+    assert all(isinstance(getattr(spec, name), Path) for name in path_fields if getattr(spec, name) is not None)
 
 
 @pytest.mark.parametrize(("kwargs", "firmware", "network", "tap"), [

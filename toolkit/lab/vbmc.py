@@ -391,6 +391,17 @@ class _Timers:
         return max(0.0, self.heap[0][0] - now) if self.heap else 0.2
 
 
+def vm_spec(vm: dict[str, Any]) -> VmSpec:
+    """A VmSpec from its JSON form in the config: every path field a Path again."""
+    fields = dict(vm)
+    for key in ("serial_log", "disk", "tftp_dir", "uefi_vars"):
+        if fields.get(key):
+            fields[key] = Path(fields[key])
+    fields["extra_args"] = tuple(fields.get("extra_args", ()))
+    fields["hostfwd"] = tuple(tuple(f) for f in fields.get("hostfwd", ()))
+    return VmSpec(**fields)
+
+
 def _write_atomic(path: Path, text: str) -> None:
     atomic_write(path, text, fsync=False)
 
@@ -420,12 +431,7 @@ def serve(cfg: ServeConfig) -> int:
         rng = random.Random(f"{cfg.sim.seed}:{b.name}:{i}")
         machine: SimMachine
         if b.vm is not None:
-            vm = dict(b.vm)
-            for key in ("serial_log", "disk", "tftp_dir"):
-                if vm.get(key):
-                    vm[key] = Path(vm[key])
-            vm["extra_args"] = tuple(vm.get("extra_args", ()))
-            machine = QemuMachine(VmSpec(**vm), rng)
+            machine = QemuMachine(vm_spec(b.vm), rng)
         else:
             if cfg.sim.boot_url and booter is None:
                 booter = ThreadPoolExecutor(max_workers=32, thread_name_prefix="simboot")
