@@ -9,8 +9,9 @@ stays tainted through a plain reboot of its build and is clean after a boot of a
 Rollback needs a second build: it is
 the same artifacts committed under another build id (hard links, a manifest naming the new id), so
 which build the machine runs is visible in its report without a second multi-minute bake.
-The last test boots through the real daemons `golden pxe render` configures (dnsmasq proxyDHCP,
-TFTP, nginx) inside network namespaces, the machine on a tap.
+The last test reimages a UEFI lab machine (virtual IPMI BMC on loopback, its tap in a namespace's
+bridge) with `golden reimage`; it boots through the real daemons `golden pxe render` configures
+(dnsmasq proxyDHCP, TFTP, nginx) inside network namespaces.
 """
 
 from __future__ import annotations
@@ -26,14 +27,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.fixtures.bake import breakglass_ca_home
 from tests.fixtures.boot import GOLDEN, ServeProcess, golden_env, start_golden_serve, write_inventory
-from tests.fixtures.bootnet import boot_network
+from tests.fixtures.bootnet import BootNet, boot_network
 from tests.fixtures.common import free_port
+from tests.fixtures.lab import GoldenRunner
 from tests.fixtures.ssh import ssh_with_cert
 from toolkit.core.run import kill_group, run
 from toolkit.lab.qemu import VmSpec, start_vm
+from toolkit.rollout.execute import attempt_id
 from toolkit.state.db import HostRow, SQLiteStateDB
 from toolkit.store.artifacts import Build, Store
 
@@ -229,32 +233,68 @@ def test_publish_boot_promote_reassign_rollback(lab: Lab) -> None:
     print(f"boot-to-report seconds: dev {t1:.0f}, staging {t2:.0f}, staging-new {t3:.0f}, rolled-back {t4:.0f}")
 
 
+def _lab_inventory_with_image(lab_inventory: Path, out: Path, image: str) -> Path:
+    """The lab's own inventory (its BMCs, MACs, uefi: true), every lab host assigned ``image``."""
+    doc = yaml.safe_load(lab_inventory.read_text())
+    doc["all"]["children"]["lab"]["vars"]["image"] = image
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
+
+
 def test_boot_through_rendered_dnsmasq_and_nginx(baked_base: Build, tmp_path: Path) -> None:
+    """Issue 17 criterion 1: a UEFI lab machine behind a virtual IPMI BMC on loopback, its NIC a tap in the
+    boot namespace's bridge, is reimaged by `golden reimage` (one-time UEFI PXE override + power on through
+    the BMC) and boots through the rendered chain: OVMF's PXE -> proxyDHCP -> TFTP snponly.efi -> iPXE ->
+    golden.ipxe -> /boot/<mac>.ipxe -> artifacts from nginx -> report."""
     home = tmp_path / "home"
     build = link_build(baked_base, Store(home / "store"))
     golden(home, "publish", "base", build.build_id, "--channel", "prod")
-    inv = write_inventory(tmp_path / "inventory.yml", {"node1": (MAC, "base@prod")})
-    with boot_network(tmp_path, home, inv) as net:
-        started = time.monotonic()
-        # UEFI, as most servers boot today: OVMF's own PXE asks the rendered proxyDHCP first
-        proc, serial = net.start_vm("node1", MAC, memory_mb=2048, firmware="uefi")
+    runner = GoldenRunner(home=home)
 
-        def host() -> HostRow | None:
+    def lab_on_bridge(net: BootNet) -> Path:
+        runner.json("lab", "up", "--nodes", "1", "--uefi", "--netns", net.boot_ns, "--bridge", net.bridge,
+                    "--memory", "2048")
+        return _lab_inventory_with_image(home / "lab" / "inventory.yaml", tmp_path / "inventory.yml", "base@prod")
+
+    with boot_network(tmp_path, home, lab_on_bridge) as net:
+        try:
+            inv = tmp_path / "inventory.yml"
+            [node] = runner.json("lab", "status")["nodes"]
+            host, mac = node["name"], node["mac"]
+            serial = home / "lab" / "nodes" / host / "serial.log"
+            started = time.monotonic()
+            out = runner.run("--json", "reimage", "lab", "--image", "base@prod", "-i", str(inv), "--canary", "0",
+                             "--wave-size", "1", "--retries", "0", "--boot-timeout", str(REPORT_TIMEOUT), "--yes",
+                             timeout=REPORT_TIMEOUT + 120, check=False)
+            took = time.monotonic() - started
+            tail = serial.read_text(errors="replace")[-3000:] if serial.exists() else "(no serial log)"
+            assert out.returncode == 0, f"{out.stdout}\n{out.stderr}\n{tail}"
+            result = json.loads(out.stdout)
+            assert result["status"] == "succeeded" and result["results"] == {host: "done"}, result
+            # Genuine evidence: the report that counted carried the token of this run's attempt 1.
+            steps = runner.json("runs", "show", result["run_id"])["steps"]
+            [report] = [s for s in steps if s["step"] == "await-report" and s["phase"] == "done"]
+            assert json.loads(report["detail"])["attempt"] == attempt_id(result["run_id"], host, 1), report
+            assert [s["phase"] for s in steps if s["step"] == "bootdev-pxe"] == ["intent", "done"], steps
+            # The BMC received the inventory's uefi: true as a one-time UEFI PXE override (IPMI EFI flag).
+            [node] = runner.json("lab", "status")["nodes"]
+            assert node["overrides"] == ["network once uefi"], node
+            # golden serve commits the report before nginx relays its answer and logs it: wait for nginx's line.
+            deadline = time.monotonic() + 30
+            while "POST /report HTTP/1.1" not in net.access_log() and time.monotonic() < deadline:
+                time.sleep(0.5)
+        finally:
+            runner.run("lab", "down", check=False)
+
+        def row() -> HostRow | None:
             with SQLiteStateDB(home / "state.db").read() as repo:
-                return repo.get_host("node1")
+                return repo.get_host(host)
 
-        took = wait_report(host, 0.0, build.build_id, proc, serial, started)
-        # golden serve commits the report before nginx relays its answer and logs it: stopping the
-        # machine at once can cut that answer off (a 499 in the log), so wait for nginx's line first.
-        deadline = time.monotonic() + 30
-        while "POST /report HTTP/1.1" not in net.access_log() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        net.stop_vm(proc)
-        row = host()
-        assert row is not None and row.drift == (), row  # a fresh boot of base reports no drift
+        got = row()
+        assert got is not None and got.observed_build == build.build_id and got.drift == (), got
         [fleet_row] = json.loads(golden(home, "--json", "fleet", "-i", str(inv)))
         assert fleet_row["state"] == "in-sync", fleet_row  # exactly: never drifted, never pending
-        print(f"boot-to-report through dnsmasq+nginx: {took:.0f} s")
+        print(f"UEFI lab reimage through dnsmasq+nginx, reimage command to its end: {took:.0f} s")
         log = net.access_log()
         # The artifacts came from nginx (sendfile), the script and the report through it from golden serve.
         assert f"GET /store/base/{build.build_id}/rootfs.squashfs HTTP/1.1\" 200" in log, log
@@ -262,7 +302,7 @@ def test_boot_through_rendered_dnsmasq_and_nginx(baked_base: Build, tmp_path: Pa
         # The firmware, not iPXE, did the first DHCP: a UEFI x86-64 PXE client (arch 7) without iPXE's
         # user class got snponly.efi over TFTP; then iPXE asked again and got the chain script.
         dhcp = net.proxy_log()
-        mac_lines = [ln for ln in dhcp.splitlines() if MAC in ln.lower() or "vendor class" in ln.lower()
+        mac_lines = [ln for ln in dhcp.splitlines() if mac in ln.lower() or "vendor class" in ln.lower()
                      or "user class" in ln.lower() or "sent" in ln.lower() or "tags" in ln.lower()]
         first_vendor = next(ln for ln in dhcp.splitlines() if "vendor class: PXEClient" in ln)
         assert "PXEClient:Arch:00007" in first_vendor, "\n".join(mac_lines)
@@ -271,3 +311,6 @@ def test_boot_through_rendered_dnsmasq_and_nginx(baked_base: Build, tmp_path: Pa
         assert order and "snponly.efi" in order[0], "\n".join(mac_lines)
         assert any("user class: iPXE" in ln for ln in order[1:]), "\n".join(mac_lines)
         assert "golden.ipxe" in dhcp
+        assert net.serve is not None
+        serve_err = net.serve.log.read_text(errors="replace")
+        assert "Traceback" not in serve_err, serve_err  # issue 17 criterion 4

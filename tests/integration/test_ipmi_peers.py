@@ -50,6 +50,13 @@ def test_ipmitool_drives_virtual_bmc(golden: GoldenRunner, tmp_path: Path) -> No
         time.sleep(0.2)
         status = golden.json("lab", "status")
     assert status["nodes"][0]["bootdev"] == "network" and status["nodes"][0]["power"] == "on"
+    # a UEFI override (boot flag "EFI"), as golden reimage sends for uefi: true, is kept and read back
+    _ipmitool(port, pwfile, "chassis", "bootdev", "pxe", "options=efiboot")
+    assert "BIOS EFI boot" in _ipmitool(port, pwfile, "chassis", "bootparam", "get", "5")
+    while len(status["nodes"][0]["overrides"]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        status = golden.json("lab", "status")
+    assert status["nodes"][0]["overrides"] == ["network once legacy", "network once uefi"], status
     _ipmitool(port, pwfile, "power", "off")
     assert "Chassis Power is off" in _ipmitool(port, pwfile, "power", "status")
 

@@ -100,6 +100,29 @@ NIGHTLY_INPUT_CASES: list[tuple[list[str], str]] = [
     (["nightly", "--install-timer", "--at", "2am"], "--at '2am': expected HH:MM"),
 ]
 
+# lab up's firmware and network options: refused (exit 2) before a file is written or a process started.
+# The last three read the host's own interfaces with `ip` (nothing is changed).
+LAB_INPUT_CASES: list[tuple[list[str], str]] = [
+    (["lab", "up", "--uefi"], "--uefi needs --bridge BR"),
+    (["lab", "up", "--netns", "ns1"], "--netns needs --bridge BR"),
+    ([*LAB, "--uefi", "--bridge", "br0"], "--uefi, --bridge need QEMU machines"),
+    (["lab", "up", "--bridge", "br0,x"], "--bridge 'br0,x' is not an interface name"),
+    (["lab", "up", "--bridge", "br0", "--netns", "a/b"], "--netns 'a/b' is not a network namespace name"),
+    (["lab", "up", "--uefi", "--bridge", "br0", "--netns", "golden-no-such-ns"],
+     "--netns golden-no-such-ns: no such network namespace"),
+    (["lab", "up", "--bridge", "gnosuchbr0"], "--bridge gnosuchbr0: no such interface"),
+    (["lab", "up", "--uefi", "--bridge", "lo"], "--bridge lo: the interface is not a bridge"),
+]
+
+
+@pytest.mark.parametrize("argv, needle", LAB_INPUT_CASES, ids=[" ".join(c[0][2:])[:50] for c in LAB_INPUT_CASES])
+def test_bad_lab_network_exits_2_before_running(capsys, monkeypatch, tmp_path, argv, needle):
+    monkeypatch.setenv("GOLDEN_HOME", str(tmp_path / "home"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and needle in err, err
+    assert not (tmp_path / "home" / "lab").exists()
+
 
 @pytest.mark.parametrize("argv, needle", NIGHTLY_INPUT_CASES,
                          ids=[" ".join(c[0][1:])[:50] for c in NIGHTLY_INPUT_CASES])

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import random
+import re
 from pathlib import Path
 
 import pytest
 
 from toolkit.core.errors import InputError
 from toolkit.inventory.hosts import parse_inventory
-from toolkit.lab.machines import plan_lab, render_chain_script, render_inventory, serve_configs
+from toolkit.lab.machines import network_label, plan_lab, render_chain_script, render_inventory, serve_configs
+from toolkit.lab.qemu import VmSpec
+from toolkit.lab.vbmc import MAX_OVERRIDES_KEPT, SimMachine, SimOptions, honoured_boot, vm_spec
 
 
 def test_plan_and_inventory_roundtrip(tmp_path: Path) -> None:
@@ -46,3 +52,85 @@ def test_shards_beyond_select_limit() -> None:
 def test_bad_input(kwargs: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
         plan_lab(lab_id="abc", **kwargs)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"uefi": True}, "--uefi needs --bridge BR"),
+    ({"netns": "ns1"}, "--netns needs --bridge BR"),
+    ({"uefi": True, "netns": "ns1"}, "--netns needs --bridge BR"),
+    ({"no_vm": True, "uefi": True, "bridge": "br0"}, "--uefi, --bridge need QEMU machines"),
+    ({"no_vm": True, "bridge": "br0"}, "--bridge need QEMU machines"),
+    ({"bridge": "br0;reboot"}, "--bridge 'br0;reboot' is not an interface name"),
+    ({"bridge": "a-bridge-name-too-long"}, "is not an interface name"),
+    ({"bridge": "-br"}, "is not an interface name"),
+    ({"bridge": "br0", "netns": "../etc"}, "--netns '../etc' is not a network namespace name"),
+    ({"bridge": "br0", "netns": ""}, "is not a network namespace name"),
+    ({"bridge": "br0", "netns": "ns x"}, "is not a network namespace name"),
+])
+def test_bad_firmware_and_network(kwargs: dict, message: str) -> None:
+    with pytest.raises(InputError, match=re.escape(message)):
+        plan_lab(2, lab_id="abc", **kwargs)
+
+
+def test_uefi_lab_on_a_bridge_in_a_namespace(tmp_path: Path) -> None:
+    plan = plan_lab(16, lab_id="0123abcd", base_port=20000, uefi=True, netns="gbt1-boot", bridge="br0")
+    assert [n.tap for n in plan.nodes][:2] == ["gl0123abcd-01", "gl0123abcd-02"]
+    assert all(len(n.tap or "") <= 15 for n in plan.nodes) and len({n.tap for n in plan.nodes}) == 16
+    inv = parse_inventory(render_inventory(plan, "pw"), tmp_path / "inventory.yaml")
+    assert {h.uefi for h in inv.select("lab")} == {True}
+    [cfg] = serve_configs(plan, tmp_path, "pw")
+    vm = cfg.bmcs[0].vm
+    assert vm is not None
+    assert (vm["firmware"], vm["netdev"], vm["netns"]) == ("uefi", "tap:gl0123abcd-01", "gbt1-boot")
+    assert vm["uefi_vars"] == str(tmp_path / "nodes" / "lab-n01" / "OVMF_VARS.fd")
+    assert "bootfile" not in vm and "tftp_dir" not in vm  # the bridge's DHCP says what to boot
+    assert network_label(plan) == "bridge br0 in netns gbt1-boot"
+    # what the BMC process builds from the JSON config: every path a Path, as start_vm needs
+    spec = vm_spec(json.loads(json.dumps(cfg.dump()))["bmcs"][0]["vm"])
+    assert spec.uefi_vars == tmp_path / "nodes" / "lab-n01" / "OVMF_VARS.fd" and spec.netns == "gbt1-boot"
+    path_fields = [f.name for f in dataclasses.fields(VmSpec) if "Path" in str(f.type)]
+    assert all(isinstance(getattr(spec, name), Path) for name in path_fields if getattr(spec, name) is not None)
+
+
+@pytest.mark.parametrize(("kwargs", "firmware", "network", "tap"), [
+    ({}, "bios", "user", None),
+    ({"bridge": "br0"}, "bios", "bridge br0", "gl0123abcd-01"),  # a BIOS lab on a bridge: iPXE ROM, real DHCP
+    ({"uefi": True, "bridge": "br0"}, "uefi", "bridge br0", "gl0123abcd-01"),
+])
+def test_firmware_and_network_plans(tmp_path: Path, kwargs: dict, firmware: str, network: str, tap: str | None) -> None:
+    plan = plan_lab(1, lab_id="0123abcd", **kwargs)
+    assert (plan.firmware, network_label(plan), plan.nodes[0].tap) == (firmware, network, tap)
+    inv = parse_inventory(render_inventory(plan, "pw"), tmp_path / "inventory.yaml")
+    assert inv.host(plan.nodes[0].name).uefi is (firmware == "uefi")
+    vm = serve_configs(plan, tmp_path, "pw")[0].bmcs[0].vm
+    assert vm is not None and ("uefi_vars" in vm) is (firmware == "uefi")
+    assert vm.get("netdev", "user") == ("user" if tap is None else f"tap:{tap}")
+
+
+# A machine carries out an override only in a boot mode its firmware has (OVMF here has no legacy CSM,
+# SeaBIOS no UEFI); anything else boots the default order, the disk.
+@pytest.mark.parametrize(("device", "uefi", "firmware", "netboots"), [
+    ("network", True, "uefi", True),
+    ("network", False, "uefi", False),
+    ("network", False, "bios", True),
+    ("network", True, "bios", False),
+    ("hd", True, "uefi", False),
+    ("default", False, "bios", False),
+])
+def test_honoured_boot(device: str, uefi: bool, firmware: str, netboots: bool) -> None:
+    assert honoured_boot(device, uefi_override=uefi, firmware=firmware) is netboots
+
+
+def test_overrides_are_kept_and_one_time_ones_consumed() -> None:
+    m = SimMachine(SimOptions(), random.Random(0))
+    m.set_override("network", persistent=False, uefi=True)
+    assert (m.bootdev, m.uefi) == ("network", True)
+    m.power_on()
+    assert (m.bootdev, m.uefi) == ("default", False)  # consumed by the boot
+    m.set_override("hd", persistent=True, uefi=False)
+    m.reset()
+    assert m.bootdev == "hd"  # persistent: kept
+    assert m.describe()["overrides"] == ["network once uefi", "hd persistent legacy"]
+    for _ in range(30):
+        m.set_override("network", persistent=False, uefi=False)
+    assert len(m.overrides) == MAX_OVERRIDES_KEPT

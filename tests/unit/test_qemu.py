@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.core.errors import InputError
-from toolkit.lab.qemu import OVMF_CODE, VmSpec, qemu_argv
+from toolkit.lab.qemu import OVMF_CODE, VmSpec, qemu_argv, vm_command
 
 
 def _opt(argv: list[str], flag: str) -> list[str]:
@@ -93,3 +93,15 @@ def test_hostfwd_forwards_loopback_ports_only() -> None:
     assert _opt(qemu_argv(vm), "-netdev") == ["user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22"]
     with pytest.raises(InputError, match="hostfwd ports out of range"):
         qemu_argv(VmSpec(name="n1", mac="52:54:00:00:00:01", serial_log=Path("/tmp/s.log"), hostfwd=((22, 22),)))
+
+
+def test_a_machine_in_a_namespace_runs_qemu_inside_it(tmp_path: Path) -> None:
+    vm = VmSpec(name="n1", mac="52:54:00:00:00:01", serial_log=tmp_path / "s.log", netdev="tap:gl1-01",
+                netns="gbt1-boot", firmware="uefi", uefi_vars=tmp_path / "v.fd")
+    argv = vm_command(vm)
+    assert argv[:4] == ["ip", "netns", "exec", "gbt1-boot"] and argv[4:] == qemu_argv(vm)
+    assert _opt(argv, "-netdev") == ["tap,id=net0,ifname=gl1-01,script=no,downscript=no"]
+    plain = VmSpec(name="n1", mac="52:54:00:00:00:01", serial_log=tmp_path / "s.log")
+    assert vm_command(plain) == qemu_argv(plain)
+    with pytest.raises(InputError, match="a network namespace needs a tap netdev"):
+        vm_command(VmSpec(name="n1", mac="52:54:00:00:00:01", serial_log=tmp_path / "s.log", netns="ns"))

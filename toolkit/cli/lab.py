@@ -7,7 +7,7 @@ import argparse
 from toolkit.cli.argtypes import finite_float, int_range, rate01
 from toolkit.cli.output import Context
 from toolkit.core.progress import Progress
-from toolkit.lab.machines import LabStatus, console_text, down_lab, status_lab, up_lab
+from toolkit.lab.machines import LabNetwork, LabStatus, console_text, down_lab, status_lab, up_lab
 from toolkit.lab.vbmc import SimOptions
 
 
@@ -22,6 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "(default: lab.boot_url in golden.yaml, else http://10.0.2.2:9090)")
     up.add_argument("--base-port", type=int_range(1024, 65_535),
                     help="first BMC UDP port (default: first free from 16230)")
+    up.add_argument("--uefi", action="store_true",
+                    help="OVMF machines whose firmware does UEFI PXE itself (no iPXE ROM); inventory uefi: true; "
+                         "needs --bridge")
+    up.add_argument("--bridge", metavar="BR",
+                    help="a tap per machine in bridge BR instead of user-mode networking; they boot from what "
+                         "answers DHCP there (e.g. the proxyDHCP of 'golden pxe render')")
+    up.add_argument("--netns", metavar="NS", help="the network namespace BR is in (with --bridge)")
     up.add_argument("--memory", type=int_range(128, 1_048_576), default=1536, help="MiB per machine (default 1536)")
     up.add_argument("--latency", type=finite_float(0, 60), default=0.0,
                     help="--no-vm: seconds added to each chassis command")
@@ -50,7 +57,8 @@ def _render(status: LabStatus, ctx: Context, headline: str) -> int:
                   [(n.name, n.rack, n.mac, f"127.0.0.1:{n.bmc_port}", n.power, n.bootdev, n.pid or "-")
                    for n in status.nodes])
     if status.inventory:
-        ctx.say(f"inventory: {status.inventory}  boot URL: {status.boot_url}")
+        ctx.say(f"inventory: {status.inventory}  boot URL: {status.boot_url}  firmware: {status.firmware}  "
+                f"network: {status.network}")
     return 0
 
 
@@ -59,7 +67,8 @@ def cmd_up(args: argparse.Namespace, ctx: Context) -> int:
                      boot_time=args.boot_time, seed=args.seed)
     with Progress("lab up", enabled=ctx.interactive, lines=ctx.log_lines) as progress:
         status = up_lab(ctx.settings(), args.nodes, no_vm=args.no_vm, boot_url=args.boot_url,
-                        base_port=args.base_port, memory_mb=args.memory, sim=sim, on_step=progress.phase)
+                        base_port=args.base_port, memory_mb=args.memory, sim=sim, on_step=progress.phase,
+                        network=LabNetwork(uefi=args.uefi, netns=args.netns, bridge=args.bridge))
     head = "lab already up" if status.already_up else f"lab up: {len(status.nodes)} node(s) in {status.seconds:.1f} s"
     return _render(status, ctx, head)
 

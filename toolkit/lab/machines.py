@@ -10,6 +10,13 @@ everything and removes the lab folder.
 Lab machines netboot through slirp: each has a TFTP folder with ``boot.ipxe`` that chains to
 ``<boot-url>/boot/${mac}.ipxe``. The default boot URL is ``lab.boot_url`` from golden.yaml, else
 http://10.0.2.2:9090 (the default ``golden serve`` address as seen from inside QEMU's slirp).
+
+With ``--bridge BR`` (and ``--netns NS`` when the bridge is in a network namespace) each machine
+instead gets a tap in that bridge, created by ``lab up`` and removed by ``lab down``, and boots from
+whatever answers DHCP there: in production shape, the dnsmasq proxyDHCP + TFTP that ``golden pxe
+render`` configures. ``--uefi`` machines run OVMF, whose own PXE does the first DHCP (no iPXE ROM on
+the NIC); it needs a bridge, because slirp's DHCP offers one boot file to every client and cannot
+give the firmware ``snponly.efi`` and the iPXE it loads the chain script.
 """
 
 from __future__ import annotations
@@ -35,9 +42,10 @@ from typing import Any
 import yaml
 
 from toolkit.core.config import Settings
-from toolkit.core.errors import GoldenError, InputError
+from toolkit.core.errors import GoldenError, InputError, ToolMissingError
 from toolkit.core.fsutil import atomic_write
 from toolkit.core.run import require, run, spawn
+from toolkit.lab.qemu import OVMF_CODE, OVMF_VARS
 from toolkit.lab.vbmc import MAX_BMCS_PER_PROCESS, BmcConfig, ServeConfig, SimOptions
 
 DEFAULT_BOOT_URL = "http://10.0.2.2:9090"
@@ -49,6 +57,10 @@ LAB_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 BMC_USER = "admin"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
+MAX_VMS = 16
+# ip-netns names become files in /run/netns; interface names are at most 15 bytes (IFNAMSIZ - 1)
+NETNS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 
 
 class LabError(GoldenError):
@@ -62,6 +74,7 @@ class LabNode:
     rack: str
     bmc_port: int
     shard: int
+    tap: str | None = None  # the machine's tap in the lab bridge; None: user-mode networking
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,9 @@ class LabPlan:
     boot_url: str
     memory_mb: int
     sim: SimOptions = field(default_factory=SimOptions)
+    firmware: str = "bios"  # "uefi": OVMF and its own PXE, the inventory says uefi: true
+    netns: str | None = None
+    bridge: str | None = None
 
     @property
     def shards(self) -> int:
@@ -88,6 +104,7 @@ class NodeStatus:
     bootdev: str
     pid: int | None = None
     serial_log: str | None = None
+    overrides: tuple[str, ...] = ()  # boot overrides the BMC received, oldest first ("network once uefi")
 
 
 @dataclass(frozen=True)
@@ -100,6 +117,8 @@ class LabStatus:
     nodes: tuple[NodeStatus, ...]
     seconds: float = 0.0
     already_up: bool = False
+    firmware: str = "bios"
+    network: str = "user"  # "user" (slirp) or "bridge BR" / "bridge BR in netns NS"
 
 
 def lab_dir(settings: Settings, lab: str = LAB_GROUP) -> Path:
@@ -120,14 +139,41 @@ def default_boot_url(settings: Settings) -> str:
 # plan (pure)
 
 
+def check_network(*, no_vm: bool, uefi: bool, netns: str | None, bridge: str | None) -> None:
+    """The machines' firmware and network options, alone and together. Pure."""
+    if netns is not None and not NETNS_RE.match(netns):
+        raise InputError(f"--netns {netns!r} is not a network namespace name",
+                         hint="letters, digits, '_', '.', '-', at most 64 (see: ip netns list)")
+    if bridge is not None and not IFNAME_RE.match(bridge):
+        raise InputError(f"--bridge {bridge!r} is not an interface name",
+                         hint="letters, digits, '_', '.', '-', at most 15 (see: ip link show type bridge)")
+    used = [flag for flag, on in (("--uefi", uefi), ("--netns", netns), ("--bridge", bridge)) if on]
+    if no_vm and used:
+        raise InputError(f"{', '.join(used)} need QEMU machines; simulated (--no-vm) machines have no firmware "
+                         "or NIC", hint=f"drop --no-vm or {' and '.join(used)}")
+    if netns is not None and bridge is None:
+        raise InputError("--netns needs --bridge BR: the bridge in that namespace the machines' taps join")
+    if uefi and bridge is None:
+        raise InputError("--uefi needs --bridge BR: QEMU's user-mode DHCP offers one boot file to every client, "
+                         "so it cannot give the firmware snponly.efi and then iPXE the chain script",
+                         hint="put the machines on a bridge where the proxyDHCP of 'golden pxe render' answers")
+
+
+def tap_name(lab_id: str, index: int) -> str:
+    """Node ``index``'s tap: unique per lab (two labs may share a bridge), within 15 bytes."""
+    return f"gl{lab_id[:8]}-{index + 1:02d}"
+
+
 def plan_lab(nodes: int, *, lab_id: str, base_port: int = DEFAULT_BASE_PORT, no_vm: bool = False,
              boot_url: str = DEFAULT_BOOT_URL, memory_mb: int = 1536, sim: SimOptions | None = None,
-             prefix: str = LAB_GROUP) -> LabPlan:
+             prefix: str = LAB_GROUP, uefi: bool = False, netns: str | None = None,
+             bridge: str | None = None) -> LabPlan:
     """``prefix`` names the nodes (``lab-n01``): two labs in one fleet state never share a host name."""
     if nodes < 1:
         raise InputError(f"--nodes must be at least 1, got {nodes}")
-    if not no_vm and nodes > 16:
-        raise InputError(f"{nodes} QEMU machines will not fit on one host; use at most 16 or --no-vm")
+    if not no_vm and nodes > MAX_VMS:
+        raise InputError(f"{nodes} QEMU machines will not fit on one host; use at most {MAX_VMS} or --no-vm")
+    check_network(no_vm=no_vm, uefi=uefi, netns=netns, bridge=bridge)
     if base_port < 1024 or base_port + nodes > 65535:
         raise InputError(f"BMC ports {base_port}..{base_port + nodes - 1} are outside 1024..65535")
     if not boot_url.startswith(("http://", "https://")) or "," in boot_url:
@@ -140,9 +186,10 @@ def plan_lab(nodes: int, *, lab_id: str, base_port: int = DEFAULT_BASE_PORT, no_
         mac = f"52:54:{seed[0]:02x}:{seed[1]:02x}:{(i >> 8) & 0xFF:02x}:{i & 0xFF:02x}"
         planned.append(LabNode(name=f"{prefix}-n{i + 1:0{width}d}", mac=mac,
                                rack=f"{prefix}-rack{i // NODES_PER_RACK + 1}", bmc_port=base_port + i,
-                               shard=i // MAX_BMCS_PER_PROCESS))
+                               shard=i // MAX_BMCS_PER_PROCESS, tap=tap_name(lab_id, i) if bridge else None))
     return LabPlan(lab_id=lab_id, nodes=tuple(planned), no_vm=no_vm, boot_url=boot_url.rstrip("/"),
-                   memory_mb=memory_mb, sim=sim or SimOptions())
+                   memory_mb=memory_mb, sim=sim or SimOptions(), firmware="uefi" if uefi else "bios",
+                   netns=netns, bridge=bridge)
 
 
 def render_inventory(plan: LabPlan, password: str, address: str = "127.0.0.1") -> str:
@@ -151,7 +198,7 @@ def render_inventory(plan: LabPlan, password: str, address: str = "127.0.0.1") -
     for n in plan.nodes:
         racks.setdefault(n.rack, {"hosts": {}})["hosts"][n.name] = {
             "mac": n.mac, "bmc_address": address, "bmc_port": n.bmc_port, "bmc_protocol": "ipmi",
-            "bmc_user": BMC_USER, "bmc_password": password, "uefi": False,
+            "bmc_user": BMC_USER, "bmc_password": password, "uefi": plan.firmware == "uefi",
         }
     # golden_lab marks lab machines: a reimage that boots them all records a passed lab boot test
     doc = {"all": {"children": {LAB_GROUP: {"vars": {"golden_lab": True}, "children": racks}}}}
@@ -161,6 +208,25 @@ def render_inventory(plan: LabPlan, password: str, address: str = "127.0.0.1") -
 
 def render_chain_script(boot_url: str) -> str:
     return f"#!ipxe\nchain {boot_url}/boot/${{mac}}.ipxe || shell\n"
+
+
+def _vm_config(plan: LabPlan, n: LabNode, node_dir: Path) -> dict[str, Any]:
+    """VmSpec fields for node ``n`` (the BMC process builds the VmSpec)."""
+    vm: dict[str, Any] = {"name": n.name, "mac": n.mac, "serial_log": str(node_dir / "serial.log"),
+                          "memory_mb": plan.memory_mb, "disk": str(node_dir / "disk.qcow2"), "firmware": plan.firmware}
+    if n.tap is None:
+        vm.update(tftp_dir=str(node_dir / "tftp"), bootfile="boot.ipxe")
+    else:
+        vm.update(netdev=f"tap:{n.tap}", netns=plan.netns)
+    if plan.firmware == "uefi":
+        vm["uefi_vars"] = str(node_dir / "OVMF_VARS.fd")
+    return vm
+
+
+def network_label(plan: LabPlan) -> str:
+    if plan.bridge is None:
+        return "user"
+    return f"bridge {plan.bridge}" + (f" in netns {plan.netns}" if plan.netns else "")
 
 
 def _is_loopback_url(url: str) -> bool:
@@ -182,10 +248,7 @@ def serve_configs(plan: LabPlan, directory: Path, password: str) -> list[ServeCo
                 continue
             vm = None
             if not plan.no_vm:
-                node_dir = directory / "nodes" / n.name
-                vm = {"name": n.name, "mac": n.mac, "serial_log": str(node_dir / "serial.log"),
-                      "memory_mb": plan.memory_mb, "disk": str(node_dir / "disk.qcow2"),
-                      "tftp_dir": str(node_dir / "tftp"), "bootfile": "boot.ipxe"}
+                vm = _vm_config(plan, n, directory / "nodes" / n.name)
             bmcs.append(BmcConfig(name=n.name, port=n.bmc_port, user=BMC_USER, password=password, mac=n.mac, vm=vm))
         # Simulated machines live in this host and reach the boot server at --boot-url directly; they
         # netboot only when that is a loopback address (a default 10.0.2.2 URL is QEMU's view).
@@ -249,7 +312,8 @@ def _load_plan(directory: Path) -> tuple[LabPlan, str] | None:
         return None
     data = json.loads(path.read_text())
     plan = LabPlan(lab_id=data["lab_id"], nodes=tuple(LabNode(**n) for n in data["nodes"]), no_vm=data["no_vm"],
-                   boot_url=data["boot_url"], memory_mb=data["memory_mb"], sim=SimOptions(**data["sim"]))
+                   boot_url=data["boot_url"], memory_mb=data["memory_mb"], sim=SimOptions(**data["sim"]),
+                   firmware=data.get("firmware", "bios"), netns=data.get("netns"), bridge=data.get("bridge"))
     return plan, data["password"]
 
 
@@ -272,24 +336,77 @@ def status_lab(settings: Settings, lab: str = LAB_GROUP) -> LabStatus:
                    power=live.get(n.name, {}).get("power", "?") if up else "down",
                    bootdev=live.get(n.name, {}).get("bootdev", "?") if up else "-",
                    pid=live.get(n.name, {}).get("pid") if up else None,
-                   serial_log=None if plan.no_vm else str(directory / "nodes" / n.name / "serial.log"))
+                   serial_log=None if plan.no_vm else str(directory / "nodes" / n.name / "serial.log"),
+                   overrides=tuple(live.get(n.name, {}).get("overrides", ())) if up else ())
         for n in plan.nodes
     )
     return LabStatus(up=up, lab_dir=str(directory), inventory=str(directory / "inventory.yaml"),
-                     boot_url=plan.boot_url, pids=pids, nodes=nodes)
+                     boot_url=plan.boot_url, pids=pids, nodes=nodes, firmware=plan.firmware,
+                     network=network_label(plan))
+
+
+@dataclass(frozen=True)
+class LabNetwork:
+    """The machines' firmware and where their NICs are: ``lab up --uefi --netns NS --bridge BR``."""
+    uefi: bool = False
+    netns: str | None = None
+    bridge: str | None = None
+
+
+def check_bridge(netns: str | None, bridge: str) -> None:
+    """The namespace and the bridge in it exist (read with ``ip``; nothing is changed)."""
+    require("ip", "iproute2")
+    if netns is not None and not Path("/run/netns", netns).exists():
+        raise InputError(f"--netns {netns}: no such network namespace",
+                         hint="create it (ip netns add) or see: ip netns list")
+    where = ["-n", netns] if netns else []
+    res = run(["ip", *where, "-d", "-j", "link", "show", "dev", bridge], capture=True, check=False)
+    links = json.loads(res.stdout or "[]") if res.returncode == 0 else []
+    inside = f" in network namespace {netns}" if netns else ""
+    if not links:
+        raise InputError(f"--bridge {bridge}: no such interface{inside}", hint="see: ip link show type bridge")
+    if links[0].get("linkinfo", {}).get("info_kind") != "bridge":
+        raise InputError(f"--bridge {bridge}: the interface{inside} is not a bridge",
+                         hint="see: ip link show type bridge")
+
+
+def _ip(plan: LabPlan, *args: str, check: bool = True) -> None:
+    run(["ip", *(["-n", plan.netns] if plan.netns else []), *args], capture=True, check=check)
+
+
+def _add_taps(plan: LabPlan) -> None:
+    for n in plan.nodes:
+        if n.tap:
+            _ip(plan, "tuntap", "add", "dev", n.tap, "mode", "tap")
+            _ip(plan, "link", "set", n.tap, "master", str(plan.bridge), "up")
+
+
+def _remove_taps(plan: LabPlan) -> None:
+    # A namespace deleted before the lab took its taps with it: nothing left to remove is fine.
+    if plan.netns and not Path("/run/netns", plan.netns).exists():
+        return
+    for n in plan.nodes:
+        if n.tap:
+            _ip(plan, "link", "del", n.tap, check=False)
 
 
 def up_lab(settings: Settings, nodes: int, *, no_vm: bool = False, boot_url: str | None = None,
            base_port: int | None = None, memory_mb: int = 1536, sim: SimOptions | None = None,
-           on_step: Callable[[str], None] = lambda step: None, lab: str = LAB_GROUP) -> LabStatus:
+           on_step: Callable[[str], None] = lambda step: None, lab: str = LAB_GROUP,
+           network: LabNetwork | None = None) -> LabStatus:
     """Start the lab, or report the running one when it is already up with the same size."""
     started = time.monotonic()
+    network = network or LabNetwork()
+    check_network(no_vm=no_vm, **asdict(network))
     directory = lab_dir(settings, lab)
     current = status_lab(settings, lab)
     if current.up:
         loaded = _load_plan(directory)
-        if len(current.nodes) != nodes or (loaded is not None and loaded[0].no_vm != no_vm):
-            raise LabError(f"a lab with {len(current.nodes)} nodes is already up in {directory}",
+        same = loaded is not None and (loaded[0].no_vm, loaded[0].firmware == "uefi", loaded[0].netns,
+                                       loaded[0].bridge) == (no_vm, network.uefi, network.netns, network.bridge)
+        if len(current.nodes) != nodes or not same:
+            raise LabError(f"a lab with {len(current.nodes)} nodes ({current.firmware}, {current.network}) "
+                           f"is already up in {directory}",
                            hint="run 'golden lab down' first to change its size or mode")
         return LabStatus(**{**asdict(current), "nodes": current.nodes, "pids": current.pids, "already_up": True})
     if directory.exists():
@@ -297,6 +414,10 @@ def up_lab(settings: Settings, nodes: int, *, no_vm: bool = False, boot_url: str
     if not no_vm:
         require("qemu-system-x86_64", "qemu-system-x86")
         require("qemu-img", "qemu-utils")
+    if network.uefi and not (OVMF_CODE.exists() and OVMF_VARS.exists()):
+        raise ToolMissingError(f"{OVMF_CODE} not found.", hint="install it: apt-get install ovmf")
+    if network.bridge is not None:
+        check_bridge(network.netns, network.bridge)
     # Another lab starting at the same moment (parallel tests, two operators) can probe the same
     # free ports before either binds them: a port we chose ourselves that is taken by the time the
     # BMC binds it is chosen again, from a random place so two racers part ways.
@@ -306,7 +427,8 @@ def up_lab(settings: Settings, nodes: int, *, no_vm: bool = False, boot_url: str
         port = base_port if base_port is not None else _pick_base_port(nodes, start)
         try:
             return _start_lab(settings, directory, nodes, port, no_vm=no_vm, boot_url=boot_url,
-                              memory_mb=memory_mb, sim=sim, on_step=on_step, started=started, lab=lab)
+                              memory_mb=memory_mb, sim=sim, on_step=on_step, started=started, lab=lab,
+                              network=network)
         except _PortTaken as exc:
             if attempt + 1 == attempts:
                 raise LabError(str(exc), hint=exc.hint) from None
@@ -320,10 +442,11 @@ class _PortTaken(LabError):
 
 def _start_lab(settings: Settings, directory: Path, nodes: int, port: int, *, no_vm: bool, boot_url: str | None,
                memory_mb: int, sim: SimOptions | None, on_step: Callable[[str], None], started: float,
-               lab: str = LAB_GROUP) -> LabStatus:
+               lab: str = LAB_GROUP, network: LabNetwork) -> LabStatus:
     lab_id = secrets.token_hex(4)
     plan = plan_lab(nodes, lab_id=lab_id, base_port=port, no_vm=no_vm,
-                    boot_url=boot_url or default_boot_url(settings), memory_mb=memory_mb, sim=sim, prefix=lab)
+                    boot_url=boot_url or default_boot_url(settings), memory_mb=memory_mb, sim=sim, prefix=lab,
+                    **asdict(network))
     password = secrets.token_urlsafe(15)  # 20 characters: the IPMI 2.0 maximum (ipmitool truncates)
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
@@ -335,9 +458,16 @@ def _start_lab(settings: Settings, directory: Path, nodes: int, port: int, *, no
             on_step(f"creating {len(plan.nodes)} machine disk(s)")
             for n in plan.nodes:
                 node_dir = directory / "nodes" / n.name
-                (node_dir / "tftp").mkdir(parents=True, exist_ok=True)
-                (node_dir / "tftp" / "boot.ipxe").write_text(render_chain_script(plan.boot_url))
+                node_dir.mkdir(parents=True, exist_ok=True)
+                if n.tap is None:  # slirp's TFTP; on a bridge the network's own DHCP says what to boot
+                    (node_dir / "tftp").mkdir(exist_ok=True)
+                    (node_dir / "tftp" / "boot.ipxe").write_text(render_chain_script(plan.boot_url))
                 run(["qemu-img", "create", "-q", "-f", "qcow2", node_dir / "disk.qcow2", "8G"], capture=True)
+                if plan.firmware == "uefi":  # the machine's own boot entries, as NVRAM on a server
+                    shutil.copyfile(OVMF_VARS, node_dir / "OVMF_VARS.fd")
+        if plan.bridge is not None:
+            on_step(f"adding {len(plan.nodes)} tap(s) to {network_label(plan)}")
+            _add_taps(plan)
         on_step(f"starting {plan.shards} virtual BMC process(es) for {len(plan.nodes)} machine(s)")
         for shard, cfg in enumerate(serve_configs(plan, directory, password)):
             cfg_path = directory / f"vbmc-{shard}.json"
@@ -372,6 +502,7 @@ def down_lab(settings: Settings, lab: str = LAB_GROUP) -> LabStatus:
     started = time.monotonic()
     directory = lab_dir(settings, lab)
     before = status_lab(settings, lab)
+    loaded = _load_plan(directory)
     pids = [p for p in _read_pids(directory) if _pid_alive(p)]
     for pid in pids:
         try:
@@ -393,6 +524,8 @@ def down_lab(settings: Settings, lab: str = LAB_GROUP) -> LabStatus:
                     os.killpg(node.pid, signal.SIGKILL)
             except (OSError, ProcessLookupError):
                 pass
+    if loaded is not None:
+        _remove_taps(loaded[0])
     if directory.exists():
         shutil.rmtree(directory)
     return LabStatus(up=False, lab_dir=str(directory), inventory=None, boot_url=None, pids=(), nodes=before.nodes,

@@ -49,6 +49,9 @@ class VmSpec:
     firmware: str = "bios"
     uefi_vars: Path | None = None  # this machine's writable copy of OVMF_VARS (uefi only)
     hostfwd: tuple[tuple[int, int], ...] = ()  # (loopback port, guest port) forwards, user networking only
+    # A tap lives in one network namespace and QEMU opens it by name there: a machine whose tap is in
+    # a namespace runs inside it (``ip netns exec``). None: the caller's namespace.
+    netns: str | None = None
 
 
 def _netdev_arg(vm: VmSpec) -> str:
@@ -108,6 +111,15 @@ def qemu_argv(vm: VmSpec) -> list[str]:
     return argv
 
 
+def vm_command(vm: VmSpec) -> list[str]:
+    """What start_vm runs: QEMU's command line, inside the machine's network namespace if it has one. Pure."""
+    if vm.netns is None:
+        return qemu_argv(vm)
+    if not vm.netdev.startswith("tap:"):
+        raise InputError(f"VM {vm.name}: a network namespace needs a tap netdev, got {vm.netdev!r}")
+    return ["ip", "netns", "exec", vm.netns, *qemu_argv(vm)]
+
+
 def start_vm(vm: VmSpec) -> subprocess.Popen[bytes]:
     """Start the machine in its own process group; the caller owns stopping it (run.kill_group)."""
     require(QEMU_BINARY, "qemu-system-x86")
@@ -122,4 +134,4 @@ def start_vm(vm: VmSpec) -> subprocess.Popen[bytes]:
         rom = IPXE_ROM_DIR / IPXE_VIRTIO_ROM
         raise ToolMissingError(f"{rom} not found.", hint="install it: apt-get install ipxe-qemu")
     vm.serial_log.parent.mkdir(parents=True, exist_ok=True)
-    return spawn(qemu_argv(vm))
+    return spawn(vm_command(vm))

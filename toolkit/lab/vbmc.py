@@ -7,6 +7,10 @@ over all of them, so a thousand simulated BMCs cost a thousand sockets, not a th
 Each BMC drives a machine:
 - QemuMachine: power on starts a QEMU process, off kills it, reset/cycle restart it; the boot
   device set over IPMI decides whether the next start netboots (one-time unless persistent).
+  The override's boot mode (the IPMI boot flag "EFI") must match the firmware: a UEFI machine
+  (OVMF, no legacy CSM) carries out only a UEFI PXE override and a BIOS one only a legacy one; the
+  other kind is not honoured and the machine boots its default order, the disk, as a server whose
+  firmware cannot boot that way does. Every override received is kept (``overrides`` in the status).
 - SimMachine (--no-vm): a power state only, with configurable command latency, failure rate,
   boot time, and a deterministic, seeded rate of dropped replies (to exercise client retries).
 
@@ -44,6 +48,9 @@ log = logging.getLogger("golden.vbmc")
 MAX_BMCS_PER_PROCESS = 800
 _SHA1 = 1
 _RMCP_NO_CIPHER_SUITE_MATCH = 0x11
+# IPMI boot flags (parameter 5, data byte 1): valid, persistent, boot type EFI
+_FLAG_VALID, _FLAG_PERSISTENT, _FLAG_EFI = 0x80, 0x40, 0x20
+MAX_OVERRIDES_KEPT = 20
 
 
 @dataclass
@@ -102,6 +109,13 @@ class SimMachine:
         self.powered_at = 0.0
         self.bootdev = "default"
         self.persistent = False
+        self.uefi = False  # the override's boot type is EFI
+        self.overrides: list[str] = []  # every override received, oldest first: "network once uefi"
+
+    def set_override(self, device: str, *, persistent: bool, uefi: bool) -> None:
+        self.bootdev, self.persistent, self.uefi = device, persistent, uefi
+        self.overrides = [*self.overrides, describe_override(device, persistent=persistent, uefi=uefi)][
+            -MAX_OVERRIDES_KEPT:]
 
     def power_state(self) -> bool:
         return self.on
@@ -148,7 +162,7 @@ class SimMachine:
     def _consume_bootdev(self) -> str:
         dev = self.bootdev
         if not self.persistent:
-            self.bootdev = "default"
+            self.bootdev, self.uefi = "default", False
         return dev
 
     def poll(self) -> bool:
@@ -158,7 +172,17 @@ class SimMachine:
         self.on = False
 
     def describe(self) -> dict[str, Any]:
-        return {"power": "on" if self.on else "off", "bootdev": self.bootdev}
+        return {"power": "on" if self.on else "off", "bootdev": self.bootdev, "overrides": self.overrides}
+
+
+def describe_override(device: str, *, persistent: bool, uefi: bool) -> str:
+    return f"{device} {'persistent' if persistent else 'once'} {'uefi' if uefi else 'legacy'}"
+
+
+def honoured_boot(device: str, *, uefi_override: bool, firmware: str) -> bool:
+    """Whether a start after override ``device`` netboots: a network override whose boot mode the
+    firmware can carry out (see the module docstring). Pure."""
+    return device == "network" and uefi_override == (firmware == "uefi")
 
 
 class QemuMachine(SimMachine):
@@ -174,12 +198,17 @@ class QemuMachine(SimMachine):
         return self.proc is not None and self.proc.poll() is None
 
     def _start(self) -> None:
+        uefi = self.uefi
         dev = self._consume_bootdev()
-        spec = VmSpec(**{**asdict(self.spec), "boot_network": dev == "network"})
+        network = honoured_boot(dev, uefi_override=uefi, firmware=self.spec.firmware)
+        if dev == "network" and not network:
+            log.warning("%s: %s PXE override not honoured by %s firmware; booting the disk", self.spec.name,
+                        "a UEFI" if uefi else "a legacy", self.spec.firmware.upper())
+        spec = VmSpec(**{**asdict(self.spec), "boot_network": network})
         self.proc = start_vm(spec)
         self.boots += 1
-        log.info("%s: started QEMU pid %d (%s boot)", spec.name, self.proc.pid,
-                 "network" if spec.boot_network else "disk")
+        log.info("%s: started QEMU pid %d (%s boot, %s)", spec.name, self.proc.pid,
+                 "network" if spec.boot_network else "disk", spec.firmware.upper())
 
     def power_on(self) -> int:
         if not self.power_state():
@@ -312,7 +341,9 @@ class VirtualBmc(pyghmi_bmc.Bmc):
         return self.machine.bootdev
 
     def set_boot_device(self, bootdevice: str) -> None:
-        self.machine.bootdev = bootdevice
+        flags = self._pending_flags
+        self.machine.set_override(bootdevice, persistent=bool(flags & _FLAG_PERSISTENT), uefi=bool(flags & _FLAG_EFI))
+        log.info("%s: boot override %s", self.name, self.machine.overrides[-1])
         self.on_change()
 
     def get_system_boot_options(self, request: dict[str, Any], session: Any) -> None:
@@ -320,15 +351,18 @@ class VirtualBmc(pyghmi_bmc.Bmc):
             from pyghmi.ipmi import command as ipmicommand
 
             dev = ipmicommand.boot_devices.get(self.machine.bootdev, 0)
-            flags = 0x80 | (0x40 if self.machine.persistent else 0)
+            flags = (_FLAG_VALID | (_FLAG_PERSISTENT if self.machine.persistent else 0)
+                     | (_FLAG_EFI if self.machine.uefi else 0))
             session.send_ipmi_response(data=[1, 5, flags, dev, 0, 0, 0])
             return
         super().get_system_boot_options(request, session)
 
+    _pending_flags = 0
+
     def set_system_boot_options(self, request: dict[str, Any], session: Any) -> None:
         data = request["data"]
-        if data[0] == 5 and len(data) > 2:
-            self.machine.persistent = bool(data[1] & 0x40)
+        # pyghmi's server parses the device and calls set_boot_device; the flags byte is ours to read
+        self._pending_flags = data[1] if data[0] == 5 and len(data) > 2 else 0
         super().set_system_boot_options(request, session)
 
 
@@ -355,6 +389,17 @@ class _Timers:
             except Exception:
                 log.exception("deferred BMC reply failed")
         return max(0.0, self.heap[0][0] - now) if self.heap else 0.2
+
+
+def vm_spec(vm: dict[str, Any]) -> VmSpec:
+    """A VmSpec from its JSON form in the config: every path field a Path again."""
+    fields = dict(vm)
+    for key in ("serial_log", "disk", "tftp_dir", "uefi_vars"):
+        if fields.get(key):
+            fields[key] = Path(fields[key])
+    fields["extra_args"] = tuple(fields.get("extra_args", ()))
+    fields["hostfwd"] = tuple(tuple(f) for f in fields.get("hostfwd", ()))
+    return VmSpec(**fields)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -386,12 +431,7 @@ def serve(cfg: ServeConfig) -> int:
         rng = random.Random(f"{cfg.sim.seed}:{b.name}:{i}")
         machine: SimMachine
         if b.vm is not None:
-            vm = dict(b.vm)
-            for key in ("serial_log", "disk", "tftp_dir"):
-                if vm.get(key):
-                    vm[key] = Path(vm[key])
-            vm["extra_args"] = tuple(vm.get("extra_args", ()))
-            machine = QemuMachine(VmSpec(**vm), rng)
+            machine = QemuMachine(vm_spec(b.vm), rng)
         else:
             if cfg.sim.boot_url and booter is None:
                 booter = ThreadPoolExecutor(max_workers=32, thread_name_prefix="simboot")
