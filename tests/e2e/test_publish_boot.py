@@ -256,61 +256,65 @@ def test_boot_through_rendered_dnsmasq_and_nginx(baked_base: Build, tmp_path: Pa
                     "--memory", "2048")
         return _lab_inventory_with_image(home / "lab" / "inventory.yaml", tmp_path / "inventory.yml", "base@prod")
 
-    with boot_network(tmp_path, home, lab_on_bridge) as net:
-        try:
-            inv = tmp_path / "inventory.yml"
-            [node] = runner.json("lab", "status")["nodes"]
-            host, mac = node["name"], node["mac"]
-            serial = home / "lab" / "nodes" / host / "serial.log"
-            started = time.monotonic()
-            out = runner.run("--json", "reimage", "lab", "--image", "base@prod", "-i", str(inv), "--canary", "0",
-                             "--wave-size", "1", "--retries", "0", "--boot-timeout", str(REPORT_TIMEOUT), "--yes",
-                             timeout=REPORT_TIMEOUT + 120, check=False)
-            took = time.monotonic() - started
-            tail = serial.read_text(errors="replace")[-3000:] if serial.exists() else "(no serial log)"
-            assert out.returncode == 0, f"{out.stdout}\n{out.stderr}\n{tail}"
-            result = json.loads(out.stdout)
-            assert result["status"] == "succeeded" and result["results"] == {host: "done"}, result
-            # Genuine evidence: the report that counted carried the token of this run's attempt 1.
-            steps = runner.json("runs", "show", result["run_id"])["steps"]
-            [report] = [s for s in steps if s["step"] == "await-report" and s["phase"] == "done"]
-            assert json.loads(report["detail"])["attempt"] == attempt_id(result["run_id"], host, 1), report
-            assert [s["phase"] for s in steps if s["step"] == "bootdev-pxe"] == ["intent", "done"], steps
-            # The BMC received the inventory's uefi: true as a one-time UEFI PXE override (IPMI EFI flag).
-            [node] = runner.json("lab", "status")["nodes"]
-            assert node["overrides"] == ["network once uefi"], node
-            # golden serve commits the report before nginx relays its answer and logs it: wait for nginx's line.
-            deadline = time.monotonic() + 30
-            while "POST /report HTTP/1.1" not in net.access_log() and time.monotonic() < deadline:
-                time.sleep(0.5)
-        finally:
-            runner.run("lab", "down", check=False)
+    try:
+        with boot_network(tmp_path, home, lab_on_bridge) as net:
+            try:
+                inv = tmp_path / "inventory.yml"
+                [node] = runner.json("lab", "status")["nodes"]
+                host, mac = node["name"], node["mac"]
+                serial = home / "lab" / "nodes" / host / "serial.log"
+                started = time.monotonic()
+                out = runner.run("--json", "reimage", "lab", "--image", "base@prod", "-i", str(inv), "--canary", "0",
+                                 "--wave-size", "1", "--retries", "0", "--boot-timeout", str(REPORT_TIMEOUT), "--yes",
+                                 timeout=REPORT_TIMEOUT + 120, check=False)
+                took = time.monotonic() - started
+                tail = serial.read_text(errors="replace")[-3000:] if serial.exists() else "(no serial log)"
+                assert out.returncode == 0, f"{out.stdout}\n{out.stderr}\n{tail}"
+                result = json.loads(out.stdout)
+                assert result["status"] == "succeeded" and result["results"] == {host: "done"}, result
+                # Genuine evidence: the report that counted carried the token of this run's attempt 1.
+                steps = runner.json("runs", "show", result["run_id"])["steps"]
+                [report] = [s for s in steps if s["step"] == "await-report" and s["phase"] == "done"]
+                assert json.loads(report["detail"])["attempt"] == attempt_id(result["run_id"], host, 1), report
+                assert [s["phase"] for s in steps if s["step"] == "bootdev-pxe"] == ["intent", "done"], steps
+                # The BMC received the inventory's uefi: true as a one-time UEFI PXE override (IPMI EFI flag).
+                [node] = runner.json("lab", "status")["nodes"]
+                assert node["overrides"] == ["network once uefi"], node
+                # golden serve commits the report before nginx relays its answer and logs it: wait for nginx's line.
+                deadline = time.monotonic() + 30
+                while "POST /report HTTP/1.1" not in net.access_log() and time.monotonic() < deadline:
+                    time.sleep(0.5)
+            finally:
+                runner.run("lab", "down", check=False)
 
-        def row() -> HostRow | None:
-            with SQLiteStateDB(home / "state.db").read() as repo:
-                return repo.get_host(host)
+            def row() -> HostRow | None:
+                with SQLiteStateDB(home / "state.db").read() as repo:
+                    return repo.get_host(host)
 
-        got = row()
-        assert got is not None and got.observed_build == build.build_id and got.drift == (), got
-        [fleet_row] = json.loads(golden(home, "--json", "fleet", "-i", str(inv)))
-        assert fleet_row["state"] == "in-sync", fleet_row  # exactly: never drifted, never pending
-        print(f"UEFI lab reimage through dnsmasq+nginx, reimage command to its end: {took:.0f} s")
-        log = net.access_log()
-        # The artifacts came from nginx (sendfile), the script and the report through it from golden serve.
-        assert f"GET /store/base/{build.build_id}/rootfs.squashfs HTTP/1.1\" 200" in log, log
-        assert "POST /report HTTP/1.1\" 200" in log, log
-        # The firmware, not iPXE, did the first DHCP: a UEFI x86-64 PXE client (arch 7) without iPXE's
-        # user class got snponly.efi over TFTP; then iPXE asked again and got the chain script.
-        dhcp = net.proxy_log()
-        mac_lines = [ln for ln in dhcp.splitlines() if mac in ln.lower() or "vendor class" in ln.lower()
-                     or "user class" in ln.lower() or "sent" in ln.lower() or "tags" in ln.lower()]
-        first_vendor = next(ln for ln in dhcp.splitlines() if "vendor class: PXEClient" in ln)
-        assert "PXEClient:Arch:00007" in first_vendor, "\n".join(mac_lines)
-        order = [ln for ln in dhcp.splitlines() if ("sent /" in ln and "tftp" in ln.lower())
-                 or "user class: iPXE" in ln]
-        assert order and "snponly.efi" in order[0], "\n".join(mac_lines)
-        assert any("user class: iPXE" in ln for ln in order[1:]), "\n".join(mac_lines)
-        assert "golden.ipxe" in dhcp
-        assert net.serve is not None
-        serve_err = net.serve.log.read_text(errors="replace")
-        assert "Traceback" not in serve_err, serve_err  # issue 17 criterion 4
+            got = row()
+            assert got is not None and got.observed_build == build.build_id and got.drift == (), got
+            [fleet_row] = json.loads(golden(home, "--json", "fleet", "-i", str(inv)))
+            assert fleet_row["state"] == "in-sync", fleet_row  # exactly: never drifted, never pending
+            print(f"UEFI lab reimage through dnsmasq+nginx, reimage command to its end: {took:.0f} s")
+            log = net.access_log()
+            # The artifacts came from nginx (sendfile), the script and the report through it from golden serve.
+            assert f"GET /store/base/{build.build_id}/rootfs.squashfs HTTP/1.1\" 200" in log, log
+            assert "POST /report HTTP/1.1\" 200" in log, log
+            # The firmware, not iPXE, did the first DHCP: a UEFI x86-64 PXE client (arch 7) without iPXE's
+            # user class got snponly.efi over TFTP; then iPXE asked again and got the chain script.
+            dhcp = net.proxy_log()
+            mac_lines = [ln for ln in dhcp.splitlines() if mac in ln.lower() or "vendor class" in ln.lower()
+                         or "user class" in ln.lower() or "sent" in ln.lower() or "tags" in ln.lower()]
+            first_vendor = next(ln for ln in dhcp.splitlines() if "vendor class: PXEClient" in ln)
+            assert "PXEClient:Arch:00007" in first_vendor, "\n".join(mac_lines)
+            order = [ln for ln in dhcp.splitlines() if ("sent /" in ln and "tftp" in ln.lower())
+                     or "user class: iPXE" in ln]
+            assert order and "snponly.efi" in order[0], "\n".join(mac_lines)
+            assert any("user class: iPXE" in ln for ln in order[1:]), "\n".join(mac_lines)
+            assert "golden.ipxe" in dhcp
+            assert net.serve is not None
+            serve_err = net.serve.log.read_text(errors="replace")
+            assert "Traceback" not in serve_err, serve_err  # issue 17 criterion 4
+    finally:
+        runner.run("lab", "down", check=False)  # also when the boot network itself failed to come up
+

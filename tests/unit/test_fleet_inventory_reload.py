@@ -88,3 +88,14 @@ def test_a_reread_answers_from_the_previous_inventory(tmp_path: Path, slow_load:
     first.join(10)
     assert got1[0].image == "base@prod"
     assert fleet.host_by_mac(MAC1).image == "base@prod"
+
+
+def test_a_broken_first_inventory_is_an_error_for_every_request_not_an_empty_one(tmp_path: Path):
+    from toolkit.core.errors import InputError
+
+    inv = tmp_path / "inventory.yml"
+    inv.write_text(INVENTORY.format(ch="dev").replace("00:00:00:02", "00:00:00:01"))  # two hosts, one MAC
+    fleet = Fleet(SQLiteStateDB(tmp_path / "state.db"), Store(tmp_path / "store"), inv)
+    for _ in range(3):  # the first request reads it; the next ones, within the second, must not see "no hosts"
+        with pytest.raises(InputError, match="is also host n1"):
+            fleet.host_by_mac(MAC1)

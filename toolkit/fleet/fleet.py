@@ -51,6 +51,7 @@ class Fleet:
         self._quick_stamp: str | None = None
         self._walked_at = 0.0
         self._by_mac: dict[str, Host] = {}
+        self._load_error: InputError | None = None  # why the first load failed, while none succeeded
 
     # ---- inventory ----
     def hosts(self) -> list[Host]:
@@ -78,7 +79,7 @@ class Fleet:
         # (one stat each), every file under them (group_vars/, host_vars/) at most once a second.
         quick = quick_stamp(sources)
         if quick == self._quick_stamp and time.monotonic() - self._walked_at < WALK_EVERY_S:
-            return
+            return self._no_first_load()
         # The first load must end before any request is answered (an empty map calls every machine
         # unknown, and a machine told so falls through to its disk); a re-read lets the requests that
         # arrive meanwhile go on with the inventory as it was. The stamps are stored only once the
@@ -87,16 +88,25 @@ class Fleet:
             return
         try:
             if quick == self._quick_stamp and time.monotonic() - self._walked_at < WALK_EVERY_S:
-                return  # the request this one waited for has just read it
+                return self._no_first_load()  # the request this one waited for has just read it
             stamp = inventory_stamp(sources)
             try:
                 if stamp != self._inv_stamp:
                     self._load(stamp)
+                self._load_error = None
+            except InputError as exc:
+                self._load_error = exc
+                raise
             finally:
                 # a broken inventory is re-read at most once a second; the last good one stays in use
                 self._quick_stamp, self._walked_at = quick, time.monotonic()
         finally:
             self._lock.release()
+
+    def _no_first_load(self) -> None:
+        """No inventory was ever loaded: repeat why, rather than answer from an empty one."""
+        if self._inv_stamp is None and self._load_error is not None:
+            raise self._load_error
 
     def _load(self, stamp: str) -> None:
         inv = load_inventory(self.inventory_sources, cache_dir=self.cache_dir)

@@ -363,6 +363,9 @@ def check_bridge(netns: str | None, bridge: str) -> None:
     res = run(["ip", *where, "-d", "-j", "link", "show", "dev", bridge], capture=True, check=False)
     links = json.loads(res.stdout or "[]") if res.returncode == 0 else []
     inside = f" in network namespace {netns}" if netns else ""
+    if res.returncode != 0 and os.geteuid() != 0:
+        raise LabError(f"--bridge {bridge}: cannot read the interface{inside}: {res.stderr.strip()[:200]}",
+                       hint="a lab on a bridge adds taps (and enters --netns): run it as root")
     if not links:
         raise InputError(f"--bridge {bridge}: no such interface{inside}", hint="see: ip link show type bridge")
     if links[0].get("linkinfo", {}).get("info_kind") != "bridge":
@@ -411,13 +414,13 @@ def up_lab(settings: Settings, nodes: int, *, no_vm: bool = False, boot_url: str
         return LabStatus(**{**asdict(current), "nodes": current.nodes, "pids": current.pids, "already_up": True})
     if directory.exists():
         down_lab(settings, lab)  # leftovers of a lab whose processes died: start clean
+    if network.bridge is not None:  # bad input (exit 2) before missing tools (exit 1)
+        check_bridge(network.netns, network.bridge)
     if not no_vm:
         require("qemu-system-x86_64", "qemu-system-x86")
         require("qemu-img", "qemu-utils")
     if network.uefi and not (OVMF_CODE.exists() and OVMF_VARS.exists()):
         raise ToolMissingError(f"{OVMF_CODE} not found.", hint="install it: apt-get install ovmf")
-    if network.bridge is not None:
-        check_bridge(network.netns, network.bridge)
     # Another lab starting at the same moment (parallel tests, two operators) can probe the same
     # free ports before either binds them: a port we chose ourselves that is taken by the time the
     # BMC binds it is chosen again, from a random place so two racers part ways.
