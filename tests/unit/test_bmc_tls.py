@@ -120,6 +120,12 @@ def test_the_certificate_error_is_classified_as_untrusted() -> None:
 PRIVATE = [
     ("pyghmi.ipmi.private.session", "_io_sendto"),
     ("pyghmi.ipmi.private.session", "_io_recvfrom"),
+    ("pyghmi.ipmi.private.session", "_io_wait"),
+    ("pyghmi.ipmi.private.session", "ioqueue"),
+    ("pyghmi.ipmi.private.session", "selectdeadline"),
+    ("pyghmi.ipmi.private.session", "iosockets"),
+    ("pyghmi.ipmi.private.session", "myself"),
+    ("pyghmi.ipmi.private.session", "_monotonic_time"),
     ("pyghmi.ipmi.private.session", "WAITING_SESSIONS"),
     ("pyghmi.ipmi.private.session", "KEEPALIVE_SESSIONS"),
     ("pyghmi.ipmi.private.session", "Session.initting_sessions"),
