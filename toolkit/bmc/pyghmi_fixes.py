@@ -15,12 +15,14 @@
    is always stale).
 
 4. A waiter can miss its wake-up: ``_io_wait`` queues (deadline, event) for the IO thread and
-   waits on the event with no timeout, trusting the IO thread to set it by the deadline; when the
-   IO thread does not see the entry before it goes into its idle ``select`` (300 s), the caller
-   sleeps that long. Seen at 10,000 BMCs with 5% of replies lost: workers stuck for minutes with no
-   CPU in ``_got_rakp4 -> _req_priv_level -> _cmdwait -> _io_wait``. Our ``_io_wait`` is pyghmi's,
-   with the wait bounded by its own deadline; every caller loops on its own condition, so waking at
-   the deadline is what the IO thread would have done.
+   waits on the event with no timeout, trusting the IO thread to set it by the deadline. At 10,000
+   BMCs with 5% of replies lost, worker processes sat for many minutes with no CPU in
+   ``_io_wait`` long past its deadline while their IO thread idled in its 300 s ``select`` — each
+   time in a re-login nested inside a command (``raw_command -> awaitresponse -> ... _got_rakp4 ->
+   _req_priv_level -> raw_command -> _cmdwait``, the inner command waiting for the outer one's
+   in-command deadline). Our ``_io_wait`` is pyghmi's with the wait bounded by its own deadline;
+   every caller loops on its own condition, so waking at the deadline is what the IO thread should
+   have done, and the nested wait ends when the outer command's time is up.
 
 apply() is idempotent and must run before the first pyghmi session or server is created.
 """
