@@ -274,3 +274,22 @@ def test_seal_removes_the_bake_only_files_and_restores_what_the_boot_wrote(tmp_p
     assert (root / "etc" / "ssh" / "sshd_config").read_text() == "kept"
     assert not (root / "root" / ".ansible").exists()
     assert (root / "var" / "lib" / "kvstore" / "data.json").exists()  # what the roles made stays
+
+
+def test_run_packer_streams_its_output_and_leaves_nothing_on_a_timeout(tmp_path: Path) -> None:
+    """packerpy's PackerExecutable with a stand-in packer that prints, then hangs with a child (its
+    "QEMU"), which ignores SIGINT: the timeout ends both, and every line arrived while it ran."""
+    from toolkit.core.errors import CommandError
+    from toolkit.core.run import descendants, run_packer
+
+    exe = _fake_packer(tmp_path, 'echo "==> qemu: Starting VM, booting disk image"\n'
+                                 "sh -c 'trap \"\" INT; sleep 300' &\n"
+                                 'echo "$@" > "$0.args"\nwait\n')
+    log, lines = tmp_path / "log", []
+    log.write_text("")
+    with pytest.raises(CommandError, match="did not finish within 2 s"):
+        run_packer(exe, "build", tmp_path / "t.json", log_path=log, on_line=lines.append, timeout=2, grace=1,
+                   flags={"color": "false"})
+    assert lines == ["==> qemu: Starting VM, booting disk image"]
+    assert (tmp_path / "packer.args").read_text().split() == ["build", "-color=false", str(tmp_path / "t.json")]
+    assert descendants(os.getpid()) == []

@@ -229,6 +229,7 @@ class PackerBake:
             raise
         finally:
             if status != "successful":
+                _keep_serial_log(paths, record)
                 error = rollback(self.store, staged, error)
             record.finish(status, rc, error)
 
@@ -271,8 +272,10 @@ class PackerBake:
     def _packer(self, paths: PackerPaths, record: RunRecord, verb: str) -> None:
         env = {"CHECKPOINT_DISABLE": "1", "PACKER_CACHE_DIR": str(paths.work / "packer-cache"),
                "PACKER_NO_COLOR": "1", "TMPDIR": str(paths.work)}
+        # packer 1.6: build has -color, validate has not
+        flags: dict[str, str | bool] = {"color": "false"} if verb == "build" else {}
         rc = run_packer(self.opts.executable, verb, paths.template, log_path=record.stdout, on_line=self._on_line,
-                        env=env, timeout=PACKER_TIMEOUT, color="false")
+                        env=env, timeout=PACKER_TIMEOUT, flags=flags)
         if rc != 0:
             raise self._failure(paths, record, verb, rc)
 
@@ -282,14 +285,15 @@ class PackerBake:
             return PackerStepError(
                 f"bake of {image} failed: the machine did not reach SSH within {self.opts.ssh_timeout_s} s",
                 returncode=rc, log_tail=_tail(paths.serial_log),
-                hint=f"the tail above is its serial console; full packer log: {record.stdout}")
+                hint=f"the lines above are the end of its serial console ({record.path / 'serial.log'}); "
+                     f"full packer log: {record.stdout}")
         if w.failure:
             return PackerStepError(f"bake of {image} failed in the machine: {w.failure}", returncode=rc,
                                    log_tail=_tail(record.stdout), hint=f"full log: {record.stdout}")
         if verb == "validate":
             said = rejection(_tail(record.stdout, 20)) or f"exit {rc}"
             return PackerStepError(f"bake of {image} failed: packer rejected the template: {said}",
-                                   returncode=rc, hint=f"the template: {paths.template}")
+                                   returncode=rc, hint=f"the template is in {record.path / 'inputs.json'}")
         return PackerStepError(f"bake of {image} failed in {self.phase} (packer {verb} exit {rc})", returncode=rc,
                                log_tail=_tail(record.stdout), hint=f"full log: {record.stdout}")
 
@@ -387,6 +391,15 @@ def rollback(store: Store, staged: Path, error: str | None) -> str | None:
         return error
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def _keep_serial_log(paths: PackerPaths, record: RunRecord) -> None:
+    """The machine's console outlives the staging folder in the run record (a cache of evidence)."""
+    try:
+        if paths.serial_log.is_file():
+            shutil.copyfile(paths.serial_log, record.path / "serial.log")
+    except OSError as exc:
+        log.warning("could not keep the serial log: %s", exc)
 
 
 def _python() -> str:

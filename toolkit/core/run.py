@@ -217,7 +217,7 @@ def run_packer(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     grace: float = 60.0,
-    **flags: str | bool,
+    flags: Mapping[str, str | bool] | None = None,
 ) -> int:
     """``packer VERB [flags] TEMPLATE`` through packerpy's PackerExecutable; return packer's exit code.
 
@@ -231,6 +231,7 @@ def run_packer(
 
     from packerpy import PackerExecutable  # only here: imported by bakes that use packer
 
+    flags = dict(flags or {})
     described = _describe([executable, verb, *(f"-{k.replace('_', '-')}={v}" for k, v in flags.items()),
                            str(template)])
     log.debug("+ %s", described)
