@@ -202,8 +202,9 @@ def _project(tmp_path: Path, images: dict[str, str], running: bool = True) -> tu
         (roles_dir / role / "tasks").mkdir(parents=True, exist_ok=True)
         (roles_dir / role / "tasks" / "main.yml").write_text("---\n[]\n")
         (roles_dir / role / "meta").mkdir(exist_ok=True)
-        (roles_dir / role / "meta" / "main.yml").write_text(
-            "---\ngalaxy_info: {role_name: x}\n" + ("golden: {needs_running_system: true}\n" if needs else ""))
+        (roles_dir / role / "meta" / "main.yml").write_text("---\ngalaxy_info: {role_name: x}\n")
+        if needs:
+            (roles_dir / role / "meta" / "golden.yml").write_text("---\nneeds_running_system: true\n")
     for name, text in images.items():
         (images_dir / f"{name}.yaml").write_text(text)
     return images_dir, roles_dir
@@ -211,11 +212,11 @@ def _project(tmp_path: Path, images: dict[str, str], running: bool = True) -> tu
 
 @pytest.mark.parametrize(("images", "expected"), [
     ({"base": "name: base\nroles: [{name: plain}, {name: live}]\n"},
-     ["images/base.yaml: .roles[1].name: role 'live' needs a running system (meta/main.yml "
-      "golden.needs_running_system) and cannot run in a DIB chroot: use builder: packer"]),
+     ["images/base.yaml: .roles[1].name: role 'live' needs a running system (meta/golden.yml "
+      "needs_running_system) and cannot run in a DIB chroot: use builder: packer"]),
     ({"base": "name: base\nbuilder: dib\nroles: [{name: live}]\n"},
-     ["images/base.yaml: .roles[0].name: role 'live' needs a running system (meta/main.yml "
-      "golden.needs_running_system) and cannot run in a DIB chroot: use builder: packer"]),
+     ["images/base.yaml: .roles[0].name: role 'live' needs a running system (meta/golden.yml "
+      "needs_running_system) and cannot run in a DIB chroot: use builder: packer"]),
     ({"base": "name: base\nroles: [{name: plain}]\n",
       "seed": "name: seed\nextends: base\nbuilder: packer\nroles: [{name: live}]\n"}, []),
     ({"seed": "name: seed\nbuilder: packer\nroles: [{name: live}]\n"},
@@ -242,7 +243,7 @@ def test_the_shipped_running_system_role_is_refused_under_dib(tmp_path: Path) ->
     (images / "base.yaml").write_text((root / "images" / "base.yaml").read_text())
     problems = validate_all(images, root / "roles")
     assert problems == ["images/seeded.yaml: .roles[0].name: role 'kvstore' needs a running system "
-                        "(meta/main.yml golden.needs_running_system) and cannot run in a DIB chroot: "
+                        "(meta/golden.yml needs_running_system) and cannot run in a DIB chroot: "
                         "use builder: packer"]
 
 
@@ -293,3 +294,17 @@ def test_run_packer_streams_its_output_and_leaves_nothing_on_a_timeout(tmp_path:
     assert lines == ["==> qemu: Starting VM, booting disk image"]
     assert (tmp_path / "packer.args").read_text().split() == ["build", "-color=false", str(tmp_path / "t.json")]
     assert descendants(os.getpid()) == []
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("needs_running_system: yes\n", []),  # YAML 1.1 yes is a bool
+    ("needs_running_system: 'yes'\n", ["roles/live/meta/golden.yml: .needs_running_system: expected true or false, "
+                                        "got 'yes'"]),
+    ("needs_running_sytem: true\n", ["roles/live/meta/golden.yml: .needs_running_sytem: unknown key "
+                                      "(known: needs_running_system)"]),
+    ("[needs_running_system]\n", ["roles/live/meta/golden.yml: .: expected a mapping, got list"]),
+])
+def test_bad_role_meta(tmp_path: Path, text: str, expected: list) -> None:
+    images_dir, roles_dir = _project(tmp_path, {})
+    (roles_dir / "live" / "meta" / "golden.yml").write_text("---\n" + text)
+    assert validate_all(images_dir, roles_dir) == expected

@@ -100,9 +100,11 @@ class Builder(StrEnum):
     PACKER = "packer"  # the parent's DIB root booted in a QEMU machine by Packer; roles see systemd running
 
 
-# A role whose meta/main.yml says ``golden: {needs_running_system: true}`` starts services or talks
-# to a running system at bake time: only ``builder: packer`` can bake it.
+# A role whose meta/golden.yml says ``needs_running_system: true`` starts services or talks to a
+# running system at bake time: only ``builder: packer`` can bake it. (Not meta/main.yml: Ansible
+# refuses keys of ours there, in galaxy_info ansible-lint's schema does.)
 RUNNING_SYSTEM_KEY = "needs_running_system"
+ROLE_META = "meta/golden.yml"
 
 
 class Output(StrEnum):
@@ -248,16 +250,15 @@ def layer_problems(spec: ImageSpec) -> list[str]:
 
 
 def role_needs_running_system(role_dir: Path) -> bool:
-    """True when the role's meta/main.yml says ``golden: {needs_running_system: true}``."""
-    meta = role_dir / "meta" / "main.yml"
+    """True when the role's meta/golden.yml says ``needs_running_system: true``."""
+    meta = role_dir / ROLE_META
     if not meta.is_file():
         return False
     try:
         data = load_yaml_file(meta, str(meta))
     except InputError:
         return False  # reported by _role_file_problems
-    golden = data.get("golden") if isinstance(data, dict) else None
-    return isinstance(golden, dict) and golden.get(RUNNING_SYSTEM_KEY) is True
+    return isinstance(data, dict) and data.get(RUNNING_SYSTEM_KEY) is True
 
 
 def role_problems(spec: ImageSpec, where: str, roles_dir: Path) -> list[str]:
@@ -269,8 +270,8 @@ def role_problems(spec: ImageSpec, where: str, roles_dir: Path) -> list[str]:
             )
         elif spec.builder is Builder.DIB and role_needs_running_system(roles_dir / ref.name):
             problems.append(
-                f"{where}: .roles[{i}].name: role {ref.name!r} needs a running system (meta/main.yml "
-                f"golden.{RUNNING_SYSTEM_KEY}) and cannot run in a DIB chroot: use builder: packer"
+                f"{where}: .roles[{i}].name: role {ref.name!r} needs a running system ({ROLE_META} "
+                f"{RUNNING_SYSTEM_KEY}) and cannot run in a DIB chroot: use builder: packer"
             )
     return problems + role_var_problems([(r.name, r.vars) for r in spec.roles], where, roles_dir)
 
@@ -367,7 +368,23 @@ def _role_file_problems(roles_dir: Path, root: Path) -> list[str]:
             if "templates" in f.parts or "files" in f.parts:
                 continue
             try:
-                load_yaml_file(f, _rel(f, root))
+                data = load_yaml_file(f, _rel(f, root))
             except InputError as exc:
                 problems.append(exc.message)
+                continue
+            if f == role / ROLE_META:
+                problems += [f"{_rel(f, root)}: {p}" for p in role_meta_problems(data)]
+    return problems
+
+
+def role_meta_problems(data: Any) -> list[str]:
+    """meta/golden.yml holds a mapping of known keys with boolean values."""
+    if data is None:
+        return []
+    if not isinstance(data, dict):
+        return [f".: expected a mapping, got {type(data).__name__}"]
+    problems = [f"{json_path((str(k),))}: unknown key (known: {RUNNING_SYSTEM_KEY})"
+                for k in data if k != RUNNING_SYSTEM_KEY]
+    if RUNNING_SYSTEM_KEY in data and not isinstance(data[RUNNING_SYSTEM_KEY], bool):
+        problems.append(f".{RUNNING_SYSTEM_KEY}: expected true or false, got {show(str(data[RUNNING_SYSTEM_KEY]))}")
     return problems
