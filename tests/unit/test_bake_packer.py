@@ -188,7 +188,7 @@ def test_machine_runs_the_layers_roles_and_the_agent_when_the_layer_adds_boot_ch
                   "checks: [{name: up, unit_active: kvstore.service}]\n", tmp_path)
     merged = layer.merged_over(parent)
     assert [(r.name, r.vars) for r in machine_roles(merged, layer)] == [
-        ("golden_agent", {"golden_agent_interval_s": 9}), ("kvstore", {})]
+        ("kvstore", {}), ("golden_agent", {"golden_agent_interval_s": 9})]
     quiet = _spec("name: child\nextends: base\nbuilder: packer\nroles: [{name: kvstore}]\n"
                   "checks: [{name: f, file: /etc/x}]\n", tmp_path)
     assert [r.name for r in machine_roles(quiet.merged_over(parent), quiet)] == ["kvstore"]

@@ -91,13 +91,13 @@ def packer_version(opts: PackerOptions) -> str:
 
 
 def machine_roles(spec: ImageSpec, layer: ImageSpec) -> tuple[RoleRef, ...]:
-    """The roles the machine runs: the layer's own (the parent's already ran in its DIB bake), and
+    """The roles the machine runs: the layer's own (the parent's already ran in its DIB bake), then
     the agent role again when the layer adds boot checks or drift paths (its config lists them)."""
     own = {r.name for r in layer.roles}
     roles = [r for r in spec.roles if r.name in own]
     adds_agent_config = any(c.stage is CheckStage.BOOT for c in layer.checks) or bool(layer.drift_allowlist)
     agent = [r for r in spec.roles if r.name == AGENT_ROLE and r.name not in own]
-    return tuple((agent if adds_agent_config else []) + roles)
+    return tuple(roles + (agent if adds_agent_config else []))
 
 
 # -- the disk ------------------------------------------------------------------------------------

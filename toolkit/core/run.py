@@ -249,9 +249,10 @@ def run_packer(
 
         os.environ.update(env or {})
         worker = threading.Thread(target=target, name=f"packer-{verb}", daemon=True)
+        start = log_path.stat().st_size  # packer's first lines may land before _follow opens the file
         try:
             worker.start()
-            _follow(log_path, worker, on_line, timeout, described)
+            _follow(log_path, start, worker, on_line, timeout, described)
         except BaseException:
             _stop_packer(worker, grace)
             raise
@@ -268,13 +269,13 @@ def run_packer(
     return int(result["rc"])
 
 
-def _follow(path: Path, worker: Any, on_line: Callable[[str], None] | None, timeout: float | None,
+def _follow(path: Path, start: int, worker: Any, on_line: Callable[[str], None] | None, timeout: float | None,
             described: str) -> None:
     import time
 
     deadline = None if timeout is None else time.monotonic() + timeout
     with open(path, encoding="utf-8", errors="replace") as f:
-        f.seek(0, os.SEEK_END)
+        f.seek(start)
         pending = ""
         while True:
             alive = worker.is_alive()
