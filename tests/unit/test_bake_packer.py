@@ -255,6 +255,7 @@ def test_seal_removes_the_bake_only_files_and_restores_what_the_boot_wrote(tmp_p
     (parent / "etc" / "machine-id").write_text("uninitialized\n")
     (root / "etc" / "machine-id").write_text("0123456789abcdef0123456789abcdef\n")
     (root / "var" / "log" / "journal" / "abc").mkdir()
+    (root / "var" / "log" / "wtmp").write_text("root logged in over ssh")
     (root / "etc" / "ssh" / "ssh_host_ed25519_key").write_text("made at the bake's boot")
     (root / "etc" / "ssh" / "sshd_config").write_text("kept")
     (root / "root" / ".ansible" / "tmp").mkdir(parents=True)
@@ -271,6 +272,7 @@ def test_seal_removes_the_bake_only_files_and_restores_what_the_boot_wrote(tmp_p
     assert not (root / AUTHORIZED_KEY).exists()
     assert (root / "etc" / "machine-id").read_text() == "uninitialized\n"
     assert list((root / "var" / "log" / "journal").iterdir()) == []
+    assert not (root / "var" / "log" / "wtmp").exists()
     assert not (root / "etc" / "ssh" / "ssh_host_ed25519_key").exists()
     assert (root / "etc" / "ssh" / "sshd_config").read_text() == "kept"
     assert not (root / "root" / ".ansible").exists()

@@ -30,9 +30,12 @@ SSHD_DROPIN = "etc/ssh/sshd_config.d/00-golden-packer-bake.conf"
 NETWORK_UNIT = "etc/systemd/network/99-golden-packer-bake.network"
 NETWORKD_LINK = "etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
 BAKE_ONLY = (AUTHORIZED_KEY, SSHD_DROPIN, NETWORK_UNIT, NETWORKD_LINK)
-# What a boot writes that no image should carry (restored from, or absent as in, the parent's root).
+# What a boot writes that no image should carry (restored from, or absent as in, the parent's root):
+# its identity, its logs (journal, wtmp/lastlog of the communicator's logins), timer stamps, Ansible's
+# temp folders.
 BOOT_LEFTOVERS = ("etc/machine-id", "var/lib/systemd/random-seed", "var/lib/systemd/credential.secret",
-                  "var/log/journal", "root/.ansible", "tmp/.golden-ansible", "root/.ssh/known_hosts")
+                  "var/lib/systemd/timers", "var/log", "root/.ansible", "tmp/.golden-ansible",
+                  "root/.ssh/known_hosts")
 
 # sshd keeps the first value it reads; this drop-in sorts before the hardening role's.
 SSHD_DROPIN_TEXT = f"""\

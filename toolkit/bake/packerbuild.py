@@ -149,10 +149,9 @@ def _restore(path: Path, original: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
-    if original.is_dir() and not original.is_symlink():
-        shutil.copytree(original, path, symlinks=True)
-    elif original.exists() or original.is_symlink():
-        shutil.copy2(original, path, follow_symlinks=False)
+    if original.exists() or original.is_symlink():
+        # cp -a: owners, modes, xattrs as the parent has them (/var/log/journal is root:systemd-journal)
+        run(["cp", "-a", "--no-target-directory", original, path], capture=True, what=f"restoring /{path.name}")
 
 
 _INITRAMFS = (
