@@ -310,3 +310,18 @@ def test_bad_role_meta(tmp_path: Path, text: str, expected: list) -> None:
     images_dir, roles_dir = _project(tmp_path, {})
     (roles_dir / "live" / "meta" / "golden.yml").write_text("---\n" + text)
     assert validate_all(images_dir, roles_dir) == expected
+
+
+def test_installed_packages_reads_the_images_dpkg_status(tmp_path: Path) -> None:
+    """Real dpkg-query on a made-up status file: installed ones only, multi-arch names as DIB's manifest has them."""
+    from toolkit.bake.packerbuild import installed_packages
+
+    admin = tmp_path / "var" / "lib" / "dpkg"
+    (admin / "info").mkdir(parents=True)
+    (admin / "updates").mkdir()
+    stanza = "Package: {p}\nStatus: {s}\nPriority: optional\nArchitecture: {a}\n{m}Version: {v}\nDescription: x\n\n"
+    (admin / "status").write_text(
+        stanza.format(p="openssh-server", s="install ok installed", a="amd64", m="", v="1:9.2p1-2+deb12u3")
+        + stanza.format(p="libc6", s="install ok installed", a="amd64", m="Multi-Arch: same\n", v="2.36-9+deb12u9")
+        + stanza.format(p="gone", s="deinstall ok config-files", a="amd64", m="", v="1.0"))
+    assert installed_packages(tmp_path) == {"openssh-server": "1:9.2p1-2+deb12u3", "libc6:amd64": "2.36-9+deb12u9"}
