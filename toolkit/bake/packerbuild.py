@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -166,6 +167,20 @@ def initramfs_command(root: Path, epoch: int) -> list[str]:
             str(root), str(epoch)]
 
 
+def _checks_with_dev_and_proc(checks: list[Any], root: Path) -> list[Any]:
+    """The bake checks against the sealed root with /dev and /proc mounted in it, as DIB has them
+    when its checks run (sshd -T wants /dev/null); a failure's rollback unmounts what is left."""
+    run(["mount", "--bind", "/dev", root / "dev"], capture=True, what="mounting /dev for the checks")
+    try:
+        run(["mount", "-t", "proc", "proc", root / "proc"], capture=True, what="mounting /proc for the checks")
+        try:
+            return run_checks(checks, root)
+        finally:
+            run(["umount", root / "proc"], check=False, capture=True)
+    finally:
+        run(["umount", root / "dev"], check=False, capture=True)
+
+
 def installed_packages(root: Path) -> dict[str, str]:
     fmt = "${binary:Package}\\t${Version}\\t${db:Status-Abbrev}\\n"
     res = run(["dpkg-query", f"--admindir={root / 'var/lib/dpkg'}", "--show", f"--showformat={fmt}"],
@@ -198,6 +213,12 @@ class PackerBake:
         self.watch = PackerWatch()
         self.phase = "starting"
         self.packer_seconds: float | None = None
+        self.tmp: Path | None = None
+
+    def _tmp(self) -> Path:
+        if self.tmp is None:
+            self.tmp = Path(tempfile.mkdtemp(prefix="golden-packer-"))
+        return self.tmp
 
     def set_phase(self, phase: str) -> None:
         self.phase = phase
@@ -227,6 +248,8 @@ class PackerBake:
             error = getattr(exc, "message", None) or repr(exc)
             raise
         finally:
+            if self.tmp is not None:
+                shutil.rmtree(self.tmp, ignore_errors=True)
             if status != "successful":
                 _keep_serial_log(paths, record)
                 error = rollback(self.store, staged, error)
@@ -269,8 +292,9 @@ class PackerBake:
         paths.template.write_text(json.dumps(tpl, indent=2) + "\n")
 
     def _packer(self, paths: PackerPaths, record: RunRecord, verb: str) -> None:
+        # TMPDIR short: packer's plugins listen on unix sockets there (108 bytes at most for the path)
         env = {"CHECKPOINT_DISABLE": "1", "PACKER_CACHE_DIR": str(paths.work / "packer-cache"),
-               "PACKER_NO_COLOR": "1", "TMPDIR": str(paths.work)}
+               "TMPDIR": str(self._tmp())}
         # packer 1.6: build has -color, validate has not
         flags: dict[str, str | bool] = {"color": "false"} if verb == "build" else {}
         rc = run_packer(self.opts.executable, verb, paths.template, log_path=record.stdout, on_line=self._on_line,
@@ -307,7 +331,7 @@ class PackerBake:
             run(initramfs_command(mnt, snapshot_epoch(plan.inputs.snapshot)), log_path=record.stdout,
                 what="update-initramfs")
             self.set_phase("bake checks")
-            outcomes = run_checks(list(plan.bake_checks), mnt)
+            outcomes = _checks_with_dev_and_proc(list(plan.bake_checks), mnt)
             for o in outcomes:
                 _append(record.stdout, f"golden: check {o.name}: {'passed' if o.passed else 'FAILED'} ({o.detail})")
             failed = [o for o in outcomes if not o.passed]
@@ -374,7 +398,9 @@ def rejection(output: str) -> str:
             items.append(text[2:])
         elif text and items and not text.startswith(("Error:", "Warning:")):
             items[-1] += " " + text
-    return "; ".join(items)
+    if not items:  # not a configuration error: packer's last words, whatever they are
+        items = [" ".join(x.strip() for x in output.splitlines() if x.strip())[-400:]]
+    return "; ".join(i for i in items if i)
 
 
 def rollback(store: Store, staged: Path, error: str | None) -> str | None:
