@@ -20,7 +20,7 @@ from toolkit.bake.packer import (
     parse_version,
     template,
 )
-from toolkit.bake.packerbuild import machine_roles, packer_version, rejection, seal
+from toolkit.bake.packerbuild import drop_host_keys, machine_roles, packer_version, rejection, seal
 from toolkit.core.errors import BakeError, InputError, ToolMissingError
 from toolkit.image.spec import ImageSpec, parse_spec_file, validate_all
 
@@ -268,6 +268,8 @@ def test_seal_removes_the_bake_only_files_and_restores_what_the_boot_wrote(tmp_p
     (root / "var" / "lib" / "kvstore").mkdir(parents=True)
     (root / "var" / "lib" / "kvstore" / "data.json").write_text("{}")
     seal(root, parent)
+    assert (root / "etc" / "ssh" / "ssh_host_ed25519_key").exists()  # the bake checks' sshd -T needs it
+    drop_host_keys(root, parent)
     assert not any(os.path.lexists(root / rel) for rel in BAKE_ONLY)
     assert not (root / AUTHORIZED_KEY).exists()
     assert (root / "etc" / "machine-id").read_text() == "uninitialized\n"

@@ -135,11 +135,16 @@ def _write(path: Path, text: str, mode: int) -> None:
 
 
 def seal(root: Path, parent_root: Path) -> None:
-    """Remove the bake-only files and what the bake's boot wrote; the parent's versions come back."""
+    """Remove the bake-only files and what the bake's boot wrote; the parent's versions come back.
+    (SSH host keys go later, in drop_host_keys: the checks' ``sshd -T`` needs them, as under DIB.)"""
     for rel in BAKE_ONLY:
         (root / rel).unlink(missing_ok=True)
     for rel in BOOT_LEFTOVERS:
         _restore(root / rel, parent_root / rel)
+
+
+def drop_host_keys(root: Path, parent_root: Path) -> None:
+    """The SSH host keys the bake's boot made: every node makes its own (the parent has none)."""
     for key in (root / "etc" / "ssh").glob("ssh_host_*"):
         if not (parent_root / "etc" / "ssh" / key.name).exists():
             key.unlink()
@@ -332,6 +337,7 @@ class PackerBake:
                 what="update-initramfs")
             self.set_phase("bake checks")
             outcomes = _checks_with_dev_and_proc(list(plan.bake_checks), mnt)
+            drop_host_keys(mnt, paths.root)
             for o in outcomes:
                 _append(record.stdout, f"golden: check {o.name}: {'passed' if o.passed else 'FAILED'} ({o.detail})")
             failed = [o for o in outcomes if not o.passed]
