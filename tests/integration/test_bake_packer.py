@@ -159,14 +159,23 @@ def test_ctrl_c_while_qemu_runs_leaves_nothing(baked_base: Build, tmp_path: Path
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "packer never started QEMU"
             time.sleep(1)
-        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-        assert any("qemu-system" in line and str(home) in line for line in ps.splitlines()), "QEMU should run"
+        for _ in range(30):  # packer says it waits for SSH as it starts QEMU
+            ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+            if any("qemu-system" in line and str(home) in line for line in ps.splitlines()):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("QEMU should run")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=180)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        if proc.poll() is None:  # a failed assertion: still let golden stop packer and its QEMU
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
     assert proc.returncode == 130, out + err
     assert "interrupted" in err and "Traceback" not in err
     _assert_nothing_stored(home)
