@@ -92,7 +92,7 @@ def _assert_nothing_stored(home: Path) -> None:
     assert store.stale_staging("seeded") == []
     assert mounts_under(home) == []
     assert str(home) not in Path("/proc/mounts").read_text()
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    ps = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout
     assert str(home) not in ps, [line for line in ps.splitlines() if str(home) in line]
 
 
@@ -160,7 +160,7 @@ def test_ctrl_c_while_qemu_runs_leaves_nothing(baked_base: Build, tmp_path: Path
             assert time.monotonic() < deadline, "packer never started QEMU"
             time.sleep(1)
         for _ in range(30):  # packer says it waits for SSH as it starts QEMU
-            ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+            ps = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout
             if any("qemu-system" in line and str(home) in line for line in ps.splitlines()):
                 break
             time.sleep(0.5)
