@@ -5,6 +5,8 @@
     .venv/bin/python -m bench.bake --skip-role-change  # four DIB runs, ~8 min
     .venv/bin/python -m bench.bake --role-only         # cold bake + role-only rebake, ~4 min
     .venv/bin/python -m bench.bake --quick             # no-op rebake only, seconds
+    .venv/bin/python -m bench.bake --packer            # builder: packer (images/seeded.yaml), ~25 min
+    .venv/bin/python -m bench.bake --packer --once     # one golden bake + one plain packer build, ~12 min
 
 Everything happens in a throwaway GOLDEN_HOME and a throwaway copy of the project's images/,
 roles/ and elements/ (the role-only change edits the copy), never in the test fixture home; the
@@ -22,6 +24,12 @@ is removed at the end (its package snapshot is the throwaway home's, so nothing 
 Plain DIB is the exact invocation the bake makes (same elements, packages, environment and
 hook plan, raw output), prepared by the bake's own helpers and run directly, so the difference
 is what golden adds around DIB: planning, the squashfs, the bake checks, hashing and the store.
+
+--packer times images/seeded.yaml (builder: packer on base; base is hard-linked from the fixture
+store, so no DIB run): golden bake, then plain ``packer build`` twice on the very template the bake
+generated (its disk, key and playbook remade the same way beforehand, untimed), then
+``golden bake --force``; the overhead is everything golden does outside packer (planning,
+unpacking the parent, mkfs, packer validate, sealing, initramfs, checks, squashfs, store).
 
 --quick needs no DIB run: it hard-links the newest fixture build and its package-snapshot stamp
 into the throwaway home, then times ``golden bake`` expecting a cache hit.
@@ -80,6 +88,7 @@ def golden_bake(env: dict[str, str], image: str, *, force: bool = False) -> dict
         raise SystemExit(f"golden bake {image} failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
     out = json.loads(p.stdout)
     return {"wall_s": round(wall, 2), "reported_s": out["seconds"], "dib_s": out.get("dib_seconds"),
+            "packer_s": out.get("packer_seconds"),
             "cache_hit": out["cache_hit"], "build_id": out["build_id"], "pre_role_root": out.get("pre_role_root")}
 
 
@@ -156,7 +165,11 @@ def main() -> int:
                     help="leave out the role-only rebake (a third DIB run), to stay within ~12 min")
     ap.add_argument("--role-only", action="store_true",
                     help="only the cold bake and the role-only rebake (no plain DIB, no --force run)")
+    ap.add_argument("--packer", action="store_true", help="builder: packer against plain packer build")
+    ap.add_argument("--once", action="store_true", help="with --packer: one run of each (A-B), not A-B-B-A")
     args = ap.parse_args()
+    if args.packer:
+        return packer_main(args.once)
     started, load_start = time.monotonic(), loadavg()
     rows: list[tuple[Any, ...]] = []
     targets: list[dict[str, Any]] = []
@@ -245,6 +258,112 @@ def main() -> int:
               "seconds": round(time.monotonic() - started, 1), **data, "targets": targets}
     print()
     print(f"Bake benchmark ({result['mode']}, image {args.image}; wall seconds of the whole command)")
+    print(machine_line(result["machine"], load_start, result["load_end"]))
+    print(render_table(("RUN", "WALL S", "RATIO", "AGAINST"), rows))
+    print()
+    print(render_table(("TARGET", "VALUE", "RESULT"), [(t["target"], t["value"], verdict(t["met"])) for t in targets]))
+    print(f"wrote {write_results('bake', result)}")
+    return 0
+
+
+PACKER_IMAGE = "seeded"
+
+
+def plain_packer(home: Path, build_path: Path) -> dict[str, Any]:
+    """``packer build`` on the template the bake of ``build_path`` generated, with its work folder
+    (disk, throwaway key, playbook) remade by the bake's own helpers first (untimed)."""
+    from toolkit.bake import cleanup
+    from toolkit.bake.packer import PackerPaths
+    from toolkit.bake.packerbuild import make_key, prepare_disk
+    from toolkit.bake.record import RunRecord
+    from toolkit.store.artifacts import Store
+
+    store = Store(home / "store")
+    build = store.find(PACKER_IMAGE, build_path.name)
+    assert build is not None and build.manifest.parent_build
+    parent = store.find("base", build.manifest.parent_build)
+    assert parent is not None
+    tpl_text = (build.logs / "packer-template.json").read_text()
+    paths = PackerPaths(Path(json.loads(tpl_text)["builders"][0]["iso_url"]).parent)
+    paths.work.mkdir(parents=True)
+    try:
+        make_key(paths)
+        shutil.copyfile(build.logs / "packer-playbook.yml", paths.playbook)
+        rec = RunRecord.create(paths.work, "prep")
+        prepare_disk(paths, parent, rec)
+        paths.template.write_text(tpl_text)
+        env = {**os.environ, "CHECKPOINT_DISABLE": "1", "PACKER_CACHE_DIR": str(paths.work / "packer-cache"),
+               "TMPDIR": str(paths.work)}
+        settle()
+        t0 = time.monotonic()
+        with open(home / "plain-packer.log", "wb") as log:
+            p = subprocess.run(["packer", "build", "-color=false", str(paths.template)], env=env, stdout=log,
+                               stderr=subprocess.STDOUT, check=False)
+        wall = time.monotonic() - t0
+    finally:
+        cleanup.release(paths.work)
+        shutil.rmtree(paths.work, ignore_errors=True)
+    if p.returncode != 0:
+        tail = (home / "plain-packer.log").read_text(errors="replace")[-3000:]
+        raise SystemExit(f"plain packer build failed (exit {p.returncode}):\n{tail}")
+    return {"wall_s": round(wall, 2)}
+
+
+def packer_main(once: bool) -> int:
+    started, load_start = time.monotonic(), loadavg()
+    data: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="golden-bakebench-", dir=Path.home() / ".cache") as tmp:
+        project = copy_project(Path(tmp) / "project")
+        home = Path(tmp) / "home"
+        home.mkdir()
+        if seed_from_fixture(home, "base") is None:
+            raise SystemExit(f"--packer needs a fixture build of base under {FIXTURE_STORE} (run the bake tests)")
+        env = {**os.environ, "GOLDEN_HOME": str(home), "GOLDEN_PROJECT": str(project)}
+        print(f"golden bake {PACKER_IMAGE} (load {loadavg()[0]}) ...", flush=True)
+        data["ours"] = golden_bake(env, PACKER_IMAGE)
+        build_path = home / "store" / PACKER_IMAGE / data["ours"]["build_id"]
+        print(f"  {data['ours']}", flush=True)
+        if data["ours"]["cache_hit"]:
+            raise SystemExit("the packer bake was a cache hit: nothing was measured")
+        runs = ("peer",) if once else ("peer", "peer_2")
+        for key in runs:
+            print(f"plain packer build, same template (load {loadavg()[0]}) ...", flush=True)
+            data[key] = plain_packer(home, build_path)
+            print(f"  {data[key]['wall_s']} s", flush=True)
+        if not once:
+            print(f"golden bake {PACKER_IMAGE} --force (load {loadavg()[0]}) ...", flush=True)
+            data["ours_2"] = golden_bake(env, PACKER_IMAGE, force=True)
+            print(f"  {data['ours_2']}", flush=True)
+        data["noop"] = golden_bake(env, PACKER_IMAGE)
+    ours = [data[k]["wall_s"] for k in ("ours", "ours_2") if k in data]
+    peer = [data[k]["wall_s"] for k in runs]
+    mean_ours, mean_peer = sum(ours) / len(ours), sum(peer) / len(peer)
+    over = mean_ours / mean_peer - 1
+    data["overhead"] = {"ours_mean_s": round(mean_ours, 2), "peer_mean_s": round(mean_peer, 2),
+                        "overhead": round(over, 4)}
+    rows: list[tuple[Any, ...]] = [("golden bake (builder: packer)", ours[0],
+                                    round(ratio(ours[0], mean_peer) or 0, 3), "vs plain packer mean")]
+    rows += [("plain packer build, same template", w, round(ratio(w, mean_peer) or 0, 3), "peer") for w in peer]
+    if len(ours) > 1:
+        rows.append(("golden bake --force", ours[1], round(ratio(ours[1], mean_peer) or 0, 3), "vs plain packer mean"))
+    rows.append(("mean of ours / mean of plain packer", round(mean_ours, 2), round(1 + over, 3), "overhead"))
+    # Where it goes: golden's wall time outside its own packer build run, and packer's spread.
+    own = [data[k]["wall_s"] - data[k]["packer_s"] for k in ("ours", "ours_2") if data.get(k, {}).get("packer_s")]
+    if own:
+        data["overhead"]["golden_own_mean_s"] = round(sum(own) / len(own), 2)
+        rows.append(("  of which outside packer build", round(sum(own) / len(own), 2),
+                     round(ratio(sum(own) / len(own), mean_peer) or 0, 3), "vs plain packer mean"))
+    rows.append(("no-op rebake (cache hit)" if data["noop"]["cache_hit"] else "no-op rebake (NOT a hit)",
+                 data["noop"]["wall_s"], None, "-"))
+    targets = [{"target": f"packer bake overhead over plain packer build < {TARGET_OVERHEAD:.0%}",
+                "value": f"{over:+.1%}", "met": over < TARGET_OVERHEAD},
+               {"target": f"no-op rebake < {TARGET_NOOP_S:g} s", "value": f"{data['noop']['wall_s']} s",
+                "met": data["noop"]["cache_hit"] and data["noop"]["wall_s"] < TARGET_NOOP_S}]
+    result = {"benchmark": "bake", "mode": "packer-once" if once else "packer", "image": PACKER_IMAGE,
+              "machine": machine(), "load_start": load_start, "load_end": loadavg(),
+              "seconds": round(time.monotonic() - started, 1), **data, "targets": targets}
+    print()
+    print(f"Bake benchmark ({result['mode']}, image {PACKER_IMAGE}; wall seconds of the whole command)")
     print(machine_line(result["machine"], load_start, result["load_end"]))
     print(render_table(("RUN", "WALL S", "RATIO", "AGAINST"), rows))
     print()

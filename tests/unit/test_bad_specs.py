@@ -159,6 +159,16 @@ CASES: list[tuple[str, dict[str, str | bytes], str]] = [
     ("yaml-syntax", {"x.yaml": "name: x\nroles: [\n"}, "images/x.yaml:3:1: not valid YAML"),
     ("two-documents", {"x.yaml": "name: x\n---\nname: y\n"}, "images/x.yaml:2:1: not valid YAML: expected a single"),
     ("not-a-file", {"x.yaml/": ""}, "images/x.yaml: not a regular file"),
+    # issue 16: builder
+    ("builder-unknown", {"x.yaml": spec(builder="chroot")}, "images/x.yaml: .builder: Input should be 'dib' or"),
+    ("builder-packer-no-parent", {"x.yaml": spec(builder="packer")},
+     "images/x.yaml: .builder: packer boots the root of a DIB-baked parent: set extends"),
+    ("builder-packer-elements", {"p.yaml": json.dumps({"name": "p"}),
+                                 "x.yaml": spec(builder="packer", extends="p", elements=["vm"])},
+     "images/x.yaml: .elements: a builder: packer layer takes no elements"),
+    ("builder-packer-dib-env", {"p.yaml": json.dumps({"name": "p"}),
+                                "x.yaml": spec(builder="packer", extends="p", dib_env={"DIB_X": "1"})},
+     "images/x.yaml: .dib_env: a builder: packer layer takes no dib_env"),
 ]
 
 

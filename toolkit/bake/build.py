@@ -5,13 +5,13 @@ commit to the store. Any failure or interruption rolls everything back.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import os
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,11 +34,12 @@ from toolkit.bake.record import RunRecord, new_bake_run_id
 from toolkit.bake.rootcache import RootCache, RootLease, capturing, from_cache, pre_role_key, shadow_elements
 from toolkit.core.config import Settings
 from toolkit.core.errors import BakeError, CommandError, InputError, StoreError
+from toolkit.core.fsutil import sha256_file
 from toolkit.core.progress import Progress
 from toolkit.core.run import TAIL_LINES, run
 from toolkit.image.fields import check_mirror_url
 from toolkit.image.manifest import Artifact, CheckResult, Manifest
-from toolkit.image.spec import CheckStage, ImageSpec, load_image
+from toolkit.image.spec import Builder, CheckStage, ImageSpec, load_image, load_layer
 from toolkit.store import open_store
 from toolkit.store.artifacts import Build, Store
 
@@ -61,6 +62,7 @@ class BakeResult:
     run_dir: Path | None = None
     dib_seconds: float | None = None  # of ``seconds``, how long disk-image-create itself ran
     pre_role_root: str | None = None  # key of the cached pre-role root the bake started from
+    packer_seconds: float | None = None  # builder: packer: of ``seconds``, how long packer build ran
 
 
 @dataclass
@@ -129,32 +131,78 @@ def bake_image(settings: Settings, name: str, *, force: bool = False, refresh: b
     vars or checks changed since it was captured; see toolkit.bake.rootcache), unless
     ``root_cache`` is off or it is ``force``d or a ``refresh``: those run every DIB phase and
     capture the root afresh. Either way the build id is the same.
+
+    A ``builder: packer`` spec bakes its parent (``extends``) first, as any bake (a cache hit when
+    it is stored), then boots that build's root in a QEMU machine (toolkit.bake.packerbuild).
     """
     started = time.monotonic()
     if progress:
         progress.phase("planning (hashing the inputs)")
     spec = load_image(name, settings.images_dir, settings.roles_dir)
     store = open_store(settings)
+    if spec.builder is Builder.PACKER:
+        return _bake_packer(settings, spec, store, force=force, refresh=refresh, root_cache=root_cache,
+                            progress=progress, started=started)
+
+    def plan_for(rebuild: str) -> BakePlan:
+        return make_plan(settings, spec, store, refresh, rebuild=rebuild)
+
+    def execute(plan: BakePlan) -> BakeResult:
+        return _execute(settings, store, plan, progress, started,
+                        use_root_cache=root_cache and not (force or refresh))
+
+    return _cached_or_baked(store, spec.name, plan_for, execute, force=force, refresh=refresh,
+                            progress=progress, started=started)
+
+
+def _cached_or_baked(store: Store, image: str, plan_for: Callable[[str], BakePlan],
+                     execute: Callable[[BakePlan], BakeResult], *, force: bool, refresh: bool,
+                     progress: Progress | None, started: float) -> BakeResult:
+    """The stored build of the plan's id, or ``execute`` under the image's store lock."""
     if not (force or refresh):
-        hit = store.find(spec.name, make_plan(settings, spec, store, refresh=False).build_id)
+        hit = store.find(image, plan_for("").build_id)
         if hit is not None:
             if progress:
                 progress.phase(f"cache hit: {hit.build_id} is already stored")
             return BakeResult(build=hit, cache_hit=True, seconds=time.monotonic() - started)
-    with store.lock(spec.name):
+    with store.lock(image):
         # Re-plan under the lock: a bake that finished meanwhile may have moved the snapshot stamp.
-        plan = make_plan(settings, spec, store, refresh,
-                         rebuild=datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ") if force else "")
+        plan = plan_for(datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ") if force else "")
         if not (force or refresh):
-            hit = store.find(spec.name, plan.build_id)
+            hit = store.find(image, plan.build_id)
             if hit is not None:
                 return BakeResult(build=hit, cache_hit=True, seconds=time.monotonic() - started)
-        for stale in store.stale_staging(spec.name):
+        for stale in store.stale_staging(image):
             log.warning("removing %s left by an earlier bake that was killed", stale)
             cleanup.release(stale)
             store.discard(stale)
-        return _execute(settings, store, plan, progress, started,
-                        use_root_cache=root_cache and not (force or refresh))
+        return execute(plan)
+
+
+def _bake_packer(settings: Settings, spec: ImageSpec, store: Store, *, force: bool, refresh: bool,
+                 root_cache: bool, progress: Progress | None, started: float) -> BakeResult:
+    from toolkit.bake import packerbuild  # only here: DIB bakes never pay for it
+
+    layer = load_layer(spec.name, settings.images_dir)
+    assert layer.extends is not None  # the spec model requires it of a packer layer
+    opts = packerbuild.options(settings)
+    version = packerbuild.packer_version(opts)  # before the parent's bake: a missing packer fails fast
+    parent = bake_image(settings, layer.extends, refresh=refresh, root_cache=root_cache, progress=progress).build
+    roles = packerbuild.machine_roles(spec, layer)
+
+    def plan_for(rebuild: str) -> BakePlan:
+        return plan_bake(spec, settings.roles_dir, str(parent.manifest.inputs.get("dib_version", "")),
+                         str(parent.manifest.inputs["snapshot"]), project_elements=settings.project / "elements",
+                         refresh=refresh, rebuild=rebuild, parent_build=parent.build_id, packer_version=version,
+                         machine_roles=roles)
+
+    def execute(plan: BakePlan) -> BakeResult:
+        bake = packerbuild.PackerBake(settings, store, plan, parent, opts, progress)
+        result: BakeResult = bake.perform(started, BakeResult)
+        return result
+
+    return _cached_or_baked(store, spec.name, plan_for, execute, force=force, refresh=refresh,
+                            progress=progress, started=started)
 
 
 APT_SLOTS = 8
@@ -242,12 +290,7 @@ def _write_hook_plan(paths: BakePaths, plan: BakePlan, settings: Settings) -> No
     (paths.hook / "plan.json").write_text(json.dumps(data, indent=2))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+_sha256 = sha256_file
 
 
 def parse_dpkg_manifest(path: Path) -> dict[str, str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.core.errors import BakeError
-from toolkit.image.spec import Check, CheckStage, ImageSpec, Output
+from toolkit.image.spec import Check, CheckStage, ImageSpec, Output, RoleRef
 
 ELEMENTS_DIR = Path(__file__).resolve().parent / "elements"
 
@@ -88,6 +88,9 @@ class BakeInputs:
     snapshot: str
     recipe: int = RECIPE
     rebuild: str = ""  # set by --force: the same inputs baked again get their own id (builds are immutable)
+    # builder: packer only: the parent build whose root the machine boots, and the packer version
+    parent_build: str = ""
+    packer_version: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -100,6 +103,9 @@ class BakeInputs:
         }
         if self.rebuild:  # only then: every id baked without --force stays what it was
             data["rebuild"] = self.rebuild
+        if self.parent_build:  # likewise: DIB bakes keep their ids
+            data["parent_build"] = self.parent_build
+            data["packer_version"] = self.packer_version
         return data
 
     def build_id(self) -> str:
@@ -118,6 +124,8 @@ class BakePlan:
     bake_checks: tuple[Check, ...]
     refresh: bool = False
     spec_json: dict[str, Any] = field(default_factory=dict)
+    # builder: packer: the roles the machine runs (the layer's own; the parent's are in its root)
+    machine_roles: tuple[RoleRef, ...] = ()
 
 
 def effective_spec_json(spec: ImageSpec) -> dict[str, Any]:
@@ -134,6 +142,9 @@ def plan_bake(
     project_elements: Path | None = None,
     refresh: bool = False,
     rebuild: str = "",
+    parent_build: str = "",
+    packer_version: str = "",
+    machine_roles: tuple[RoleRef, ...] = (),
 ) -> BakePlan:
     """Plan one bake. ``project_elements`` is the project's own ``elements/`` folder, if it has one:
     extra DIB elements a spec may list, hashed into the id like ours."""
@@ -157,6 +168,8 @@ def plan_bake(
         dib_version=dib_version,
         snapshot=snapshot,
         rebuild=rebuild,
+        parent_build=parent_build,
+        packer_version=packer_version,
     )
     elements = tuple(BASE_ELEMENTS) + tuple(e for e in spec.elements if e not in BASE_ELEMENTS)
     return BakePlan(
@@ -170,6 +183,7 @@ def plan_bake(
         bake_checks=tuple(c for c in spec.checks if c.stage is CheckStage.BAKE),
         refresh=refresh,
         spec_json=spec_json,
+        machine_roles=machine_roles,
     )
 
 

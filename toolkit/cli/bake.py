@@ -36,6 +36,8 @@ def cmd_bake(args: argparse.Namespace, ctx: Context) -> int:
             "cache_hit": result.cache_hit,
             "seconds": round(result.seconds, 2),
             "dib_seconds": None if result.dib_seconds is None else round(result.dib_seconds, 2),
+            "builder": build.manifest.builder,
+            "packer_seconds": None if result.packer_seconds is None else round(result.packer_seconds, 2),
             "run_id": result.run_id,
             "pre_role_root": result.pre_role_root,
             "artifacts": {k: v.model_dump() for k, v in build.manifest.artifacts.items()},

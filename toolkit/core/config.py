@@ -118,6 +118,16 @@ class StaleConfig(_Strict):
         return parse_duration(self.max_age, "max_age", hi=10 * 366 * 86400.0) if self.max_age else None
 
 
+class PackerConfig(_Strict):
+    """``packer:`` in golden.yaml: how ``builder: packer`` bakes run (GOLDEN_PACKER_* override)."""
+
+    executable: str | None = None  # default: packer on PATH (Debian: /usr/bin/packer)
+    accelerator: str | None = Field(default=None, pattern=r"^[a-z]{1,16}$")  # tcg (default) or kvm
+    ssh_timeout: str | None = None  # e.g. 10m: how long the machine may take to reach SSH
+    memory_mb: int | None = Field(default=None, ge=256, le=65536)
+    cpus: int | None = Field(default=None, ge=1, le=64)
+
+
 class GoldenConfig(_Strict):
     """``golden.yaml``: every key golden reads; any other key is an error naming it."""
 
@@ -131,6 +141,7 @@ class GoldenConfig(_Strict):
     lab: LabConfig | None = None
     promotion: dict[str, Any] | None = None  # its gates are checked by toolkit.store.policy
     stale: StaleConfig | None = None  # golden fleet --stale, golden reimage --stale
+    packer: PackerConfig | None = None  # builder: packer bakes
 
 
 def validate_config(data: dict[str, Any], path: Path) -> dict[str, Any]:

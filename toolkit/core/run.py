@@ -16,7 +16,7 @@ import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from toolkit.core.errors import CommandError, ToolMissingError
 
@@ -175,3 +175,133 @@ def kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
         except (ProcessLookupError, PermissionError):
             proc.kill()
         proc.wait()
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children first), read from /proc."""
+    out: list[int] = []
+    todo = _children(pid)
+    while todo:
+        child = todo.pop(0)
+        if child not in out:
+            out.append(child)
+            todo += _children(child)
+    return out
+
+
+def _signal_all(pids: Sequence[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            continue
+
+
+def run_packer(
+    executable: str,
+    verb: str,
+    template: Path,
+    *,
+    log_path: Path,
+    on_line: Callable[[str], None] | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    grace: float = 60.0,
+    flags: Mapping[str, str | bool] | None = None,
+) -> int:
+    """``packer VERB [flags] TEMPLATE`` through packerpy's PackerExecutable; return packer's exit code.
+
+    packerpy buffers output until packer exits, so its stdout goes to ``log_path`` (its ``stdout``
+    configuration) and a loop here streams that file to ``on_line`` while packer runs. packerpy
+    gives neither the process nor an environment: ``env`` is laid over ours while it runs (bakes
+    run one at a time in a process), and on Ctrl-C, SIGTERM or ``timeout`` packer gets SIGINT (it
+    stops its QEMU and removes its output folder), then after ``grace`` everything below us is killed.
+    """
+    import threading
+
+    from packerpy import PackerExecutable  # only here: imported by bakes that use packer
+
+    flags = dict(flags or {})
+    described = _describe([executable, verb, *(f"-{k.replace('_', '-')}={v}" for k, v in flags.items()),
+                           str(template)])
+    log.debug("+ %s", described)
+    saved = {k: os.environ.get(k) for k in (env or {})}
+    result: dict[str, Any] = {}
+    with open(log_path, "ab") as out:
+        packer = PackerExecutable(executable_path=executable, machine_readable=False,
+                                  config={"stdout": out, "stderr": subprocess.STDOUT})
+
+        def target() -> None:
+            try:
+                result["rc"] = packer.execute_cmd(verb, str(template), **flags)[0]
+            except BaseException as exc:  # handed to the waiting thread
+                result["error"] = exc
+
+        os.environ.update(env or {})
+        worker = threading.Thread(target=target, name=f"packer-{verb}", daemon=True)
+        start = log_path.stat().st_size  # packer's first lines may land before _follow opens the file
+        try:
+            worker.start()
+            _follow(log_path, start, worker, on_line, timeout, described)
+        except BaseException:
+            _stop_packer(worker, grace)
+            raise
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    if "error" in result:
+        if isinstance(result["error"], FileNotFoundError):
+            raise ToolMissingError(f"{executable} not found.", hint="install it: apt-get install packer")
+        raise result["error"]
+    return int(result["rc"])
+
+
+def _follow(path: Path, start: int, worker: Any, on_line: Callable[[str], None] | None, timeout: float | None,
+            described: str) -> None:
+    import time
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with open(path, encoding="utf-8", errors="replace") as f:
+        f.seek(start)
+        pending = ""
+        while True:
+            alive = worker.is_alive()
+            chunk = f.read()
+            if chunk:
+                pending += chunk
+                *lines, pending = pending.split("\n")
+                for line in lines:
+                    if on_line:
+                        on_line(line)
+            if not alive:
+                if pending and on_line:
+                    on_line(pending)
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                raise CommandError(f'"{described}" did not finish within {timeout:g} s', returncode=-1)
+            worker.join(0.2)
+
+
+def _stop_packer(worker: Any, grace: float) -> None:
+    """SIGINT to packer (it cleans up after itself), then SIGKILL to whatever is left below us."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        _signal_all(_children(os.getpid()), signal.SIGINT)  # packer: our only child while it runs
+        worker.join(grace)
+        _signal_all(list(reversed(descendants(os.getpid()))), signal.SIGKILL)
+        worker.join(10.0)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)

@@ -51,6 +51,10 @@ class Manifest(BaseModel):
     # package -> the archive (suite) its version was installed from, e.g. bookworm-security; empty
     # in manifests older than this field
     package_archives: dict[str, str] = Field(default_factory=dict)
+    # builder: packer builds: the build whose root the machine booted, and packer's template
+    builder: str = "dib"
+    parent_build: str | None = None
+    packer_template: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True) + "\n"

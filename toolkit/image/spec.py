@@ -95,6 +95,18 @@ class Check(StrictModel):
         return CheckStage.BOOT if self.kind in ("unit_active", "http") else CheckStage.BAKE
 
 
+class Builder(StrEnum):
+    DIB = "dib"  # a chroot: roles run with no running system (enable, never start)
+    PACKER = "packer"  # the parent's DIB root booted in a QEMU machine by Packer; roles see systemd running
+
+
+# A role whose meta/golden.yml says ``needs_running_system: true`` starts services or talks to a
+# running system at bake time: only ``builder: packer`` can bake it. (Not meta/main.yml: Ansible
+# refuses keys of ours there, in galaxy_info ansible-lint's schema does.)
+RUNNING_SYSTEM_KEY = "needs_running_system"
+ROLE_META = "meta/golden.yml"
+
+
 class Output(StrEnum):
     NETBOOT = "netboot"  # vmlinuz + initrd + rootfs.squashfs
     TAR = "tar"
@@ -104,6 +116,8 @@ class ImageSpec(StrictModel):
     name: str = Field(pattern=NAME_RE)
     description: Annotated[str, Field(max_length=1000), AfterValidator(one_line)] = ""
     extends: str | None = Field(default=None, pattern=NAME_RE)
+    # How this layer is baked; not inherited: a packer image usually extends a DIB-baked one.
+    builder: Builder = Builder.DIB
     base: BaseOS = Field(default_factory=BaseOS)
     elements: list[ElementName] = Field(default_factory=list, max_length=100)
     # More than any real image holds, fewer than Debian's whole archive.
@@ -145,6 +159,7 @@ class ImageSpec(StrictModel):
             name=self.name,
             description=self.description or parent.description,
             extends=None,
+            builder=self.builder,
             base=self.base if "base" in self.model_fields_set else parent.base,
             elements=union(parent.elements, self.elements),
             packages=union(parent.packages, self.packages),
@@ -215,7 +230,35 @@ def parse_spec_file(path: Path, root: Path | None = None) -> tuple[ImageSpec | N
         return None, problems + [f"{where}: {json_path(e['loc'])}: {_explain(dict(e))}" for e in exc.errors()]
     if spec.name != path.stem:
         problems.append(f"{where}: .name: must match the file name ({path.stem!r}), got {spec.name!r}")
-    return spec, problems
+    return spec, problems + [f"{where}: {p}" for p in layer_problems(spec)]
+
+
+def layer_problems(spec: ImageSpec) -> list[str]:
+    """What one spec file may not say for its builder (checked per file, before layers merge)."""
+    if spec.builder is not Builder.PACKER:
+        return []
+    problems = []
+    if not spec.extends:
+        problems.append(".builder: packer boots the root of a DIB-baked parent: set extends")
+    for key in ("elements", "packages", "dib_env"):
+        if getattr(spec, key):
+            problems.append(f".{key}: a builder: packer layer takes no {key} (a DIB option): put them in the "
+                            "parent image, or install packages with a role")
+    if "base" in spec.model_fields_set:
+        problems.append(".base: a builder: packer layer takes its base from the parent image: remove base")
+    return problems
+
+
+def role_needs_running_system(role_dir: Path) -> bool:
+    """True when the role's meta/golden.yml says ``needs_running_system: true``."""
+    meta = role_dir / ROLE_META
+    if not meta.is_file():
+        return False
+    try:
+        data = load_yaml_file(meta, str(meta))
+    except InputError:
+        return False  # reported by _role_file_problems
+    return isinstance(data, dict) and data.get(RUNNING_SYSTEM_KEY) is True
 
 
 def role_problems(spec: ImageSpec, where: str, roles_dir: Path) -> list[str]:
@@ -224,6 +267,11 @@ def role_problems(spec: ImageSpec, where: str, roles_dir: Path) -> list[str]:
         if not (roles_dir / ref.name / "tasks" / "main.yml").is_file():
             problems.append(
                 f"{where}: .roles[{i}].name: role {ref.name!r} not found (no roles/{ref.name}/tasks/main.yml)"
+            )
+        elif spec.builder is Builder.DIB and role_needs_running_system(roles_dir / ref.name):
+            problems.append(
+                f"{where}: .roles[{i}].name: role {ref.name!r} needs a running system ({ROLE_META} "
+                f"{RUNNING_SYSTEM_KEY}) and cannot run in a DIB chroot: use builder: packer"
             )
     return problems + role_var_problems([(r.name, r.vars) for r in spec.roles], where, roles_dir)
 
@@ -253,6 +301,14 @@ def load_image(name: str, images_dir: Path, roles_dir: Path, _seen: tuple[str, .
             raise SpecError([f"{where}: .extends: more than {MAX_EXTENDS} layers"])
         parent = load_image(spec.extends, images_dir, roles_dir, (*_seen, name))
         spec = merge_layers(spec, parent, where)
+    return spec
+
+
+def load_layer(name: str, images_dir: Path) -> ImageSpec:
+    """``images/<name>.yaml`` alone, its ``extends`` unresolved (what this layer itself adds)."""
+    spec, problems = parse_spec_file(images_dir / f"{name}.yaml", images_dir.parent)
+    if spec is None or problems:
+        raise SpecError(problems or [f"images/{name}.yaml: cannot be read"])
     return spec
 
 
@@ -312,7 +368,23 @@ def _role_file_problems(roles_dir: Path, root: Path) -> list[str]:
             if "templates" in f.parts or "files" in f.parts:
                 continue
             try:
-                load_yaml_file(f, _rel(f, root))
+                data = load_yaml_file(f, _rel(f, root))
             except InputError as exc:
                 problems.append(exc.message)
+                continue
+            if f == role / ROLE_META:
+                problems += [f"{_rel(f, root)}: {p}" for p in role_meta_problems(data)]
+    return problems
+
+
+def role_meta_problems(data: Any) -> list[str]:
+    """meta/golden.yml holds a mapping of known keys with boolean values."""
+    if data is None:
+        return []
+    if not isinstance(data, dict):
+        return [f".: expected a mapping, got {type(data).__name__}"]
+    problems = [f"{json_path((str(k),))}: unknown key (known: {RUNNING_SYSTEM_KEY})"
+                for k in data if k != RUNNING_SYSTEM_KEY]
+    if RUNNING_SYSTEM_KEY in data and not isinstance(data[RUNNING_SYSTEM_KEY], bool):
+        problems.append(f".{RUNNING_SYSTEM_KEY}: expected true or false, got {show(str(data[RUNNING_SYSTEM_KEY]))}")
     return problems
