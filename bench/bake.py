@@ -292,8 +292,10 @@ def plain_packer(home: Path, build_path: Path) -> dict[str, Any]:
         rec = RunRecord.create(paths.work, "prep")
         prepare_disk(paths, parent, rec)
         paths.template.write_text(tpl_text)
+        # TMPDIR short, as golden's bake does: packer's plugins listen on unix sockets there (108 bytes)
+        short_tmp = tempfile.mkdtemp(prefix="gpk-")
         env = {**os.environ, "CHECKPOINT_DISABLE": "1", "PACKER_CACHE_DIR": str(paths.work / "packer-cache"),
-               "TMPDIR": str(paths.work)}
+               "TMPDIR": short_tmp}
         settle()
         t0 = time.monotonic()
         with open(home / "plain-packer.log", "wb") as log:
@@ -303,6 +305,8 @@ def plain_packer(home: Path, build_path: Path) -> dict[str, Any]:
     finally:
         cleanup.release(paths.work)
         shutil.rmtree(paths.work, ignore_errors=True)
+        if "short_tmp" in locals():
+            shutil.rmtree(short_tmp, ignore_errors=True)
     if p.returncode != 0:
         tail = (home / "plain-packer.log").read_text(errors="replace")[-3000:]
         raise SystemExit(f"plain packer build failed (exit {p.returncode}):\n{tail}")

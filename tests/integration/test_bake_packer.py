@@ -83,7 +83,7 @@ def test_second_packer_bake_is_a_cache_hit(baked_seeded: Build) -> None:
     out = json.loads(res.stdout)
     assert out["cache_hit"] is True and out["build_id"] == baked_seeded.build_id
     print(f"cached packer rebake: {elapsed:.2f} s")
-    assert elapsed < 5, f"cache hit took {elapsed:.1f} s"
+    assert elapsed < 30, f"cache hit took {elapsed:.1f} s"  # seconds, not a bake (~4 min); CI runs loaded
 
 
 def _assert_nothing_stored(home: Path) -> None:

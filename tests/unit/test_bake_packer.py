@@ -4,6 +4,7 @@ runs, sealing, and the validation that keeps running-system roles out of DIB bak
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -288,16 +289,29 @@ def test_run_packer_streams_its_output_and_leaves_nothing_on_a_timeout(tmp_path:
     from toolkit.core.run import descendants, run_packer
 
     exe = _fake_packer(tmp_path, 'echo "==> qemu: Starting VM, booting disk image"\n'
-                                 "sh -c 'trap \"\" INT; sleep 300' &\n"
-                                 'echo "$@" > "$0.args"\nwait\n')
+                                 "sh -c 'trap \"\" INT; exec sleep 300' &\n"
+                                 'echo $! > "$0.child"\necho "$@" > "$0.args"\nwait\n')
     log, lines = tmp_path / "log", []
     log.write_text("")
-    with pytest.raises(CommandError, match="did not finish within 2 s"):
-        run_packer(exe, "build", tmp_path / "t.json", log_path=log, on_line=lines.append, timeout=2, grace=1,
+    with pytest.raises(CommandError, match="did not finish within 10 s"):
+        run_packer(exe, "build", tmp_path / "t.json", log_path=log, on_line=lines.append, timeout=10, grace=1,
                    flags={"color": "false"})
     assert lines == ["==> qemu: Starting VM, booting disk image"]
     assert (tmp_path / "packer.args").read_text().split() == ["build", "-color=false", str(tmp_path / "t.json")]
     assert descendants(os.getpid()) == []
+    # its "QEMU" too: once packer exits it is init's child, no longer below us, and must be gone anyway
+    child = int((tmp_path / "packer.child").read_text())
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{child}").exists() and "Z" not in _proc_state(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{child}").exists() or "Z" in _proc_state(child), f"pid {child} outlived the timeout"
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -78,7 +78,8 @@ def packer_version(opts: PackerOptions) -> str:
     """``1.6.6``; ToolMissingError when packer is missing, BakeError when it is too old."""
     hint = f"install packer {'.'.join(map(str, MIN_VERSION))} or newer (apt-get install packer) or set GOLDEN_PACKER"
     try:
-        res = run([opts.executable, "version"], check=False, capture=True, timeout=60.0)
+        res = run([opts.executable, "version"], check=False, capture=True, timeout=60.0,
+                  env={"CHECKPOINT_DISABLE": "1"})  # never ask checkpoint.hashicorp.com
     except ToolMissingError:
         raise ToolMissingError(f"packer not found ({opts.executable})", hint=hint) from None
     found = parse_version(res.stdout or "")

@@ -14,6 +14,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -291,17 +292,40 @@ def _follow(path: Path, start: int, worker: Any, on_line: Callable[[str], None] 
                     on_line(pending)
                 return
             if deadline is not None and time.monotonic() > deadline:
+                pending += f.read()  # what it wrote last is what says why
+                for line in pending.split("\n") if pending else []:
+                    if on_line:
+                        on_line(line)
                 raise CommandError(f'"{described}" did not finish within {timeout:g} s', returncode=-1)
             worker.join(0.2)
 
 
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def _stop_packer(worker: Any, grace: float) -> None:
-    """SIGINT to packer (it cleans up after itself), then SIGKILL to whatever is left below us."""
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    """SIGINT to packer (it cleans up after itself), then SIGKILL to whatever is left of it.
+
+    What ran below us before the SIGINT is remembered (with each process's start time, so a reused
+    PID is never hit): a child packer failed to stop is re-parented to init once packer exits, and
+    would no longer be found below us. A second Ctrl-C meanwhile is ignored: the signal mask holds
+    only in this thread, and packer's worker thread would take it and cut the sweep short.
+    """
+    before = [(pid, _start_time(pid)) for pid in descendants(os.getpid())]
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         _signal_all(_children(os.getpid()), signal.SIGINT)  # packer: our only child while it runs
         worker.join(grace)
-        _signal_all(list(reversed(descendants(os.getpid()))), signal.SIGKILL)
+        left = [pid for pid, started in before if started is not None and _start_time(pid) == started]
+        now = descendants(os.getpid())
+        _signal_all(list(reversed(now)) + [pid for pid in reversed(left) if pid not in now], signal.SIGKILL)
         worker.join(10.0)
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
