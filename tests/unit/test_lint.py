@@ -38,3 +38,12 @@ def test_no_mirror_hostnames_committed():
             if needle in text and name != "tests/unit/test_lint.py":
                 offenders.append(f"{name}: {needle}")
     assert not offenders, offenders
+
+
+def test_test_file_names_are_unique_across_folders():
+    """tests/unit and tests/integration are not packages: two test files of one name collide when one
+    pytest run collects both ("import file mismatch"), which only the whole suite does."""
+    names: dict[str, list[str]] = {}
+    for p in (ROOT / "tests").rglob("test_*.py"):
+        names.setdefault(p.name, []).append(str(p.relative_to(ROOT)))
+    assert {n: ps for n, ps in names.items() if len(ps) > 1} == {}
