@@ -253,11 +253,17 @@ def main() -> int:
         targets.append({"target": f"role-only rebake <= {TARGET_ROLE_ONLY:.0%} of a cold bake",
                         "value": f"{frac:.1%}", "met": bool(role_s["pre_role_root"]) and frac <= TARGET_ROLE_ONLY})
     mode = "quick" if args.quick else ("role-only" if args.role_only else "full")
-    result = {"benchmark": "bake", "mode": mode, "image": args.image,
+    return _report(mode, args.image, started, load_start, data, rows, targets)
+
+
+def _report(mode: str, image: str, started: float, load_start: Any, data: dict[str, Any],
+            rows: list[tuple[Any, ...]], targets: list[dict[str, Any]]) -> int:
+    """Print the runs and the targets, write the JSON; every mode of this benchmark ends here."""
+    result = {"benchmark": "bake", "mode": mode, "image": image,
               "machine": machine(), "load_start": load_start, "load_end": loadavg(),
               "seconds": round(time.monotonic() - started, 1), **data, "targets": targets}
     print()
-    print(f"Bake benchmark ({result['mode']}, image {args.image}; wall seconds of the whole command)")
+    print(f"Bake benchmark ({mode}, image {image}; wall seconds of the whole command)")
     print(machine_line(result["machine"], load_start, result["load_end"]))
     print(render_table(("RUN", "WALL S", "RATIO", "AGAINST"), rows))
     print()
@@ -363,17 +369,7 @@ def packer_main(once: bool) -> int:
                 "value": f"{over:+.1%}", "met": over < TARGET_OVERHEAD},
                {"target": f"no-op rebake < {TARGET_NOOP_S:g} s", "value": f"{data['noop']['wall_s']} s",
                 "met": data["noop"]["cache_hit"] and data["noop"]["wall_s"] < TARGET_NOOP_S}]
-    result = {"benchmark": "bake", "mode": "packer-once" if once else "packer", "image": PACKER_IMAGE,
-              "machine": machine(), "load_start": load_start, "load_end": loadavg(),
-              "seconds": round(time.monotonic() - started, 1), **data, "targets": targets}
-    print()
-    print(f"Bake benchmark ({result['mode']}, image {PACKER_IMAGE}; wall seconds of the whole command)")
-    print(machine_line(result["machine"], load_start, result["load_end"]))
-    print(render_table(("RUN", "WALL S", "RATIO", "AGAINST"), rows))
-    print()
-    print(render_table(("TARGET", "VALUE", "RESULT"), [(t["target"], t["value"], verdict(t["met"])) for t in targets]))
-    print(f"wrote {write_results('bake', result)}")
-    return 0
+    return _report("packer-once" if once else "packer", PACKER_IMAGE, started, load_start, data, rows, targets)
 
 
 if __name__ == "__main__":

@@ -290,9 +290,6 @@ def _write_hook_plan(paths: BakePaths, plan: BakePlan, settings: Settings) -> No
     (paths.hook / "plan.json").write_text(json.dumps(data, indent=2))
 
 
-_sha256 = sha256_file
-
-
 def parse_dpkg_manifest(path: Path) -> dict[str, str]:
     """``{package: version}`` of installed packages from DIB's dpkg manifest."""
     try:
@@ -451,7 +448,7 @@ def _collect(store: Store, plan: BakePlan, paths: BakePaths, staged: Path, recor
         dest = staged / name
         src.rename(dest)
         dest.chmod(0o644)
-        artifacts[name] = Artifact(sha256=_sha256(dest), size=dest.stat().st_size)
+        artifacts[name] = Artifact(sha256=sha256_file(dest), size=dest.stat().st_size)
     packages = parse_dpkg_manifest(paths.dpkg_manifest)
     if not packages:
         raise BakeError(f"bake of {plan.image}: the dpkg manifest lists no installed packages")
