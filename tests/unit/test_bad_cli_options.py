@@ -168,9 +168,10 @@ def test_defaults_and_good_values_parse_to_typed_values():
 
 
 def test_host_states_are_the_fleet_choices():
-    seen = {host_state(d, o, t, drift, tainted, stale, failed) for d, o, t, drift, tainted, stale, failed in
+    seen = {host_state(d, o, t, drift, tainted, stale, failed, drained)
+            for d, o, t, drift, tainted, stale, failed, drained in
             itertools.product([None, "b1"], [None, "b1", "b2"], [None, 1.0], [(), ("etc/x",)], [False, True],
-                              [False, True], [False, True])}
+                              [False, True], [False, True], [False, True])}
     assert seen == set(HostState)
 
 

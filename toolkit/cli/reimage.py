@@ -75,8 +75,15 @@ def _show_plan(ctx: Context, plan: Plan, checks: tuple[str, ...]) -> None:
     for w in plan.waves:
         for h in w.hosts:
             cur, tgt = plan.moves[h]
-            rows.append([w.index + 1, "canary" if w.canary else "", h, cur or "-", tgt])
-    ctx.table(["wave", "", "host", "current", "target"], rows)
+            hooks = ",".join(dict.fromkeys(k.pattern for k in plan.hooks.hooks_of(h))) if plan.hooks else ""
+            rows.append([w.index + 1, "canary" if w.canary else "", h, cur or "-", tgt, hooks or "-"])
+    ctx.table(["wave", "", "host", "current", "target", "hooks"], rows)
+    for hook in plan.hooks.hooks if plan.hooks else ():
+        books = ", ".join(f"{k} {hook.playbook(k).name}" for k in ("drain", "verify", "undrain")  # type: ignore[union-attr]
+                          if hook.playbook(k))
+        budget = f", at most {hook.max_unavailable} out at once" if hook.max_unavailable else ""
+        ctx.say(f"hooks for {hook.pattern}: {books or 'no playbooks'} (timeout {hook.timeout_s:g} s"
+                f"{f', settle {hook.settle_s:g} s' if hook.settle_s else ''}{budget})")
     if plan.unchanged:
         ctx.say(f"already on the target, left alone: {', '.join(plan.unchanged)}")
 

@@ -140,6 +140,7 @@ class GoldenConfig(_Strict):
     store: str | None = None
     lab: LabConfig | None = None
     promotion: dict[str, Any] | None = None  # its gates are checked by toolkit.store.policy
+    rollout: dict[str, Any] | None = None  # its hooks are checked by toolkit.rollout.hooks
     stale: StaleConfig | None = None  # golden fleet --stale, golden reimage --stale
     packer: PackerConfig | None = None  # builder: packer bakes
 

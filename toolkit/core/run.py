@@ -200,6 +200,12 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every process below it, deepest first (a child that called setsid() too)."""
+    below = descendants(pid)
+    _signal_all([*reversed(below), pid], signal.SIGKILL)
+
+
 def _signal_all(pids: Sequence[int], sig: int) -> None:
     for pid in pids:
         try:

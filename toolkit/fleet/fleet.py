@@ -24,6 +24,7 @@ from toolkit.inventory.cache import inventory_stamp, quick_stamp
 from toolkit.inventory.hosts import Host, Inventory, load_inventory, resolve_inventory_sources
 from toolkit.state import open_state
 from toolkit.state.db import AttemptRow, DriftRow, HostRow, LoginRow, Repo, StateDB, TaintRow, UnknownMachineRow
+from toolkit.state.rotation import RotationRow
 from toolkit.store import open_store
 from toolkit.store.artifacts import Store
 
@@ -180,7 +181,7 @@ class Fleet:
         return self._status(repo, host)
 
     def _status(self, repo: Repo, host: Host, policy: StaleConfig | None = None, now: float = 0.0,
-                phases: dict[str, str] | None = None) -> HostStatus:
+                phases: dict[str, str] | None = None, out: dict[str, str] | None = None) -> HostStatus:
         row = repo.get_host(host.name)
         try:
             desired = self.desired_in(repo, host, row)
@@ -191,6 +192,7 @@ class Fleet:
         drift = row.drift if row else ()
         taint = repo.get_taint(host.name)
         stale = self._staleness(repo, host, row, desired, policy, now).reasons if policy else ()
+        rotation = (out or {}).get(host.name)
         return HostStatus(
             name=host.name, rack=rack_of(host), mac=normalize_mac(host.mac) if host.mac else "",
             # the inventory's image ref; without one, the image a rollout set for the host
@@ -199,8 +201,8 @@ class Fleet:
             observed=observed, observed_since=row.observed_since if row else None,
             booted_at=row.booted_at if row else None, last_report=last, drift=drift,
             state=host_state(desired.build_id if desired else None, observed, last, drift, taint is not None,
-                             bool(stale), (phases or {}).get(host.name) == "failed"),
-            taint=taint.reason if taint else None, stale=stale,
+                             bool(stale), (phases or {}).get(host.name) == "failed", rotation is not None),
+            taint=taint.reason if taint else None, stale=stale, rotation=rotation,
         )
 
     def _staleness(self, repo: Repo, host: Host, row: HostRow | None, desired: DesiredBuild | None,
@@ -226,7 +228,8 @@ class Fleet:
         now = time.time()
         with self.db.read() as repo:
             phases = repo.last_step_phases()
-            return [self._status(repo, h, policy, now, phases) for h in sorted(hosts, key=lambda h: h.name)]
+            out = _rotation_notes(repo.rotation_rows())
+            return [self._status(repo, h, policy, now, phases, out) for h in sorted(hosts, key=lambda h: h.name)]
 
     def staleness(self, pattern: str, policy: StaleConfig) -> list[Staleness]:
         """Each selected host's staleness under ``policy``: age, builds behind, updates lacking, reasons."""
@@ -309,6 +312,15 @@ class Fleet:
     def unknown_machines(self) -> list[UnknownMachineRow]:
         with self.db.read() as repo:
             return repo.list_unknown()
+
+
+def _rotation_notes(rows: list[RotationRow]) -> dict[str, str]:
+    """Host -> why it is out of rotation, from its rows (one per hook group it belongs to)."""
+    notes: dict[str, str] = {}
+    for r in rows:
+        why = f"left out of rotation: {r.detail}" if r.state == "left" else f"held out of rotation by run {r.run_id}"
+        notes.setdefault(r.host, why)
+    return notes
 
 
 def open_fleet(settings: Settings, inventory: str | list[str] | None = None, *, required: bool = True) -> Fleet:

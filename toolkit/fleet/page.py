@@ -20,6 +20,7 @@ from toolkit.state.db import ChannelRow, DriftRow, RunRow
 COLOURS: dict[str, str] = {
     HostState.IN_SYNC: "#2e7d32", HostState.PENDING: "#1e88e5", HostState.STALE: "#f9a825",
     HostState.DRIFTED: "#ef6c00", HostState.TAINTED: "#8e24aa", HostState.FAILED: "#c62828",
+    HostState.DRAINED: "#6d4c41",
     HostState.NEVER_REPORTED: "#9e9e9e", HostState.NO_BUILD: "#455a64",
 }
 MAX_PATHS = 50  # drift paths per host in the page; the count says how many there are
@@ -48,6 +49,7 @@ function show(name) {
     'desired: ' + (h.desired || '-'), 'served: ' + (h.served || '-'), 'observed: ' + (h.observed || '-'),
     'booted at: ' + (h.booted_at || '-')];
   if (h.taint) lines.push('TAINTED: ' + h.taint);
+  if (h.rotation) lines.push('DRAINED: ' + h.rotation);
   for (const s of h.stale) lines.push('stale: ' + s);
   lines.push('drift (' + h.drift_count + '):');
   for (const p of h.drift) lines.push('  ' + p.kind + ' ' + p.path + '  (first seen ' + p.first_seen + ')');
@@ -81,6 +83,8 @@ def _title(h: HostStatus) -> str:
     parts = [f"{h.name}: {h.state}", f"observed {h.observed or '-'}", f"desired {h.desired or '-'}"]
     if h.taint:
         parts.append(f"tainted: {h.taint}")
+    if h.rotation:
+        parts.append(h.rotation)
     if h.drift:
         parts.append(f"{len(h.drift)} drifted path(s)")
     return " | ".join(parts)
@@ -116,6 +120,7 @@ def _table(headers: list[str], rows: list[list[object]]) -> str:
 def _host_data(h: HostStatus, drift: list[DriftRow]) -> dict[str, object]:
     return {"state": h.state, "rack": h.rack, "image": h.image, "desired": h.desired, "served": h.served,
             "observed": h.observed, "booted_at": h.booted_at, "taint": h.taint, "stale": list(h.stale),
+            "rotation": h.rotation,
             "drift_count": len(drift) or len(h.drift),
             "drift": [{"path": d.path, "kind": d.kind, "first_seen": _when(d.first_seen)} for d in drift[:MAX_PATHS]]}
 

@@ -10,6 +10,7 @@ class HostState(StrEnum):
     PENDING = "pending"  # reports a build other than its desired one
     DRIFTED = "drifted"  # runs its desired build but changed outside the allowlist
     TAINTED = "tainted"  # someone logged in (break-glass or not): untrusted until reimaged
+    DRAINED = "drained"  # out of rotation: a reimage holds it out, or a failure left it out (see why)
     FAILED = "failed"  # its last reimage step failed
     STALE = "stale"  # breaks the staleness policy (too old, too far behind, lacks security updates)
     NEVER_REPORTED = "never-reported"  # has a desired build, never reported

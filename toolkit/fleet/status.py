@@ -24,6 +24,7 @@ class HostStatus:
     state: str  # a HostState value
     taint: str | None = None  # why the host is tainted
     stale: tuple[str, ...] = ()  # why it breaks the staleness policy (only when asked with a policy)
+    rotation: str | None = None  # why it is out of rotation (drained), when it is
 
 
 def rack_of(host: Host) -> str:
@@ -32,8 +33,11 @@ def rack_of(host: Host) -> str:
 
 
 def host_state(desired: str | None, observed: str | None, last_report: float | None, drift: tuple[str, ...],
-               tainted: bool = False, stale: bool = False, failed: bool = False) -> str:
-    """One state per host, the most urgent first: a tainted host is that even while a reimage is pending."""
+               tainted: bool = False, stale: bool = False, failed: bool = False, drained: bool = False) -> str:
+    """One state per host, the most urgent first: a drained host is that whatever else holds; a tainted
+    host is that even while a reimage is pending."""
+    if drained:
+        return "drained"  # out of rotation says the most: nobody may forget a host that serves nothing
     if desired is None:
         return "no-build"
     if last_report is None:

@@ -1,12 +1,20 @@
 """Execute a reimage plan wave by wave, writing every transition to the journal before acting.
 
-Per host and attempt: record the desired build, set one-time PXE, arm the attempt and power
+Per host and attempt: run the operators' drain playbooks (golden.yaml ``rollout.hooks``; a host
+whose drain fails is never power-cycled), record the desired build, set one-time PXE, arm the attempt and power
 cycle (or on), wait for the agent's report of the expected build carrying this attempt's token
 (verified by the boot server; see ``toolkit.boot.evidence``), then gate on the image's
-boot-stage health checks as reported. A report counts only once the attempt's contest window
+boot-stage health checks as reported, then run the verify playbooks (the service answers from
+outside) and only then the undrain playbooks. A host whose verify fails stays out of rotation
+through its retries and its rollback, and is returned only when a verify passes; otherwise it is
+left out of rotation (``drained``), holding its group's budget. A report counts only once the attempt's contest window
 after the power action has passed with no second boot-script fetch; a contested attempt fails.
 A host that fails every attempt is rolled back to its previous build and counted against the
 failure budget. A canary wave must fully pass; once the budget is exceeded no new wave starts.
+
+Group budgets (``max_unavailable`` per hook pattern) are held in the state database
+(``rotation.py``): a wave goes out in as many batches as the budgets allow, waiting while another
+live run holds them, and the run stops when only failures hold them.
 
 BMC calls run in the bounded BmcPool; waiting for reports follows the boot-events feed with
 one query per tick for the whole wave, never a poll per host.
@@ -19,6 +27,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -26,8 +35,10 @@ from toolkit.bmc.base import BmcClient, BootDevice, PowerAction
 from toolkit.bmc.pool import BmcPool
 from toolkit.fleet.fleet import Fleet
 from toolkit.inventory.hosts import Host
-from toolkit.rollout.journal import Journal, Phase, RunStatus, Step, StepRow
+from toolkit.rollout.hookrun import HookCall, HookRunner
+from toolkit.rollout.journal import ATTEMPT_STEPS, Journal, Phase, RunStatus, Step, StepRow
 from toolkit.rollout.plan import Plan
+from toolkit.rollout.rotation import Rotation
 
 log = logging.getLogger("golden.rollout")
 
@@ -77,10 +88,16 @@ class _Task:
     target: str
     rollback: bool = False
     image: str = ""
-    next_step: Step = Step.DESIRED
+    next_step: Step = Step.DRAIN
     power_at: float | None = None  # journal time of the power intent: reports must come after it
     error: str = ""
     report_detail: str | None = None  # the accepted report's event detail (health check results)
+    fatal: bool = False  # a drain or undrain failed: no retry, no rollback (the host was never cycled / is fine)
+    drained_at: float | None = None  # when this run's drain of the host succeeded (resume reads it back)
+
+
+class BudgetExhausted(Exception):
+    """No host of the wave can go out of rotation, and no live run will free a place."""
 
 
 @dataclass
@@ -131,8 +148,12 @@ class Executor:
     pool: BmcPool
     config: ExecutorConfig
     on_progress: Callable[[WaveProgress], None] = lambda p: None
+    hooks: HookRunner | None = None
+    rotation: Rotation | None = None
     results: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
     failures: int = 0
+    drained: dict[str, float] = field(default_factory=dict)  # hosts this run holds drained -> since
     _states: dict[str, str] = field(default_factory=dict)
     _wave_no: int = 0
 
@@ -291,12 +312,85 @@ class Executor:
                 return r.detail
         return ""
 
+    # ---- the operators' playbooks: drain, verify, undrain ----
+    def _hook_call(self, t: _Task, kind: str) -> HookCall:
+        return HookCall(t.host, kind, t.attempt, t.target, self.plan.moves.get(t.host, (None, ""))[0])
+
+    def _run_hooks(self, tasks: list[_Task], step: Step) -> tuple[list[_Task], list[_Task]]:
+        """Run each task's playbooks of this kind (tasks in parallel, a host's playbooks in order)."""
+        assert self.hooks is not None
+        runner = self.hooks
+        self._mark(tasks, step, Phase.INTENT,
+                   lambda t: ",".join(str(b) for _, b in runner.plan.playbooks(t.host, step.value)))
+        with ThreadPoolExecutor(max_workers=min(8, len(tasks))) as pool:
+            whys = list(pool.map(lambda t: runner.run(self._hook_call(t, step.value)), tasks))
+        ok, bad = [], []
+        for t, why in zip(tasks, whys, strict=True):
+            if why:
+                t.error = why
+                bad.append(t)
+            else:
+                ok.append(t)
+        self._mark(ok, step, Phase.DONE)
+        self._mark(bad, step, Phase.FAILED, lambda t: t.error)
+        return ok, bad
+
+    def _hooked(self, tasks: list[_Task], kind: str) -> tuple[list[_Task], list[_Task]]:
+        """(tasks with playbooks of this kind, the others)."""
+        has = [t for t in tasks if self.hooks is not None and self.hooks.has(t.host, kind)]
+        return has, [t for t in tasks if t not in has]
+
+    def _step_drain(self, tasks: list[_Task]) -> list[_Task]:
+        todo, rest = self._hooked([t for t in tasks if t.host not in self.drained], "drain")
+        rest += [t for t in tasks if t.host in self.drained]  # still out from an earlier attempt
+        if not todo:
+            return rest
+        ok, bad = self._run_hooks(todo, Step.DRAIN)
+        now = time.time()
+        for t in ok:
+            self.drained[t.host] = now
+        for t in bad:
+            t.fatal = True
+            t.error = f"drain failed, so it was not power-cycled: {t.error}"
+        self._settle_after_drain(ok)
+        return rest + ok
+
+    def _settle_after_drain(self, tasks: list[_Task]) -> None:
+        """After a drain, before any BMC call: give the load balancer's connections time to finish."""
+        assert self.hooks is not None
+        until = max((self.drained[t.host] + self.hooks.plan.settle_s(t.host) for t in tasks), default=0.0)
+        while time.time() < until:
+            self._emit(f"settling after drain ({until - time.time():.0f} s left)")
+            time.sleep(min(self.config.tick, max(until - time.time(), 0.0)))
+
+    def _step_verify(self, tasks: list[_Task]) -> list[_Task]:
+        todo, rest = self._hooked(tasks, "verify")
+        if not todo:
+            return tasks
+        ok, bad = self._run_hooks(todo, Step.VERIFY)
+        for t in bad:
+            t.error = f"verify failed: {t.error}"
+        return rest + ok
+
+    def _step_undrain(self, tasks: list[_Task]) -> list[_Task]:
+        todo, rest = self._hooked(tasks, "undrain")
+        if not todo:
+            return tasks
+        ok, bad = self._run_hooks(todo, Step.UNDRAIN)
+        for t in ok:
+            self.drained.pop(t.host, None)
+        for t in bad:
+            t.fatal = True  # the build is good and verified; only its return failed: no rollback
+            t.error = f"undrain failed, so it stays out of rotation: {t.error}"
+        return rest + ok
+
     # ---- one attempt for a batch, entering each task at its next step ----
     def _attempt(self, tasks: list[_Task]) -> tuple[list[_Task], list[_Task]]:
-        order = [Step.DESIRED, Step.BOOTDEV, Step.POWER, Step.REPORT, Step.CHECKS]
+        order = list(ATTEMPT_STEPS)
         steps = {
-            Step.DESIRED: self._step_desired, Step.BOOTDEV: self._step_bootdev, Step.POWER: self._step_power,
-            Step.REPORT: self._step_report, Step.CHECKS: self._step_checks,
+            Step.DRAIN: self._step_drain, Step.DESIRED: self._step_desired, Step.BOOTDEV: self._step_bootdev,
+            Step.POWER: self._step_power, Step.REPORT: self._step_report, Step.CHECKS: self._step_checks,
+            Step.VERIFY: self._step_verify, Step.UNDRAIN: self._step_undrain,
         }
         alive = list(tasks)
         for step in order:
@@ -310,9 +404,33 @@ class Executor:
         return alive, failed
 
     def run_wave(self, index: int, tasks: list[_Task]) -> None:
+        """Move the wave's hosts in as many batches as the group budgets allow."""
         self._wave_no = index
         for t in tasks:
             self._states.setdefault(t.host, "queued")
+        queue = list(tasks)
+        while queue:
+            batch = self._admit(queue)
+            self._run_batch(batch)
+            queue = [t for t in queue if t not in batch]
+
+    def _admit(self, queue: list[_Task]) -> list[_Task]:
+        """The tasks whose hosts may go out of rotation now; waits while a live run holds the budget."""
+        if self.rotation is None:
+            return queue
+        while True:
+            names, blocked = self.rotation.admit([t.host for t in queue])
+            if names:
+                return [t for t in queue if t.host in names]
+            stuck = self.rotation.stuck(blocked)
+            if len(stuck) == len(blocked):
+                raise BudgetExhausted("; ".join(dict.fromkeys(b.describe() for b in stuck)))
+            for t in queue:
+                self._states[t.host] = "waiting-for-budget"
+            self._emit(f"waiting: {blocked[0].describe()}")
+            time.sleep(max(self.config.tick, 1.0))
+
+    def _run_batch(self, tasks: list[_Task]) -> None:
         pending = [t for t in tasks if not t.rollback]
         rollbacks = [t for t in tasks if t.rollback]
         while pending:
@@ -320,7 +438,9 @@ class Executor:
             self._finish(done, HostResult.DONE)
             retry = []
             for t in failed:
-                if t.attempt <= self.config.retries:
+                if t.fatal:
+                    self._finish([t], HostResult.FAILED)
+                elif t.attempt <= self.config.retries:
                     retry.append(_Task(t.host, t.wave, t.attempt + 1, t.target))
                 else:
                     prev = self.plan.moves[t.host][0]
@@ -330,13 +450,16 @@ class Executor:
                         rollbacks.append(_Task(t.host, t.wave, t.attempt + 1, prev, rollback=True,
                                                image=self.plan.current_images.get(t.host) or self.plan.image,
                                                error=t.error))
+                        self.errors[t.host] = t.error
                     else:
                         self._finish([t], HostResult.FAILED, t.error + "; nothing to roll back to")
             pending = retry
         while rollbacks:
             back, broken = self._attempt(rollbacks)
             self._finish(back, HostResult.ROLLED_BACK)
-            self._finish(broken, HostResult.FAILED)
+            for t in broken:
+                first = self.errors.get(t.host)
+                self._finish([t], HostResult.FAILED, f"{first}; rollback failed: {t.error}" if first else None)
             rollbacks = []
 
     def _finish(self, tasks: Sequence[_Task], result: HostResult, detail: str | None = None) -> None:
@@ -349,11 +472,23 @@ class Executor:
         for t in tasks:
             self.results[t.host] = result.value
             self._states[t.host] = result.value
+            self.errors.setdefault(t.host, detail or t.error)
+            self._rotate(t, result, detail or t.error)
         self._emit()
+
+    def _rotate(self, t: _Task, result: HostResult, why: str) -> None:
+        """A finished host is back in rotation only when it ended well (its undrain, if any, passed)."""
+        if self.rotation is None:
+            return
+        if result == HostResult.FAILED or t.host in self.drained:
+            self.rotation.leave(t.host, why or "left out of rotation")
+        else:
+            self.rotation.release(t.host)
 
     def run(self, resume: dict[str, _Task] | None = None, finished: dict[str, str] | None = None) -> RunOutcome:
         started = time.monotonic()
         self.results.update(finished or {})
+        self.drained.update({t.host: t.drained_at for t in (resume or {}).values() if t.drained_at is not None})
         self.failures = sum(1 for r in self.results.values() if r != HostResult.DONE.value)
         for name in self.plan.hosts:
             self._states[name] = self.results.get(name, "queued")
@@ -366,11 +501,18 @@ class Executor:
                     continue
                 tasks.append(resume[h] if resume and h in resume else _Task(h, wave.index, 1, self.plan.target_build))
             if tasks:
-                self.run_wave(wave.index, tasks)
+                try:
+                    self.run_wave(wave.index, tasks)
+                except BudgetExhausted as exc:
+                    stop_reason = (f"no host can go out of rotation: {exc}; return those hosts "
+                                   "(e.g. golden reimage HOST --state drained) and run again")
+                    break
             waves_done += 1
             wave_failed = [h for h in wave.hosts if self.results.get(h) != HostResult.DONE.value]
             if wave.canary and wave_failed:
-                stop_reason = f"canary failed on {', '.join(wave_failed)}; no other host was touched"
+                why = next((self.errors[h] for h in wave_failed if self.errors.get(h)), "")
+                stop_reason = (f"canary failed on {', '.join(wave_failed)}{': ' + why if why else ''}; "
+                               "no other host was touched")
                 break
             if self.failures > self.plan.failure_budget:
                 stop_reason = (f"failure budget exceeded ({self.failures} failed, budget "
@@ -425,7 +567,7 @@ def resume_state(steps: Sequence[StepRow], target_build: str, moves: dict[str, t
         by_host.setdefault(s.host, []).append(s)
     tasks: dict[str, _Task] = {}
     finished: dict[str, str] = {}
-    order = [Step.DESIRED, Step.BOOTDEV, Step.POWER, Step.REPORT, Step.CHECKS]
+    order = list(ATTEMPT_STEPS)
     for host, rows in by_host.items():
         end = [r for r in rows if r.step == Step.HOST.value]
         if end:
@@ -443,10 +585,13 @@ def resume_state(steps: Sequence[StepRow], target_build: str, moves: dict[str, t
         power = [r for r in cur if r.step == Step.POWER.value and r.phase == Phase.INTENT.value]
         if power:
             task.power_at = power[-1].at
-        if last.phase == Phase.FAILED.value:
+        task.drained_at = _drained_since(rows)
+        if last.phase == Phase.FAILED.value and step in (Step.DRAIN, Step.UNDRAIN):
+            task.next_step = step  # a playbook that failed changed nothing we rely on: run it again
+        elif last.phase == Phase.FAILED.value:
             # The step failed and the controller died before deciding: start the next attempt.
             task = _Task(host, wave, attempt + 1, target_build if not rollback else task.target, rollback=rollback,
-                         image=task.image)
+                         image=task.image, drained_at=task.drained_at)
         elif step == Step.POWER and last.phase == Phase.INTENT.value:
             task.next_step = Step.REPORT
         elif last.phase == Phase.DONE.value:
@@ -455,3 +600,14 @@ def resume_state(steps: Sequence[StepRow], target_build: str, moves: dict[str, t
             task.next_step = step  # an intent for a step that is safe to repeat
         tasks[host] = task
     return tasks, finished
+
+
+def _drained_since(rows: Sequence[StepRow]) -> float | None:
+    """When the host's last drain that no undrain followed succeeded (None: it is in rotation)."""
+    since: float | None = None
+    for r in rows:
+        if r.phase == Phase.DONE.value and r.step == Step.DRAIN.value:
+            since = r.at
+        elif r.phase == Phase.DONE.value and r.step == Step.UNDRAIN.value:
+            since = None
+    return since

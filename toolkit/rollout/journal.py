@@ -24,12 +24,20 @@ class RunStatus(StrEnum):
 
 
 class Step(StrEnum):
+    DRAIN = "drain"              # the operators' drain playbooks: out of rotation (before any BMC call)
     DESIRED = "set-desired"      # fleet desired build <- target (or previous, on rollback)
     BOOTDEV = "bootdev-pxe"      # one-time network boot
     POWER = "power-cycle"        # cycle (or on when off)
     REPORT = "await-report"      # agent report with the expected build and a valid token
     CHECKS = "health-checks"     # the image's boot-stage checks
+    VERIFY = "verify"            # the operators' verify playbooks: the service answers from outside
+    UNDRAIN = "undrain"          # the operators' undrain playbooks: back in rotation (only after verify)
     HOST = "host"                # the host's outcome: done / failed / rolled-back
+
+
+# The order of a host's steps in one attempt (HOST ends it); resume and the executor both read it here.
+ATTEMPT_STEPS: tuple[Step, ...] = (Step.DRAIN, Step.DESIRED, Step.BOOTDEV, Step.POWER, Step.REPORT, Step.CHECKS,
+                                   Step.VERIFY, Step.UNDRAIN)
 
 
 class Phase(StrEnum):

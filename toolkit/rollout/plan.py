@@ -10,8 +10,12 @@ import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from toolkit.core.errors import InputError
+
+if TYPE_CHECKING:  # hooks.py imports Amount from here; a plan only carries its HookPlan
+    from toolkit.rollout.hooks import HookPlan
 
 _AMOUNT = re.compile(r"^(\d+)(%?)$")
 
@@ -83,6 +87,7 @@ class Plan:
     current_images: dict[str, str | None] = field(default_factory=dict)
     failure_budget: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    hooks: HookPlan | None = None  # golden.yaml rollout.hooks as they apply to these hosts
 
     @property
     def hosts(self) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,11 +27,15 @@ from toolkit.fleet.staleness import check_policy, stale_policy
 from toolkit.fleet.status import rack_of
 from toolkit.image.ref import parse_image_ref
 from toolkit.image.spec import CheckStage, ImageSpec
-from toolkit.inventory.hosts import Host
+from toolkit.inventory.hosts import Host, Inventory, InventoryError
+from toolkit.inventory.vault import GOLDEN_VAULT_ENV
 from toolkit.rollout.execute import Executor, ExecutorConfig, RunOutcome, WaveProgress, resume_state
+from toolkit.rollout.hookrun import HookRunner
+from toolkit.rollout.hooks import HookPlan, load_hooks, plan_hooks
 from toolkit.rollout.journal import Journal, RunRow, RunStatus, StepRow, new_reimage_run_id
 from toolkit.rollout.leases import LEASE_TTL_S, LeasedJournal, LeaseKeeper, new_holder, take_leases
 from toolkit.rollout.plan import Amount, Candidate, Plan, Policy, Wave, plan_reimage
+from toolkit.rollout.rotation import Rotation
 from toolkit.store.channels import channel_build, check_gate, current_user
 from toolkit.store.policy import LAB_BOOT
 
@@ -119,11 +124,31 @@ def plan_request(settings: Settings, req: ReimageRequest) -> tuple[Plan, tuple[s
     selected = {h.name for h in hosts}
     cands = [Candidate(h.name, rack_of(h), status[h.name].observed if h.name in status else None,
                        fleet.observed_image(h.name)) for h in hosts if h.name in selected]
-    return plan_reimage(image, build_id, cands, req.policy), checks
+    plan = plan_reimage(image, build_id, cands, req.policy)
+    return with_hooks(plan, settings, inv), checks
+
+
+def with_hooks(plan: Plan, settings: Settings, inv: Inventory | None) -> Plan:
+    """The plan with golden.yaml's ``rollout.hooks`` as they apply to its hosts, and a note per budget."""
+    hooks = load_hooks(settings.extra.get("rollout"), settings.project)
+    if not hooks or inv is None:
+        return plan
+
+    def select(pattern: str) -> set[str]:
+        try:
+            return {h.name for h in inv.select(pattern)}
+        except InventoryError:
+            return set()  # a hook for hosts this inventory does not have applies to none
+
+    hp = plan_hooks(hooks, select, plan.hosts)
+    notes = [f"hosts {g.key}: at most {g.budget} of {len(g.members)} out of rotation at once (max_unavailable)"
+             for g in hp.groups if g.budget is not None and g.members & set(plan.hosts)]
+    return dataclasses.replace(plan, hooks=hp, notes=(*plan.notes, *notes))
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
-    d = dataclasses.asdict(plan)
+    d = dataclasses.asdict(dataclasses.replace(plan, hooks=None))
+    d["hooks"] = plan.hooks.to_dict() if plan.hooks else None
     d["policy"] = {k: str(v) if isinstance(v, Amount) else v for k, v in dataclasses.asdict(plan.policy).items()}
     for k in ("wave_size", "max_unavailable", "max_failures"):
         v = getattr(plan.policy, k)
@@ -146,6 +171,7 @@ def plan_from_dict(d: dict[str, Any]) -> Plan:
         moves={k: (v[0], v[1]) for k, v in d["moves"].items()}, unchanged=tuple(d["unchanged"]),
         failure_budget=d["failure_budget"], notes=tuple(d["notes"]),
         current_images=dict(d.get("current_images", {})),
+        hooks=HookPlan.from_dict(d.get("hooks")) if d.get("hooks") else None,
     )
 
 
@@ -161,7 +187,13 @@ def _executor(settings: Settings, fleet: Fleet, journal: Journal, run_id: str, p
         raise InputError(f"host(s) no longer in the inventory: {', '.join(missing[:10])}")
     config = ExecutorConfig(boot_timeout_s=plan.policy.boot_timeout_s, retries=plan.policy.retries,
                             required_checks=checks, contest_window_s=contest_window_s)
-    return Executor(run_id, plan, hosts, fleet, journal, pool, config, on_progress)
+    ex = Executor(run_id, plan, hosts, fleet, journal, pool, config, on_progress)
+    if plan.hooks and plan.hooks.by_host:
+        vault_files = [os.environ[GOLDEN_VAULT_ENV]] if os.environ.get(GOLDEN_VAULT_ENV) else []
+        ex.hooks = HookRunner(plan.hooks, settings.project, [str(p) for p in fleet.inventory_sources],
+                              settings.runs_dir / run_id / "hooks", run_id, vault_files)
+        ex.rotation = Rotation(fleet.db, plan.hooks, run_id)
+    return ex
 
 
 class RunInterrupted(Interrupted):
@@ -170,7 +202,9 @@ class RunInterrupted(Interrupted):
 
 def _interrupted(journal: Journal, run_id: str, ex: Executor | None) -> RunInterrupted:
     wave = f" in wave {ex.current_wave + 1}" if ex is not None else ""
-    summary = (f"interrupted{wave}; every step so far is in the journal, nothing was rolled back; "
+    out = sorted(ex.drained) if ex is not None else []
+    drained = f"; out of rotation until resumed: {', '.join(out)}" if out else ""
+    summary = (f"interrupted{wave}; every step so far is in the journal, nothing was rolled back{drained}; "
                f"resume with: golden reimage --resume {run_id}")
     journal.set_status(run_id, RunStatus.INTERRUPTED, summary)
     return RunInterrupted(f"reimage run {run_id} {summary}",

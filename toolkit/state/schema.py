@@ -235,6 +235,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         CREATE INDEX breakglass_grants_by_host ON breakglass_grants (host, id);
     """),
+    # Hosts out of rotation (drained or being reimaged) per hook group: the budgets every controller sees.
+    Migration("0150_host_rotation", """
+        CREATE TABLE host_rotation (
+            host   TEXT NOT NULL,
+            grp    TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            state  TEXT NOT NULL,
+            since  REAL NOT NULL,
+            detail TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (host, grp)
+        );
+        CREATE INDEX host_rotation_by_group ON host_rotation (grp, host);
+    """),
 )
 
 # Every table golden keeps, parents before children (``golden state migrate`` copies in this order),
@@ -243,7 +256,7 @@ TABLES: tuple[str, ...] = (
     "channels", "channel_history", "hosts", "unknown_machines", "used_tokens", "boot_events",
     "boot_tokens", "boot_attempts", "audit_log", "build_gates", "reimage_runs", "reimage_steps", "host_leases",
     "shared_secrets",
-    "drift_paths", "host_logins", "host_taints", "breakglass_grants",
+    "drift_paths", "host_logins", "host_taints", "breakglass_grants", "host_rotation",
 )
 NUMBERED_TABLES: tuple[str, ...] = ("channel_history", "boot_events", "audit_log", "reimage_steps", "host_logins",
                                     "breakglass_grants")
