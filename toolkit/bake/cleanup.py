@@ -13,8 +13,8 @@ import signal
 import time
 from pathlib import Path
 
+from toolkit.core.mounts import mounts_under
 from toolkit.core.run import run
-from toolkit.store.artifacts import mounts_under
 
 log = logging.getLogger("golden.bake")
 

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.core.fsutil import atomic_write
+from toolkit.image.ref import IMAGE_NAME
 
 log = logging.getLogger("golden.run")
 
 
-BAKE_RUN_RE = re.compile(r"^(\d{8}T\d{6}Z)-bake-([a-z][a-z0-9_-]{0,62})-[0-9a-f]{6}$")
+BAKE_RUN_RE = re.compile(rf"^(\d{{8}}T\d{{6}}Z)-bake-({IMAGE_NAME})-[0-9a-f]{{6}}$")
 
 
 def new_bake_run_id(kind: str, subject: str, now: datetime | None = None) -> str:

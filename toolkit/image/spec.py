@@ -31,9 +31,10 @@ from toolkit.image.fields import (
     one_line,
     show,
 )
+from toolkit.image.ref import IMAGE_NAME_RE
 from toolkit.image.roleargs import role_var_problems
 
-NAME_RE = r"^[a-z][a-z0-9_-]{0,62}$"
+NAME_RE = IMAGE_NAME_RE.pattern
 MAX_EXTENDS = 8  # layers of ``extends``; deeper is a mistake, not a design
 
 

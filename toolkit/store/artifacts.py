@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from toolkit.core.errors import LockedError, StoreError
 from toolkit.core.fsutil import atomic_write
+from toolkit.core.mounts import mounts_under
 from toolkit.image.manifest import Manifest, read_manifest
 
 ARTIFACTS = ("vmlinuz", "initrd", "rootfs.squashfs")
@@ -170,24 +170,6 @@ class Store:
             yield path
         finally:
             os.close(fd)
-
-
-def _unescape_mount(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def mounts_under(prefix: Path, mounts_file: Path = Path("/proc/mounts")) -> list[str]:
-    """Mount points at or below ``prefix``, deepest first (the order to unmount them in)."""
-    pre = str(Path(prefix).resolve()) if Path(prefix).exists() else str(prefix)
-    found = []
-    for line in mounts_file.read_text().splitlines():
-        parts = line.split()
-        if len(parts) < 2:
-            continue
-        point = _unescape_mount(parts[1])
-        if point == pre or point.startswith(pre.rstrip("/") + "/"):
-            found.append(point)
-    return sorted(found, key=lambda m: m.count("/"), reverse=True)
 
 
 def _fsync_dir(path: Path) -> None:

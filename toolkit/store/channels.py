@@ -18,18 +18,17 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import os
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from toolkit.core.errors import GateError, InputError, StoreError
-from toolkit.image.ref import REF_RE, parse_image_ref
+from toolkit.image.ref import IMAGE_NAME_RE, REF_RE, parse_image_ref
 from toolkit.state.db import HistoryRow, Repo, StateDB
 from toolkit.store.artifacts import Build, Store
 from toolkit.store.policy import LAB_BOOT, ChannelGates, GateEvidence, missing_gates
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+NAME_RE = IMAGE_NAME_RE
 LATEST = "latest-bake"
 
 class ChannelError(InputError):
@@ -173,7 +172,7 @@ def resolve_build(store: Store, image: str, ref: str) -> Build:
         if not builds:
             raise ChannelError(f"image {image!r} has no builds in {store.root}", hint=f"golden bake {image}")
         return builds[0]
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", ref):
+    if not REF_RE.match(ref):
         raise ChannelError(f"{ref!r} is not a build id (or {LATEST})")
     build = store.find(image, ref)
     if build is None:
