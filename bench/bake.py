@@ -282,7 +282,7 @@ def plain_packer(home: Path, build_path: Path) -> dict[str, Any]:
     from toolkit.bake import cleanup
     from toolkit.bake.packer import PackerPaths
     from toolkit.bake.packerbuild import make_key, prepare_disk
-    from toolkit.bake.record import RunRecord
+    from toolkit.runs.record import RunRecord
     from toolkit.store.artifacts import Store
 
     store = Store(home / "store")

@@ -22,9 +22,10 @@ from typing import Protocol
 from toolkit.bake import cleanup
 from toolkit.bake.collect import Outputs, collect
 from toolkit.bake.plan import BakePlan
-from toolkit.bake.record import RunRecord, new_bake_run_id
 from toolkit.core.config import Settings
 from toolkit.core.progress import Progress
+from toolkit.runs.ids import new_run_id
+from toolkit.runs.record import RunRecord
 from toolkit.store.artifacts import Build, Store
 
 log = logging.getLogger("golden.bake")
@@ -48,7 +49,7 @@ class Attempt:
     """A bake under way: ``record`` and ``staged`` exist from the start; leave it by ``with``."""
 
     def __init__(self, settings: Settings, store: Store, image: str, progress: Progress | None) -> None:
-        self.run_id = new_bake_run_id("bake", image)
+        self.run_id = new_run_id("bake", image)
         self.record = RunRecord.create(settings.runs_dir, self.run_id)
         self.staged = store.stage(image, self.run_id)
         self.store, self.progress = store, progress

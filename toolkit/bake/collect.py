@@ -13,10 +13,10 @@ from typing import Any
 
 from toolkit.bake import cleanup
 from toolkit.bake.plan import BakePlan
-from toolkit.bake.record import RunRecord
 from toolkit.core.errors import BakeError
 from toolkit.core.fsutil import sha256_file
 from toolkit.image.manifest import Artifact, CheckResult, Manifest
+from toolkit.runs.record import RunRecord
 from toolkit.store.artifacts import Build, Store
 
 

@@ -50,12 +50,12 @@ from toolkit.bake.packer import (
     template,
 )
 from toolkit.bake.plan import BakePlan, snapshot_epoch
-from toolkit.bake.record import RunRecord
 from toolkit.core.config import Settings
 from toolkit.core.errors import BakeError, CommandError, ToolMissingError
 from toolkit.core.run import TAIL_LINES, describe, run, run_threaded, which
 from toolkit.image.manifest import CheckResult
 from toolkit.image.spec import CheckStage, ImageSpec, RoleRef
+from toolkit.runs.record import RunRecord
 from toolkit.store.artifacts import Build
 
 log = logging.getLogger("golden.bake")

@@ -8,11 +8,11 @@ already happened and what did not.
 
 from __future__ import annotations
 
-import secrets
 import time
 from enum import StrEnum
 from typing import Any
 
+from toolkit.runs.ids import new_run_id
 from toolkit.state.db import NewStep, RunRow, StateDB, StepRow
 
 
@@ -39,7 +39,7 @@ class Phase(StrEnum):
 
 
 def new_reimage_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+    return new_run_id("reimage")
 
 
 class Journal:

@@ -1,32 +1,24 @@
-"""A run's record under ``<runs_dir>/<run-id>/``, in the manner of ansible-runner's artifacts.
+"""Run records under ``<runs_dir>/<run-id>/``, in the manner of ansible-runner's artifacts, and
+reading them back.
 
-``command`` (what ran), ``inputs.json`` (with what), ``stdout`` (the full log), ``status`` and ``rc``
-(what happened), ``error`` (the message shown to the user, when it failed).
+A bake writes ``command`` (what ran), ``inputs.json`` (with what), ``stdout`` (the full log),
+``status`` and ``rc`` (what happened), ``error`` (the message shown to the user, when it failed).
+A nightly run writes ``status`` and, once done, its reports (toolkit.nightly.record). Reimage runs
+live in the state database's journal (toolkit.state.runs).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
-import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from toolkit.core.fsutil import atomic_write
-from toolkit.image.ref import IMAGE_NAME
+from toolkit.runs.ids import parse_run_id
 
 log = logging.getLogger("golden.run")
-
-
-BAKE_RUN_RE = re.compile(rf"^(\d{{8}}T\d{{6}}Z)-bake-({IMAGE_NAME})-[0-9a-f]{{6}}$")
-
-
-def new_bake_run_id(kind: str, subject: str, now: datetime | None = None) -> str:
-    now = now or datetime.now(UTC)
-    return f"{now:%Y%m%dT%H%M%SZ}-{kind}-{subject}-{secrets.token_hex(3)}"
 
 
 def _write(path: Path, text: str) -> None:
@@ -93,11 +85,10 @@ def _read(path: Path) -> str:
 
 def read_bake_run(path: Path) -> BakeRunSummary | None:
     """A bake run's record, or None when ``path`` is not one."""
-    m = BAKE_RUN_RE.match(path.name)
-    if m is None or not path.is_dir():
+    rid = parse_run_id(path.name)
+    if rid is None or rid.kind != "bake" or not rid.subject or not path.is_dir():
         return None
-    started = datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
-    return BakeRunSummary(path.name, started, _read(path / "status") or "unknown", m.group(2),
+    return BakeRunSummary(path.name, rid.started_at, _read(path / "status") or "unknown", rid.subject,
                           _read(path / "error").splitlines()[0][:200] if (path / "error").exists() else "", path)
 
 
@@ -106,4 +97,38 @@ def list_bake_runs(runs_dir: Path, limit: int = 50) -> list[BakeRunSummary]:
     if not runs_dir.is_dir():
         return []
     found = [r for p in runs_dir.iterdir() if (r := read_bake_run(p)) is not None]
+    return sorted(found, key=lambda r: r.id, reverse=True)[:limit]
+
+
+@dataclass(frozen=True)
+class NightlyRunSummary:
+    id: str
+    started_at: float
+    status: str
+    summary: str
+    path: Path
+
+
+def read_nightly_run(path: Path) -> NightlyRunSummary | None:
+    rid = parse_run_id(path.name)
+    if rid is None or rid.kind != "nightly" or rid.subject or not path.is_dir():
+        return None
+    started = rid.started_at
+    try:
+        status = (path / "status").read_text().strip()
+    except OSError:
+        status = "unknown"
+    summary = ""
+    if (path / "report.json").is_file():
+        try:
+            summary = str(json.loads((path / "report.json").read_text()).get("summary", ""))
+        except ValueError:
+            summary = "(unreadable report)"
+    return NightlyRunSummary(path.name, started, status, summary, path)
+
+
+def list_nightly_runs(runs_dir: Path, limit: int = 50) -> list[NightlyRunSummary]:
+    if not runs_dir.is_dir():
+        return []
+    found = [r for p in runs_dir.iterdir() if (r := read_nightly_run(p)) is not None]
     return sorted(found, key=lambda r: r.id, reverse=True)[:limit]
