@@ -14,7 +14,6 @@ is final. Logged-in clients are kept per BMC and reused by later operations of t
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import random
 import threading
@@ -26,6 +25,7 @@ from typing import Any, Generic, TypeVar
 
 from toolkit.bmc.base import BmcClient, BmcError
 from toolkit.bmc.endpoint import BmcEndpoint, BmcProtocol
+from toolkit.core.forks import fork_workers, shared_counter, shared_ints
 
 T = TypeVar("T")
 
@@ -173,19 +173,12 @@ class BmcPool:
                 groups.append([])
             groups[g].append(i)
         n = min(self.processes, len(groups))
-        ctx = multiprocessing.get_context("fork")  # fork: ``op`` is a closure and need not pickle
-        next_group = ctx.Value("q", 0)  # the next group to take, under its own lock
-        taken_by = ctx.Array("i", [-1] * len(groups), lock=False)  # which child took a group
-        children = []
-        for c in range(n):
-            reader, writer = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_child, args=(self, hosts, groups, next_group, taken_by, c, op, writer),
-                               daemon=True)
-            proc.start()
-            writer.close()
-            children.append((c, reader, proc))
+        next_group = shared_counter(0)  # the next group to take, under its own lock
+        taken_by = shared_ints([-1] * len(groups))  # which child took a group
+        # forked (core.forks): ``op`` is a closure and need not pickle
+        children = fork_workers(n, lambda c, writer: _child(self, hosts, groups, next_group, taken_by, c, op, writer))
         results: list[Outcome[T] | None] = [None] * len(hosts)
-        for c, reader, proc in children:
+        for c, (reader, proc) in enumerate(children):
             try:
                 for i, outcome in reader.recv():
                     results[i] = outcome

@@ -27,6 +27,9 @@ log = logging.getLogger("golden.run")
 _PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TERM", "TMPDIR", "USER", "LOGNAME", "VIRTUAL_ENV")
 
 TAIL_LINES = 40
+# For callers of spawn() outside core, which never import subprocess themselves.
+PIPE = subprocess.PIPE
+Process = subprocess.Popen
 
 
 def base_env(extra: Mapping[str, str] | None = None, *, inherit: bool = False) -> dict[str, str]:
