@@ -33,6 +33,7 @@ Process = subprocess.Popen
 
 
 def base_env(extra: Mapping[str, str] | None = None, *, inherit: bool = False) -> dict[str, str]:
+    """The minimal environment children get (or ours, with ``inherit``), with ``extra`` laid over it."""
     env = dict(os.environ) if inherit else {k: os.environ[k] for k in _PASSTHROUGH if k in os.environ}
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     env.setdefault("LANG", "C.UTF-8")
@@ -42,6 +43,7 @@ def base_env(extra: Mapping[str, str] | None = None, *, inherit: bool = False) -
 
 
 def which(program: str) -> str | None:
+    """The path of ``program`` on the children's PATH, or None."""
     return shutil.which(program, path=base_env()["PATH"])
 
 
@@ -55,6 +57,7 @@ def require(program: str, package: str | None = None) -> str:
 
 
 def describe(cmd: Sequence[str | os.PathLike[str]]) -> str:
+    """A command as a shell would quote it (for logs and messages)."""
     return shlex.join(str(c) for c in cmd)
 
 

@@ -24,6 +24,7 @@ from toolkit.state.db import RunRow, StepRow
 
 @dataclass(frozen=True)
 class RunSummary:
+    """One run of any kind, as ``golden runs`` lists it."""
     id: str
     kind: str  # bake | reimage | nightly
     started_at: float
@@ -58,6 +59,7 @@ def all_runs(settings: Settings, limit: int = 50, kind: str | None = None) -> li
 
 
 def bake_run(settings: Settings, run_id: str) -> BakeRunSummary | None:
+    """The bake run record ``run_id``, or None (also for an id that is not a plain name)."""
     return read_bake_run(settings.runs_dir / run_id) if "/" not in run_id and run_id not in (".", "..") else None
 
 

@@ -27,18 +27,22 @@ def _write(path: Path, text: str) -> None:
 
 @dataclass(frozen=True)
 class RunRecord:
+    """A bake's record folder: command, inputs, log, status, exit code and error."""
     path: Path
 
     @property
     def run_id(self) -> str:
+        """The run's id (its folder's name)."""
         return self.path.name
 
     @property
     def stdout(self) -> Path:
+        """The run's full log."""
         return self.path / "stdout"
 
     @classmethod
     def create(cls, runs_dir: Path, run_id: str) -> RunRecord:
+        """A new record for ``run_id`` under ``runs_dir``, status "starting"."""
         path = runs_dir / run_id
         path.mkdir(parents=True)
         rec = cls(path)
@@ -47,6 +51,7 @@ class RunRecord:
         return rec
 
     def start(self, command: str, inputs: dict[str, Any]) -> None:
+        """Record what runs and with which inputs; status "running"."""
         _write(self.path / "command", command + "\n")
         _write(self.path / "inputs.json", json.dumps(inputs, indent=2, sort_keys=True) + "\n")
         _write(self.path / "status", "running\n")
@@ -63,11 +68,13 @@ class RunRecord:
             log.warning("could not finish the run record %s: %s", self.path, exc)
 
     def status(self) -> str:
+        """The status as recorded now."""
         return (self.path / "status").read_text().strip()
 
 
 @dataclass(frozen=True)
 class BakeRunSummary:
+    """A bake run as read back from its record."""
     id: str
     started_at: float
     status: str
@@ -102,6 +109,7 @@ def list_bake_runs(runs_dir: Path, limit: int = 50) -> list[BakeRunSummary]:
 
 @dataclass(frozen=True)
 class NightlyRunSummary:
+    """A nightly run as read back from its record."""
     id: str
     started_at: float
     status: str
@@ -110,6 +118,7 @@ class NightlyRunSummary:
 
 
 def read_nightly_run(path: Path) -> NightlyRunSummary | None:
+    """A nightly run's record, or None when ``path`` is not one."""
     rid = parse_run_id(path.name)
     if rid is None or rid.kind != "nightly" or rid.subject or not path.is_dir():
         return None
@@ -128,6 +137,7 @@ def read_nightly_run(path: Path) -> NightlyRunSummary | None:
 
 
 def list_nightly_runs(runs_dir: Path, limit: int = 50) -> list[NightlyRunSummary]:
+    """The newest nightly runs first."""
     if not runs_dir.is_dir():
         return []
     found = [r for p in runs_dir.iterdir() if (r := read_nightly_run(p)) is not None]

@@ -53,11 +53,13 @@ class GrantRow:
     key_id: str
 
     def active(self, now: float) -> bool:
+        """True until the grant expires."""
         return now < self.expires_at
 
 
 @dataclass(frozen=True)
 class AuditRow:
+    """One audit log entry: who did what to which subject, when and why."""
     id: int
     at: float
     user: str
@@ -80,6 +82,7 @@ class Access(Room):
         return cur.rowcount == 1
 
     def list_logins(self, host: str | None = None, limit: int = 500) -> list[LoginRow]:
+        """Reported logins, newest first, of one host or all."""
         if host is None:
             rows = self._c.execute("SELECT * FROM host_logins ORDER BY id DESC LIMIT ?", (limit,))
         else:
@@ -95,10 +98,12 @@ class Access(Room):
         return cur.rowcount == 1
 
     def get_taint(self, host: str) -> TaintRow | None:
+        """The host's taint, or None when it is trusted."""
         r = self._c.execute("SELECT * FROM host_taints WHERE host = ?", (host,)).fetchone()
         return TaintRow(r["host"], r["at"], r["build_id"], r["source"], r["reason"]) if r else None
 
     def list_taints(self) -> list[TaintRow]:
+        """Every tainted host, by name."""
         rows = self._c.execute("SELECT * FROM host_taints ORDER BY host").fetchall()
         return [TaintRow(r["host"], r["at"], r["build_id"], r["source"], r["reason"]) for r in rows]
 
@@ -119,13 +124,16 @@ class Access(Room):
         return int(cur.fetchone()["id"])
 
     def set_grant_key_id(self, serial: int, key_id: str) -> None:
+        """Record the signed certificate's key id on grant ``serial``."""
         self._c.execute("UPDATE breakglass_grants SET key_id = ? WHERE id = ?", (key_id, serial))
 
     def get_grant(self, serial: int) -> GrantRow | None:
+        """Grant ``serial``, or None."""
         r = self._c.execute("SELECT * FROM breakglass_grants WHERE id = ?", (serial,)).fetchone()
         return _grant(r) if r else None
 
     def list_grants(self, host: str | None = None, limit: int = 500) -> list[GrantRow]:
+        """Break-glass grants, newest first, of one host or all."""
         if host is None:
             rows = self._c.execute("SELECT * FROM breakglass_grants ORDER BY id DESC LIMIT ?", (limit,))
         else:
@@ -134,11 +142,13 @@ class Access(Room):
         return [_grant(r) for r in rows.fetchall()]
 
     def add_audit(self, at: float, user: str, action: str, subject: str, reason: str = "", detail: str = "") -> int:
+        """Append an audit entry; returns its id."""
         cur = self._c.execute("INSERT INTO audit_log (at, \"user\", action, subject, reason, detail) "
                               "VALUES (?, ?, ?, ?, ?, ?) RETURNING id", (at, user, action, subject, reason, detail))
         return int(cur.fetchone()["id"])
 
     def list_audit(self, subject: str | None = None, limit: int = 200) -> list[AuditRow]:
+        """Audit entries, newest first, of one subject or all."""
         if subject is None:
             rows = self._c.execute("SELECT * FROM audit_log ORDER BY id DESC LIMIT ?", (limit,))
         else:

@@ -10,6 +10,7 @@ from toolkit.state.room import Room
 
 @dataclass(frozen=True)
 class BootEventRow:
+    """One boot event (a script served, a report accepted or refused, ...), in feed order by ``id``."""
     id: int
     at: float
     kind: str
@@ -49,6 +50,7 @@ class AttemptRow:
     disarmed_at: float | None
 
     def active(self, now: float) -> bool:
+        """True while the attempt is armed and not expired."""
         return self.disarmed_at is None and now < self.expires_at
 
 
@@ -65,12 +67,14 @@ class Boots(Room):
     # Boot events: an append-only feed a rollout can follow by id.
     def add_event(self, kind: str, at: float, mac: str | None = None, host: str | None = None,
                   build_id: str | None = None, detail: str = "") -> int:
+        """Append a boot event; returns its id (the feed's cursor)."""
         cur = self._c.execute(
             "INSERT INTO boot_events (at, kind, mac, host, build_id, detail) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
             (at, kind, mac, host, build_id, detail))
         return int(cur.fetchone()["id"])
 
     def events_after(self, after_id: int, kinds: Sequence[str] | None = None, limit: int = 1000) -> list[BootEventRow]:
+        """Boot events after ``after_id``, oldest first, optionally of some kinds only."""
         q = "SELECT * FROM boot_events WHERE id > ?"
         params: list[object] = [after_id]
         if kinds:
@@ -86,6 +90,7 @@ class Boots(Room):
         return int(r["last_id"])
 
     def insert_token(self, row: TokenRow) -> None:
+        """Record a boot token as issued."""
         self._c.execute(
             "INSERT INTO boot_tokens (nonce, mac, host, build_id, attempt, issued_at, issued_to, used_at, source) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -93,6 +98,7 @@ class Boots(Room):
              row.source))
 
     def get_token(self, nonce: str) -> TokenRow | None:
+        """The token issued with ``nonce``, or None."""
         r = self._c.execute("SELECT * FROM boot_tokens WHERE nonce = ?", (nonce,)).fetchone()
         return TokenRow(r["nonce"], r["mac"], r["host"], r["build_id"], r["attempt"], r["issued_at"],
                         r["issued_to"], r["used_at"], r["source"]) if r else None
@@ -103,6 +109,7 @@ class Boots(Room):
         return cur.rowcount == 1
 
     def arm_attempt(self, host: str, attempt: str, build_id: str, at: float, expires_at: float) -> None:
+        """Arm a reimage attempt on ``host`` (replacing any earlier one) until ``expires_at``."""
         self._c.execute(
             "INSERT INTO boot_attempts (host, attempt, build_id, armed_at, expires_at) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (host) DO UPDATE SET attempt = excluded.attempt, build_id = excluded.build_id, "
@@ -111,6 +118,7 @@ class Boots(Room):
             (host, attempt, build_id, at, expires_at))
 
     def get_attempt(self, host: str) -> AttemptRow | None:
+        """The attempt armed on ``host``, or None."""
         r = self._c.execute("SELECT * FROM boot_attempts WHERE host = ?", (host,)).fetchone()
         return AttemptRow(r["host"], r["attempt"], r["build_id"], r["armed_at"], r["expires_at"], r["fetches"],
                           r["fetched_from"], r["contested_at"], r["disarmed_at"]) if r else None
@@ -126,10 +134,12 @@ class Boots(Room):
         return int(r["fetches"]) if r else 0
 
     def contest_attempt(self, host: str, attempt: str, at: float) -> None:
+        """Mark the attempt contested (a second boot-script fetch); the first time counts."""
         self._c.execute("UPDATE boot_attempts SET contested_at = COALESCE(contested_at, ?) "
                         "WHERE host = ? AND attempt = ?", (at, host, attempt))
 
     def disarm_attempt(self, host: str, attempt: str, at: float) -> None:
+        """End the attempt; the first time counts."""
         self._c.execute("UPDATE boot_attempts SET disarmed_at = COALESCE(disarmed_at, ?) "
                         "WHERE host = ? AND attempt = ?", (at, host, attempt))
 
@@ -159,6 +169,7 @@ class Boots(Room):
         return max(cur.rowcount, 0)
 
     def prune_unknown_machines(self, last_seen_before: float, limit: int) -> int:
+        """Delete unknown machines last seen before ``last_seen_before``; how many."""
         cur = self._c.execute(
             "DELETE FROM unknown_machines WHERE mac IN (SELECT mac FROM unknown_machines WHERE last_seen < ? "
             "LIMIT ?)", (last_seen_before, limit))

@@ -10,6 +10,7 @@ from toolkit.state.room import Room
 
 @dataclass(frozen=True)
 class ChannelRow:
+    """A channel of an image and the build it points at."""
     image: str
     channel: str
     build_id: str
@@ -18,6 +19,7 @@ class ChannelRow:
 
 @dataclass(frozen=True)
 class HistoryRow:
+    """One channel change (publish, promote, rollback): from which build to which, by whom, why."""
     id: int
     image: str
     channel: str
@@ -34,10 +36,12 @@ class Channels(Room):
     """Queries on channels, their history and the promotion gates."""
 
     def get_channel(self, image: str, channel: str) -> ChannelRow | None:
+        """The channel's row, or None when it points nowhere yet."""
         r = self._c.execute("SELECT * FROM channels WHERE image = ? AND channel = ?", (image, channel)).fetchone()
         return ChannelRow(r["image"], r["channel"], r["build_id"], r["updated_at"]) if r else None
 
     def list_channels(self, image: str | None = None) -> list[ChannelRow]:
+        """Every channel, of one image or all."""
         if image is None:
             rows = self._c.execute("SELECT * FROM channels ORDER BY image, channel").fetchall()
         else:
@@ -45,6 +49,7 @@ class Channels(Room):
         return [ChannelRow(r["image"], r["channel"], r["build_id"], r["updated_at"]) for r in rows]
 
     def set_channel(self, image: str, channel: str, build_id: str, at: float) -> None:
+        """Point the channel at ``build_id``."""
         self._c.execute(
             "INSERT INTO channels (image, channel, build_id, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (image, channel) DO UPDATE SET build_id = excluded.build_id, updated_at = excluded.updated_at",
@@ -53,6 +58,7 @@ class Channels(Room):
 
     def append_history(self, image: str, channel: str, action: str, from_build: str | None, to_build: str,
                        user: str, at: float, reason: str, forced: bool) -> int:
+        """Record a channel change; returns its id."""
         cur = self._c.execute(
             "INSERT INTO channel_history (image, channel, action, from_build, to_build, \"user\", at, reason, forced) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
@@ -61,6 +67,7 @@ class Channels(Room):
         return int(cur.fetchone()["id"])
 
     def history(self, image: str | None = None, channel: str | None = None) -> list[HistoryRow]:
+        """Channel changes in order, filtered by image and channel."""
         q, params = "SELECT * FROM channel_history WHERE 1 = 1", []
         if image is not None:
             q += " AND image = ?"
@@ -71,12 +78,14 @@ class Channels(Room):
         return [_history(r) for r in self._c.execute(q + " ORDER BY id", params).fetchall()]
 
     def record_gate(self, image: str, build_id: str, gate: str, passed: bool, at: float, detail: str = "") -> None:
+        """Record whether ``gate`` passed for the build (the latest result wins)."""
         self._c.execute(
             "INSERT INTO build_gates (image, build_id, gate, passed, at, detail) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (image, build_id, gate) DO UPDATE SET passed = excluded.passed, at = excluded.at, "
             "detail = excluded.detail", (image, build_id, gate, int(passed), at, detail))
 
     def gate_passed(self, image: str, build_id: str, gate: str) -> bool:
+        """True when ``gate`` last passed for the build."""
         r = self._c.execute("SELECT passed AS passed FROM build_gates WHERE image = ? AND build_id = ? AND gate = ?",
                             (image, build_id, gate)).fetchone()
         return bool(r and r["passed"])

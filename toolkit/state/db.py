@@ -87,7 +87,8 @@ class StateDB(ABC):
         """What messages name: a file path, or a URL with its password redacted."""
 
     @abstractmethod
-    def write(self) -> AbstractContextManager[Repo]: ...
+    def write(self) -> AbstractContextManager[Repo]:
+        """A write transaction holding the database's write lock from its first statement."""
 
     def write_rows(self) -> AbstractContextManager[Repo]:
         """A write transaction for the boot hot path whose statements are each atomic on the rows they
@@ -98,13 +99,16 @@ class StateDB(ABC):
         return self.write()
 
     @abstractmethod
-    def read(self) -> AbstractContextManager[Repo]: ...
+    def read(self) -> AbstractContextManager[Repo]:
+        """A consistent snapshot for reading."""
 
     @abstractmethod
-    def migrate(self, migrations: Sequence[Migration] = MIGRATIONS) -> list[str]: ...
+    def migrate(self, migrations: Sequence[Migration] = MIGRATIONS) -> list[str]:
+        """Apply the migrations not applied yet; return their names."""
 
     @abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Close the connections."""
 
 
 class SQLiteStateDB(StateDB):
@@ -126,6 +130,7 @@ class SQLiteStateDB(StateDB):
 
     @property
     def where(self) -> str:
+        """The database file's path."""
         return str(self.path)
 
     def _conn(self) -> sqlite3.Connection:
@@ -158,6 +163,7 @@ class SQLiteStateDB(StateDB):
         return self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
 
     def close(self) -> None:
+        """Close this thread's connection."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()

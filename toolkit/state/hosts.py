@@ -11,6 +11,7 @@ from toolkit.state.room import Room
 
 @dataclass(frozen=True)
 class HostRow:
+    """A host's state: desired, served and observed build, its last report and drift."""
     name: str
     mac: str
     desired_image: str | None
@@ -31,6 +32,7 @@ class HostRow:
 
 @dataclass(frozen=True)
 class UnknownMachineRow:
+    """A MAC that asked for a boot script without being in the inventory."""
     mac: str
     first_seen: float
     last_seen: float
@@ -73,14 +75,17 @@ class Hosts(Room):
     """Queries on hosts, their drift paths and unknown machines."""
 
     def get_host(self, name: str) -> HostRow | None:
+        """The host named ``name``, or None."""
         r = self._c.execute("SELECT * FROM hosts WHERE name = ?", (name,)).fetchone()
         return _host(r) if r else None
 
     def get_host_by_mac(self, mac: str) -> HostRow | None:
+        """The host with ``mac``, or None."""
         r = self._c.execute("SELECT * FROM hosts WHERE mac = ?", (mac,)).fetchone()
         return _host(r) if r else None
 
     def list_hosts(self) -> list[HostRow]:
+        """Every host, by name."""
         return [_host(r) for r in self._c.execute("SELECT * FROM hosts ORDER BY name").fetchall()]
 
     def ensure_host(self, name: str, mac: str) -> HostRow:
@@ -95,13 +100,16 @@ class Hosts(Room):
         return _host(r)
 
     def set_desired(self, name: str, image: str | None, build_id: str | None, at: float) -> None:
+        """Set the build the host should run (None: none)."""
         self._c.execute("UPDATE hosts SET desired_image = ?, desired_build = ?, desired_at = ? WHERE name = ?",
                         (image, build_id, at, name))
 
     def set_served(self, name: str, build_id: str, at: float) -> None:
+        """Record the build last served to the host."""
         self._c.execute("UPDATE hosts SET served_build = ?, served_at = ? WHERE name = ?", (build_id, at, name))
 
     def set_observed(self, name: str, report: ObservedReport, at: float) -> None:
+        """Set what the host's report says it runs; ``observed_since`` moves only with the build."""
         self._c.execute(
             "UPDATE hosts SET "
             "observed_since = CASE WHEN observed_build IS NOT DISTINCT FROM ? THEN observed_since ELSE ? END, "
@@ -112,6 +120,7 @@ class Hosts(Room):
         )
 
     def delete_host(self, name: str) -> None:
+        """Forget the host."""
         self._c.execute("DELETE FROM hosts WHERE name = ?", (name,))
 
     def record_drift(self, host: str, build_id: str, kinds: dict[str, str], at: float) -> None:
@@ -129,6 +138,7 @@ class Hosts(Room):
             [(host, p, k, build_id, at, at) for p, k in sorted(kinds.items())])
 
     def list_drift(self, host: str | None = None) -> list[DriftRow]:
+        """Drifted paths, of one host or all."""
         if host is None:
             rows = self._c.execute("SELECT * FROM drift_paths ORDER BY host, path")
         else:
@@ -137,6 +147,7 @@ class Hosts(Room):
                 for r in rows.fetchall()]
 
     def record_unknown(self, mac: str, at: float, remote_addr: str | None) -> None:
+        """Count one boot-script request from an unknown MAC."""
         self._c.execute(
             "INSERT INTO unknown_machines (mac, first_seen, last_seen, seen_count, remote_addr) VALUES (?, ?, ?, 1, ?) "
             "ON CONFLICT (mac) DO UPDATE SET last_seen = excluded.last_seen, "
@@ -145,6 +156,7 @@ class Hosts(Room):
         )
 
     def list_unknown(self) -> list[UnknownMachineRow]:
+        """Unknown machines, most recently seen first."""
         rows = self._c.execute("SELECT * FROM unknown_machines ORDER BY last_seen DESC").fetchall()
         return [UnknownMachineRow(r["mac"], r["first_seen"], r["last_seen"], r["seen_count"], r["remote_addr"])
                 for r in rows]

@@ -23,6 +23,7 @@ class Leases(Room):
     """Queries on host leases."""
 
     def get_leases(self, hosts: Sequence[str]) -> list[LeaseRow]:
+        """The leases held on ``hosts``, by host."""
         if not hosts:
             return []
         marks = ", ".join("?" for _ in hosts)  # placeholders only: the names travel as parameters
@@ -31,6 +32,7 @@ class Leases(Room):
         return [LeaseRow(r["host"], r["run_id"], r["holder"], r["acquired_at"], r["expires_at"]) for r in rows]
 
     def put_leases(self, hosts: Sequence[str], run_id: str, holder: str, at: float, expires_at: float) -> None:
+        """Lease ``hosts`` to ``holder`` for run ``run_id`` until ``expires_at`` (replacing any lease)."""
         self._c.executemany(
             "INSERT INTO host_leases (host, run_id, holder, acquired_at, expires_at) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (host) DO UPDATE SET run_id = excluded.run_id, holder = excluded.holder, "
@@ -43,4 +45,5 @@ class Leases(Room):
         return int(cur.rowcount)
 
     def release_leases(self, holder: str) -> None:
+        """Drop every lease ``holder`` has."""
         self._c.execute("DELETE FROM host_leases WHERE holder = ?", (holder,))

@@ -9,9 +9,11 @@ from typing import Any, Protocol
 class Connection(Protocol):
     """What ``Repo`` needs of a connection: ``execute`` with ``?`` placeholders, rows readable by column name."""
 
-    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Any: ...
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Any:
+        """Run one statement with ``?`` placeholders; a cursor."""
 
-    def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any]], /) -> Any: ...
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any]], /) -> Any:
+        """Run one statement for each parameter tuple."""
 
 
 class Room:

@@ -59,6 +59,7 @@ class Runs(Room):
 
     def create_run(self, run_id: str, at: float, user: str, pattern: str, image: str, target_build: str,
                    plan: dict[str, Any], status: str) -> None:
+        """Record a new reimage run with its plan."""
         self._c.execute(
             "INSERT INTO reimage_runs (id, created_at, updated_at, \"user\", pattern, image, target_build, plan, "
             "status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -66,6 +67,7 @@ class Runs(Room):
         )
 
     def set_run_status(self, run_id: str, status: str, summary: str, at: float) -> None:
+        """Set the run's status and summary."""
         self._c.execute("UPDATE reimage_runs SET status = ?, summary = ?, updated_at = ? WHERE id = ?",
                         (status, summary, at, run_id))
 
@@ -83,10 +85,12 @@ class Runs(Room):
         return ids
 
     def get_run(self, run_id: str) -> RunRow | None:
+        """Reimage run ``run_id``, or None."""
         r = self._c.execute("SELECT * FROM reimage_runs WHERE id = ?", (run_id,)).fetchone()
         return _run(r) if r else None
 
     def list_runs(self, limit: int = 50) -> list[RunRow]:
+        """The newest reimage runs first."""
         rows = self._c.execute("SELECT * FROM reimage_runs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
         return [_run(r) for r in rows]
 
@@ -98,6 +102,7 @@ class Runs(Room):
         return {r["host"]: r["phase"] for r in rows}
 
     def run_steps(self, run_id: str, host: str | None = None) -> list[StepRow]:
+        """The run's journal in order, of one host or all."""
         if host is None:
             rows = self._c.execute("SELECT * FROM reimage_steps WHERE run_id = ? ORDER BY id", (run_id,))
         else:

@@ -19,10 +19,12 @@ class Tables(Room):
                         "ON CONFLICT (name) DO NOTHING", (name, value, at))
 
     def get_secret(self, name: str) -> str | None:
+        """The shared secret ``name``, or None."""
         r = self._c.execute("SELECT value FROM shared_secrets WHERE name = ?", (name,)).fetchone()
         return str(r["value"]) if r else None
 
     def nonempty_tables(self) -> list[str]:
+        """The golden tables that hold any row."""
         return [t for t in TABLES
                 if self._c.execute(f"SELECT EXISTS (SELECT 1 FROM {_table(t)}) AS present")  # noqa: S608
                 .fetchone()["present"]]

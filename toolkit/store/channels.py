@@ -37,6 +37,7 @@ class ChannelError(InputError):
 
 @dataclass(frozen=True)
 class ChannelChange:
+    """A planned channel change: which channel, from which build to which, by whom and why."""
     image: str
     channel: str
     action: str  # publish | promote | rollback
@@ -48,11 +49,13 @@ class ChannelChange:
 
     @property
     def changed(self) -> bool:
+        """True when the channel would point elsewhere."""
         return self.from_build != self.to_build
 
 
 @dataclass(frozen=True)
 class ChangeResult:
+    """A channel change as carried out."""
     change: ChannelChange
     applied: bool  # False when the channel already pointed at the build (nothing recorded)
     history_id: int | None
@@ -65,6 +68,7 @@ def current_user() -> str:
 
 
 def check_name(kind: str, value: str) -> str:
+    """``value``; ChannelError unless it is a valid image or channel name."""
     if not NAME_RE.match(value):
         raise ChannelError(f"{kind} {value!r} is not a valid name (lowercase letters, digits, '-' and '_')")
     return value
@@ -87,6 +91,7 @@ def rollback_stack(history: Sequence[HistoryRow]) -> list[str]:
 
 
 def rollback_target(history: Sequence[HistoryRow]) -> str | None:
+    """The build before the channel's current one, or None."""
     stack = rollback_stack(history)
     return stack[-2] if len(stack) >= 2 else None
 
@@ -128,6 +133,7 @@ def plan_publish(image: str, channel: str, build: Build, current: str | None, us
 
 def plan_promote(image: str, src: str, dst: str, source_build: Build | None, current: str | None, user: str,
                  force: bool = False, reason: str = "") -> ChannelChange:
+    """The change that moves ``src``'s build to ``dst``; ChannelError when it may not."""
     if src == dst:
         raise ChannelError(f"--from and --to are both {src!r}; promote moves a build between two channels")
     if source_build is None:
@@ -139,6 +145,7 @@ def plan_promote(image: str, src: str, dst: str, source_build: Build | None, cur
 
 def plan_rollback(image: str, channel: str, history: Sequence[HistoryRow], current: str | None,
                   user: str, reason: str = "") -> ChannelChange:
+    """The change that puts the channel back on its previous build; ChannelError when there is none."""
     if current is None:
         raise ChannelError(f"channel {image}@{channel} points at no build; there is nothing to roll back")
     target = rollback_target(history)
@@ -230,6 +237,7 @@ def promote(db: StateDB, store: Store, image: str, src: str, dst: str, *, force:
 
 def rollback(db: StateDB, store: Store, image: str, channel: str, *, reason: str = "",
              user: str | None = None) -> ChangeResult:
+    """Put the channel back on its previous build, recorded in its history."""
     check_name("image", image)
     check_name("channel", channel)
     who = user or current_user()
@@ -243,11 +251,13 @@ def rollback(db: StateDB, store: Store, image: str, channel: str, *, reason: str
 
 
 def history(db: StateDB, image: str | None = None, channel: str | None = None) -> list[HistoryRow]:
+    """Channel changes in order, filtered by image and channel."""
     with db.read() as repo:
         return repo.history(image, channel)
 
 
 def channel_build(db: StateDB, image: str, channel: str) -> str | None:
+    """The build the channel points at, or None."""
     with db.read() as repo:
         return _current(repo, image, channel)
 
