@@ -60,11 +60,13 @@ class Attempt:
         self._succeeded = False
 
     def set_phase(self, phase: str) -> None:
+        """Say where the attempt stands (the progress line, and an interrupt's message)."""
         self.phase = phase
         if self.progress:
             self.progress.phase(phase)
 
     def succeeded(self) -> None:
+        """Mark the attempt a success: leaving the ``with`` keeps what it made."""
         self._succeeded, self.rc = True, 0
 
     def __enter__(self) -> Attempt:

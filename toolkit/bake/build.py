@@ -25,6 +25,7 @@ log = logging.getLogger("golden.bake")
 
 
 def make_plan(settings: Settings, spec: ImageSpec, store: Store, refresh: bool, rebuild: str = "") -> BakePlan:
+    """The bake plan of ``spec`` with this machine's DIB and the image's snapshot stamp."""
     stamp = snapshot_stamp(store.snapshot(spec.name), refresh)
     return plan_bake(spec, settings.roles_dir, dib_version(), stamp, refresh=refresh,
                      project_elements=settings.project / "elements", rebuild=rebuild)

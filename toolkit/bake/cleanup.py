@@ -24,6 +24,7 @@ def _inside(path: str, prefix: str) -> bool:
 
 
 def chroot_processes(prefix: Path, proc: Path = Path("/proc")) -> list[int]:
+    """PIDs of processes whose root is at or below ``prefix``."""
     pre = str(prefix.resolve())
     pids = []
     for entry in proc.iterdir():
@@ -39,6 +40,7 @@ def chroot_processes(prefix: Path, proc: Path = Path("/proc")) -> list[int]:
 
 
 def loop_devices(prefix: Path, sys_block: Path = Path("/sys/block")) -> list[str]:
+    """Loop devices whose backing file is at or below ``prefix``."""
     pre = str(prefix.resolve())
     found = []
     for backing in sys_block.glob("loop*/loop/backing_file"):

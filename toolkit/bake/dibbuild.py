@@ -88,6 +88,7 @@ def _configured_mirror(value: str | None, key: str, env: str) -> str | None:
 
 
 def resolve_mirrors(spec: ImageSpec, settings: Settings) -> Mirrors:
+    """The spec's mirrors, else golden.yaml's or the environment's, else the build host's."""
     main = spec.base.mirror or _configured_mirror(settings.mirror, "mirror", "GOLDEN_MIRROR")
     security = spec.base.security_mirror or _configured_mirror(
         settings.security_mirror, "security_mirror", "GOLDEN_SECURITY_MIRROR")
@@ -108,6 +109,7 @@ class DibBuilder:
         self.running = False  # from DIB's start on, command and file-system failures name its step
 
     def produce(self, attempt: Attempt) -> Outputs:
+        """Run DIB (from the cached pre-role root when there is one) and squash its root."""
         settings, plan, watch = self.settings, self.plan, self.watch
         watch.on_phase = attempt.set_phase
         attempt.cleanup.callback(_prune_root_cache, settings)

@@ -70,6 +70,7 @@ class PackerStepError(CommandError):
 
 
 def options(settings: Settings) -> PackerOptions:
+    """The packer options of golden.yaml and the environment."""
     return packer_options(settings.extra.get("packer"), dict(os.environ), which("packer"))
 
 
@@ -223,6 +224,7 @@ def _checks_with_dev_and_proc(checks: list[Any], root: Path) -> list[Any]:
 
 
 def installed_packages(root: Path) -> dict[str, str]:
+    """``{package: version}`` of the packages installed in ``root``."""
     fmt = "${binary:Package}\\t${Version}\\t${db:Status-Abbrev}\\n"
     res = run(["dpkg-query", f"--admindir={root / 'var/lib/dpkg'}", "--show", f"--showformat={fmt}"],
               capture=True, what="listing the image's packages")
@@ -263,9 +265,11 @@ class PackerBuilder:
 
     @property
     def phase(self) -> str:
+        """Where the bake stands."""
         return self.attempt.phase if self.attempt else "starting"
 
     def set_phase(self, phase: str) -> None:
+        """Say where the bake stands."""
         if self.attempt:
             self.attempt.set_phase(phase)
 
@@ -275,6 +279,7 @@ class PackerBuilder:
             self.set_phase(phase)
 
     def produce(self, attempt: Attempt) -> Outputs:
+        """Boot the parent's root, run the roles, seal and squash it."""
         self.attempt = attempt
         attempt.cleanup.callback(self._remove_tmp)
         paths = PackerPaths(attempt.staged / "work")

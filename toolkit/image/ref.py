@@ -24,6 +24,7 @@ class ImageRefError(InputError):
 
 @dataclass(frozen=True)
 class ImageRef:
+    """A parsed ``name@channel`` or ``name@build-id``."""
     image: str
     ref: str  # a channel name or a build id
 

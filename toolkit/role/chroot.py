@@ -61,6 +61,7 @@ def cache_dir() -> Path:
 
 
 def chroot_inputs(release: str = RELEASE) -> dict[str, object]:
+    """What the cached role-test chroot depends on."""
     return {
         "version": VERSION,
         "release": release,
@@ -70,6 +71,7 @@ def chroot_inputs(release: str = RELEASE) -> dict[str, object]:
 
 
 def chroot_key(inputs: dict[str, object]) -> str:
+    """The cache key of ``inputs``."""
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -124,6 +126,7 @@ def ensure_chroot(release: str = RELEASE) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m toolkit.role.chroot``: ensure or remove the cached chroot."""
     parser = argparse.ArgumentParser(prog="python -m toolkit.role.chroot")
     sub = parser.add_subparsers(dest="step", required=True)
     ensure = sub.add_parser("ensure", help="print the cached chroot's path, building it first if needed")
