@@ -32,6 +32,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """How often and how long to retry a BMC command that got no answer (exponential backoff with jitter)."""
     attempts: int = 4
     base_delay: float = 0.5
     max_delay: float = 8.0
@@ -44,6 +45,7 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class Outcome(Generic[T]):
+    """One host's result of a pooled BMC operation: its value, or the error's type and message."""
     host: str
     ok: bool
     value: T | None = None
@@ -54,6 +56,7 @@ class Outcome(Generic[T]):
 
 
 def default_client_factory(endpoint: BmcEndpoint) -> BmcClient:
+    """An IPMI or Redfish client for the endpoint."""
     if endpoint.protocol == BmcProtocol.REDFISH:
         from toolkit.bmc.redfish import RedfishClient
 
@@ -83,6 +86,7 @@ class _BmcSlot:
 
 
 class BmcPool:
+    """Runs BMC operations over many hosts: threads (or forked processes), per-BMC limits, sessions reused, retries."""
     def __init__(
         self,
         *,
@@ -195,6 +199,7 @@ class BmcPool:
                 for i, r in enumerate(results)]
 
     def close(self) -> None:
+        """Close every cached session."""
         with self._lock:
             slots = list(self._slots.values())
             self._slots.clear()

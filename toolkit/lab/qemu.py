@@ -32,6 +32,7 @@ FIRMWARES = ("bios", "uefi")
 
 @dataclass(frozen=True)
 class VmSpec:
+    """A QEMU machine to start: name, MAC, serial log, memory and network."""
     name: str
     mac: str
     serial_log: Path

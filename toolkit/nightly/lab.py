@@ -35,6 +35,7 @@ class LabBootError(LabError):
 
 @dataclass(frozen=True)
 class BootTest:
+    """A lab boot test's result: passed or not, its reimage run and what it said."""
     passed: bool
     run_id: str
     detail: str
@@ -61,6 +62,7 @@ def _child_env(settings: Settings) -> dict[str, str]:
 
 @dataclass
 class NightlyLab:
+    """The lab a nightly boots its builds in, with its own boot server."""
     settings: Settings
     nodes: int = 1
     memory_mb: int = 2048
@@ -139,6 +141,7 @@ class NightlyLab:
                         + (f" ({'; '.join(why)})" if why else ""), excerpt, seconds)
 
     def stop(self) -> None:
+        """Stop the nightly's boot server."""
         if self._serve is not None:
             kill_group(self._serve)
             self._serve = None

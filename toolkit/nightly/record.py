@@ -14,10 +14,12 @@ from toolkit.runs.record import NightlyRunSummary, list_nightly_runs
 
 
 def new_nightly_run_id() -> str:
+    """A fresh nightly run id."""
     return new_run_id("nightly")
 
 
 def start_record(runs_dir: Path, run_id: str) -> Path:
+    """Create the run's record folder, status "running"."""
     path = runs_dir / run_id
     path.mkdir(parents=True)
     atomic_write(path / "status", "running\n", fsync=False)
@@ -25,6 +27,7 @@ def start_record(runs_dir: Path, run_id: str) -> Path:
 
 
 def write_report(path: Path, report: NightlyReport) -> None:
+    """Write the report as JSON, Markdown and HTML, then the final status."""
     atomic_write(path / "report.json", to_json(report), fsync=False)
     atomic_write(path / "report.md", render_markdown(report), fsync=False)
     atomic_write(path / "report.html", render_html(report), fsync=False)
