@@ -95,8 +95,9 @@ def golden_bake(env: dict[str, str], image: str, *, force: bool = False) -> dict
 def plain_dib(project: Path, home: Path, image: str) -> dict[str, Any]:
     """Run disk-image-create exactly as the bake would, without anything golden does around it."""
     from toolkit.bake import cleanup
-    from toolkit.bake.build import _prepare_cache, _write_hook_plan, make_plan, resolve_mirrors
+    from toolkit.bake.build import make_plan
     from toolkit.bake.dib import BakePaths, dib_command
+    from toolkit.bake.dibbuild import _prepare_cache, _write_hook_plan, resolve_mirrors
     from toolkit.core.config import load_settings
     from toolkit.image.spec import load_image
     from toolkit.store.artifacts import Store
@@ -281,7 +282,7 @@ def plain_packer(home: Path, build_path: Path) -> dict[str, Any]:
     from toolkit.bake import cleanup
     from toolkit.bake.packer import PackerPaths
     from toolkit.bake.packerbuild import make_key, prepare_disk
-    from toolkit.bake.record import RunRecord
+    from toolkit.runs.record import RunRecord
     from toolkit.store.artifacts import Store
 
     store = Store(home / "store")

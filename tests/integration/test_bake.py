@@ -21,8 +21,9 @@ import pytest
 
 from tests.fixtures.bake import bake_home
 from tests.fixtures.common import ROOT
+from toolkit.core.mounts import mounts_under
 from toolkit.image.spec import load_image
-from toolkit.store.artifacts import Store, mounts_under
+from toolkit.store.artifacts import Store
 
 pytestmark = pytest.mark.integration
 

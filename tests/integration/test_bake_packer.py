@@ -23,7 +23,8 @@ import pytest
 from tests.fixtures.bake import bake_home, packer_project
 from tests.fixtures.common import ROOT
 from toolkit.bake.packer import AUTHORIZED_KEY, NETWORK_UNIT, SSHD_DROPIN
-from toolkit.store.artifacts import Build, Store, mounts_under
+from toolkit.core.mounts import mounts_under
+from toolkit.store.artifacts import Build, Store
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 

@@ -140,13 +140,16 @@ def test_role_only_rebake_equals_a_full_bake(tmp_path, baked_base):
         # The fixture's root is not cached on this machine (pruned, or baked elsewhere): capture it.
         first = _bake(project, home_a, "--force")
         assert first["pre_role_root"] is None
+        captured = json.loads((home_a / "runs" / first["run_id"] / "inputs.json").read_text())["pre_role_root"]
+        assert captured["restored"] is False and cache.path(captured["key"]).is_file(), captured
+        fixture_key = captured["key"]
     template = project / "roles" / "hardening" / "templates" / "golden-hardening.conf.j2"
     template.write_text(template.read_text() + "# a role-only change\n")
 
     fast = _bake(project, home_a)
     assert fast["cache_hit"] is False and fast["pre_role_root"], fast
     key = fast["pre_role_root"]
-    assert fixture_key in (None, key)
+    assert key == fixture_key  # a role-only change keeps the pre-role key: the root captured above
     record = home_a / "runs" / fast["run_id"]
     assert json.loads((record / "inputs.json").read_text())["pre_role_root"] == {"key": key, "restored": True}
     log = (record / "stdout").read_text(errors="replace")

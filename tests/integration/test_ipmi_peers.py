@@ -11,7 +11,7 @@ import pytest
 
 from tests.fixtures.common import free_port
 from tests.fixtures.lab import GoldenRunner
-from toolkit.bmc.base import BmcCommandError, BmcUnsupportedError, BootDevice, PowerAction
+from toolkit.bmc.base import BmcCommandError, BmcUnreachableError, BmcUnsupportedError, BootDevice, PowerAction
 from toolkit.bmc.endpoint import BmcEndpoint
 from toolkit.bmc.ipmi import IpmiClient
 from toolkit.core.run import kill_group, require, spawn
@@ -110,7 +110,7 @@ def test_our_client_drives_ipmi_sim(tmp_path: Path) -> None:
                 candidate = IpmiClient(host)
                 candidate.get_power()
                 client = candidate
-            except Exception:
+            except BmcUnreachableError:  # ipmi_sim not listening yet; any other error is a real one
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.bake.aptsources import AptSource
-from toolkit.bake.build import _log_tail, _Watch, parse_dpkg_manifest, resolve_mirrors
+from toolkit.bake.dibbuild import _log_tail, _Watch, parse_dpkg_manifest, resolve_mirrors
 from toolkit.core.config import Settings
 from toolkit.core.errors import BakeError, InputError
 from toolkit.image.spec import ImageSpec
@@ -80,7 +80,7 @@ def test_tail_drops_environment_tracing(tmp_path):
 
 
 def test_watch_tracks_phases_and_first_failure():
-    w = _Watch(progress=None)
+    w = _Watch()
     w.on_line("2026-11-26 21:22:49.923 | dib-run-parts Running /x/hooks/root.d/08-debootstrap")
     assert w.phase == "root.d/08-debootstrap" and not w.past("root.d/08-debootstrap")
     w.on_line("dib-run-parts Running /x/hooks/root.d/10-next")
@@ -112,7 +112,7 @@ def test_concurrent_bakes_get_different_apt_cache_slots(tmp_path):
     """apt locks its archive folder: two bakes must never bind-mount the same one."""
     import os
 
-    from toolkit.bake.build import _lease_apt_slot
+    from toolkit.bake.dibbuild import _lease_apt_slot
 
     first, fd1 = _lease_apt_slot(tmp_path)
     second, fd2 = _lease_apt_slot(tmp_path)

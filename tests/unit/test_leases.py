@@ -56,7 +56,9 @@ def test_release_frees_the_hosts(two):
     a, b = two
     take_leases(a, ["n0"], "run-a", "ctl-a")
     release_leases(a, "ctl-a")
+    assert _leases(b, ["n0"]) == {}
     take_leases(b, ["n0"], "run-b", "ctl-b")
+    assert _leases(a, ["n0"]) == {"n0": ("run-b", "ctl-b")}
 
 
 def test_keeper_renews_while_alive_and_releases_at_the_end(two):

@@ -285,8 +285,9 @@ def test_seal_removes_the_bake_only_files_and_restores_what_the_boot_wrote(tmp_p
 def test_run_packer_streams_its_output_and_leaves_nothing_on_a_timeout(tmp_path: Path) -> None:
     """packerpy's PackerExecutable with a stand-in packer that prints, then hangs with a child (its
     "QEMU"), which ignores SIGINT: the timeout ends both, and every line arrived while it ran."""
+    from toolkit.bake.packerbuild import run_packer
     from toolkit.core.errors import CommandError
-    from toolkit.core.run import descendants, run_packer
+    from toolkit.core.run import descendants
 
     exe = _fake_packer(tmp_path, 'echo "==> qemu: Starting VM, booting disk image"\n'
                                  "sh -c 'trap \"\" INT; exec sleep 300' &\n"

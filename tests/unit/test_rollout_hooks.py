@@ -342,3 +342,33 @@ def test_resume_state_of_hook_steps(case, rows, step, drained, attempt) -> None:
     assert finished == {}
     t = tasks["h"]
     assert (t.next_step, t.drained_at is not None, t.attempt) == (step, drained, attempt)
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("rollout:\n  hooks:\n    - hosts: web\n      drain: playbooks/nope.yml\n",
+     "golden.yaml: .rollout.hooks[0].drain: no playbook playbooks/nope.yml"),
+    ("rollout:\n  hooks:\n    - hosts: web\n      max_unavailable: 150%\n", "between 0% and 100%, got '150%'"),
+    ("rollout:\n  hooks:\n    - hosts: web\n      max_unavailable: 1\n      timeout: 90\n",
+     ".rollout.hooks[0].timeout: Input should be a valid string"),
+])
+def test_validate_checks_the_rollout_section(tmp_path: Path, capsys, text: str, error: str) -> None:
+    from toolkit.cli import main
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "roles").mkdir()
+    (tmp_path / "golden.yaml").write_text(text)
+    assert main(["--project", str(tmp_path), "validate"]) == 2
+    err = capsys.readouterr().err
+    assert error in err and "Traceback" not in err and len(err.strip().splitlines()) <= 2
+
+
+def test_validate_counts_good_hooks(tmp_path: Path, capsys) -> None:
+    from toolkit.cli import main
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "roles").mkdir()
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "playbooks" / "d.yml").write_text("- hosts: all\n  tasks: []\n")
+    (tmp_path / "golden.yaml").write_text("rollout:\n  hooks:\n    - hosts: web\n      drain: playbooks/d.yml\n")
+    assert main(["--project", str(tmp_path), "validate"]) == 0
+    assert "1 rollout hook(s) valid" in capsys.readouterr().out

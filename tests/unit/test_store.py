@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from toolkit.core.errors import LockedError, StoreError
+from toolkit.core.mounts import mounts_under
 from toolkit.image.manifest import Artifact, Manifest, read_manifest
-from toolkit.store.artifacts import Store, mounts_under
+from toolkit.store.artifacts import Store
 
 
 def _manifest(image: str, build_id: str, created: str = "2026-01-01T00:00:00Z", **arts: bytes) -> Manifest:

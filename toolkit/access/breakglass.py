@@ -46,6 +46,7 @@ class BreakGlassError(GoldenError):
 
 @dataclass(frozen=True)
 class GrantPlan:
+    """A break-glass grant as planned: the host, its MAC and principal, who asks, why and for how long."""
     host: str
     mac: str
     principal: str  # PRINCIPAL@MAC, as the node accepts it
@@ -59,12 +60,14 @@ class GrantPlan:
 
 @dataclass(frozen=True)
 class Granted:
+    """A grant as recorded and signed: its row, the certificate file and the CA's public key."""
     grant: GrantRow
     certificate: Path
     ca_public_key: str
 
 
 def ca_paths(home: Path) -> tuple[Path, Path]:
+    """The break-glass CA's private and public key paths under ``home``."""
     return home / CA_DIR / CA_KEY, home / CA_DIR / f"{CA_KEY}.pub"
 
 
@@ -110,6 +113,7 @@ def read_pubkey(path: Path) -> str:
 
 
 def check_reason(reason: str) -> str:
+    """The reason, stripped; InputError unless it is one printable line of 1 to 500 characters."""
     reason = reason.strip()
     if not reason or len(reason) > 500 or not reason.isprintable():
         raise InputError("--reason must say why in one line of 1 to 500 printable characters",
@@ -118,6 +122,7 @@ def check_reason(reason: str) -> str:
 
 
 def check_principal(principal: str) -> str:
+    """The principal; InputError unless it is a plain name (it reaches ssh-keygen's argv)."""
     if not _PRINCIPAL.fullmatch(principal):
         raise InputError(f"--principal must be a name of letters, digits, '.', '_' and '-', got {principal[:80]!r}")
     return principal
@@ -195,5 +200,6 @@ def grant(fleet: Fleet, home: Path, plan: GrantPlan, now: float | None = None) -
 
 
 def list_grants(fleet: Fleet, host: str | None = None) -> list[GrantRow]:
+    """The break-glass grants, newest first, of one host or all."""
     with fleet.db.read() as repo:
         return repo.list_grants(host)

@@ -17,6 +17,7 @@ SOURCES_DIR = Path("/etc/apt/sources.list.d")
 
 @dataclass(frozen=True)
 class AptSource:
+    """One apt source of the build host: its URI, suite and components."""
     uri: str
     suite: str
     components: tuple[str, ...]
@@ -56,6 +57,7 @@ def _parse_deb822(text: str) -> list[AptSource]:
 
 
 def host_sources(sources_list: Path = SOURCES_LIST, sources_dir: Path = SOURCES_DIR) -> list[AptSource]:
+    """The build host's apt sources, one-line and deb822 files alike."""
     found: list[AptSource] = []
     if sources_list.exists():
         found += _parse_one_line(sources_list.read_text(errors="replace"))
@@ -70,6 +72,7 @@ def host_sources(sources_list: Path = SOURCES_LIST, sources_dir: Path = SOURCES_
 
 @dataclass(frozen=True)
 class Mirrors:
+    """The package mirrors a bake uses: the main archive and the security one (None: none)."""
     main: str
     security: str | None
 

@@ -21,6 +21,7 @@ CHECK_TIMEOUT = 300.0
 
 @dataclass(frozen=True)
 class CheckOutcome:
+    """A bake check's result: passed or not, and what it said."""
     name: str
     passed: bool
     detail: str
@@ -64,12 +65,14 @@ def runtime_directories(root: Path) -> list[str]:
 
 
 def command_argv(root: Path, command: str, runtime_dirs: list[str] | None = None) -> list[str]:
+    """The argv that runs ``command`` chrooted into ``root`` in a private mount namespace."""
     dirs = runtime_directories(root) if runtime_dirs is None else runtime_dirs
     return ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", _IN_CHROOT, "golden-check",
             str(root), command, *dirs]
 
 
 def run_check(check: Check, root: Path) -> CheckOutcome:
+    """Run one bake-stage check against ``root``."""
     if check.stage is not CheckStage.BAKE:
         raise ValueError(f"check {check.name} is a {check.stage} check, not a bake check")
     if check.command:
@@ -94,4 +97,5 @@ def run_check(check: Check, root: Path) -> CheckOutcome:
 
 
 def run_checks(checks: list[Check], root: Path) -> list[CheckOutcome]:
+    """Run the bake-stage checks of ``checks`` against ``root``, in order."""
     return [run_check(c, root) for c in checks if c.stage is CheckStage.BAKE]

@@ -13,8 +13,8 @@ import signal
 import time
 from pathlib import Path
 
+from toolkit.core.mounts import mounts_under
 from toolkit.core.run import run
-from toolkit.store.artifacts import mounts_under
 
 log = logging.getLogger("golden.bake")
 
@@ -24,6 +24,7 @@ def _inside(path: str, prefix: str) -> bool:
 
 
 def chroot_processes(prefix: Path, proc: Path = Path("/proc")) -> list[int]:
+    """PIDs of processes whose root is at or below ``prefix``."""
     pre = str(prefix.resolve())
     pids = []
     for entry in proc.iterdir():
@@ -39,6 +40,7 @@ def chroot_processes(prefix: Path, proc: Path = Path("/proc")) -> list[int]:
 
 
 def loop_devices(prefix: Path, sys_block: Path = Path("/sys/block")) -> list[str]:
+    """Loop devices whose backing file is at or below ``prefix``."""
     pre = str(prefix.resolve())
     found = []
     for backing in sys_block.glob("loop*/loop/backing_file"):

@@ -44,76 +44,94 @@ class BakePaths:
 
     @property
     def tmp(self) -> Path:  # DIB's TMP_DIR: its build and image tmpfs mounts land here
+        """DIB's TMP_DIR."""
         return self.work / "tmp"
 
     @property
     def out(self) -> Path:
+        """Where DIB writes the image."""
         return self.work / "out"
 
     @property
     def cache(self) -> Path:  # per-bake DIB_IMAGE_CACHE, linked to the shared caches
+        """The per-bake DIB_IMAGE_CACHE."""
         return self.work / "dib-cache"
 
     @property
     def hook(self) -> Path:  # plan and results exchanged with our DIB hooks
+        """Our hooks' plan and results."""
         return self.work / "hook"
 
     @property
     def output_prefix(self) -> Path:
+        """DIB's ``-o``: its outputs are named after it."""
         return self.out / IMAGE_NAME
 
     @property
     def raw(self) -> Path:
+        """The raw root file system DIB writes."""
         return self.out / f"{IMAGE_NAME}.raw"
 
     @property
     def squashfs(self) -> Path:
+        """The squashed root."""
         return self.out / f"{IMAGE_NAME}.squashfs"
 
     @property
     def rootfs_mount(self) -> Path:
+        """Where the raw image is mounted read-only to squash it."""
         return self.work / "rootfs"
 
     @property
     def vmlinuz(self) -> Path:
+        """The kernel DIB extracts."""
         return self.out / f"{IMAGE_NAME}.vmlinuz"
 
     @property
     def initrd(self) -> Path:
+        """The initramfs DIB extracts."""
         return self.out / f"{IMAGE_NAME}.initrd"
 
     @property
     def dpkg_manifest(self) -> Path:
+        """DIB's list of installed packages."""
         return self.out / f"{IMAGE_NAME}.d" / "dib-manifests" / f"dib-manifest-dpkg-{IMAGE_NAME}"
 
     @property
     def checks_result(self) -> Path:
+        """The bake checks' results, written by our hook."""
         return self.hook / "checks.json"
 
     @property
     def origins_result(self) -> Path:  # package -> archive it came from (written by the checks hook)
+        """Which archive each package came from."""
         return self.hook / "packages.json"
 
     @property
     def roles_result(self) -> Path:
+        """The roles' results, written by our hook."""
         return self.hook / "roles.json"
 
 
 @dataclass(frozen=True)
 class DibInvocation:
+    """disk-image-create's argv and environment: what reaches the chroot and what stays outside."""
     argv: tuple[str, ...]
     dib_env: dict[str, str]  # recorded in the manifest; reaches the chroot
     host_env: dict[str, str]  # plumbing for our hooks; never enters the chroot
 
     @property
     def env(self) -> dict[str, str]:
+        """The whole environment DIB runs with."""
         return {**self.host_env, **self.dib_env}
 
     def describe(self) -> str:
+        """The command line, shell-quoted."""
         return shlex.join(self.argv)
 
 
 def apt_sources_conf(mirrors: Mirrors, release: str, components: str = "main") -> str:
+    """DIB's DIB_APT_SOURCES_CONF: the release, its updates and its security suite."""
     lines = [
         f"default:deb {mirrors.main} {release} {components}",
         f"updates:deb {mirrors.main} {release}-updates {components}",
@@ -132,6 +150,7 @@ def dib_command(
     python: str = sys.executable,
     project: Path | None = None,
 ) -> DibInvocation:
+    """The disk-image-create invocation for ``plan``."""
     release = plan.spec.base.release
     dib_env = {
         "DIB_RELEASE": release,
@@ -206,6 +225,7 @@ _FIXED = (
 
 
 def strip_timestamp(line: str) -> str:
+    """A DIB log line without its leading timestamp."""
     return _TS.sub("", line)
 
 

@@ -36,6 +36,7 @@ def _fail(step: str) -> int:
 
 def playbook(roles: list[dict[str, Any]], boot_checks: list[dict[str, Any]] | None = None,
              drift_allowlist: list[str] | None = None) -> list[dict[str, Any]]:
+    """The bake-time playbook: the roles in order, with the agent's boot checks and drift allowlist."""
     return [{
         "name": "bake-time roles",
         "hosts": "image",
@@ -53,6 +54,7 @@ def playbook(roles: list[dict[str, Any]], boot_checks: list[dict[str, Any]] | No
 
 
 def run_roles(target: Path, hook_dir: Path) -> int:
+    """Run the plan's roles into the chroot ``target`` (DIB's post-root hook); the exit code."""
     plan = json.loads((hook_dir / "plan.json").read_text())
     roles: list[dict[str, Any]] = plan["roles"]
     result_path = hook_dir / "roles.json"
@@ -122,6 +124,7 @@ def run_roles(target: Path, hook_dir: Path) -> int:
 
 
 def run_bake_checks(target: Path, hook_dir: Path) -> int:
+    """Record package origins and run the bake checks in ``target`` (DIB hook); the exit code."""
     # Here, before DIB's cleanup empties apt's lists: which archive each package came from.
     (hook_dir / "packages.json").write_text(json.dumps(read_origins(target), indent=1, sort_keys=True))
     plan = json.loads((hook_dir / "plan.json").read_text())
@@ -162,6 +165,7 @@ def capture_root(target: Path, hook_dir: Path, dest: Path) -> int:
 
 
 def restore_root(target: Path, tarball: Path) -> int:
+    """Unpack the cached pre-role root into ``target`` (DIB hook); the exit code."""
     print(f"golden: from cached pre-role root {tarball.name.split('.', 1)[0]}", flush=True)
     try:
         run(restore_command(tarball, target), capture=True, what="restoring the cached pre-role root")
@@ -171,6 +175,7 @@ def restore_root(target: Path, tarball: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The DIB hooks' entry point: ``roles``, ``checks``, ``capture`` or ``restore``."""
     parser = argparse.ArgumentParser(prog="python -m toolkit.bake.hook")
     parser.add_argument("step", choices=("roles", "checks", "capture", "restore"))
     parser.add_argument("--target", type=Path, required=True)

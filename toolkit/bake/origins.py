@@ -39,6 +39,7 @@ def installed(status_text: str) -> dict[str, str]:
 
 
 def suite_of(list_name: str) -> str | None:
+    """The suite an apt list file belongs to, or None."""
     m = _SUITE_RE.search(list_name)
     return m.group(1) if m else None
 

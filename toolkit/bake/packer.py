@@ -56,6 +56,7 @@ NETWORKD_TARGET = "/lib/systemd/system/systemd-networkd.service"
 
 @dataclass(frozen=True)
 class PackerOptions:
+    """How packer runs: its executable, QEMU accelerator, SSH wait, memory and CPUs."""
     executable: str
     accelerator: str = "tcg"
     ssh_timeout_s: int = 600
@@ -91,46 +92,57 @@ class PackerPaths:
 
     @property
     def root(self) -> Path:  # the parent's root, unpacked, then made into the disk
+        """The parent's root, unpacked, then made into the disk."""
         return self.work / "root"
 
     @property
     def disk(self) -> Path:
+        """The ext4 disk packer boots."""
         return self.work / "disk.raw"
 
     @property
     def key(self) -> Path:
+        """The communicator's throwaway private key."""
         return self.work / "ssh" / "id_ed25519"
 
     @property
     def output(self) -> Path:  # packer's output_directory (must not exist before the build)
+        """packer's output_directory (must not exist before the build)."""
         return self.work / "output"
 
     @property
     def baked_disk(self) -> Path:
+        """The disk as the roles left it."""
         return self.output / "disk.raw"
 
     @property
     def template(self) -> Path:
+        """The generated packer template."""
         return self.work / "template.json"
 
     @property
     def playbook(self) -> Path:
+        """The playbook packer's ansible provisioner runs."""
         return self.work / "site.yml"
 
     @property
     def serial_log(self) -> Path:
+        """The machine's serial console."""
         return self.work / "serial.log"
 
     @property
     def ansible_home(self) -> Path:
+        """Ansible's home during the bake (its temp and fact caches)."""
         return self.work / "ansible-home"
 
     @property
     def mount(self) -> Path:
+        """Where the baked disk is mounted to seal it."""
         return self.work / "mnt"
 
 
 def kernel_cmdline() -> str:
+    """The bake machine's kernel command line."""
     # The agent stays masked during the bake (it would report to nobody and record a first boot);
     # the mask lives only on this command line, never on the disk.
     return "root=/dev/vda rw console=ttyS0,115200 fsck.mode=skip systemd.mask=golden-agent.service"

@@ -1,5 +1,7 @@
-"""Acting on a ``builder: packer`` plan: the parent's root as a disk, packer + QEMU running the
-layer's roles in the booted machine, sealing, and the same outputs as a DIB bake.
+"""The Packer builder for a ``builder: packer`` plan: the parent's root as a disk, packer + QEMU
+running the layer's roles in the booted machine, sealing, and the same outputs as a DIB bake. It
+only makes the root and its logs; the attempt (toolkit.bake.attempt: run record, interrupt,
+rollback) and the collection (toolkit.bake.collect) are the engine's, as for DIB.
 
 Steps, all inside the bake's staging folder (any failure or Ctrl-C rolls every one back):
 unpack the parent build's rootfs.squashfs, add the bake-only files (the communicator's throwaway
@@ -16,18 +18,17 @@ import json
 import logging
 import os
 import shutil
-import signal
 import tempfile
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from toolkit.bake import cleanup
+from toolkit.bake.attempt import Attempt
 from toolkit.bake.checks import run_checks
+from toolkit.bake.collect import Outputs
 from toolkit.bake.dib import squashfs_command
 from toolkit.bake.hook import playbook
 from toolkit.bake.packer import (
@@ -49,15 +50,13 @@ from toolkit.bake.packer import (
     template,
 )
 from toolkit.bake.plan import BakePlan, snapshot_epoch
-from toolkit.bake.record import RunRecord, new_bake_run_id
 from toolkit.core.config import Settings
 from toolkit.core.errors import BakeError, CommandError, ToolMissingError
-from toolkit.core.fsutil import sha256_file
-from toolkit.core.progress import Progress
-from toolkit.core.run import TAIL_LINES, run, run_packer, which
-from toolkit.image.manifest import Artifact, CheckResult, Manifest
+from toolkit.core.run import TAIL_LINES, describe, run, run_threaded, which
+from toolkit.image.manifest import CheckResult
 from toolkit.image.spec import CheckStage, ImageSpec, RoleRef
-from toolkit.store.artifacts import Build, Store
+from toolkit.runs.record import RunRecord
+from toolkit.store.artifacts import Build
 
 log = logging.getLogger("golden.bake")
 
@@ -71,6 +70,7 @@ class PackerStepError(CommandError):
 
 
 def options(settings: Settings) -> PackerOptions:
+    """The packer options of golden.yaml and the environment."""
     return packer_options(settings.extra.get("packer"), dict(os.environ), which("packer"))
 
 
@@ -100,6 +100,42 @@ def machine_roles(spec: ImageSpec, layer: ImageSpec) -> tuple[RoleRef, ...]:
     adds_agent_config = any(c.stage is CheckStage.BOOT for c in layer.checks) or bool(layer.drift_allowlist)
     agent = [r for r in spec.roles if r.name == AGENT_ROLE and r.name not in own]
     return tuple(roles + (agent if adds_agent_config else []))
+
+
+def run_packer(
+    executable: str,
+    verb: str,
+    template: Path,
+    *,
+    log_path: Path,
+    on_line: Callable[[str], None] | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    grace: float = 60.0,
+    flags: Mapping[str, str | bool] | None = None,
+) -> int:
+    """``packer VERB [flags] TEMPLATE`` through packerpy's PackerExecutable; return packer's exit code.
+
+    packerpy buffers output until packer exits, so its stdout goes to ``log_path`` (its ``stdout``
+    configuration) and core's ``run_threaded`` streams that file while packer runs; on Ctrl-C,
+    SIGTERM or ``timeout`` packer gets SIGINT (it stops its QEMU and removes its output folder),
+    then after ``grace`` everything below us is killed.
+    """
+    from packerpy import PackerExecutable  # only here: imported by bakes that use packer
+
+    flags = dict(flags or {})
+    described = describe([executable, verb, *(f"-{k.replace('_', '-')}={v}" for k, v in flags.items()),
+                          str(template)])
+    with open(log_path, "ab") as out:
+        # stderr to the same open file: one stream, as stderr=STDOUT would make it
+        packer = PackerExecutable(executable_path=executable, machine_readable=False,
+                                  config={"stdout": out, "stderr": out})
+        try:
+            rc = run_threaded(lambda: packer.execute_cmd(verb, str(template), **flags)[0], log_path=log_path,
+                              described=described, on_line=on_line, env=env, timeout=timeout, grace=grace)
+        except FileNotFoundError:
+            raise ToolMissingError(f"{executable} not found.", hint="install it: apt-get install packer") from None
+    return int(rc)
 
 
 # -- the disk ------------------------------------------------------------------------------------
@@ -188,6 +224,7 @@ def _checks_with_dev_and_proc(checks: list[Any], root: Path) -> list[Any]:
 
 
 def installed_packages(root: Path) -> dict[str, str]:
+    """``{package: version}`` of the packages installed in ``root``."""
     fmt = "${binary:Package}\\t${Version}\\t${db:Status-Abbrev}\\n"
     res = run(["dpkg-query", f"--admindir={root / 'var/lib/dpkg'}", "--show", f"--showformat={fmt}"],
               capture=True, what="listing the image's packages")
@@ -209,15 +246,15 @@ def _one(root: Path, pattern: str, what: str) -> Path:
 
 # -- the bake ------------------------------------------------------------------------------------
 
-class PackerBake:
-    """One packer bake of ``plan`` on ``parent``; ``perform`` returns what bake_image returns."""
+class PackerBuilder:
+    """One packer bake of ``plan`` on ``parent``: ``produce`` boots the parent's root, runs the roles, seals it."""
 
-    def __init__(self, settings: Settings, store: Store, plan: BakePlan, parent: Build, opts: PackerOptions,
-                 progress: Progress | None) -> None:
-        self.settings, self.store, self.plan, self.parent, self.opts = settings, store, plan, parent, opts
-        self.progress = progress
+    name = "packer"
+
+    def __init__(self, settings: Settings, plan: BakePlan, parent: Build, opts: PackerOptions) -> None:
+        self.settings, self.plan, self.parent, self.opts = settings, plan, parent, opts
         self.watch = PackerWatch()
-        self.phase = "starting"
+        self.attempt: Attempt | None = None
         self.packer_seconds: float | None = None
         self.tmp: Path | None = None
 
@@ -226,42 +263,38 @@ class PackerBake:
             self.tmp = Path(tempfile.mkdtemp(prefix="golden-packer-"))
         return self.tmp
 
+    @property
+    def phase(self) -> str:
+        """Where the bake stands."""
+        return self.attempt.phase if self.attempt else "starting"
+
     def set_phase(self, phase: str) -> None:
-        self.phase = phase
-        if self.progress:
-            self.progress.phase(phase)
+        """Say where the bake stands."""
+        if self.attempt:
+            self.attempt.set_phase(phase)
 
     def _on_line(self, line: str) -> None:
         phase = self.watch.on_line(line)
         if phase:
             self.set_phase(phase)
 
-    def perform(self, started: float, result: Callable[..., Any]) -> Any:
-        run_id = new_bake_run_id("bake", self.plan.image)
-        record = RunRecord.create(self.settings.runs_dir, run_id)
-        staged = self.store.stage(self.plan.image, run_id)
-        paths = PackerPaths(staged / "work")
-        status, rc, error = "failed", None, None
-        try:
-            build = self._steps(paths, staged, record, started)
-            status, rc = "successful", 0
-            return result(build=build, cache_hit=False, seconds=time.monotonic() - started, run_id=run_id,
-                          run_dir=record.path, packer_seconds=self.packer_seconds)
-        except KeyboardInterrupt:
-            status, error = "interrupted", f"interrupted during {self.phase}"
-            raise
-        except BaseException as exc:
-            error = getattr(exc, "message", None) or repr(exc)
-            raise
-        finally:
-            if self.tmp is not None:
-                shutil.rmtree(self.tmp, ignore_errors=True)
-            if status != "successful":
-                _keep_serial_log(paths, record)
-                error = rollback(self.store, staged, error)
-            record.finish(status, rc, error)
+    def produce(self, attempt: Attempt) -> Outputs:
+        """Boot the parent's root, run the roles, seal and squash it."""
+        self.attempt = attempt
+        attempt.cleanup.callback(self._remove_tmp)
+        paths = PackerPaths(attempt.staged / "work")
+        attempt.on_failure.append(lambda: _keep_serial_log(paths, attempt.record))
+        return self._steps(paths, attempt.staged, attempt.record)
 
-    def _steps(self, paths: PackerPaths, staged: Path, record: RunRecord, started: float) -> Build:
+    def explain(self, exc: Exception, attempt: Attempt) -> Exception:
+        """Packer's failures are explained where they happen (``_failure``): shown as they are."""
+        return exc
+
+    def _remove_tmp(self) -> None:
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _steps(self, paths: PackerPaths, staged: Path, record: RunRecord) -> Outputs:
         plan = self.plan
         paths.work.mkdir(parents=True)
         make_key(paths)
@@ -285,7 +318,7 @@ class PackerBake:
         self._packer(paths, record, "build")
         self.packer_seconds = time.monotonic() - t0
         self.set_phase("sealing")
-        return self._collect(paths, staged, record, tpl, started)
+        return self._seal(paths, staged, record, tpl)
 
     def _playbook(self) -> list[dict[str, Any]]:
         spec = self.plan.spec
@@ -326,8 +359,7 @@ class PackerBake:
         return PackerStepError(f"bake of {image} failed in {self.phase} (packer {verb} exit {rc})", returncode=rc,
                                log_tail=_tail(record.stdout), hint=f"full log: {record.stdout}")
 
-    def _collect(self, paths: PackerPaths, staged: Path, record: RunRecord, tpl: dict[str, Any],
-                 started: float) -> Build:
+    def _seal(self, paths: PackerPaths, staged: Path, record: RunRecord, tpl: dict[str, Any]) -> Outputs:
         plan, mnt = self.plan, paths.mount
         mnt.mkdir()
         run(["mount", "-o", "loop", paths.baked_disk, mnt], capture=True, what="mounting the baked disk")
@@ -353,35 +385,23 @@ class PackerBake:
             run(squashfs_command(mnt, staged / "rootfs.squashfs"), log_path=record.stdout, what="mksquashfs")
         finally:
             run(["umount", mnt], check=False, capture=True)
-        artifacts = {}
-        for name in ("rootfs.squashfs", "vmlinuz", "initrd"):
-            (staged / name).chmod(0o644)
-            artifacts[name] = Artifact(sha256=sha256_file(staged / name), size=(staged / name).stat().st_size)
-        logs = staged / "logs"
-        logs.mkdir()
-        shutil.copyfile(record.stdout, logs / "packer.log")
-        if paths.serial_log.is_file():
-            shutil.copyfile(paths.serial_log, logs / "serial.log")
-        shutil.copyfile(paths.template, logs / "packer-template.json")
-        shutil.copyfile(paths.playbook, logs / "packer-playbook.yml")
-        left = cleanup.release(staged)
-        if left:
-            raise BakeError(f"bake of {plan.image}: mounts left under the staging folder: {', '.join(left)}")
-        shutil.rmtree(paths.work)
+        return self._outputs(paths, staged, record, tpl, packages,
+                             {o.name: CheckResult(passed=o.passed, detail=o.detail) for o in outcomes})
+
+    def _outputs(self, paths: PackerPaths, staged: Path, record: RunRecord, tpl: dict[str, Any],
+                 packages: dict[str, str], checks: dict[str, CheckResult]) -> Outputs:
         pm = self.parent.manifest
-        manifest = Manifest(
-            image=plan.image, build_id=plan.build_id, created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            spec=plan.spec_json, inputs=plan.inputs.as_dict(), artifacts=artifacts, packages=packages,
+        logs = [(record.stdout, "packer.log")] + ([(paths.serial_log, "serial.log")] if paths.serial_log.is_file()
+                                                   else [])
+        return Outputs(
+            builder="packer", work=paths.work,
+            artifacts={name: staged / name for name in ("rootfs.squashfs", "vmlinuz", "initrd")},
+            logs=logs + [(paths.template, "packer-template.json"), (paths.playbook, "packer-playbook.yml")],
+            packages=packages,
             package_archives={k: v for k, v in pm.package_archives.items() if packages.get(k) == pm.packages.get(k)},
-            roles=dict(plan.inputs.roles), tool_versions=self._tool_versions(), dib_env=dict(pm.dib_env),
-            bake_seconds=round(time.monotonic() - started, 1),
-            checks={o.name: CheckResult(passed=o.passed, detail=o.detail) for o in outcomes},
-            builder="packer", parent_build=self.parent.build_id, packer_template=tpl,
-        )
-        manifest.write(staged / "manifest.json")
-        build = self.store.commit(plan.image, plan.build_id, staged)
-        self.store.set_snapshot(plan.image, plan.inputs.snapshot)
-        return build
+            checks=checks, tool_versions=self._tool_versions(), dib_env=dict(pm.dib_env),
+            manifest_extra={"builder": "packer", "parent_build": self.parent.build_id, "packer_template": tpl},
+            timings={"packer_seconds": self.packer_seconds})
 
     def _tool_versions(self) -> dict[str, str]:
         out = {k: v for k, v in self.parent.manifest.tool_versions.items() if k != "golden"}
@@ -408,21 +428,6 @@ def rejection(output: str) -> str:
     if not items:  # not a configuration error: packer's last words, whatever they are
         items = [" ".join(x.strip() for x in output.splitlines() if x.strip())[-400:]]
     return "; ".join(i for i in items if i)
-
-
-def rollback(store: Store, staged: Path, error: str | None) -> str | None:
-    """Undo a bake that did not finish: mounts and loop devices under ``staged``, then the folder.
-    Signals are held meanwhile, so a second Ctrl-C cannot cut it short."""
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        left = cleanup.release(staged)
-        if left:
-            log.error("bake left mounts behind: %s", ", ".join(left))
-            return f"{error}; {len(left)} mount(s) could not be removed: {', '.join(left)}"
-        store.discard(staged)
-        return error
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _keep_serial_log(paths: PackerPaths, record: RunRecord) -> None:

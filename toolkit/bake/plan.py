@@ -32,10 +32,12 @@ ID_LENGTH = 16
 
 
 def canonical_json(data: Any) -> str:
+    """JSON with sorted keys and no spaces: the same data, the same text."""
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def sha256_text(text: str) -> str:
+    """The SHA-256 of ``text`` (UTF-8), in hex."""
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -81,6 +83,7 @@ def snapshot_epoch(stamp: str) -> int:
 
 @dataclass(frozen=True)
 class BakeInputs:
+    """Everything a build depends on; its hash is the build id."""
     spec_sha256: str
     roles: dict[str, str]
     elements: dict[str, str]
@@ -93,6 +96,7 @@ class BakeInputs:
     packer_version: str = ""
 
     def as_dict(self) -> dict[str, Any]:
+        """The inputs as recorded in the manifest (and hashed)."""
         data: dict[str, Any] = {
             "spec_sha256": self.spec_sha256,
             "roles": dict(self.roles),
@@ -109,11 +113,13 @@ class BakeInputs:
         return data
 
     def build_id(self) -> str:
+        """The build id: a hash of the canonical inputs."""
         return sha256_text(canonical_json(self.as_dict()))[:ID_LENGTH]
 
 
 @dataclass(frozen=True)
 class BakePlan:
+    """A bake, planned: the spec, its inputs and id, the elements and checks to run."""
     image: str
     spec: ImageSpec
     inputs: BakeInputs
@@ -129,6 +135,7 @@ class BakePlan:
 
 
 def effective_spec_json(spec: ImageSpec) -> dict[str, Any]:
+    """The spec as JSON, defaults filled in (what the manifest records)."""
     return spec.model_dump(mode="json")
 
 
@@ -188,6 +195,7 @@ def plan_bake(
 
 
 def dib_version() -> str:
+    """This machine's diskimage-builder version."""
     from diskimage_builder import version
 
     return str(version.version_info.version_string())

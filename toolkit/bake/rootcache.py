@@ -157,6 +157,7 @@ def capture_command(target: Path, mountpoint: Path, dest: Path) -> list[str]:
 
 
 def restore_command(tarball: Path, target: Path) -> list[str]:
+    """The tar command that unpacks a cached root into ``target``."""
     return ["tar", "-C", str(target), *_TAR_OPTS, "-p", "-I", "zstd", "-xf", str(tarball)]
 
 
@@ -180,17 +181,21 @@ class RootLease:
     fd: int
 
     def release(self) -> None:
+        """Let the cache prune the root again."""
         os.close(self.fd)
 
 
 @dataclass(frozen=True)
 class RootCache:
+    """Cached pre-role roots (``<key>.tar.zst``) in one folder."""
     dir: Path
 
     def path(self, key: str) -> Path:
+        """The cached root of ``key``."""
         return self.dir / f"{key}.tar.zst"
 
     def lease(self, key: str) -> RootLease | None:
+        """The cached root of ``key``, held against pruning, or None when there is none."""
         path = self.path(key)
         try:
             fd = os.open(path, os.O_RDONLY)

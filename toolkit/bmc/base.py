@@ -16,6 +16,7 @@ from toolkit.core.errors import GoldenError
 
 
 class PowerAction(StrEnum):
+    """What a power command asks of a BMC."""
     STATUS = "status"
     ON = "on"
     OFF = "off"
@@ -24,6 +25,7 @@ class PowerAction(StrEnum):
 
 
 class BootDevice(StrEnum):
+    """The boot devices golden sets."""
     PXE = "pxe"
     DISK = "disk"
 
@@ -43,6 +45,7 @@ class BmcAuthError(BmcError):
 
     @classmethod
     def for_host(cls, host: str, address: str, detail: str) -> BmcAuthError:
+        """The error for a BMC that refused the login, with what to check."""
         return cls(host, f"{host}: BMC {address} rejected the login ({detail}); "
                          "check bmc_user and bmc_password in the inventory")
 
@@ -54,6 +57,7 @@ class BmcUnreachableError(BmcError):
 
     @classmethod
     def for_host(cls, host: str, address: str, port: int, detail: str) -> BmcUnreachableError:
+        """The error for a BMC that did not answer, with what to check."""
         return cls(host, f"{host}: BMC {address}:{port} did not answer ({detail}); "
                          "check bmc_address, bmc_port and that the BMC network is reachable")
 
@@ -63,6 +67,7 @@ class BmcUnsupportedError(BmcError):
 
     @classmethod
     def for_host(cls, host: str, address: str, what: str, detail: str) -> BmcUnsupportedError:
+        """The error for a BMC that lacks a feature, with what to do."""
         return cls(host, f"{host}: BMC {address} does not support {what} ({detail}); "
                          "check the BMC firmware or use another bmc_protocol")
 
@@ -72,11 +77,13 @@ class BmcCommandError(BmcError):
 
     @classmethod
     def for_host(cls, host: str, address: str, what: str, detail: str) -> BmcCommandError:
+        """The error for a BMC that refused a command."""
         return cls(host, f"{host}: BMC {address} refused {what} ({detail}); check the BMC's event log")
 
 
 @dataclass(frozen=True)
 class BootSetting:
+    """A BMC's boot override as read back."""
     device: str  # "pxe", "disk", or whatever else the BMC reports
     persistent: bool = False
     uefi: bool = False
@@ -99,17 +106,23 @@ class BmcClient(Protocol):
 
     host: str
 
-    def get_power(self) -> str: ...  # "on" or "off"
+    def get_power(self) -> str:
+        """The power state: "on" or "off"."""
 
-    def set_power(self, action: PowerAction) -> None: ...  # fire and return; callers poll get_power
+    def set_power(self, action: PowerAction) -> None:
+        """Send a power command and return (callers poll get_power)."""
 
-    def get_bootdev(self) -> BootSetting: ...
+    def get_bootdev(self) -> BootSetting:
+        """The boot override as the BMC reports it."""
 
-    def set_bootdev(self, device: BootDevice, *, persistent: bool = False, uefi: bool = False) -> None: ...
+    def set_bootdev(self, device: BootDevice, *, persistent: bool = False, uefi: bool = False) -> None:
+        """Set the next boot (or every boot, with ``persistent``) to ``device``."""
 
-    def get_health(self) -> dict[str, str]: ...
+    def get_health(self) -> dict[str, str]:
+        """The BMC's overall health reading."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """End the session."""
 
 
 class PyghmiClient:
@@ -164,4 +177,5 @@ class PyghmiClient:
         return RuntimeError(str(result["error"]))
 
     def close(self) -> None:
+        """Log out and drop the session."""
         self._drop()

@@ -16,6 +16,7 @@ POLL_INTERVAL = 0.5
 
 @dataclass(frozen=True)
 class BmcResult:
+    """One host's result of a fan-out BMC command."""
     host: str
     ok: bool
     power: str | None = None
@@ -28,16 +29,19 @@ class BmcResult:
 
 @dataclass(frozen=True)
 class FanoutReport:
+    """A fan-out BMC command's results for every host, and how long it took."""
     action: str
     results: tuple[BmcResult, ...]
     seconds: float
 
     @property
     def ok(self) -> bool:
+        """True when every host succeeded."""
         return all(r.ok for r in self.results)
 
     @property
     def failed(self) -> list[BmcResult]:
+        """The hosts that failed."""
         return [r for r in self.results if not r.ok]
 
 
@@ -79,6 +83,7 @@ def _report(action: str, outcomes: list[Outcome[str]], started: float, field: st
 
 def power_hosts(hosts: Sequence[BmcEndpoint], action: PowerAction, *, pool: BmcPool | None = None,
                 settle: float = POWER_SETTLE_SECONDS, sleep: Callable[[float], None] = time.sleep) -> FanoutReport:
+    """Send ``action`` to every host's BMC through the pool, then read back each power state."""
     started = time.monotonic()
     own = pool is None
     pool = pool or BmcPool()

@@ -16,16 +16,19 @@ DEFAULT_REDFISH_PORT = 443
 
 
 class BmcProtocol(StrEnum):
+    """How golden talks to a BMC."""
     IPMI = "ipmi"
     REDFISH = "redfish"
 
 
 def default_port(protocol: BmcProtocol | str) -> int:
+    """The protocol's standard port (623 for IPMI, 443 for Redfish)."""
     return DEFAULT_REDFISH_PORT if protocol == BmcProtocol.REDFISH else DEFAULT_IPMI_PORT
 
 
 @dataclass(frozen=True)
 class BmcEndpoint:
+    """Where and how to reach one host's BMC (the password kept as a Secret)."""
     name: str
     address: str  # empty: the host has no BMC address (each command fails with a message saying so)
     port: int = DEFAULT_IPMI_PORT

@@ -86,10 +86,12 @@ class IpmiClient(PyghmiClient):
         return IpmiException(result["error"], result.get("code", 0))
 
     def get_power(self) -> str:
+        """The power state: "on" or "off"."""
         result = self._call("power status", lambda c: c.get_power())
         return str(result["powerstate"])
 
     def set_power(self, action: PowerAction) -> None:
+        """Send a chassis power command (a cycle of a machine that is off powers it on)."""
         what = f"power {action.value}"
         if action == PowerAction.CYCLE:
             # A chassis power cycle is only defined for a machine that is on; for one that is
@@ -104,13 +106,16 @@ class IpmiClient(PyghmiClient):
         self._call(what, lambda c: c.set_power(state, wait=False))
 
     def get_bootdev(self) -> BootSetting:
+        """The boot override as the BMC reports it."""
         return BootSetting.from_pyghmi(self._call("boot device read", lambda c: c.get_bootdev()))
 
     def set_bootdev(self, device: BootDevice, *, persistent: bool = False, uefi: bool = False) -> None:
+        """Set the boot device override."""
         self._call(f"boot device {device.value}",
                    lambda c: c.set_bootdev(PYGHMI_BOOTDEV[device], persist=persistent, uefiboot=uefi))
 
     def get_health(self) -> dict[str, str]:
+        """The BMC's overall health reading."""
         result = self._call("health read", lambda c: c.get_health())
         health = result.get("health")
         return {"health": getattr(health, "name", str(health))}

@@ -14,7 +14,6 @@ is final. Logged-in clients are kept per BMC and reused by later operations of t
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import random
 import threading
@@ -26,12 +25,14 @@ from typing import Any, Generic, TypeVar
 
 from toolkit.bmc.base import BmcClient, BmcError
 from toolkit.bmc.endpoint import BmcEndpoint, BmcProtocol
+from toolkit.core.forks import fork_workers, shared_counter, shared_ints
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """How often and how long to retry a BMC command that got no answer (exponential backoff with jitter)."""
     attempts: int = 4
     base_delay: float = 0.5
     max_delay: float = 8.0
@@ -44,6 +45,7 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class Outcome(Generic[T]):
+    """One host's result of a pooled BMC operation: its value, or the error's type and message."""
     host: str
     ok: bool
     value: T | None = None
@@ -54,6 +56,7 @@ class Outcome(Generic[T]):
 
 
 def default_client_factory(endpoint: BmcEndpoint) -> BmcClient:
+    """An IPMI or Redfish client for the endpoint."""
     if endpoint.protocol == BmcProtocol.REDFISH:
         from toolkit.bmc.redfish import RedfishClient
 
@@ -83,6 +86,7 @@ class _BmcSlot:
 
 
 class BmcPool:
+    """Runs BMC operations over many hosts: threads (or forked processes), per-BMC limits, sessions reused, retries."""
     def __init__(
         self,
         *,
@@ -173,19 +177,12 @@ class BmcPool:
                 groups.append([])
             groups[g].append(i)
         n = min(self.processes, len(groups))
-        ctx = multiprocessing.get_context("fork")  # fork: ``op`` is a closure and need not pickle
-        next_group = ctx.Value("q", 0)  # the next group to take, under its own lock
-        taken_by = ctx.Array("i", [-1] * len(groups), lock=False)  # which child took a group
-        children = []
-        for c in range(n):
-            reader, writer = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_child, args=(self, hosts, groups, next_group, taken_by, c, op, writer),
-                               daemon=True)
-            proc.start()
-            writer.close()
-            children.append((c, reader, proc))
+        next_group = shared_counter(0)  # the next group to take, under its own lock
+        taken_by = shared_ints([-1] * len(groups))  # which child took a group
+        # forked (core.forks): ``op`` is a closure and need not pickle
+        children = fork_workers(n, lambda c, writer: _child(self, hosts, groups, next_group, taken_by, c, op, writer))
         results: list[Outcome[T] | None] = [None] * len(hosts)
-        for c, reader, proc in children:
+        for c, (reader, proc) in enumerate(children):
             try:
                 for i, outcome in reader.recv():
                     results[i] = outcome
@@ -202,6 +199,7 @@ class BmcPool:
                 for i, r in enumerate(results)]
 
     def close(self) -> None:
+        """Close every cached session."""
         with self._lock:
             slots = list(self._slots.values())
             self._slots.clear()

@@ -69,6 +69,7 @@ def _io_wait(timeout: float, myaddr: Any = None, evq: Any = None) -> None:
 
 
 def apply() -> None:
+    """Patch pyghmi once (see the module docstring for why)."""
     global _APPLIED
     if _APPLIED:
         return
@@ -82,6 +83,7 @@ def apply() -> None:
 
 
 def forget_login(address: str, user: str, password: str, port: int) -> None:
+    """Drop pyghmi's half-open session for that login, so the next attempt starts afresh."""
     from pyghmi.ipmi.private import session
 
     session.Session.initting_sessions.pop((address, user, password, port, None), None)

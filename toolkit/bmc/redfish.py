@@ -96,16 +96,19 @@ class RedfishClient(PyghmiClient):
         return classify_redfish_error(self.endpoint, what, exc)
 
     def get_power(self) -> str:
+        """The power state: "on" or "off"."""
         state = str(self._call("power status", lambda c: c.get_power())["powerstate"]).lower()
         return _POWER.get(state, state)
 
     def set_power(self, action: PowerAction) -> None:
+        """Send a power command (a cycle: on when off, force restart when on)."""
         # pyghmi: "boot" = On when off, ForceRestart when on; "reset" = ForceRestart
         state = {PowerAction.ON: "on", PowerAction.OFF: "off", PowerAction.RESET: "reset",
                  PowerAction.CYCLE: "boot"}[action]
         self._call(f"power {action.value}", lambda c: c.set_power(state, wait=False))
 
     def get_bootdev(self) -> BootSetting:
+        """The boot override as the BMC reports it now (not from pyghmi's cache)."""
         def read(c: Any) -> Any:
             # pyghmi answers get_bootdev from a 30-second cache of the system resource (filled when
             # logging in or by an earlier read), so a boot device set meanwhile would read back stale
@@ -115,10 +118,12 @@ class RedfishClient(PyghmiClient):
         return BootSetting.from_pyghmi(self._call("boot device read", read))
 
     def set_bootdev(self, device: BootDevice, *, persistent: bool = False, uefi: bool = False) -> None:
+        """Set the boot source override."""
         self._call(f"boot device {device.value}",
                    lambda c: c.set_bootdev(PYGHMI_BOOTDEV[device], persist=persistent, uefiboot=uefi))
 
     def get_health(self) -> dict[str, str]:
+        """The system's overall health."""
         result = self._call("health read", lambda c: c.get_health())
         bits = result.get("health")
         if not isinstance(bits, int):

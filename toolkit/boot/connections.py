@@ -40,6 +40,7 @@ TOO_LARGE_RESPONSE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-
 
 @dataclass(frozen=True)
 class Limits:
+    """How much the boot server takes on: workers, queue, connections, timeouts and head size."""
     workers: int = 64
     fast_workers: int = 8
     queue: int = 256
@@ -65,9 +66,11 @@ class Conn:
         self.head_started = 0.0
 
     def has_head(self) -> bool:
+        """True once a whole request head is buffered."""
         return b"\r\n\r\n" in self.buf or b"\n\n" in self.buf
 
     def close(self) -> None:
+        """Close the socket (an error closing it is ignored)."""
         try:
             self.sock.close()
         except OSError:
@@ -100,6 +103,7 @@ class SocketReader:
         return out
 
     def readline(self, limit: int = -1) -> bytes:
+        """One line of at most ``limit`` bytes, reading more only as needed."""
         while True:
             i = self.buf.find(b"\n")
             if i >= 0 and (limit < 0 or i < limit):
@@ -108,11 +112,13 @@ class SocketReader:
                 return self._take(len(self.buf) if limit < 0 else limit)
 
     def read(self, n: int = -1) -> bytes:
+        """``n`` bytes (all until EOF when negative), reading more only as needed."""
         while (n < 0 or len(self.buf) < n) and self._fill():
             pass
         return self._take(len(self.buf) if n < 0 else n)
 
     def close(self) -> None:
+        """Nothing: the connection outlives its requests."""
         pass  # the connection outlives its requests
 
 
@@ -163,11 +169,13 @@ class ConnectionPool:
         return self._work.qsize() + self._fast.qsize() + self._deferred_count()
 
     def stats(self) -> dict[str, float]:
+        """Connections waiting, busy and queued, and the workers, for /metrics."""
         with self._lock:
             return {"waiting": len(self._waiting), "busy": self.busy, "queued": self._queued(),
                     "workers": self.limits.workers + self.limits.fast_workers}
 
     def closed_counts(self) -> Counter[str]:
+        """Connections closed so far, by reason."""
         with self._lock:
             return Counter(self.closed)
 

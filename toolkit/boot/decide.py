@@ -19,6 +19,7 @@ from toolkit.store.artifacts import Build
 
 @dataclass(frozen=True)
 class BootDecision:
+    """What a machine asking for a boot script gets: its host, the build and why."""
     mac: str
     host: str | None  # None: not in the inventory
     build: Build | None  # None: nothing to boot (unknown machine, empty channel, build gone)

@@ -42,6 +42,7 @@ from toolkit.state.db import HostRow, LoginRow, ObservedReport, Repo, StateError
 
 @dataclass(frozen=True)
 class IssuedToken:
+    """A boot token handed out, for which reimage attempt, and whether this fetch contested it."""
     token: str
     attempt: str  # "" when no reimage attempt was armed
     contested: bool  # this fetch contested the attempt

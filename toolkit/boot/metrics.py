@@ -30,11 +30,13 @@ class Histogram:
         self.sums: dict[str, float] = {}
 
     def observe(self, key: str, value: float) -> None:
+        """Count ``value`` in ``key``'s buckets."""
         row = self.counts.setdefault(key, [0] * (len(BUCKETS) + 1))
         row[bisect.bisect_left(BUCKETS, value)] += 1
         self.sums[key] = self.sums.get(key, 0.0) + value
 
     def render(self, name: str, label: str) -> list[str]:
+        """The histogram in the Prometheus text format."""
         lines = []
         for key, row in sorted(self.counts.items()):
             total = 0
@@ -69,20 +71,24 @@ class Metrics:
         self.gauges = gauges or (lambda: {})
 
     def add(self, counter: str, key: Any, n: int = 1) -> None:
+        """Add ``n`` to ``counter``'s count for ``key``."""
         with self._lock:
             getattr(self, counter)[key] += n
 
     def bump(self, name: str) -> int:
+        """Add one to the counter ``name``; its new value."""
         with self._lock:
             value = int(getattr(self, name)) + 1
             setattr(self, name, value)
             return value
 
     def observe(self, route: str, seconds: float) -> None:
+        """Record a request's duration on ``route``."""
         with self._lock:
             self.durations.observe(route, seconds)
 
     def render(self, closed: Counter[str] | None = None) -> str:
+        """Every metric in the Prometheus text format."""
         gauges = self.gauges()
         with self._lock:
             lines = self._counters()

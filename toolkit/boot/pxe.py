@@ -44,6 +44,7 @@ def _env(pxe_dir: Path) -> jinja2.Environment:
 # ---- scripts for machines ----
 
 def artifact_url(base_url: str, build: Build, name: str) -> str:
+    """The URL of a build's artifact under ``base_url``."""
     return f"{base_url.rstrip('/')}/store/{build.image}/{build.build_id}/{name}"
 
 
@@ -65,10 +66,12 @@ def machine_script(build: Build, mac: str, token: str, base_url: str, report_url
 
 
 def unknown_script(pxe_dir: Path = PXE_DIR) -> str:
+    """The iPXE script for a machine not in the inventory."""
     return (pxe_dir / "unknown.ipxe").read_text()
 
 
 def no_build_script(host: str, mac: str, problem: str, pxe_dir: Path = PXE_DIR) -> str:
+    """The iPXE script for a known host with nothing to boot, saying why."""
     # iPXE would expand ${...} in the echoed text; the problem text is ours but keep it inert anyway.
     safe = re.sub(r"[^A-Za-z0-9 @/._:,()-]", "_", problem)
     return _env(pxe_dir).get_template("no-build.ipxe.j2").render(host=host, mac=mac, problem=safe)
@@ -78,6 +81,7 @@ def no_build_script(host: str, mac: str, problem: str, pxe_dir: Path = PXE_DIR) 
 
 @dataclass(frozen=True)
 class PxeSettings:
+    """What ``golden pxe render`` writes for: URLs, interface, store, replicas, caches, nginx and the unit."""
     out_dir: Path
     server_url: str  # what machines use to reach nginx, e.g. http://10.0.0.1
     interface: str  # the interface dnsmasq answers PXE on
@@ -103,6 +107,7 @@ class PxeSettings:
 
 @dataclass(frozen=True)
 class RenderedFile:
+    """One rendered file: its path under the output folder, content and mode."""
     path: str  # relative to out_dir
     content: bytes
     mode: int = 0o644
@@ -110,6 +115,7 @@ class RenderedFile:
 
 @dataclass(frozen=True)
 class RenderResult:
+    """What was rendered, and which iPXE binaries are missing."""
     out_dir: Path
     files: tuple[str, ...]
     missing: tuple[str, ...] = field(default_factory=tuple)
@@ -122,6 +128,7 @@ _URL_RE = re.compile(r"^https?://[A-Za-z0-9.\[\]:-]+(/[A-Za-z0-9._~/-]*)?$")
 
 
 def check_settings(s: PxeSettings) -> None:
+    """InputError for the first setting that would not reach a config file safely."""
     if not _URL_RE.match(s.server_url):
         raise InputError(f"--server-url must be an http(s) URL without a query, got {s.server_url!r}")
     if not re.match(r"^[A-Za-z0-9_.:-]{1,15}$", s.interface):
@@ -219,10 +226,12 @@ def plan_render(s: PxeSettings, pxe_dir: Path = PXE_DIR) -> list[RenderedFile]:
 
 
 def missing_binaries(s: PxeSettings) -> list[str]:
+    """The iPXE binaries not found in ``ipxe_dir``."""
     return [name for name in IPXE_BINARIES if not (s.ipxe_dir / name).is_file()]
 
 
 def write_render(s: PxeSettings, files: Sequence[RenderedFile]) -> RenderResult:
+    """Write the rendered files under the output folder; what was written."""
     out = s.out_dir.resolve()
     for sub in ("run", "tftp", *(("cache",) if s.cache_for is not None else ())):
         (out / sub).mkdir(parents=True, exist_ok=True)

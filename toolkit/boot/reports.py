@@ -26,6 +26,7 @@ DRIFT_KINDS = ("added", "modified", "deleted")
 
 
 class RejectKind(StrEnum):
+    """Why an agent report was refused."""
     MALFORMED = "malformed"          # not JSON, wrong types, missing fields, out of bounds
     FORGED = "forged"                # signature does not match MAC and build (or another server's secret)
     EXPIRED = "expired"              # the token is older than its lifetime

@@ -35,6 +35,7 @@ DEFAULT_PRUNE_EVERY_S = 300.0
 
 @dataclass(frozen=True)
 class RetentionPolicy:
+    """How long boot events and tokens are kept, and how often and how much is pruned at a time."""
     events_s: float = DEFAULT_RETENTION_S
     token_ttl_s: float = DEFAULT_TTL_S
     spent_grace_s: float = 600.0
@@ -44,6 +45,7 @@ class RetentionPolicy:
 
 @dataclass(frozen=True)
 class Cutoffs:
+    """The times before which each kind of row goes."""
     spent_before: float
     issued_before: float
     events_before: float
@@ -51,6 +53,7 @@ class Cutoffs:
 
 @dataclass(frozen=True)
 class Pruned:
+    """How many rows of each kind a prune removed."""
     spent_tokens: int = 0
     expired_tokens: int = 0
     events: int = 0
@@ -58,6 +61,7 @@ class Pruned:
 
     @property
     def total(self) -> int:
+        """Rows removed in all."""
         return self.spent_tokens + self.expired_tokens + self.events + self.unknown_machines
 
 
@@ -104,9 +108,11 @@ class Pruner:
         self._thread = threading.Thread(target=self._run, name="golden-serve-prune", daemon=True)
 
     def start(self) -> None:
+        """Start pruning in the background."""
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the background pruning."""
         self._stop.set()
 
     def _run(self) -> None:

@@ -56,6 +56,7 @@ from toolkit.core.config import StaleConfig
 from toolkit.core.errors import GoldenError, InputError
 from toolkit.fleet.fleet import Fleet
 from toolkit.fleet.page import render_page
+from toolkit.image.ref import BUILD_REF, IMAGE_NAME
 from toolkit.state.db import StateError
 from toolkit.store.artifacts import MANIFEST, Build, Store
 
@@ -65,7 +66,7 @@ access_log = logging.getLogger("golden.serve.access")
 DISCONNECTS = (ConnectionError, TimeoutError, socket.timeout)
 
 STORE_RE = re.compile(
-    r"^/store/([a-z][a-z0-9_-]{0,62})/([A-Za-z0-9][A-Za-z0-9._-]{0,127})/(vmlinuz|initrd|rootfs\.squashfs|manifest\.json)$"
+    rf"^/store/({IMAGE_NAME})/({BUILD_REF})/(vmlinuz|initrd|rootfs\.squashfs|manifest\.json)$"
 )
 SHA_RE = re.compile(r"^/a/([0-9a-f]{64})$")
 # iPXE percent-encodes the colons of ${mac} in a URL path: 52%3A54%3A00...

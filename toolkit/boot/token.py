@@ -94,6 +94,7 @@ def _read_secret(path: Path) -> bytes:
 
 @dataclass(frozen=True)
 class TokenClaims:
+    """What a verified boot token says: its nonce, when it was issued, for which attempt."""
     nonce: str
     issued_at: int
     attempt: str  # "" when not issued for a reimage attempt
@@ -106,6 +107,7 @@ def _sign(secret: bytes, mac: str, build_id: str, nonce: str, issued_at: int, at
 
 def issue_token(secret: bytes, mac: str, build_id: str, nonce: str | None = None, *,
                 issued_at: float | None = None, attempt: str = "") -> str:
+    """A boot token binding ``mac`` and ``build_id``, signed with ``secret``."""
     n = nonce if nonce is not None else secrets.token_hex(16)
     if not NONCE_RE.match(n):
         raise TokenError("a nonce is 32 lowercase hex digits")

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from toolkit.access.breakglass import DEFAULT_PRINCIPAL, grant, list_grants, plan_grant
-from toolkit.cli.output import Context
+from toolkit.cli.output import Context, when
 from toolkit.core.duration import format_duration, parse_duration
 from toolkit.core.errors import InputError
 from toolkit.fleet.fleet import open_fleet
@@ -52,7 +52,7 @@ def cmd_break_glass(args: argparse.Namespace, ctx: Context) -> int:
         ctx.emit({"grant": g, "certificate": str(done.certificate), "ca_public_key": done.ca_public_key})
         return 0
     ctx.say(f"break-glass grant {g.id} for {g.host}: principal {g.principal}, valid {format_duration(plan.ttl_s)} "
-            f"until {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(g.expires_at))}")
+            f"until {when(g.expires_at)}")
     ctx.say(f"certificate: {done.certificate} (ssh -i <your key> root@{g.host})")
     ctx.say(f"{g.host} is now tainted: it stays so until it is reimaged")
     return 0
@@ -65,7 +65,6 @@ def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
         return 0
     now = time.time()
     ctx.table(["SERIAL", "HOST", "USER", "ISSUED", "EXPIRES", "STATUS", "PRINCIPAL", "REASON"], [
-        (g.id, g.host, g.user, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(g.issued_at)),
-         time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(g.expires_at)), "active" if g.active(now) else "expired",
+        (g.id, g.host, g.user, when(g.issued_at), when(g.expires_at), "active" if g.active(now) else "expired",
          g.principal, g.reason[:60]) for g in grants])
     return 0

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import time
 
-from toolkit.cli.output import Context
+from toolkit.cli.output import Context, when
 from toolkit.fleet.fleet import open_fleet
 
 
@@ -18,9 +17,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the logins the agents reported instead (who, when, from where, which certificate)")
     p.set_defaults(func=cmd_drift)
 
-
-def _when(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
 
 
 def cmd_drift(args: argparse.Namespace, ctx: Context) -> int:
@@ -39,5 +35,5 @@ def cmd_drift(args: argparse.Namespace, ctx: Context) -> int:
         ctx.emit(rows)
         return 0
     ctx.table(["HOST", "KIND", "PATH", "BUILD", "FIRST SEEN", "LAST SEEN"],
-              [(r.host, r.kind, r.path, r.build_id, _when(r.first_seen), _when(r.last_seen)) for r in rows])
+              [(r.host, r.kind, r.path, r.build_id, when(r.first_seen), when(r.last_seen)) for r in rows])
     return 0

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import time
 
-from toolkit.cli.output import Context
+from toolkit.cli.output import Context, when
 from toolkit.fleet.fleet import open_fleet
 from toolkit.fleet.staleness import Staleness, check_policy, stale_policy
 from toolkit.fleet.states import HostState
@@ -23,9 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_fleet)
 
 
-def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) if ts else "-"
-
 
 def cmd_fleet(args: argparse.Namespace, ctx: Context) -> int:
     fleet = open_fleet(ctx.settings(), args.inventory)
@@ -35,7 +31,7 @@ def cmd_fleet(args: argparse.Namespace, ctx: Context) -> int:
             ctx.emit(unknown)
         else:
             ctx.table(["MAC", "FIRST SEEN", "LAST SEEN", "TIMES", "FROM"],
-                      [(u.mac, _when(u.first_seen), _when(u.last_seen), u.seen_count, u.remote_addr) for u in unknown])
+                      [(u.mac, when(u.first_seen), when(u.last_seen), u.seen_count, u.remote_addr) for u in unknown])
         return 0
     if args.stale:
         return _stale(fleet.staleness(args.pattern, check_policy(stale_policy(ctx.settings()))), ctx)
@@ -44,8 +40,8 @@ def cmd_fleet(args: argparse.Namespace, ctx: Context) -> int:
         ctx.emit(hosts)
         return 0
     ctx.table(["HOST", "RACK", "IMAGE", "DESIRED", "OBSERVED", "SINCE", "LAST REPORT", "STATE"], [
-        (h.name, h.rack, h.image, h.desired or "-", h.observed or "-", _when(h.observed_since),
-         _when(h.last_report), h.state + (f" ({len(h.drift)} drifted)" if h.drift else ""))
+        (h.name, h.rack, h.image, h.desired or "-", h.observed or "-", when(h.observed_since),
+         when(h.last_report), h.state + (f" ({len(h.drift)} drifted)" if h.drift else ""))
         for h in hosts])
     return 0
 

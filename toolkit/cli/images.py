@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 
 from toolkit.cli.argtypes import int_range
-from toolkit.cli.output import Context
+from toolkit.cli.output import Context, when
 from toolkit.fleet.fleet import open_fleet
 from toolkit.state import open_state
 from toolkit.store import open_store
@@ -69,7 +69,7 @@ def cmd_images(args: argparse.Namespace, ctx: Context) -> int:
             ctx.emit(entries)
             return 0
         ctx.table(["WHEN", "IMAGE", "CHANNEL", "ACTION", "FROM", "TO", "WHO", "WHY"], [
-            (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.at)), e.image, e.channel,
+            (when(e.at), e.image, e.channel,
              e.action + (" (forced)" if e.forced else ""), e.from_build or "-", e.to_build, e.user, e.reason)
             for e in entries])
         return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,11 @@ from typing import Any
 
 from toolkit.core.config import Settings, load_settings
 from toolkit.core.errors import CommandError, GoldenError
+
+
+def when(ts: float | None) -> str:
+    """The one way the CLI shows a time to people: UTC, labelled ("2026-12-07 12:40:16 UTC"); "-" for none."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts)) if ts else "-"
 
 
 def to_jsonable(obj: Any) -> Any:

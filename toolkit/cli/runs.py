@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 from toolkit.cli.argtypes import int_range
-from toolkit.cli.output import Context
+from toolkit.cli.output import Context, when
 from toolkit.core.errors import InputError
 from toolkit.runs import all_runs, nightly_run, show_any
 
@@ -18,10 +17,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kind", choices=["bake", "reimage", "nightly"], help="only runs of this kind")
     p.add_argument("--limit", type=int_range(1, 100_000), default=50)
     p.set_defaults(func=cmd_runs)
-
-
-def _ts(at: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
 def _show(args: argparse.Namespace, ctx: Context) -> int:
@@ -40,7 +35,7 @@ def _show(args: argparse.Namespace, ctx: Context) -> int:
         if ctx.json:
             ctx.emit({"kind": "bake", "run": bake})
         else:
-            ctx.say(f"run {bake.id}  bake  {bake.status}  image {bake.image}  started {_ts(bake.started_at)}")
+            ctx.say(f"run {bake.id}  bake  {bake.status}  image {bake.image}  started {when(bake.started_at)}")
             if bake.error:
                 ctx.say(f"error: {bake.error}")
             ctx.say(f"record: {bake.path} (command, inputs.json, stdout, status, rc)")
@@ -57,7 +52,7 @@ def _show(args: argparse.Namespace, ctx: Context) -> int:
     if run.summary:
         ctx.say(run.summary)
     ctx.table(["time", "host", "wave", "attempt", "step", "phase", "detail"],
-              [[_ts(s.at), s.host, s.wave + 1, s.attempt, s.step, s.phase, s.detail[:60]] for s in steps])
+              [[when(s.at), s.host, s.wave + 1, s.attempt, s.step, s.phase, s.detail[:60]] for s in steps])
     return 0
 
 
@@ -69,5 +64,5 @@ def cmd_runs(args: argparse.Namespace, ctx: Context) -> int:
         ctx.emit(runs)
         return 0
     ctx.table(["run", "kind", "started", "status", "subject", "summary"],
-              [[r.id, r.kind, _ts(r.started_at), r.status, r.subject, r.summary[:60]] for r in runs])
+              [[r.id, r.kind, when(r.started_at), r.status, r.subject, r.summary[:60]] for r in runs])
     return 0

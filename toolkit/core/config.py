@@ -40,6 +40,7 @@ def _default_cache() -> Path:
 
 @dataclass(frozen=True)
 class Settings:
+    """Where golden works: the project (specs, roles), the home (store, state, runs), the cache, golden.yaml."""
     project: Path
     home: Path
     cache: Path
@@ -61,29 +62,36 @@ class Settings:
 
     @property
     def images_dir(self) -> Path:
+        """The project's image specs; InputError outside a project."""
         return self._require_project() / "images"
 
     @property
     def roles_dir(self) -> Path:
+        """The project's Ansible roles; InputError outside a project."""
         return self._require_project() / "roles"
 
     @property
     def store_dir(self) -> Path:
+        """The build store: ``store:`` from golden.yaml, else ``<home>/store``."""
         return self.store if self.store is not None else self.home / "store"
 
     @property
     def runs_dir(self) -> Path:
+        """Where bake and nightly run records are kept."""
         return self.home / "runs"
 
     @property
     def state_db(self) -> Path:
+        """The SQLite state database file (when no ``state_url`` is set)."""
         return self.home / "state.db"
 
     @property
     def locks_dir(self) -> Path:
+        """Where the home's lock files are kept."""
         return self.home / "locks"
 
     def with_(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied."""
         return replace(self, **changes)
 
 
@@ -92,6 +100,7 @@ class _Strict(BaseModel):
 
 
 class LabConfig(_Strict):
+    """golden.yaml's ``lab:`` section."""
     boot_url: str | None = None
 
 
@@ -115,6 +124,7 @@ class StaleConfig(_Strict):
 
     @property
     def max_age_s(self) -> float | None:
+        """``max_age`` in seconds, or None when unset."""
         return parse_duration(self.max_age, "max_age", hi=10 * 366 * 86400.0) if self.max_age else None
 
 
@@ -161,6 +171,7 @@ def validate_config(data: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 def load_settings(project: Path | None = None, home: Path | None = None) -> Settings:
+    """Settings from the arguments, GOLDEN_* variables and golden.yaml, in that order of precedence."""
     env = os.environ
     proj = project or (Path(env["GOLDEN_PROJECT"]) if env.get("GOLDEN_PROJECT") else None)
     if proj is None:

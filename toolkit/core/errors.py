@@ -65,4 +65,5 @@ class LockedError(StoreError):
 
 
 class Interrupted(GoldenError):
+    """Ctrl-C or SIGTERM stopped an operation (exit 130)."""
     exit_code = 130

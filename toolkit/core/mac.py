@@ -28,6 +28,7 @@ def normalize_mac(value: str) -> str:
 
 
 def is_mac(value: str) -> bool:
+    """True when ``value`` parses as a MAC address."""
     try:
         normalize_mac(value)
     except MacError:

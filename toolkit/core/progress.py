@@ -15,11 +15,13 @@ from typing import TextIO
 
 
 def format_elapsed(seconds: float) -> str:
+    """``42s`` or ``3m05s``."""
     seconds = int(seconds)
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 class Progress:
+    """Live progress of one operation on stderr: a ticking phase line on a terminal, one line per phase otherwise."""
     def __init__(self, title: str, *, enabled: bool, stream: TextIO | None = None, tick: float = 1.0,
                  lines: bool = False) -> None:
         self.title = title
@@ -36,9 +38,11 @@ class Progress:
 
     @property
     def elapsed(self) -> float:
+        """Seconds since the operation started."""
         return time.monotonic() - self.started
 
     def phase(self, name: str) -> None:
+        """Say the operation is now in phase ``name`` (a repeat of the current phase is ignored)."""
         with self._lock:
             if name == self.current:
                 return

@@ -27,9 +27,13 @@ log = logging.getLogger("golden.run")
 _PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TERM", "TMPDIR", "USER", "LOGNAME", "VIRTUAL_ENV")
 
 TAIL_LINES = 40
+# For callers of spawn() outside core, which never import subprocess themselves.
+PIPE = subprocess.PIPE
+Process = subprocess.Popen
 
 
 def base_env(extra: Mapping[str, str] | None = None, *, inherit: bool = False) -> dict[str, str]:
+    """The minimal environment children get (or ours, with ``inherit``), with ``extra`` laid over it."""
     env = dict(os.environ) if inherit else {k: os.environ[k] for k in _PASSTHROUGH if k in os.environ}
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     env.setdefault("LANG", "C.UTF-8")
@@ -39,6 +43,7 @@ def base_env(extra: Mapping[str, str] | None = None, *, inherit: bool = False) -
 
 
 def which(program: str) -> str | None:
+    """The path of ``program`` on the children's PATH, or None."""
     return shutil.which(program, path=base_env()["PATH"])
 
 
@@ -51,7 +56,8 @@ def require(program: str, package: str | None = None) -> str:
     return path
 
 
-def _describe(cmd: Sequence[str | os.PathLike[str]]) -> str:
+def describe(cmd: Sequence[str | os.PathLike[str]]) -> str:
+    """A command as a shell would quote it (for logs and messages)."""
     return shlex.join(str(c) for c in cmd)
 
 
@@ -77,7 +83,7 @@ def run(
     group is killed before the exception propagates, so nothing is left running.
     """
     argv = [str(c) for c in cmd]
-    described = _describe(argv)
+    described = describe(argv)
     log.debug("+ %s", described)
     full_env = base_env(env, inherit=inherit_env)
     streaming = log_path is not None or on_line is not None
@@ -150,7 +156,7 @@ def spawn(
 ) -> subprocess.Popen[bytes]:
     """Start a long-running process (QEMU, dnsmasq, nginx, a server) and return its handle."""
     argv = [str(c) for c in cmd]
-    log.debug("+ %s &", _describe(argv))
+    log.debug("+ %s &", describe(argv))
     try:
         return subprocess.Popen(
             argv, env=base_env(env), cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
@@ -214,66 +220,53 @@ def _signal_all(pids: Sequence[int], sig: int) -> None:
             continue
 
 
-def run_packer(
-    executable: str,
-    verb: str,
-    template: Path,
+def run_threaded(
+    call: Callable[[], Any],
     *,
     log_path: Path,
+    described: str,
     on_line: Callable[[str], None] | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     grace: float = 60.0,
-    flags: Mapping[str, str | bool] | None = None,
-) -> int:
-    """``packer VERB [flags] TEMPLATE`` through packerpy's PackerExecutable; return packer's exit code.
+) -> Any:
+    """Run ``call`` (a library that starts a process and writes its output to ``log_path``) in a
+    worker thread; return what it returns.
 
-    packerpy buffers output until packer exits, so its stdout goes to ``log_path`` (its ``stdout``
-    configuration) and a loop here streams that file to ``on_line`` while packer runs. packerpy
-    gives neither the process nor an environment: ``env`` is laid over ours while it runs (bakes
-    run one at a time in a process), and on Ctrl-C, SIGTERM or ``timeout`` packer gets SIGINT (it
-    stops its QEMU and removes its output folder), then after ``grace`` everything below us is killed.
+    Such libraries (packerpy) buffer output until the process exits and give neither the process
+    nor an environment, so a loop here streams ``log_path`` to ``on_line`` while it runs, ``env``
+    is laid over ours meanwhile (one such run at a time in a process), and on Ctrl-C, SIGTERM or
+    ``timeout`` the child gets SIGINT (time to clean up after itself), then after ``grace``
+    everything below us is killed.
     """
-    import threading
-
-    from packerpy import PackerExecutable  # only here: imported by bakes that use packer
-
-    flags = dict(flags or {})
-    described = _describe([executable, verb, *(f"-{k.replace('_', '-')}={v}" for k, v in flags.items()),
-                           str(template)])
     log.debug("+ %s", described)
     saved = {k: os.environ.get(k) for k in (env or {})}
     result: dict[str, Any] = {}
-    with open(log_path, "ab") as out:
-        packer = PackerExecutable(executable_path=executable, machine_readable=False,
-                                  config={"stdout": out, "stderr": subprocess.STDOUT})
 
-        def target() -> None:
-            try:
-                result["rc"] = packer.execute_cmd(verb, str(template), **flags)[0]
-            except BaseException as exc:  # handed to the waiting thread
-                result["error"] = exc
-
-        os.environ.update(env or {})
-        worker = threading.Thread(target=target, name=f"packer-{verb}", daemon=True)
-        start = log_path.stat().st_size  # packer's first lines may land before _follow opens the file
+    def target() -> None:
         try:
-            worker.start()
-            _follow(log_path, start, worker, on_line, timeout, described)
-        except BaseException:
-            _stop_packer(worker, grace)
-            raise
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            result["value"] = call()
+        except BaseException as exc:  # handed to the waiting thread
+            result["error"] = exc
+
+    os.environ.update(env or {})
+    worker = threading.Thread(target=target, name=f"run-{os.path.basename(described.split()[0])}", daemon=True)
+    start = log_path.stat().st_size  # the first lines may land before _follow opens the file
+    try:
+        worker.start()
+        _follow(log_path, start, worker, on_line, timeout, described)
+    except BaseException:
+        _stop_children(worker, grace)
+        raise
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     if "error" in result:
-        if isinstance(result["error"], FileNotFoundError):
-            raise ToolMissingError(f"{executable} not found.", hint="install it: apt-get install packer")
         raise result["error"]
-    return int(result["rc"])
+    return result["value"]
 
 
 def _follow(path: Path, start: int, worker: Any, on_line: Callable[[str], None] | None, timeout: float | None,
@@ -313,8 +306,8 @@ def _start_time(pid: int) -> str | None:
         return None
 
 
-def _stop_packer(worker: Any, grace: float) -> None:
-    """SIGINT to packer (it cleans up after itself), then SIGKILL to whatever is left of it.
+def _stop_children(worker: Any, grace: float) -> None:
+    """SIGINT to our child (packer cleans up after itself), then SIGKILL to whatever is left of it.
 
     What ran below us before the SIGINT is remembered (with each process's start time, so a reused
     PID is never hit): a child packer failed to stop is re-parented to init once packer exits, and

@@ -15,6 +15,7 @@ class Secret:
         self._value = value
 
     def reveal(self) -> str:
+        """The value itself: only where it must go (a BMC session, a file with mode 0600)."""
         return self._value
 
     def __repr__(self) -> str:

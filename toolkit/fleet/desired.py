@@ -13,6 +13,7 @@ from toolkit.image.ref import ImageRef
 
 @dataclass(frozen=True)
 class DesiredBuild:
+    """The build a host should run, and where that comes from."""
     image: str
     build_id: str
     source: str  # "channel dev", "pinned", "rollout"

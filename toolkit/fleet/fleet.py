@@ -38,6 +38,7 @@ WALK_EVERY_S = 1.0
 
 
 class Fleet:
+    """The inventory's hosts joined with their state: desired, served and observed builds."""
     def __init__(self, db: StateDB, store: Store, inventory_path: Path | None,
                  inventory_sources: tuple[Path, ...] | None = None, cache_dir: Path | None = None) -> None:
         self.db = db
@@ -56,18 +57,22 @@ class Fleet:
 
     # ---- inventory ----
     def hosts(self) -> list[Host]:
+        """The inventory's hosts, by name (the inventory re-read when its sources changed)."""
         self._refresh()
         return sorted(self._by_mac.values(), key=lambda h: h.name)
 
     def inventory(self) -> Inventory | None:
+        """The inventory, or None when there is none."""
         self._refresh()
         return self._inv
 
     def host_by_mac(self, mac: str) -> Host | None:
+        """The host with ``mac``, or None."""
         self._refresh()
         return self._by_mac.get(mac)
 
     def host_by_name(self, name: str) -> Host | None:
+        """The host ``name``, or None."""
         return next((h for h in self.hosts() if h.name == name), None)
 
     def _refresh(self) -> None:
@@ -123,6 +128,7 @@ class Fleet:
 
     # ---- desired state ----
     def desired_in(self, repo: Repo, host: Host, row: HostRow | None) -> DesiredBuild | None:
+        """The host's desired build read in ``repo``: a pinned override, else its channel's build."""
         ref = image_ref_of(host)
         override = (row.desired_image, row.desired_build) if row and row.desired_image and row.desired_build else None
         channel_row = repo.get_channel(ref.image, ref.ref) if ref else None
@@ -130,6 +136,7 @@ class Fleet:
         return resolve_desired(ref, channel_row.build_id if channel_row else None, pinned, override)
 
     def desired_for(self, host: Host) -> DesiredBuild | None:
+        """The host's desired build."""
         with self.db.read() as repo:
             return self.desired_in(repo, host, repo.get_host(host.name))
 
@@ -163,16 +170,19 @@ class Fleet:
         return now
 
     def disarm_attempts(self, attempts: list[tuple[str, str]]) -> None:
+        """End the given (host, attempt) reimage attempts."""
         with self.db.write() as repo:
             for host, attempt in attempts:
                 repo.disarm_attempt(host, attempt, time.time())
 
     def attempt_of(self, host: str) -> AttemptRow | None:
+        """The reimage attempt armed on ``host``, or None."""
         with self.db.read() as repo:
             return repo.get_attempt(host)
 
     # ---- status ----
     def status_of(self, host: Host) -> HostStatus:
+        """The host's status as listings show it."""
         with self.db.read() as repo:
             return self._status(repo, host)
 
@@ -248,6 +258,7 @@ class Fleet:
             return out
 
     def observed_image(self, name: str) -> str | None:
+        """The image the host last reported, or None."""
         with self.db.read() as repo:
             row = repo.get_host(name)
         return row.observed_image if row else None
@@ -296,6 +307,7 @@ class Fleet:
             return [r for r in repo.list_logins(limit=limit) if r.host in names]
 
     def taints(self, pattern: str = "all") -> list[TaintRow]:
+        """The tainted hosts among those ``pattern`` selects."""
         names = {h.name for h in self._selected(pattern)}
         with self.db.read() as repo:
             return [t for t in repo.list_taints() if t.host in names]
@@ -310,6 +322,7 @@ class Fleet:
             return FleetPage(time.time(), hosts, drift, repo.list_channels(), repo.list_runs(runs))
 
     def unknown_machines(self) -> list[UnknownMachineRow]:
+        """Machines that asked for a boot script without being in the inventory."""
         with self.db.read() as repo:
             return repo.list_unknown()
 

@@ -24,6 +24,7 @@ _USER_CONSOLE = re.compile(r"^LOGIN ON (?P<tty>\S+) BY (?P<user>\S+)")
 
 @dataclass(frozen=True)
 class Login:
+    """A login on a host, as listings show it."""
     at: str  # as the agent sent it (ISO 8601)
     line: str
     user: str

@@ -64,6 +64,7 @@ document.getElementById('close').addEventListener('click', () => {
 
 @dataclass(frozen=True)
 class FleetPage:
+    """What the fleet page shows: hosts, their drift, channels and recent events."""
     generated_at: float
     hosts: list[HostStatus]
     drift: dict[str, list[DriftRow]]
@@ -131,6 +132,7 @@ def _script_json(data: object) -> str:
 
 
 def render_page(page: FleetPage) -> str:
+    """The fleet page as one self-contained HTML document."""
     data = {h.name: _host_data(h, page.drift.get(h.name, [])) for h in page.hosts}
     channels = _table(["IMAGE", "CHANNEL", "BUILD", "SINCE"],
                       [[c.image, c.channel, c.build_id, _when(c.updated_at)] for c in page.channels])

@@ -29,6 +29,7 @@ def power_pattern(settings: Settings, inventory: str | list[str] | None, pattern
 
 def bootdev_pattern(settings: Settings, inventory: str | list[str] | None, pattern: str, device: BootDevice,
                     *, persistent: bool = False, workers: int = 16) -> FanoutReport:
+    """Set the boot device of every host ``pattern`` selects."""
     hosts = _select(settings, inventory, pattern)
     with BmcPool(processes=workers) as pool:
         return bootdev_hosts([h.endpoint for h in hosts], device, persistent=persistent, pool=pool,

@@ -21,6 +21,7 @@ SHOWN = 5  # packages named in one reason; the rest are counted
 
 @dataclass(frozen=True)
 class Staleness:
+    """Why a host breaks the staleness policy (no reasons: it does not)."""
     host: str
     image: str
     channel: str | None  # None: the host is pinned to a build
@@ -34,6 +35,7 @@ class Staleness:
 
     @property
     def stale(self) -> bool:
+        """True when there is any reason."""
         return bool(self.reasons)
 
 

@@ -6,6 +6,7 @@ from enum import StrEnum
 
 
 class HostState(StrEnum):
+    """Where a host stands against its desired build."""
     IN_SYNC = "in-sync"  # runs its desired build and reports no drift
     PENDING = "pending"  # reports a build other than its desired one
     DRIFTED = "drifted"  # runs its desired build but changed outside the allowlist

@@ -9,6 +9,7 @@ from toolkit.inventory.hosts import Host
 
 @dataclass(frozen=True)
 class HostStatus:
+    """A host as listings show it: builds, state, last report, drift and taint."""
     name: str
     rack: str
     mac: str

@@ -50,6 +50,7 @@ def _compare_part(a: str, b: str) -> int:
 
 
 def split_version(v: str) -> tuple[int, str, str]:
+    """A Debian version as (epoch, upstream, revision)."""
     m = _VERSION_RE.match(v.strip())
     if not m:
         raise ValueError(f"not a Debian version: {v!r}")

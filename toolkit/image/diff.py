@@ -14,6 +14,7 @@ from toolkit.image.manifest import Manifest
 
 
 class Change(StrEnum):
+    """How a package changed between two builds."""
     ADDED = "added"
     REMOVED = "removed"
     UPGRADED = "upgraded"
@@ -22,6 +23,7 @@ class Change(StrEnum):
 
 @dataclass(frozen=True)
 class PackageChange:
+    """One package's change between two builds, and whether a security archive brought it."""
     package: str
     change: Change
     old: str | None
@@ -32,6 +34,7 @@ class PackageChange:
 
 @dataclass(frozen=True)
 class RoleChange:
+    """One role's change between two builds."""
     role: str
     change: str  # added | removed | changed
     old: str | None
@@ -40,6 +43,7 @@ class RoleChange:
 
 @dataclass(frozen=True)
 class BuildDiff:
+    """What changed between two builds: packages, roles, spec and inputs."""
     old: str  # image/build-id
     new: str
     packages: tuple[PackageChange, ...]
@@ -49,14 +53,17 @@ class BuildDiff:
 
     @property
     def security_updates(self) -> tuple[PackageChange, ...]:
+        """The changes a security archive brought."""
         return tuple(p for p in self.packages if p.security and p.change != Change.REMOVED)
 
     @property
     def empty(self) -> bool:
+        """True when nothing but the build id differs."""
         return not (self.packages or self.roles or self.spec)
 
 
 def is_security(archive: str) -> bool:
+    """True for a security archive (``bookworm-security``)."""
     return archive.endswith("-security")
 
 
@@ -83,6 +90,7 @@ def diff_packages(old: dict[str, str], new: dict[str, str], archives: dict[str, 
 
 
 def diff_roles(old: dict[str, str], new: dict[str, str]) -> tuple[RoleChange, ...]:
+    """The roles added, removed or changed (by their content hash)."""
     out = []
     for name in sorted(set(old) | set(new)):
         a, b = old.get(name), new.get(name)
@@ -96,6 +104,7 @@ def _changed_keys(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, ...]:
 
 
 def diff_manifests(old: Manifest, new: Manifest) -> BuildDiff:
+    """What changed from ``old`` to ``new``."""
     inputs = tuple(k for k in _changed_keys(old.inputs, new.inputs) if k not in ("roles", "spec_sha256"))
     return BuildDiff(
         old=f"{old.image}/{old.build_id}", new=f"{new.image}/{new.build_id}",

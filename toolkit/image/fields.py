@@ -70,6 +70,7 @@ MirrorUrl = Annotated[str, AfterValidator(check_mirror_url)]
 
 
 def check_chroot_path(value: str) -> str:
+    """``value``; ValueError unless it is an absolute path inside the image without '..'."""
     if not value.startswith("/") or ".." in value.split("/") or len(value) > 4096:
         raise ValueError(f"expected an absolute path inside the image without '..', got {show(value)}")
     return value
@@ -84,6 +85,7 @@ def check_allow_path(value: str) -> str:
 
 
 def check_url_path(value: str) -> str:
+    """``value``; ValueError unless it is a URL path with no whitespace."""
     if not value.startswith("/") or len(value) > 2048 or any(ch.isspace() or not ch.isprintable() for ch in value):
         raise ValueError(f"expected a URL path starting with '/' and no whitespace, got {show(value)}")
     return value
@@ -97,6 +99,7 @@ def one_line(value: str) -> str:
 
 
 def no_nul(value: str) -> str:
+    """``value``; ValueError when it holds a NUL."""
     if "\0" in value:
         raise ValueError("must not contain a NUL character")
     return value

@@ -19,6 +19,7 @@ SCHEMA = 1
 
 
 class Artifact(BaseModel):
+    """A stored file's SHA-256 and size."""
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -26,6 +27,7 @@ class Artifact(BaseModel):
 
 
 class CheckResult(BaseModel):
+    """A check's result as the manifest records it."""
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     passed: bool
@@ -33,6 +35,7 @@ class CheckResult(BaseModel):
 
 
 class Manifest(BaseModel):
+    """What a build is: its spec, inputs, artifacts, packages, roles, tools and checks."""
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     schema_: int = Field(default=SCHEMA, alias="schema")
@@ -57,13 +60,16 @@ class Manifest(BaseModel):
     packer_template: dict[str, Any] | None = None
 
     def to_json(self) -> str:
+        """The manifest as stored (sorted keys, indented)."""
         return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True) + "\n"
 
     def write(self, path: Path) -> None:
+        """Write the manifest to ``path`` atomically."""
         atomic_write(path, self.to_json())
 
 
 def read_manifest(path: Path) -> Manifest:
+    """The manifest at ``path``; StoreError when it is missing or not a manifest."""
     try:
         return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

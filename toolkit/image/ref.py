@@ -11,8 +11,11 @@ from dataclasses import dataclass
 
 from toolkit.core.errors import InputError
 
-IMAGE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# The one home of these two patterns (tests/unit/test_facts.py finds any other copy): compose them.
+IMAGE_NAME = r"[a-z][a-z0-9_-]{0,62}"  # an image spec's name; channel names follow it too
+BUILD_REF = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"  # a build id or a channel, as a reference names it
+IMAGE_NAME_RE = re.compile(rf"^{IMAGE_NAME}$")
+REF_RE = re.compile(rf"^{BUILD_REF}$")
 
 
 class ImageRefError(InputError):
@@ -21,6 +24,7 @@ class ImageRefError(InputError):
 
 @dataclass(frozen=True)
 class ImageRef:
+    """A parsed ``name@channel`` or ``name@build-id``."""
     image: str
     ref: str  # a channel name or a build id
 

@@ -53,6 +53,7 @@ def _load_yaml(path: Path, where: str | None = None) -> Any:
 
 
 def spec_file(role_dir: Path) -> Path | None:
+    """The role's argument_specs file, or None."""
     for name in ("argument_specs.yml", "argument_specs.yaml"):
         if (role_dir / "meta" / name).is_file():
             return role_dir / "meta" / name

@@ -31,17 +31,20 @@ from toolkit.image.fields import (
     one_line,
     show,
 )
+from toolkit.image.ref import IMAGE_NAME_RE
 from toolkit.image.roleargs import role_var_problems
 
-NAME_RE = r"^[a-z][a-z0-9_-]{0,62}$"
+NAME_RE = IMAGE_NAME_RE.pattern
 MAX_EXTENDS = 8  # layers of ``extends``; deeper is a mistake, not a design
 
 
 class StrictModel(BaseModel):
+    """A frozen model that refuses unknown keys."""
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class BaseOS(StrictModel):
+    """The distribution and release an image starts from, and its package mirrors."""
     distro: Literal["debian"] = "debian"
     release: str = Field(default="bookworm", pattern=r"^[a-z]{1,32}$")
     # Package mirror URLs; when unset they are read from the build host's apt sources.
@@ -50,11 +53,13 @@ class BaseOS(StrictModel):
 
 
 class RoleRef(StrictModel):
+    """A role an image runs, with its variables."""
     name: RoleName
     vars: dict[str, Any] = Field(default_factory=dict, max_length=1000)
 
 
 class HttpProbe(StrictModel):
+    """A boot check's HTTP request and the status it expects."""
     port: int = Field(ge=1, le=65535)
     path: Annotated[str, AfterValidator(check_url_path)] = "/"
     expect_status: int = Field(default=200, ge=100, le=599)
@@ -62,6 +67,7 @@ class HttpProbe(StrictModel):
 
 
 class CheckStage(StrEnum):
+    """When a check runs: at the end of the bake, or against a booted machine."""
     BAKE = "bake"  # run inside the finished image chroot at the end of the bake
     BOOT = "boot"  # run against a booted machine (health gate for reimage)
 
@@ -85,6 +91,7 @@ class Check(StrictModel):
 
     @property
     def kind(self) -> str:
+        """Which kind of check this is (command, file, unit_enabled, unit_active, http)."""
         for k in ("command", "file", "unit_enabled", "unit_active", "http"):
             if getattr(self, k):
                 return k
@@ -92,10 +99,12 @@ class Check(StrictModel):
 
     @property
     def stage(self) -> CheckStage:
+        """When it runs: boot checks need a running system."""
         return CheckStage.BOOT if self.kind in ("unit_active", "http") else CheckStage.BAKE
 
 
 class Builder(StrEnum):
+    """What makes an image's root: DIB in a chroot, or Packer in a booted machine."""
     DIB = "dib"  # a chroot: roles run with no running system (enable, never start)
     PACKER = "packer"  # the parent's DIB root booted in a QEMU machine by Packer; roles see systemd running
 
@@ -108,11 +117,13 @@ ROLE_META = "meta/golden.yml"
 
 
 class Output(StrEnum):
+    """What a bake produces."""
     NETBOOT = "netboot"  # vmlinuz + initrd + rootfs.squashfs
     TAR = "tar"
 
 
 class ImageSpec(StrictModel):
+    """An image spec (``images/<name>.yaml``), with its ``extends`` chain resolved."""
     name: str = Field(pattern=NAME_RE)
     description: Annotated[str, Field(max_length=1000), AfterValidator(one_line)] = ""
     extends: str | None = Field(default=None, pattern=NAME_RE)
@@ -172,6 +183,7 @@ class ImageSpec(StrictModel):
 
 
 def json_path(loc: tuple[int | str, ...]) -> str:
+    """A validation error's location as ``.roles[0].name``."""
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -262,6 +274,7 @@ def role_needs_running_system(role_dir: Path) -> bool:
 
 
 def role_problems(spec: ImageSpec, where: str, roles_dir: Path) -> list[str]:
+    """What is wrong with the spec's roles (missing, bad variables), one line each."""
     problems = []
     for i, ref in enumerate(spec.roles):
         if not (roles_dir / ref.name / "tasks" / "main.yml").is_file():
@@ -277,6 +290,7 @@ def role_problems(spec: ImageSpec, where: str, roles_dir: Path) -> list[str]:
 
 
 def spec_files(images_dir: Path) -> list[Path]:
+    """The project's image spec files."""
     return sorted(images_dir.glob("*.yaml"))
 
 

@@ -32,6 +32,7 @@ class SourceError(InputError):
 
 @dataclass(frozen=True)
 class ResolvedHost:
+    """A host as Ansible resolves it: its groups and its variables."""
     name: str
     groups: tuple[str, ...]  # Ansible's group_names: every group above the host except 'all', sorted
     vars: dict[str, Any]  # plain values (vault values as VaultValue), Ansible's precedence applied
@@ -40,11 +41,13 @@ class ResolvedHost:
 
 @dataclass(frozen=True)
 class VaultValue:
+    """A vault-encrypted value, kept encrypted until used."""
     ciphertext: str
 
 
 @dataclass(frozen=True)
 class Resolved:
+    """An inventory as Ansible resolves it: hosts in order and the group tree."""
     hosts: tuple[ResolvedHost, ...]  # in Ansible's inventory order
     tree: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]  # group -> (direct hosts, child groups)
 
@@ -244,6 +247,7 @@ def _find_too_deep(host: Any) -> None:
 
 
 def origin_of(value: Any) -> str | None:
+    """Where Ansible read ``value`` ("file:line"), or None."""
     from ansible._internal._datatag._tags import Origin
 
     tag = Origin.get_tag(value)

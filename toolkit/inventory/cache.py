@@ -107,6 +107,7 @@ def quick_stamp(sources: Sequence[str]) -> str:
 
 
 def cache_path(cache_dir: Path, sources: Sequence[str]) -> Path:
+    """The cache file of the inventory made of ``sources``."""
     ident = hashlib.sha256(json.dumps([os.path.abspath(s) for s in sources]).encode()).hexdigest()[:20]
     return cache_dir / f"inventory-{ident}.json"
 

@@ -31,6 +31,7 @@ class FieldError(ValueError):
 
 @dataclass(frozen=True)
 class BmcFields:
+    """A host's BMC variables, checked."""
     address: str
     port: int
     protocol: BmcProtocol
@@ -93,6 +94,7 @@ def check_bool(var: str, value: Any, default: bool = False) -> bool:
 
 
 def check_port(value: Any, protocol: BmcProtocol) -> int:
+    """The BMC port (the protocol's default when unset); FieldError when it is not one."""
     if value is None:
         return default_port(protocol)
     if isinstance(value, bool) or not isinstance(value, int | str):
@@ -107,6 +109,7 @@ def check_port(value: Any, protocol: BmcProtocol) -> int:
 
 
 def check_protocol(value: Any) -> BmcProtocol:
+    """The BMC protocol (ipmi when unset); FieldError when unknown."""
     text = (_text("bmc_protocol", value) or "ipmi").lower()
     try:
         return BmcProtocol(text)

@@ -52,6 +52,7 @@ class InventoryError(InputError):
 
 @dataclass(frozen=True)
 class Host:
+    """An inventory host as golden uses it: name, groups, MAC, rack, image reference and BMC."""
     name: str
     groups: tuple[str, ...]
     mac: str | None
@@ -75,6 +76,7 @@ class Host:
 
 @dataclass(frozen=True)
 class Inventory:
+    """The hosts and groups of one or more inventory sources."""
     path: Path  # the first source
     hosts: tuple[Host, ...]
     # group name -> names of the hosts in it (directly or through child groups)
@@ -90,15 +92,18 @@ class Inventory:
 
     @property
     def where(self) -> str:
+        """The sources, as messages name them."""
         return ", ".join(self.sources) if self.sources else str(self.path)
 
     def host(self, name: str) -> Host:
+        """The host ``name``; InventoryError when there is none."""
         found = self._by_name.get(name)
         if found is None:
             raise InventoryError(f"{self.where}: no host named {name!r}")
         return found
 
     def by_mac(self, mac: str) -> Host | None:
+        """The host with ``mac``, or None."""
         mac = mac.lower()
         return next((h for h in self.hosts if h.mac == mac), None)
 
@@ -183,6 +188,7 @@ def match_pattern(pattern: str, hosts: Iterable[str], groups: Mapping[str, froze
 
 
 def default_cache_dir() -> Path:
+    """GOLDEN_CACHE, else ``$XDG_CACHE_HOME/golden`` or ``~/.cache/golden``."""
     if os.environ.get("GOLDEN_CACHE"):
         return Path(os.environ["GOLDEN_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "golden"

@@ -29,6 +29,7 @@ class VaultError(InputError):
 
 @dataclass(frozen=True)
 class VaultOptions:
+    """Where vault passwords come from: vault ids and password files."""
     vault_ids: tuple[str, ...] = ()
     password_files: tuple[str, ...] = ()
 
@@ -114,12 +115,14 @@ def cache_key(key_file: Path) -> bytes:
 
 
 def seal(clear: str, key: bytes) -> str:
+    """``clear`` encrypted with ``key`` (for the inventory cache)."""
     from cryptography.fernet import Fernet
 
     return Fernet(key).encrypt(clear.encode()).decode()
 
 
 def unseal(token: str, key: bytes) -> str:
+    """A sealed value decrypted; VaultError when it was sealed with another key."""
     from cryptography.fernet import Fernet, InvalidToken
 
     try:
@@ -139,6 +142,7 @@ class LazySecret(Secret):
         self._thunk: Callable[[], str] | None = thunk
 
     def reveal(self) -> str:
+        """The value, decrypted on first use."""
         if self._thunk is not None:
             self._value, self._thunk = self._thunk(), None
         return self._value

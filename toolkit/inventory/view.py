@@ -17,6 +17,7 @@ from toolkit.inventory.vault import VaultOptions
 
 @dataclass(frozen=True)
 class HostView:
+    """A host as listings show it (and --json emits it)."""
     name: str
     rack: str
     groups: tuple[str, ...]
@@ -30,10 +31,12 @@ class HostView:
     uefi: bool
 
     def as_dict(self) -> dict[str, Any]:
+        """The view as a dict, quickly."""
         return {**vars(self), "groups": list(self.groups)}  # dataclasses.asdict deep-copies: 10x slower
 
 
 def view_of(host: Host) -> HostView:
+    """The listing view of ``host``."""
     b = host.bmc
     return HostView(name=host.name, rack=host.rack, groups=host.groups, mac=host.mac,
                     bmc_address=b.address if b else None, bmc_port=b.port if b else None,

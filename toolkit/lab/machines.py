@@ -69,6 +69,7 @@ class LabError(GoldenError):
 
 @dataclass(frozen=True)
 class LabNode:
+    """One lab machine as planned: name, MAC, rack, its virtual BMC and shard."""
     name: str
     mac: str
     rack: str
@@ -79,6 +80,7 @@ class LabNode:
 
 @dataclass(frozen=True)
 class LabPlan:
+    """A lab as planned: its nodes, network and whether QEMU machines run."""
     lab_id: str
     nodes: tuple[LabNode, ...]
     no_vm: bool
@@ -91,11 +93,13 @@ class LabPlan:
 
     @property
     def shards(self) -> int:
+        """How many virtual-BMC server processes the lab uses."""
         return max((n.shard for n in self.nodes), default=-1) + 1
 
 
 @dataclass(frozen=True)
 class NodeStatus:
+    """One lab machine as it is now."""
     name: str
     mac: str
     rack: str
@@ -109,6 +113,7 @@ class NodeStatus:
 
 @dataclass(frozen=True)
 class LabStatus:
+    """A lab as it is now: up or not, its folder, inventory and nodes."""
     up: bool
     lab_dir: str
     inventory: str | None
@@ -129,6 +134,7 @@ def lab_dir(settings: Settings, lab: str = LAB_GROUP) -> Path:
 
 
 def default_boot_url(settings: Settings) -> str:
+    """golden.yaml's ``lab: boot_url``, else DEFAULT_BOOT_URL."""
     lab_cfg = settings.extra.get("lab") or {}
     if isinstance(lab_cfg, dict) and lab_cfg.get("boot_url"):
         return str(lab_cfg["boot_url"])
@@ -207,6 +213,7 @@ def render_inventory(plan: LabPlan, password: str, address: str = "127.0.0.1") -
 
 
 def render_chain_script(boot_url: str) -> str:
+    """The iPXE script that chains a lab machine to the boot server."""
     return f"#!ipxe\nchain {boot_url}/boot/${{mac}}.ipxe || shell\n"
 
 
@@ -224,6 +231,7 @@ def _vm_config(plan: LabPlan, n: LabNode, node_dir: Path) -> dict[str, Any]:
 
 
 def network_label(plan: LabPlan) -> str:
+    """How the lab's machines are networked, in words."""
     if plan.bridge is None:
         return "user"
     return f"bridge {plan.bridge}" + (f" in netns {plan.netns}" if plan.netns else "")
@@ -240,6 +248,7 @@ def _is_loopback_url(url: str) -> bool:
 
 
 def serve_configs(plan: LabPlan, directory: Path, password: str) -> list[ServeConfig]:
+    """The virtual-BMC server configuration of each shard."""
     configs = []
     for shard in range(plan.shards):
         bmcs = []
@@ -318,6 +327,7 @@ def _load_plan(directory: Path) -> tuple[LabPlan, str] | None:
 
 
 def status_lab(settings: Settings, lab: str = LAB_GROUP) -> LabStatus:
+    """The lab as it is now."""
     directory = lab_dir(settings, lab)
     loaded = _load_plan(directory)
     if loaded is None:
@@ -536,6 +546,7 @@ def down_lab(settings: Settings, lab: str = LAB_GROUP) -> LabStatus:
 
 
 def console_text(settings: Settings, node: str, lines: int = 200, lab: str = LAB_GROUP) -> str:
+    """The last ``lines`` of a lab machine's serial console."""
     status = status_lab(settings, lab)
     match = [n for n in status.nodes if n.name == node]
     if not match:

@@ -9,12 +9,11 @@ http:// URL or a name inside ``tftp_dir``) and the guest reaches the host's 127.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.core.errors import InputError, ToolMissingError
-from toolkit.core.run import require, spawn
+from toolkit.core.run import Process, require, spawn
 
 # Debian's ipxe-qemu ships the ROMs here and QEMU's search path includes it. We deliberately do
 # NOT pass romfile=: measured with QEMU 7.2, an explicit romfile (even the same file) leaves SeaBIOS
@@ -33,6 +32,7 @@ FIRMWARES = ("bios", "uefi")
 
 @dataclass(frozen=True)
 class VmSpec:
+    """A QEMU machine to start: name, MAC, serial log, memory and network."""
     name: str
     mac: str
     serial_log: Path
@@ -120,7 +120,7 @@ def vm_command(vm: VmSpec) -> list[str]:
     return ["ip", "netns", "exec", vm.netns, *qemu_argv(vm)]
 
 
-def start_vm(vm: VmSpec) -> subprocess.Popen[bytes]:
+def start_vm(vm: VmSpec) -> Process[bytes]:
     """Start the machine in its own process group; the caller owns stopping it (run.kill_group)."""
     require(QEMU_BINARY, "qemu-system-x86")
     if vm.firmware == "uefi":

@@ -29,12 +29,14 @@ AGENT_VERSION = "sim-1"
 
 @dataclass(frozen=True)
 class BootScript:
+    """A parsed iPXE boot script: kernel and initrd URLs and the kernel parameters."""
     kernel_url: str
     initrd_url: str
     params: dict[str, str]
 
     @property
     def squashfs_url(self) -> str | None:
+        """The root file system's URL (``fetch=``), or None."""
         return self.params.get("fetch")
 
 

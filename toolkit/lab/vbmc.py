@@ -55,6 +55,7 @@ MAX_OVERRIDES_KEPT = 20
 
 @dataclass
 class SimOptions:
+    """How a simulated BMC misbehaves: latency, failures, lost replies, boot time."""
     latency: float = 0.0  # seconds added to every chassis command
     fail_rate: float = 0.0  # share of power commands answered with completion code 0xff
     drop_rate: float = 0.0  # share of replies never sent
@@ -67,6 +68,7 @@ class SimOptions:
 
 @dataclass
 class BmcConfig:
+    """One virtual BMC: its name, port, login and machine."""
     name: str
     port: int
     user: str
@@ -78,6 +80,7 @@ class BmcConfig:
 
 @dataclass
 class ServeConfig:
+    """What one virtual-BMC server process runs."""
     bmcs: list[BmcConfig]
     sim: SimOptions = field(default_factory=SimOptions)
     status_file: str | None = None
@@ -85,11 +88,13 @@ class ServeConfig:
 
     @classmethod
     def load(cls, path: Path) -> ServeConfig:
+        """The configuration written at ``path``."""
         data = json.loads(path.read_text())
         return cls(bmcs=[BmcConfig(**b) for b in data["bmcs"]], sim=SimOptions(**data.get("sim", {})),
                    status_file=data.get("status_file"), pid_file=data.get("pid_file"))
 
     def dump(self) -> dict[str, Any]:
+        """The configuration as JSON data."""
         return {"bmcs": [asdict(b) for b in self.bmcs], "sim": asdict(self.sim),
                 "status_file": self.status_file, "pid_file": self.pid_file}
 
@@ -99,6 +104,7 @@ class ServeConfig:
 
 
 class SimMachine:
+    """A machine behind a virtual BMC, simulated: power, boot override, boot time."""
     def __init__(self, opts: SimOptions, rng: random.Random, mac: str = "",
                  booter: ThreadPoolExecutor | None = None) -> None:
         self.opts = opts
@@ -113,20 +119,24 @@ class SimMachine:
         self.overrides: list[str] = []  # every override received, oldest first: "network once uefi"
 
     def set_override(self, device: str, *, persistent: bool, uefi: bool) -> None:
+        """Record a boot override as the BMC received it."""
         self.bootdev, self.persistent, self.uefi = device, persistent, uefi
         self.overrides = [*self.overrides, describe_override(device, persistent=persistent, uefi=uefi)][
             -MAX_OVERRIDES_KEPT:]
 
     def power_state(self) -> bool:
+        """True when on."""
         return self.on
 
     def booted(self) -> bool:
+        """True once on for the boot time."""
         return self.on and time.monotonic() - self.powered_at >= self.opts.boot_time
 
     def _fails(self) -> bool:
         return self.opts.fail_rate > 0 and self.rng.random() < self.opts.fail_rate
 
     def power_on(self) -> int:
+        """Power on; an IPMI completion code (0xFF for a simulated failure)."""
         if self._fails():
             return 0xFF
         if not self.on:
@@ -136,12 +146,14 @@ class SimMachine:
         return 0
 
     def power_off(self) -> int:
+        """Power off; an IPMI completion code."""
         if self._fails():
             return 0xFF
         self.on = False
         return 0
 
     def reset(self) -> int:
+        """Reset (and boot again); an IPMI completion code."""
         if self._fails():
             return 0xFF
         self.on, self.powered_at = True, time.monotonic()
@@ -166,16 +178,20 @@ class SimMachine:
         return dev
 
     def poll(self) -> bool:
+        """False: a simulated machine never exits by itself."""
         return False
 
     def stop(self) -> None:
+        """Power off for good."""
         self.on = False
 
     def describe(self) -> dict[str, Any]:
+        """Power, boot device and overrides, for the status file."""
         return {"power": "on" if self.on else "off", "bootdev": self.bootdev, "overrides": self.overrides}
 
 
 def describe_override(device: str, *, persistent: bool, uefi: bool) -> str:
+    """A boot override in words: ``pxe once legacy``."""
     return f"{device} {'persistent' if persistent else 'once'} {'uefi' if uefi else 'legacy'}"
 
 
@@ -195,6 +211,7 @@ class QemuMachine(SimMachine):
         self.boots = 0
 
     def power_state(self) -> bool:
+        """True while its QEMU process runs."""
         return self.proc is not None and self.proc.poll() is None
 
     def _start(self) -> None:
@@ -211,15 +228,18 @@ class QemuMachine(SimMachine):
                  "network" if spec.boot_network else "disk", spec.firmware.upper())
 
     def power_on(self) -> int:
+        """Start QEMU unless it runs."""
         if not self.power_state():
             self._start()
         return 0
 
     def power_off(self) -> int:
+        """Stop QEMU."""
         self.stop()
         return 0
 
     def reset(self) -> int:
+        """Restart QEMU (it boots from the current override)."""
         self.stop()
         self._start()
         return 0
@@ -232,11 +252,13 @@ class QemuMachine(SimMachine):
         return False
 
     def stop(self) -> None:
+        """Kill QEMU and its process group."""
         if self.proc is not None:
             kill_group(self.proc, grace=3.0)
             self.proc = None
 
     def describe(self) -> dict[str, Any]:
+        """As SimMachine's, with QEMU's PID."""
         d = super().describe()
         d["power"] = "on" if self.power_state() else "off"
         d["pid"] = self.proc.pid if self.proc is not None else None
@@ -275,6 +297,7 @@ class _Sha1OnlySession(serversession.ServerSession):
 
 
 class VirtualBmc(pyghmi_bmc.Bmc):
+    """An IPMI BMC on a UDP port (pyghmi's server) in front of a simulated or QEMU machine."""
     def __init__(self, cfg: BmcConfig, machine: SimMachine, opts: SimOptions, rng: random.Random,
                  defer: Callable[[float, Callable[[], None]], None], on_change: Callable[[], None]) -> None:
         super().__init__({cfg.user: cfg.password}, port=cfg.port, address=cfg.address)
@@ -286,18 +309,22 @@ class VirtualBmc(pyghmi_bmc.Bmc):
         self.on_change = on_change
 
     def drop_reply(self) -> bool:
+        """True when this reply is to be lost (``drop_rate``)."""
         return self.opts.drop_rate > 0 and self.rng.random() < self.opts.drop_rate
 
     # sessionless replies are dropped at the same rate as session ones
     def send_auth_cap(self, *args: Any) -> None:
+        """pyghmi's reply, unless it is dropped."""
         if not self.drop_reply():
             super().send_auth_cap(*args)
 
     def send_cipher_suites(self, *args: Any) -> None:
+        """pyghmi's reply, unless it is dropped."""
         if not self.drop_reply():
             super().send_cipher_suites(*args)
 
     def sessionless_data(self, data: Any, sockaddr: Any) -> None:
+        """pyghmi's handler, but RMCP+ open-session requests get a SHA-1-only session (see _Sha1OnlySession)."""
         if len(data) >= 22 and data[0] == 6 and data[2:4] == b"\xff\x07" and data[4] == 6 and data[5] == 16:
             _Sha1OnlySession(self.authdata, self.kg, sockaddr, self.serversocket, bytearray(data)[16:],
                              self.uuid, bmc=self)
@@ -305,6 +332,7 @@ class VirtualBmc(pyghmi_bmc.Bmc):
         super().sessionless_data(data, sockaddr)
 
     def handle_raw_request(self, request: dict[str, Any], session: Any) -> None:
+        """pyghmi's handler, chassis commands delayed by ``latency``."""
         if self.opts.latency > 0 and request["netfn"] == 0:
             self.defer(self.opts.latency, lambda: super(VirtualBmc, self).handle_raw_request(request, session))
             return
@@ -312,41 +340,50 @@ class VirtualBmc(pyghmi_bmc.Bmc):
 
     # pyghmi calls these from control_chassis / get_chassis_status
     def get_power_state(self) -> str:
+        """"on" or "off"."""
         return "on" if self.machine.power_state() else "off"
 
     def power_on(self) -> int:
+        """Power the machine on."""
         rc = self.machine.power_on()
         self.on_change()
         return rc
 
     def power_off(self) -> int:
+        """Power the machine off."""
         rc = self.machine.power_off()
         self.on_change()
         return rc
 
     def power_shutdown(self) -> int:
+        """As power_off (no guest to ask)."""
         return self.power_off()
 
     def power_reset(self) -> int:
+        """Reset the machine."""
         rc = self.machine.reset()
         self.on_change()
         return rc
 
     def power_cycle(self) -> int:
+        """Reset a machine that is on; 0xD5 for one that is off, as IPMI says."""
         if not self.machine.power_state():
             return 0xD5  # IPMI: power cycle is not valid in the "off" state
         return self.power_reset()
 
     def get_boot_device(self) -> str:
+        """The current boot device."""
         return self.machine.bootdev
 
     def set_boot_device(self, bootdevice: str) -> None:
+        """Set the override with the persistent and EFI flags of the same request."""
         flags = self._pending_flags
         self.machine.set_override(bootdevice, persistent=bool(flags & _FLAG_PERSISTENT), uefi=bool(flags & _FLAG_EFI))
         log.info("%s: boot override %s", self.name, self.machine.overrides[-1])
         self.on_change()
 
     def get_system_boot_options(self, request: dict[str, Any], session: Any) -> None:
+        """Boot flags (parameter 5) answered from the machine's override; the rest by pyghmi."""
         if request["data"][0] == 5:
             from pyghmi.ipmi import command as ipmicommand
 
@@ -360,6 +397,7 @@ class VirtualBmc(pyghmi_bmc.Bmc):
     _pending_flags = 0
 
     def set_system_boot_options(self, request: dict[str, Any], session: Any) -> None:
+        """Remember the request's flags byte, then pyghmi's handler."""
         data = request["data"]
         # pyghmi's server parses the device and calls set_boot_device; the flags byte is ours to read
         self._pending_flags = data[1] if data[0] == 5 and len(data) > 2 else 0

@@ -16,6 +16,7 @@ from toolkit.nightly.upstream import Upgrade
 
 
 class Action(StrEnum):
+    """What a nightly does with an image."""
     NO_CHANGE = "no-change"
     REUSE = "reuse"  # the current inputs' build is already stored (a manual bake): test and publish it
     BAKE = "bake"  # bake with refreshed packages, then test and publish
@@ -23,6 +24,7 @@ class Action(StrEnum):
 
 @dataclass(frozen=True)
 class Decision:
+    """A nightly's decision for an image, and why."""
     action: Action
     reasons: tuple[str, ...]
 

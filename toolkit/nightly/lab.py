@@ -10,7 +10,6 @@ import json
 import os
 import select
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.core.config import Settings
-from toolkit.core.run import kill_group, spawn
+from toolkit.core.run import PIPE, Process, kill_group, spawn
 from toolkit.lab.machines import LabError, console_text, down_lab, lab_dir, up_lab
 from toolkit.nightly.report import console_excerpt
 from toolkit.rollout.execute import RunOutcome, WaveProgress
@@ -36,6 +35,7 @@ class LabBootError(LabError):
 
 @dataclass(frozen=True)
 class BootTest:
+    """A lab boot test's result: passed or not, its reimage run and what it said."""
     passed: bool
     run_id: str
     detail: str
@@ -62,11 +62,12 @@ def _child_env(settings: Settings) -> dict[str, str]:
 
 @dataclass
 class NightlyLab:
+    """The lab a nightly boots its builds in, with its own boot server."""
     settings: Settings
     nodes: int = 1
     memory_mb: int = 2048
     boot_timeout_s: float = 900.0
-    _serve: subprocess.Popen[bytes] | None = None
+    _serve: Process[bytes] | None = None
     _inventory: Path | None = None
     log_path: Path | None = None
     _failed: list[str] = field(default_factory=list)
@@ -86,7 +87,7 @@ class NightlyLab:
         with open(log, "ab") as errf:
             self._serve = spawn([sys.executable, "-m", "toolkit.cli", "--json", "--home", self.settings.home,
                                  "serve", "--listen", f"127.0.0.1:{port}", "-i", status.inventory],
-                                stdout=subprocess.PIPE, stderr=errf, env=_child_env(self.settings))
+                                stdout=PIPE, stderr=errf, env=_child_env(self.settings))
         self._wait_listening(log)
         self._inventory = Path(status.inventory)
         return self._inventory
@@ -140,6 +141,7 @@ class NightlyLab:
                         + (f" ({'; '.join(why)})" if why else ""), excerpt, seconds)
 
     def stop(self) -> None:
+        """Stop the nightly's boot server."""
         if self._serve is not None:
             kill_group(self._serve)
             self._serve = None

@@ -35,6 +35,7 @@ def _holder_text(raw: bytes) -> str:
 
 @contextlib.contextmanager
 def nightly_lock(locks_dir: Path, run_id: str) -> Iterator[Path]:
+    """Hold the home's nightly lock for ``run_id``; NightlyRunningError naming the holder when another nightly runs."""
     locks_dir.mkdir(parents=True, exist_ok=True)
     path = locks_dir / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -16,6 +16,7 @@ TIMEOUT = 30.0
 
 
 def check_notify_url(url: str) -> str:
+    """``url``; InputError unless it is an http(s) URL."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
         raise InputError(f"--notify {url!r}: expected an http(s) URL, e.g. https://chat.example/hooks/golden")

@@ -45,6 +45,7 @@ BAKE_LOCK_WAIT_S = 2 * 3600.0  # a manual bake of the same image holds the store
 
 @dataclass(frozen=True)
 class NightlyOptions:
+    """What a nightly does: which images, where to promote and roll out, the lab's size."""
     images: tuple[str, ...] = ()  # empty: every spec in images/
     promote_to: str | None = "staging"
     rollout: str | None = None  # host pattern reimaged onto <image>@<promote_to>
@@ -105,6 +106,7 @@ class _PhaseLog(Progress):
 
 
 def list_images(settings: Settings, wanted: tuple[str, ...]) -> list[str]:
+    """The images a nightly covers: ``wanted``, or every spec; InputError for an unknown one."""
     found = sorted(p.stem for p in settings.images_dir.glob("*.yaml"))
     for name in wanted:
         check_name("image", name)

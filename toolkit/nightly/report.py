@@ -20,6 +20,7 @@ _FAILURE_WORDS = ("FAILED", "Failed", "failed", "error", "Error", "panic", "Trac
 
 
 class Outcome(StrEnum):
+    """What a nightly did with an image."""
     NO_CHANGE = "no change"
     PROMOTED = "promoted"  # rebuilt (or reused), every gate passed, on dev and the promotion target
     PUBLISHED = "published"  # every gate passed, on dev; no promotion asked for
@@ -28,6 +29,7 @@ class Outcome(StrEnum):
 
 @dataclass
 class Gate:
+    """One gate an image passed or failed, and how long it took."""
     name: str  # upstream-check | bake | bake-checks | lab-boot | publish-dev | promote-<ch> | rollout
     passed: bool
     seconds: float
@@ -37,6 +39,7 @@ class Gate:
 
 @dataclass
 class ImageReport:
+    """One image's nightly: outcome, builds before and after, gates passed."""
     image: str
     outcome: Outcome
     old_build: str | None  # what <image>@dev pointed at before
@@ -50,11 +53,13 @@ class ImageReport:
 
     @property
     def failed_gate(self) -> Gate | None:
+        """The first gate that failed, or None."""
         return next((g for g in self.gates if not g.passed), None)
 
 
 @dataclass
 class NightlyReport:
+    """A nightly run's report: every image's."""
     run_id: str
     started_at: float
     finished_at: float
@@ -63,17 +68,21 @@ class NightlyReport:
 
     @property
     def failed(self) -> list[ImageReport]:
+        """The images that failed."""
         return [i for i in self.images if i.outcome is Outcome.FAILED]
 
     @property
     def status(self) -> str:
+        """"failed" when any image failed, else "succeeded"."""
         return "failed" if self.failed else "succeeded"
 
     @property
     def exit_code(self) -> int:
+        """1 when any image failed, else 0."""
         return 1 if self.failed else 0
 
     def summary(self) -> str:
+        """Images per outcome, in one line."""
         counts: dict[str, int] = {}
         for i in self.images:
             counts[i.outcome.value] = counts.get(i.outcome.value, 0) + 1
@@ -90,6 +99,7 @@ def console_excerpt(text: str, lines: int = EXCERPT_LINES) -> str:
 
 
 def to_dict(report: NightlyReport) -> dict[str, Any]:
+    """The report as JSON data, with its status and summary."""
     data = dataclasses.asdict(report)
     data["status"] = report.status
     data["summary"] = report.summary()
@@ -100,6 +110,7 @@ def to_dict(report: NightlyReport) -> dict[str, Any]:
 
 
 def from_dict(data: dict[str, Any]) -> NightlyReport:
+    """The report read back from ``to_dict``'s data."""
     images = []
     for i in data.get("images", []):
         i = {k: v for k, v in i.items() if k != "failed_gate"}
@@ -110,6 +121,7 @@ def from_dict(data: dict[str, Any]) -> NightlyReport:
 
 
 def to_json(report: NightlyReport) -> str:
+    """The report as JSON text."""
     return json.dumps(to_dict(report), indent=2, sort_keys=True) + "\n"
 
 
@@ -139,6 +151,7 @@ def _changes_words(diff: dict[str, Any]) -> list[str]:
 
 
 def render_markdown(report: NightlyReport) -> str:
+    """The report as Markdown."""
     lines = [f"# golden nightly {report.run_id}: {report.status}", "",
              f"{_ts(report.started_at)}, {report.finished_at - report.started_at:.0f} s: {report.summary()}", ""]
     lines += _md_table(["image", "outcome", "old build", "new build", "failed gate"],

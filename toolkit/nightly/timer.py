@@ -24,6 +24,7 @@ _UNIT_VALUE_RE = re.compile(r"^[A-Za-z0-9_./@:+,=-]+$")  # as toolkit.boot.pxe: 
 
 @dataclass(frozen=True)
 class TimerSettings:
+    """What the nightly's systemd units run: golden, the project and home, the time."""
     golden: str  # absolute path of the golden executable
     project: Path
     home: Path
@@ -34,6 +35,7 @@ class TimerSettings:
 
 
 def check_at(value: str) -> str:
+    """``value``; InputError unless it is HH:MM."""
     if not _AT_RE.match(value):
         raise InputError(f"--at {value!r}: expected HH:MM (24-hour), e.g. 02:00")
     return value
@@ -52,6 +54,7 @@ def _check(s: TimerSettings) -> None:
 
 
 def render_units(s: TimerSettings) -> dict[str, str]:
+    """The service and timer unit texts, by file name."""
     _check(s)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, autoescape=False)  # noqa: S701 - not HTML
@@ -61,6 +64,7 @@ def render_units(s: TimerSettings) -> dict[str, str]:
 
 
 def write_units(s: TimerSettings, unit_dir: Path) -> list[Path]:
+    """Write the units into ``unit_dir``; their paths."""
     units = render_units(s)
     unit_dir.mkdir(parents=True, exist_ok=True)
     out = []

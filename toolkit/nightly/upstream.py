@@ -48,6 +48,7 @@ class UpstreamError(GoldenError):
 
 @dataclass(frozen=True)
 class Suite:
+    """An apt suite of a mirror to read package indexes from."""
     mirror: str  # a checked mirror URL (toolkit.bake.build.resolve_mirrors)
     name: str  # bookworm, bookworm-updates, bookworm-security
     components: tuple[str, ...] = ("main",)
@@ -55,6 +56,7 @@ class Suite:
 
 @dataclass(frozen=True)
 class Upgrade:
+    """A package the mirror has a newer version of."""
     package: str
     installed: str
     candidate: str
@@ -146,6 +148,7 @@ Fetch = Callable[[str], bytes]
 
 
 def http_fetch(url: str) -> bytes:
+    """The body at ``url``, at most MAX_INDEX_BYTES; UpstreamError otherwise."""
     try:
         with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT) as resp:  # noqa: S310 - checked mirror URL
             data = resp.read(MAX_INDEX_BYTES + 1)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from toolkit.bake.aptsources import host_mirrors
 from toolkit.core.errors import GoldenError
+from toolkit.core.mounts import mounts_under
 from toolkit.core.run import require, run
 
 # Bump when the way the chroot is built changes, so every machine rebuilds it.
@@ -60,6 +61,7 @@ def cache_dir() -> Path:
 
 
 def chroot_inputs(release: str = RELEASE) -> dict[str, object]:
+    """What the cached role-test chroot depends on."""
     return {
         "version": VERSION,
         "release": release,
@@ -69,24 +71,15 @@ def chroot_inputs(release: str = RELEASE) -> dict[str, object]:
 
 
 def chroot_key(inputs: dict[str, object]) -> str:
+    """The cache key of ``inputs``."""
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _mounts_under(path: Path) -> list[str]:
-    prefix = str(path.resolve())
-    found = []
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        target = line.split()[1].replace("\\040", " ")
-        if target == prefix or target.startswith(prefix + "/"):
-            found.append(target)
-    return found
 
 
 def unmount_all(path: Path) -> None:
     """Unmount everything below ``path``, deepest first; raise if something stays mounted."""
-    for target in sorted(_mounts_under(path), key=len, reverse=True):
+    for target in sorted(mounts_under(path), key=len, reverse=True):
         run(["umount", "--lazy", target], check=False)
-    left = _mounts_under(path)
+    left = mounts_under(path)
     if left:
         raise ChrootError(f"still mounted under {path}: {', '.join(left)}", hint="unmount them, then retry")
 
@@ -133,6 +126,7 @@ def ensure_chroot(release: str = RELEASE) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m toolkit.role.chroot``: ensure or remove the cached chroot."""
     parser = argparse.ArgumentParser(prog="python -m toolkit.role.chroot")
     sub = parser.add_subparsers(dest="step", required=True)
     ensure = sub.add_parser("ensure", help="print the cached chroot's path, building it first if needed")

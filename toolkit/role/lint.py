@@ -24,17 +24,20 @@ class RoleLintError(InputError):
 
 @dataclass(frozen=True)
 class LintResult:
+    """What ``golden role lint`` checked, with which tools."""
     roles: tuple[str, ...]
     paths: tuple[str, ...]
     tools: tuple[str, ...]
 
 
 def known_roles(project: Path) -> list[str]:
+    """The project's roles (folders with tasks/main.yml)."""
     roles = project / "roles"
     return sorted(p.name for p in roles.iterdir() if (p / "tasks" / "main.yml").is_file()) if roles.is_dir() else []
 
 
 def require_role(project: Path, name: str) -> None:
+    """InputError naming the known roles unless ``name`` is one."""
     if name not in known_roles(project):
         known = ", ".join(known_roles(project)) or "none"
         raise InputError(f"no role named {name!r} in {project / 'roles'} (known roles: {known})",

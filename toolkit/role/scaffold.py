@@ -38,11 +38,13 @@ FILES = (
 
 @dataclass(frozen=True)
 class NewRole:
+    """A role ``golden role new`` made, and its files."""
     name: str
     files: tuple[str, ...]
 
 
 def check_name(name: str, project: Path) -> None:
+    """InputError unless ``name`` is a free, valid role name."""
     if not ROLE_NAME_RE.match(name) or name in RESERVED:
         raise InputError(f"role name {name!r} is not allowed",
                          hint="use a lowercase letter, then lowercase letters, digits or _ (at most 63), not 'shared'")
@@ -53,6 +55,7 @@ def check_name(name: str, project: Path) -> None:
 
 
 def render(template: str, name: str) -> str:
+    """Template ``template`` with the role's name filled in."""
     return (TEMPLATES / template).read_text(encoding="utf-8").replace(PLACEHOLDER, name)
 
 

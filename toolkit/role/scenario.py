@@ -27,6 +27,7 @@ class RoleTestError(GoldenError):
 
 @dataclass(frozen=True)
 class RoleTestResult:
+    """A ``golden role test`` run: the role, its time and the chroot it used."""
     role: str
     seconds: float
     base_chroot: Path
@@ -52,6 +53,7 @@ def _prune_empty(folder: Path, stop: Path) -> None:
 
 
 def molecule_command(role: str, *, keep: bool, debug: bool) -> list[str]:
+    """The molecule command that tests ``role``."""
     return [
         tool_path("molecule"), *(["--debug"] if debug else []),
         "test", "-s", role, *(["--destroy", "never"] if keep else []),

@@ -27,7 +27,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -35,7 +34,8 @@ from toolkit.bmc.base import BmcClient, BootDevice, PowerAction
 from toolkit.bmc.pool import BmcPool
 from toolkit.fleet.fleet import Fleet
 from toolkit.inventory.hosts import Host
-from toolkit.rollout.hookrun import HookCall, HookRunner
+from toolkit.rollout.hookrun import HookRunner
+from toolkit.rollout.hooksteps import HookSteps
 from toolkit.rollout.journal import ATTEMPT_STEPS, Journal, Phase, RunStatus, Step, StepRow
 from toolkit.rollout.plan import Plan
 from toolkit.rollout.rotation import Rotation
@@ -139,7 +139,7 @@ def failed_checks(required: Sequence[str], reported: dict[str, dict[str, object]
 
 
 @dataclass
-class Executor:
+class Executor(HookSteps):
     run_id: str
     plan: Plan
     hosts: dict[str, Host]
@@ -311,78 +311,6 @@ class Executor:
             if r.step == Step.REPORT.value and r.phase == Phase.DONE.value and r.attempt == t.attempt:
                 return r.detail
         return ""
-
-    # ---- the operators' playbooks: drain, verify, undrain ----
-    def _hook_call(self, t: _Task, kind: str) -> HookCall:
-        return HookCall(t.host, kind, t.attempt, t.target, self.plan.moves.get(t.host, (None, ""))[0])
-
-    def _run_hooks(self, tasks: list[_Task], step: Step) -> tuple[list[_Task], list[_Task]]:
-        """Run each task's playbooks of this kind (tasks in parallel, a host's playbooks in order)."""
-        assert self.hooks is not None
-        runner = self.hooks
-        self._mark(tasks, step, Phase.INTENT,
-                   lambda t: ",".join(str(b) for _, b in runner.plan.playbooks(t.host, step.value)))
-        with ThreadPoolExecutor(max_workers=min(8, len(tasks))) as pool:
-            whys = list(pool.map(lambda t: runner.run(self._hook_call(t, step.value)), tasks))
-        ok, bad = [], []
-        for t, why in zip(tasks, whys, strict=True):
-            if why:
-                t.error = why
-                bad.append(t)
-            else:
-                ok.append(t)
-        self._mark(ok, step, Phase.DONE)
-        self._mark(bad, step, Phase.FAILED, lambda t: t.error)
-        return ok, bad
-
-    def _hooked(self, tasks: list[_Task], kind: str) -> tuple[list[_Task], list[_Task]]:
-        """(tasks with playbooks of this kind, the others)."""
-        has = [t for t in tasks if self.hooks is not None and self.hooks.has(t.host, kind)]
-        return has, [t for t in tasks if t not in has]
-
-    def _step_drain(self, tasks: list[_Task]) -> list[_Task]:
-        todo, rest = self._hooked([t for t in tasks if t.host not in self.drained], "drain")
-        rest += [t for t in tasks if t.host in self.drained]  # still out from an earlier attempt
-        if not todo:
-            return rest
-        ok, bad = self._run_hooks(todo, Step.DRAIN)
-        now = time.time()
-        for t in ok:
-            self.drained[t.host] = now
-        for t in bad:
-            t.fatal = True
-            t.error = f"drain failed, so it was not power-cycled: {t.error}"
-        self._settle_after_drain(ok)
-        return rest + ok
-
-    def _settle_after_drain(self, tasks: list[_Task]) -> None:
-        """After a drain, before any BMC call: give the load balancer's connections time to finish."""
-        assert self.hooks is not None
-        until = max((self.drained[t.host] + self.hooks.plan.settle_s(t.host) for t in tasks), default=0.0)
-        while time.time() < until:
-            self._emit(f"settling after drain ({until - time.time():.0f} s left)")
-            time.sleep(min(self.config.tick, max(until - time.time(), 0.0)))
-
-    def _step_verify(self, tasks: list[_Task]) -> list[_Task]:
-        todo, rest = self._hooked(tasks, "verify")
-        if not todo:
-            return tasks
-        ok, bad = self._run_hooks(todo, Step.VERIFY)
-        for t in bad:
-            t.error = f"verify failed: {t.error}"
-        return rest + ok
-
-    def _step_undrain(self, tasks: list[_Task]) -> list[_Task]:
-        todo, rest = self._hooked(tasks, "undrain")
-        if not todo:
-            return tasks
-        ok, bad = self._run_hooks(todo, Step.UNDRAIN)
-        for t in ok:
-            self.drained.pop(t.host, None)
-        for t in bad:
-            t.fatal = True  # the build is good and verified; only its return failed: no rollback
-            t.error = f"undrain failed, so it stays out of rotation: {t.error}"
-        return rest + ok
 
     # ---- one attempt for a batch, entering each task at its next step ----
     def _attempt(self, tasks: list[_Task]) -> tuple[list[_Task], list[_Task]]:

@@ -8,15 +8,16 @@ already happened and what did not.
 
 from __future__ import annotations
 
-import secrets
 import time
 from enum import StrEnum
 from typing import Any
 
+from toolkit.runs.ids import new_run_id
 from toolkit.state.db import NewStep, RunRow, StateDB, StepRow
 
 
 class RunStatus(StrEnum):
+    """Where a reimage run stands."""
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -24,6 +25,7 @@ class RunStatus(StrEnum):
 
 
 class Step(StrEnum):
+    """A step of reimaging one host."""
     DRAIN = "drain"              # the operators' drain playbooks: out of rotation (before any BMC call)
     DESIRED = "set-desired"      # fleet desired build <- target (or previous, on rollback)
     BOOTDEV = "bootdev-pxe"      # one-time network boot
@@ -41,13 +43,15 @@ ATTEMPT_STEPS: tuple[Step, ...] = (Step.DRAIN, Step.DESIRED, Step.BOOTDEV, Step.
 
 
 class Phase(StrEnum):
+    """A step's journal phase: intended, done or failed."""
     INTENT = "intent"
     DONE = "done"
     FAILED = "failed"
 
 
 def new_reimage_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+    """A fresh reimage run id."""
+    return new_run_id("reimage")
 
 
 class Journal:
@@ -58,15 +62,18 @@ class Journal:
 
     def create_run(self, run_id: str, user: str, pattern: str, image: str, target: str,
                    plan: dict[str, Any]) -> None:
+        """Record a new run with its plan, status "running"."""
         with self.db.write() as repo:
             repo.create_run(run_id, time.time(), user, pattern, image, target, plan, RunStatus.RUNNING.value)
 
     def set_status(self, run_id: str, status: RunStatus, summary: str = "") -> None:
+        """Set the run's status and summary."""
         with self.db.write() as repo:
             repo.set_run_status(run_id, status.value, summary, time.time())
 
     def record(self, run_id: str, host: str, wave: int, attempt: int, step: Step, phase: Phase,
                detail: str = "") -> StepRow:
+        """Append one step of one host; the row as written."""
         now = time.time()
         with self.db.write() as repo:
             (rid,) = repo.record_steps(run_id, [NewStep(host, wave, attempt, step.value, phase.value, detail)], now)
@@ -82,13 +89,16 @@ class Journal:
         return now
 
     def get_run(self, run_id: str) -> RunRow | None:
+        """The run, or None."""
         with self.db.read() as repo:
             return repo.get_run(run_id)
 
     def runs(self, limit: int = 50) -> list[RunRow]:
+        """The newest runs first."""
         with self.db.read() as repo:
             return repo.list_runs(limit)
 
     def steps(self, run_id: str, host: str | None = None) -> list[StepRow]:
+        """The run's steps in order, of one host or all."""
         with self.db.read() as repo:
             return repo.run_steps(run_id, host)

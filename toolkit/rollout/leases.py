@@ -91,6 +91,7 @@ def take_leases(db: StateDB, hosts: Sequence[str], run_id: str, holder: str, ttl
 
 
 def release_leases(db: StateDB, holder: str) -> None:
+    """Drop every lease ``holder`` has."""
     with db.write() as repo:
         repo.release_leases(holder)
 
@@ -138,6 +139,7 @@ class LeasedJournal(Journal):
         self.holder = holder
 
     def record_many(self, run_id: str, rows: list[tuple[str, int, int, Step, Phase, str]]) -> float:
+        """Append several steps in one transaction while the leases hold; when."""
         now = time.time()
         if not rows:
             return now

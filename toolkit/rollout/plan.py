@@ -29,6 +29,7 @@ class Amount:
 
     @classmethod
     def parse(cls, text: str | int, option: str) -> Amount:
+        """``10`` or ``10%``; InputError naming ``option`` otherwise."""
         m = _AMOUNT.match(str(text).strip())
         if not m:
             raise InputError(f"{option}: expected a whole number or a percentage like 10%, got {text!r}")
@@ -38,6 +39,7 @@ class Amount:
         return cls(value, pct)
 
     def of(self, total: int, *, at_least_one: bool = False) -> int:
+        """The amount of ``total`` (at least one of a non-empty total with ``at_least_one``)."""
         n = math.floor(total * self.value / 100) if self.percent else self.value
         return max(n, 1) if at_least_one and total > 0 else n
 
@@ -57,6 +59,7 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Policy:
+    """How a reimage goes: canaries, wave size, failures and unavailability allowed, per rack."""
     canary: int = 1
     wave_size: Amount = Amount(10, percent=True)
     max_unavailable: Amount | None = None
@@ -70,6 +73,7 @@ class Policy:
 
 @dataclass(frozen=True)
 class Wave:
+    """One wave of hosts reimaged together."""
     index: int
     hosts: tuple[str, ...]
     canary: bool = False
@@ -77,6 +81,7 @@ class Wave:
 
 @dataclass(frozen=True)
 class Plan:
+    """A reimage, planned: the target, the policy and the waves."""
     image: str
     target_build: str
     policy: Policy
@@ -91,6 +96,7 @@ class Plan:
 
     @property
     def hosts(self) -> list[str]:
+        """Every host of the plan, in wave order."""
         return [h for w in self.waves for h in w.hosts]
 
 
@@ -127,6 +133,7 @@ def _cut_waves(order: list[Candidate], size: int, per_rack: int | None) -> list[
 
 
 def plan_reimage(image: str, target_build: str, candidates: list[Candidate], policy: Policy) -> Plan:
+    """Waves for the candidates under ``policy`` (pure); InputError for an impossible policy."""
     if not candidates:
         raise InputError("the host pattern matched no hosts", hint="check the pattern with: golden fleet PATTERN")
     if policy.canary < 0:

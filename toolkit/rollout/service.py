@@ -42,6 +42,7 @@ from toolkit.store.policy import LAB_BOOT
 
 @dataclass(frozen=True)
 class ReimageRequest:
+    """What ``golden reimage`` was asked: the hosts, the image reference, the policy."""
     pattern: str
     image_ref: str  # name@channel or name@build-id
     policy: Policy
@@ -55,6 +56,7 @@ class ReimageRequest:
 
     @property
     def by_state(self) -> bool:
+        """True when hosts are chosen by their state rather than by pattern alone."""
         return self.state is not None or self.stale
 
     @property
@@ -147,6 +149,7 @@ def with_hooks(plan: Plan, settings: Settings, inv: Inventory | None) -> Plan:
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
+    """The plan as JSON data (what the journal stores)."""
     d = dataclasses.asdict(dataclasses.replace(plan, hooks=None))
     d["hooks"] = plan.hooks.to_dict() if plan.hooks else None
     d["policy"] = {k: str(v) if isinstance(v, Amount) else v for k, v in dataclasses.asdict(plan.policy).items()}
@@ -157,6 +160,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
 
 
 def plan_from_dict(d: dict[str, Any]) -> Plan:
+    """The plan read back from ``plan_to_dict``'s data."""
     p = d["policy"]
     policy = Policy(
         canary=p["canary"], wave_size=Amount.parse(p["wave_size"], "wave_size"),
@@ -236,6 +240,7 @@ def _record_lab_boot(ex: Executor, outcome: RunOutcome) -> None:
 def execute_plan(settings: Settings, req: ReimageRequest, plan: Plan, checks: tuple[str, ...],
                  on_progress: Callable[[WaveProgress], None] = lambda p: None,
                  on_start: Callable[[str], None] = lambda run_id: None, workers: int = 16) -> RunOutcome:
+    """Carry out ``plan``: the promotion gate again, leases, journal, waves."""
     fleet = open_fleet(settings, req.inventory)
     image_ref = req.image_ref or f"{plan.image}@{plan.target_build}"  # by state: the build the plan chose
     _, _, _, forced = resolve_target(fleet, image_ref, req.force, req.reason)  # the gate, again at acting time
@@ -262,6 +267,7 @@ def execute_plan(settings: Settings, req: ReimageRequest, plan: Plan, checks: tu
 def resume_run(settings: Settings, run_id: str, inventory: str | list[str] | None = None,
                on_progress: Callable[[WaveProgress], None] = lambda p: None, workers: int = 16,
                lease_ttl_s: float = LEASE_TTL_S) -> RunOutcome:
+    """Resume run ``run_id`` from its journal."""
     fleet0 = open_fleet(settings, inventory, required=False)
     journal = Journal(fleet0.db)
     run = journal.get_run(run_id)
@@ -285,12 +291,8 @@ def resume_run(settings: Settings, run_id: str, inventory: str | list[str] | Non
                                                             on_progress, pool, window), resume=tasks, finished=finished)
 
 
-def list_runs(settings: Settings, limit: int = 50) -> list[RunRow]:
-    fleet = open_fleet(settings, None, required=False)
-    return Journal(fleet.db).runs(limit)
-
-
 def show_run(settings: Settings, run_id: str) -> tuple[RunRow, list[StepRow]]:
+    """The run and its steps; InputError when there is no such run."""
     fleet = open_fleet(settings, None, required=False)
     journal = Journal(fleet.db)
     run = journal.get_run(run_id)

@@ -39,6 +39,7 @@ def open_url(url: str) -> PostgresStateDB:
 
 @dataclass(frozen=True)
 class MigrateResult:
+    """What ``golden state migrate`` copied: from where, to where, rows per table."""
     source: str
     target: str
     rows: dict[str, int]  # table -> rows copied

@@ -103,9 +103,11 @@ class PostgresStateDB(StateDB):
 
     @property
     def where(self) -> str:
+        """The URL with its password redacted."""
         return self._where
 
     def close(self) -> None:
+        """Close the connection pool."""
         self._pool.close()
 
     def size_bytes(self) -> int:

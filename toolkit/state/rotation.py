@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from toolkit.state.room import Room
+
 
 @dataclass(frozen=True)
 class RotationRow:
@@ -29,10 +31,8 @@ def _row(r: Any) -> RotationRow:
     return RotationRow(r["host"], r["grp"], r["run_id"], r["state"], r["since"], r["detail"])
 
 
-class RotationRoom:
-    """The ``host_rotation`` queries; mixed into ``Repo`` (``self._c`` is its connection)."""
-
-    _c: Any
+class HostRotation(Room):
+    """The ``host_rotation`` queries."""
 
     def rotation_rows(self, groups: Sequence[str] | None = None) -> list[RotationRow]:
         """Every row, or those of ``groups``, in (group, host) order."""

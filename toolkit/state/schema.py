@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Migration:
+    """One named schema change, applied once, in order."""
     name: str
     sql: str
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from toolkit.core.errors import LockedError, StoreError
 from toolkit.core.fsutil import atomic_write
+from toolkit.core.mounts import mounts_under
 from toolkit.image.manifest import Manifest, read_manifest
 
 ARTIFACTS = ("vmlinuz", "initrd", "rootfs.squashfs")
@@ -31,12 +31,14 @@ SNAPSHOT = ".package-snapshot"
 
 @dataclass(frozen=True)
 class Build:
+    """A stored build: its image, id, folder and manifest."""
     image: str
     build_id: str
     path: Path
     manifest: Manifest
 
     def artifact(self, name: str) -> Path:
+        """The path of artifact ``name``; StoreError when the build has none."""
         if name not in self.manifest.artifacts:
             known = ", ".join(sorted(self.manifest.artifacts)) or "none"
             raise StoreError(f"build {self.image}/{self.build_id} has no artifact {name!r} (it has: {known})")
@@ -44,16 +46,19 @@ class Build:
 
     @property
     def logs(self) -> Path:
+        """The bake logs kept with the build."""
         return self.path / "logs"
 
 
 class Store:
+    """The build store: ``<root>/<image>/<build-id>/``, written once through a staging folder and a rename."""
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
     # -- reading ------------------------------------------------------------------------------
 
     def images(self) -> list[str]:
+        """The images that have a folder in the store."""
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -67,10 +72,12 @@ class Store:
         return sorted(found, key=lambda b: (b.manifest.created_at, b.build_id), reverse=True)
 
     def find(self, image: str, build_id: str) -> Build | None:
+        """The build, or None when it is not stored."""
         path = self.root / image / build_id
         return self._load(image, path) if (path / MANIFEST).is_file() else None
 
     def get(self, image: str, build_id: str) -> Build:
+        """The build; StoreError naming a few stored ones when it is not there."""
         build = self.find(image, build_id)
         if build is None:
             known = ", ".join(b.build_id for b in self.builds(image)[:5]) or "none"
@@ -139,10 +146,12 @@ class Store:
     # -- package snapshot stamp ---------------------------------------------------------------
 
     def snapshot(self, image: str) -> str | None:
+        """The image's package snapshot stamp, or None before its first bake."""
         path = self.root / image / SNAPSHOT
         return path.read_text().strip() if path.is_file() else None
 
     def set_snapshot(self, image: str, stamp: str) -> None:
+        """Record the image's package snapshot stamp."""
         path = self.root / image / SNAPSHOT
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, stamp + "\n")
@@ -170,24 +179,6 @@ class Store:
             yield path
         finally:
             os.close(fd)
-
-
-def _unescape_mount(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def mounts_under(prefix: Path, mounts_file: Path = Path("/proc/mounts")) -> list[str]:
-    """Mount points at or below ``prefix``, deepest first (the order to unmount them in)."""
-    pre = str(Path(prefix).resolve()) if Path(prefix).exists() else str(prefix)
-    found = []
-    for line in mounts_file.read_text().splitlines():
-        parts = line.split()
-        if len(parts) < 2:
-            continue
-        point = _unescape_mount(parts[1])
-        if point == pre or point.startswith(pre.rstrip("/") + "/"):
-            found.append(point)
-    return sorted(found, key=lambda m: m.count("/"), reverse=True)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -18,18 +18,17 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import os
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from toolkit.core.errors import GateError, InputError, StoreError
-from toolkit.image.ref import REF_RE, parse_image_ref
+from toolkit.image.ref import IMAGE_NAME_RE, REF_RE, parse_image_ref
 from toolkit.state.db import HistoryRow, Repo, StateDB
 from toolkit.store.artifacts import Build, Store
 from toolkit.store.policy import LAB_BOOT, ChannelGates, GateEvidence, missing_gates
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+NAME_RE = IMAGE_NAME_RE
 LATEST = "latest-bake"
 
 class ChannelError(InputError):
@@ -38,6 +37,7 @@ class ChannelError(InputError):
 
 @dataclass(frozen=True)
 class ChannelChange:
+    """A planned channel change: which channel, from which build to which, by whom and why."""
     image: str
     channel: str
     action: str  # publish | promote | rollback
@@ -49,11 +49,13 @@ class ChannelChange:
 
     @property
     def changed(self) -> bool:
+        """True when the channel would point elsewhere."""
         return self.from_build != self.to_build
 
 
 @dataclass(frozen=True)
 class ChangeResult:
+    """A channel change as carried out."""
     change: ChannelChange
     applied: bool  # False when the channel already pointed at the build (nothing recorded)
     history_id: int | None
@@ -66,6 +68,7 @@ def current_user() -> str:
 
 
 def check_name(kind: str, value: str) -> str:
+    """``value``; ChannelError unless it is a valid image or channel name."""
     if not NAME_RE.match(value):
         raise ChannelError(f"{kind} {value!r} is not a valid name (lowercase letters, digits, '-' and '_')")
     return value
@@ -88,6 +91,7 @@ def rollback_stack(history: Sequence[HistoryRow]) -> list[str]:
 
 
 def rollback_target(history: Sequence[HistoryRow]) -> str | None:
+    """The build before the channel's current one, or None."""
     stack = rollback_stack(history)
     return stack[-2] if len(stack) >= 2 else None
 
@@ -129,6 +133,7 @@ def plan_publish(image: str, channel: str, build: Build, current: str | None, us
 
 def plan_promote(image: str, src: str, dst: str, source_build: Build | None, current: str | None, user: str,
                  force: bool = False, reason: str = "") -> ChannelChange:
+    """The change that moves ``src``'s build to ``dst``; ChannelError when it may not."""
     if src == dst:
         raise ChannelError(f"--from and --to are both {src!r}; promote moves a build between two channels")
     if source_build is None:
@@ -140,6 +145,7 @@ def plan_promote(image: str, src: str, dst: str, source_build: Build | None, cur
 
 def plan_rollback(image: str, channel: str, history: Sequence[HistoryRow], current: str | None,
                   user: str, reason: str = "") -> ChannelChange:
+    """The change that puts the channel back on its previous build; ChannelError when there is none."""
     if current is None:
         raise ChannelError(f"channel {image}@{channel} points at no build; there is nothing to roll back")
     target = rollback_target(history)
@@ -173,7 +179,7 @@ def resolve_build(store: Store, image: str, ref: str) -> Build:
         if not builds:
             raise ChannelError(f"image {image!r} has no builds in {store.root}", hint=f"golden bake {image}")
         return builds[0]
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", ref):
+    if not REF_RE.match(ref):
         raise ChannelError(f"{ref!r} is not a build id (or {LATEST})")
     build = store.find(image, ref)
     if build is None:
@@ -231,6 +237,7 @@ def promote(db: StateDB, store: Store, image: str, src: str, dst: str, *, force:
 
 def rollback(db: StateDB, store: Store, image: str, channel: str, *, reason: str = "",
              user: str | None = None) -> ChangeResult:
+    """Put the channel back on its previous build, recorded in its history."""
     check_name("image", image)
     check_name("channel", channel)
     who = user or current_user()
@@ -244,11 +251,13 @@ def rollback(db: StateDB, store: Store, image: str, channel: str, *, reason: str
 
 
 def history(db: StateDB, image: str | None = None, channel: str | None = None) -> list[HistoryRow]:
+    """Channel changes in order, filtered by image and channel."""
     with db.read() as repo:
         return repo.history(image, channel)
 
 
 def channel_build(db: StateDB, image: str, channel: str) -> str | None:
+    """The build the channel points at, or None."""
     with db.read() as repo:
         return _current(repo, image, channel)
 

@@ -15,6 +15,7 @@ from toolkit.store.channels import ChannelError, rollback_target
 
 @dataclass(frozen=True)
 class GcItem:
+    """A build and the reasons it is kept (none: it goes)."""
     image: str
     build_id: str
     reasons: tuple[str, ...] = ()
@@ -22,6 +23,7 @@ class GcItem:
 
 @dataclass(frozen=True)
 class GcPlan:
+    """What a garbage collection keeps and deletes, and the bytes it frees."""
     keep: tuple[GcItem, ...]
     delete: tuple[GcItem, ...]
     freed_bytes: int = 0

@@ -11,6 +11,7 @@ from toolkit.store.channels import unpassed_checks
 
 @dataclass(frozen=True)
 class BuildSummary:
+    """A stored build as ``golden images`` lists it."""
     build_id: str
     created_at: str
     size: int
@@ -20,12 +21,14 @@ class BuildSummary:
 
 @dataclass(frozen=True)
 class ImageSummary:
+    """An image with its channels and builds."""
     image: str
     channels: dict[str, str]
     builds: tuple[BuildSummary, ...]
 
 
 def summarize_images(db: StateDB, store: Store) -> list[ImageSummary]:
+    """Every stored image with its channels and builds."""
     with db.read() as repo:
         rows = repo.list_channels()
     by_image: dict[str, dict[str, str]] = {}

@@ -35,6 +35,7 @@ def parse_duration(value: str | int | float) -> float:
 
 
 class ChannelGates(BaseModel):
+    """The gates a build must pass to enter a channel (golden.yaml ``promotion:``)."""
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     lab_boot: bool = False
@@ -66,6 +67,7 @@ def parse_policy(data: Any, where: str = "golden.yaml: .promotion") -> dict[str,
 
 @dataclass(frozen=True)
 class GateEvidence:
+    """What is known of a build against the gates."""
     lab_boot_passed: bool
     soaked_hosts: int  # hosts in sync on the build for at least the soak time
 

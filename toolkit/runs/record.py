@@ -1,31 +1,24 @@
-"""A run's record under ``<runs_dir>/<run-id>/``, in the manner of ansible-runner's artifacts.
+"""Run records under ``<runs_dir>/<run-id>/``, in the manner of ansible-runner's artifacts, and
+reading them back.
 
-``command`` (what ran), ``inputs.json`` (with what), ``stdout`` (the full log), ``status`` and ``rc``
-(what happened), ``error`` (the message shown to the user, when it failed).
+A bake writes ``command`` (what ran), ``inputs.json`` (with what), ``stdout`` (the full log),
+``status`` and ``rc`` (what happened), ``error`` (the message shown to the user, when it failed).
+A nightly run writes ``status`` and, once done, its reports (toolkit.nightly.record). Reimage runs
+live in the state database's journal (toolkit.state.runs).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
-import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from toolkit.core.fsutil import atomic_write
+from toolkit.runs.ids import parse_run_id
 
 log = logging.getLogger("golden.run")
-
-
-BAKE_RUN_RE = re.compile(r"^(\d{8}T\d{6}Z)-bake-([a-z][a-z0-9_-]{0,62})-[0-9a-f]{6}$")
-
-
-def new_bake_run_id(kind: str, subject: str, now: datetime | None = None) -> str:
-    now = now or datetime.now(UTC)
-    return f"{now:%Y%m%dT%H%M%SZ}-{kind}-{subject}-{secrets.token_hex(3)}"
 
 
 def _write(path: Path, text: str) -> None:
@@ -34,18 +27,22 @@ def _write(path: Path, text: str) -> None:
 
 @dataclass(frozen=True)
 class RunRecord:
+    """A bake's record folder: command, inputs, log, status, exit code and error."""
     path: Path
 
     @property
     def run_id(self) -> str:
+        """The run's id (its folder's name)."""
         return self.path.name
 
     @property
     def stdout(self) -> Path:
+        """The run's full log."""
         return self.path / "stdout"
 
     @classmethod
     def create(cls, runs_dir: Path, run_id: str) -> RunRecord:
+        """A new record for ``run_id`` under ``runs_dir``, status "starting"."""
         path = runs_dir / run_id
         path.mkdir(parents=True)
         rec = cls(path)
@@ -54,6 +51,7 @@ class RunRecord:
         return rec
 
     def start(self, command: str, inputs: dict[str, Any]) -> None:
+        """Record what runs and with which inputs; status "running"."""
         _write(self.path / "command", command + "\n")
         _write(self.path / "inputs.json", json.dumps(inputs, indent=2, sort_keys=True) + "\n")
         _write(self.path / "status", "running\n")
@@ -70,11 +68,13 @@ class RunRecord:
             log.warning("could not finish the run record %s: %s", self.path, exc)
 
     def status(self) -> str:
+        """The status as recorded now."""
         return (self.path / "status").read_text().strip()
 
 
 @dataclass(frozen=True)
 class BakeRunSummary:
+    """A bake run as read back from its record."""
     id: str
     started_at: float
     status: str
@@ -92,11 +92,10 @@ def _read(path: Path) -> str:
 
 def read_bake_run(path: Path) -> BakeRunSummary | None:
     """A bake run's record, or None when ``path`` is not one."""
-    m = BAKE_RUN_RE.match(path.name)
-    if m is None or not path.is_dir():
+    rid = parse_run_id(path.name)
+    if rid is None or rid.kind != "bake" or not rid.subject or not path.is_dir():
         return None
-    started = datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
-    return BakeRunSummary(path.name, started, _read(path / "status") or "unknown", m.group(2),
+    return BakeRunSummary(path.name, rid.started_at, _read(path / "status") or "unknown", rid.subject,
                           _read(path / "error").splitlines()[0][:200] if (path / "error").exists() else "", path)
 
 
@@ -105,4 +104,41 @@ def list_bake_runs(runs_dir: Path, limit: int = 50) -> list[BakeRunSummary]:
     if not runs_dir.is_dir():
         return []
     found = [r for p in runs_dir.iterdir() if (r := read_bake_run(p)) is not None]
+    return sorted(found, key=lambda r: r.id, reverse=True)[:limit]
+
+
+@dataclass(frozen=True)
+class NightlyRunSummary:
+    """A nightly run as read back from its record."""
+    id: str
+    started_at: float
+    status: str
+    summary: str
+    path: Path
+
+
+def read_nightly_run(path: Path) -> NightlyRunSummary | None:
+    """A nightly run's record, or None when ``path`` is not one."""
+    rid = parse_run_id(path.name)
+    if rid is None or rid.kind != "nightly" or rid.subject or not path.is_dir():
+        return None
+    started = rid.started_at
+    try:
+        status = (path / "status").read_text().strip()
+    except OSError:
+        status = "unknown"
+    summary = ""
+    if (path / "report.json").is_file():
+        try:
+            summary = str(json.loads((path / "report.json").read_text()).get("summary", ""))
+        except ValueError:
+            summary = "(unreadable report)"
+    return NightlyRunSummary(path.name, started, status, summary, path)
+
+
+def list_nightly_runs(runs_dir: Path, limit: int = 50) -> list[NightlyRunSummary]:
+    """The newest nightly runs first."""
+    if not runs_dir.is_dir():
+        return []
+    found = [r for p in runs_dir.iterdir() if (r := read_nightly_run(p)) is not None]
     return sorted(found, key=lambda r: r.id, reverse=True)[:limit]

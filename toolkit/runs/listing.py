@@ -8,16 +8,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from toolkit.bake.record import BakeRunSummary, list_bake_runs, read_bake_run
 from toolkit.core.config import Settings
 from toolkit.core.errors import InputError
-from toolkit.nightly.record import NightlyRunSummary, list_nightly_runs, read_nightly_run
-from toolkit.rollout.service import list_runs, show_run
+from toolkit.runs.record import (
+    BakeRunSummary,
+    NightlyRunSummary,
+    list_bake_runs,
+    list_nightly_runs,
+    read_bake_run,
+    read_nightly_run,
+)
+from toolkit.state import open_state
 from toolkit.state.db import RunRow, StepRow
 
 
 @dataclass(frozen=True)
 class RunSummary:
+    """One run of any kind, as ``golden runs`` lists it."""
     id: str
     kind: str  # bake | reimage | nightly
     started_at: float
@@ -47,11 +54,12 @@ def all_runs(settings: Settings, limit: int = 50, kind: str | None = None) -> li
     if kind in (None, "nightly"):
         runs += [_from_nightly(r) for r in list_nightly_runs(settings.runs_dir, limit)]
     if kind in (None, "reimage"):
-        runs += [_from_reimage(r) for r in list_runs(settings, limit)]
+        runs += [_from_reimage(r) for r in _reimage_runs(settings, limit)]
     return sorted(runs, key=lambda r: r.started_at, reverse=True)[:limit]
 
 
 def bake_run(settings: Settings, run_id: str) -> BakeRunSummary | None:
+    """The bake run record ``run_id``, or None (also for an id that is not a plain name)."""
     return read_bake_run(settings.runs_dir / run_id) if "/" not in run_id and run_id not in (".", "..") else None
 
 
@@ -60,11 +68,11 @@ def show_any(settings: Settings, run_id: str) -> tuple[BakeRunSummary | None, tu
     bake = bake_run(settings, run_id)
     if bake is not None:
         return bake, None
-    try:
-        return None, show_run(settings, run_id)
-    except InputError:
+    reimage = _reimage_run(settings, run_id)
+    if reimage is None:
         raise InputError(f"no run {run_id!r} (neither a bake run in {settings.runs_dir} nor a reimage run)",
-                         hint="list runs with: golden runs") from None
+                         hint="list runs with: golden runs")
+    return None, reimage
 
 
 
@@ -78,3 +86,23 @@ def nightly_run(settings: Settings, run_id: str) -> tuple[NightlyRunSummary, str
         return None
     md = run.path / "report.md"
     return run, md.read_text(encoding="utf-8", errors="replace") if md.is_file() else None
+
+
+def _reimage_runs(settings: Settings, limit: int) -> list[RunRow]:
+    db = open_state(settings)
+    try:
+        with db.read() as repo:
+            return repo.list_runs(limit)
+    finally:
+        db.close()
+
+
+def _reimage_run(settings: Settings, run_id: str) -> tuple[RunRow, list[StepRow]] | None:
+    """A reimage run with its journal, or None when the state database holds no such run."""
+    db = open_state(settings)
+    try:
+        with db.read() as repo:
+            run = repo.get_run(run_id)
+            return (run, repo.run_steps(run_id)) if run is not None else None
+    finally:
+        db.close()
