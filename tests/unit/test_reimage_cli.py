@@ -54,6 +54,34 @@ def test_dry_run_prints_the_plan_and_changes_nothing(home, capsys):
     assert json.loads(capsys.readouterr().out) == []
 
 
+def test_dry_run_shows_each_hosts_hooks_and_each_groups_budget(home, capsys, tmp_path, monkeypatch):
+    h, _ = home
+    project = tmp_path / "project"
+    for sub in ("images", "roles", "playbooks"):
+        (project / sub).mkdir(parents=True)
+    for name in ("lb-drain", "web-verify", "lb-enable"):
+        (project / "playbooks" / f"{name}.yml").write_text("- hosts: all\n  tasks: []\n")
+    (project / "golden.yaml").write_text(
+        "rollout:\n  hooks:\n    - hosts: n0:n1\n      drain: playbooks/lb-drain.yml\n"
+        "      verify: playbooks/web-verify.yml\n      undrain: playbooks/lb-enable.yml\n"
+        "      timeout: 2m\n      settle: 5s\n      max_unavailable: 50%\n")
+    before = _db_digest(h) if (h / "state.db").exists() else None
+    argv = ["--project", str(project), "--home", str(h), "reimage", "all", "--image", "web@bbbbbbbbbbbbbbbb",
+            "--canary", "0", "--wave-size", "4", "--dry-run"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "note: hosts n0:n1: at most 1 of 2 out of rotation at once (max_unavailable)" in out
+    assert "hooks for n0:n1: drain lb-drain.yml, verify web-verify.yml, undrain lb-enable.yml " \
+           "(timeout 120 s, settle 5 s, at most 50% out at once)" in out
+    rows = {line.split()[1]: line.split()[-1] for line in out.splitlines() if line.strip().startswith("1 ")}
+    assert rows == {"n0": "n0:n1", "n1": "n0:n1", "n2": "-", "n3": "-"}, out
+    assert main(["--json", *argv]) == 0
+    plan = json.loads(capsys.readouterr().out)["plan"]
+    assert plan["hooks"]["groups"] == [{"key": "n0:n1", "budget": 1, "size": 2, "members": ["n0", "n1"]}]
+    assert plan["hooks"]["by_host"] == {"n0": [0], "n1": [0]}
+    assert before is None or _db_digest(h) == before
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["reimage", "all", "--image", "web"], "--image must look like <name>@<channel> or <name>@<build-id>"),
     (["reimage", "all", "--image", "web@nope"], "no channel 'nope' and no build web/nope"),
