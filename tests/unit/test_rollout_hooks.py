@@ -372,3 +372,17 @@ def test_validate_counts_good_hooks(tmp_path: Path, capsys) -> None:
     (tmp_path / "golden.yaml").write_text("rollout:\n  hooks:\n    - hosts: web\n      drain: playbooks/d.yml\n")
     assert main(["--project", str(tmp_path), "validate"]) == 0
     assert "1 rollout hook(s) valid" in capsys.readouterr().out
+
+
+def test_the_fleet_page_shows_a_drained_host_and_why() -> None:
+    from toolkit.fleet.page import COLOURS, FleetPage, render_page
+    from toolkit.fleet.status import HostStatus
+
+    host = HostStatus(name="web1", rack="rack1", mac="52:54:00:00:00:01", image="web@prod", desired="b2",
+                      desired_source="channel", served="b2", observed="b2", observed_since=1.0, booted_at=None,
+                      last_report=1.0, drift=(), state="drained",
+                      rotation="left out of rotation: verify failed: task 'Check' failed: 500")
+    page = render_page(FleetPage(2.0, [host], {}, [], []))
+    assert 'data-state="drained"' in page and COLOURS["drained"] in page
+    assert "left out of rotation: verify failed: task &#x27;Check&#x27; failed: 500" in page  # the cell's title
+    assert '"rotation": "left out of rotation: verify failed' in page  # and the details the click shows
