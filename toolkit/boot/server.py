@@ -29,6 +29,7 @@ server works behind nginx, on a lab bridge, and from QEMU's slirp (10.0.2.2).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -137,6 +138,8 @@ class BootHTTPServer(HTTPServer):
         self._builds: dict[tuple[str, str], Build] = {}
         self._builds_lock = threading.Lock()
         self._state_down = False
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         # handlers are built by _handle_conn (one per request), never by socketserver
         super().__init__(address, BootHandler)  # type: ignore[arg-type]
         self.pool = ConnectionPool(config.limits, self._handle_conn, is_transfer)
@@ -185,7 +188,8 @@ class BootHTTPServer(HTTPServer):
 
     def server_close(self) -> None:
         super().server_close()
-        self.pool.drain(0)
+        if hasattr(self, "pool"):  # HTTPServer closes a socket it could not bind before we made the pool
+            self.pool.drain(0)
 
     def state_written(self, ok: bool) -> None:
         """Count a dropped state write; log the first of a series once, and the recovery."""
@@ -222,6 +226,10 @@ class BootHTTPServer(HTTPServer):
         return f"http://{host!s}:{port}"
 
 
+class BadForward(Exception):
+    """A trusted proxy's X-Forwarded-For is empty or not one address: the request gets 400."""
+
+
 class BootHandler(BaseHTTPRequestHandler):
     """Exactly one request of a connection (the pool owns the connection between requests)."""
 
@@ -255,12 +263,24 @@ class BootHandler(BaseHTTPRequestHandler):
         pass  # our access line is written once the body is sent (_count), with its size and duration
 
     def _client(self) -> str:
+        """The client's address: a local proxy's (nginx's) X-Forwarded-For, else the peer. BadForward when the
+        proxy's header is not exactly one IP address (nginx sets it to one: anything else is not nginx's)."""
         addr = self.client_address[0]
-        fwd = self.headers.get("X-Forwarded-For")
+        fwd = self.headers.get_all("X-Forwarded-For")
         # Only a proxy on this machine (nginx) may tell us who the real client is.
-        if fwd and addr in ("127.0.0.1", "::1"):
-            return fwd.split(",")[0].strip()[:64]
-        return addr
+        if fwd is None or addr not in ("127.0.0.1", "::1"):
+            return addr
+        value = fwd[0].strip() if len(fwd) == 1 else ""
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise BadForward(f"X-Forwarded-For must be one IP address, got {ascii(','.join(fwd))[:80]}") from None
+
+    def _logged_client(self) -> str:
+        try:
+            return self._client()
+        except BadForward:
+            return self.client_address[0]
 
     def _count(self, route: str, code: int, sent: int) -> None:
         elapsed = time.monotonic() - self._t0
@@ -270,7 +290,7 @@ class BootHandler(BaseHTTPRequestHandler):
         if sent:
             metrics.add("bytes", route, sent)
         if access_log.isEnabledFor(logging.INFO):
-            access_log.info('%s "%s" %d %d %.1fms', self._client(), self.requestline[:200], code, sent,
+            access_log.info('%s "%s" %d %d %.1fms', self._logged_client(), ascii(self.requestline[:200]), code, sent,
                             elapsed * 1000)
 
     def _send_body(self, route: str, code: int, body: bytes, ctype: str, head: bool = False,
@@ -321,6 +341,8 @@ class BootHandler(BaseHTTPRequestHandler):
                 self._not_found("other", head)
         except DISCONNECTS as exc:
             self._gone(exc)
+        except BadForward as exc:
+            self._bad_forward(exc, head)
         except Exception as exc:
             self._failed(exc)
             self._send_body("error", 500, b"internal error\n", "text/plain; charset=utf-8", head)
@@ -334,9 +356,16 @@ class BootHandler(BaseHTTPRequestHandler):
                 self._not_found("other")
         except DISCONNECTS as exc:
             self._gone(exc)
+        except BadForward as exc:
+            self._bad_forward(exc)
         except Exception as exc:
             self._failed(exc)
             self._send_body("report", 500, b"internal error\n", "text/plain; charset=utf-8")
+
+    def _bad_forward(self, exc: BadForward, head: bool = False) -> None:
+        self.close_connection = True
+        log.warning("golden serve: %s: %s", self.client_address[0], exc)
+        self._send_body("bad-request", 400, f"{exc}\n".encode(), "text/plain; charset=utf-8", head)
 
     def _gone(self, exc: BaseException) -> None:
         self.close_connection = True
@@ -439,7 +468,8 @@ class BootHandler(BaseHTTPRequestHandler):
             script = pxe.no_build_script(decision.host, decision.mac, decision.problem, cfg.pxe_dir)
             return self._send_body("boot", 200, script.encode(), ctype)
         base = self._base_url()
-        issued = issue_boot_token(cfg.fleet, cfg.secret, decision.mac, decision.host, decision.build.build_id, client)
+        issued = issue_boot_token(cfg.fleet, cfg.secret, decision.mac, decision.host, decision.build.build_id, client,
+                                  decision.build.image)
         self.server.state_written(decision.recorded and issued.recorded)
         if issued.contested:
             self.server.metrics.bump("contested")
@@ -467,7 +497,7 @@ class BootHandler(BaseHTTPRequestHandler):
         if not length_s.isdigit() or len(length_s) > 7 or int(length_s) > MAX_REPORT_BYTES:
             self.close_connection = True
             rej = ReportRejected("malformed report: missing or oversized Content-Length", RejectKind.MALFORMED)
-            reject(fleet, rej)
+            reject(fleet, rej, self._client())
             return self._reject(rej, 400)
         raw = self.rfile.read(int(length_s))
         ctype = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -476,7 +506,7 @@ class BootHandler(BaseHTTPRequestHandler):
                 raise ReportRejected("malformed report: Content-Type is not application/json", RejectKind.MALFORMED)
             payload = decode_report(raw)
         except ReportRejected as rej:
-            reject(fleet, rej)
+            reject(fleet, rej, self._client())
             return self._reject(rej, 400)
         try:
             status, next_token = accept_report(fleet, payload, self.server.config.secret, self._client(),
@@ -521,13 +551,29 @@ def parse_range(header: str, size: int) -> tuple[int, int, bool] | None:
     return (start, end - start + 1, True)
 
 
+LISTEN_HOST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})$")
+
+
+def _listen_host(host: str) -> str | None:
+    """The address part of --listen (``[v6]``, v4 or a host name), or None when it is none of them."""
+    bracketed = host.startswith("[") and host.endswith("]")
+    inner = host[1:-1] if bracketed else host
+    try:
+        ip = ipaddress.ip_address(inner)
+    except ValueError:
+        return inner if not bracketed and LISTEN_HOST_RE.match(inner) else None
+    return str(ip) if bracketed == (ip.version == 6) else None
+
+
 def parse_listen(value: str) -> tuple[str, int]:
+    """``ADDR:PORT``, ``[V6]:PORT``, ``:PORT`` (all addresses) or ``PORT`` (127.0.0.1); InputError otherwise."""
     host, sep, port = value.rpartition(":")
     if not sep:
         host, port = "127.0.0.1", value
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise InputError(f"--listen must be ADDR:PORT (e.g. 127.0.0.1:9090), got {value!r}")
-    return (host.strip("[]") or "0.0.0.0", int(port))  # noqa: S104 - an explicit ":PORT" means all addresses
+    addr = _listen_host(host) if host else "0.0.0.0"  # noqa: S104 - an explicit ":PORT" means all addresses
+    if addr is None or not port.isdigit() or len(port) > 5 or not 0 <= int(port) <= 65535:
+        raise InputError(f"--listen must be ADDR:PORT (e.g. 127.0.0.1:9090 or [::1]:9090), got {ascii(value)}")
+    return (addr, int(port))
 
 
 def make_server(listen: str, config: ServerConfig) -> BootHTTPServer:
@@ -535,9 +581,10 @@ def make_server(listen: str, config: ServerConfig) -> BootHTTPServer:
     try:
         return BootHTTPServer((host, port), config)
     except OSError as exc:
-        hint = ("pick a free port with --listen" if exc.errno == 98
-                else "ports below 1024 need root or CAP_NET_BIND_SERVICE")
-        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}", hint=hint) from None
+        hint = {98: "another program listens there: pick a free port with --listen",
+                13: "ports below 1024 need root or CAP_NET_BIND_SERVICE"}.get(exc.errno or 0,
+                                                                               "check the address in --listen")
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint=hint) from None
 
 
 def serve_forever(server: BootHTTPServer) -> None:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from toolkit.core.errors import GoldenError, StoreError
+from toolkit.state.evidence import EvidenceRoom
 from toolkit.state.schema import MIGRATIONS, TABLES, Migration, split_statements
 
 BUSY_TIMEOUT_MS = 30_000
@@ -343,8 +344,8 @@ class Connection(Protocol):
     def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any]], /) -> Any: ...
 
 
-class Repo:
-    """Every query golden runs against the state DB. One instance per transaction."""
+class Repo(EvidenceRoom):
+    """Every query golden runs against the state DB. One instance per transaction (evidence rooms: ``evidence``)."""
 
     def __init__(self, conn: Connection) -> None:
         self._c = conn
