@@ -55,6 +55,7 @@ from toolkit.boot.retention import Pruned, Pruner, RetentionPolicy
 from toolkit.boot.token import DEFAULT_TTL_S
 from toolkit.core.config import StaleConfig
 from toolkit.core.errors import GoldenError, InputError
+from toolkit.core.text import printable
 from toolkit.fleet.fleet import Fleet
 from toolkit.fleet.page import render_page
 from toolkit.state.db import StateError
@@ -290,7 +291,7 @@ class BootHandler(BaseHTTPRequestHandler):
         if sent:
             metrics.add("bytes", route, sent)
         if access_log.isEnabledFor(logging.INFO):
-            access_log.info('%s "%s" %d %d %.1fms', self._logged_client(), ascii(self.requestline[:200]), code, sent,
+            access_log.info('%s "%s" %d %d %.1fms', self._logged_client(), printable(self.requestline[:200]), code, sent,
                             elapsed * 1000)
 
     def _send_body(self, route: str, code: int, body: bytes, ctype: str, head: bool = False,
