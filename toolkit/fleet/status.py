@@ -24,6 +24,8 @@ class HostStatus:
     state: str  # a HostState value
     taint: str | None = None  # why the host is tainted
     stale: tuple[str, ...] = ()  # why it breaks the staleness policy (only when asked with a policy)
+    # the build of a report no live reimage attempt vouched for, newer than the last verified one: shown, never acted on
+    unverified: str | None = None
 
 
 def rack_of(host: Host) -> str:
