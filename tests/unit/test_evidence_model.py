@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pytest
 
@@ -142,7 +142,7 @@ def test_a_contest_after_the_report_takes_the_verified_build_back(env: Env) -> N
 def test_re_reports_keep_the_standing_of_the_report_they_follow(env: Env) -> None:  # noqa: F811
     code, body = _report(env, _armed(env), drift=[])
     env.fleet.disarm_attempts([("node1", A1)])  # the reimage finished
-    code, again = _report(env, body["next_token"], drift=["/etc/motd"])  # the agent's periodic re-report
+    code, _ = _report(env, body["next_token"], drift=["/etc/motd"])  # the agent's periodic re-report
     assert code == 200 and env.fleet.status("node1")[0].drift == ("/etc/motd",)
     code, body = _report(env, unsolicited(env), drift=[])
     assert code == 200

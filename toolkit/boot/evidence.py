@@ -47,9 +47,15 @@ from toolkit.fleet.logins import matching_grant, parse_login, taint_reason
 from toolkit.fleet.status import HostStatus
 from toolkit.inventory.hosts import Host
 from toolkit.state.db import (
-    AttemptRow, HostRow, LoginRow, ObservedReport, Repo, StateError, TaintRow, TokenRow,
+    AttemptRow,
+    HostRow,
+    LoginRow,
+    ObservedReport,
+    Repo,
+    StateError,
+    TaintRow,
+    TokenRow,
 )
-
 
 VERIFIED_CHAIN = "verified"  # a next_token handed out with a verified report: its re-reports stay verified
 UNVERIFIED_CHAIN = "report"  # a next_token handed out with an unverified report (and every pre-0140 one)
@@ -196,7 +202,7 @@ def _record_access(repo: Repo, host: str, mac: str, report: ObservedReport, toke
 
 
 def _record_report(repo: Repo, host: str, mac: str, report: ObservedReport, token: TokenRow, now: float) -> bool:
-    """Spend the token and record the verified report; False (nothing recorded) when a concurrent report spent it first."""
+    """Spend the token, record the verified report; False (nothing recorded) when a concurrent report spent it first."""
     if not repo.spend_token(token.nonce, now):
         return False
     news = _is_news(repo.ensure_host(host, mac), report, token)

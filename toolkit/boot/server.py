@@ -291,8 +291,8 @@ class BootHandler(BaseHTTPRequestHandler):
         if sent:
             metrics.add("bytes", route, sent)
         if access_log.isEnabledFor(logging.INFO):
-            access_log.info('%s "%s" %d %d %.1fms', self._logged_client(), printable(self.requestline[:200]), code, sent,
-                            elapsed * 1000)
+            access_log.info('%s "%s" %d %d %.1fms', self._logged_client(), printable(self.requestline[:200]), code,
+                            sent, elapsed * 1000)
 
     def _send_body(self, route: str, code: int, body: bytes, ctype: str, head: bool = False,
                    extra: dict[str, str] | None = None) -> None:
@@ -573,7 +573,7 @@ def parse_listen(value: str) -> tuple[str, int]:
         host, port = "127.0.0.1", value
     addr = _listen_host(host) if host else "0.0.0.0"  # noqa: S104 - an explicit ":PORT" means all addresses
     if addr is None or not port.isdigit() or len(port) > 5 or not 0 <= int(port) <= 65535:
-        raise InputError(f"--listen must be ADDR:PORT (e.g. 127.0.0.1:9090 or [::1]:9090), got {ascii(value)}")
+        raise InputError(f"--listen must be ADDR:PORT (e.g. 127.0.0.1:9090 or [::1]:9090), got {value!a}")
     return (addr, int(port))
 
 

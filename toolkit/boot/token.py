@@ -1,4 +1,6 @@
-"""Per-boot tokens: ``<nonce>.<issued-at>.<attempt or ->.<hex HMAC-SHA256(secret, mac|image/build|nonce|issued|attempt)>``.
+"""Per-boot tokens: ``<nonce>.<issued-at>.<attempt or ->.<HMAC>``.
+
+The HMAC is hex HMAC-SHA256(secret, ``mac|image/build|nonce|issued|attempt``).
 
 The boot server hands a fresh token to every machine in its iPXE script; the agent sends it
 back with its report. Only someone who received that boot script can produce it; it binds the
@@ -119,7 +121,7 @@ def issue_token(secret: bytes, mac: str, build_id: str, nonce: str | None = None
 
 def verify_token(secret: bytes, token: str, mac: str, build_id: str, *, now: float | None = None,
                  ttl: float | None = None, image: str = "") -> TokenClaims:
-    """The token's claims when it was issued by us for this MAC, image and build and has not expired; TokenError otherwise."""
+    """The token's claims when we issued it for this MAC, image and build and it has not expired; else TokenError."""
     if not isinstance(token, str) or len(token) > 200 or token.count(".") != 3:
         raise TokenError("malformed token", kind="malformed")
     nonce, at_s, attempt, sig = token.split(".")
