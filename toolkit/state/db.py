@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from toolkit.core.errors import GoldenError, StoreError
 from toolkit.state.evidence import EvidenceRoom
+from toolkit.state.private import private_db, private_dir, refuse_foreign
 from toolkit.state.schema import MIGRATIONS, TABLES, Migration, split_statements
 
 BUSY_TIMEOUT_MS = 30_000
@@ -850,10 +851,8 @@ class SQLiteStateDB(StateDB):
         # a boot script's latency. Other processes still meet SQLite's lock (and busy_timeout).
         self._write_lock = threading.Lock()
         self._pid = os.getpid()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StateError(f"cannot create the state folder {path.parent}: {exc.strerror}") from None
+        private_dir(path.parent)  # the key and every nonce live here: 0700, the files 0600 (state.private)
+        private_db(path)
         self.migrate(MIGRATIONS)
 
     @property
@@ -947,6 +946,7 @@ class SQLiteStateDB(StateDB):
         conn = self._conn()
         if all(m.name in self._applied(conn) for m in migrations):
             return []
+        refuse_foreign(conn, self.path)
         applied: list[str] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
