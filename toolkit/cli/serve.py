@@ -48,7 +48,11 @@ def _limit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--header-timeout", type=finite_float(1, 600), default=d.header_timeout_s, metavar="SECONDS",
                    help=f"a request head must arrive within this (default {d.header_timeout_s:g})")
     p.add_argument("--io-timeout", type=finite_float(1, 3600), default=d.io_timeout_s, metavar="SECONDS",
-                   help=f"limit on reading a request body and on each write (default {d.io_timeout_s:g})")
+                   help=f"limit on each write to a client (default {d.io_timeout_s:g})")
+    p.add_argument("--body-timeout", type=finite_float(0.5, 600), default=d.body_timeout_s, metavar="SECONDS",
+                   help=f"a request body must arrive within this, else 408 (default {d.body_timeout_s:g})")
+    p.add_argument("--max-body-readers", type=int_range(1, 100_000), default=d.max_body_readers, metavar="N",
+                   help=f"connections sending a body at once; one more gets 503 (default {d.max_body_readers})")
     p.add_argument("--drain", type=finite_float(0, 300), default=d.drain_s, metavar="SECONDS",
                    help=f"on SIGTERM, let in-flight transfers finish this long (default {d.drain_s:g})")
 
@@ -56,7 +60,8 @@ def _limit_options(p: argparse.ArgumentParser) -> None:
 def _limits(args: argparse.Namespace) -> Limits:
     return Limits(workers=args.workers, queue=max(64, args.workers * 4), max_connections=args.max_connections,
                   idle_timeout_s=args.idle_timeout, header_timeout_s=args.header_timeout,
-                  io_timeout_s=args.io_timeout, drain_s=args.drain)
+                  io_timeout_s=args.io_timeout, drain_s=args.drain, body_timeout_s=args.body_timeout,
+                  max_body_readers=args.max_body_readers)
 
 
 def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
