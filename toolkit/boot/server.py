@@ -183,7 +183,7 @@ class BootHTTPServer(HTTPServer):
 
     def _pruned(self, result: Pruned) -> None:
         for table, n in (("boot_tokens", result.spent_tokens + result.expired_tokens), ("boot_events", result.events),
-                         ("unknown_machines", result.unknown_machines)):
+                         ("unknown_machines", result.unknown_machines), ("boot_noise", result.noise)):
             if n:
                 self.metrics.add("pruned", table, n)
 
