@@ -108,3 +108,22 @@ def refuse_foreign(conn: sqlite3.Connection, path: Path) -> None:
     if names and "schema_migrations" not in names:
         raise InputError(f"{path} is another program's SQLite database (tables: {', '.join(sorted(names)[:3])})",
                          hint="point --home (or GOLDEN_HOME) at a golden state home")
+
+
+def writable(path: Path) -> bool:
+    """Whether golden can write the database: the file, its folder (for the WAL) and its side files."""
+    sides = [path.with_name(path.name + x) for x in ("-wal", "-shm")]
+    return os.access(path.parent, os.W_OK) and all(os.access(p, os.W_OK) for p in [path, *sides] if p.exists())
+
+
+def open_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that only reads and never maps or locks anything: fail open on a read-only home.
+
+    ``immutable=1`` tells SQLite nothing changes the file: no locks, no shared-memory WAL index (whose
+    mapping SIGBUSes once its file cannot grow). Writes left in a WAL nobody can fold in are not
+    seen: the boot server answers from the database as its last checkpoint left it.
+    """
+    conn = sqlite3.connect(f"{path.resolve().as_uri().replace('file://', 'file:', 1)}?immutable=1", uri=True,
+                           isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    return conn
