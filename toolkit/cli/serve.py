@@ -7,7 +7,7 @@ import sys
 
 from toolkit.boot.connections import Limits
 from toolkit.boot.retention import DEFAULT_PRUNE_EVERY_S, DEFAULT_RETENTION_S, RetentionPolicy
-from toolkit.boot.server import ServerConfig, make_server, serve_forever
+from toolkit.boot.server import parse_listen, ServerConfig, make_server, serve_forever
 from toolkit.boot.token import DEFAULT_TTL_S, shared_secret
 from toolkit.cli.argtypes import finite_float, int_range
 from toolkit.cli.output import Context
@@ -65,6 +65,7 @@ def _limits(args: argparse.Namespace) -> Limits:
 
 
 def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
+    parse_listen(args.listen)  # a bad --listen is refused before any state is opened
     s = ctx.settings()
     fleet = open_fleet(s, args.inventory, required=False)
     config = ServerConfig(fleet=fleet, store=fleet.store, secret=shared_secret(fleet.db, s.home),
