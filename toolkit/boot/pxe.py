@@ -139,7 +139,7 @@ def check_settings(s: PxeSettings) -> None:
         try:
             network = ipaddress.ip_network(net, strict=False)
         except ValueError:
-            raise InputError(f"--trusted-cache must be an IP address or network, got {ascii(net)}") from None
+            raise InputError(f"--trusted-cache must be an IP address or network, got {net!a}") from None
         if network.prefixlen == 0:  # every client could then name any address as its own
             raise InputError(f"--trusted-cache {net} trusts every address on the network",
                              hint="name the site caches' own addresses or their network")

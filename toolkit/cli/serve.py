@@ -7,7 +7,7 @@ import sys
 
 from toolkit.boot.connections import Limits
 from toolkit.boot.retention import DEFAULT_PRUNE_EVERY_S, DEFAULT_RETENTION_S, RetentionPolicy
-from toolkit.boot.server import parse_listen, ServerConfig, make_server, serve_forever
+from toolkit.boot.server import ServerConfig, make_server, parse_listen, serve_forever
 from toolkit.boot.token import DEFAULT_TTL_S, shared_secret
 from toolkit.cli.argtypes import finite_float, int_range
 from toolkit.cli.output import Context
