@@ -135,3 +135,21 @@ def test_bad_input_is_one_line_with_exit_2(tmp_path: Path, monkeypatch, capsys, 
     assert err[0].startswith("golden: error: ") and needle.replace("TMP", str(tmp_path)) in "\n".join(err[:2]), err
     assert len([line for line in err if line.startswith("golden: error")]) == 1
     assert not (tmp_path / "missing").exists() and not (tmp_path / "nonexistent").exists()
+
+
+@pytest.mark.parametrize("verb", [["fleet", "--unknown"], ["drift"]])
+def test_values_from_outside_reach_the_terminal_escaped(tmp_path: Path, monkeypatch, capsys, verb) -> None:
+    """An address from X-Forwarded-For or a path from a node's drift never drives the operator's terminal."""
+    from toolkit.state.db import SQLiteStateDB
+
+    monkeypatch.setenv("GOLDEN_INVENTORY", str(write_inventory(tmp_path / "inv.yml", {"node1": (MAC, "base@prod")})))
+    db = SQLiteStateDB(tmp_path / "home" / "state.db")
+    with db.write() as repo:
+        repo.record_unknown("52:54:00:99:00:01", 1.0, "\x1b]0;owned\x07\x1b[2J")
+        repo.ensure_host("node1", MAC)
+        repo.record_drift("node1", "b1", {"/etc/\x1b[31mred\nnext": "added"}, 1.0)
+    db.close()
+    assert main(["--home", str(tmp_path / "home"), *verb]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\nnext" not in out
+    assert ("\\x1b]0;owned\\x07\\x1b[2J" if verb[0] == "fleet" else "/etc/\\x1b[31mred\\nnext") in out
