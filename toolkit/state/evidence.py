@@ -8,13 +8,14 @@
   (the client address) and hour, with a hard cap on keys, instead of a row each: 10,000 forged
   requests cost a few rows, not 10,000.
 
-A mixin of ``Repo`` (``toolkit.state.db``): the same connection and transaction, its own SQL.
+A room of ``Repo`` (``toolkit.state.repo``): the same connection and transaction, its own SQL.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from toolkit.state.room import Room
 
 NOISE_WINDOW_S = 3600.0
 NOISE_KEYS_PER_WINDOW = 256  # distinct keys per kind and window; past it one "(other)" row counts the rest
@@ -45,10 +46,8 @@ class NoiseRow:
     detail: str  # the last one's MAC or reason
 
 
-class EvidenceRoom:
-    """Queries on the evidence tables; mixed into ``Repo`` (``self._c`` is its connection)."""
-
-    _c: Any
+class EvidenceRoom(Room):
+    """Queries on the evidence tables; one of ``Repo``'s rooms."""
 
     # ---- verified: which attempt a host's observed build rests on ----
     def record_verified(self, host: str, attempt: str, build_id: str, at: float) -> None:
