@@ -153,3 +153,13 @@ def test_values_from_outside_reach_the_terminal_escaped(tmp_path: Path, monkeypa
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out and "\nnext" not in out
     assert ("\\x1b]0;owned\\x07\\x1b[2J" if verb[0] == "fleet" else "/etc/\\x1b[31mred\\nnext") in out
+
+
+@pytest.mark.parametrize("value, want", [
+    ("127.0.0.1:9090", ("127.0.0.1", 9090)), ("[::1]:80", ("::1", 80)), (":80", ("0.0.0.0", 80)),  # noqa: S104
+    ("9090", ("127.0.0.1", 9090)), ("boot.example:8080", ("boot.example", 8080)), ("[fe80::1]:0", ("fe80::1", 0)),
+])
+def test_good_listen_values_parse(value: str, want: tuple[str, int]) -> None:
+    from toolkit.boot.server import parse_listen
+
+    assert parse_listen(value) == want
