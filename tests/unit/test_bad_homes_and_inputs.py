@@ -156,7 +156,7 @@ def test_values_from_outside_reach_the_terminal_escaped(tmp_path: Path, monkeypa
 
 
 @pytest.mark.parametrize("value, want", [
-    ("127.0.0.1:9090", ("127.0.0.1", 9090)), ("[::1]:80", ("::1", 80)), (":80", ("0.0.0.0", 80)),  # noqa: S104
+    ("127.0.0.1:9090", ("127.0.0.1", 9090)), ("[::1]:80", ("::1", 80)), (":80", ("0.0.0.0", 80)),
     ("9090", ("127.0.0.1", 9090)), ("boot.example:8080", ("boot.example", 8080)), ("[fe80::1]:0", ("fe80::1", 0)),
 ])
 def test_good_listen_values_parse(value: str, want: tuple[str, int]) -> None:
