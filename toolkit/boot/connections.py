@@ -49,6 +49,22 @@ PHRASES = {400: "Bad Request", 413: "Content Too Large"}
 QUIET_S = 10.0  # a limit that keeps being hit is logged at most once per this, with how often
 
 
+class QuietLog:
+    """Warnings that a flood would repeat: one line per kind at most every QUIET_S, saying how many were held back."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._noted: dict[str, tuple[float, int]] = {}  # kind -> (last logged, held back since)
+
+    def warn(self, kind: str, fmt: str, *args: object) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last, held = self._noted.get(kind, (-QUIET_S, 0))
+            self._noted[kind] = (now, 0) if now - last >= QUIET_S else (last, held + 1)
+        if now - last >= QUIET_S:
+            log.warning(fmt + " (%d more since the last such line)", *args, held)
+
+
 def error_response(status: int, reason: str) -> bytes:
     body = f"{reason}\n".encode("latin-1", "replace")
     return (f"HTTP/1.1 {status} {PHRASES.get(status, 'Error')}\r\nContent-Type: text/plain\r\n"
@@ -163,7 +179,7 @@ class ConnectionPool:
         self.busy = 0
         self.body_readers = 0  # connections in the waiting room reading a body (reactor thread only)
         self.closed: Counter[str] = Counter()  # why connections were closed by us
-        self._noted: dict[str, tuple[float, int]] = {}  # reason -> (last logged, hits since)
+        self.quiet = QuietLog()
         self._stopping = threading.Event()
         self._threads = [threading.Thread(target=self._loop, name="golden-serve-wait", daemon=True)]
         self._threads += [threading.Thread(target=self._worker, args=(self._work,), name=f"golden-serve-{i}",
@@ -232,14 +248,7 @@ class ConnectionPool:
         except OSError:
             pass
         self._count_closed(conn, reason)
-        last, hits = self._noted.get(reason, (0.0, 0))
-        now = time.monotonic()
-        if now - last >= QUIET_S:
-            log.warning("golden serve: %s from %s (%d more since the last such line)", reason.replace("_", " "),
-                        conn.addr[0], hits)
-            self._noted[reason] = (now, 0)
-        else:
-            self._noted[reason] = (last, hits + 1)
+        self.quiet.warn(reason, "golden serve: %s from %s", reason.replace("_", " "), conn.addr[0])
 
     def _to_waiting_room(self, conn: Conn) -> None:
         if self._stopping.is_set():

@@ -459,7 +459,8 @@ class BootHandler(BaseHTTPRequestHandler):
             return self._send_body("boot", 503, b"state database unavailable\n", ctype, extra={"Retry-After": "30"})
         if decision.host is None:
             self.server.state_written(decision.recorded)
-            log.warning("golden serve: unknown machine %s asked to boot (from %s)", decision.mac, client)
+            self.server.pool.quiet.warn("unknown", "golden serve: unknown machine %s asked to boot (from %s)",
+                                        decision.mac, client)
             self.server.metrics.add("scripts", "unknown")
             return self._send_body("boot", 200, pxe.unknown_script(cfg.pxe_dir).encode(), ctype)
         if decision.build is None:
