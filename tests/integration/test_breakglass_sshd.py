@@ -112,11 +112,14 @@ def test_certificate_opens_its_host_for_its_ttl_only(lab, capsys, caplog) -> Non
     assert cert == tmp / "id_ed25519-cert.pub"
     shown = run(["ssh-keygen", "-L", "-f", cert], capture=True).stdout
     assert f"Serial: {issued['grant']['id']}" in shown and f"golden-breakglass@{MAC1}" in shown
+    assert shown.split("Extensions:")[1].split() == ["permit-pty"], shown  # no forwarding unless asked
 
     rc, out, err = golden(capsys, home, "--json", "break-glass", "node2", "--reason", "INC-8", "--ttl", "1h",
-                          "--pubkey", str(other))
+                          "--pubkey", str(other), "--permit", "port-forwarding")
     assert rc == 0, err
     cert2 = Path(json.loads(out)["certificate"])
+    shown2 = run(["ssh-keygen", "-L", "-f", cert2], capture=True).stdout
+    assert sorted(shown2.split("Extensions:")[1].split()) == ["permit-port-forwarding", "permit-pty"], shown2
 
     # node1 as the hardening role sets it up: its principal from the kernel command line's golden.mac.
     cmdline = tmp / "cmdline"

@@ -11,6 +11,7 @@ The screenshot stays in the test's folder (``fleet.png``).
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import re
 import shutil
@@ -68,7 +69,8 @@ def write_inventory(path: Path) -> Path:
 def report(fleet: Fleet, name: str, build: str, drift: dict[str, str] | None = None,
            logins: list[str] | None = None) -> None:
     mac = HOSTS[name][1]
-    token = issue_boot_token(fleet, SECRET, mac, name, build, "10.0.0.5").token
+    fleet.arm_attempts([(name, hashlib.sha256(name.encode()).hexdigest()[:16], build)], 600)  # a reimage's boot
+    token = issue_boot_token(fleet, SECRET, mac, name, build, "10.0.0.5", "base").token
     accept_report(fleet, {"mac": mac, "build_id": build, "image": "base", "token": token, "hostname": name,
                           "booted_at": NOW_ISO, "uptime_s": 5.0, "drift": sorted(drift or {}),
                           "drift_kinds": drift or {}, "agent_version": "1.1.0",

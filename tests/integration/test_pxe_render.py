@@ -15,6 +15,7 @@ import pytest
 from tests.fixtures.boot import GOLDEN, ServeProcess, golden_env, make_build, start_golden_serve, write_inventory
 from tests.fixtures.common import free_port
 from toolkit.core.run import kill_group, require, run, spawn
+from toolkit.state.db import SQLiteStateDB
 from toolkit.store.artifacts import Store
 
 pytestmark = pytest.mark.integration
@@ -142,7 +143,10 @@ def test_nginx_serves_store_and_proxies_golden_serve(site):
         code, _, body = _get(hostport, "GET", bad)
         assert code == 404, (bad, code)  # nginx maps every path outside the store layout to 404
         assert b"secret-ish" not in body
-    # Dynamic endpoints go through nginx to golden serve; the script points back at nginx.
+    # Dynamic endpoints go through nginx to golden serve; the script points back at nginx. The boot is
+    # a reimage attempt's, so its report is verified evidence (one outside any attempt would not be).
+    with SQLiteStateDB(store.root.parent / "state.db").write() as repo:
+        repo.arm_attempt("node1", "ab" * 8, "b1", time.time(), time.time() + 600)
     code, _, body = _get(hostport, "GET", f"/boot/{MAC}.ipxe")
     assert code == 200, body
     script = body.decode()

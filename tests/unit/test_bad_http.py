@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 
 import pytest
 
@@ -36,17 +37,31 @@ CASES = [  # (what, method, path, body, headers, expected status)
     ("report with a 5,000-digit number", "POST", "/report",
      _report().replace(b'"uptime_s": 1.0', b'"uptime_s": ' + b"9" * 5000), JSON, 400),
     ("report not UTF-8", "POST", "/report", b'{"mac": "\xff\xfe"}', JSON, 400),
-    ("report of 20,000 drift paths", "POST", "/report", _report(drift=["/x"] * 20_000), JSON, 400),
+    ("report of 20,000 drift paths", "POST", "/report", _report(drift=["/x"] * 20_000), JSON, 413),
     ("report with a 10 KiB hostname", "POST", "/report", _report(hostname="h" * 10_240), JSON, 400),
     ("report with a bool uptime", "POST", "/report", _report(uptime_s=True), JSON, 400),
     ("report without Content-Type", "POST", "/report", _report(), {}, 400),
     ("report with a 12-digit Content-Length", "POST", "/report", b"{}",
-     {**JSON, "Content-Length": "999999999999"}, 400),
+     {**JSON, "Content-Length": "999999999999"}, 413),
     ("report with a negative Content-Length", "POST", "/report", b"{}", {**JSON, "Content-Length": "-1"}, 400),
     ("boot script for a non-MAC", "GET", "/boot/..%2f..%2fetc%2fpasswd.ipxe", None, {}, 404),
     ("boot script for a too-long MAC", "GET", "/boot/" + "ab:" * 40 + "ab.ipxe", None, {}, 404),
     ("garbage Host header", "GET", f"/boot/{MAC1}.ipxe", None, {"Host": "evil host/../$(x)"}, 200),
-    ("unknown method", "PUT", "/report", b"{}", JSON, 501),
+    ("unknown method", "PUT", "/report", None, {}, 501),
+    ("unknown method with a body", "PUT", "/report", b"{}", JSON, 400),
+    ("GET with a body", "GET", f"/boot/{MAC1}.ipxe", b"GET /healthz HTTP/1.1\r\n\r\n", {}, 400),
+    ("Content-Length and Transfer-Encoding", "POST", "/report", b"{}",
+     {**JSON, "Content-Length": "2", "Transfer-Encoding": "chunked"}, 400),
+    ("Transfer-Encoding chunked", "POST", "/report", b"2\r\n{}\r\n0\r\n\r\n", {**JSON, "Transfer-Encoding": "chunked"},
+     400),
+    ("X-Forwarded-For of a comma from the local proxy", "GET", f"/boot/{MAC1}.ipxe", None, {"X-Forwarded-For": ","},
+     400),
+    ("empty X-Forwarded-For from the local proxy", "GET", f"/boot/{MAC1}.ipxe", None, {"X-Forwarded-For": ""}, 400),
+    ("X-Forwarded-For of two addresses", "GET", f"/boot/{MAC1}.ipxe", None,
+     {"X-Forwarded-For": "10.0.0.9, 10.0.0.8"}, 400),
+    ("X-Forwarded-For that is no address", "GET", f"/boot/{MAC1}.ipxe", None, {"X-Forwarded-For": "evil"}, 400),
+    ("X-Forwarded-For on a report", "POST", "/report", _report(), {**JSON, "X-Forwarded-For": "[::1]"}, 400),
+    ("one X-Forwarded-For address", "GET", f"/boot/{MAC1}.ipxe", None, {"X-Forwarded-For": " 10.0.0.9 "}, 200),
     ("report with 300 logins", "POST", "/report", _report(logins=[{"at": "t", "line": "x"}] * 300), JSON, 400),
     ("report with a 2 KiB login line", "POST", "/report", _report(logins=[{"at": "t", "line": "x" * 2048}]), JSON, 400),
     ("report with a login that is no object", "POST", "/report", _report(logins=["Accepted password"]), JSON, 400),
@@ -70,3 +85,27 @@ def test_hostile_request_gets_a_clear_status(env: Env, caplog: pytest.LogCapture
     assert not [r for r in caplog.records if r.exc_info], what  # no traceback in the server's log
     ok, _, _ = env.request("GET", "/healthz")
     assert ok == 200  # and the server still answers
+
+
+RAW_CASES = [  # (what, bytes sent on one connection, the one status line expected)
+    ("conflicting Content-Length", b"POST /report HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+     b"Content-Length: 2\r\nContent-Length: 40\r\n\r\n{}GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+    ("smuggled request after CL+TE", b"POST /report HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+    ("Content-Length that is no number", b"POST /report HTTP/1.1\r\nHost: x\r\nContent-Length: 0x10\r\n\r\n",
+     b"400"),
+    ("body of a GET run as a request", b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 38\r\n\r\n"
+     b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+]
+
+
+@pytest.mark.parametrize("what, raw, status", RAW_CASES, ids=[c[0] for c in RAW_CASES])
+def test_ambiguous_framing_is_one_400_and_nothing_more(env: Env, what: str, raw: bytes,  # noqa: F811
+                                                        status: bytes) -> None:
+    with socket.create_connection(env.server.server_address[:2], timeout=5) as s:
+        s.sendall(raw)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 " + status + b" "), what
+    assert reply.count(b"HTTP/1.1 ") == 1, what  # the connection is closed: no bytes of it run as a second request

@@ -119,22 +119,33 @@ def test_idle_and_half_sent_requests_time_out(small: BootHTTPServer) -> None:
     assert m['golden_http_connections_closed_total{reason="idle_timeout"}'] == "1"
 
 
-def test_a_full_pool_answers_503_instead_of_queueing_for_ever(home: Path) -> None:
+def _stalled_download(server: BootHTTPServer, path: str) -> socket.socket:
+    """A client that asks for a large file and never reads it: its worker blocks writing until io_timeout."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(5)
+    s.connect(server.server_address[:2])
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return s
+
+
+def test_a_full_pool_answers_503_instead_of_queueing_for_ever(tmp_path: Path) -> None:
+    home = _home(tmp_path, 32 << 20)
     server = _server(home, Limits(workers=1, fast_workers=1, queue=1, io_timeout_s=3.0, queue_wait_s=0.5))
     try:
-        head = b"POST /report HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
         stuck = []
-        for want in ("busy", "queued"):  # one worker blocked on the body, then one request queued
-            stuck.append(_connect(server, head))
+        for want in ("busy", "queued"):  # one worker blocked on a client that never reads, then one request queued
+            stuck.append(_stalled_download(server, "/store/base/b1/rootfs.squashfs"))
             deadline = time.monotonic() + 5
             while server.pool.stats()[want] < 1 and time.monotonic() < deadline:
                 time.sleep(0.01)
-        third = _connect(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        third = _connect(server, b"GET /store/base/b1/vmlinuz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert third.recv(200).startswith(b"HTTP/1.1 503 ")
+        assert _get(server, "/healthz")[0] == 200  # its own lane: boot scripts never wait for transfers
         for s in stuck:
             s.close()
-        time.sleep(3.5)  # the body read gives up after io_timeout: the worker is free again
-        assert _get(server, "/healthz")[0] == 200
+        time.sleep(3.5)  # the blocked write gives up after io_timeout: the worker is free again
+        assert _get(server, "/store/base/b1/vmlinuz")[0] == 200
         assert _metrics(server)['golden_http_connections_closed_total{reason="busy"}'] == "1"
     finally:
         server.shutdown()
@@ -204,7 +215,7 @@ def test_metrics_have_histograms_gauges_and_build_info(small: BootHTTPServer) ->
 
 
 def test_an_expired_token_is_refused_and_counted(small: BootHTTPServer) -> None:
-    old = issue_token(SECRET, MAC, "b1", issued_at=time.time() - 5 * 3600)
+    old = issue_token(SECRET, MAC, "b1", issued_at=time.time() - 5 * 3600, image="base")
     payload = {"mac": MAC, "build_id": "b1", "image": "base", "token": old, "hostname": "node1",
                "booted_at": "2026-11-26T21:00:00Z", "uptime_s": 1.0, "drift": [], "agent_version": "1.0"}
     host, port = small.server_address[:2]

@@ -6,6 +6,7 @@ boot server issued; the logins are forged journal lines as sshd and login write 
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -44,9 +45,16 @@ def fleet(tmp_path: Path, state_db: StateDB) -> Fleet:
     return Fleet(state_db, store, inv)
 
 
+ATTEMPTS = itertools.count(1)
+
+
 def report(fleet: Fleet, build: str = "b1", *, drift: dict[str, str] | None = None,
-           logins: list[tuple[str, str]] | None = None, token: str | None = None, booted_at: str | None = None):
-    token = token or issue_boot_token(fleet, SECRET, MAC, "node1", build, ADDR).token
+           logins: list[tuple[str, str]] | None = None, token: str | None = None, booted_at: str | None = None,
+           verified: bool = True):
+    """A report as an agent sends it; with no token given, of a fresh boot (within a reimage attempt if verified)."""
+    if token is None and verified:
+        fleet.arm_attempts([("node1", f"{next(ATTEMPTS):016x}", build)], expires_in=600)
+    token = token or issue_boot_token(fleet, SECRET, MAC, "node1", build, ADDR, "base").token
     drift = drift or {}
     payload = {"mac": MAC, "build_id": build, "image": "base", "token": token, "hostname": "node1",
                "booted_at": booted_at or NOW_ISO, "uptime_s": 12.0, "drift": sorted(drift),
@@ -131,9 +139,9 @@ def test_only_a_reimage_clears_a_taint(fleet: Fleet) -> None:
     later = (datetime.now(UTC) + timedelta(seconds=5)).replace(microsecond=0).isoformat()
     report(fleet, token=token, booted_at=later)  # a periodic re-report: still tainted
     assert state_of(fleet) == "tainted"
-    report(fleet, booted_at=later)  # a reboot of the same build outside a reimage: still tainted
+    fleet.disarm_attempts([("node1", fleet.attempt_of("node1").attempt)])  # that reimage is over
+    report(fleet, booted_at=later, verified=False)  # a reboot of the same build outside a reimage: still tainted
     assert state_of(fleet) == "tainted"
-    fleet.arm_attempts([("node1", "a1b2c3d4e5f60718", "b1")], expires_in=600)
     report(fleet, booted_at=later)  # the reimage's boot: clean again
     status = fleet.status()[0]
     assert (status.state, status.taint) == ("in-sync", None)

@@ -48,7 +48,8 @@ def _race(n: int, work) -> list[object]:
 @pytest.mark.parametrize("racers", [8])
 def test_one_token_reported_at_once_by_many_is_accepted_once(tmp_path: Path, state_backend, racers: int) -> None:
     fleets = [_fleet(tmp_path, state_backend()) for _ in range(racers)]  # one connection pool per "replica"
-    issued = issue_boot_token(fleets[0], SECRET, MAC, "n1", "b1", "10.0.0.5")
+    fleets[0].arm_attempts([("n1", "a77e000000000001", "b1")], expires_in=600)
+    issued = issue_boot_token(fleets[0], SECRET, MAC, "n1", "b1", "10.0.0.5", "web")
     report = {"mac": MAC, "build_id": "b1", "image": "web", "token": issued.token, "hostname": "n1",
               "booted_at": "2026-12-02T00:00:00Z", "uptime_s": 5, "drift": [], "agent_version": "t"}
     out = _race(racers, lambda i: accept_report(fleets[i], report, SECRET, "10.0.0.5"))
@@ -81,7 +82,8 @@ def test_a_report_that_loses_the_spend_records_nothing(tmp_path: Path, pg_url: s
     from toolkit.state.postgres import PostgresStateDB
 
     a, b = _fleet(tmp_path, PostgresStateDB(pg_url)), _fleet(tmp_path, PostgresStateDB(pg_url))
-    issued = issue_boot_token(a, SECRET, MAC, "n1", "b1", "10.0.0.5")
+    a.arm_attempts([("n1", "a77e000000000001", "b1")], expires_in=600)
+    issued = issue_boot_token(a, SECRET, MAC, "n1", "b1", "10.0.0.5", "web")
     payload = {"mac": MAC, "build_id": "b1", "image": "web", "token": issued.token, "hostname": "n1",
                "booted_at": "2026-12-02T00:00:00Z", "uptime_s": 5, "drift": [], "agent_version": "t"}
     report, _, _ = parse_report(payload)
@@ -90,20 +92,23 @@ def test_a_report_that_loses_the_spend_records_nothing(tmp_path: Path, pg_url: s
         row = repo.get_token(nonce)
         assert row is not None and row.used_at is None
         accept_report(b, payload, SECRET, "10.0.0.5")  # B wins meanwhile, in its own transaction
-        assert _record_report(repo, "n1", MAC, report, row, "", 1.0) is False
+        assert _record_report(repo, "n1", MAC, report, row, 1.0) is False
     with a.db.read() as repo:
         assert len(repo.events_after(0, kinds=["report"])) == 1
 
 
 def test_an_accepted_report_is_one_transaction_of_few_statements(tmp_path: Path) -> None:
     """Each statement is a round trip to PostgreSQL: a report (spend, record, status, next token)
-    is one transaction of 14 statements with BEGIN and COMMIT (it was 3 transactions and 20 statements)."""
+    is one transaction of 17 statements with BEGIN and COMMIT (it was 3 transactions and 20 statements;
+    14 before a verified report read its attempt, recorded which attempt vouched for the build, and the
+    status it answers with read the host's unverified observation)."""
     from toolkit.state.db import SQLiteStateDB
 
     db = SQLiteStateDB(tmp_path / "state.db")
     db.migrate()
     fleet = _fleet(tmp_path, db)
-    issued = issue_boot_token(fleet, SECRET, MAC, "n1", "b1", "10.0.0.5")
+    fleet.arm_attempts([("n1", "a77e000000000001", "b1")], expires_in=600)
+    issued = issue_boot_token(fleet, SECRET, MAC, "n1", "b1", "10.0.0.5", "web")
     report = {"mac": MAC, "build_id": "b1", "image": "web", "token": issued.token, "hostname": "n1",
               "booted_at": "2026-12-02T00:00:00Z", "uptime_s": 5, "drift": [], "agent_version": "t"}
     statements: list[str] = []
@@ -113,4 +118,4 @@ def test_an_accepted_report_is_one_transaction_of_few_statements(tmp_path: Path)
     assert token and status.name == "n1"
     sql = [s.split()[0].upper() for s in statements]
     assert sql.count("BEGIN") == 1 and sql.count("COMMIT") == 1, statements
-    assert len(statements) <= 12 + 2, "\n".join(statements)
+    assert len(statements) <= 15 + 2, "\n".join(statements)

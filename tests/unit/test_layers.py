@@ -26,7 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "bmc": {"core"},
     "inventory": {"core", "image", "bmc"},
     "fleet": {"core", "image", "state", "store", "inventory", "bmc"},
-    "boot": {"core", "image", "state", "store", "fleet"},
+    "boot": {"core", "image", "state", "store", "inventory", "fleet"},
     "rollout": {"core", "image", "state", "store", "inventory", "fleet", "bmc", "runs"},
     "lab": {"core", "bmc"},
     "role": {"core", "bake"},

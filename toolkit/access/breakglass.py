@@ -56,6 +56,12 @@ class GrantPlan:
     pubkey: Path
     pubkey_line: str
     out: Path
+    # what the certificate lets its holder do beyond a login: a terminal, unless more is asked for
+    permits: tuple[str, ...] = ("permit-pty",)
+
+
+# ssh-keygen -O extensions a break-glass certificate may carry (--permit); the rest are cleared
+PERMITS = ("port-forwarding", "agent-forwarding", "X11-forwarding", "user-rc")
 
 
 @dataclass(frozen=True)
@@ -129,7 +135,7 @@ def check_principal(principal: str) -> str:
 
 
 def plan_grant(fleet: Fleet, host: str, user: str, reason: str, ttl_s: float, pubkey: Path,
-               principal: str = DEFAULT_PRINCIPAL, out: Path | None = None) -> GrantPlan:
+               principal: str = DEFAULT_PRINCIPAL, out: Path | None = None, permits: tuple[str, ...] = ()) -> GrantPlan:
     """Everything checked before anything is recorded or signed."""
     if not MIN_TTL_S <= ttl_s <= MAX_TTL_S:
         raise InputError(f"--ttl must be between 1s and 24h, got {format_duration(ttl_s)}")
@@ -142,8 +148,11 @@ def plan_grant(fleet: Fleet, host: str, user: str, reason: str, ttl_s: float, pu
     cert = out or pubkey.with_name(pubkey.name.removesuffix(".pub") + "-cert.pub")
     if cert.is_dir() or not cert.parent.is_dir():
         raise InputError(f"--out {cert}: expected a file in an existing folder")
+    extra = tuple(p for p in permits if p in PERMITS)
+    if len(extra) != len(permits):
+        raise InputError(f"--permit takes {', '.join(PERMITS)}; got {', '.join(sorted(set(permits) - set(PERMITS)))}")
     return GrantPlan(found.name, mac, f"{check_principal(principal)}@{mac}", user, check_reason(reason), ttl_s,
-                     pubkey, line, cert)
+                     pubkey, line, cert, ("permit-pty", *(f"permit-{p}" for p in extra)))
 
 
 def _fingerprint(pub: Path) -> str:
@@ -163,8 +172,10 @@ def _sign(ca_key: Path, plan: GrantPlan, serial: int, key_id: str) -> str:
         pub = work / "key.pub"
         pub.write_text(plan.pubkey_line + "\n")
         try:
+            options = ["-O", "clear", *(arg for p in plan.permits for arg in ("-O", p))]
             run([require("ssh-keygen", "openssh-client"), "-q", "-s", ca_key, "-I", key_id, "-n", plan.principal,
-                 "-z", str(serial), "-V", f"-1m:+{int(plan.ttl_s)}", pub], capture=True, what="ssh-keygen -s")
+                 "-z", str(serial), "-V", f"-1m:+{int(plan.ttl_s)}", *options, pub], capture=True,
+                what="ssh-keygen -s")
         except CommandError as exc:
             raise BreakGlassError(f"signing the break-glass certificate failed: {exc.message}",
                                   hint="check the CA key under the state home (ssh-ca/) and the public key") from None

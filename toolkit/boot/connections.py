@@ -8,7 +8,13 @@ holds a file descriptor and a few hundred bytes, never a worker. The limits (``L
 
 - ``idle_timeout_s``: a waiting connection with no request started within it is closed.
 - ``header_timeout_s``: a request head must be complete this long after its first byte.
-- ``io_timeout_s``: a worker's reads of a request body, in total, and each of its writes.
+- ``io_timeout_s``: each of a worker's writes (and reads, should a handler ever need one).
+- ``body_timeout_s``, ``max_body_bytes``, ``max_body_readers``: a request body is read in the waiting
+  room too, never by a worker: its head is framed strictly first (``toolkit.boot.framing``: one
+  Content-Length, no Transfer-Encoding, else 400; over ``max_body_bytes``, 413), then the whole body
+  must arrive within ``body_timeout_s`` (else 408), and at most ``max_body_readers`` connections
+  read bodies at once (one more gets 503 at once). A slow ``POST /report`` therefore holds a file
+  descriptor and at most ``max_body_bytes``, never a thread, and ``/boot`` never waits for it.
 - ``max_connections``: past it the oldest waiting connection is closed, so new clients get in.
 - ``workers`` + ``queue``: a request finding both full waits in the waiting room (no thread, no
   reading) for ``queue_wait_s``, then is answered 503 with Retry-After: a boot storm is served
@@ -30,12 +36,39 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from toolkit.boot.framing import FramingError, frame_request
+
 log = logging.getLogger("golden.serve")
 
 BUSY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n"
                  b"Retry-After: 1\r\nConnection: close\r\n\r\nbusy\n")
 TOO_LARGE_RESPONSE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n"
                       b"Connection: close\r\n\r\n")
+BODY_TIMEOUT_RESPONSE = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+PHRASES = {400: "Bad Request", 413: "Content Too Large"}
+QUIET_S = 10.0  # a limit that keeps being hit is logged at most once per this, with how often
+
+
+class QuietLog:
+    """Warnings that a flood would repeat: one line per kind at most every QUIET_S, saying how many were held back."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._noted: dict[str, tuple[float, int]] = {}  # kind -> (last logged, held back since)
+
+    def warn(self, kind: str, fmt: str, *args: object) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last, held = self._noted.get(kind, (-QUIET_S, 0))
+            self._noted[kind] = (now, 0) if now - last >= QUIET_S else (last, held + 1)
+        if now - last >= QUIET_S:
+            log.warning(fmt + " (%d more since the last such line)", *args, held)
+
+
+def error_response(status: int, reason: str) -> bytes:
+    body = f"{reason}\n".encode("latin-1", "replace")
+    return (f"HTTP/1.1 {status} {PHRASES.get(status, 'Error')}\r\nContent-Type: text/plain\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
 
 
 @dataclass(frozen=True)
@@ -51,12 +84,15 @@ class Limits:
     io_timeout_s: float = 30.0
     max_head_bytes: int = 64 * 1024
     drain_s: float = 5.0
+    body_timeout_s: float = 10.0
+    max_body_bytes: int = 64 * 1024
+    max_body_readers: int = 128
 
 
 class Conn:
     """One client connection: its socket, and bytes received but not yet handled."""
 
-    __slots__ = ("addr", "buf", "head_started", "since", "sock")
+    __slots__ = ("addr", "body_since", "buf", "head_started", "need", "since", "sock")
 
     def __init__(self, sock: socket.socket, addr: tuple[str, int]) -> None:
         self.sock = sock
@@ -64,6 +100,8 @@ class Conn:
         self.buf = bytearray()
         self.since = time.monotonic()
         self.head_started = 0.0
+        self.need = 0  # while reading a body: the bytes head and body add up to
+        self.body_since = 0.0
 
     def has_head(self) -> bool:
         """True once a whole request head is buffered."""
@@ -145,7 +183,9 @@ class ConnectionPool:
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
         self._lock = threading.Lock()
         self.busy = 0
+        self.body_readers = 0  # connections in the waiting room reading a body (reactor thread only)
         self.closed: Counter[str] = Counter()  # why connections were closed by us
+        self.quiet = QuietLog()
         self._stopping = threading.Event()
         self._threads = [threading.Thread(target=self._loop, name="golden-serve-wait", daemon=True)]
         self._threads += [threading.Thread(target=self._worker, args=(self._work,), name=f"golden-serve-{i}",
@@ -207,6 +247,16 @@ class ConnectionPool:
             self.closed[reason] += 1
         log.debug("golden serve: %s:%s: closed (%s)", conn.addr[0], conn.addr[1], reason)
         conn.close()
+
+    def _refuse(self, conn: Conn, response: bytes, reason: str) -> None:
+        """Answer and close a connection the reactor will not take further; logged, at most every QUIET_S."""
+        self._forget(conn)
+        try:
+            conn.sock.send(response)
+        except OSError:
+            pass
+        self._count_closed(conn, reason)
+        self.quiet.warn(reason, "golden serve: %s from %s", reason.replace("_", " "), conn.addr[0])
 
     def _to_waiting_room(self, conn: Conn) -> None:
         if self._stopping.is_set():
@@ -284,10 +334,10 @@ class ConnectionPool:
                 return
             if self._stopping.is_set():
                 self._count_closed(conn, "shutdown")
-            elif conn.has_head():
-                self._dispatch(conn)  # a pipelined request already arrived with the previous one
-            else:
-                self._admit(conn)
+                continue
+            self._admit(conn)
+            if conn.has_head():  # a pipelined request already arrived with the previous one
+                self._head_arrived(conn)
 
     def _admit(self, conn: Conn) -> None:
         while len(self._waiting) >= self.limits.max_connections:
@@ -299,10 +349,13 @@ class ConnectionPool:
         except (OSError, ValueError):
             return self._count_closed(conn, "reset")
         conn.since = time.monotonic()
-        conn.head_started = 0.0
+        conn.head_started = time.monotonic() if conn.buf else 0.0
         self._waiting[conn.sock.fileno()] = conn
 
     def _forget(self, conn: Conn) -> None:
+        if conn.need:
+            self.body_readers -= 1
+            conn.need = 0
         self._waiting.pop(conn.sock.fileno(), None)
         try:
             self._sel.unregister(conn.sock)
@@ -323,20 +376,37 @@ class ConnectionPool:
         if not conn.buf:
             conn.head_started = time.monotonic()
         conn.buf += data
-        if conn.has_head():
-            self._forget(conn)
-            self._dispatch(conn)
+        if conn.need:
+            if len(conn.buf) >= conn.need:
+                self._forget(conn)
+                self._dispatch(conn)
+        elif conn.has_head():
+            self._head_arrived(conn)
         elif len(conn.buf) > self.limits.max_head_bytes:
+            self._refuse(conn, TOO_LARGE_RESPONSE, "head_too_large")
+
+    def _head_arrived(self, conn: Conn) -> None:
+        """Frame the request strictly; hand it to a worker once its body (if any) is here, read in the waiting room."""
+        try:
+            framing = frame_request(conn.buf, self.limits.max_body_bytes)
+        except FramingError as exc:
+            return self._refuse(conn, error_response(exc.status, exc.reason), "bad_framing")
+        need = framing.head_bytes + framing.body_bytes
+        if len(conn.buf) >= need:
             self._forget(conn)
-            try:
-                conn.sock.send(TOO_LARGE_RESPONSE)
-            except OSError:
-                pass
-            self._count_closed(conn, "head_too_large")
+            return self._dispatch(conn)
+        if self.body_readers >= self.limits.max_body_readers:
+            return self._refuse(conn, BUSY_RESPONSE, "body_busy")
+        conn.need, conn.body_since = need, time.monotonic()
+        self.body_readers += 1
 
     def _sweep(self, now: float) -> None:
         lim = self.limits
         for conn in list(self._waiting.values()):
+            if conn.need:
+                if now - conn.body_since > lim.body_timeout_s:
+                    self._refuse(conn, BODY_TIMEOUT_RESPONSE, "body_timeout")
+                continue
             if conn.buf and now - conn.head_started > lim.header_timeout_s:
                 reason = "header_timeout"
             elif not conn.buf and now - conn.since > lim.idle_timeout_s:

@@ -46,9 +46,9 @@ def _decide(fleet: Fleet, mac: str) -> BootDecision:
 def _record(fleet: Fleet, d: BootDecision, remote_addr: str | None) -> None:
     now = time.time()
     with fleet.db.write_rows() as repo:  # each statement atomic on its row: replicas need not queue
-        if d.host is None:
-            repo.record_unknown(d.mac, now, remote_addr)
-            repo.add_event("unknown", now, d.mac, None, None, remote_addr or "")
+        if d.host is None:  # anyone can ask for any MAC: bounded rows, counted per address and hour
+            repo.record_unknown_capped(d.mac, now, remote_addr or "")
+            repo.count_noise("unknown-mac", remote_addr or "-", now, d.mac)
             return
         repo.ensure_host(d.host, d.mac)
         if d.build is None:

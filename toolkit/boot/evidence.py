@@ -11,7 +11,15 @@ reimaged, MACs are not secret, and anyone there may fetch ``/boot/<mac>.ipxe`` a
 - The first script fetched within an armed attempt is the host's; a second fetch within the same
   attempt contests it (first come, first served, as Ironic's agent token): every report for that
   attempt is refused, the controller fails the host with "contested", a metric and an event record it.
-- A report must come from the address its token was handed to.
+- A report must come from the address its token was handed to; its MAC, image and build are signed.
+- A token is bound to its attempt and dies with it: once the attempt is disarmed (finished or
+  failed), contested, expired or superseded by the next one, its reports get 403 and change nothing.
+- Only a report of a live, uncontested attempt is *verified*: it alone sets the host's observed
+  build (what a reimage skips on, gates count and a taint is cleared by), and the next tokens it
+  hands the agent for re-reports carry that standing (source "verified"). A report with a token
+  fetched outside any attempt is an *unverified* observation: kept per host and shown, never acted
+  on (it may still taint the host when it reports an unsanctioned login: that only ever asks for a
+  reimage). A contest that arrives after the report takes the verified build back.
 - The controller counts an attempt's report only once ``contest_window`` seconds have passed since
   its power action with the attempt still uncontested, so an impostor that reports at once is
   still caught by the real machine's fetch (firmware asks for its script within seconds).
@@ -33,11 +41,24 @@ from datetime import datetime
 from typing import Any
 
 from toolkit.boot.reports import RejectKind, ReportRejected, parse_report
-from toolkit.boot.token import DEFAULT_TTL_S, TokenError, issue_token, verify_token
+from toolkit.boot.token import DEFAULT_TTL_S, TokenClaims, TokenError, issue_token, verify_token
 from toolkit.fleet.fleet import Fleet
 from toolkit.fleet.logins import matching_grant, parse_login, taint_reason
 from toolkit.fleet.status import HostStatus
-from toolkit.state.db import HostRow, LoginRow, ObservedReport, Repo, StateError, TaintRow, TokenRow
+from toolkit.inventory.hosts import Host
+from toolkit.state.db import (
+    AttemptRow,
+    HostRow,
+    LoginRow,
+    ObservedReport,
+    Repo,
+    StateError,
+    TaintRow,
+    TokenRow,
+)
+
+VERIFIED_CHAIN = "verified"  # a next_token handed out with a verified report: its re-reports stay verified
+UNVERIFIED_CHAIN = "report"  # a next_token handed out with an unverified report (and every pre-0140 one)
 
 
 @dataclass(frozen=True)
@@ -49,7 +70,17 @@ class IssuedToken:
     recorded: bool  # False: the state DB could not be written, so no report with it will be accepted
 
 
-def issue_boot_token(fleet: Fleet, secret: bytes, mac: str, host: str, build_id: str, addr: str) -> IssuedToken:
+def _contest(repo: Repo, armed: AttemptRow, mac: str, host: str, build_id: str, addr: str, now: float) -> None:
+    """Contest the attempt: nobody's report of it counts, and a build it already verified is taken back."""
+    repo.contest_attempt(host, armed.attempt, now)
+    if repo.forget_verified(host, armed.attempt):
+        repo.end_token_chains(host, now)
+    repo.add_event("contested", now, mac, host, build_id, json.dumps(
+        {"attempt": armed.attempt, "fetched_from": f"{armed.fetched_from},{addr}".strip(",")}))
+
+
+def issue_boot_token(fleet: Fleet, secret: bytes, mac: str, host: str, build_id: str, addr: str,
+                     image: str = "") -> IssuedToken:
     """A fresh token for the boot script ``host`` fetched from ``addr``, counted against its armed attempt."""
     nonce = secrets.token_hex(16)
     now = time.time()
@@ -62,38 +93,56 @@ def issue_boot_token(fleet: Fleet, secret: bytes, mac: str, host: str, build_id:
                 attempt = armed.attempt
                 if repo.count_fetch(host, attempt, addr) > 1:
                     contested = True
-                    repo.contest_attempt(host, attempt, now)
-                    repo.add_event("contested", now, mac, host, build_id, json.dumps(
-                        {"attempt": attempt, "fetched_from": f"{armed.fetched_from},{addr}".strip(",")}))
-            token = issue_token(secret, mac, build_id, nonce, issued_at=now, attempt=attempt)
+                    _contest(repo, armed, mac, host, build_id, addr, now)
+            token = issue_token(secret, mac, build_id, nonce, issued_at=now, attempt=attempt, image=image)
             repo.insert_token(TokenRow(nonce, mac, host, build_id, attempt, now, addr, None))
     except StateError:
-        return IssuedToken(issue_token(secret, mac, build_id, nonce, issued_at=now), "", False, False)
+        return IssuedToken(issue_token(secret, mac, build_id, nonce, issued_at=now, image=image), "", False, False)
     return IssuedToken(token, attempt, contested, True)
 
 
-def _reissue(repo: Repo, secret: bytes, mac: str, host: str, build_id: str, attempt: str, addr: str) -> str:
-    """The next token for an agent's periodic re-report, bound to the same attempt (never counted as a
-    fetch); stored in the transaction that accepted the report, so both or neither are."""
+def _reissue(repo: Repo, secret: bytes, mac: str, host: str, report: ObservedReport, addr: str,
+             verified: bool) -> str:
+    """The next token for an agent's periodic re-report, with the standing of the report it answers (never
+    counted as a fetch); stored in the transaction that accepted the report, so both or neither are."""
     nonce = secrets.token_hex(16)
     now = time.time()
-    repo.insert_token(TokenRow(nonce, mac, host, build_id, attempt, now, addr, None, source="report"))
-    return issue_token(secret, mac, build_id, nonce, issued_at=now, attempt=attempt)
+    source = VERIFIED_CHAIN if verified else UNVERIFIED_CHAIN
+    repo.insert_token(TokenRow(nonce, mac, host, report.build_id, "", now, addr, None, source=source))
+    return issue_token(secret, mac, report.build_id, nonce, issued_at=now, image=report.image)
 
 
-def _refusal(repo: Repo, row: TokenRow | None, host: str, attempt: str, addr: str) -> ReportRejected | None:
+def _refusal(repo: Repo, row: TokenRow | None, host: str, addr: str) -> ReportRejected | None:
     if row is None or row.host != host:
         return ReportRejected("token was never issued by this boot server", RejectKind.UNKNOWN_TOKEN)
     if row.used_at is not None:
         return ReportRejected("token already used (replayed report)", RejectKind.REPLAY)
     if row.issued_to and addr and row.issued_to != addr:
         return ReportRejected(f"report from {addr}, but the boot script went to {row.issued_to}", RejectKind.ADDRESS)
-    if attempt:
-        armed = repo.get_attempt(host)
-        if armed is not None and armed.attempt == attempt and armed.contested_at is not None:
-            return ReportRejected(f"attempt {attempt} is contested: its boot script was fetched more than once "
-                                  f"(from {armed.fetched_from})", RejectKind.CONTESTED)
     return None
+
+
+def attempt_refusal(armed: AttemptRow | None, attempt: str, now: float) -> ReportRejected | None:
+    """Why a token of reimage ``attempt`` no longer counts (its attempt ended, was contested or superseded). Pure."""
+    if armed is None or armed.attempt != attempt:
+        return ReportRejected(f"attempt {attempt} is over: a later attempt superseded it, or it never existed",
+                              RejectKind.ENDED)
+    if armed.contested_at is not None:
+        return ReportRejected(f"attempt {attempt} is contested: its boot script was fetched more than once "
+                              f"(from {armed.fetched_from})", RejectKind.CONTESTED)
+    if not armed.active(now):
+        return ReportRejected(f"attempt {attempt} is over (finished, failed or expired)", RejectKind.ENDED)
+    return None
+
+
+def standing(repo: Repo, row: TokenRow, now: float) -> bool | ReportRejected:
+    """True: the report is verified evidence; False: an unverified observation; or why it is refused."""
+    if row.source == VERIFIED_CHAIN:
+        return True
+    if row.source != "boot" or not row.attempt:
+        return False
+    refusal = attempt_refusal(repo.get_attempt(row.host), row.attempt, now)
+    return True if refusal is None else refusal
 
 
 def _is_news(prev: HostRow | None, report: ObservedReport, token: TokenRow) -> bool:
@@ -102,7 +151,7 @@ def _is_news(prev: HostRow | None, report: ObservedReport, token: TokenRow) -> b
     Only news becomes a boot event: a fleet re-reporting every few minutes would otherwise add a
     row per host per interval. The host row still records every report (last_report_at).
     """
-    return (token.source != "report" or prev is None or prev.observed_build != report.build_id
+    return (token.source == "boot" or prev is None or prev.observed_build != report.build_id
             or prev.drift != report.drift)
 
 
@@ -114,21 +163,15 @@ def _booted_after(report: ObservedReport, at: float) -> bool:
 
 
 def clears_taint(taint: TaintRow, report: ObservedReport, token: TokenRow) -> bool:
-    """A reimage ends a taint: the first report of a boot after it, of a reimage attempt or of another build.
+    """A verified reimage ends a taint: the first report of a boot after it, of a live reimage attempt.
 
-    A periodic re-report, or a reboot of the tainted build outside a reimage, never does.
+    A periodic re-report, a reboot outside a reimage, or anything unverified never does.
     """
-    reimaged = bool(token.attempt) or (taint.build_id is not None and report.build_id != taint.build_id)
-    return token.source == "boot" and reimaged and _booted_after(report, taint.at)
+    return token.source == "boot" and bool(token.attempt) and _booted_after(report, taint.at)
 
 
-def _record_access(repo: Repo, host: str, mac: str, report: ObservedReport, token: TokenRow, now: float) -> None:
-    """Drift paths, logins (a login without a grant taints), and the end of a taint by a reimage."""
-    taint = repo.get_taint(host)
-    if taint is not None and clears_taint(taint, report, token) and repo.clear_taint(host, taint.at):
-        repo.add_audit(now, "golden serve", "untaint", host, "reimaged",
-                       json.dumps({"build_id": report.build_id, "attempt": token.attempt, "was": taint.reason}))
-    repo.record_drift(host, report.build_id, report.drift_kinds or {p: "changed" for p in report.drift}, now)
+def _record_logins(repo: Repo, host: str, mac: str, report: ObservedReport, now: float) -> None:
+    """Logins (a login without a grant taints)."""
     grants = repo.list_grants(host) if report.logins else []
     for at, line in report.logins:
         login = parse_login(at, line)
@@ -149,58 +192,95 @@ def _record_access(repo: Repo, host: str, mac: str, report: ObservedReport, toke
                            json.dumps({"line": line}))
 
 
-def _record_report(repo: Repo, host: str, mac: str, report: ObservedReport, token: TokenRow, attempt: str,
-                   now: float) -> bool:
-    """Spend the token and record the report; False (nothing recorded) when a concurrent report spent it first."""
+def _record_access(repo: Repo, host: str, mac: str, report: ObservedReport, token: TokenRow, now: float) -> None:
+    """Drift paths, logins, and the end of a taint by a reimage (verified reports only)."""
+    taint = repo.get_taint(host)
+    if taint is not None and clears_taint(taint, report, token) and repo.clear_taint(host, taint.at):
+        repo.add_audit(now, "golden serve", "untaint", host, "reimaged",
+                       json.dumps({"build_id": report.build_id, "attempt": token.attempt, "was": taint.reason}))
+    repo.record_drift(host, report.build_id, report.drift_kinds or {p: "changed" for p in report.drift}, now)
+    _record_logins(repo, host, mac, report, now)
+
+
+def _record_report(repo: Repo, host: str, mac: str, report: ObservedReport, token: TokenRow, now: float) -> bool:
+    """Spend the token, record the verified report; False (nothing recorded) when a concurrent report spent it first."""
     if not repo.spend_token(token.nonce, now):
         return False
     news = _is_news(repo.ensure_host(host, mac), report, token)
     repo.set_observed(host, report, now)
+    if token.attempt:
+        repo.record_verified(host, token.attempt, report.build_id, now)
     _record_access(repo, host, mac, report, token, now)
     if news:
         repo.add_event("report", now, mac, host, report.build_id, json.dumps(
-            {"drift": len(report.drift), "hostname": report.hostname, "checks": report.checks, "attempt": attempt}))
+            {"drift": len(report.drift), "hostname": report.hostname, "checks": report.checks,
+             "attempt": token.attempt}))
     return True
 
 
-def reject(fleet: Fleet, rej: ReportRejected) -> None:
-    """Append a refused report to the boot events (best effort); nothing else changes."""
+def _record_unverified(repo: Repo, host: str, mac: str, report: ObservedReport, token: TokenRow, addr: str,
+                       now: float) -> bool:
+    """Spend the token and keep the report as an unverified observation; it can only ever add a taint."""
+    if not repo.spend_token(token.nonce, now):
+        return False
+    repo.ensure_host(host, mac)
+    repo.record_unverified(host, report.image, report.build_id, now, addr or token.issued_to)
+    _record_logins(repo, host, mac, report, now)
+    return True
+
+
+def reject(fleet: Fleet, rej: ReportRejected, addr: str = "") -> None:
+    """Count a refused report per client address and hour (best effort, bounded); nothing else changes."""
     try:
         with fleet.db.write_rows() as repo:
-            repo.add_event("reject", time.time(), rej.mac, None, None, f"{rej.kind.value}: {rej.reason}")
+            repo.count_noise(f"reject:{rej.kind.value}", addr or "-", time.time(),
+                             f"{rej.mac or '-'}: {rej.reason}")
     except StateError:
         pass
+
+
+def _verified_claims(payload: Any, secret: bytes, ttl: float) -> tuple[ObservedReport, str, TokenClaims]:
+    report, mac, token = parse_report(payload)
+    try:
+        return report, mac, verify_token(secret, token, mac, report.build_id, ttl=ttl, image=report.image)
+    except TokenError as exc:
+        raise ReportRejected(exc.message, RejectKind(exc.kind), mac) from None
+
+
+def _accept_in(repo: Repo, fleet: Fleet, host: Host, mac: str, report: ObservedReport, nonce: str, addr: str,
+               secret: bytes) -> tuple[HostStatus, str]:
+    """Inside one transaction: refuse, or spend and record (verified or not), then status and next token."""
+    now = time.time()
+    row = repo.get_token(nonce)
+    refusal = _refusal(repo, row, host.name, addr)
+    if refusal is not None or row is None:
+        raise refusal or ReportRejected("token was never issued by this boot server", RejectKind.UNKNOWN_TOKEN)
+    verified = standing(repo, row, now)
+    if isinstance(verified, ReportRejected):
+        raise verified
+    done = (_record_report(repo, host.name, mac, report, row, now) if verified
+            else _record_unverified(repo, host.name, mac, report, row, addr, now))
+    if not done:
+        raise ReportRejected("token already used (replayed report)", RejectKind.REPLAY)
+    return fleet.status_in(repo, host), _reissue(repo, secret, mac, host.name, report, addr, bool(verified))
 
 
 def accept_report(fleet: Fleet, payload: Any, secret: bytes, addr: str = "",
                   ttl: float = DEFAULT_TTL_S) -> tuple[HostStatus, str]:
     """Verify and record an agent report; returns (the host's status, the next token).
 
-    ReportRejected (state untouched apart from the reject event) when it is not acceptable.
+    ReportRejected (nothing recorded but a counted reject) when it is not acceptable.
     """
+    mac: str | None = None
     try:
-        report, mac, token = parse_report(payload)
-        try:
-            claims = verify_token(secret, token, mac, report.build_id, ttl=ttl)
-        except TokenError as exc:
-            raise ReportRejected(exc.message, RejectKind(exc.kind), mac) from None
+        report, mac, claims = _verified_claims(payload, secret, ttl)
         host = fleet.host_by_mac(mac)
         if host is None:
             raise ReportRejected("MAC not in the inventory", RejectKind.UNKNOWN_HOST, mac)
-        # One transaction: spend, record, the host's status as the agent should see it, the next token.
+        # One transaction: a refusal raised inside rolls back everything, so a refused report changes nothing.
         with fleet.db.write_rows() as repo:
-            row = repo.get_token(claims.nonce)
-            refusal = _refusal(repo, row, host.name, claims.attempt, addr)
-            if refusal is None and row is not None and not _record_report(repo, host.name, mac, report, row,
-                                                                          claims.attempt, time.time()):
-                refusal = ReportRejected("token already used (replayed report)", RejectKind.REPLAY)
-            if refusal is None:
-                status = fleet.status_in(repo, host)
-                next_token = _reissue(repo, secret, mac, host.name, report.build_id, claims.attempt, addr)
-        if refusal is not None:
-            refusal.mac = mac
-            raise refusal
+            return _accept_in(repo, fleet, host, mac, report, claims.nonce, addr, secret)
     except ReportRejected as rej:
-        reject(fleet, rej)
+        rej.mac = rej.mac or mac
+        reject(fleet, rej, addr)
         raise
-    return status, next_token

@@ -144,9 +144,12 @@ def check_settings(s: PxeSettings) -> None:
         raise InputError("--upstream names the same replica twice")
     for net in s.trusted_caches:
         try:
-            ipaddress.ip_network(net, strict=False)
+            network = ipaddress.ip_network(net, strict=False)
         except ValueError:
-            raise InputError(f"--trusted-cache must be an IP address or network, got {net!r}") from None
+            raise InputError(f"--trusted-cache must be an IP address or network, got {net!a}") from None
+        if network.prefixlen == 0:  # every client could then name any address as its own
+            raise InputError(f"--trusted-cache {net} trusts every address on the network",
+                             hint="name the site caches' own addresses or their network")
     if s.cache_for is not None:
         if not _CENTRAL_RE.match(s.cache_for):
             raise InputError(f"--cache-for must be the central boot server as http://HOST[:PORT], got {s.cache_for!r}")

@@ -35,6 +35,7 @@ class RejectKind(StrEnum):
     UNKNOWN_HOST = "unknown-host"    # the MAC is not in the inventory
     ADDRESS = "address"              # the report comes from another address than the boot script went to
     CONTESTED = "contested"          # the attempt's boot script was fetched twice: nobody's report counts
+    ENDED = "ended"                  # the token's attempt is over: finished, failed, expired or superseded
 
 
 class ReportRejected(Exception):

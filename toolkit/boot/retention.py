@@ -8,7 +8,8 @@ What is deleted, and why it is safe (nothing a reimage controller still waits fo
   so an armed attempt's unexpired token is never touched;
 - boot events older than ``events_s`` (``--retention``), but never one recorded after the oldest
   reimage attempt still armed (a controller follows the feed from its power action on);
-- unknown machines not seen for ``events_s``.
+- unknown machines not seen for ``events_s``, and counted noise (unknown MACs, refused reports per
+  address and hour) last seen before then.
 
 ``cutoffs`` is pure; ``prune_state`` applies them in short transactions (``batch`` rows each) so
 a first prune of a large database never holds the write lock for long; ``Pruner`` runs it
@@ -58,11 +59,12 @@ class Pruned:
     expired_tokens: int = 0
     events: int = 0
     unknown_machines: int = 0
+    noise: int = 0
 
     @property
     def total(self) -> int:
         """Rows removed in all."""
-        return self.spent_tokens + self.expired_tokens + self.events + self.unknown_machines
+        return self.spent_tokens + self.expired_tokens + self.events + self.unknown_machines + self.noise
 
 
 def cutoffs(policy: RetentionPolicy, now: float, oldest_armed: float | None) -> Cutoffs:
@@ -94,6 +96,7 @@ def prune_state(db: StateDB, policy: RetentionPolicy, now: float | None = None) 
         expired_tokens=_until_done(db, lambda r: r.prune_expired_tokens(c.issued_before, b), b),
         events=_until_done(db, lambda r: r.prune_events(c.events_before, b), b),
         unknown_machines=_until_done(db, lambda r: r.prune_unknown_machines(at - policy.events_s, b), b),
+        noise=_until_done(db, lambda r: r.prune_noise(at - policy.events_s, b), b),
     )
 
 

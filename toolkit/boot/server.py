@@ -29,6 +29,7 @@ server works behind nginx, on a lab bridge, and from QEMU's slirp (10.0.2.2).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -52,8 +53,10 @@ from toolkit.boot.metrics import Metrics
 from toolkit.boot.reports import MAX_REPORT_BYTES, RejectKind, ReportRejected, decode_report
 from toolkit.boot.retention import Pruned, Pruner, RetentionPolicy
 from toolkit.boot.token import DEFAULT_TTL_S
+from toolkit.boot.values import parse_listen, parse_range
 from toolkit.core.config import StaleConfig
 from toolkit.core.errors import GoldenError, InputError
+from toolkit.core.text import printable
 from toolkit.fleet.fleet import Fleet
 from toolkit.fleet.page import render_page
 from toolkit.image.ref import BUILD_REF, IMAGE_NAME
@@ -72,7 +75,6 @@ SHA_RE = re.compile(r"^/a/([0-9a-f]{64})$")
 # iPXE percent-encodes the colons of ${mac} in a URL path: 52%3A54%3A00...
 BOOT_RE = re.compile(r"^/boot/([0-9A-Fa-f]{2}(?:(?:[:-]|%3[Aa])?[0-9A-Fa-f]{2}){5})\.ipxe$")
 HOST_RE = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
-RANGE_RE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")  # 18 digits: any real offset, never a huge int
 
 
 class ArtifactIndex:
@@ -138,6 +140,8 @@ class BootHTTPServer(HTTPServer):
         self._builds: dict[tuple[str, str], Build] = {}
         self._builds_lock = threading.Lock()
         self._state_down = False
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         # handlers are built by _handle_conn (one per request), never by socketserver
         super().__init__(address, BootHandler)  # type: ignore[arg-type]
         self.pool = ConnectionPool(config.limits, self._handle_conn, is_transfer)
@@ -180,13 +184,14 @@ class BootHTTPServer(HTTPServer):
 
     def _pruned(self, result: Pruned) -> None:
         for table, n in (("boot_tokens", result.spent_tokens + result.expired_tokens), ("boot_events", result.events),
-                         ("unknown_machines", result.unknown_machines)):
+                         ("unknown_machines", result.unknown_machines), ("boot_noise", result.noise)):
             if n:
                 self.metrics.add("pruned", table, n)
 
     def server_close(self) -> None:
         super().server_close()
-        self.pool.drain(0)
+        if hasattr(self, "pool"):  # HTTPServer closes a socket it could not bind before we made the pool
+            self.pool.drain(0)
 
     def state_written(self, ok: bool) -> None:
         """Count a dropped state write; log the first of a series once, and the recovery."""
@@ -220,7 +225,11 @@ class BootHTTPServer(HTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"http://[{host!s}]:{port}" if ":" in str(host) else f"http://{host!s}:{port}"
+
+
+class BadForward(Exception):
+    """A trusted proxy's X-Forwarded-For is empty or not one address: the request gets 400."""
 
 
 class BootHandler(BaseHTTPRequestHandler):
@@ -256,12 +265,24 @@ class BootHandler(BaseHTTPRequestHandler):
         pass  # our access line is written once the body is sent (_count), with its size and duration
 
     def _client(self) -> str:
+        """The client's address: a local proxy's (nginx's) X-Forwarded-For, else the peer. BadForward when the
+        proxy's header is not exactly one IP address (nginx sets it to one: anything else is not nginx's)."""
         addr = self.client_address[0]
-        fwd = self.headers.get("X-Forwarded-For")
+        fwd = self.headers.get_all("X-Forwarded-For")
         # Only a proxy on this machine (nginx) may tell us who the real client is.
-        if fwd and addr in ("127.0.0.1", "::1"):
-            return fwd.split(",")[0].strip()[:64]
-        return addr
+        if fwd is None or addr not in ("127.0.0.1", "::1"):
+            return addr
+        value = fwd[0].strip() if len(fwd) == 1 else ""
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise BadForward(f"X-Forwarded-For must be one IP address, got {ascii(','.join(fwd))[:80]}") from None
+
+    def _logged_client(self) -> str:
+        try:
+            return self._client()
+        except BadForward:
+            return self.client_address[0]
 
     def _count(self, route: str, code: int, sent: int) -> None:
         elapsed = time.monotonic() - self._t0
@@ -271,8 +292,8 @@ class BootHandler(BaseHTTPRequestHandler):
         if sent:
             metrics.add("bytes", route, sent)
         if access_log.isEnabledFor(logging.INFO):
-            access_log.info('%s "%s" %d %d %.1fms', self._client(), self.requestline[:200], code, sent,
-                            elapsed * 1000)
+            access_log.info('%s "%s" %d %d %.1fms', self._logged_client(), printable(self.requestline[:200]), code,
+                            sent, elapsed * 1000)
 
     def _send_body(self, route: str, code: int, body: bytes, ctype: str, head: bool = False,
                    extra: dict[str, str] | None = None) -> None:
@@ -322,6 +343,8 @@ class BootHandler(BaseHTTPRequestHandler):
                 self._not_found("other", head)
         except DISCONNECTS as exc:
             self._gone(exc)
+        except BadForward as exc:
+            self._bad_forward(exc, head)
         except Exception as exc:
             self._failed(exc)
             self._send_body("error", 500, b"internal error\n", "text/plain; charset=utf-8", head)
@@ -335,9 +358,16 @@ class BootHandler(BaseHTTPRequestHandler):
                 self._not_found("other")
         except DISCONNECTS as exc:
             self._gone(exc)
+        except BadForward as exc:
+            self._bad_forward(exc)
         except Exception as exc:
             self._failed(exc)
             self._send_body("report", 500, b"internal error\n", "text/plain; charset=utf-8")
+
+    def _bad_forward(self, exc: BadForward, head: bool = False) -> None:
+        self.close_connection = True
+        log.warning("golden serve: %s: %s", self.client_address[0], exc)
+        self._send_body("bad-request", 400, f"{exc}\n".encode(), "text/plain; charset=utf-8", head)
 
     def _gone(self, exc: BaseException) -> None:
         self.close_connection = True
@@ -430,7 +460,8 @@ class BootHandler(BaseHTTPRequestHandler):
             return self._send_body("boot", 503, b"state database unavailable\n", ctype, extra={"Retry-After": "30"})
         if decision.host is None:
             self.server.state_written(decision.recorded)
-            log.warning("golden serve: unknown machine %s asked to boot (from %s)", decision.mac, client)
+            self.server.pool.quiet.warn("unknown", "golden serve: unknown machine %s asked to boot (from %s)",
+                                        decision.mac, client)
             self.server.metrics.add("scripts", "unknown")
             return self._send_body("boot", 200, pxe.unknown_script(cfg.pxe_dir).encode(), ctype)
         if decision.build is None:
@@ -440,7 +471,8 @@ class BootHandler(BaseHTTPRequestHandler):
             script = pxe.no_build_script(decision.host, decision.mac, decision.problem, cfg.pxe_dir)
             return self._send_body("boot", 200, script.encode(), ctype)
         base = self._base_url()
-        issued = issue_boot_token(cfg.fleet, cfg.secret, decision.mac, decision.host, decision.build.build_id, client)
+        issued = issue_boot_token(cfg.fleet, cfg.secret, decision.mac, decision.host, decision.build.build_id, client,
+                                  decision.build.image)
         self.server.state_written(decision.recorded and issued.recorded)
         if issued.contested:
             self.server.metrics.bump("contested")
@@ -468,7 +500,7 @@ class BootHandler(BaseHTTPRequestHandler):
         if not length_s.isdigit() or len(length_s) > 7 or int(length_s) > MAX_REPORT_BYTES:
             self.close_connection = True
             rej = ReportRejected("malformed report: missing or oversized Content-Length", RejectKind.MALFORMED)
-            reject(fleet, rej)
+            reject(fleet, rej, self._client())
             return self._reject(rej, 400)
         raw = self.rfile.read(int(length_s))
         ctype = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -477,7 +509,7 @@ class BootHandler(BaseHTTPRequestHandler):
                 raise ReportRejected("malformed report: Content-Type is not application/json", RejectKind.MALFORMED)
             payload = decode_report(raw)
         except ReportRejected as rej:
-            reject(fleet, rej)
+            reject(fleet, rej, self._client())
             return self._reject(rej, 400)
         try:
             status, next_token = accept_report(fleet, payload, self.server.config.secret, self._client(),
@@ -500,45 +532,15 @@ def is_transfer(head: bytes) -> bool:
     return rest.startswith((b"/store/", b"/a/"))
 
 
-def parse_range(header: str, size: int) -> tuple[int, int, bool] | None:
-    """A ``Range`` header as (start, length, partial); None when unsatisfiable (416).
-
-    Multiple ranges and headers we do not understand are answered with the whole file, which
-    RFC 9110 allows and which is what a boot client expects anyway.
-    """
-    m = RANGE_RE.match(header.strip())
-    if not m or (not m.group(1) and not m.group(2)):
-        return (0, size, False)
-    if not m.group(1):  # suffix: the last N bytes
-        n = min(int(m.group(2)), size)
-        return (size - n, n, True) if n > 0 else None
-    start = int(m.group(1))
-    end = int(m.group(2)) if m.group(2) else size - 1
-    if m.group(2) and end < start:
-        return (0, size, False)  # syntactically invalid: ignore the header
-    if start >= size:
-        return None
-    end = min(end, size - 1)
-    return (start, end - start + 1, True)
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep:
-        host, port = "127.0.0.1", value
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise InputError(f"--listen must be ADDR:PORT (e.g. 127.0.0.1:9090), got {value!r}")
-    return (host.strip("[]") or "0.0.0.0", int(port))  # noqa: S104 - an explicit ":PORT" means all addresses
-
-
 def make_server(listen: str, config: ServerConfig) -> BootHTTPServer:
     host, port = parse_listen(listen)
     try:
         return BootHTTPServer((host, port), config)
     except OSError as exc:
-        hint = ("pick a free port with --listen" if exc.errno == 98
-                else "ports below 1024 need root or CAP_NET_BIND_SERVICE")
-        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}", hint=hint) from None
+        hint = {98: "another program listens there: pick a free port with --listen",
+                13: "ports below 1024 need root or CAP_NET_BIND_SERVICE"}.get(exc.errno or 0,
+                                                                               "check the address in --listen")
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint=hint) from None
 
 
 def serve_forever(server: BootHTTPServer) -> None:

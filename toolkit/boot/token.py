@@ -1,4 +1,6 @@
-"""Per-boot tokens: ``<nonce>.<issued-at>.<attempt or ->.<hex HMAC-SHA256(secret, mac|build|nonce|issued|attempt)>``.
+"""Per-boot tokens: ``<nonce>.<issued-at>.<attempt or ->.<HMAC>``.
+
+The HMAC is hex HMAC-SHA256(secret, ``mac|image/build|nonce|issued|attempt``).
 
 The boot server hands a fresh token to every machine in its iPXE script; the agent sends it
 back with its report. Only someone who received that boot script can produce it; it binds the
@@ -100,26 +102,28 @@ class TokenClaims:
     attempt: str  # "" when not issued for a reimage attempt
 
 
-def _sign(secret: bytes, mac: str, build_id: str, nonce: str, issued_at: int, attempt: str) -> str:
-    msg = f"{normalize_mac(mac)}|{build_id}|{nonce}|{issued_at}|{attempt}".encode()
+def _sign(secret: bytes, mac: str, build_id: str, nonce: str, issued_at: int, attempt: str, image: str) -> str:
+    # the image is signed too, so a report cannot claim another image's name for the build it boots
+    build = f"{image}/{build_id}" if image else build_id
+    msg = f"{normalize_mac(mac)}|{build}|{nonce}|{issued_at}|{attempt}".encode()
     return hmac.new(secret, msg, hashlib.sha256).hexdigest()
 
 
 def issue_token(secret: bytes, mac: str, build_id: str, nonce: str | None = None, *,
-                issued_at: float | None = None, attempt: str = "") -> str:
-    """A boot token binding ``mac`` and ``build_id``, signed with ``secret``."""
+                issued_at: float | None = None, attempt: str = "", image: str = "") -> str:
+    """A boot token binding ``mac``, ``build_id`` and ``image``, signed with ``secret``."""
     n = nonce if nonce is not None else secrets.token_hex(16)
     if not NONCE_RE.match(n):
         raise TokenError("a nonce is 32 lowercase hex digits")
     if attempt and not ATTEMPT_RE.match(attempt):
         raise TokenError("an attempt id is 16 lowercase hex digits")
     at = int(issued_at if issued_at is not None else time.time())
-    return f"{n}.{at}.{attempt or '-'}.{_sign(secret, mac, build_id, n, at, attempt)}"
+    return f"{n}.{at}.{attempt or '-'}.{_sign(secret, mac, build_id, n, at, attempt, image)}"
 
 
 def verify_token(secret: bytes, token: str, mac: str, build_id: str, *, now: float | None = None,
-                 ttl: float | None = None) -> TokenClaims:
-    """The token's claims when it was issued by us for this MAC and build and has not expired; TokenError otherwise."""
+                 ttl: float | None = None, image: str = "") -> TokenClaims:
+    """The token's claims when we issued it for this MAC, image and build and it has not expired; else TokenError."""
     if not isinstance(token, str) or len(token) > 200 or token.count(".") != 3:
         raise TokenError("malformed token", kind="malformed")
     nonce, at_s, attempt, sig = token.split(".")
@@ -128,8 +132,9 @@ def verify_token(secret: bytes, token: str, mac: str, build_id: str, *, now: flo
             or (attempt and not ATTEMPT_RE.match(attempt))):
         raise TokenError("malformed token", kind="malformed")
     issued = int(at_s)
-    if not hmac.compare_digest(sig, _sign(secret, mac, build_id, nonce, issued, attempt)):
-        raise TokenError("token does not match this MAC and build (forged or issued for another boot)", kind="forged")
+    if not hmac.compare_digest(sig, _sign(secret, mac, build_id, nonce, issued, attempt, image)):
+        raise TokenError("token does not match this MAC, image and build (forged or issued for another boot)",
+                         kind="forged")
     if ttl is not None and (now if now is not None else time.time()) - issued > ttl:
         raise TokenError(f"token expired (issued {int((now or time.time()) - issued)} s ago, lifetime {ttl:g} s)",
                          kind="expired")

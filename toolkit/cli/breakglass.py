@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from toolkit.access.breakglass import DEFAULT_PRINCIPAL, grant, list_grants, plan_grant
+from toolkit.access.breakglass import DEFAULT_PRINCIPAL, PERMITS, grant, list_grants, plan_grant
 from toolkit.cli.output import Context, when
 from toolkit.core.duration import format_duration, parse_duration
 from toolkit.core.errors import InputError
@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--principal", default=DEFAULT_PRINCIPAL,
                    help=f"principal base the node accepts as PRINCIPAL@MAC ({DEFAULT_PRINCIPAL})")
     p.add_argument("--out", type=Path, metavar="FILE", help="where to write the certificate (FILE-cert.pub beside it)")
+    p.add_argument("--permit", action="append", default=[], choices=PERMITS,
+                   help="also allow this (repeatable); the certificate otherwise permits a terminal only")
     p.add_argument("-i", "--inventory", action="append",
                    help="inventory source, repeatable (default: GOLDEN_INVENTORY, then golden.yaml)")
     p.set_defaults(func=cmd_break_glass)
@@ -45,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_break_glass(args: argparse.Namespace, ctx: Context) -> int:
     settings = ctx.settings()
     fleet = open_fleet(settings, args.inventory)
-    plan = plan_grant(fleet, args.host, current_user(), args.reason, args.ttl, args.pubkey, args.principal, args.out)
+    plan = plan_grant(fleet, args.host, current_user(), args.reason, args.ttl, args.pubkey, args.principal, args.out,
+                      tuple(args.permit))
     done = grant(fleet, settings.home, plan)
     g = done.grant
     if ctx.json:

@@ -8,6 +8,7 @@ from toolkit.cli.output import Context, when
 from toolkit.fleet.fleet import open_fleet
 from toolkit.fleet.staleness import Staleness, check_policy, stale_policy
 from toolkit.fleet.states import HostState
+from toolkit.fleet.status import HostStatus
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,10 +41,15 @@ def cmd_fleet(args: argparse.Namespace, ctx: Context) -> int:
         ctx.emit(hosts)
         return 0
     ctx.table(["HOST", "RACK", "IMAGE", "DESIRED", "OBSERVED", "SINCE", "LAST REPORT", "STATE"], [
-        (h.name, h.rack, h.image, h.desired or "-", h.observed or "-", when(h.observed_since),
+        (h.name, h.rack, h.image, h.desired or "-", _observed(h), when(h.observed_since),
          when(h.last_report), h.state + (f" ({len(h.drift)} drifted)" if h.drift else ""))
         for h in hosts])
     return 0
+
+
+def _observed(h: HostStatus) -> str:
+    """The verified build, and a newer report nothing vouches for beside it (never taken for the truth)."""
+    return (h.observed or "-") + (f" ({h.unverified} unverified)" if h.unverified else "")
 
 
 def _stale(found: list[Staleness], ctx: Context) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 
 from toolkit.core.config import Settings, load_settings
 from toolkit.core.errors import CommandError, GoldenError
+from toolkit.core.text import printable
 
 
 def when(ts: float | None) -> str:
@@ -74,7 +75,8 @@ class Context:
     def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         if self.json:
             return
-        cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+        # cells come from agents, proxies and file names on nodes: control characters never reach the terminal
+        cells = [[str(h) for h in headers]] + [["" if c is None else printable(c) for c in row] for row in rows]
         widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
         for n, row in enumerate(cells):
             print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

@@ -7,7 +7,7 @@ import sys
 
 from toolkit.boot.connections import Limits
 from toolkit.boot.retention import DEFAULT_PRUNE_EVERY_S, DEFAULT_RETENTION_S, RetentionPolicy
-from toolkit.boot.server import ServerConfig, make_server, serve_forever
+from toolkit.boot.server import ServerConfig, make_server, parse_listen, serve_forever
 from toolkit.boot.token import DEFAULT_TTL_S, shared_secret
 from toolkit.cli.argtypes import finite_float, int_range
 from toolkit.cli.output import Context
@@ -48,7 +48,11 @@ def _limit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--header-timeout", type=finite_float(1, 600), default=d.header_timeout_s, metavar="SECONDS",
                    help=f"a request head must arrive within this (default {d.header_timeout_s:g})")
     p.add_argument("--io-timeout", type=finite_float(1, 3600), default=d.io_timeout_s, metavar="SECONDS",
-                   help=f"limit on reading a request body and on each write (default {d.io_timeout_s:g})")
+                   help=f"limit on each write to a client (default {d.io_timeout_s:g})")
+    p.add_argument("--body-timeout", type=finite_float(0.5, 600), default=d.body_timeout_s, metavar="SECONDS",
+                   help=f"a request body must arrive within this, else 408 (default {d.body_timeout_s:g})")
+    p.add_argument("--max-body-readers", type=int_range(1, 100_000), default=d.max_body_readers, metavar="N",
+                   help=f"connections sending a body at once; one more gets 503 (default {d.max_body_readers})")
     p.add_argument("--drain", type=finite_float(0, 300), default=d.drain_s, metavar="SECONDS",
                    help=f"on SIGTERM, let in-flight transfers finish this long (default {d.drain_s:g})")
 
@@ -56,10 +60,12 @@ def _limit_options(p: argparse.ArgumentParser) -> None:
 def _limits(args: argparse.Namespace) -> Limits:
     return Limits(workers=args.workers, queue=max(64, args.workers * 4), max_connections=args.max_connections,
                   idle_timeout_s=args.idle_timeout, header_timeout_s=args.header_timeout,
-                  io_timeout_s=args.io_timeout, drain_s=args.drain)
+                  io_timeout_s=args.io_timeout, drain_s=args.drain, body_timeout_s=args.body_timeout,
+                  max_body_readers=args.max_body_readers)
 
 
 def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
+    parse_listen(args.listen)  # a bad --listen is refused before any state is opened
     s = ctx.settings()
     fleet = open_fleet(s, args.inventory, required=False)
     config = ServerConfig(fleet=fleet, store=fleet.store, secret=shared_secret(fleet.db, s.home),

@@ -174,6 +174,9 @@ def load_settings(project: Path | None = None, home: Path | None = None) -> Sett
     """Settings from the arguments, GOLDEN_* variables and golden.yaml, in that order of precedence."""
     env = os.environ
     proj = project or (Path(env["GOLDEN_PROJECT"]) if env.get("GOLDEN_PROJECT") else None)
+    if proj is not None and not proj.is_dir():
+        raise InputError(f"project folder {proj} does not exist" if not proj.exists() else
+                         f"project {proj} is not a folder", hint="pass --project (or GOLDEN_PROJECT) a project folder")
     if proj is None:
         proj = _find_project(Path.cwd()) or _find_project(Path(__file__).resolve().parent.parent)
     found = proj is not None

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from toolkit.core.errors import InputError
 
@@ -58,6 +58,17 @@ class _BoundedLoader(yaml.SafeLoader):
 _BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
 
 
+def _no_duplicate_keys(node: MappingNode) -> None:
+    """YAML says keys are unique; PyYAML keeps the last one silently, so a typo'd copy would win unseen."""
+    seen: set[str] = set()
+    for key, _ in node.value:
+        if not isinstance(key, ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+            continue
+        if key.value in seen:
+            raise _LimitError(f"duplicate key {key.value!r}", key.start_mark)
+        seen.add(key.value)
+
+
 def _measure(node: Node, depth: int, seen: dict[int, tuple[int, int]]) -> tuple[int, int]:
     """(values, height) of a node with aliases expanded; each distinct node is measured once."""
     if depth > MAX_DEPTH:
@@ -75,6 +86,7 @@ def _measure(node: Node, depth: int, seen: dict[int, tuple[int, int]]) -> tuple[
     if isinstance(node, SequenceNode):
         children = list(node.value)
     elif isinstance(node, MappingNode):
+        _no_duplicate_keys(node)
         children = [n for pair in node.value for n in pair]
     for child in children:
         c, h = _measure(child, depth + 1, seen)

@@ -201,6 +201,7 @@ class Fleet:
         last = row.last_report_at if row else None
         drift = row.drift if row else ()
         taint = repo.get_taint(host.name)
+        unverified = repo.get_unverified(host.name)
         stale = self._staleness(repo, host, row, desired, policy, now).reasons if policy else ()
         rotation = (out or {}).get(host.name)
         return HostStatus(
@@ -213,6 +214,7 @@ class Fleet:
             state=host_state(desired.build_id if desired else None, observed, last, drift, taint is not None,
                              bool(stale), (phases or {}).get(host.name) == "failed", rotation is not None),
             taint=taint.reason if taint else None, stale=stale, rotation=rotation,
+            unverified=unverified.build_id if unverified and (last is None or unverified.at > last) else None,
         )
 
     def _staleness(self, repo: Repo, host: Host, row: HostRow | None, desired: DesiredBuild | None,

@@ -26,6 +26,8 @@ class HostStatus:
     taint: str | None = None  # why the host is tainted
     stale: tuple[str, ...] = ()  # why it breaks the staleness policy (only when asked with a policy)
     rotation: str | None = None  # why it is out of rotation (drained), when it is
+    # the build of a report no live reimage attempt vouched for, newer than the last verified one: shown, never acted on
+    unverified: str | None = None
 
 
 def rack_of(host: Host) -> str:

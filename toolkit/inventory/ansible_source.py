@@ -20,6 +20,7 @@ from typing import Any
 
 from toolkit.core.errors import InputError
 from toolkit.inventory.fields import GOLDEN_VARS
+from toolkit.inventory.limits import check_host_name, check_sources
 from toolkit.inventory.vault import VaultOptions, vault_secrets
 
 log = logging.getLogger("golden.inventory")
@@ -156,6 +157,7 @@ def resolve(sources: Sequence[str], vault: VaultOptions) -> Resolved:
     """Every host with its vars exactly as Ansible resolves them (inventory, group_vars, host_vars)."""
     from ansible.errors import AnsibleError
 
+    check_sources(sources)  # before Ansible expands a range into gigabytes
     with _quiet_ansible() as said:
         try:
             loader, inv = _manager(sources, vault)
@@ -185,6 +187,7 @@ def resolve(sources: Sequence[str], vault: VaultOptions) -> Resolved:
 def _resolve_host(vm: Any, host: Any) -> ResolvedHost:
     from ansible import constants as C
 
+    check_host_name(str(host.name))
     try:
         raw = vm.get_vars(host=host, include_hostvars=False, stage="all")
     except RecursionError:

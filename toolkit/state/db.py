@@ -22,6 +22,7 @@ from what it can read.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -37,6 +38,7 @@ from toolkit.state.boots import AttemptRow, BootEventRow, TokenRow
 from toolkit.state.channels import ChannelRow, HistoryRow
 from toolkit.state.hosts import DriftRow, HostRow, ObservedReport, UnknownMachineRow
 from toolkit.state.leases import LeaseRow
+from toolkit.state.private import open_read_only, private_db, private_dir, refuse_foreign, writable
 from toolkit.state.repo import Repo
 from toolkit.state.room import Connection
 from toolkit.state.runs import NewStep, RunRow, StepRow
@@ -51,6 +53,7 @@ __all__ = [
 ]
 
 BUSY_TIMEOUT_MS = 30_000
+log = logging.getLogger("golden.state")
 
 
 class StateError(GoldenError):
@@ -122,10 +125,12 @@ class SQLiteStateDB(StateDB):
         # a boot script's latency. Other processes still meet SQLite's lock (and busy_timeout).
         self._write_lock = threading.Lock()
         self._pid = os.getpid()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StateError(f"cannot create the state folder {path.parent}: {exc.strerror}") from None
+        self._generation = 0  # bumped to make every thread reopen its connection (see _read_only)
+        private_dir(path.parent)  # the key and every nonce live here: 0700, the files 0600 (state.private)
+        private_db(path)
+        self.read_only = not writable(path)
+        if self.read_only:
+            log.warning("golden: the state database %s is read-only: reading it as it is, writes will fail", path)
         self.migrate(MIGRATIONS)
 
     @property
@@ -135,21 +140,39 @@ class SQLiteStateDB(StateDB):
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "generation", 0) != self._generation:
+            conn.close()  # opened before the database became read-only
+            conn = None
         if conn is None:
             try:
-                # isolation_level=None: we issue BEGIN ourselves, so the write lock is taken when we say.
-                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                                       check_same_thread=False)
-                conn.row_factory = sqlite3.Row
-                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")
-                conn.execute("PRAGMA foreign_keys = ON")
+                conn = open_read_only(self.path) if self.read_only else self._open()
             except sqlite3.Error as exc:
                 raise StateError(f"cannot open the state database {self.path}: {exc}",
                                  hint="check the path and its permissions (settings home)") from None
-            self._local.conn = conn
+            self._local.conn, self._local.generation = conn, self._generation
         return conn
+
+    def _open(self) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN ourselves, so the write lock is taken when we say.
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                               check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    def _went_read_only(self) -> None:
+        """The files or their folder stopped being writable (read-only mount, chattr +i): from now on every
+        thread reads through an immutable connection, which maps no shared memory that could SIGBUS.
+        Checked (a few access(2) calls) before every transaction: the SIGBUS comes on the first touch."""
+        if self.read_only or writable(self.path):
+            return
+        self.read_only = True
+        self._generation += 1
+        log.warning("golden: the state database %s became read-only: reading it as it is, writes will fail",
+                    self.path)
 
     def size_bytes(self) -> int:
         """Pages in use by the database file, in bytes (free pages from pruning are reused, not counted)."""
@@ -178,15 +201,21 @@ class SQLiteStateDB(StateDB):
             yield from self._write()
 
     def _write(self) -> Iterator[Repo]:
+        self._went_read_only()
+        if self.read_only:
+            raise StateWriteError(f"state database is read-only: {self.path}",
+                                  hint="check that file system and the file's permissions")
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
+            self._went_read_only()
             raise _write_error(self.path, exc) from None
         try:
             yield Repo(conn)
         except sqlite3.Error as exc:
             _rollback(conn)
+            self._went_read_only()
             raise _write_error(self.path, exc) from None
         except BaseException:
             _rollback(conn)
@@ -200,6 +229,7 @@ class SQLiteStateDB(StateDB):
     @contextmanager
     def read(self) -> Iterator[Repo]:
         """A consistent snapshot for reading (several queries see the same state)."""
+        self._went_read_only()  # before the connection touches a WAL index that can no longer grow
         conn = self._conn()
         conn.execute("BEGIN")
         try:
@@ -221,6 +251,7 @@ class SQLiteStateDB(StateDB):
         conn = self._conn()
         if all(m.name in self._applied(conn) for m in migrations):
             return []
+        refuse_foreign(conn, self.path)
         applied: list[str] = []
         try:
             conn.execute("BEGIN IMMEDIATE")

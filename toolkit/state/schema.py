@@ -236,6 +236,33 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         CREATE INDEX breakglass_grants_by_host ON breakglass_grants (host, id);
     """),
+    # Boot evidence (toolkit.state.evidence): the attempt a host's verified build came from, the last
+    # unverified observation per host, and unauthenticated noise counted per key and window, not a row each.
+    Migration("0140_evidence", """
+        CREATE TABLE host_evidence (
+            host     TEXT PRIMARY KEY,
+            attempt  TEXT NOT NULL,
+            build_id TEXT NOT NULL,
+            at       REAL NOT NULL
+        );
+        CREATE TABLE unverified_reports (
+            host     TEXT PRIMARY KEY,
+            image    TEXT NOT NULL,
+            build_id TEXT NOT NULL,
+            at       REAL NOT NULL,
+            addr     TEXT NOT NULL,
+            count    INTEGER NOT NULL
+        );
+        CREATE TABLE boot_noise (
+            kind    TEXT NOT NULL,
+            key     TEXT NOT NULL,
+            since   REAL NOT NULL,
+            count   INTEGER NOT NULL,
+            last_at REAL NOT NULL,
+            detail  TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (kind, key, since)
+        );
+    """),
     # Hosts out of rotation (drained or being reimaged) per hook group: the budgets every controller sees.
     Migration("0150_host_rotation", """
         CREATE TABLE host_rotation (
@@ -257,7 +284,8 @@ TABLES: tuple[str, ...] = (
     "channels", "channel_history", "hosts", "unknown_machines", "used_tokens", "boot_events",
     "boot_tokens", "boot_attempts", "audit_log", "build_gates", "reimage_runs", "reimage_steps", "host_leases",
     "shared_secrets",
-    "drift_paths", "host_logins", "host_taints", "breakglass_grants", "host_rotation",
+    "drift_paths", "host_logins", "host_taints", "breakglass_grants",
+    "host_evidence", "unverified_reports", "boot_noise", "host_rotation",
 )
 NUMBERED_TABLES: tuple[str, ...] = ("channel_history", "boot_events", "audit_log", "reimage_steps", "host_logins",
                                     "breakglass_grants")
