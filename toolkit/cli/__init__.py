@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterator, Sequence
 
 from toolkit import __version__
+from toolkit.cli.hostopts import cmd_list_hosts
 from toolkit.cli.output import Context
 from toolkit.core.errors import GoldenError, Interrupted
 
@@ -116,7 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     ctx = Context(json=bool(args.json), debug=debug, project=args.project, home=args.home)
     try:
-        return int(args.func(args, ctx) or 0)
+        # --list-hosts (every host-selecting verb, toolkit.cli.hostopts) lists instead of acting, as in Ansible
+        func = cmd_list_hosts if getattr(args, "list_hosts", False) else args.func
+        return int(func(args, ctx) or 0)
     except KeyboardInterrupt:
         # Only what is true for this verb: each says what an interrupt leaves behind.
         err: GoldenError = Interrupted(getattr(args, "interrupted", f"golden {args.command}: interrupted"))

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from toolkit.access.breakglass import DEFAULT_PRINCIPAL, grant, list_grants, plan_grant
+from toolkit.cli.hostopts import add_host_options, selection
 from toolkit.cli.output import Context
 from toolkit.core.duration import format_duration, parse_duration
 from toolkit.core.errors import InputError
@@ -30,21 +31,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--principal", default=DEFAULT_PRINCIPAL,
                    help=f"principal base the node accepts as PRINCIPAL@MAC ({DEFAULT_PRINCIPAL})")
     p.add_argument("--out", type=Path, metavar="FILE", help="where to write the certificate (FILE-cert.pub beside it)")
-    p.add_argument("-i", "--inventory", action="append",
-                   help="inventory source, repeatable (default: GOLDEN_INVENTORY, then golden.yaml)")
+    add_host_options(p, list_hosts=False)
     p.set_defaults(func=cmd_break_glass)
     lp = sub.add_parser("breakglass", help="break-glass grants: golden breakglass list")
     lsub = lp.add_subparsers(dest="breakglass_command", metavar="COMMAND")
     lsub.required = True
     ls = lsub.add_parser("list", help="active and past break-glass grants")
     ls.add_argument("host", nargs="?", help="only this host's grants")
-    ls.add_argument("-i", "--inventory", action="append", help="inventory source, repeatable")
+    add_host_options(ls, list_hosts=False)
     ls.set_defaults(func=cmd_list)
 
 
 def cmd_break_glass(args: argparse.Namespace, ctx: Context) -> int:
     settings = ctx.settings()
-    fleet = open_fleet(settings, args.inventory)
+    fleet = open_fleet(settings, selection(args))
     plan = plan_grant(fleet, args.host, current_user(), args.reason, args.ttl, args.pubkey, args.principal, args.out)
     done = grant(fleet, settings.home, plan)
     g = done.grant
@@ -59,7 +59,7 @@ def cmd_break_glass(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
-    grants = list_grants(open_fleet(ctx.settings(), args.inventory, required=False), args.host)
+    grants = list_grants(open_fleet(ctx.settings(), selection(args), required=False), args.host)
     if ctx.json:
         ctx.emit(grants)
         return 0

@@ -7,6 +7,7 @@ import sys
 import time
 
 from toolkit.cli.argtypes import amount, finite_float, int_range
+from toolkit.cli.hostopts import add_host_options, selection
 from toolkit.cli.output import Context
 from toolkit.core.errors import InputError
 from toolkit.core.progress import format_elapsed
@@ -27,8 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "already on the build; pattern default: all)")
     p.add_argument("--stale", action="store_true",
                    help="only the pattern's hosts breaking the staleness policy (stale: in golden.yaml)")
-    p.add_argument("-i", "--inventory", action="append",
-                   help="inventory source, repeatable (default: GOLDEN_INVENTORY, then golden.yaml)")
+    add_host_options(p)
     p.add_argument("--canary", type=int_range(0, 1_000_000), default=1,
                    help="hosts in the first wave, which must fully pass (1)")
     p.add_argument("--wave-size", type=amount(1), default="10%",
@@ -128,12 +128,12 @@ def _render(ctx: Context, out: RunOutcome) -> int:
 def cmd_reimage(args: argparse.Namespace, ctx: Context) -> int:
     settings = ctx.settings()
     if args.resume:
-        return _render(ctx, resume_run(settings, args.resume, args.inventory, _Live(ctx)))
+        return _render(ctx, resume_run(settings, args.resume, selection(args), _Live(ctx)))
     by_state = args.state is not None or args.stale
     if not by_state and (not args.pattern or not args.image):
         raise InputError("reimage needs a host pattern and --image NAME@CHANNEL, or --state/--stale "
                          "(or --resume RUN_ID)")
-    req = ReimageRequest(args.pattern or "all", args.image or "", _policy(args), args.inventory, force=args.force,
+    req = ReimageRequest(args.pattern or "all", args.image or "", _policy(args), selection(args), force=args.force,
                          reason=args.reason, contest_window_s=args.contest_window, state=args.state, stale=args.stale)
     plan, checks = plan_request(settings, req)
     if args.dry_run:

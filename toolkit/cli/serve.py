@@ -10,6 +10,7 @@ from toolkit.boot.retention import DEFAULT_PRUNE_EVERY_S, DEFAULT_RETENTION_S, R
 from toolkit.boot.server import ServerConfig, make_server, serve_forever
 from toolkit.boot.token import DEFAULT_TTL_S, shared_secret
 from toolkit.cli.argtypes import finite_float, int_range
+from toolkit.cli.hostopts import add_host_options, selection
 from toolkit.cli.output import Context
 from toolkit.fleet.fleet import open_fleet
 from toolkit.fleet.staleness import stale_policy
@@ -21,8 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="address to listen on (default 127.0.0.1:9090; port 0 picks a free one)")
     p.add_argument("--public-url", metavar="URL",
                    help="base URL machines use for artifacts and reports (default: the Host they asked)")
-    p.add_argument("-i", "--inventory", action="append",
-                   help="inventory source, repeatable like ansible -i (default: GOLDEN_INVENTORY, then golden.yaml)")
+    add_host_options(p)
     p.add_argument("--kernel-arg", action="append", default=[], metavar="ARG",
                    help="extra kernel argument for every boot (repeatable)")
     p.add_argument("--token-ttl", type=finite_float(60, 30 * 86400), default=DEFAULT_TTL_S, metavar="SECONDS",
@@ -61,7 +61,7 @@ def _limits(args: argparse.Namespace) -> Limits:
 
 def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     s = ctx.settings()
-    fleet = open_fleet(s, args.inventory, required=False)
+    fleet = open_fleet(s, selection(args), required=False)
     config = ServerConfig(fleet=fleet, store=fleet.store, secret=shared_secret(fleet.db, s.home),
                           public_url=args.public_url, extra_args=tuple(args.kernel_arg), token_ttl_s=args.token_ttl,
                           limits=_limits(args),

@@ -190,7 +190,8 @@ def load_settings(project: Path | None = None, home: Path | None = None) -> Sett
         cache=Path(cache_s) if cache_s else _default_cache(),
         mirror=pick("GOLDEN_MIRROR", "mirror"),
         security_mirror=pick("GOLDEN_SECURITY_MIRROR", "security_mirror"),
-        inventory=(proj / inv if inv and not Path(inv).is_absolute() else Path(inv)) if inv else None,
+        # "lab" names the lab's inventory (toolkit.inventory.selection), not a file in the project
+        inventory=(Path(inv) if inv == "lab" or Path(inv).is_absolute() else proj / inv) if inv else None,
         state_url=pick("GOLDEN_STATE_URL", "state_url"),
         store=(proj / store_s if not Path(store_s).is_absolute() else Path(store_s)) if store_s else None,
         extra={k: v for k, v in data.items()
