@@ -7,6 +7,11 @@ inventory is needed. Rows come from issue 11's review plus every other numeric o
 from __future__ import annotations
 
 import itertools
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +20,8 @@ from toolkit.fleet.states import HostState
 from toolkit.fleet.status import host_state
 from toolkit.rollout.plan import Amount
 
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = str(Path(sys.executable).parent / "golden")
 RE = ["reimage", "all", "--image", "web@prod"]
 BG = ["break-glass", "node1", "--reason", "r", "--pubkey", "k.pub"]
 LAB = ["lab", "up", "--no-vm"]
@@ -98,7 +105,51 @@ NIGHTLY_INPUT_CASES: list[tuple[list[str], str]] = [
     (["nightly", "--notify", "http:///nohost"], "expected an http(s) URL"),
     (["nightly", "--install-timer", "--at", "25:00"], "--at '25:00': expected HH:MM"),
     (["nightly", "--install-timer", "--at", "2am"], "--at '2am': expected HH:MM"),
+    # an option that means something only with another: refused, never ignored (the nightly would run)
+    (["nightly", "--at", "03:00"], "--at needs --install-timer"),
+    (["nightly", "--unit-dir", "/tmp/units"], "--unit-dir needs --install-timer"),
 ]
+
+# Verbs that write into a project, run outside one (no images/ and roles/ here or above): exit 2, nothing written.
+OUTSIDE_PROJECT_CASES: list[list[str]] = [["role", "new", "web"], ["role", "lint"], ["role", "test", "web"]]
+
+
+@pytest.mark.parametrize("argv", OUTSIDE_PROJECT_CASES, ids=[" ".join(a) for a in OUTSIDE_PROJECT_CASES])
+def test_project_verbs_refuse_outside_a_project(capsys, monkeypatch, tmp_path, argv):
+    monkeypatch.delenv("GOLDEN_PROJECT", raising=False)
+    monkeypatch.setenv("GOLDEN_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in (ROOT / "roles").iterdir())
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "no golden project found" in err, err
+    assert sorted(p.name for p in (ROOT / "roles").iterdir()) == before and list(tmp_path.iterdir()) == []
+
+
+def test_no_inventory_names_every_place_tried(capsys, monkeypatch, tmp_path):
+    for k in ("GOLDEN_INVENTORY", "ANSIBLE_INVENTORY", "GOLDEN_PROJECT"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("GOLDEN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ANSIBLE_CONFIG", str(tmp_path / "none.cfg"))
+    (tmp_path / "home" / "lab").mkdir(parents=True)
+    (tmp_path / "home" / "lab" / "inventory.yaml").write_text("all: {hosts: {n1: {}}}\n")  # a lab is up
+    monkeypatch.chdir(tmp_path)
+    assert main(["power", "all", "status"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("golden: error: no inventory: tried -i (not given), GOLDEN_INVENTORY (unset), "
+                             "ANSIBLE_INVENTORY (unset), inventory: in "), err
+    assert "ansible.cfg (none found)" in err[0] and "-i lab" in err[1] and len(err) == 2, err
+
+
+def test_closed_pipe_ends_quietly_like_cat(tmp_path):
+    # the reader is gone before golden writes: killed by SIGPIPE like any Unix filter, no traceback
+    env = {**os.environ, "GOLDEN_HOME": str(tmp_path / "home")}
+    for argv in (["--json", "images"], ["--json", "runs"], ["help"]):
+        proc = subprocess.Popen([GOLDEN, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == -signal.SIGPIPE and err == "", (argv, err)
 
 # lab up's firmware and network options: refused (exit 2) before a file is written or a process started.
 # The last three read the host's own interfaces with `ip` (nothing is changed).

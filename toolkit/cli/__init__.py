@@ -16,11 +16,13 @@ import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
+from typing import NoReturn
 
 from toolkit import __version__
 from toolkit.cli.hostopts import cmd_list_hosts
 from toolkit.cli.output import Context
 from toolkit.core.errors import GoldenError, Interrupted
+from toolkit.core.stop import request_stop
 
 # Modules under toolkit.cli that contribute verbs, in help order.
 COMMAND_MODULES = (
@@ -87,9 +89,22 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    # Turn SIGTERM into the same unwinding path as Ctrl-C so rollback steps run.
+def _on_stop_signal(signum: int, frame: object) -> None:
+    # SIGTERM takes the same unwinding path as Ctrl-C so rollback steps run; the stop request
+    # keeps loops over stages (the nightly's images) from starting another one.
+    request_stop()
     raise KeyboardInterrupt
+
+
+def _die_of_sigpipe() -> NoReturn:
+    """The reader of our output went away (``golden --json images | head -1``): end as ``cat`` does,
+    killed by SIGPIPE, silently. Not SIG_DFL from the start: ``golden serve`` writes to sockets
+    whose clients may vanish, and must not die of that."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not fail again
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPIPE)
+    sys.exit(128 + signal.SIGPIPE)  # only if SIGPIPE could not end us
 
 
 def _complete(parser: argparse.ArgumentParser) -> None:
@@ -114,12 +129,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(message)s" if level < logging.WARNING else "%(message)s",
         stream=sys.stderr,
     )
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _on_stop_signal)
+    signal.signal(signal.SIGINT, _on_stop_signal)
     ctx = Context(json=bool(args.json), debug=debug, project=args.project, home=args.home)
     try:
         # --list-hosts (every host-selecting verb, toolkit.cli.hostopts) lists instead of acting, as in Ansible
         func = cmd_list_hosts if getattr(args, "list_hosts", False) else args.func
-        return int(func(args, ctx) or 0)
+        code = int(func(args, ctx) or 0)
+        sys.stdout.flush()  # here, where a closed pipe is still ours to handle, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        _die_of_sigpipe()
+        raise  # not reached
     except KeyboardInterrupt:
         # Only what is true for this verb: each says what an interrupt leaves behind.
         err: GoldenError = Interrupted(getattr(args, "interrupted", f"golden {args.command}: interrupted"))

@@ -85,3 +85,14 @@ def amount(lo: int, hi: int = 1_000_000) -> Callable[[str], Amount]:
 
     parse.__name__ = "amount"
     return parse
+
+
+def refuse_without(args: argparse.Namespace, partner: str, *dests: str) -> None:
+    """Options that mean something only with ``partner``: one given without it is an InputError (exit 2),
+    never silently ignored. The options must default to None so "given" can be told apart."""
+    if getattr(args, partner):
+        return
+    for dest in dests:
+        if getattr(args, dest) is not None:
+            raise InputError(f"--{dest.replace('_', '-')} needs --{partner.replace('_', '-')}",
+                             hint=f"add --{partner.replace('_', '-')}, or leave --{dest.replace('_', '-')} out")

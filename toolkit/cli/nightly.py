@@ -9,7 +9,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from toolkit.cli.argtypes import finite_float, int_range
+from toolkit.cli.argtypes import finite_float, int_range, refuse_without
 from toolkit.cli.output import Context
 from toolkit.core.errors import InputError
 from toolkit.core.progress import format_elapsed
@@ -39,9 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--last", action="store_true", help="print the latest nightly report; run nothing")
     p.add_argument("--install-timer", action="store_true",
                    help="write golden-nightly.service and .timer (systemd) running this command nightly")
-    p.add_argument("--at", default="02:00", metavar="HH:MM", help="--install-timer: time of day (02:00)")
-    p.add_argument("--unit-dir", default="/etc/systemd/system", metavar="DIR",
-                   help="--install-timer: where to write the units (/etc/systemd/system)")
+    p.add_argument("--at", metavar="HH:MM", help="with --install-timer: time of day (02:00)")
+    p.add_argument("--unit-dir", metavar="DIR",
+                   help="with --install-timer: where to write the units (/etc/systemd/system)")
     p.set_defaults(func=cmd_nightly, interrupted=(
         "nightly interrupted: the running bake or reimage was stopped and rolled back as it does on its own; "
         "its run record says 'interrupted'; channels changed only for images that had passed every gate"))
@@ -84,6 +84,7 @@ def _timer_args(args: argparse.Namespace) -> tuple[str, ...]:
 
 def _install_timer(args: argparse.Namespace, ctx: Context) -> int:
     s = ctx.settings()
+    args.at, args.unit_dir = args.at or "02:00", args.unit_dir or "/etc/systemd/system"
     check_at(args.at)
     golden = shutil.which("golden") or str(Path(sys.executable).with_name("golden"))
     ts = TimerSettings(golden=str(Path(golden).resolve()), project=s.project, home=s.home.resolve(), at=args.at,
@@ -115,6 +116,7 @@ def _last(ctx: Context) -> int:
 
 
 def cmd_nightly(args: argparse.Namespace, ctx: Context) -> int:
+    refuse_without(args, "install_timer", "at", "unit_dir")
     if args.last:
         return _last(ctx)
     if args.install_timer:

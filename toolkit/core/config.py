@@ -53,7 +53,7 @@ class Settings:
     extra: dict[str, Any] = field(default_factory=dict)
     has_project: bool = True  # False: no folder with images/ and roles/ was found (project is then the cwd)
 
-    def _require_project(self) -> Path:
+    def require_project(self) -> Path:
         if not self.has_project:
             raise InputError("no golden project found (a folder with images/ and roles/)",
                              hint="run golden from the project folder, pass --project DIR or set GOLDEN_PROJECT")
@@ -61,11 +61,11 @@ class Settings:
 
     @property
     def images_dir(self) -> Path:
-        return self._require_project() / "images"
+        return self.require_project() / "images"
 
     @property
     def roles_dir(self) -> Path:
-        return self._require_project() / "roles"
+        return self.require_project() / "roles"
 
     @property
     def store_dir(self) -> Path:
@@ -163,7 +163,9 @@ def load_settings(project: Path | None = None, home: Path | None = None) -> Sett
     env = os.environ
     proj = project or (Path(env["GOLDEN_PROJECT"]) if env.get("GOLDEN_PROJECT") else None)
     if proj is None:
-        proj = _find_project(Path.cwd()) or _find_project(Path(__file__).resolve().parent.parent)
+        # the current folder and its parents only: never golden's own install folder, or a verb that
+        # writes into the project (role new) would write into golden's source tree
+        proj = _find_project(Path.cwd())
     found = proj is not None
     # Verbs that need no specs or roles (serve, pxe render, power, fleet, ...) work from any folder.
     proj = proj if proj is not None else Path.cwd()

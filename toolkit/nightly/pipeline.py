@@ -19,6 +19,7 @@ from toolkit.core.config import Settings
 from toolkit.core.errors import CommandError, GoldenError, InputError, LockedError
 from toolkit.core.fsutil import atomic_write
 from toolkit.core.progress import Progress
+from toolkit.core.stop import check_stop
 from toolkit.fleet.fleet import open_fleet
 from toolkit.image.diff import diff_manifests
 from toolkit.image.spec import load_image
@@ -72,7 +73,15 @@ class _Image:
         started = time.monotonic()
         self.say(f"{self.report.image}: {name} ...")
         try:
-            yield g
+            try:
+                yield g
+            except Exception:
+                check_stop()  # the gate's child died of the signal that stops us: an interrupt, not a failure
+                raise
+            check_stop()
+        except KeyboardInterrupt:
+            g.passed, g.detail = False, "interrupted"
+            raise
         except GoldenError as exc:
             g.passed = False
             g.detail = exc.message + (f" ({exc.hint})" if exc.hint else "")
@@ -264,6 +273,7 @@ def run_nightly(settings: Settings, opts: NightlyOptions, say: Callable[[str], N
         images: list[ImageReport] = []
         try:
             for name in names:
+                check_stop()
                 images.append(_run_image(settings, name, opts, lab, say))
         except BaseException:
             lab.stop()
