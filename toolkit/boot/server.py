@@ -488,6 +488,7 @@ class BootHandler(BaseHTTPRequestHandler):
             body = json.dumps({"accepted": False, "reason": exc.message, "kind": "unavailable"}).encode()
             return self._send_body("report", 503, body, "application/json", extra={"Retry-After": "30"})
         self.server.metrics.add("reports", "accepted")
+        log.info("golden serve: %s reported %s (%s)", status.name, status.observed or "-", status.state)
         body = json.dumps({"accepted": True, "host": status.name, "desired": status.desired,
                            "observed": status.observed, "state": status.state, "next_token": next_token}).encode()
         self._send_body("report", 200, body, "application/json")

@@ -22,6 +22,7 @@ from toolkit import __version__
 from toolkit.cli.hostopts import cmd_list_hosts
 from toolkit.cli.output import Context
 from toolkit.core.errors import GoldenError, Interrupted
+from toolkit.core.logs import setup_logging
 from toolkit.core.stop import request_stop
 
 # Modules under toolkit.cli that contribute verbs, in help order.
@@ -124,11 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug, verbose = bool(args.debug), int(args.verbose or 0)
     level = logging.DEBUG if debug or verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(name)s %(message)s" if level < logging.WARNING else "%(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(level)
     signal.signal(signal.SIGTERM, _on_stop_signal)
     signal.signal(signal.SIGINT, _on_stop_signal)
     ctx = Context(json=bool(args.json), debug=debug, project=args.project, home=args.home)

@@ -12,6 +12,7 @@ from pathlib import Path
 from toolkit.cli.argtypes import finite_float, int_range, refuse_without
 from toolkit.cli.output import Context
 from toolkit.core.errors import InputError
+from toolkit.core.logs import stderr_line
 from toolkit.core.progress import format_elapsed
 from toolkit.nightly.notify import check_notify_url, post_report
 from toolkit.nightly.pipeline import NightlyOptions, run_nightly
@@ -126,7 +127,7 @@ def cmd_nightly(args: argparse.Namespace, ctx: Context) -> int:
 
     def say(line: str) -> None:
         if not ctx.json:
-            print(f"[+{format_elapsed(time.monotonic() - started)}] {line}", file=sys.stderr, flush=True)
+            stderr_line(f"[+{format_elapsed(time.monotonic() - started)}] {line}")
 
     report, path = run_nightly(ctx.settings(), opts, say)
     if args.notify:
