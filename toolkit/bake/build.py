@@ -369,7 +369,7 @@ def _execute(settings: Settings, store: Store, plan: BakePlan, progress: Progres
                 f"{exc.strerror or exc}{where}",
                 returncode=1, log_tail=_log_tail(record.stdout), hint=f"full log: {record.stdout}",
             ) from None
-        status, rc = "successful", 0
+        status, rc = "succeeded", 0
         return BakeResult(build=build, cache_hit=False, seconds=time.monotonic() - started,
                           run_id=run_id, run_dir=record.path, dib_seconds=dib_seconds,
                           pre_role_root=root.key if root else None)
@@ -380,7 +380,7 @@ def _execute(settings: Settings, store: Store, plan: BakePlan, progress: Progres
         error = getattr(exc, "message", None) or repr(exc)
         raise
     finally:
-        if status != "successful":
+        if status != "succeeded":
             # A second Ctrl-C must not cut the rollback short: hold signals until it is done.
             blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             try:

@@ -244,7 +244,7 @@ class PackerBake:
         status, rc, error = "failed", None, None
         try:
             build = self._steps(paths, staged, record, started)
-            status, rc = "successful", 0
+            status, rc = "succeeded", 0
             return result(build=build, cache_hit=False, seconds=time.monotonic() - started, run_id=run_id,
                           run_dir=record.path, packer_seconds=self.packer_seconds)
         except KeyboardInterrupt:
@@ -256,7 +256,7 @@ class PackerBake:
         finally:
             if self.tmp is not None:
                 shutil.rmtree(self.tmp, ignore_errors=True)
-            if status != "successful":
+            if status != "succeeded":
                 _keep_serial_log(paths, record)
                 error = rollback(self.store, staged, error)
             record.finish(status, rc, error)

@@ -9,7 +9,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from toolkit.cli.argtypes import finite_float, int_range, refuse_without
+from toolkit.cli.argtypes import duration, int_range, refuse_without
 from toolkit.cli.output import Context
 from toolkit.core.errors import InputError
 from toolkit.core.logs import stderr_line
@@ -34,8 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lab-nodes", type=int_range(1, 16), default=1, help="lab machines per boot test (1)")
     p.add_argument("--lab-memory", type=int_range(512, 65_536), default=2048, metavar="MIB",
                    help="MiB per lab machine (2048)")
-    p.add_argument("--boot-timeout", type=finite_float(30, 86_400), default=900.0, metavar="SECONDS",
-                   help="seconds a lab machine has to boot the candidate and report healthy (900)")
+    p.add_argument("--boot-timeout", type=duration(30, 86_400), default=900.0, metavar="DURATION",
+                   help="how long a lab machine has to boot the candidate and report healthy (15m)")
     p.add_argument("--notify", metavar="URL", help="POST the JSON report to this URL when done")
     p.add_argument("--last", action="store_true", help="print the latest nightly report; run nothing")
     p.add_argument("--install-timer", action="store_true",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from toolkit.core.duration import parse_duration
 from toolkit.core.errors import InputError
@@ -128,34 +128,14 @@ class PackerConfig(_Strict):
     cpus: int | None = Field(default=None, ge=1, le=64)
 
 
-class GoldenConfig(_Strict):
-    """``golden.yaml``: every key golden reads; any other key is an error naming it."""
+def validate_config(data: dict[str, Any], path: Path, text: str | None = None) -> dict[str, Any]:
+    """The mapping itself when it is a valid ``golden.yaml``; InputError listing every problem with its line
+    (the keys and their schemas: toolkit.core.configschema)."""
+    from toolkit.core.configschema import SECTIONS, check_config
 
-    home: str | None = None
-    cache: str | None = None
-    mirror: str | None = None
-    security_mirror: str | None = None
-    inventory: str | None = None
-    state_url: str | None = None
-    store: str | None = None
-    lab: LabConfig | None = None
-    promotion: dict[str, Any] | None = None  # its gates are checked by toolkit.store.policy
-    stale: StaleConfig | None = None  # golden fleet --stale, golden reimage --stale
-    packer: PackerConfig | None = None  # builder: packer bakes
-
-
-def validate_config(data: dict[str, Any], path: Path) -> dict[str, Any]:
-    """The mapping itself when it is a valid ``golden.yaml``; InputError listing every problem with its path."""
-    try:
-        GoldenConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for e in exc.errors():
-            where = "." + ".".join(str(p) for p in e["loc"])
-            what = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-            problems.append(f"{path.name}: {where}: {what}")
-        raise InputError("; ".join(problems),
-                         hint=f"the keys golden.yaml may hold: {', '.join(GoldenConfig.model_fields)}") from None
+    problems = check_config(data, text if text is not None else path.read_text(errors="replace"), path.name)
+    if problems:
+        raise InputError("; ".join(problems), hint=f"the keys golden.yaml may hold: {', '.join(SECTIONS)}")
     return data
 
 
