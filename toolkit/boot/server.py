@@ -55,6 +55,7 @@ from toolkit.boot.token import DEFAULT_TTL_S
 from toolkit.core.config import StaleConfig
 from toolkit.core.errors import GoldenError, InputError
 from toolkit.fleet.fleet import Fleet
+from toolkit.fleet.gauges import fleet_gauges
 from toolkit.fleet.page import render_page
 from toolkit.state.db import StateError
 from toolkit.store.artifacts import MANIFEST, Build, Store
@@ -122,6 +123,7 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     retention: RetentionPolicy | None = None  # None: no pruning thread (tests, embedding)
     page_policy: StaleConfig | None = None  # the staleness policy the /fleet page colours hosts by
+    runs_dir: Path | None = None  # where nightly records are (the last success is a /metrics gauge)
 
 
 class BootHTTPServer(HTTPServer):
@@ -309,7 +311,9 @@ class BootHandler(BaseHTTPRequestHandler):
             elif (m := BOOT_RE.match(path)) and not head:
                 self._serve_boot(re.sub("%3[Aa]", ":", m.group(1)))
             elif path == "/metrics":
-                text = self.server.metrics.render(self.server.pool.closed_counts())
+                cfg = self.server.config
+                text = self.server.metrics.render(self.server.pool.closed_counts(),
+                                                  fleet_gauges(cfg.fleet, cfg.runs_dir))
                 self._send_body("metrics", 200, text.encode(),
                                 "text/plain; version=0.0.4; charset=utf-8", head)
             elif path == "/fleet":

@@ -69,7 +69,7 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
                           limits=_limits(args),
                           retention=RetentionPolicy(events_s=args.retention, token_ttl_s=args.token_ttl,
                                                     every_s=args.prune_every),
-                          page_policy=stale_policy(s))
+                          page_policy=stale_policy(s), runs_dir=s.runs_dir)
     server = make_server(args.listen, config)
     if ctx.json:
         ctx.emit({"listening": server.url, "inventory": fleet.inventory_path, "store": fleet.store.root})
