@@ -450,3 +450,22 @@ def test_metrics_parse_with_prometheus_client_and_carry_the_fleet(env: Env, tmp_
     assert abs(age - (time.time() - baked)) < 60
     last = samples("golden_nightly_last_success_timestamp_seconds")[()]
     assert last == datetime(2026, 12, 1, 2, 0, tzinfo=UTC).timestamp()  # the newer run failed
+
+
+@pytest.mark.parametrize("listen, token, header, allowed", [
+    ("127.0.0.1", None, None, True),  # an admin (loopback) listen address and no token: open
+    ("::1", None, None, True),
+    ("0.0.0.0", None, None, False),  # reachable by the racks and no token: never
+    ("10.0.0.5", None, "Bearer anything", False),
+    ("127.0.0.1", "t0k", None, False),  # a token, once set, is always wanted
+    ("10.0.0.5", "t0k", "Bearer t0k", True),
+    ("10.0.0.5", "t0k", "Bearer t0kx", False),
+    ("10.0.0.5", "t0k", "Basic YWRtaW46dDBr", True),  # admin:t0k
+    ("10.0.0.5", "t0k", "Basic !!!", False),
+    ("10.0.0.5", "t0k", "Digest t0k", False),
+])
+def test_fleet_page_access_table(listen, token, header, allowed):
+    from toolkit.boot.admin import fleet_allowed
+    from toolkit.core.secret import Secret
+
+    assert fleet_allowed(listen, Secret(token) if token else None, header) is allowed

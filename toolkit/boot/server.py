@@ -45,6 +45,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from toolkit.boot import pxe
+from toolkit.boot.admin import REALM, fleet_allowed
 from toolkit.boot.connections import Conn, ConnectionPool, Limits, SocketReader
 from toolkit.boot.decide import decide_boot
 from toolkit.boot.evidence import accept_report, issue_boot_token, reject
@@ -54,6 +55,7 @@ from toolkit.boot.retention import Pruned, Pruner, RetentionPolicy
 from toolkit.boot.token import DEFAULT_TTL_S
 from toolkit.core.config import StaleConfig
 from toolkit.core.errors import GoldenError, InputError
+from toolkit.core.secret import Secret
 from toolkit.fleet.fleet import Fleet
 from toolkit.fleet.gauges import fleet_gauges
 from toolkit.fleet.page import render_page
@@ -124,6 +126,7 @@ class ServerConfig:
     retention: RetentionPolicy | None = None  # None: no pruning thread (tests, embedding)
     page_policy: StaleConfig | None = None  # the staleness policy the /fleet page colours hosts by
     runs_dir: Path | None = None  # where nightly records are (the last success is a /metrics gauge)
+    fleet_token: Secret | None = None  # /fleet wants it; None: /fleet only on a loopback listen address
 
 
 class BootHTTPServer(HTTPServer):
@@ -316,8 +319,13 @@ class BootHandler(BaseHTTPRequestHandler):
                                                   fleet_gauges(cfg.fleet, cfg.runs_dir))
                 self._send_body("metrics", 200, text.encode(),
                                 "text/plain; version=0.0.4; charset=utf-8", head)
+            elif path == "/fleet" and not fleet_allowed(str(self.server.server_address[0]),
+                                                        self.server.config.fleet_token,
+                                                        self.headers.get("Authorization")):
+                self._send_body("fleet", 401, b"the fleet page needs the token (golden serve --fleet-token-file)\n",
+                                "text/plain; charset=utf-8", head, extra={"WWW-Authenticate": REALM})
             elif path == "/fleet":
-                page = render_page(self.server.config.fleet.page(self.server.config.page_policy))
+                page = render_page(self.server.config.fleet.page(self.server.config.page_policy), live=True)
                 self._send_body("fleet", 200, page.encode(), "text/html; charset=utf-8", head)
             elif path == "/healthz":
                 self._send_body("healthz", 200, b"ok\n", "text/plain; charset=utf-8", head)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from toolkit.boot.admin import read_token_file
 from toolkit.boot.connections import Limits
 from toolkit.boot.retention import DEFAULT_PRUNE_EVERY_S, DEFAULT_RETENTION_S, RetentionPolicy
 from toolkit.boot.server import ServerConfig, make_server, serve_forever
@@ -28,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="extra kernel argument for every boot (repeatable)")
     p.add_argument("--token-ttl", type=duration(60, 30 * 86400), default=DEFAULT_TTL_S, metavar="DURATION",
                    help=f"lifetime of a boot token; an older one gets 403 (default {format_duration(DEFAULT_TTL_S)})")
+    p.add_argument("--fleet-token-file", metavar="FILE", default=os.environ.get("GOLDEN_FLEET_TOKEN_FILE"),
+                   help="/fleet then wants this token (Bearer, or the password of HTTP Basic); without one, /fleet "
+                        "is served only on a loopback --listen address. Default: GOLDEN_FLEET_TOKEN_FILE")
     _limit_options(p)
     p.set_defaults(func=cmd_serve)
 
@@ -69,7 +74,8 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
                           limits=_limits(args),
                           retention=RetentionPolicy(events_s=args.retention, token_ttl_s=args.token_ttl,
                                                     every_s=args.prune_every),
-                          page_policy=stale_policy(s), runs_dir=s.runs_dir)
+                          page_policy=stale_policy(s), runs_dir=s.runs_dir,
+                          fleet_token=read_token_file(args.fleet_token_file) if args.fleet_token_file else None)
     server = make_server(args.listen, config)
     if ctx.json:
         ctx.emit({"listening": server.url, "inventory": fleet.inventory_path, "store": fleet.store.root})
