@@ -87,7 +87,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for sp in _subparsers(parser):
         # SUPPRESS: an option not given after the verb leaves the value given before it alone
         _add_global_options(sp, argparse.SUPPRESS)
+    _add_examples(sub)
     return parser
+
+
+def _add_examples(sub: argparse._SubParsersAction) -> None:
+    """Every verb's --help ends with its examples (toolkit.cli.help.EXAMPLES), laid out as written."""
+    from toolkit.cli.help import epilog
+
+    for verb, sp in sub.choices.items():
+        sp.epilog = epilog(verb)
+        sp.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
 def _on_stop_signal(signum: int, frame: object) -> None:
