@@ -21,6 +21,7 @@ from toolkit.boot.server import BootHTTPServer, ServerConfig, make_server, parse
 from toolkit.boot.token import issue_token, verify_token
 from toolkit.fleet.fleet import Fleet
 from toolkit.fleet.states import HostState
+from toolkit.nightly.record import last_success_at
 from toolkit.state.db import StateDB
 from toolkit.state.postgres import PostgresStateDB
 from toolkit.store import channels
@@ -429,7 +430,7 @@ def test_metrics_parse_with_prometheus_client_and_carry_the_fleet(env: Env, tmp_
                                                                                "failed")):
         (runs / run_id).mkdir(parents=True)
         (runs / run_id / "status").write_text(status + "\n")
-    env.server.config.runs_dir = runs
+    env.server.config.nightly_last_success = lambda: last_success_at(runs)
     token = _cmdline(env.request("GET", f"/boot/{MAC1}.ipxe")[2].decode())["golden.token"]
     assert _report(env, token, drift=[])[0] == 200
     families = {f.name: f for f in text_string_to_metric_families(env.request("GET", "/metrics")[2].decode())}

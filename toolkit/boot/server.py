@@ -38,6 +38,7 @@ import socketserver
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -125,7 +126,8 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     retention: RetentionPolicy | None = None  # None: no pruning thread (tests, embedding)
     page_policy: StaleConfig | None = None  # the staleness policy the /fleet page colours hosts by
-    runs_dir: Path | None = None  # where nightly records are (the last success is a /metrics gauge)
+    # when a nightly last succeeded (a /metrics gauge); the CLI reads the nightly records, a stage above boot
+    nightly_last_success: Callable[[], float | None] = lambda: None
     fleet_token: Secret | None = None  # /fleet wants it; None: /fleet only on a loopback listen address
 
 
@@ -316,7 +318,7 @@ class BootHandler(BaseHTTPRequestHandler):
             elif path == "/metrics":
                 cfg = self.server.config
                 text = self.server.metrics.render(self.server.pool.closed_counts(),
-                                                  fleet_gauges(cfg.fleet, cfg.runs_dir))
+                                                  fleet_gauges(cfg.fleet, cfg.nightly_last_success()))
                 self._send_body("metrics", 200, text.encode(),
                                 "text/plain; version=0.0.4; charset=utf-8", head)
             elif path == "/fleet" and not fleet_allowed(str(self.server.server_address[0]),

@@ -13,7 +13,6 @@ import sys
 from toolkit import __version__
 from toolkit.core.envvars import ENVIRONMENT
 
-
 GLOBAL = {"help", "debug", "json", "verbose"}  # on every verb; described once, under GLOBAL OPTIONS
 WIDTH = "80"  # usage lines wrap at the terminal's width: a fixed one keeps the page reproducible
 

@@ -17,6 +17,7 @@ from toolkit.cli.output import Context
 from toolkit.core.duration import format_duration
 from toolkit.fleet.fleet import open_fleet
 from toolkit.fleet.staleness import stale_policy
+from toolkit.nightly.record import last_success_at
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -74,7 +75,7 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
                           limits=_limits(args),
                           retention=RetentionPolicy(events_s=args.retention, token_ttl_s=args.token_ttl,
                                                     every_s=args.prune_every),
-                          page_policy=stale_policy(s), runs_dir=s.runs_dir,
+                          page_policy=stale_policy(s), nightly_last_success=lambda: last_success_at(s.runs_dir),
                           fleet_token=read_token_file(args.fleet_token_file) if args.fleet_token_file else None)
     server = make_server(args.listen, config)
     if ctx.json:

@@ -7,7 +7,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toolkit.fleet.states import HostState
@@ -52,10 +51,9 @@ def _baked_at(created_at: str) -> float | None:
         return None
 
 
-def fleet_gauges(fleet: Fleet, runs_dir: Path | None, now: float | None = None) -> FleetGauges:
-    """The gauges now: one status pass over the inventory, the channels, the nightly records."""
-    from toolkit.nightly.record import list_nightly_runs
-
+def fleet_gauges(fleet: Fleet, nightly_last_success: float | None = None, now: float | None = None) -> FleetGauges:
+    """The gauges now: one status pass over the inventory and the channels; the nightly's last success
+    comes from the caller (the nightly is a stage above the fleet)."""
     now = time.time() if now is None else now
     hosts = fleet.status("all") if fleet.inventory_path is not None else []
     by_image = Counter(tuple(h.image.split("@", 1)) if "@" in h.image else (h.image, "") for h in hosts if h.image)
@@ -67,7 +65,5 @@ def fleet_gauges(fleet: Fleet, runs_dir: Path | None, now: float | None = None) 
         baked = _baked_at(build.manifest.created_at) if build is not None else None
         if baked is not None:
             ages[(ch.image, ch.channel)] = max(0.0, now - baked)
-    nightly = next((r.started_at for r in list_nightly_runs(runs_dir, 200) if r.status == "succeeded"), None) \
-        if runs_dir is not None else None
     return FleetGauges(dict(Counter(h.state for h in hosts)), {(k[0], k[1]): n for k, n in by_image.items()},
-                       ages, nightly)
+                       ages, nightly_last_success)

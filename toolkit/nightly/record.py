@@ -70,6 +70,11 @@ def list_nightly_runs(runs_dir: Path, limit: int = 50) -> list[NightlyRunSummary
     return sorted(found, key=lambda r: r.id, reverse=True)[:limit]
 
 
+def last_success_at(runs_dir: Path) -> float | None:
+    """When the newest nightly that succeeded started (None: none did)."""
+    return next((r.started_at for r in list_nightly_runs(runs_dir, 200) if r.status == "succeeded"), None)
+
+
 def last_report(runs_dir: Path) -> tuple[NightlyRunSummary, NightlyReport | None]:
     """The newest nightly run and its report (None while it still runs, or when it was killed)."""
     runs = list_nightly_runs(runs_dir, 1)
