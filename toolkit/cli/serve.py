@@ -29,8 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_host_options(p)
     p.add_argument("--kernel-arg", action="append", default=[], metavar="ARG",
                    help="extra kernel argument for every boot (repeatable)")
-    p.add_argument("--token-ttl", type=duration(60, 30 * 86400), default=DEFAULT_TTL_S, metavar="DURATION",
-                   help=f"lifetime of a boot token; an older one gets 403 (default {format_duration(DEFAULT_TTL_S)})")
+    _duration_option(p, "--token-ttl", 60, 30 * 86400, DEFAULT_TTL_S, "lifetime of a boot token; an older one gets 403")
     p.add_argument("--fleet-token-file", metavar="FILE", default=os.environ.get("GOLDEN_FLEET_TOKEN_FILE"),
                    help="/fleet then wants this token (Bearer, or the password of HTTP Basic); without one, /fleet "
                         "is served only on a loopback --listen address. Default: GOLDEN_FLEET_TOKEN_FILE")
@@ -38,27 +37,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_serve)
 
 
+def _duration_option(p: argparse.ArgumentParser, flag: str, lo: float, hi: float, default: float, what: str) -> None:
+    p.add_argument(flag, type=duration(lo, hi), default=default, metavar="DURATION",
+                   help=f"{what} (default {format_duration(default)})")
+
+
 def _limit_options(p: argparse.ArgumentParser) -> None:
     d = Limits()
-    p.add_argument("--retention", type=duration(3600, 3650 * 86400), default=DEFAULT_RETENTION_S, metavar="DURATION",
-                   help=f"keep boot events this long, e.g. 30d (default {format_duration(DEFAULT_RETENTION_S)}); spent "
-                        "and expired tokens go sooner")
-    p.add_argument("--prune-every", type=duration(10, 86400), default=DEFAULT_PRUNE_EVERY_S, metavar="DURATION",
-                   help=f"how often to prune the state database (default {format_duration(DEFAULT_PRUNE_EVERY_S)})")
+    _duration_option(p, "--retention", 3600, 3650 * 86400, DEFAULT_RETENTION_S,
+                     "keep boot events this long, e.g. 30d; spent and expired tokens go sooner")
+    _duration_option(p, "--prune-every", 10, 86400, DEFAULT_PRUNE_EVERY_S, "how often to prune the state database")
     p.add_argument("--workers", type=int_range(1, 1024), default=d.workers, metavar="N",
                    help=f"artifact transfers worked on at once (default {d.workers}; boot scripts, reports and "
                         f"metrics have {d.fast_workers} more of their own); idle connections need none")
     p.add_argument("--max-connections", type=int_range(16, 1_000_000), default=d.max_connections, metavar="N",
                    help=f"open connections kept; past it the oldest idle one is closed (default {d.max_connections})")
-    p.add_argument("--idle-timeout", type=duration(1, 3600), default=d.idle_timeout_s, metavar="DURATION",
-                   help=f"close a connection idle this long (default {format_duration(d.idle_timeout_s)})")
-    p.add_argument("--header-timeout", type=duration(1, 600), default=d.header_timeout_s, metavar="DURATION",
-                   help=f"a request head must arrive within this (default {format_duration(d.header_timeout_s)})")
-    p.add_argument("--io-timeout", type=duration(1, 3600), default=d.io_timeout_s, metavar="DURATION",
-                   help=f"limit on reading a request body and on each write "
-                        f"(default {format_duration(d.io_timeout_s)})")
-    p.add_argument("--drain", type=duration(0, 300), default=d.drain_s, metavar="DURATION",
-                   help=f"on SIGTERM, let in-flight transfers finish this long (default {format_duration(d.drain_s)})")
+    _duration_option(p, "--idle-timeout", 1, 3600, d.idle_timeout_s, "close a connection idle this long")
+    _duration_option(p, "--header-timeout", 1, 600, d.header_timeout_s, "a request head must arrive within this")
+    _duration_option(p, "--io-timeout", 1, 3600, d.io_timeout_s, "limit on reading a request body and on each write")
+    _duration_option(p, "--drain", 0, 300, d.drain_s, "on SIGTERM, let in-flight transfers finish this long")
 
 
 def _limits(args: argparse.Namespace) -> Limits:
