@@ -54,13 +54,29 @@ class LineFormatter(logging.Formatter):
         return prefixed(super().format(record), record.levelno, self.journal)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (a test's capture may have replaced it)."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
 def setup_logging(level: int, stream: TextIO | None = None) -> None:
-    """golden's one stderr handler at ``level``; chatty libraries stay at warnings even with -vv."""
-    stream = stream or sys.stderr
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(LineFormatter(journal_stream(stream), timestamps=level < logging.WARNING))
+    """golden's one stderr handler at ``level``; chatty libraries stay at warnings even with -vv. Like
+    ``logging.basicConfig``, it leaves a program that set up logging itself (pytest, an embedding
+    service) alone, unless given a stream; a handler golden set up before is replaced."""
     root = logging.getLogger()
-    for old in list(root.handlers):
+    if stream is None and any(not getattr(h, "golden", False) for h in root.handlers):
+        return
+    handler: logging.StreamHandler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    handler.setFormatter(LineFormatter(journal_stream(stream or sys.stderr), timestamps=level < logging.WARNING))
+    handler.golden = True  # type: ignore[attr-defined]
+    for old in [h for h in root.handlers if getattr(h, "golden", False)]:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
