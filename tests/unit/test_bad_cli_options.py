@@ -117,6 +117,30 @@ NIGHTLY_INPUT_CASES: list[tuple[list[str], str]] = [
     (["nightly", "--unit-dir", "/tmp/units"], "--unit-dir needs --install-timer"),
 ]
 
+# Runtime refusals of the operator conventions: one line, exit 2, nothing started.
+OPERATOR_CASES: list[tuple[list[str], dict[str, str], str]] = [
+    (["break-glass", "web01"], {}, "break-glass needs --reason, --ttl, --pubkey to grant"),
+    (["break-glass", "--reason", "r", "--ttl", "5m"], {}, "break-glass needs HOST, --pubkey to grant"),
+    (["serve", "--fleet-token-file", "tok", "-i", "inv.yml"], {"tok": "short\n", "inv.yml": "all: {}\n"},
+     "--fleet-token-file tok: the token is shorter than 16 characters"),
+    (["serve", "--fleet-token-file", "missing", "-i", "inv.yml"], {"inv.yml": "all: {}\n"},
+     "--fleet-token-file missing: cannot read a token from it"),
+    (["inventory", "-i", "lab"], {}, "inventory file not found"),  # the lab's, asked for, but no lab is up
+]
+
+
+@pytest.mark.parametrize("argv, files, needle", OPERATOR_CASES, ids=[" ".join(c[0])[:40] for c in OPERATOR_CASES])
+def test_operator_refusals_are_one_line(capsys, monkeypatch, tmp_path, argv, files, needle):
+    monkeypatch.setenv("GOLDEN_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and needle in err and len(err.strip().splitlines()) <= 2, err
+    assert not (tmp_path / "home" / "state.db").exists()
+
+
 # Verbs that write into a project, run outside one (no images/ and roles/ here or above): exit 2, nothing written.
 OUTSIDE_PROJECT_CASES: list[list[str]] = [["role", "new", "web"], ["role", "lint"], ["role", "test", "web"]]
 

@@ -66,6 +66,7 @@ def _limits(args: argparse.Namespace) -> Limits:
 
 def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     s = ctx.settings()
+    token = read_token_file(args.fleet_token_file) if args.fleet_token_file else None  # before anything opens
     fleet = open_fleet(s, selection(args), required=False)
     config = ServerConfig(fleet=fleet, store=fleet.store, secret=shared_secret(fleet.db, s.home),
                           public_url=args.public_url, extra_args=tuple(args.kernel_arg), token_ttl_s=args.token_ttl,
@@ -73,7 +74,7 @@ def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
                           retention=RetentionPolicy(events_s=args.retention, token_ttl_s=args.token_ttl,
                                                     every_s=args.prune_every),
                           page_policy=stale_policy(s), nightly_last_success=lambda: last_success_at(s.runs_dir),
-                          fleet_token=read_token_file(args.fleet_token_file) if args.fleet_token_file else None)
+                          fleet_token=token)
     server = make_server(args.listen, config)
     if ctx.json:
         ctx.emit({"listening": server.url, "inventory": fleet.inventory_path, "store": fleet.store.root})
