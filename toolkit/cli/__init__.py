@@ -23,7 +23,7 @@ from toolkit.cli.hostopts import cmd_list_hosts
 from toolkit.cli.output import Context
 from toolkit.core.errors import GoldenError, Interrupted
 from toolkit.core.logs import setup_logging
-from toolkit.core.stop import request_stop
+from toolkit.core.stop import clear_stop, request_stop
 
 # Modules under toolkit.cli that contribute verbs, in help order.
 COMMAND_MODULES = (
@@ -136,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug, verbose = bool(args.debug), int(args.verbose or 0)
     level = logging.DEBUG if debug or verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
     setup_logging(level)
+    clear_stop()
     signal.signal(signal.SIGTERM, _on_stop_signal)
     signal.signal(signal.SIGINT, _on_stop_signal)
     ctx = Context(json=bool(args.json), debug=debug, project=args.project, home=args.home)

@@ -17,6 +17,11 @@ def request_stop() -> None:
     _requested.set()
 
 
+def clear_stop() -> None:
+    """A new command starts with no stop requested (a process that runs several, like a test)."""
+    _requested.clear()
+
+
 def stop_requested() -> bool:
     return _requested.is_set()
 
