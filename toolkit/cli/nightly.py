@@ -10,6 +10,7 @@ import urllib.parse
 from pathlib import Path
 
 from toolkit.cli.argtypes import duration, int_range, refuse_without
+from toolkit.cli.hostopts import add_host_options, selection
 from toolkit.cli.output import Context
 from toolkit.core.errors import InputError
 from toolkit.core.logs import stderr_line
@@ -30,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="promote from dev to this channel when every gate passed (default staging; 'none': don't)")
     p.add_argument("--rollout", metavar="PATTERN",
                    help="then reimage the hosts of PATTERN that follow IMAGE@<promote-to> (canary 1, waves of 10%%)")
-    p.add_argument("-i", "--inventory", action="append", help="inventory for --rollout and channel followers")
+    add_host_options(p, list_hosts=False)  # the inventory of --rollout and of channel followers
     p.add_argument("--lab-nodes", type=int_range(1, 16), default=1, help="lab machines per boot test (1)")
     p.add_argument("--lab-memory", type=int_range(512, 65_536), default=2048, metavar="MIB",
                    help="MiB per lab machine (2048)")
@@ -60,7 +61,7 @@ def _options(args: argparse.Namespace) -> NightlyOptions:
     if args.notify:
         check_notify_url(args.notify)
     return NightlyOptions(images=images, promote_to=promote_to, rollout=args.rollout,
-                          inventory=tuple(args.inventory or ()), lab_nodes=args.lab_nodes,
+                          inventory=selection(args), lab_nodes=args.lab_nodes,
                           lab_memory_mb=args.lab_memory, boot_timeout_s=args.boot_timeout,
                           rollout_boot_timeout_s=args.boot_timeout)
 
@@ -73,7 +74,13 @@ def _timer_args(args: argparse.Namespace) -> tuple[str, ...]:
     if args.rollout:
         out += ["--rollout", args.rollout]
     for inv in args.inventory or ():
-        out += ["-i", str(Path(inv).resolve())]
+        out += ["-i", inv if inv == "lab" else str(Path(inv).resolve())]
+    if args.limit:
+        out += ["-l", args.limit]
+    for vid in args.vault_id:
+        out += ["--vault-id", vid]
+    for pwfile in args.vault_password_file:
+        out += ["--vault-password-file", str(Path(pwfile).resolve())]
     if args.lab_nodes != 1:
         out += ["--lab-nodes", str(args.lab_nodes)]
     if args.boot_timeout != 900.0:

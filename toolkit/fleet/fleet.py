@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from toolkit.core.config import Settings, StaleConfig
@@ -315,7 +316,8 @@ class Fleet:
             return repo.list_unknown()
 
 
-def open_fleet(settings: Settings, inventory: str | list[str] | None = None, *, required: bool = True) -> Fleet:
+def open_fleet(settings: Settings, inventory: str | Sequence[str] | None = None, *,
+               required: bool = True) -> Fleet:
     """The fleet of the inventory found like Ansible finds it (``toolkit.inventory.selection``); a
     ``Selection`` also carries --limit (hosts outside it are not in this fleet) and the vault options."""
     sources: tuple[Path, ...]

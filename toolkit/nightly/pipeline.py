@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,7 +49,8 @@ class NightlyOptions:
     images: tuple[str, ...] = ()  # empty: every spec in images/
     promote_to: str | None = "staging"
     rollout: str | None = None  # host pattern reimaged onto <image>@<promote_to>
-    inventory: tuple[str, ...] = ()  # for --rollout (default: the configured inventory)
+    # for --rollout: the -i sources (the CLI passes its Selection, which carries --limit and vault options)
+    inventory: Sequence[str] = ()
     lab_nodes: int = 1
     lab_memory_mb: int = 2048
     boot_timeout_s: float = 900.0
@@ -211,7 +212,7 @@ class GateFailure(GoldenError):
 
 def _publish(settings: Settings, name: str, build: Build, opts: NightlyOptions, img: _Image) -> None:
     report = img.report
-    fleet = open_fleet(settings, list(opts.inventory) or None, required=False)
+    fleet = open_fleet(settings, opts.inventory, required=False)
     with img.gate(f"publish-{DEV}") as g:
         res = publish(fleet.db, fleet.store, name, build.build_id, DEV, reason="golden nightly",
                       followers=fleet.followers(name, DEV))
@@ -234,7 +235,7 @@ def _rollout(settings: Settings, name: str, opts: NightlyOptions, img: _Image) -
     """Reimage the hosts of ``--rollout`` that follow ``<image>@<promote_to>``: canary, waves, no failures."""
     channel = opts.promote_to
     assert channel and opts.rollout
-    inv_sources = list(opts.inventory) or None
+    inv_sources = opts.inventory
     with img.gate("rollout") as g:
         fleet = open_fleet(settings, inv_sources)
         inv = fleet.inventory()
@@ -246,7 +247,7 @@ def _rollout(settings: Settings, name: str, opts: NightlyOptions, img: _Image) -
             return
         policy = Policy(canary=1, wave_size=Amount(10, percent=True), max_failures=Amount(0),
                         boot_timeout_s=opts.rollout_boot_timeout_s, retries=1)
-        req = ReimageRequest(":".join(hosts), f"{name}@{channel}", policy, inv_sources)
+        req = ReimageRequest(":".join(hosts), f"{name}@{channel}", policy, inv_sources)  # type: ignore[arg-type]  # a Selection: a list of sources
         plan, checks = plan_request(settings, req)
         if not plan.hosts:
             g.detail = f"every host of {opts.rollout!r} following {name}@{channel} is already on it"
