@@ -60,9 +60,8 @@ def _expand(value: str, settings: Settings, base: Path | None = None) -> Path:
 
 def ansible_cfg_path() -> Path | None:
     """The ansible.cfg Ansible itself would read (its documented search order)."""
-    env = os.environ.get("ANSIBLE_CONFIG")
-    candidates = [Path(os.path.expanduser(env)) / "ansible.cfg" if env and os.path.isdir(env) else
-                  Path(os.path.expanduser(env)) if env else None,
+    named = Path(os.path.expanduser(os.environ["ANSIBLE_CONFIG"])) if os.environ.get("ANSIBLE_CONFIG") else None
+    candidates = [named / "ansible.cfg" if named and named.is_dir() else named,
                   Path.cwd() / "ansible.cfg", Path.home() / ".ansible.cfg", Path("/etc/ansible/ansible.cfg")]
     return next((c for c in candidates if c is not None and c.is_file()), None)
 
