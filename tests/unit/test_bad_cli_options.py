@@ -142,7 +142,8 @@ def test_operator_refusals_are_one_line(capsys, monkeypatch, tmp_path, argv, fil
 
 
 # Verbs that write into a project, run outside one (no images/ and roles/ here or above): exit 2, nothing written.
-OUTSIDE_PROJECT_CASES: list[list[str]] = [["role", "new", "web"], ["role", "lint"], ["role", "test", "web"]]
+OUTSIDE_PROJECT_CASES: list[list[str]] = [["role", "new", "web"], ["role", "lint"], ["role", "test", "web"],
+                                          ["bake", "base"], ["validate"], ["nightly"]]
 
 
 @pytest.mark.parametrize("argv", OUTSIDE_PROJECT_CASES, ids=[" ".join(a) for a in OUTSIDE_PROJECT_CASES])

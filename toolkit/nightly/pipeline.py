@@ -263,6 +263,7 @@ def _rollout(settings: Settings, name: str, opts: NightlyOptions, img: _Image) -
 def run_nightly(settings: Settings, opts: NightlyOptions, say: Callable[[str], None] = lambda s: None,
                 run_id: str | None = None) -> tuple[NightlyReport, Path]:
     """Run the nightly under its lock; the report is written to the run record and returned."""
+    settings.require_project()  # before the lock and the run record: outside a project nothing is written
     run_id = run_id or new_nightly_run_id()
     with nightly_lock(settings.locks_dir, run_id):
         names = list_images(settings, opts.images)
