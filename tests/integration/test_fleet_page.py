@@ -195,3 +195,56 @@ def test_fleet_page_in_headless_chromium(project, capsys) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _visible(dom: str) -> list[str]:
+    parsed = Cells()
+    parsed.feed(dom)
+    return sorted(c["data-host"] for c in parsed.cells if "hidden" not in c.get("class", "").split())
+
+
+def test_fleet_page_filters_searches_and_shows_report_age(project, capsys) -> None:
+    """In headless chromium: ?state= and ?rack= filter the cells, ?q= finds a host by name; every cell
+    says how long ago its host reported."""
+    home, tmp, _ = project
+    out = tmp / "fleet.html"
+    assert main(["--home", str(home), "report", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert _visible(chromium(tmp, "--dump-dom", out.as_uri())) == sorted(HOSTS)
+    assert _visible(chromium(tmp, "--dump-dom", out.as_uri() + "?state=failed")) == ["n-failed"]
+    assert _visible(chromium(tmp, "--dump-dom", out.as_uri() + "?rack=rack2")) == \
+        sorted(h for h, (rack, _, _) in HOSTS.items() if rack == "rack2")
+    assert _visible(chromium(tmp, "--dump-dom", out.as_uri() + "?q=TAINT")) == ["n-tainted"]
+    assert _visible(chromium(tmp, "--dump-dom", out.as_uri() + "?state=in-sync&rack=rack2")) == []
+    dom = chromium(tmp, "--dump-dom", out.as_uri())
+    assert re.search(r'data-host="n-never-reported"[^>]*title="[^"]*last report never"', dom)
+    assert re.search(r'data-host="n-in-sync"[^>]*title="[^"]*last report \d+[smhd] ago"', dom)
+
+
+def test_served_fleet_page_needs_the_token_and_refreshes_itself(project) -> None:
+    import base64
+
+    from toolkit.core.secret import Secret
+
+    _, _, fleet = project
+    server = make_server("127.0.0.1:0", ServerConfig(fleet=fleet, store=fleet.store, secret=SECRET,
+                                                     fleet_token=Secret("s3cret-fleet")))
+    start_in_thread(server)
+    try:
+        host, port = server.server_address[:2]
+
+        def get(headers: dict[str, str]) -> tuple[int, str, str | None]:
+            conn = http.client.HTTPConnection(str(host), port, timeout=10)
+            conn.request("GET", "/fleet", headers=headers)
+            resp = conn.getresponse()
+            return resp.status, resp.read().decode(), resp.getheader("WWW-Authenticate")
+
+        status, body, challenge = get({})
+        assert status == 401 and challenge and challenge.startswith("Basic") and "n-failed" not in body
+        assert get({"Authorization": "Bearer wrong"})[0] == 401
+        assert get({"Authorization": "Bearer s3cret-fleet"})[0] == 200
+        basic = base64.b64encode(b"admin:s3cret-fleet").decode()
+        status, body, _ = get({"Authorization": f"Basic {basic}"})
+        assert status == 200 and '<meta http-equiv="refresh" content="30">' in body and body.count('class="cell"') == 8
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -93,3 +93,17 @@ def test_wheel_serves_and_renders_from_an_unrelated_folder(tmp_path: Path) -> No
     finally:
         kill_group(proc)
     assert b"Traceback" not in (proc.stderr.read() if proc.stderr else b"")
+
+
+def test_fresh_install_prints_nothing_on_stderr(tmp_path: Path) -> None:
+    """``golden --version`` and plain commands (one that reads an inventory through ansible-core, which
+    used to bring cryptography's DSA deprecation warning) write nothing on stderr."""
+    venv = _venv(tmp_path, _wheel(tmp_path))
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(f'all:\n  hosts:\n    n1: {{mac: "{MAC}"}}\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOLDEN_", "PYTHON", "ANSIBLE_"))}
+    env["GOLDEN_HOME"] = str(tmp_path / "home")
+    for argv in (["--version"], ["images"], ["inventory", "-i", str(inventory)], ["fleet", "-i", str(inventory)]):
+        proc = subprocess.run([venv / "bin" / "golden", *argv], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0 and proc.stderr == "", (argv, proc.stderr)

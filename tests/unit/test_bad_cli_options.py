@@ -7,6 +7,11 @@ inventory is needed. Rows come from issue 11's review plus every other numeric o
 from __future__ import annotations
 
 import itertools
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +20,10 @@ from toolkit.fleet.states import HostState
 from toolkit.fleet.status import host_state
 from toolkit.rollout.plan import Amount
 
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = str(Path(sys.executable).parent / "golden")
 RE = ["reimage", "all", "--image", "web@prod"]
+DUR = "must be a duration like 90s, 15m, 2h or 14d (a bare number is seconds)"
 BG = ["break-glass", "node1", "--reason", "r", "--pubkey", "k.pub"]
 LAB = ["lab", "up", "--no-vm"]
 HUGE = "9" * 5000
@@ -32,13 +40,19 @@ CASES: list[tuple[list[str], str, str]] = [
     ([*RE, "--max-unavailable", "0%"], "--max-unavailable", "must be at least 1"),
     ([*RE, "--max-failures", "101%"], "--max-failures", "a percentage must be between 0% and 100%"),
     ([*RE, "--max-failures", "-1"], "--max-failures", "expected a whole number or a percentage"),
-    ([*RE, "--boot-timeout", "-5"], "--boot-timeout", "must be at least 1"),
-    ([*RE, "--boot-timeout", "0"], "--boot-timeout", "must be at least 1"),
-    ([*RE, "--boot-timeout", "nan"], "--boot-timeout", "expected a finite number"),
-    ([*RE, "--boot-timeout", "inf"], "--boot-timeout", "expected a finite number"),
-    ([*RE, "--boot-timeout", "1e400"], "--boot-timeout", "expected a finite number"),
-    ([*RE, "--boot-timeout", "soon"], "--boot-timeout", "expected a number"),
-    ([*RE, "--boot-timeout", "999999"], "--boot-timeout", "must be at most 86400"),
+    ([*RE, "--boot-timeout", "-5"], "--boot-timeout", DUR),
+    ([*RE, "--boot-timeout", "0"], "--boot-timeout", "must be between 1s and 1d, got 0"),
+    ([*RE, "--boot-timeout", "nan"], "--boot-timeout", DUR),
+    ([*RE, "--boot-timeout", "inf"], "--boot-timeout", DUR),
+    ([*RE, "--boot-timeout", "1e400"], "--boot-timeout", DUR),
+    ([*RE, "--boot-timeout", "soon"], "--boot-timeout", DUR),
+    ([*RE, "--boot-timeout", "15x"], "--boot-timeout", DUR),
+    ([*RE, "--boot-timeout", "999999"], "--boot-timeout", "must be between 1s and 1d, got 999999"),
+    ([*RE, "--boot-timeout", "25h"], "--boot-timeout", "must be between 1s and 1d, got 25h"),
+    ([*RE, "--contest-window", "2h"], "--contest-window", "must be between 0s and 1h, got 2h"),
+    (["serve", "--token-ttl", "30"], "--token-ttl", "must be between 1m and 30d, got 30"),
+    (["serve", "--retention", "30"], "--retention", "must be between 1h and 3650d, got 30"),  # not 30 days
+    (["serve", "--drain", "10m"], "--drain", "must be between 0s and 5m, got 10m"),
     ([*RE, "--retries", "-1"], "--retries", "must be at least 0"),
     ([*RE, "--retries", "1.5"], "--retries", "expected a whole number"),
     ([*RE, "--retries", "1000"], "--retries", "must be at most 100"),
@@ -72,10 +86,10 @@ CASES: list[tuple[list[str], str, str]] = [
     (["reimage", "--state", "bogus"], "--state", "invalid choice: 'bogus' (choose from 'in-sync', 'pending'"),
     ([*BG, "--ttl", "0s"], "--ttl", "must be between 1s and 1d, got 0s"),
     ([*BG, "--ttl", "25h"], "--ttl", "must be between 1s and 1d, got 25h"),
-    ([*BG, "--ttl", "1y"], "--ttl", "must be a whole number and a unit (s, m, h, d, w)"),
-    ([*BG, "--ttl=-5m"], "--ttl", "must be a whole number and a unit"),
-    ([*BG, "--ttl", HUGE], "--ttl", "must be a whole number and a unit"),
-    ([*BG, "--ttl", "1h\n"], "--ttl", "must be a whole number and a unit"),
+    ([*BG, "--ttl", "1y"], "--ttl", DUR),
+    ([*BG, "--ttl=-5m"], "--ttl", DUR),
+    ([*BG, "--ttl", HUGE], "--ttl", DUR),
+    ([*BG, "--ttl", "1h\n"], "--ttl", DUR),
     (["gc", "--keep", "-1"], "--keep", "must be at least 0"),
     (["gc", "--keep", "lots"], "--keep", "expected a whole number"),
     (["runs", "--limit", "0"], "--limit", "must be at least 1"),
@@ -83,8 +97,8 @@ CASES: list[tuple[list[str], str, str]] = [
     (["nightly", "--lab-nodes", "0"], "--lab-nodes", "must be at least 1"),
     (["nightly", "--lab-nodes", "17"], "--lab-nodes", "must be at most 16"),
     (["nightly", "--lab-memory", "64"], "--lab-memory", "must be at least 512"),
-    (["nightly", "--boot-timeout", "nan"], "--boot-timeout", "expected a finite number"),
-    (["nightly", "--boot-timeout", "5"], "--boot-timeout", "must be at least 30"),
+    (["nightly", "--boot-timeout", "nan"], "--boot-timeout", DUR),
+    (["nightly", "--boot-timeout", "5"], "--boot-timeout", "must be between 30s and 1d, got 5"),
 ]
 
 # Values argparse cannot judge alone: the verb refuses them (exit 2) before it runs anything.
@@ -98,7 +112,76 @@ NIGHTLY_INPUT_CASES: list[tuple[list[str], str]] = [
     (["nightly", "--notify", "http:///nohost"], "expected an http(s) URL"),
     (["nightly", "--install-timer", "--at", "25:00"], "--at '25:00': expected HH:MM"),
     (["nightly", "--install-timer", "--at", "2am"], "--at '2am': expected HH:MM"),
+    # an option that means something only with another: refused, never ignored (the nightly would run)
+    (["nightly", "--at", "03:00"], "--at needs --install-timer"),
+    (["nightly", "--unit-dir", "/tmp/units"], "--unit-dir needs --install-timer"),
 ]
+
+# Runtime refusals of the operator conventions: one line, exit 2, nothing started.
+OPERATOR_CASES: list[tuple[list[str], dict[str, str], str]] = [
+    (["break-glass", "web01"], {}, "break-glass needs --reason, --ttl, --pubkey to grant"),
+    (["break-glass", "--reason", "r", "--ttl", "5m"], {}, "break-glass needs HOST, --pubkey to grant"),
+    (["serve", "--fleet-token-file", "tok", "-i", "inv.yml"], {"tok": "short\n", "inv.yml": "all: {}\n"},
+     "--fleet-token-file tok: the token is shorter than 16 characters"),
+    (["serve", "--fleet-token-file", "missing", "-i", "inv.yml"], {"inv.yml": "all: {}\n"},
+     "--fleet-token-file missing: cannot read a token from it"),
+    (["inventory", "-i", "lab"], {}, "inventory file not found"),  # the lab's, asked for, but no lab is up
+]
+
+
+@pytest.mark.parametrize("argv, files, needle", OPERATOR_CASES, ids=[" ".join(c[0])[:40] for c in OPERATOR_CASES])
+def test_operator_refusals_are_one_line(capsys, monkeypatch, tmp_path, argv, files, needle):
+    monkeypatch.setenv("GOLDEN_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and needle in err and len(err.strip().splitlines()) <= 2, err
+    assert not (tmp_path / "home" / "state.db").exists()
+
+
+# Verbs that write into a project, run outside one (no images/ and roles/ here or above): exit 2, nothing written.
+OUTSIDE_PROJECT_CASES: list[list[str]] = [["role", "new", "web"], ["role", "lint"], ["role", "test", "web"],
+                                          ["bake", "base"], ["validate"], ["nightly"]]
+
+
+@pytest.mark.parametrize("argv", OUTSIDE_PROJECT_CASES, ids=[" ".join(a) for a in OUTSIDE_PROJECT_CASES])
+def test_project_verbs_refuse_outside_a_project(capsys, monkeypatch, tmp_path, argv):
+    monkeypatch.delenv("GOLDEN_PROJECT", raising=False)
+    monkeypatch.setenv("GOLDEN_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in (ROOT / "roles").iterdir())
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "no golden project found" in err, err
+    assert sorted(p.name for p in (ROOT / "roles").iterdir()) == before and list(tmp_path.iterdir()) == []
+
+
+def test_no_inventory_names_every_place_tried(capsys, monkeypatch, tmp_path):
+    for k in ("GOLDEN_INVENTORY", "ANSIBLE_INVENTORY", "GOLDEN_PROJECT"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("GOLDEN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ANSIBLE_CONFIG", str(tmp_path / "none.cfg"))
+    (tmp_path / "home" / "lab").mkdir(parents=True)
+    (tmp_path / "home" / "lab" / "inventory.yaml").write_text("all: {hosts: {n1: {}}}\n")  # a lab is up
+    monkeypatch.chdir(tmp_path)
+    assert main(["power", "all", "status"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("golden: error: no inventory: tried -i (not given), GOLDEN_INVENTORY (unset), "
+                             "ANSIBLE_INVENTORY (unset), inventory: in "), err
+    assert "ansible.cfg (none found)" in err[0] and "-i lab" in err[1] and len(err) == 2, err
+
+
+def test_closed_pipe_ends_quietly_like_cat(tmp_path):
+    # the reader is gone before golden writes: killed by SIGPIPE like any Unix filter, no traceback
+    env = {**os.environ, "GOLDEN_HOME": str(tmp_path / "home")}
+    for argv in (["--json", "images"], ["--json", "runs"], ["help"]):
+        proc = subprocess.Popen([GOLDEN, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == -signal.SIGPIPE and err == "", (argv, err)
 
 # lab up's firmware and network options: refused (exit 2) before a file is written or a process started.
 # The last three read the host's own interfaces with `ip` (nothing is changed).
@@ -245,7 +328,7 @@ def test_state_selectors_and_stale_policy_refusals_are_one_line(tmp_path, monkey
     assert "--out nowhere/fleet.html: expected a file in an existing folder" in capsys.readouterr().err
     assert main([*home, "report", "--out", "."]) == 2
     assert not (tmp_path / "nowhere").exists()
-    for bad, needle in [("{max_age: 14 days}", "max_age must be a whole number and a unit"),
+    for bad, needle in [("{max_age: 14 days}", "max_age must be a duration like 90s"),
                         ("{max_security_behind: -1}", ".stale.max_security_behind"),
                         ("{max_age: 14d, colour: red}", ".stale.colour: unknown key")]:
         (tmp_path / "golden.yaml").write_text(f"stale: {bad}\n")

@@ -249,10 +249,19 @@ def test_golden_yaml_is_read_within_limits_too(tmp_path, capsys, body, needle):
 
 
 @pytest.mark.parametrize("text, error", [
-    ("homee: /tmp\n", "golden.yaml: .homee: unknown key"),
-    ("lab:\n  bootURL: http://x\n", "golden.yaml: .lab.bootURL: unknown key"),
-    ("home: [1, 2]\n", "golden.yaml: .home: Input should be a valid string"),
-    ("promotion: yes\n", "golden.yaml: .promotion: Input should be a valid dictionary"),
+    ("homee: /tmp\n", "golden.yaml:1: .homee: unknown key (did you mean home?)"),
+    ("lab:\n  bootURL: http://x\n", "golden.yaml:2: .lab.bootURL: unknown key (did you mean boot_url?)"),
+    ("home: [1, 2]\n", "golden.yaml:1: .home: Input should be a valid string"),
+    ("promotion: yes\n", "golden.yaml:1: .promotion: Input should be a valid dictionary"),
+    # gate names are checked by validate, not first by promote
+    ("promotion:\n  prod:\n    lab_boot: true\n    soke: 24h\n",
+     "golden.yaml:4: .promotion.prod.soke: unknown key (did you mean soak?)"),
+    ("promotion:\n  prod: {in_synk: 3}\n",
+     "golden.yaml:2: .promotion.prod.in_synk: unknown key (did you mean in_sync?)"),
+    ("promotion:\n  prod: {soak: a while}\n", "golden.yaml:2: .promotion.prod.soak: soak must be a duration"),
+    ("stale:\n  max_age: 14d\n  max_behnd: 2\n",
+     "golden.yaml:3: .stale.max_behnd: unknown key (did you mean max_behind?)"),
+    ("packer:\n  cpus: 0\n", "golden.yaml:2: .packer.cpus: Input should be greater than or equal to 1"),
 ])
 def test_golden_yaml_is_strict(tmp_path, capsys, text, error) -> None:
     from toolkit.cli import main
@@ -263,3 +272,13 @@ def test_golden_yaml_is_strict(tmp_path, capsys, text, error) -> None:
     assert main(["--project", str(tmp_path), "validate"]) == 2
     err = capsys.readouterr().err
     assert error in err and "Traceback" not in err and len(err.strip().splitlines()) <= 2
+
+
+def test_golden_yaml_sections_of_other_stages_are_accepted(tmp_path, capsys) -> None:
+    """``rollout:`` (drain/verify hooks) is its owner's to check; validate lets it through unchanged."""
+    from toolkit.cli import main
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "roles").mkdir()
+    (tmp_path / "golden.yaml").write_text("rollout:\n  hooks: {drain: drain.yml}\npromotion:\n  prod: {soak: 24h}\n")
+    assert main(["--project", str(tmp_path), "validate"]) == 0, capsys.readouterr().err

@@ -10,14 +10,18 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.boot import make_build
+from tests.fixtures.promtext import prom_samples
 from toolkit.boot.server import BootHTTPServer, ServerConfig, make_server, parse_range, start_in_thread
 from toolkit.boot.token import issue_token, verify_token
 from toolkit.fleet.fleet import Fleet
+from toolkit.fleet.states import HostState
+from toolkit.nightly.record import last_success_at
 from toolkit.state.db import StateDB
 from toolkit.state.postgres import PostgresStateDB
 from toolkit.store import channels
@@ -394,15 +398,15 @@ def test_metrics(env: Env):
     code, headers, body = env.request("GET", "/metrics")
     assert code == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
     text = body.decode()
-    metrics = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
-    assert metrics['golden_http_requests_total{route="artifact",code="200"}'] == "1"
-    assert metrics['golden_http_requests_total{route="other",code="404"}'] == "1"
-    assert metrics['golden_http_response_bytes_total{route="artifact"}'] == "3000"
-    assert metrics['golden_boot_scripts_total{kind="unknown"}'] == "1"
-    assert metrics['golden_boot_scripts_total{kind="build"}'] == "1"
-    assert metrics['golden_reports_total{result="accepted"}'] == "1"
-    assert metrics['golden_reports_total{result="rejected"}'] == "1"
-    assert metrics['golden_report_rejects_total{reason="replay"}'] == "1"
+    metrics = prom_samples(text)
+    assert metrics['golden_http_requests_total{code="200",route="artifact"}'] == 1
+    assert metrics['golden_http_requests_total{code="404",route="other"}'] == 1
+    assert metrics['golden_http_response_bytes_total{route="artifact"}'] == 3000
+    assert metrics['golden_boot_scripts_total{kind="unknown"}'] == 1
+    assert metrics['golden_boot_scripts_total{kind="build"}'] == 1
+    assert metrics['golden_reports_total{result="accepted"}'] == 1
+    assert metrics['golden_reports_total{result="rejected"}'] == 1
+    assert metrics['golden_report_rejects_total{reason="replay"}'] == 1
 
 
 def test_report_with_check_results_feeds_the_event(env: Env):
@@ -423,3 +427,55 @@ def test_fleet_shows_the_rollout_image_of_a_host_without_an_inventory_image(env:
     env.fleet.set_desired("node1", "base", "b1")  # what a reimage with --image does
     [after] = env.fleet.status("node1")
     assert after.image == "base" and after.desired == "b1"
+
+
+def test_metrics_parse_with_prometheus_client_and_carry_the_fleet(env: Env, tmp_path: Path):
+    """prometheus-client's own parser reads /metrics: process metrics, the request counters and the
+    fleet's gauges (hosts by state and by image and channel, build age per channel, last good nightly)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    runs = tmp_path / "runs"
+    for run_id, status in (("20261201T020000Z-nightly-0a0b0c", "succeeded"), ("20261202T020000Z-nightly-0d0e0f",
+                                                                               "failed")):
+        (runs / run_id).mkdir(parents=True)
+        (runs / run_id / "status").write_text(status + "\n")
+    env.server.config.nightly_last_success = lambda: last_success_at(runs)
+    token = _cmdline(env.request("GET", f"/boot/{MAC1}.ipxe")[2].decode())["golden.token"]
+    assert _report(env, token, drift=[])[0] == 200
+    families = {f.name: f for f in text_string_to_metric_families(env.request("GET", "/metrics")[2].decode())}
+    assert {"process_cpu_seconds", "process_resident_memory_bytes", "golden_http_requests",
+            "golden_http_request_duration_seconds", "golden_reports"} <= set(families)
+
+    def samples(name: str) -> dict[tuple[str, ...], float]:
+        return {tuple(v for k, v in sorted(s.labels.items())): s.value for s in families[name].samples}
+
+    by_state = samples("golden_fleet_hosts")
+    statuses = {h.name: h.state for h in env.fleet.status()}
+    assert by_state[("in-sync",)] == 1 == list(statuses.values()).count("in-sync")
+    assert sum(by_state.values()) == len(statuses) and len(by_state) == len(HostState)
+    by_image = samples("golden_fleet_hosts_by_image")
+    assert by_image[("dev", "base")] == sum(1 for h in env.fleet.status() if h.image == "base@dev")
+    age = samples("golden_channel_build_age_seconds")[("dev", "base")]
+    baked = datetime.fromisoformat(env.b2.manifest.created_at.replace("Z", "+00:00")).timestamp()
+    assert abs(age - (time.time() - baked)) < 60
+    last = samples("golden_nightly_last_success_timestamp_seconds")[()]
+    assert last == datetime(2026, 12, 1, 2, 0, tzinfo=UTC).timestamp()  # the newer run failed
+
+
+@pytest.mark.parametrize("listen, token, header, allowed", [
+    ("127.0.0.1", None, None, True),  # an admin (loopback) listen address and no token: open
+    ("::1", None, None, True),
+    ("0.0.0.0", None, None, False),  # reachable by the racks and no token: never
+    ("10.0.0.5", None, "Bearer anything", False),
+    ("127.0.0.1", "t0k", None, False),  # a token, once set, is always wanted
+    ("10.0.0.5", "t0k", "Bearer t0k", True),
+    ("10.0.0.5", "t0k", "Bearer t0kx", False),
+    ("10.0.0.5", "t0k", "Basic YWRtaW46dDBr", True),  # admin:t0k
+    ("10.0.0.5", "t0k", "Basic !!!", False),
+    ("10.0.0.5", "t0k", "Digest t0k", False),
+])
+def test_fleet_page_access_table(listen, token, header, allowed):
+    from toolkit.boot.admin import fleet_allowed
+    from toolkit.core.secret import Secret
+
+    assert fleet_allowed(listen, Secret(token) if token else None, header) is allowed

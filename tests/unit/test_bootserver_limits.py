@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.boot import make_build, start_golden_serve, write_inventory
+from tests.fixtures.promtext import prom_samples
 from toolkit.boot import netboot
 from toolkit.boot.connections import Limits
 from toolkit.boot.retention import RetentionPolicy, prune_state
@@ -84,9 +85,9 @@ def _reset(s: socket.socket) -> None:
     s.close()
 
 
-def _metrics(server: BootHTTPServer) -> dict[str, str]:
+def _metrics(server: BootHTTPServer) -> dict[str, float]:
     text = _get(server, "/metrics")[1].decode()
-    return dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    return prom_samples(text)
 
 
 def test_idle_and_trickling_connections_cost_no_worker(small: BootHTTPServer) -> None:
@@ -103,7 +104,7 @@ def test_idle_and_trickling_connections_cost_no_worker(small: BootHTTPServer) ->
     assert worst < 1.0
     assert threading.active_count() <= baseline + 2  # no thread per connection
     m = _metrics(small)
-    assert int(m["golden_http_connections_waiting"]) >= 390 and m["golden_http_workers"] == "6"
+    assert int(m["golden_http_connections_waiting"]) >= 390 and m["golden_http_workers"] == 6
     for s in idle + trickle:
         s.close()
 
@@ -115,8 +116,8 @@ def test_idle_and_half_sent_requests_time_out(small: BootHTTPServer) -> None:
     assert half.recv(100) == b"" and time.monotonic() - t < 3.5  # header timeout 1.5 s (+ a sweep)
     assert idle.recv(100) == b"" and time.monotonic() - t < 4.0  # idle timeout 2 s
     m = _metrics(small)
-    assert m['golden_http_connections_closed_total{reason="header_timeout"}'] == "1"
-    assert m['golden_http_connections_closed_total{reason="idle_timeout"}'] == "1"
+    assert m['golden_http_connections_closed_total{reason="header_timeout"}'] == 1
+    assert m['golden_http_connections_closed_total{reason="idle_timeout"}'] == 1
 
 
 def _stalled_download(server: BootHTTPServer, path: str) -> socket.socket:
@@ -146,7 +147,7 @@ def test_a_full_pool_answers_503_instead_of_queueing_for_ever(tmp_path: Path) ->
             s.close()
         time.sleep(3.5)  # the blocked write gives up after io_timeout: the worker is free again
         assert _get(server, "/store/base/b1/vmlinuz")[0] == 200
-        assert _metrics(server)['golden_http_connections_closed_total{reason="busy"}'] == "1"
+        assert _metrics(server)['golden_http_connections_closed_total{reason="busy"}'] == 1
     finally:
         server.shutdown()
         server.server_close()
@@ -207,8 +208,8 @@ def test_metrics_have_histograms_gauges_and_build_info(small: BootHTTPServer) ->
     while not all(k in (m := _metrics(small)) for k in want):
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    assert m['golden_http_request_duration_seconds_count{route="boot"}'] == "1"
-    assert m['golden_http_request_duration_seconds_bucket{route="boot",le="+Inf"}'] == "1"
+    assert m['golden_http_request_duration_seconds_count{route="boot"}'] == 1
+    assert m['golden_http_request_duration_seconds_bucket{le="+Inf",route="boot"}'] == 1
     assert float(m['golden_http_request_duration_seconds_sum{route="artifact"}']) > 0
     assert "golden_http_requests_in_flight" in m and "golden_http_requests_queued" in m
     assert any(k.startswith("golden_build_info{version=") for k in m)
@@ -224,7 +225,7 @@ def test_an_expired_token_is_refused_and_counted(small: BootHTTPServer) -> None:
     resp = conn.getresponse()
     assert resp.status == 403 and json.loads(resp.read())["kind"] == "expired"
     conn.close()
-    assert _metrics(small)['golden_report_rejects_total{reason="expired"}'] == "1"
+    assert _metrics(small)['golden_report_rejects_total{reason="expired"}'] == 1
 
 
 def test_a_pruned_spent_token_is_still_refused(small: BootHTTPServer) -> None:

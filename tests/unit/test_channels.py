@@ -263,7 +263,7 @@ def test_publish_gate_applies_only_to_channels_hosts_follow(db, fake_store):
 
 @pytest.mark.parametrize("data, error", [
     ({"prod": {"lab_boot": "maybe"}}, ".promotion.prod.lab_boot"),
-    ({"prod": {"soak": "a while"}}, "not a duration"),
+    ({"prod": {"soak": "a while"}}, "soak must be a duration"),
     ({"prod": {"in_sync": -1}}, ".promotion.prod.in_sync"),
     ({"prod": {"bogus": 1}}, ".promotion.prod.bogus"),
     (["prod"], "expected a mapping"),

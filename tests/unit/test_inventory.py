@@ -11,6 +11,7 @@ from ansible.parsing.vault import VaultLib, VaultSecret
 from toolkit.core.config import Settings
 from toolkit.core.secret import Secret
 from toolkit.inventory.hosts import InventoryError, load_inventory, parse_inventory, resolve_inventory_path
+from toolkit.inventory.selection import NoInventoryError
 from toolkit.inventory.vault import VaultOptions
 
 INVENTORY = """
@@ -140,7 +141,10 @@ def test_resolve_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_inventory_path(None, settings) == tmp_path / "env.yaml"
     monkeypatch.delenv("GOLDEN_INVENTORY")
     assert resolve_inventory_path(None, settings) == tmp_path / "cfg.yaml"
-    with pytest.raises(InventoryError, match="no inventory"):
+    monkeypatch.delenv("ANSIBLE_INVENTORY", raising=False)
+    monkeypatch.setenv("ANSIBLE_CONFIG", str(tmp_path / "none.cfg"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(NoInventoryError, match="no inventory: tried -i"):
         resolve_inventory_path(None, settings.with_(inventory=None))
 
 

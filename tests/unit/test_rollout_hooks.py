@@ -54,14 +54,14 @@ BAD_SECTIONS: list[tuple[str, object, str]] = [
     ("budget-bool", {"hooks": [{"hosts": "web", "max_unavailable": True}]},
      ".rollout.hooks[0].max_unavailable.int: Input should be a valid integer"),
     ("timeout-no-unit", {"hooks": [{"hosts": "web", "drain": "pb/drain.yml", "timeout": "90"}]},
-     ".rollout.hooks[0].timeout must be a whole number and a unit"),
+     ".rollout.hooks[0].timeout needs a unit (s, m or h), like 5m; got '90'"),
     ("timeout-number", {"hooks": [{"hosts": "web", "drain": "pb/drain.yml", "timeout": 90}]},
      ".rollout.hooks[0].timeout: Input should be a valid string"),
     ("timeout-zero", {"hooks": [{"hosts": "web", "drain": "pb/drain.yml", "timeout": "0s"}]},
      ".rollout.hooks[0].timeout must be between 1s and 1d, got 0s"),
     ("timeout-too-long", {"hooks": [{"hosts": "web", "drain": "pb/drain.yml", "timeout": "2d"}]}, "got 2d"),
     ("settle-no-unit", {"hooks": [{"hosts": "web", "drain": "pb/drain.yml", "settle": "10"}]},
-     ".rollout.hooks[0].settle must be a whole number and a unit"),
+     ".rollout.hooks[0].settle needs a unit (s, m or h), like 5m; got '10'"),
     ("does-nothing", {"hooks": [{"hosts": "web"}]}, ".rollout.hooks[0]: names no playbook and no max_unavailable"),
 ]
 

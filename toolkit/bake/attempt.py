@@ -75,13 +75,13 @@ class Attempt:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         status, error = "failed", None
         if kind is None and self._succeeded:
-            status = "successful"
+            status = "succeeded"
         elif isinstance(exc, KeyboardInterrupt):
             status, error = "interrupted", f"interrupted during {self.phase}"
         elif exc is not None:
             error = getattr(exc, "message", None) or repr(exc)
         try:
-            if status != "successful":
+            if status != "succeeded":
                 error = self._rollback(error)
         finally:
             try:

@@ -1,8 +1,9 @@
-"""The boot server's metrics, rendered in Prometheus text format (version 0.0.4).
+"""The boot server's metrics, exposed through prometheus-client (text format 0.0.4).
 
-Hand-written rather than prometheus-client: counters and one histogram family are a few lines,
-the output stays byte-for-byte what dashboards and tests already read (integer counters, no
-``_created`` series), and a render takes one lock. What answers "is the boot server healthy":
+The server counts in plain counters under one lock (cheap on every request); a scrape turns them
+into metric families for prometheus-client's exposition, beside its process metrics (CPU, memory,
+open files) and the fleet's gauges (``toolkit.fleet.gauges``: hosts by state, by image and channel,
+build age per channel, the last successful nightly). What answers "is the boot server healthy":
 request durations per route (``golden_http_request_duration_seconds``), requests in flight and
 connections open, requests refused because every worker was busy, why connections were closed,
 state writes dropped, rows pruned, and the version (``golden_build_info``).
@@ -13,10 +14,14 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from prometheus_client import PlatformCollector, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
 from toolkit import __version__
+from toolkit.fleet.gauges import FleetGauges
 
 # Seconds. A /boot answers in milliseconds; artifact transfers take seconds to minutes.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -35,22 +40,41 @@ class Histogram:
         row[bisect.bisect_left(BUCKETS, value)] += 1
         self.sums[key] = self.sums.get(key, 0.0) + value
 
-    def render(self, name: str, label: str) -> list[str]:
-        """The histogram in the Prometheus text format."""
-        lines = []
+    def family(self, name: str, help_text: str, label: str) -> HistogramMetricFamily:
+        """The histogram as a prometheus-client metric family."""
+        fam = HistogramMetricFamily(name, help_text, labels=[label])
         for key, row in sorted(self.counts.items()):
-            total = 0
+            total, buckets = 0, []
             for bound, n in zip((*BUCKETS, None), row, strict=True):
                 total += n
-                le = "+Inf" if bound is None else f"{bound:g}"
-                lines.append(f'{name}_bucket{{{label}="{key}",le="{le}"}} {total}')
-            lines.append(f'{name}_sum{{{label}="{key}"}} {self.sums[key]:.6f}')
-            lines.append(f'{name}_count{{{label}="{key}"}} {total}')
-        return lines
+                buckets.append(("+Inf" if bound is None else f"{bound:g}", total))
+            fam.add_metric([key], buckets, self.sums[key])
+        return fam
 
 
-def _family(name: str, kind: str, help_text: str) -> list[str]:
-    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+def _counter(name: str, help_text: str, labels: list[str], rows: Iterable[tuple[Any, float]]) -> CounterMetricFamily:
+    fam = CounterMetricFamily(name, help_text, labels=labels)
+    for key, n in rows:
+        fam.add_metric([str(k) for k in (key if isinstance(key, tuple) else (key,))], n)
+    return fam
+
+
+def _gauge(name: str, help_text: str, labels: list[str], rows: Iterable[tuple[Any, float]]) -> GaugeMetricFamily:
+    fam = GaugeMetricFamily(name, help_text, labels=labels)
+    for key, n in rows:
+        fam.add_metric([str(k) for k in (key if isinstance(key, tuple) else (key,))], n)
+    return fam
+
+
+class _Scrape:
+    """One scrape's families: what prometheus-client's ``generate_latest`` collects from."""
+
+    def __init__(self, *parts: Callable[[], Iterable[Metric]]) -> None:
+        self.parts = parts
+
+    def collect(self) -> Iterator[Metric]:
+        for part in self.parts:
+            yield from part()
 
 
 class Metrics:
@@ -69,6 +93,9 @@ class Metrics:
         self.state_write_failures = 0
         self.contested = 0
         self.gauges = gauges or (lambda: {})
+        # registry=None: collected per scrape, never registered globally (several servers share a process in tests)
+        self._process = ProcessCollector(registry=None)
+        self._platform = PlatformCollector(registry=None)
 
     def add(self, counter: str, key: Any, n: int = 1) -> None:
         """Add ``n`` to ``counter``'s count for ``key``."""
@@ -87,59 +114,51 @@ class Metrics:
         with self._lock:
             self.durations.observe(route, seconds)
 
-    def render(self, closed: Counter[str] | None = None) -> str:
+    def render(self, closed: Counter[str] | None = None, fleet: FleetGauges | None = None) -> str:
         """Every metric in the Prometheus text format."""
         gauges = self.gauges()
         with self._lock:
-            lines = self._counters()
-            lines += _family("golden_http_request_duration_seconds", "histogram",
-                             "Time from a complete request head to the last byte sent, by route.")
-            lines += self.durations.render("golden_http_request_duration_seconds", "route")
-        lines += _family("golden_http_connections_closed_total", "counter",
-                         "Connections the server closed, by reason (idle_timeout, header_timeout, busy, evicted, "
-                         "head_too_large, shutdown, client, reset).")
-        lines += [f'golden_http_connections_closed_total{{reason="{k}"}} {n}'
-                  for k, n in sorted((closed or {}).items())]
-        lines += self._gauges(gauges)
-        lines += _family("golden_build_info", "gauge", "The golden version serving.")
-        lines.append(f'golden_build_info{{version="{__version__}"}} 1')
-        return "\n".join(lines) + "\n"
+            families = [*self._counters(), self.durations.family(
+                "golden_http_request_duration_seconds",
+                "Time from a complete request head to the last byte sent, by route.", "route")]
+        families.append(_counter("golden_http_connections_closed_total",
+                                 "Connections the server closed, by reason (idle_timeout, header_timeout, busy, "
+                                 "evicted, head_too_large, shutdown, client, reset).", ["reason"],
+                                 sorted((closed or {}).items())))
+        families += self._gauges(gauges)
+        families.append(_gauge("golden_build_info", "The golden version serving.", ["version"], [(__version__, 1)]))
+        families += fleet.families() if fleet is not None else []
+        scrape = _Scrape(lambda: families, self._process.collect, self._platform.collect)
+        return generate_latest(scrape).decode()
 
-    def _counters(self) -> list[str]:
-        lines = _family("golden_http_requests_total", "counter", "HTTP requests served, by route and status code.")
-        lines += [f'golden_http_requests_total{{route="{r}",code="{c}"}} {n}'
-                  for (r, c), n in sorted(self.requests.items())]
-        lines += _family("golden_http_response_bytes_total", "counter", "Response body bytes sent, by route.")
-        lines += [f'golden_http_response_bytes_total{{route="{r}"}} {n}' for r, n in sorted(self.bytes.items())]
-        lines += _family("golden_boot_scripts_total", "counter",
-                         "iPXE scripts served, by kind (build, unknown, no-build).")
-        lines += [f'golden_boot_scripts_total{{kind="{k}"}} {n}' for k, n in sorted(self.scripts.items())]
-        lines += _family("golden_reports_total", "counter", "Agent reports received, by result.")
-        lines += [f'golden_reports_total{{result="{r}"}} {self.reports[r]}' for r in ("accepted", "rejected")]
-        lines += _family("golden_report_rejects_total", "counter",
-                         "Agent reports rejected, by reason (expired: the token outlived its lifetime).")
-        lines += [f'golden_report_rejects_total{{reason="{k}"}} {n}' for k, n in sorted(self.rejects.items())]
-        lines += _family("golden_boot_attempts_contested_total", "counter",
-                         "Reimage attempts whose boot script was fetched twice (nobody's report counts).")
-        lines.append(f"golden_boot_attempts_contested_total {self.contested}")
-        lines += _family("golden_state_write_failures_total", "counter",
-                         "State DB writes dropped while serving (full or read-only database).")
-        lines.append(f"golden_state_write_failures_total {self.state_write_failures}")
-        lines += _family("golden_state_pruned_rows_total", "counter",
-                         "Rows the retention pruner deleted, by table.")
-        lines += [f'golden_state_pruned_rows_total{{table="{k}"}} {n}' for k, n in sorted(self.pruned.items())]
-        return lines
+    def _counters(self) -> list[Metric]:
+        return [
+            _counter("golden_http_requests_total", "HTTP requests served, by route and status code.",
+                     ["route", "code"], sorted(self.requests.items())),
+            _counter("golden_http_response_bytes_total", "Response body bytes sent, by route.", ["route"],
+                     sorted(self.bytes.items())),
+            _counter("golden_boot_scripts_total", "iPXE scripts served, by kind (build, unknown, no-build).",
+                     ["kind"], sorted(self.scripts.items())),
+            _counter("golden_reports_total", "Agent reports received, by result.", ["result"],
+                     [(r, self.reports[r]) for r in ("accepted", "rejected")]),
+            _counter("golden_report_rejects_total",
+                     "Agent reports rejected, by reason (expired: the token outlived its lifetime).", ["reason"],
+                     sorted(self.rejects.items())),
+            _counter("golden_boot_attempts_contested_total",
+                     "Reimage attempts whose boot script was fetched twice (nobody's report counts).", [],
+                     [((), self.contested)]),
+            _counter("golden_state_write_failures_total",
+                     "State DB writes dropped while serving (full or read-only database).", [],
+                     [((), self.state_write_failures)]),
+            _counter("golden_state_pruned_rows_total", "Rows the retention pruner deleted, by table.", ["table"],
+                     sorted(self.pruned.items())),
+        ]
 
     @staticmethod
-    def _gauges(g: dict[str, float]) -> list[str]:
+    def _gauges(g: dict[str, float]) -> list[Metric]:
         rows = (("golden_http_requests_in_flight", "busy", "Requests being worked on now."),
                 ("golden_http_requests_queued", "queued", "Requests waiting for a free worker."),
                 ("golden_http_connections_waiting", "waiting",
                  "Open connections between requests (idle or sending their request head)."),
                 ("golden_http_workers", "workers", "Worker threads (the most requests worked on at once)."))
-        lines: list[str] = []
-        for name, key, help_text in rows:
-            if key in g:
-                lines += _family(name, "gauge", help_text)
-                lines.append(f"{name} {int(g[key])}")
-        return lines
+        return [_gauge(name, help_text, [], [((), g[key])]) for name, key, help_text in rows if key in g]

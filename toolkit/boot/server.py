@@ -39,6 +39,7 @@ import socketserver
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -46,6 +47,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from toolkit.boot import pxe
+from toolkit.boot.admin import REALM, fleet_allowed
 from toolkit.boot.connections import Conn, ConnectionPool, Limits, SocketReader
 from toolkit.boot.decide import decide_boot
 from toolkit.boot.evidence import accept_report, issue_boot_token, reject
@@ -56,8 +58,10 @@ from toolkit.boot.token import DEFAULT_TTL_S
 from toolkit.boot.values import parse_listen, parse_range
 from toolkit.core.config import StaleConfig
 from toolkit.core.errors import GoldenError, InputError
+from toolkit.core.secret import Secret
 from toolkit.core.text import printable
 from toolkit.fleet.fleet import Fleet
+from toolkit.fleet.gauges import fleet_gauges
 from toolkit.fleet.page import render_page
 from toolkit.image.ref import BUILD_REF, IMAGE_NAME
 from toolkit.state.db import StateError
@@ -125,6 +129,9 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     retention: RetentionPolicy | None = None  # None: no pruning thread (tests, embedding)
     page_policy: StaleConfig | None = None  # the staleness policy the /fleet page colours hosts by
+    # when a nightly last succeeded (a /metrics gauge); the CLI reads the nightly records, a stage above boot
+    nightly_last_success: Callable[[], float | None] = lambda: None
+    fleet_token: Secret | None = None  # /fleet wants it; None: /fleet only on a loopback listen address
 
 
 class BootHTTPServer(HTTPServer):
@@ -331,11 +338,18 @@ class BootHandler(BaseHTTPRequestHandler):
             elif (m := BOOT_RE.match(path)) and not head:
                 self._serve_boot(re.sub("%3[Aa]", ":", m.group(1)))
             elif path == "/metrics":
-                text = self.server.metrics.render(self.server.pool.closed_counts())
+                cfg = self.server.config
+                text = self.server.metrics.render(self.server.pool.closed_counts(),
+                                                  fleet_gauges(cfg.fleet, cfg.nightly_last_success()))
                 self._send_body("metrics", 200, text.encode(),
                                 "text/plain; version=0.0.4; charset=utf-8", head)
+            elif path == "/fleet" and not fleet_allowed(str(self.server.server_address[0]),
+                                                        self.server.config.fleet_token,
+                                                        self.headers.get("Authorization")):
+                self._send_body("fleet", 401, b"the fleet page needs the token (golden serve --fleet-token-file)\n",
+                                "text/plain; charset=utf-8", head, extra={"WWW-Authenticate": REALM})
             elif path == "/fleet":
-                page = render_page(self.server.config.fleet.page(self.server.config.page_policy))
+                page = render_page(self.server.config.fleet.page(self.server.config.page_policy), live=True)
                 self._send_body("fleet", 200, page.encode(), "text/html; charset=utf-8", head)
             elif path == "/healthz":
                 self._send_body("healthz", 200, b"ok\n", "text/plain; charset=utf-8", head)
@@ -521,6 +535,7 @@ class BootHandler(BaseHTTPRequestHandler):
             body = json.dumps({"accepted": False, "reason": exc.message, "kind": "unavailable"}).encode()
             return self._send_body("report", 503, body, "application/json", extra={"Retry-After": "30"})
         self.server.metrics.add("reports", "accepted")
+        log.info("golden serve: %s reported %s (%s)", status.name, status.observed or "-", status.state)
         body = json.dumps({"accepted": True, "host": status.name, "desired": status.desired,
                            "observed": status.observed, "state": status.state, "next_token": next_token}).encode()
         self._send_body("report", 200, body, "application/json")

@@ -16,10 +16,14 @@ import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
+from typing import NoReturn
 
 from toolkit import __version__
+from toolkit.cli.hostopts import cmd_list_hosts
 from toolkit.cli.output import Context
 from toolkit.core.errors import GoldenError, Interrupted
+from toolkit.core.logs import setup_logging
+from toolkit.core.stop import clear_stop, request_stop
 
 # Modules under toolkit.cli that contribute verbs, in help order.
 COMMAND_MODULES = (
@@ -83,12 +87,35 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for sp in _subparsers(parser):
         # SUPPRESS: an option not given after the verb leaves the value given before it alone
         _add_global_options(sp, argparse.SUPPRESS)
+    _add_examples(sub)
     return parser
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    # Turn SIGTERM into the same unwinding path as Ctrl-C so rollback steps run.
+def _add_examples(sub: argparse._SubParsersAction) -> None:
+    """Every verb's --help ends with its examples (toolkit.cli.help.EXAMPLES), laid out as written."""
+    from toolkit.cli.help import epilog
+
+    for verb, sp in sub.choices.items():
+        sp.epilog = epilog(verb)
+        sp.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
+def _on_stop_signal(signum: int, frame: object) -> None:
+    # SIGTERM takes the same unwinding path as Ctrl-C so rollback steps run; the stop request
+    # keeps loops over stages (the nightly's images) from starting another one.
+    request_stop()
     raise KeyboardInterrupt
+
+
+def _die_of_sigpipe() -> NoReturn:
+    """The reader of our output went away (``golden --json images | head -1``): end as ``cat`` does,
+    killed by SIGPIPE, silently. Not SIG_DFL from the start: ``golden serve`` writes to sockets
+    whose clients may vanish, and must not die of that."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not fail again
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPIPE)
+    sys.exit(128 + signal.SIGPIPE)  # only if SIGPIPE could not end us
 
 
 def _complete(parser: argparse.ArgumentParser) -> None:
@@ -108,15 +135,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug, verbose = bool(args.debug), int(args.verbose or 0)
     level = logging.DEBUG if debug or verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(name)s %(message)s" if level < logging.WARNING else "%(message)s",
-        stream=sys.stderr,
-    )
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    setup_logging(level)
+    clear_stop()
+    signal.signal(signal.SIGTERM, _on_stop_signal)
+    signal.signal(signal.SIGINT, _on_stop_signal)
     ctx = Context(json=bool(args.json), debug=debug, project=args.project, home=args.home)
     try:
-        return int(args.func(args, ctx) or 0)
+        # --list-hosts (every host-selecting verb, toolkit.cli.hostopts) lists instead of acting, as in Ansible
+        func = cmd_list_hosts if getattr(args, "list_hosts", False) else args.func
+        code = int(func(args, ctx) or 0)
+        sys.stdout.flush()  # here, where a closed pipe is still ours to handle, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        _die_of_sigpipe()
+        raise  # not reached
     except KeyboardInterrupt:
         # Only what is true for this verb: each says what an interrupt leaves behind.
         err: GoldenError = Interrupted(getattr(args, "interrupted", f"golden {args.command}: interrupted"))

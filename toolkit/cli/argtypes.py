@@ -10,6 +10,7 @@ import argparse
 import math
 from collections.abc import Callable
 
+from toolkit.core.duration import SHAPE, parse_duration
 from toolkit.core.errors import InputError
 from toolkit.rollout.plan import Amount
 
@@ -84,4 +85,31 @@ def amount(lo: int, hi: int = 1_000_000) -> Callable[[str], Amount]:
         return value
 
     parse.__name__ = "amount"
+    return parse
+
+
+def refuse_without(args: argparse.Namespace, partner: str, *dests: str) -> None:
+    """Options that mean something only with ``partner``: one given without it is an InputError (exit 2),
+    never silently ignored. The options must default to None so "given" can be told apart."""
+    if getattr(args, partner):
+        return
+    for dest in dests:
+        if getattr(args, dest) is not None:
+            raise InputError(f"--{dest.replace('_', '-')} needs --{partner.replace('_', '-')}",
+                             hint=f"add --{partner.replace('_', '-')}, or leave --{dest.replace('_', '-')} out")
+
+
+def duration(lo: float, hi: float) -> Callable[[str], float]:
+    """Seconds from ``90``, ``90s``, ``15m``, ``2h``, ``1d`` (toolkit.core.duration: a bare number is seconds),
+    within ``lo..hi`` seconds; every option that takes a time span uses this one."""
+
+    def parse(text: str) -> float:
+        try:
+            if len(text) > _MAX_CHARS:
+                raise InputError(f"must be {SHAPE}, got {_show(text)}")
+            return parse_duration(text, "", lo=lo, hi=hi)
+        except InputError as exc:
+            raise argparse.ArgumentTypeError(exc.message.strip()) from None
+
+    parse.__name__ = "duration"
     return parse

@@ -6,6 +6,7 @@ import argparse
 
 from toolkit.bmc.base import BootDevice
 from toolkit.cli.argtypes import int_range
+from toolkit.cli.hostopts import add_host_options, selection
 from toolkit.cli.output import Context
 from toolkit.cli.power import render_report
 from toolkit.fleet.power import bootdev_pattern
@@ -16,8 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("pattern", help="host pattern: all, a group (rack), a host, globs, a:b, a:&b, a:!b")
     p.add_argument("device", choices=[d.value for d in BootDevice])
     p.add_argument("--persistent", action="store_true", help="keep the setting for every boot, not only the next")
-    p.add_argument("-i", "--inventory", action="append",
-                   help="inventory source, repeatable (default: GOLDEN_INVENTORY, golden.yaml, the lab's)")
+    add_host_options(p)
     p.add_argument("--workers", type=int_range(1, 256), default=16,
                    help="BMCs talked to at once (worker processes; default 16)")
     p.set_defaults(func=cmd_bootdev, interrupted=(
@@ -26,6 +26,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_bootdev(args: argparse.Namespace, ctx: Context) -> int:
-    report = bootdev_pattern(ctx.settings(), args.inventory, args.pattern, BootDevice(args.device),
+    report = bootdev_pattern(ctx.settings(), selection(args), args.pattern, BootDevice(args.device),
                              persistent=args.persistent, workers=args.workers)
     return render_report(report, ctx, "BOOTDEV", "bootdev")

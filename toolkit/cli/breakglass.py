@@ -1,4 +1,4 @@
-"""golden break-glass HOST: a short-lived SSH certificate for one host, audited, tainting it; breakglass list."""
+"""golden break-glass HOST: a short-lived SSH certificate for one host, audited, tainting it; --list: the grants."""
 
 from __future__ import annotations
 
@@ -7,46 +7,42 @@ import time
 from pathlib import Path
 
 from toolkit.access.breakglass import DEFAULT_PRINCIPAL, PERMITS, grant, list_grants, plan_grant
+from toolkit.cli.argtypes import duration
+from toolkit.cli.hostopts import add_host_options, selection
 from toolkit.cli.output import Context, when
-from toolkit.core.duration import format_duration, parse_duration
+from toolkit.core.duration import format_duration
 from toolkit.core.errors import InputError
 from toolkit.fleet.fleet import open_fleet
 from toolkit.store.channels import current_user
 
 
-def _ttl(text: str) -> float:
-    try:
-        return parse_duration(text, "--ttl", lo=1, hi=24 * 3600)
-    except InputError as exc:
-        raise argparse.ArgumentTypeError(exc.message.removeprefix("--ttl ")) from None
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("break-glass", help="sign your SSH key for one host and a short time; taints the host")
-    p.add_argument("host", help="inventory host name")
-    p.add_argument("--reason", required=True, help="why (recorded in the audit history and the taint)")
-    p.add_argument("--ttl", type=_ttl, required=True, help="how long the certificate is valid, e.g. 30m or 1h")
-    p.add_argument("--pubkey", type=Path, required=True, metavar="FILE", help="your SSH public key (.pub)")
+    p = sub.add_parser("break-glass", help="sign your SSH key for one host and a short time (taints the host); "
+                                           "--list: the grants")
+    p.add_argument("host", nargs="?", help="inventory host name (with --list: only this host's grants)")
+    p.add_argument("--list", action="store_true", help="list active and past grants instead of granting one")
+    p.add_argument("--reason", help="why (recorded in the audit history and the taint); needed to grant")
+    p.add_argument("--ttl", type=duration(1, 24 * 3600), metavar="DURATION",
+                   help="how long the certificate is valid, e.g. 30m or 1h (at most 1d); needed to grant")
+    p.add_argument("--pubkey", type=Path, metavar="FILE", help="your SSH public key (.pub); needed to grant")
     p.add_argument("--principal", default=DEFAULT_PRINCIPAL,
                    help=f"principal base the node accepts as PRINCIPAL@MAC ({DEFAULT_PRINCIPAL})")
     p.add_argument("--out", type=Path, metavar="FILE", help="where to write the certificate (FILE-cert.pub beside it)")
     p.add_argument("--permit", action="append", default=[], choices=PERMITS,
                    help="also allow this (repeatable); the certificate otherwise permits a terminal only")
-    p.add_argument("-i", "--inventory", action="append",
-                   help="inventory source, repeatable (default: GOLDEN_INVENTORY, then golden.yaml)")
+    add_host_options(p, list_hosts=False)
     p.set_defaults(func=cmd_break_glass)
-    lp = sub.add_parser("breakglass", help="break-glass grants: golden breakglass list")
-    lsub = lp.add_subparsers(dest="breakglass_command", metavar="COMMAND")
-    lsub.required = True
-    ls = lsub.add_parser("list", help="active and past break-glass grants")
-    ls.add_argument("host", nargs="?", help="only this host's grants")
-    ls.add_argument("-i", "--inventory", action="append", help="inventory source, repeatable")
-    ls.set_defaults(func=cmd_list)
 
 
 def cmd_break_glass(args: argparse.Namespace, ctx: Context) -> int:
+    if args.list:
+        return cmd_list(args, ctx)
+    missing = [name for name, value in (("HOST", args.host), ("--reason", args.reason), ("--ttl", args.ttl),
+                                        ("--pubkey", args.pubkey)) if value is None]
+    if missing:
+        raise InputError(f"break-glass needs {', '.join(missing)} to grant", hint="or pass --list to see the grants")
     settings = ctx.settings()
-    fleet = open_fleet(settings, args.inventory)
+    fleet = open_fleet(settings, selection(args))
     plan = plan_grant(fleet, args.host, current_user(), args.reason, args.ttl, args.pubkey, args.principal, args.out,
                       tuple(args.permit))
     done = grant(fleet, settings.home, plan)
@@ -62,7 +58,7 @@ def cmd_break_glass(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
-    grants = list_grants(open_fleet(ctx.settings(), args.inventory, required=False), args.host)
+    grants = list_grants(open_fleet(ctx.settings(), selection(args), required=False), args.host)
     if ctx.json:
         ctx.emit(grants)
         return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from toolkit.cli.hostopts import add_host_options, selection
 from toolkit.cli.output import Context, when
 from toolkit.fleet.fleet import open_fleet
 
@@ -11,8 +12,7 @@ from toolkit.fleet.fleet import open_fleet
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("drift", help="drifted hosts with the changed paths, first and last seen; --logins: logins")
     p.add_argument("pattern", nargs="?", default="all", help="Ansible host pattern (default: all)")
-    p.add_argument("-i", "--inventory", action="append",
-                   help="inventory source, repeatable (default: GOLDEN_INVENTORY, then golden.yaml)")
+    add_host_options(p)
     p.add_argument("--logins", action="store_true",
                    help="the logins the agents reported instead (who, when, from where, which certificate)")
     p.set_defaults(func=cmd_drift)
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_drift(args: argparse.Namespace, ctx: Context) -> int:
-    fleet = open_fleet(ctx.settings(), args.inventory)
+    fleet = open_fleet(ctx.settings(), selection(args))
     if args.logins:
         logins = fleet.logins(args.pattern)
         if ctx.json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from toolkit.cli.hostopts import add_host_options, selection
 from toolkit.cli.output import Context, when
 from toolkit.fleet.fleet import open_fleet
 from toolkit.fleet.staleness import Staleness, check_policy, stale_policy
@@ -14,8 +15,7 @@ from toolkit.fleet.status import HostStatus
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fleet", help="hosts with their desired and observed builds")
     p.add_argument("pattern", nargs="?", default="all", help="Ansible host pattern (default: all)")
-    p.add_argument("-i", "--inventory", action="append",
-                   help="inventory source, repeatable (default: GOLDEN_INVENTORY, then golden.yaml)")
+    add_host_options(p)
     p.add_argument("--state", choices=[s.value for s in HostState], help="only hosts in this state")
     p.add_argument("--unknown", action="store_true", help="list machines that asked to boot but are in no inventory")
     p.add_argument("--stale", action="store_true",
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_fleet(args: argparse.Namespace, ctx: Context) -> int:
-    fleet = open_fleet(ctx.settings(), args.inventory)
+    fleet = open_fleet(ctx.settings(), selection(args))
     if args.unknown:
         unknown = fleet.unknown_machines()
         if ctx.json:

@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import argparse
 
+from toolkit.cli.hostopts import add_host_options, selection
 from toolkit.cli.output import Context
-from toolkit.inventory.vault import VaultOptions
 from toolkit.inventory.view import list_inventory
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inventory", help="hosts as Ansible resolves them, with golden's fields (never passwords)")
     p.add_argument("pattern", nargs="?", default="all", help="Ansible host pattern (default: all)")
-    p.add_argument("-l", "--limit", metavar="SUBSET", help="further limit the hosts, as ansible --limit does")
-    p.add_argument("-i", "--inventory", action="append", metavar="SOURCE",
-                   help="inventory source, repeatable like ansible -i (file, folder, script, plugin config)")
-    p.add_argument("--vault-id", action="append", default=[], metavar="ID", help="vault identity (label@source)")
-    p.add_argument("--vault-password-file", action="append", default=[], metavar="FILE",
-                   help="vault password file (an executable one is run)")
+    add_host_options(p)
     p.set_defaults(func=cmd_inventory)
 
 
 def cmd_inventory(args: argparse.Namespace, ctx: Context) -> int:
-    vault = VaultOptions(tuple(args.vault_id), tuple(args.vault_password_file))
-    hosts = list_inventory(ctx.settings(), args.inventory, args.pattern, args.limit, vault)
+    hosts = list_inventory(ctx.settings(), selection(args), args.pattern)
     if ctx.json:
         ctx.emit_rows([h.as_dict() for h in hosts])
         return 0

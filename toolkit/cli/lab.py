@@ -57,7 +57,7 @@ def _render(status: LabStatus, ctx: Context, headline: str) -> int:
                   [(n.name, n.rack, n.mac, f"127.0.0.1:{n.bmc_port}", n.power, n.bootdev, n.pid or "-")
                    for n in status.nodes])
     if status.inventory:
-        ctx.say(f"inventory: {status.inventory}  boot URL: {status.boot_url}  firmware: {status.firmware}  "
+        ctx.say(f"inventory: {status.inventory} (-i lab)  boot URL: {status.boot_url}  firmware: {status.firmware}  "
                 f"network: {status.network}")
     return 0
 

@@ -9,9 +9,11 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from toolkit.cli.argtypes import finite_float, int_range
+from toolkit.cli.argtypes import duration, int_range, refuse_without
+from toolkit.cli.hostopts import add_host_options, selection
 from toolkit.cli.output import Context
 from toolkit.core.errors import InputError
+from toolkit.core.logs import stderr_line
 from toolkit.core.progress import format_elapsed
 from toolkit.nightly.notify import check_notify_url, post_report
 from toolkit.nightly.pipeline import NightlyOptions, run_nightly
@@ -29,19 +31,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="promote from dev to this channel when every gate passed (default staging; 'none': don't)")
     p.add_argument("--rollout", metavar="PATTERN",
                    help="then reimage the hosts of PATTERN that follow IMAGE@<promote-to> (canary 1, waves of 10%%)")
-    p.add_argument("-i", "--inventory", action="append", help="inventory for --rollout and channel followers")
+    add_host_options(p, list_hosts=False)  # the inventory of --rollout and of channel followers
     p.add_argument("--lab-nodes", type=int_range(1, 16), default=1, help="lab machines per boot test (1)")
     p.add_argument("--lab-memory", type=int_range(512, 65_536), default=2048, metavar="MIB",
                    help="MiB per lab machine (2048)")
-    p.add_argument("--boot-timeout", type=finite_float(30, 86_400), default=900.0, metavar="SECONDS",
-                   help="seconds a lab machine has to boot the candidate and report healthy (900)")
+    p.add_argument("--boot-timeout", type=duration(30, 86_400), default=900.0, metavar="DURATION",
+                   help="how long a lab machine has to boot the candidate and report healthy (15m)")
     p.add_argument("--notify", metavar="URL", help="POST the JSON report to this URL when done")
     p.add_argument("--last", action="store_true", help="print the latest nightly report; run nothing")
     p.add_argument("--install-timer", action="store_true",
                    help="write golden-nightly.service and .timer (systemd) running this command nightly")
-    p.add_argument("--at", default="02:00", metavar="HH:MM", help="--install-timer: time of day (02:00)")
-    p.add_argument("--unit-dir", default="/etc/systemd/system", metavar="DIR",
-                   help="--install-timer: where to write the units (/etc/systemd/system)")
+    p.add_argument("--at", metavar="HH:MM", help="with --install-timer: time of day (02:00)")
+    p.add_argument("--unit-dir", metavar="DIR",
+                   help="with --install-timer: where to write the units (/etc/systemd/system)")
     p.set_defaults(func=cmd_nightly, interrupted=(
         "nightly interrupted: the running bake or reimage was stopped and rolled back as it does on its own; "
         "its run record says 'interrupted'; channels changed only for images that had passed every gate"))
@@ -59,7 +61,7 @@ def _options(args: argparse.Namespace) -> NightlyOptions:
     if args.notify:
         check_notify_url(args.notify)
     return NightlyOptions(images=images, promote_to=promote_to, rollout=args.rollout,
-                          inventory=tuple(args.inventory or ()), lab_nodes=args.lab_nodes,
+                          inventory=selection(args), lab_nodes=args.lab_nodes,
                           lab_memory_mb=args.lab_memory, boot_timeout_s=args.boot_timeout,
                           rollout_boot_timeout_s=args.boot_timeout)
 
@@ -72,7 +74,13 @@ def _timer_args(args: argparse.Namespace) -> tuple[str, ...]:
     if args.rollout:
         out += ["--rollout", args.rollout]
     for inv in args.inventory or ():
-        out += ["-i", str(Path(inv).resolve())]
+        out += ["-i", inv if inv == "lab" else str(Path(inv).resolve())]
+    if args.limit:
+        out += ["-l", args.limit]
+    for vid in args.vault_id:
+        out += ["--vault-id", vid]
+    for pwfile in args.vault_password_file:
+        out += ["--vault-password-file", str(Path(pwfile).resolve())]
     if args.lab_nodes != 1:
         out += ["--lab-nodes", str(args.lab_nodes)]
     if args.boot_timeout != 900.0:
@@ -84,6 +92,7 @@ def _timer_args(args: argparse.Namespace) -> tuple[str, ...]:
 
 def _install_timer(args: argparse.Namespace, ctx: Context) -> int:
     s = ctx.settings()
+    args.at, args.unit_dir = args.at or "02:00", args.unit_dir or "/etc/systemd/system"
     check_at(args.at)
     golden = shutil.which("golden") or str(Path(sys.executable).with_name("golden"))
     ts = TimerSettings(golden=str(Path(golden).resolve()), project=s.project, home=s.home.resolve(), at=args.at,
@@ -115,6 +124,7 @@ def _last(ctx: Context) -> int:
 
 
 def cmd_nightly(args: argparse.Namespace, ctx: Context) -> int:
+    refuse_without(args, "install_timer", "at", "unit_dir")
     if args.last:
         return _last(ctx)
     if args.install_timer:
@@ -124,7 +134,7 @@ def cmd_nightly(args: argparse.Namespace, ctx: Context) -> int:
 
     def say(line: str) -> None:
         if not ctx.json:
-            print(f"[+{format_elapsed(time.monotonic() - started)}] {line}", file=sys.stderr, flush=True)
+            stderr_line(f"[+{format_elapsed(time.monotonic() - started)}] {line}")
 
     report, path = run_nightly(ctx.settings(), opts, say)
     if args.notify:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from typing import Any
 
 from toolkit.core.config import Settings, load_settings
 from toolkit.core.errors import CommandError, GoldenError
+from toolkit.core.logs import stderr_line
 from toolkit.core.text import printable
 
 
@@ -93,10 +95,9 @@ class Context:
             json.dump(payload, sys.stdout, indent=2)
             sys.stdout.write("\n")
         else:
-            print(f"golden: error: {exc.message}", file=sys.stderr)
+            stderr_line(f"golden: error: {exc.message}", logging.ERROR)
             if isinstance(exc, CommandError) and exc.log_tail:
-                print("--- last lines of its log ---", file=sys.stderr)
-                print(exc.log_tail, file=sys.stderr)
+                stderr_line("--- last lines of its log ---\n" + exc.log_tail, logging.ERROR)
             if exc.hint:
-                print(f"hint: {exc.hint}", file=sys.stderr)
+                stderr_line(f"hint: {exc.hint}", logging.ERROR)
         return exc.exit_code

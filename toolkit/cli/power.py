@@ -7,6 +7,7 @@ import argparse
 from toolkit.bmc.base import PowerAction
 from toolkit.bmc.control import FanoutReport
 from toolkit.cli.argtypes import int_range
+from toolkit.cli.hostopts import add_host_options, selection
 from toolkit.cli.output import Context
 from toolkit.fleet.power import power_pattern
 
@@ -15,8 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("power", help="power status|on|off|cycle for the hosts an Ansible host pattern selects")
     p.add_argument("pattern", help="host pattern: all, a group (rack), a host, globs, a:b, a:&b, a:!b")
     p.add_argument("action", choices=[a.value for a in PowerAction if a != PowerAction.RESET])
-    p.add_argument("-i", "--inventory", action="append",
-                   help="inventory source, repeatable (default: GOLDEN_INVENTORY, golden.yaml, the lab's)")
+    add_host_options(p)
     p.add_argument("--workers", type=int_range(1, 256), default=16,
                    help="BMCs talked to at once (worker processes; default 16)")
     p.set_defaults(func=cmd_power, interrupted=(
@@ -37,5 +37,6 @@ def render_report(report: FanoutReport, ctx: Context, value_header: str, value_f
 
 
 def cmd_power(args: argparse.Namespace, ctx: Context) -> int:
-    report = power_pattern(ctx.settings(), args.inventory, args.pattern, PowerAction(args.action), workers=args.workers)
+    report = power_pattern(ctx.settings(), selection(args), args.pattern, PowerAction(args.action),
+                           workers=args.workers)
     return render_report(report, ctx, "POWER", "power")

@@ -6,7 +6,8 @@ import argparse
 import sys
 import time
 
-from toolkit.cli.argtypes import amount, finite_float, int_range
+from toolkit.cli.argtypes import amount, duration, int_range
+from toolkit.cli.hostopts import add_host_options, selection
 from toolkit.cli.output import Context
 from toolkit.core.errors import InputError
 from toolkit.core.progress import format_elapsed
@@ -27,8 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "already on the build; pattern default: all)")
     p.add_argument("--stale", action="store_true",
                    help="only the pattern's hosts breaking the staleness policy (stale: in golden.yaml)")
-    p.add_argument("-i", "--inventory", action="append",
-                   help="inventory source, repeatable (default: GOLDEN_INVENTORY, then golden.yaml)")
+    add_host_options(p)
     p.add_argument("--canary", type=int_range(0, 1_000_000), default=1,
                    help="hosts in the first wave, which must fully pass (1)")
     p.add_argument("--wave-size", type=amount(1), default="10%",
@@ -36,17 +36,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-unavailable", type=amount(1), help="cap on hosts down at once: N or P%% of the selection")
     p.add_argument("--max-failures", type=amount(0), default="0", help="failure budget for the whole run: N or P%% (0)")
     p.add_argument("--per-rack", type=int_range(1, 1_000_000), help="at most this many hosts of one rack per wave")
-    p.add_argument("--boot-timeout", type=finite_float(1, 86_400), default=900.0,
-                   help="seconds to wait for a host's report (900)")
+    p.add_argument("--boot-timeout", type=duration(1, 86_400), default=900.0, metavar="DURATION",
+                   help="how long to wait for a host's report: 90s, 15m, 2h; a bare number is seconds (15m)")
     p.add_argument("--retries", type=int_range(0, 100), default=1,
                    help="attempts after the first before rolling back (1)")
     p.add_argument("--include-current", action="store_true", help="also reimage hosts already on the build")
     p.add_argument("--force", action="store_true",
                    help="reimage onto a build whose checks have not passed (needs --reason; audited)")
     p.add_argument("--reason", default="", help="why --force is needed (recorded in the audit log and the run)")
-    p.add_argument("--contest-window", type=finite_float(0, 3600), default=15.0, metavar="SECONDS",
+    p.add_argument("--contest-window", type=duration(0, 3600), default=15.0, metavar="DURATION",
                    help="a report counts only this long after the power action, if no second boot-script fetch "
-                        "contested the attempt meanwhile (15)")
+                        "contested the attempt meanwhile (15s)")
     p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run from its journal")
@@ -135,12 +135,12 @@ def _render(ctx: Context, out: RunOutcome) -> int:
 def cmd_reimage(args: argparse.Namespace, ctx: Context) -> int:
     settings = ctx.settings()
     if args.resume:
-        return _render(ctx, resume_run(settings, args.resume, args.inventory, _Live(ctx)))
+        return _render(ctx, resume_run(settings, args.resume, selection(args), _Live(ctx)))
     by_state = args.state is not None or args.stale
     if not by_state and (not args.pattern or not args.image):
         raise InputError("reimage needs a host pattern and --image NAME@CHANNEL, or --state/--stale "
                          "(or --resume RUN_ID)")
-    req = ReimageRequest(args.pattern or "all", args.image or "", _policy(args), args.inventory, force=args.force,
+    req = ReimageRequest(args.pattern or "all", args.image or "", _policy(args), selection(args), force=args.force,
                          reason=args.reason, contest_window_s=args.contest_window, state=args.state, stale=args.stale)
     plan, checks = plan_request(settings, req)
     if args.dry_run:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from toolkit.cli.hostopts import add_host_options, selection
 from toolkit.cli.output import Context
 from toolkit.core.errors import InputError
 from toolkit.core.fsutil import atomic_write
@@ -16,8 +17,7 @@ from toolkit.fleet.staleness import stale_policy
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write the fleet page: hosts by rack coloured by state, channels, runs")
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="the HTML file to write, e.g. fleet.html")
-    p.add_argument("-i", "--inventory", action="append",
-                   help="inventory source, repeatable (default: GOLDEN_INVENTORY, then golden.yaml)")
+    add_host_options(p)
     p.set_defaults(func=cmd_report)
 
 
@@ -26,7 +26,7 @@ def cmd_report(args: argparse.Namespace, ctx: Context) -> int:
     out: Path = args.out
     if out.is_dir() or not out.parent.is_dir():
         raise InputError(f"--out {out}: expected a file in an existing folder")
-    page = open_fleet(settings, args.inventory).page(stale_policy(settings))
+    page = open_fleet(settings, selection(args)).page(stale_policy(settings))
     atomic_write(out, render_page(page))
     if ctx.json:
         ctx.emit({"out": str(out), "hosts": len(page.hosts)})

@@ -42,7 +42,7 @@ def _log(ctx: Context, settings_home: Path, what: str) -> Path | None:
 
 def cmd_new(args: argparse.Namespace, ctx: Context) -> int:
     settings = ctx.settings()
-    made = new_role(settings.project, args.name)
+    made = new_role(settings.require_project(), args.name)
     if ctx.json:
         ctx.emit(made)
     else:
@@ -53,7 +53,7 @@ def cmd_new(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_lint(args: argparse.Namespace, ctx: Context) -> int:
     settings = ctx.settings()
-    result = lint_roles(settings.project, args.names or None, log_path=_log(ctx, settings.home, "lint"))
+    result = lint_roles(settings.require_project(), args.names or None, log_path=_log(ctx, settings.home, "lint"))
     if ctx.json:
         ctx.emit(result)
     else:
@@ -63,7 +63,7 @@ def cmd_lint(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_test(args: argparse.Namespace, ctx: Context) -> int:
     settings = ctx.settings()
-    result = run_role_test(settings.project, args.name, keep=args.keep, debug=bool(args.debug),
+    result = run_role_test(settings.require_project(), args.name, keep=args.keep, debug=bool(args.debug),
                            log_path=_log(ctx, settings.home, f"test-{args.name}"))
     if ctx.json:
         ctx.emit(result)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from toolkit.boot.admin import read_token_file
 from toolkit.boot.connections import Limits
 from toolkit.boot.retention import DEFAULT_PRUNE_EVERY_S, DEFAULT_RETENTION_S, RetentionPolicy
 from toolkit.boot.server import ServerConfig, make_server, parse_listen, serve_forever
 from toolkit.boot.token import DEFAULT_TTL_S, shared_secret
-from toolkit.cli.argtypes import finite_float, int_range
+from toolkit.cli.argtypes import duration, int_range
+from toolkit.cli.hostopts import add_host_options, selection
 from toolkit.cli.output import Context
+from toolkit.core.duration import format_duration
 from toolkit.fleet.fleet import open_fleet
 from toolkit.fleet.staleness import stale_policy
+from toolkit.nightly.record import last_success_at
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,40 +26,40 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="address to listen on (default 127.0.0.1:9090; port 0 picks a free one)")
     p.add_argument("--public-url", metavar="URL",
                    help="base URL machines use for artifacts and reports (default: the Host they asked)")
-    p.add_argument("-i", "--inventory", action="append",
-                   help="inventory source, repeatable like ansible -i (default: GOLDEN_INVENTORY, then golden.yaml)")
+    add_host_options(p)
     p.add_argument("--kernel-arg", action="append", default=[], metavar="ARG",
                    help="extra kernel argument for every boot (repeatable)")
-    p.add_argument("--token-ttl", type=finite_float(60, 30 * 86400), default=DEFAULT_TTL_S, metavar="SECONDS",
-                   help=f"lifetime of a boot token; an older one gets 403 (default {DEFAULT_TTL_S:g})")
+    _duration_option(p, "--token-ttl", 60, 30 * 86400, DEFAULT_TTL_S, "lifetime of a boot token; an older one gets 403")
+    p.add_argument("--fleet-token-file", metavar="FILE", default=os.environ.get("GOLDEN_FLEET_TOKEN_FILE"),
+                   help="/fleet then wants this token (Bearer, or the password of HTTP Basic); without one, /fleet "
+                        "is served only on a loopback --listen address. Default: GOLDEN_FLEET_TOKEN_FILE")
     _limit_options(p)
     p.set_defaults(func=cmd_serve)
 
 
+def _duration_option(p: argparse.ArgumentParser, flag: str, lo: float, hi: float, default: float, what: str) -> None:
+    p.add_argument(flag, type=duration(lo, hi), default=default, metavar="DURATION",
+                   help=f"{what} (default {format_duration(default)})")
+
+
 def _limit_options(p: argparse.ArgumentParser) -> None:
     d = Limits()
-    p.add_argument("--retention", type=finite_float(0.01, 3650), default=DEFAULT_RETENTION_S / 86400, metavar="DAYS",
-                   help=f"keep boot events this many days (default {DEFAULT_RETENTION_S / 86400:g}); spent and expired "
-                        "tokens go sooner")
-    p.add_argument("--prune-every", type=finite_float(10, 86400), default=DEFAULT_PRUNE_EVERY_S, metavar="SECONDS",
-                   help=f"how often to prune the state database (default {DEFAULT_PRUNE_EVERY_S:g})")
+    _duration_option(p, "--retention", 3600, 3650 * 86400, DEFAULT_RETENTION_S,
+                     "keep boot events this long, e.g. 30d; spent and expired tokens go sooner")
+    _duration_option(p, "--prune-every", 10, 86400, DEFAULT_PRUNE_EVERY_S, "how often to prune the state database")
     p.add_argument("--workers", type=int_range(1, 1024), default=d.workers, metavar="N",
                    help=f"artifact transfers worked on at once (default {d.workers}; boot scripts, reports and "
                         f"metrics have {d.fast_workers} more of their own); idle connections need none")
     p.add_argument("--max-connections", type=int_range(16, 1_000_000), default=d.max_connections, metavar="N",
                    help=f"open connections kept; past it the oldest idle one is closed (default {d.max_connections})")
-    p.add_argument("--idle-timeout", type=finite_float(1, 3600), default=d.idle_timeout_s, metavar="SECONDS",
-                   help=f"close a connection idle this long (default {d.idle_timeout_s:g})")
-    p.add_argument("--header-timeout", type=finite_float(1, 600), default=d.header_timeout_s, metavar="SECONDS",
-                   help=f"a request head must arrive within this (default {d.header_timeout_s:g})")
-    p.add_argument("--io-timeout", type=finite_float(1, 3600), default=d.io_timeout_s, metavar="SECONDS",
-                   help=f"limit on each write to a client (default {d.io_timeout_s:g})")
-    p.add_argument("--body-timeout", type=finite_float(0.5, 600), default=d.body_timeout_s, metavar="SECONDS",
-                   help=f"a request body must arrive within this, else 408 (default {d.body_timeout_s:g})")
+    _duration_option(p, "--idle-timeout", 1, 3600, d.idle_timeout_s, "close a connection idle this long")
+    _duration_option(p, "--header-timeout", 1, 600, d.header_timeout_s, "a request head must arrive within this")
+    _duration_option(p, "--io-timeout", 1, 3600, d.io_timeout_s, "limit on each write to a client")
+    _duration_option(p, "--body-timeout", 0.5, 600, d.body_timeout_s,
+                     "a request body must arrive within this, else 408")
     p.add_argument("--max-body-readers", type=int_range(1, 100_000), default=d.max_body_readers, metavar="N",
                    help=f"connections sending a body at once; one more gets 503 (default {d.max_body_readers})")
-    p.add_argument("--drain", type=finite_float(0, 300), default=d.drain_s, metavar="SECONDS",
-                   help=f"on SIGTERM, let in-flight transfers finish this long (default {d.drain_s:g})")
+    _duration_option(p, "--drain", 0, 300, d.drain_s, "on SIGTERM, let in-flight transfers finish this long")
 
 
 def _limits(args: argparse.Namespace) -> Limits:
@@ -67,13 +72,15 @@ def _limits(args: argparse.Namespace) -> Limits:
 def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
     parse_listen(args.listen)  # a bad --listen is refused before any state is opened
     s = ctx.settings()
-    fleet = open_fleet(s, args.inventory, required=False)
+    token = read_token_file(args.fleet_token_file) if args.fleet_token_file else None  # before anything opens
+    fleet = open_fleet(s, selection(args), required=False)
     config = ServerConfig(fleet=fleet, store=fleet.store, secret=shared_secret(fleet.db, s.home),
                           public_url=args.public_url, extra_args=tuple(args.kernel_arg), token_ttl_s=args.token_ttl,
                           limits=_limits(args),
-                          retention=RetentionPolicy(events_s=args.retention * 86400, token_ttl_s=args.token_ttl,
+                          retention=RetentionPolicy(events_s=args.retention, token_ttl_s=args.token_ttl,
                                                     every_s=args.prune_every),
-                          page_policy=stale_policy(s))
+                          page_policy=stale_policy(s), nightly_last_success=lambda: last_success_at(s.runs_dir),
+                          fleet_token=token)
     server = make_server(args.listen, config)
     if ctx.json:
         ctx.emit({"listening": server.url, "inventory": fleet.inventory_path, "store": fleet.store.root})

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from toolkit.core.duration import parse_duration
 from toolkit.core.errors import InputError
@@ -54,7 +54,7 @@ class Settings:
     extra: dict[str, Any] = field(default_factory=dict)
     has_project: bool = True  # False: no folder with images/ and roles/ was found (project is then the cwd)
 
-    def _require_project(self) -> Path:
+    def require_project(self) -> Path:
         if not self.has_project:
             raise InputError("no golden project found (a folder with images/ and roles/)",
                              hint="run golden from the project folder, pass --project DIR or set GOLDEN_PROJECT")
@@ -63,12 +63,12 @@ class Settings:
     @property
     def images_dir(self) -> Path:
         """The project's image specs; InputError outside a project."""
-        return self._require_project() / "images"
+        return self.require_project() / "images"
 
     @property
     def roles_dir(self) -> Path:
         """The project's Ansible roles; InputError outside a project."""
-        return self._require_project() / "roles"
+        return self.require_project() / "roles"
 
     @property
     def store_dir(self) -> Path:
@@ -138,35 +138,14 @@ class PackerConfig(_Strict):
     cpus: int | None = Field(default=None, ge=1, le=64)
 
 
-class GoldenConfig(_Strict):
-    """``golden.yaml``: every key golden reads; any other key is an error naming it."""
+def validate_config(data: dict[str, Any], path: Path, text: str | None = None) -> dict[str, Any]:
+    """The mapping itself when it is a valid ``golden.yaml``; InputError listing every problem with its line
+    (the keys and their schemas: toolkit.core.configschema)."""
+    from toolkit.core.configschema import SECTIONS, check_config
 
-    home: str | None = None
-    cache: str | None = None
-    mirror: str | None = None
-    security_mirror: str | None = None
-    inventory: str | None = None
-    state_url: str | None = None
-    store: str | None = None
-    lab: LabConfig | None = None
-    promotion: dict[str, Any] | None = None  # its gates are checked by toolkit.store.policy
-    rollout: dict[str, Any] | None = None  # its hooks are checked by toolkit.rollout.hooks
-    stale: StaleConfig | None = None  # golden fleet --stale, golden reimage --stale
-    packer: PackerConfig | None = None  # builder: packer bakes
-
-
-def validate_config(data: dict[str, Any], path: Path) -> dict[str, Any]:
-    """The mapping itself when it is a valid ``golden.yaml``; InputError listing every problem with its path."""
-    try:
-        GoldenConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for e in exc.errors():
-            where = "." + ".".join(str(p) for p in e["loc"])
-            what = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-            problems.append(f"{path.name}: {where}: {what}")
-        raise InputError("; ".join(problems),
-                         hint=f"the keys golden.yaml may hold: {', '.join(GoldenConfig.model_fields)}") from None
+    problems = check_config(data, text if text is not None else path.read_text(errors="replace"), path.name)
+    if problems:
+        raise InputError("; ".join(problems), hint=f"the keys golden.yaml may hold: {', '.join(SECTIONS)}")
     return data
 
 
@@ -178,7 +157,9 @@ def load_settings(project: Path | None = None, home: Path | None = None) -> Sett
         raise InputError(f"project folder {proj} does not exist" if not proj.exists() else
                          f"project {proj} is not a folder", hint="pass --project (or GOLDEN_PROJECT) a project folder")
     if proj is None:
-        proj = _find_project(Path.cwd()) or _find_project(Path(__file__).resolve().parent.parent)
+        # the current folder and its parents only: never golden's own install folder, or a verb that
+        # writes into the project (role new) would write into golden's source tree
+        proj = _find_project(Path.cwd())
     found = proj is not None
     # Verbs that need no specs or roles (serve, pxe render, power, fleet, ...) work from any folder.
     proj = proj if proj is not None else Path.cwd()
@@ -205,7 +186,8 @@ def load_settings(project: Path | None = None, home: Path | None = None) -> Sett
         cache=Path(cache_s) if cache_s else _default_cache(),
         mirror=pick("GOLDEN_MIRROR", "mirror"),
         security_mirror=pick("GOLDEN_SECURITY_MIRROR", "security_mirror"),
-        inventory=(proj / inv if inv and not Path(inv).is_absolute() else Path(inv)) if inv else None,
+        # "lab" names the lab's inventory (toolkit.inventory.selection), not a file in the project
+        inventory=(Path(inv) if inv == "lab" or Path(inv).is_absolute() else proj / inv) if inv else None,
         state_url=pick("GOLDEN_STATE_URL", "state_url"),
         store=(proj / store_s if not Path(store_s).is_absolute() else Path(store_s)) if store_s else None,
         extra={k: v for k, v in data.items()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from toolkit.core.config import Settings, StaleConfig
@@ -22,6 +23,8 @@ from toolkit.fleet.status import HostStatus, host_state, rack_of
 from toolkit.image.ref import ImageRef, parse_image_ref
 from toolkit.inventory.cache import inventory_stamp, quick_stamp
 from toolkit.inventory.hosts import Host, Inventory, load_inventory, resolve_inventory_sources
+from toolkit.inventory.selection import limit_of, vault_of
+from toolkit.inventory.vault import VaultOptions
 from toolkit.state import open_state
 from toolkit.state.db import AttemptRow, DriftRow, HostRow, LoginRow, Repo, StateDB, TaintRow, UnknownMachineRow
 from toolkit.state.rotation import RotationRow
@@ -40,13 +43,15 @@ WALK_EVERY_S = 1.0
 class Fleet:
     """The inventory's hosts joined with their state: desired, served and observed builds."""
     def __init__(self, db: StateDB, store: Store, inventory_path: Path | None,
-                 inventory_sources: tuple[Path, ...] | None = None, cache_dir: Path | None = None) -> None:
+                 inventory_sources: tuple[Path, ...] | None = None, cache_dir: Path | None = None,
+                 limit: str | None = None, vault: VaultOptions | None = None) -> None:
         self.db = db
         self.store = store
         self.inventory_path = inventory_path
         # every -i source (Ansible merges them); the first is inventory_path
         self.inventory_sources = inventory_sources or ((inventory_path,) if inventory_path else ())
         self.cache_dir = cache_dir  # where the resolved inventory is cached (None: the default)
+        self.limit, self.vault = limit, vault  # --limit (hosts outside it are not in this fleet) and vault options
         self._lock = threading.Lock()
         self._inv: Inventory | None = None
         self._inv_stamp: str | None = None
@@ -115,7 +120,7 @@ class Fleet:
             raise self._load_error
 
     def _load(self, stamp: str) -> None:
-        inv = load_inventory(self.inventory_sources, cache_dir=self.cache_dir)
+        inv = load_inventory(self.inventory_sources, vault=self.vault, cache_dir=self.cache_dir).subset(self.limit)
         by_mac: dict[str, Host] = {}
         for h in inv.hosts:
             if not h.mac:
@@ -338,14 +343,16 @@ def _rotation_notes(rows: list[RotationRow]) -> dict[str, str]:
     return notes
 
 
-def open_fleet(settings: Settings, inventory: str | list[str] | None = None, *, required: bool = True) -> Fleet:
-    """The fleet of the inventory found like Ansible finds it (-i, GOLDEN_INVENTORY, golden.yaml)."""
+def open_fleet(settings: Settings, inventory: str | Sequence[str] | None = None, *,
+               required: bool = True) -> Fleet:
+    """The fleet of the inventory found like Ansible finds it (``toolkit.inventory.selection``); a
+    ``Selection`` also carries --limit (hosts outside it are not in this fleet) and the vault options."""
     sources: tuple[Path, ...]
     try:
         sources = resolve_inventory_sources(inventory, settings)
     except InputError:
-        if required or inventory is not None:
+        if required or inventory:  # an empty Selection: no -i given
             raise
         sources = ()
     return Fleet(open_state(settings), open_store(settings), sources[0] if sources else None, sources,
-                 cache_dir=settings.cache)
+                 cache_dir=settings.cache, limit=limit_of(inventory), vault=vault_of(inventory))

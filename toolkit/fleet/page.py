@@ -3,7 +3,10 @@
 It must open from a file on an air-gapped laptop, so styles, script and data are inline and
 nothing is fetched. Every text from the fleet is escaped (``html.escape``; the JSON for the
 details panel is escaped so it cannot close its ``<script>``). Hovering a cell shows its host's
-summary (``title``); clicking it shows builds, drift paths and the taint reason.
+summary (``title``) and how long ago it last reported; clicking it shows builds, drift paths and the
+taint reason. Filters by state and rack and a search by host name hide the other cells; they start
+from the address (``?state=failed&rack=rack2&q=web``), so a filtered view can be bookmarked, and the
+served page (``/fleet``) reloads itself every ``REFRESH_S`` seconds keeping them.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ COLOURS: dict[str, str] = {
     HostState.NEVER_REPORTED: "#9e9e9e", HostState.NO_BUILD: "#455a64",
 }
 MAX_PATHS = 50  # drift paths per host in the page; the count says how many there are
+REFRESH_S = 30  # the served page reloads itself this often
 
 CSS = """
 body{font:14px system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
@@ -39,6 +43,8 @@ table{border-collapse:collapse;margin:.3em 0 1em}td,th{border:1px solid #ccc;pad
 #details{position:fixed;right:1em;top:1em;width:32em;max-height:90vh;overflow:auto;background:#fff;
 border:1px solid #888;padding:.8em;display:none;box-shadow:0 2px 8px #0004}
 #details pre{white-space:pre-wrap;font-size:12px}
+#filters{margin:.6em 0}#filters label{margin-right:1em}.cell small{opacity:.85}
+.hidden{display:none!important}
 """
 
 JS = """
@@ -47,7 +53,7 @@ function show(name) {
   const h = hosts[name]; const d = document.getElementById('details');
   const lines = [name + ' (' + h.state + ')', 'rack: ' + h.rack, 'image: ' + h.image,
     'desired: ' + (h.desired || '-'), 'served: ' + (h.served || '-'), 'observed: ' + (h.observed || '-'),
-    'booted at: ' + (h.booted_at || '-')];
+    'booted at: ' + (h.booted_at || '-'), 'last report: ' + h.last_report_age];
   if (h.taint) lines.push('TAINTED: ' + h.taint);
   if (h.rotation) lines.push('DRAINED: ' + h.rotation);
   for (const s of h.stale) lines.push('stale: ' + s);
@@ -59,6 +65,28 @@ function show(name) {
 document.querySelectorAll('.cell').forEach(c => c.addEventListener('click', () => show(c.dataset.host)));
 document.getElementById('close').addEventListener('click', () => {
   document.getElementById('details').style.display = 'none'; });
+const controls = {state: document.getElementById('state-filter'), rack: document.getElementById('rack-filter'),
+  q: document.getElementById('search')};
+function applyFilters() {
+  const state = controls.state.value, rack = controls.rack.value, q = controls.q.value.trim().toLowerCase();
+  document.querySelectorAll('.rack').forEach(sec => {
+    let shown = 0;
+    sec.querySelectorAll('.cell').forEach(c => {
+      const ok = (!state || c.dataset.state === state) && (!rack || sec.dataset.rack === rack) &&
+        (!q || c.dataset.host.toLowerCase().includes(q));
+      c.classList.toggle('hidden', !ok); if (ok) shown++;
+    });
+    sec.classList.toggle('hidden', shown === 0);
+  });
+  const url = new URL(window.location.href);
+  for (const [k, el] of Object.entries(controls)) { if (el.value) url.searchParams.set(k, el.value);
+    else url.searchParams.delete(k); }
+  if (url.protocol !== 'file:') history.replaceState(null, '', url);
+}
+const params = new URLSearchParams(window.location.search);
+for (const [k, el] of Object.entries(controls)) { if (params.get(k)) el.value = params.get(k);
+  el.addEventListener('input', applyFilters); }
+applyFilters();
 """
 
 
@@ -91,18 +119,39 @@ def _title(h: HostStatus) -> str:
     return " | ".join(parts)
 
 
-def _cell(h: HostStatus) -> str:
+def age(seconds: float | None) -> str:
+    """``42s``, ``5m``, ``3h``, ``2d`` ago; ``never`` for no report."""
+    if seconds is None:
+        return "never"
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{int(seconds)}s ago"
+
+
+def _cell(h: HostStatus, now: float) -> str:
     colour = COLOURS.get(h.state, "#000")
-    return (f'<div class="cell" data-host="{_e(h.name)}" data-state="{_e(h.state)}" '
-            f'style="background-color:{colour}" title="{_e(_title(h))}">{_e(h.name)}<br>{_e(h.state)}</div>')
+    seen = age(now - h.last_report if h.last_report else None)
+    return (f'<div class="cell" data-host="{_e(h.name)}" data-state="{_e(h.state)}" data-rack="{_e(h.rack)}" '
+            f'style="background-color:{colour}" title="{_e(_title(h))} | last report {_e(seen)}">'
+            f'{_e(h.name)}<br>{_e(h.state)} <small>{_e(seen)}</small></div>')
 
 
-def _racks(hosts: list[HostStatus]) -> str:
+def _filters(hosts: list[HostStatus]) -> str:
+    states = "".join(f'<option value="{_e(s)}">{_e(s)}</option>' for s in COLOURS)
+    racks = "".join(f'<option value="{_e(r)}">{_e(r)}</option>' for r in sorted({h.rack or "(no rack)" for h in hosts}))
+    return ('<div id="filters"><label>state <select id="state-filter"><option value="">all</option>'
+            f'{states}</select></label><label>rack <select id="rack-filter"><option value="">all</option>{racks}'
+            '</select></label><label>host <input id="search" type="search" placeholder="name contains"></label></div>')
+
+
+def _racks(hosts: list[HostStatus], now: float) -> str:
     racks: dict[str, list[HostStatus]] = {}
     for h in hosts:
         racks.setdefault(h.rack or "(no rack)", []).append(h)
     return "".join(f'<section class="rack" data-rack="{_e(r)}"><h2>{_e(r)} ({len(hs)})</h2><div class="grid">'
-                   + "".join(_cell(h) for h in hs) + "</div></section>" for r, hs in sorted(racks.items()))
+                   + "".join(_cell(h, now) for h in hs) + "</div></section>" for r, hs in sorted(racks.items()))
 
 
 def _legend(hosts: list[HostStatus]) -> str:
@@ -118,8 +167,9 @@ def _table(headers: list[str], rows: list[list[object]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _host_data(h: HostStatus, drift: list[DriftRow]) -> dict[str, object]:
-    return {"state": h.state, "rack": h.rack, "image": h.image, "desired": h.desired, "served": h.served,
+def _host_data(h: HostStatus, drift: list[DriftRow], now: float) -> dict[str, object]:
+    return {"last_report_age": age(now - h.last_report if h.last_report else None),
+            "state": h.state, "rack": h.rack, "image": h.image, "desired": h.desired, "served": h.served,
             "observed": h.observed, "booted_at": h.booted_at, "taint": h.taint, "stale": list(h.stale),
             "rotation": h.rotation,
             "drift_count": len(drift) or len(h.drift),
@@ -131,19 +181,21 @@ def _script_json(data: object) -> str:
     return json.dumps(data, sort_keys=True).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def render_page(page: FleetPage) -> str:
-    """The fleet page as one self-contained HTML document."""
-    data = {h.name: _host_data(h, page.drift.get(h.name, [])) for h in page.hosts}
+def render_page(page: FleetPage, live: bool = False) -> str:
+    """The page; ``live`` (served by golden serve) reloads itself every REFRESH_S seconds."""
+    now = page.generated_at
+    data = {h.name: _host_data(h, page.drift.get(h.name, []), now) for h in page.hosts}
+    refresh = f'<meta http-equiv="refresh" content="{REFRESH_S}">' if live else ""
     channels = _table(["IMAGE", "CHANNEL", "BUILD", "SINCE"],
                       [[c.image, c.channel, c.build_id, _when(c.updated_at)] for c in page.channels])
     runs = _table(["RUN", "STARTED", "USER", "SELECTION", "TARGET", "STATUS", "SUMMARY"],
                   [[r.id, _when(r.created_at), r.user, r.pattern, f"{r.image}/{r.target_build}", r.status,
                     r.summary] for r in page.runs])
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>golden fleet</title>"
+        f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">{refresh}<title>golden fleet</title>"
         f"<style>{CSS}</style></head><body>"
         f"<h1>golden fleet: {len(page.hosts)} host(s)</h1><p>generated {_e(_when(page.generated_at))}</p>"
-        f"{_legend(page.hosts)}{_racks(page.hosts)}"
+        f"{_legend(page.hosts)}{_filters(page.hosts)}{_racks(page.hosts, now)}"
         f"<h2>Images and channels</h2>{channels}<h2>Last runs</h2>{runs}"
         '<div id="details"><button id="close" type="button">close</button><pre></pre></div>'
         f'<script type="application/json" id="hosts-data">{_script_json(data)}</script>'

@@ -6,14 +6,15 @@ from toolkit.bmc.base import BootDevice, PowerAction
 from toolkit.bmc.control import FanoutReport, bootdev_hosts, power_hosts
 from toolkit.bmc.pool import BmcPool
 from toolkit.core.config import Settings
-from toolkit.inventory.hosts import Host, load_inventory, resolve_inventory_sources
+from toolkit.inventory.hosts import Host
+from toolkit.inventory.view import load_selection
 
 
-def _select(settings: Settings, inventory: str | list[str] | None, pattern: str,
-            limit: str | None = None) -> list[Host]:
-    """The hosts a pattern selects, every one with a BMC address (else an error before any BMC is contacted)."""
-    inv = load_inventory(resolve_inventory_sources(inventory, settings), cache_dir=settings.cache)
-    hosts = inv.select(pattern, limit)
+def _select(settings: Settings, inventory: str | list[str] | None, pattern: str) -> list[Host]:
+    """The hosts a pattern selects (within --limit), every one with a BMC address (else an error before
+    any BMC is contacted)."""
+    inv = load_selection(settings, inventory)
+    hosts = inv.select(pattern)
     inv.require_bmc(hosts)
     inv.open_passwords(hosts)
     return hosts

@@ -36,6 +36,7 @@ from toolkit.core.config import Settings
 from toolkit.core.errors import InputError
 from toolkit.core.secret import Secret
 from toolkit.inventory import cache, fields
+from toolkit.inventory.selection import find_sources
 from toolkit.inventory.vault import LazySecret, VaultError, VaultOptions, cache_key, decrypt_vault, seal, unseal
 
 DEFAULT_BMC_PORT = 623
@@ -85,6 +86,15 @@ class Inventory:
     # group -> (its own hosts, its child groups), what ansible-core needs to match patterns
     tree: Mapping[str, tuple[Sequence[str], Sequence[str]]] = field(default_factory=dict, compare=False,
                                                                      hash=False, repr=False)
+    limit: str | None = None  # as ansible --limit: hosts outside it are not in this inventory at all
+
+    def subset(self, limit: str | None) -> Inventory:
+        """This inventory as ``ansible --limit LIMIT`` sees it: only the hosts the limit selects. The
+        group tree stays whole, so a pattern like ``rack1[0:4]`` still counts from the group's start."""
+        if not limit:
+            return self
+        hosts = tuple(self.select("all", limit))
+        return dataclasses.replace(self, hosts=hosts, tree=self.tree or _tree_of(self), limit=limit)
 
     @cached_property
     def _by_name(self) -> dict[str, Host]:
@@ -111,6 +121,7 @@ class Inventory:
         """Hosts ``ansible PATTERN --limit LIMIT`` selects, in inventory order. No match is an InventoryError."""
         if not pattern.strip():
             raise InventoryError("empty host pattern", hint="use 'all', a group, a host name or a glob")
+        limit = limit or self.limit
         names = self._fast_names(pattern) if not limit else None
         if names is None:
             names = _select_names(self.tree or _tree_of(self), pattern, limit)
@@ -428,28 +439,11 @@ def _password(pw: Mapping[str, str] | None, options: VaultOptions, cdir: Path) -
 
 def resolve_inventory_sources(cli_value: str | Path | Sequence[str | Path] | None,
                               settings: Settings) -> tuple[Path, ...]:
-    """Every -i source given (repeatable, like ``ansible -i``), else the one default below."""
-    if isinstance(cli_value, str | Path) or not cli_value:
-        return (resolve_inventory_path(cli_value, settings),)  # type: ignore[arg-type]
-    return tuple(Path(v) for v in cli_value)
+    """Every -i source given (repeatable, like ``ansible -i``), else the first place that names some
+    (``toolkit.inventory.selection``); never the lab's unless asked for."""
+    return find_sources(cli_value, settings)
 
 
-def resolve_inventory_path(cli_value: str | Path | None, settings: Settings) -> Path:
-    """Where the inventory is, as Ansible finds it: -i, then GOLDEN_INVENTORY, then golden.yaml;
-    last, the running lab's inventory, so every command works against the lab unchanged."""
-    if isinstance(cli_value, list | tuple):  # a repeated -i: the first source names the inventory
-        cli_value = cli_value[0] if cli_value else None
-    if cli_value:
-        return Path(cli_value)
-    if os.environ.get("GOLDEN_INVENTORY"):
-        return Path(os.environ["GOLDEN_INVENTORY"])
-    if settings.inventory is not None:
-        return settings.inventory
-    lab_inventory = settings.home / "lab" / "inventory.yaml"  # written by 'golden lab up'
-    if lab_inventory.exists():
-        return lab_inventory
-    raise InventoryError(
-        "no inventory given",
-        hint="pass -i PATH, set GOLDEN_INVENTORY, or put 'inventory: PATH' in golden.yaml "
-             "(the lab writes one: see 'golden lab status')",
-    )
+def resolve_inventory_path(cli_value: str | Path | Sequence[str | Path] | None, settings: Settings) -> Path:
+    """The first inventory source (the one messages name)."""
+    return resolve_inventory_sources(cli_value, settings)[0]

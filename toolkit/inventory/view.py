@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.core.config import Settings
-from toolkit.inventory.hosts import Host, load_inventory, resolve_inventory_sources
+from toolkit.inventory.hosts import Host, Inventory, load_inventory, resolve_inventory_sources
+from toolkit.inventory.selection import limit_of, vault_of
 from toolkit.inventory.vault import VaultOptions
 
 
@@ -44,8 +45,22 @@ def view_of(host: Host) -> HostView:
                     bmc_password_set="bmc_password" in host.vars, image=host.image, uefi=host.uefi)
 
 
+def load_selection(settings: Settings, inventory: Sequence[str | Path] | str | None) -> Inventory:
+    """The inventory a verb's ``-i``/``--limit``/vault options name (a ``Selection``, or plain sources),
+    resolved (cached) and narrowed to ``--limit`` as ``ansible`` narrows it."""
+    inv = load_inventory(resolve_inventory_sources(inventory, settings), vault=vault_of(inventory),
+                         cache_dir=settings.cache)
+    return inv.subset(limit_of(inventory))
+
+
+def select_hosts(settings: Settings, inventory: Sequence[str | Path] | str | None, pattern: str) -> list[Host]:
+    """The hosts ``ansible -i SOURCES PATTERN --limit LIMIT --list-hosts`` lists, in inventory order."""
+    return load_selection(settings, inventory).select(pattern)
+
+
 def list_inventory(settings: Settings, sources: Sequence[str | Path] | str | None, pattern: str = "all",
                    limit: str | None = None, vault: VaultOptions | None = None) -> list[HostView]:
     """Resolve the sources (cached), select like ``ansible PATTERN --limit LIMIT``, and describe each host."""
-    inv = load_inventory(resolve_inventory_sources(sources, settings), vault=vault, cache_dir=settings.cache)
-    return [view_of(h) for h in inv.select(pattern, limit)]
+    inv = load_inventory(resolve_inventory_sources(sources, settings), vault=vault or vault_of(sources),
+                         cache_dir=settings.cache)
+    return [view_of(h) for h in inv.select(pattern, limit or limit_of(sources))]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +19,7 @@ from toolkit.core.config import Settings
 from toolkit.core.errors import CommandError, GoldenError, InputError, LockedError
 from toolkit.core.fsutil import atomic_write
 from toolkit.core.progress import Progress
+from toolkit.core.stop import check_stop
 from toolkit.fleet.fleet import open_fleet
 from toolkit.image.diff import diff_manifests
 from toolkit.image.spec import load_image
@@ -49,7 +50,8 @@ class NightlyOptions:
     images: tuple[str, ...] = ()  # empty: every spec in images/
     promote_to: str | None = "staging"
     rollout: str | None = None  # host pattern reimaged onto <image>@<promote_to>
-    inventory: tuple[str, ...] = ()  # for --rollout (default: the configured inventory)
+    # for --rollout: the -i sources (the CLI passes its Selection, which carries --limit and vault options)
+    inventory: Sequence[str] = ()
     lab_nodes: int = 1
     lab_memory_mb: int = 2048
     boot_timeout_s: float = 900.0
@@ -73,7 +75,15 @@ class _Image:
         started = time.monotonic()
         self.say(f"{self.report.image}: {name} ...")
         try:
-            yield g
+            try:
+                yield g
+            except Exception:
+                check_stop()  # the gate's child died of the signal that stops us: an interrupt, not a failure
+                raise
+            check_stop()
+        except KeyboardInterrupt:
+            g.passed, g.detail = False, "interrupted"
+            raise
         except GoldenError as exc:
             g.passed = False
             g.detail = exc.message + (f" ({exc.hint})" if exc.hint else "")
@@ -204,7 +214,7 @@ class GateFailure(GoldenError):
 
 def _publish(settings: Settings, name: str, build: Build, opts: NightlyOptions, img: _Image) -> None:
     report = img.report
-    fleet = open_fleet(settings, list(opts.inventory) or None, required=False)
+    fleet = open_fleet(settings, opts.inventory, required=False)
     with img.gate(f"publish-{DEV}") as g:
         res = publish(fleet.db, fleet.store, name, build.build_id, DEV, reason="golden nightly",
                       followers=fleet.followers(name, DEV))
@@ -227,7 +237,7 @@ def _rollout(settings: Settings, name: str, opts: NightlyOptions, img: _Image) -
     """Reimage the hosts of ``--rollout`` that follow ``<image>@<promote_to>``: canary, waves, no failures."""
     channel = opts.promote_to
     assert channel and opts.rollout
-    inv_sources = list(opts.inventory) or None
+    inv_sources = opts.inventory
     with img.gate("rollout") as g:
         fleet = open_fleet(settings, inv_sources)
         inv = fleet.inventory()
@@ -239,7 +249,7 @@ def _rollout(settings: Settings, name: str, opts: NightlyOptions, img: _Image) -
             return
         policy = Policy(canary=1, wave_size=Amount(10, percent=True), max_failures=Amount(0),
                         boot_timeout_s=opts.rollout_boot_timeout_s, retries=1)
-        req = ReimageRequest(":".join(hosts), f"{name}@{channel}", policy, inv_sources)
+        req = ReimageRequest(":".join(hosts), f"{name}@{channel}", policy, inv_sources)  # type: ignore[arg-type]  # a Selection: a list of sources
         plan, checks = plan_request(settings, req)
         if not plan.hosts:
             g.detail = f"every host of {opts.rollout!r} following {name}@{channel} is already on it"
@@ -255,6 +265,7 @@ def _rollout(settings: Settings, name: str, opts: NightlyOptions, img: _Image) -
 def run_nightly(settings: Settings, opts: NightlyOptions, say: Callable[[str], None] = lambda s: None,
                 run_id: str | None = None) -> tuple[NightlyReport, Path]:
     """Run the nightly under its lock; the report is written to the run record and returned."""
+    settings.require_project()  # before the lock and the run record: outside a project nothing is written
     run_id = run_id or new_nightly_run_id()
     with nightly_lock(settings.locks_dir, run_id):
         names = list_images(settings, opts.images)
@@ -266,6 +277,7 @@ def run_nightly(settings: Settings, opts: NightlyOptions, say: Callable[[str], N
         images: list[ImageReport] = []
         try:
             for name in names:
+                check_stop()
                 images.append(_run_image(settings, name, opts, lab, say))
         except BaseException:
             lab.stop()

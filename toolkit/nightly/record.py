@@ -34,6 +34,11 @@ def write_report(path: Path, report: NightlyReport) -> None:
     atomic_write(path / "status", report.status + "\n", fsync=False)
 
 
+def last_success_at(runs_dir: Path) -> float | None:
+    """When the newest nightly that succeeded started (None: none did)."""
+    return next((r.started_at for r in list_nightly_runs(runs_dir, 200) if r.status == "succeeded"), None)
+
+
 def last_report(runs_dir: Path) -> tuple[NightlyRunSummary, NightlyReport | None]:
     """The newest nightly run and its report (None while it still runs, or when it was killed)."""
     runs = list_nightly_runs(runs_dir, 1)

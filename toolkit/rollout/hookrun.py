@@ -35,6 +35,7 @@ class HookRunner:
     inventory: Sequence[str]
     records: Path  # <home>/runs/<run-id>/hooks
     run_id: str
+    vault_ids: Sequence[str] = ()  # what golden was given (-\-vault-id, --vault-password-file): the same for the hooks
     vault_password_files: Sequence[str] = ()
 
     def has(self, host: str, kind: str) -> bool:
@@ -49,7 +50,8 @@ class HookRunner:
                 extravars={"golden_host": call.host, "golden_build": call.build,
                            "golden_previous_build": call.previous or "", "golden_run_id": self.run_id,
                            "golden_attempt": call.attempt},
-                record=record, timeout_s=hook.timeout_s, vault_password_files=list(self.vault_password_files)))
+                record=record, timeout_s=hook.timeout_s, vault_ids=list(self.vault_ids),
+                vault_password_files=list(self.vault_password_files)))
             if not result.ok:
                 return f"{call.kind} ({book.name}) {result.why()}; log: {result.log}"
         return ""

@@ -37,6 +37,7 @@ KINDS = ("drain", "verify", "undrain")
 MAX_TIMEOUT_S = 24 * 3600.0
 # What an Ansible host pattern may hold: names, globs, ranges, unions, intersections, exclusions, a
 # leading ~ for a regex. Whitespace, quotes and shell or YAML punctuation never belong in one.
+_UNIT = re.compile(r"[0-9][smhdw]$")
 _PATTERN = re.compile(r"^[A-Za-z0-9_.*?:,&!~\[\]\-^$|()+{}\\/@]+$")
 
 
@@ -112,6 +113,13 @@ def parse_budget(value: int | str, where: str) -> Amount:
     return amount
 
 
+def _duration(text: str, where: str, hi: float) -> float:
+    """A hook's duration: with its unit, always (``5m``): a bare ``300`` in a file is a guess at what was meant."""
+    if not _UNIT.search(text.strip()):
+        raise InputError(f"{where} needs a unit (s, m or h), like 5m; got {text!r}")
+    return parse_duration(text, where, lo=1.0, hi=hi)
+
+
 def _hook(i: int, m: _HookModel, project: Path) -> Hook:
     where = f"golden.yaml: .rollout.hooks[{i}]"
     pattern = check_pattern(m.hosts, f"{where}.hosts")
@@ -129,8 +137,8 @@ def _hook(i: int, m: _HookModel, project: Path) -> Hook:
     if not any(books.values()) and m.max_unavailable is None:
         raise InputError(f"{where}: names no playbook and no max_unavailable, so it does nothing",
                          hint="give drain/verify/undrain playbooks, a max_unavailable, or remove the entry")
-    timeout = parse_duration(m.timeout, f"{where}.timeout", lo=1.0, hi=MAX_TIMEOUT_S)
-    settle = parse_duration(m.settle, f"{where}.settle", lo=1.0, hi=3600.0) if m.settle else 0.0
+    timeout = _duration(m.timeout, f"{where}.timeout", MAX_TIMEOUT_S)
+    settle = _duration(m.settle, f"{where}.settle", 3600.0) if m.settle else 0.0
     budget = parse_budget(m.max_unavailable, f"{where}.max_unavailable") if m.max_unavailable is not None else None
     return Hook(i, pattern, books["drain"], books["verify"], books["undrain"], timeout, settle, budget)
 

@@ -28,7 +28,7 @@ from toolkit.fleet.status import rack_of
 from toolkit.image.ref import parse_image_ref
 from toolkit.image.spec import CheckStage, ImageSpec
 from toolkit.inventory.hosts import Host, Inventory, InventoryError
-from toolkit.inventory.vault import GOLDEN_VAULT_ENV
+from toolkit.inventory.vault import GOLDEN_VAULT_ENV, VaultOptions
 from toolkit.rollout.execute import Executor, ExecutorConfig, RunOutcome, WaveProgress, resume_state
 from toolkit.rollout.hookrun import HookRunner
 from toolkit.rollout.hooks import HookPlan, load_hooks, plan_hooks
@@ -193,9 +193,11 @@ def _executor(settings: Settings, fleet: Fleet, journal: Journal, run_id: str, p
                             required_checks=checks, contest_window_s=contest_window_s)
     ex = Executor(run_id, plan, hosts, fleet, journal, pool, config, on_progress)
     if plan.hooks and plan.hooks.by_host:
-        vault_files = [os.environ[GOLDEN_VAULT_ENV]] if os.environ.get(GOLDEN_VAULT_ENV) else []
+        # The vault options golden was given (ANSIBLE_VAULT_* reach ansible-playbook by its environment).
+        vault = fleet.vault or VaultOptions()
+        files = [*vault.password_files, *([os.environ[GOLDEN_VAULT_ENV]] if os.environ.get(GOLDEN_VAULT_ENV) else [])]
         ex.hooks = HookRunner(plan.hooks, settings.project, [str(p) for p in fleet.inventory_sources],
-                              settings.runs_dir / run_id / "hooks", run_id, vault_files)
+                              settings.runs_dir / run_id / "hooks", run_id, list(vault.vault_ids), files)
         ex.rotation = Rotation(fleet.db, plan.hooks, run_id)
     return ex
 

@@ -34,7 +34,9 @@ class RunSummary:
 
 
 def _from_bake(r: BakeRunSummary) -> RunSummary:
-    return RunSummary(r.id, "bake", r.started_at, r.status, r.image, r.error)
+    # bakes recorded before the words were unified said "successful"; every verb says "succeeded" now
+    status = "succeeded" if r.status == "successful" else r.status
+    return RunSummary(r.id, "bake", r.started_at, status, r.image, r.error)
 
 
 def _from_nightly(r: NightlyRunSummary) -> RunSummary:

@@ -11,29 +11,15 @@ in sync, for that long. Parsing and evaluation are pure; the evidence is read by
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator
 
+from toolkit.core.duration import parse_duration
 from toolkit.core.errors import InputError
 
 LAB_BOOT = "lab-boot"
-_DURATION_RE = re.compile(r"^(\d{1,6})([smhd])$")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(value: str | int | float) -> float:
-    """``90s``, ``30m``, ``24h``, ``7d`` (or a number of seconds) to seconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 10**8:
-        return float(value)
-    m = _DURATION_RE.match(str(value).strip())
-    if not m:
-        raise ValueError(f"{value!r} is not a duration like 30m, 24h or 7d")
-    return float(int(m.group(1)) * _UNIT[m.group(2)])
-
-
 class ChannelGates(BaseModel):
     """The gates a build must pass to enter a channel (golden.yaml ``promotion:``)."""
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -45,7 +31,14 @@ class ChannelGates(BaseModel):
     @field_validator("soak", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
-        return parse_duration(value)
+        try:
+            return parse_duration(value, "soak", lo=0, hi=366 * 86400.0)
+        except InputError as exc:
+            raise ValueError(exc.message) from None
+
+
+class PromotionConfig(RootModel[dict[str, ChannelGates]]):
+    """``promotion:`` in golden.yaml: target channel -> its gates (checked by toolkit.core.configschema)."""
 
 
 def parse_policy(data: Any, where: str = "golden.yaml: .promotion") -> dict[str, ChannelGates]:
