@@ -178,7 +178,11 @@ def test_swap_a_live_web_tier_without_dropping_a_request(tmp_path: Path) -> None
 
         # 5. The service: every request answered 200, at >= 20 a second, never both backends out at once.
         sent, failed, rate = load.summary()
-        assert failed == [], failed[:5]
+        first = load.results()[0]["t"]
+        assert failed == [], (f"{len(failed)} failed, from +{failed[0]['t'] - first:.1f}s to "
+                              f"+{failed[-1]['t'] - first:.1f}s: {failed[:3]}; haproxy states: "
+                              + ", ".join(f"{n} {s} at +{at - first:.1f}s" for at, n, s in watch.changes)
+                              + "\n" + haproxy.log.read_text()[-3000:]) if failed else None
         assert rate >= 20, (sent, rate)
         assert watch.most_out_at_once() == 1, watch.changes  # one out at a time, and someone was out
         order = _maintenance_order(haproxy.log.read_text())
