@@ -128,6 +128,7 @@ def _complete(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``golden``: parse, run the verb, map a typed error to its exit code; the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # completion offers every verb, so it needs them all; a plain run imports only its own
     parser = build_parser(only=None if "_ARGCOMPLETE" in os.environ else verb_of(argv))

@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def human_size(n: int) -> str:
+    """``512 B``, ``1.5 MiB``: bytes in binary units."""
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
@@ -43,6 +44,7 @@ def human_size(n: int) -> str:
 
 
 def human_age(seconds: float) -> str:
+    """``90s``, ``5m``, ``3h``, ``2d``: seconds under 2 min, minutes under 2 h, hours under 2 days, then days."""
     s = max(0, int(seconds))
     if s < 120:
         return f"{s}s"

@@ -24,6 +24,7 @@ def when(ts: float | None) -> str:
 
 
 def to_jsonable(obj: Any) -> Any:
+    """``obj`` as JSON data: dataclasses, pydantic models, mappings, sequences and paths unfolded."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {k: to_jsonable(v) for k, v in dataclasses.asdict(obj).items()}
     if hasattr(obj, "model_dump"):
@@ -39,12 +40,14 @@ def to_jsonable(obj: Any) -> Any:
 
 @dataclass
 class Context:
+    """What every verb gets: --json, --debug, --project and --home, and the ways to render."""
     json: bool = False
     debug: bool = False
     project: str | None = None
     home: str | None = None
 
     def settings(self) -> Settings:
+        """The settings of this run (--project and --home over the environment)."""
         return load_settings(
             project=Path(self.project) if self.project else None,
             home=Path(self.home) if self.home else None,
@@ -52,6 +55,7 @@ class Context:
 
     @property
     def interactive(self) -> bool:
+        """True when a person watches stderr (a terminal, not --json)."""
         return not self.json and sys.stderr.isatty()
 
     @property
@@ -75,6 +79,7 @@ class Context:
             print(text)
 
     def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """A human table on stdout (nothing in --json mode)."""
         if self.json:
             return
         # cells come from agents, proxies and file names on nodes: control characters never reach the terminal
@@ -86,6 +91,7 @@ class Context:
                 print("  ".join("-" * w for w in widths))
 
     def fail(self, exc: GoldenError) -> int:
+        """Show a typed error (one line, its log tail and hint; JSON with --json); its exit code."""
         if self.json:
             payload: dict[str, Any] = {"error": type(exc).__name__, "message": exc.message}
             if exc.hint:

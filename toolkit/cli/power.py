@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def render_report(report: FanoutReport, ctx: Context, value_header: str, value_field: str) -> int:
+    """Show a fan-out BMC command's results; 0 when every host succeeded, else 1."""
     if ctx.json:
         ctx.emit(report)
     else:
