@@ -16,6 +16,7 @@ bridge) with `golden reimage`; it boots through the real daemons `golden pxe ren
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -87,9 +89,25 @@ class Lab:
     def fleet(self) -> dict[str, dict]:
         return {h["name"]: h for h in json.loads(golden(self.home, "--json", "fleet", "-i", str(self.inventory)))}
 
-    def boot(self, expect: str, tag: str, then=None) -> float:
+    def unverified(self) -> SimpleNamespace | None:
+        """The last unverified observation of node1, shaped like a host row for ``wait_report``."""
+        with SQLiteStateDB(self.home / "state.db").read() as repo:
+            row = repo.get_unverified("node1")
+        return SimpleNamespace(last_report_at=row.at, observed_build=row.build_id) if row else None
+
+    def _attempt(self, tag: str, build: str, arm: bool) -> None:
+        attempt = hashlib.sha256(tag.encode()).hexdigest()[:16]
+        with SQLiteStateDB(self.home / "state.db").write() as repo:
+            if arm:
+                repo.arm_attempt("node1", attempt, build, time.time(), time.time() + REPORT_TIMEOUT + 60)
+            else:
+                repo.disarm_attempt("node1", attempt, time.time())
+
+    def boot(self, expect: str, tag: str, then=None, reimage: bool = True) -> float:
         """Boot node1 from golden serve until its agent's report is accepted; return seconds to report.
 
+        ``reimage``: within a reimage attempt armed just before, as ``golden reimage`` does, so the report
+        is verified evidence; without, a plain reboot, whose report is only an unverified observation.
         ``then(ssh_port)`` runs while the machine is still up, its port 22 forwarded to ``ssh_port``.
         """
         serial = self.work / f"serial-{tag}.log"
@@ -97,17 +115,22 @@ class Lab:
         vm = VmSpec(name=f"golden-e2e-{tag}", mac=MAC, serial_log=serial, memory_mb=2048,
                     bootfile=f"{self.serve.url.replace('127.0.0.1', '10.0.2.2')}/boot/{MAC}.ipxe",
                     hostfwd=((ssh_port, 22),))
-        before = self.host()
+        seen = self.host if reimage else self.unverified
+        before = seen()
         since = before.last_report_at if before and before.last_report_at else 0.0
+        if reimage:
+            self._attempt(tag, expect, arm=True)
         started = time.monotonic()
         proc = start_vm(vm)
         try:
-            took = wait_report(self.host, since, expect, proc, serial, started)
+            took = wait_report(seen, since, expect, proc, serial, started)
             if then is not None:
                 then(ssh_port)
             return took
         finally:
             kill_group(proc)
+            if reimage:
+                self._attempt(tag, expect, arm=False)  # the attempt is over, as the controller ends it
 
 
 def wait_report(host, since: float, expect: str, proc: subprocess.Popen[bytes], serial: Path,
@@ -217,10 +240,13 @@ def test_publish_boot_promote_reassign_rollback(lab: Lab) -> None:
     golden(lab.home, "promote", IMAGE, "--from", "dev", "--to", "staging")
     golden(lab.home, "publish", IMAGE, b.build_id, "--channel", "dev")  # dev moves on; staging must not
     lab.inventory_for(f"{IMAGE}@staging")
-    t2 = lab.boot(a.build_id, "staging")
+    drift_before = json.loads(golden(lab.home, "--json", "drift", "node1", "-i", str(lab.inventory)))
+    t2 = lab.boot(a.build_id, "staging", reimage=False)
     after_reboot = lab.fleet()["node1"]
     assert after_reboot["state"] == "tainted", after_reboot  # a reboot of the same build is no reimage
-    assert json.loads(golden(lab.home, "--json", "drift", "node1", "-i", str(lab.inventory))) == []
+    # and its report, unverified, is shown but changes no evidence (drift included)
+    assert after_reboot["unverified"] == a.build_id, after_reboot
+    assert json.loads(golden(lab.home, "--json", "drift", "node1", "-i", str(lab.inventory))) == drift_before
 
     # A new build reaches staging, then is rolled back: the machine boots the previous build again.
     golden(lab.home, "promote", IMAGE, "--from", "dev", "--to", "staging", "--force", "--reason",

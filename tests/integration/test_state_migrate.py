@@ -55,6 +55,9 @@ def populate(home: Path, inv: Path, capsys) -> None:
         repo.record_login(LoginRow("n0", "2026-01-01T00:00:09+00:00", "Accepted publickey for root", "root",
                                    "10.0.2.2", "certificate", grant, "k", grant, "b2", 9.0))
         repo.taint_host("n0", 8.0, "b2", "break-glass", "break-glass grant 1 to bob: INC-1")
+        repo.record_verified("n0", "att-0", "b2", 10.0)
+        repo.record_unverified("n1", "web", "b1", 11.0, "10.0.0.9")
+        repo.count_noise("reject:forged", "10.0.0.66", 12.0, "52:54:00:99:99:98: forged")
     db.close()
     capsys.readouterr()
 
