@@ -46,6 +46,8 @@ TICK = 0.5
 
 
 class HostResult(StrEnum):
+    """How a host ended its run."""
+
     DONE = "done"
     ROLLED_BACK = "rolled-back"
     FAILED = "failed"  # failed and could not be rolled back (or had nothing to roll back to)
@@ -54,6 +56,8 @@ class HostResult(StrEnum):
 
 @dataclass
 class WaveProgress:
+    """What the progress line shows: the wave, each host state's count, failures against the budget."""
+
     wave: int
     waves: int
     states: dict[str, int]
@@ -64,6 +68,8 @@ class WaveProgress:
 
 @dataclass
 class RunOutcome:
+    """How a run ended: its status, each host's result and a one-line summary."""
+
     run_id: str
     status: RunStatus
     results: dict[str, str]
@@ -102,6 +108,8 @@ class BudgetExhausted(Exception):
 
 @dataclass
 class ExecutorConfig:
+    """The executor's timings and gates (from the plan's policy and the image's boot checks)."""
+
     boot_timeout_s: float = 900.0
     retries: int = 1
     required_checks: tuple[str, ...] = ()
@@ -119,6 +127,7 @@ def _power_cycle_or_on(client: BmcClient) -> str:
 
 
 def reported_checks(detail: str) -> dict[str, dict[str, object]]:
+    """The health check results a report's event detail carries ({} when none)."""
     try:
         data = json.loads(detail or "{}")
     except ValueError:
@@ -140,6 +149,8 @@ def failed_checks(required: Sequence[str], reported: dict[str, dict[str, object]
 
 @dataclass
 class Executor(HookSteps):
+    """Runs one plan: waves, batches within the group budgets, attempts, retries and rollbacks."""
+
     run_id: str
     plan: Plan
     hosts: dict[str, Host]
@@ -159,6 +170,7 @@ class Executor(HookSteps):
 
     @property
     def current_wave(self) -> int:
+        """The wave being run (0-based)."""
         return self._wave_no
 
     # ---- journal helpers ----
@@ -414,6 +426,7 @@ class Executor(HookSteps):
             self.rotation.release(t.host)
 
     def run(self, resume: dict[str, _Task] | None = None, finished: dict[str, str] | None = None) -> RunOutcome:
+        """Every wave in order (a resumed run enters each host where its journal left it); the outcome."""
         started = time.monotonic()
         self.results.update(finished or {})
         self.drained.update({t.host: t.drained_at for t in (resume or {}).values() if t.drained_at is not None})

@@ -30,6 +30,8 @@ class HookCall:
 
 @dataclass
 class HookRunner:
+    """Runs the hooks of one reimage run, each playbook with the run's inputs and a record of its own."""
+
     plan: HookPlan
     project: Path
     inventory: Sequence[str]
@@ -39,6 +41,7 @@ class HookRunner:
     vault_password_files: Sequence[str] = ()
 
     def has(self, host: str, kind: str) -> bool:
+        """Whether ``host`` has playbooks of this kind."""
         return bool(self.plan.playbooks(host, kind))
 
     def run(self, call: HookCall) -> str:

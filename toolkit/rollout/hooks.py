@@ -73,15 +73,18 @@ class Hook:
     max_unavailable: Amount | None = None
 
     def playbook(self, kind: str) -> Path | None:
+        """The playbook of this kind (drain, verify, undrain), if the entry names one."""
         return getattr(self, kind)
 
     def to_dict(self) -> dict[str, Any]:
+        """As the journal stores it (a resumed run uses the hooks its plan had)."""
         return {"index": self.index, "pattern": self.pattern, "timeout_s": self.timeout_s, "settle_s": self.settle_s,
                 "max_unavailable": str(self.max_unavailable) if self.max_unavailable else None,
                 **{k: str(self.playbook(k)) if self.playbook(k) else None for k in KINDS}}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Hook:
+        """The hook ``to_dict`` stored."""
         mu = d.get("max_unavailable")
         drain, verify, undrain = (Path(d[k]) if d.get(k) else None for k in KINDS)
         return cls(int(d["index"]), str(d["pattern"]), drain, verify, undrain, timeout_s=float(d["timeout_s"]),
@@ -170,6 +173,7 @@ class Group:
     budget: int | None  # None: no max_unavailable for this pattern
 
     def to_dict(self) -> dict[str, Any]:
+        """The group as --dry-run --json shows it."""
         return {"key": self.key, "budget": self.budget, "size": len(self.members)}
 
 
@@ -182,6 +186,7 @@ class HookPlan:
     by_host: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # host -> hook indexes
 
     def hooks_of(self, host: str) -> tuple[Hook, ...]:
+        """The entries matching ``host``, in file order."""
         return tuple(self.hooks[i] for i in self.by_host.get(host, ()))
 
     def playbooks(self, host: str, kind: str) -> list[tuple[Hook, Path]]:
@@ -190,19 +195,23 @@ class HookPlan:
         return list(reversed(pairs)) if kind == "undrain" else pairs
 
     def groups_of(self, host: str) -> list[Group]:
+        """The groups ``host`` counts against."""
         keys = {h.pattern for h in self.hooks_of(host)}
         return [g for g in self.groups if g.key in keys]
 
     def settle_s(self, host: str) -> float:
+        """How long to wait after ``host``'s drain before its power cycle (the longest of its entries)."""
         return max((h.settle_s for h in self.hooks_of(host) if h.drain), default=0.0)
 
     def to_dict(self) -> dict[str, Any]:
+        """As the journal stores it and --dry-run --json shows it."""
         return {"hooks": [h.to_dict() for h in self.hooks],
                 "groups": [{**g.to_dict(), "members": sorted(g.members)} for g in self.groups],
                 "by_host": {k: list(v) for k, v in sorted(self.by_host.items())}}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> HookPlan:
+        """The plan ``to_dict`` stored (an empty one for none)."""
         if not d:
             return cls()
         return cls(tuple(Hook.from_dict(h) for h in d["hooks"]),

@@ -28,6 +28,7 @@ class Blocked:
     holders: tuple[RotationRow, ...]
 
     def describe(self) -> str:
+        """One line: the group, its budget and who holds its places."""
         held = ", ".join(f"{r.host} ({'left out: ' + r.detail if r.state == 'left' else 'run ' + r.run_id})"
                          for r in self.holders)
         return f"group {self.group!r} allows {self.budget} host(s) out of rotation and has {held}"
@@ -66,6 +67,7 @@ class Rotation:
     run_id: str
 
     def tracked(self, host: str) -> bool:
+        """Whether ``host`` belongs to a hook group (only those hold places)."""
         return bool(self.plan.groups_of(host))
 
     def admit(self, hosts: Sequence[str]) -> tuple[list[str], list[Blocked]]:
@@ -99,11 +101,13 @@ class Rotation:
         return [b for b in blocked if not any(self.alive(r) for r in b.holders)]
 
     def leave(self, host: str, detail: str) -> None:
+        """A failure left ``host`` out of rotation: it keeps its places, with why."""
         if self.tracked(host):
             with self.db.write() as repo:
                 repo.leave_rotation(host, detail, time.time())
 
     def release(self, host: str) -> None:
+        """``host`` is back in rotation: its places are free."""
         if self.tracked(host):
             with self.db.write() as repo:
                 repo.release_rotation(host)
