@@ -77,6 +77,35 @@ def test_a_hung_hook_is_killed_at_its_timeout_with_everything_it_started(project
     assert left == "", left  # no ansible-playbook or worker of this run is left either
 
 
+def test_what_a_hook_left_in_the_background_dies_with_it(project: Path) -> None:
+    """A task that daemonises (nohup ... &, re-parented to init) is not left running either."""
+    pidfile = project / "bgpid"
+    res, _ = _run(project, "bg.yml", f"""\
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: Start something in the background
+      ansible.builtin.shell: (nohup sleep 600 >/dev/null 2>&1 & echo $! > {pidfile}) ; exit 0
+""")
+    assert res.ok, res.why()
+    pid = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid), f"the background process (pid {pid}) outlived its hook"
+
+
+def test_the_run_record_keeps_no_secret_of_the_controllers_environment(project: Path, monkeypatch) -> None:
+    monkeypatch.setenv("GOLDEN_STATE_URL", "postgresql://golden:db-s3cret@db.example/golden")
+    monkeypatch.setenv("PGPASSWORD", "pg-s3cret")
+    res, record = _run(project, "ok.yml", "- hosts: all\n  gather_facts: false\n  tasks: []\n")
+    assert res.ok, res.why()
+    texts = [p.read_text(errors="replace") for p in record.rglob("*") if p.is_file()]
+    assert texts and not [x for x in texts if "s3cret" in x]
+    [command] = list((record / "artifacts").glob("*/command"))
+    assert "GOLDEN_HOOK_RUN" in command.read_text() and "PATH" in command.read_text()
+
+
 def test_a_failing_task_is_named_with_its_message(project: Path) -> None:
     res, record = _run(project, "verify.yml", """\
 - hosts: all

@@ -282,6 +282,6 @@ def test_golden_yaml_sections_of_other_stages_are_accepted(tmp_path, capsys) -> 
     (tmp_path / "images").mkdir()
     (tmp_path / "roles").mkdir()
     (tmp_path / "drain.yml").write_text("- hosts: all\n  tasks: []\n")
-    (tmp_path / "golden.yaml").write_text("rollout:\n  hooks: [{hosts: web, drain: drain.yml}]\n"
+    (tmp_path / "golden.yaml").write_text("rollout:\n  hooks: [{hosts: web, drain: drain.yml, undrain: drain.yml}]\n"
                                           "promotion:\n  prod: {soak: 24h}\n")
     assert main(["--project", str(tmp_path), "validate"]) == 0, capsys.readouterr().err

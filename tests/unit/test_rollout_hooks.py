@@ -53,16 +53,20 @@ BAD_SECTIONS: list[tuple[str, object, str]] = [
     ("budget-words", {"hooks": [{"hosts": "web", "max_unavailable": "half"}]}, "got 'half'"),
     ("budget-bool", {"hooks": [{"hosts": "web", "max_unavailable": True}]},
      ".rollout.hooks[0].max_unavailable.int: Input should be a valid integer"),
-    ("timeout-no-unit", {"hooks": [{"hosts": "web", "drain": "pb/drain.yml", "timeout": "90"}]},
+    ("timeout-no-unit", {"hooks": [{"hosts": "web", "verify": "pb/verify.yml", "timeout": "90"}]},
      ".rollout.hooks[0].timeout needs a unit (s, m or h), like 5m; got '90'"),
-    ("timeout-number", {"hooks": [{"hosts": "web", "drain": "pb/drain.yml", "timeout": 90}]},
+    ("timeout-number", {"hooks": [{"hosts": "web", "verify": "pb/verify.yml", "timeout": 90}]},
      ".rollout.hooks[0].timeout: Input should be a valid string"),
-    ("timeout-zero", {"hooks": [{"hosts": "web", "drain": "pb/drain.yml", "timeout": "0s"}]},
+    ("timeout-zero", {"hooks": [{"hosts": "web", "verify": "pb/verify.yml", "timeout": "0s"}]},
      ".rollout.hooks[0].timeout must be between 1s and 1d, got 0s"),
-    ("timeout-too-long", {"hooks": [{"hosts": "web", "drain": "pb/drain.yml", "timeout": "2d"}]}, "got 2d"),
-    ("settle-no-unit", {"hooks": [{"hosts": "web", "drain": "pb/drain.yml", "settle": "10"}]},
+    ("timeout-too-long", {"hooks": [{"hosts": "web", "verify": "pb/verify.yml", "timeout": "2d"}]}, "got 2d"),
+    ("settle-no-unit", {"hooks": [{"hosts": "web", "verify": "pb/verify.yml", "settle": "10"}]},
      ".rollout.hooks[0].settle needs a unit (s, m or h), like 5m; got '10'"),
     ("does-nothing", {"hooks": [{"hosts": "web"}]}, ".rollout.hooks[0]: names no playbook and no max_unavailable"),
+    ("drain-without-undrain", {"hooks": [{"hosts": "web", "drain": "pb/drain.yml"}]},
+     ".rollout.hooks[0]: has a drain playbook but no undrain one; a host drained must have a way back"),
+    ("undrain-without-drain", {"hooks": [{"hosts": "web", "undrain": "pb/undrain.yml"}]},
+     ".rollout.hooks[0]: has a undrain playbook but no drain one"),
 ]
 
 
@@ -87,7 +91,8 @@ def test_a_good_section_resolves_paths_units_and_budgets(project: Path) -> None:
         {"hosts": "web", "drain": "pb/drain.yml", "verify": "pb/verify.yml", "undrain": "pb/undrain.yml",
          "timeout": "2m", "settle": "10s", "max_unavailable": "25%"},
         {"hosts": "rack1:&web", "max_unavailable": 1}]}, project)
-    assert hooks[0] == Hook(0, "web", project / "pb/drain.yml", project / "pb/verify.yml", project / "pb/undrain.yml",
+    # paths as written (checked against this project): a resume elsewhere resolves them in its own
+    assert hooks[0] == Hook(0, "web", Path("pb/drain.yml"), Path("pb/verify.yml"), Path("pb/undrain.yml"),
                             120.0, 10.0, Amount(25, percent=True))
     assert hooks[1] == Hook(1, "rack1:&web", timeout_s=300.0, max_unavailable=Amount(1))
     assert load_hooks(None, project) == ()
@@ -116,6 +121,12 @@ def _hooks(*specs: tuple[str, str | None, bool]) -> tuple[Hook, ...]:
 def test_group_budgets(specs, budgets) -> None:
     plan = plan_hooks(_hooks(*specs), lambda p: set(GROUPS[p]), ["a", "b"])
     assert {g.key: g.budget for g in plan.groups} == budgets
+
+
+def test_a_pattern_that_matches_no_host_is_an_error_not_no_hooks() -> None:
+    with pytest.raises(InputError) as err:
+        plan_hooks(_hooks(("wbe", "1", True)), lambda p: set(), ["a"])
+    assert err.value.message == "golden.yaml: .rollout.hooks[0].hosts: 'wbe' matches no host of the inventory"
 
 
 def test_hosts_of_several_groups_run_every_hook_and_undrain_in_reverse() -> None:
@@ -166,12 +177,14 @@ class FakeHooks:
     def __init__(self, plan: HookPlan, log: list[tuple[str, str]], fail: dict[tuple[str, str], str]) -> None:
         self.plan, self.log, self.fail = plan, log, fail
         self.calls: list[HookCall] = []
+        self.times: list[tuple[str, str, float]] = []
 
     def has(self, host: str, kind: str) -> bool:
         return bool(self.plan.playbooks(host, kind))
 
     def run(self, call: HookCall) -> str:
         self.calls.append(call)
+        self.times.append((call.host, call.kind, time.time()))
         self.log.append((call.host, f"{call.kind}:{call.build}"))
         time.sleep(0.01)
         return self.fail.get((call.kind, call.build), "")
@@ -290,18 +303,20 @@ def test_a_wave_waits_while_another_live_run_holds_the_budget(world) -> None:
     with fleet.db.write() as repo:
         repo.hold_rotation("n9", ["rack1"], "other", time.time())
         repo.put_leases(["n9"], "other", "holder", time.time(), time.time() + 60)
-    ex, _ = _executor(world, "B", "A", budget=1, canary=0)
+    ex, fake = _executor(world, "B", "A", budget=1, canary=0)
+    released: list[float] = []
 
     def free_later() -> None:
         time.sleep(1.5)
         with fleet.db.write() as repo:
             repo.release_rotation("n9")
+        released.append(time.time())
 
     threading.Thread(target=free_later, daemon=True).start()
-    started = time.monotonic()
     out = ex.run()
-    assert out.status == RunStatus.SUCCEEDED
-    assert time.monotonic() - started >= 1.4  # it waited for the other run's host, and did not fail
+    assert out.status == RunStatus.SUCCEEDED  # it waited for the other run's host, and did not fail
+    first_drain = min(at for _, kind, at in fake.times if kind == "drain")
+    assert released and first_drain >= released[0]  # no host of ours went out while n9 held the place
 
 
 def test_resume_after_a_drain_does_not_drain_again(world) -> None:
@@ -332,7 +347,7 @@ RESUME: list[tuple[str, list[StepRow], Step, bool, int]] = [
     ("killed-before-undrain", [_s(Step.DRAIN, Phase.DONE), _s(Step.VERIFY, Phase.DONE)], Step.UNDRAIN, True, 1),
     ("undrain-failed", [_s(Step.DRAIN, Phase.DONE), _s(Step.UNDRAIN, Phase.FAILED)], Step.UNDRAIN, True, 1),
     ("verify-failed-next-attempt", [_s(Step.DRAIN, Phase.DONE), _s(Step.VERIFY, Phase.FAILED)], Step.DRAIN, True, 2),
-    ("undrained-then-killed", [_s(Step.DRAIN, Phase.DONE), _s(Step.UNDRAIN, Phase.DONE)], Step.UNDRAIN, False, 1),
+    ("killed-mid-undrain", [_s(Step.DRAIN, Phase.DONE), _s(Step.UNDRAIN, Phase.INTENT)], Step.UNDRAIN, True, 1),
 ]
 
 
@@ -342,6 +357,26 @@ def test_resume_state_of_hook_steps(case, rows, step, drained, attempt) -> None:
     assert finished == {}
     t = tasks["h"]
     assert (t.next_step, t.drained_at is not None, t.attempt) == (step, drained, attempt)
+
+
+def test_resume_after_the_undrain_runs_nothing_again() -> None:
+    rows = [_s(Step.DRAIN, Phase.DONE), _s(Step.VERIFY, Phase.DONE), _s(Step.UNDRAIN, Phase.DONE)]
+    assert resume_state(rows, "B", {"h": ("A", "B")}) == ({}, {"h": "done"})
+
+
+def test_resume_settles_the_budget_of_a_host_finished_before_the_kill(world) -> None:
+    """Killed between a host's end and its budget update: the resumed run releases the host's place."""
+    ex, _ = _executor(world, "B", "A", budget=1, run_id="r2", canary=0)
+    journal = world[2]
+    with world[0].db.write() as repo:
+        repo.hold_rotation("n0", ["rack1"], "r2", time.time())
+    for step in (Step.DRAIN, Step.VERIFY, Step.UNDRAIN):
+        journal.record("r2", "n0", 0, 1, step, Phase.DONE)
+    journal.record("r2", "n0", 0, 1, Step.HOST, Phase.DONE, '{"result": "done", "error": "", "build": "B"}')
+    tasks, finished = resume_state(journal.steps("r2"), "B", ex.plan.moves)
+    out = ex.run(resume=tasks, finished=finished)
+    assert out.status == RunStatus.SUCCEEDED and _rows(world) == []
+    assert _per_host(world[4], "n0") == []
 
 
 @pytest.mark.parametrize(("text", "error"), [
@@ -369,7 +404,8 @@ def test_validate_counts_good_hooks(tmp_path: Path, capsys) -> None:
     (tmp_path / "roles").mkdir()
     (tmp_path / "playbooks").mkdir()
     (tmp_path / "playbooks" / "d.yml").write_text("- hosts: all\n  tasks: []\n")
-    (tmp_path / "golden.yaml").write_text("rollout:\n  hooks:\n    - hosts: web\n      drain: playbooks/d.yml\n")
+    (tmp_path / "golden.yaml").write_text("rollout:\n  hooks:\n    - hosts: web\n      drain: playbooks/d.yml\n"
+                                          "      undrain: playbooks/d.yml\n")
     assert main(["--project", str(tmp_path), "validate"]) == 0
     assert "1 rollout hook(s) valid" in capsys.readouterr().out
 

@@ -11,24 +11,32 @@ hook that hangs can be read while it hangs.
 
 The timeout is ours, not ansible-runner's: its own kills only ``ansible-playbook``'s process group,
 and Ansible's workers call ``setsid()``, so a hung task (a ``shell`` on the controller) would
-outlive it. At the deadline every process below this run's ``ansible-playbook`` is killed
-(found in /proc by the run's own folder on its command line), then ansible-runner ends the rest.
+outlive it. Every process of a run carries ``GOLDEN_HOOK_RUN=<id>`` in its environment (a
+process inherits it even when it double-forks away from its parent, as ``nohup … &`` and
+``async:`` tasks do); at the deadline, or when ``cancel_all()`` is called (Ctrl-C), every process
+holding this run's id is killed, round after round until none is left.
+
+ansible-runner writes the whole environment of the run into ``artifacts/<id>/command``; golden
+rewrites that file so it keeps only the variables golden set (a state URL with a password, a
+PGPASSWORD or a token in the controller's environment must not land in a run record).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from toolkit.core.errors import ToolMissingError
-from toolkit.core.run import descendants, kill_tree
+from toolkit.core.run import kill_tree
 
 FAILED_EVENTS = ("runner_on_failed", "runner_on_unreachable")
 
@@ -68,6 +76,8 @@ class PlaybookResult:
         """One line: what went wrong, for an error message and the journal."""
         if self.ok:
             return ""
+        if self.status == "canceled":
+            return "stopped by an interrupt (killed with everything it started)"
         if self.status == "timeout":
             last = f"; last task {self.failed_task!r}" if self.failed_task else ""
             return f"did not finish within its timeout (killed with everything it started{last})"
@@ -136,35 +146,69 @@ class _Events:
         self.file.close()
 
 
-def _playbook_pid(record: Path) -> int | None:
-    """The pid of the ansible-playbook this process started for ``record`` (its cmdline names the folder)."""
-    marker = str(record).encode()
-    for pid in descendants(os.getpid()):
+MARK = "GOLDEN_HOOK_RUN"
+_CANCEL = threading.Event()
+
+
+def cancel_all() -> None:
+    """Stop every playbook this process is running (Ctrl-C): each is killed at its next check, within a second."""
+    _CANCEL.set()
+
+
+def _marked(mark: bytes) -> list[int]:
+    """Every process whose environment holds ``mark`` (our own process never does)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
         try:
-            if marker in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return pid
+            if mark in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
         except OSError:
             continue
-    return None
+    return found
+
+
+def kill_marked(run_id: str, rounds: int = 20) -> None:
+    """SIGKILL every process of this run, again until none is left (a parent may fork while it dies)."""
+    mark = f"{MARK}={run_id}".encode()
+    for _ in range(rounds):
+        pids = _marked(mark)
+        if not pids:
+            return
+        for pid in pids:
+            kill_tree(pid)
+        time.sleep(0.05)
 
 
 class _Deadline:
-    """ansible-runner's cancel callback: at the deadline, kill everything the playbook started."""
+    """ansible-runner's cancel callback: at the deadline (or on cancel_all), kill everything the run started."""
 
-    def __init__(self, record: Path, timeout_s: float) -> None:
-        self.record = record
+    def __init__(self, run_id: str, timeout_s: float) -> None:
+        self.run_id = run_id
         self.at = time.monotonic() + timeout_s
         self.expired = False
+        self.canceled = False
 
     def __call__(self) -> bool:
-        if time.monotonic() < self.at:
+        if time.monotonic() < self.at and not _CANCEL.is_set():
             return False
-        if not self.expired:
-            self.expired = True
-            pid = _playbook_pid(self.record)
-            if pid is not None:
-                kill_tree(pid)
+        if not (self.expired or self.canceled):
+            self.canceled = _CANCEL.is_set()
+            self.expired = not self.canceled
+            kill_marked(self.run_id)
         return True
+
+
+def _scrub_record(record: Path, kept: set[str]) -> None:
+    """Keep only golden's own variables in the ``command`` files ansible-runner wrote (see the module doc)."""
+    for path in (record / "artifacts").glob("*/command"):
+        try:
+            data = json.loads(path.read_text())
+            data["env"] = {k: v for k, v in (data.get("env") or {}).items() if k in kept}
+            path.write_text(json.dumps(data))
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)  # unreadable: better no record of the command than a leak
 
 
 def run_playbook(run: PlaybookRun, on_line: Callable[[str], None] | None = None) -> PlaybookResult:
@@ -175,9 +219,10 @@ def run_playbook(run: PlaybookRun, on_line: Callable[[str], None] | None = None)
     log = run.record.with_suffix(".log")
     events = _Events(log, on_line)
     started = time.monotonic()
-    deadline = _Deadline(run.record, run.timeout_s)
+    run_id = uuid.uuid4().hex
+    deadline = _Deadline(run_id, run.timeout_s)
     envvars = {"PATH": search_path(), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
-               "ANSIBLE_RETRY_FILES_ENABLED": "0", **dict(run.env)}
+               "ANSIBLE_RETRY_FILES_ENABLED": "0", MARK: run_id, **dict(run.env)}
     try:
         r = ansible_runner.run(
             private_data_dir=str(run.record), project_dir=str(run.project), playbook=str(run.playbook),
@@ -187,8 +232,10 @@ def run_playbook(run: PlaybookRun, on_line: Callable[[str], None] | None = None)
         )
     finally:
         events.close()
+        kill_marked(run_id, rounds=3)  # anything it left running in the background ends with it
+        _scrub_record(run.record, set(envvars))
     seconds = round(time.monotonic() - started, 2)
-    status = "timeout" if deadline.expired else str(r.status)
+    status = "timeout" if deadline.expired else "canceled" if deadline.canceled else str(r.status)
     failed = events.task if deadline.expired else events.failed_task
     if events.no_hosts and status == "successful":
         return PlaybookResult("failed", 0, "", f"its play matched no host with --limit {run.limit}", log, seconds)

@@ -6,7 +6,6 @@ gate (toolkit.rollout.service); this module only brings the lab up and down and 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import select
@@ -116,10 +115,9 @@ class NightlyLab:
         policy = Policy(canary=0, wave_size=Amount(self.nodes), max_failures=Amount(0),
                         boot_timeout_s=self.boot_timeout_s, retries=0, include_current=True, rollback=False)
         req = ReimageRequest("all", f"{image}@{build_id}", policy, [str(inventory)])
-        plan, checks = plan_request(self.settings, req)
         # The nightly's own lab machines carry no service: golden.yaml's drain/verify hooks are for the
         # fleet (a hook for "all" must not run the fleet's load balancer playbooks against them).
-        plan = dataclasses.replace(plan, hooks=None)
+        plan, checks = plan_request(self.settings, req, hooks=False)
         seen: set[str] = set()
 
         def progress(p: WaveProgress) -> None:

@@ -217,6 +217,8 @@ class Executor(HookSteps):
         return ok
 
     def _step_bootdev(self, tasks: list[_Task]) -> list[_Task]:
+        if self.hooks is not None:  # a resumed task killed in its settle wait finishes it first
+            self._settle_after_drain([t for t in tasks if t.host in self.drained])
         def op(client: BmcClient) -> str:
             host = self.hosts[client.host]
             client.set_bootdev(BootDevice.PXE, persistent=False, uefi=host.uefi)
@@ -416,6 +418,23 @@ class Executor(HookSteps):
             self._rotate(t, result, detail or t.error)
         self._emit()
 
+    def _settle_finished(self, finished: dict[str, str]) -> None:
+        """On resume: a host the dead controller had finished gets its budget rows settled now (it may
+        have died between the host's end and their update), as ``_rotate`` would have."""
+        if self.rotation is None:
+            return
+        for host, result in finished.items():
+            if not self.rotation.tracked(host):
+                continue
+            rows = self.journal.steps(self.run_id, host)
+            end = next((r.detail for r in reversed(rows) if r.step == Step.HOST.value), "{}")
+            why = str(json.loads(end or "{}").get("error") or "left out of rotation")
+            out = _drained_since(rows) is not None
+            if result == HostResult.FAILED.value or out:
+                self.rotation.leave(host, why)
+            else:
+                self.rotation.release(host)
+
     def _rotate(self, t: _Task, result: HostResult, why: str) -> None:
         """A finished host is back in rotation only when it ended well (its undrain, if any, passed)."""
         if self.rotation is None:
@@ -430,6 +449,7 @@ class Executor(HookSteps):
         started = time.monotonic()
         self.results.update(finished or {})
         self.drained.update({t.host: t.drained_at for t in (resume or {}).values() if t.drained_at is not None})
+        self._settle_finished(finished or {})
         self.failures = sum(1 for r in self.results.values() if r != HostResult.DONE.value)
         for name in self.plan.hosts:
             self._states[name] = self.results.get(name, "queued")
@@ -527,6 +547,10 @@ def resume_state(steps: Sequence[StepRow], target_build: str, moves: dict[str, t
         if power:
             task.power_at = power[-1].at
         task.drained_at = _drained_since(rows)
+        if step == ATTEMPT_STEPS[-1] and last.phase == Phase.DONE.value:
+            # every step of the attempt was done (the undrain too); only the host's end was not written
+            finished[host] = (HostResult.ROLLED_BACK if rollback else HostResult.DONE).value
+            continue
         if last.phase == Phase.FAILED.value and step in (Step.DRAIN, Step.UNDRAIN):
             task.next_step = step  # a playbook that failed changed nothing we rely on: run it again
         elif last.phase == Phase.FAILED.value:

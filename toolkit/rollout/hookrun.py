@@ -46,7 +46,10 @@ class HookRunner:
 
     def run(self, call: HookCall) -> str:
         """Run the playbooks in order, stopping at the first failure: '' when all passed, else why."""
-        for hook, book in self.plan.playbooks(call.host, call.kind):
+        for hook, written in self.plan.playbooks(call.host, call.kind):
+            book = written if written.is_absolute() else self.project / written
+            if not book.is_file():  # a resume on another controller, whose project lacks it: fail, never skip
+                return f"{call.kind}: no playbook {written} in the project {self.project}"
             record = self.records / f"{call.host}.{call.attempt}.{call.kind}.{hook.index}"
             result = run_playbook(PlaybookRun(
                 playbook=book, project=self.project, inventory=list(self.inventory), limit=call.host,

@@ -73,7 +73,7 @@ class Hook:
     max_unavailable: Amount | None = None
 
     def playbook(self, kind: str) -> Path | None:
-        """The playbook of this kind (drain, verify, undrain), if the entry names one."""
+        """The playbook of this kind (drain, verify, undrain) as written (relative to the project), if any."""
         return getattr(self, kind)
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,7 +136,11 @@ def _hook(i: int, m: _HookModel, project: Path) -> Hook:
         if not path.is_file():
             raise InputError(f"{where}.{kind}: no playbook {text} (looked for {path})",
                              hint="playbook paths are relative to the project folder")
-        books[kind] = path
+        books[kind] = Path(text)  # as written: a resumed run resolves it against its own project
+    if (books["drain"] is None) != (books["undrain"] is None):
+        raise InputError(f"{where}: has a {'drain' if books['drain'] else 'undrain'} playbook but no "
+                         f"{'undrain' if books['drain'] else 'drain'} one; a host drained must have a way back",
+                         hint="give both drain and undrain, or neither")
     if not any(books.values()) and m.max_unavailable is None:
         raise InputError(f"{where}: names no playbook and no max_unavailable, so it does nothing",
                          hint="give drain/verify/undrain playbooks, a max_unavailable, or remove the entry")
@@ -223,7 +227,8 @@ def plan_hooks(hooks: Sequence[Hook], select: Callable[[str], set[str]], hosts: 
     """Which hooks apply to each of ``hosts``; ``select(pattern)`` is the inventory's own matching.
 
     A budget given as a percentage is of every host the pattern matches in the inventory (not
-    only the selected ones), rounded down but at least 1, so a group can always move.
+    only the selected ones), rounded down but at least 1, so a group can always move. A pattern
+    that matches no host of the inventory is an error: a typo must not let live hosts reboot undrained.
     """
     if not hooks:
         return HookPlan()
@@ -233,6 +238,9 @@ def plan_hooks(hooks: Sequence[Hook], select: Callable[[str], set[str]], hosts: 
     by_host: dict[str, list[int]] = {}
     for h in hooks:
         matched = members.setdefault(h.pattern, select(h.pattern))
+        if not matched:
+            raise InputError(f"golden.yaml: .rollout.hooks[{h.index}].hosts: {h.pattern!r} matches no host of the "
+                             "inventory", hint="fix the pattern, or remove the entry if these hosts are gone")
         if h.max_unavailable is not None:
             n = h.max_unavailable.of(len(matched), at_least_one=True)
             old = budgets.get(h.pattern)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from toolkit.core.playbook import cancel_all
 from toolkit.rollout.hookrun import HookCall, HookRunner
 from toolkit.rollout.journal import Phase, Step
 from toolkit.rollout.plan import Plan
@@ -42,8 +43,14 @@ class HookSteps:
         runner = self.hooks
         self._mark(tasks, step, Phase.INTENT,
                    lambda t: ",".join(str(b) for _, b in runner.plan.playbooks(t.host, step.value)))
-        with ThreadPoolExecutor(max_workers=min(8, len(tasks))) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(8, len(tasks)))
+        try:
             whys = list(pool.map(lambda t: runner.run(self._hook_call(t, step.value)), tasks))
+        except BaseException:  # Ctrl-C: the playbooks run in sessions of their own; stop them, do not wait them out
+            cancel_all()
+            raise
+        finally:
+            pool.shutdown(wait=True)  # after a cancel each run ends within a second
         ok, bad = [], []
         for t, why in zip(tasks, whys, strict=True):
             if why:

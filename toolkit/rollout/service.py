@@ -27,7 +27,8 @@ from toolkit.fleet.staleness import check_policy, stale_policy
 from toolkit.fleet.status import rack_of
 from toolkit.image.ref import parse_image_ref
 from toolkit.image.spec import CheckStage, ImageSpec
-from toolkit.inventory.hosts import Host, Inventory, InventoryError
+from toolkit.inventory.hosts import Host, InventoryError, load_inventory
+from toolkit.inventory.selection import Selection, limit_of, vault_of
 from toolkit.inventory.vault import GOLDEN_VAULT_ENV, VaultOptions
 from toolkit.rollout.execute import Executor, ExecutorConfig, RunOutcome, WaveProgress, resume_state
 from toolkit.rollout.hookrun import HookRunner
@@ -103,7 +104,7 @@ def image_of_selection(hosts: list[Host]) -> str:
     return refs[0]
 
 
-def plan_request(settings: Settings, req: ReimageRequest) -> tuple[Plan, tuple[str, ...]]:
+def plan_request(settings: Settings, req: ReimageRequest, hooks: bool = True) -> tuple[Plan, tuple[str, ...]]:
     """Pure apart from reading state: the plan ``--dry-run`` prints and ``execute`` follows.
 
     With a state selector (``--state``, ``--stale``) only those hosts are planned, onto the build
@@ -127,20 +128,26 @@ def plan_request(settings: Settings, req: ReimageRequest) -> tuple[Plan, tuple[s
     cands = [Candidate(h.name, rack_of(h), status[h.name].observed if h.name in status else None,
                        fleet.observed_image(h.name)) for h in hosts if h.name in selected]
     plan = plan_reimage(image, build_id, cands, req.policy)
-    return with_hooks(plan, settings, inv), checks
+    return (with_hooks(plan, settings, fleet) if hooks else plan), checks
 
 
-def with_hooks(plan: Plan, settings: Settings, inv: Inventory | None) -> Plan:
-    """The plan with golden.yaml's ``rollout.hooks`` as they apply to its hosts, and a note per budget."""
+def with_hooks(plan: Plan, settings: Settings, fleet: Fleet) -> Plan:
+    """The plan with golden.yaml's ``rollout.hooks`` as they apply to its hosts, and a note per budget.
+
+    Groups are matched in the whole inventory, not the ``--limit``ed one: a percentage is of every
+    host the pattern matches, and a pattern that matches none is an error (never "no hooks")."""
     hooks = load_hooks(settings.extra.get("rollout"), settings.project)
-    if not hooks or inv is None:
+    if not hooks or fleet.inventory() is None:
         return plan
+    limited = fleet.inventory()
+    whole = limited if fleet.limit is None and limited is not None else load_inventory(
+        fleet.inventory_sources, vault=fleet.vault, cache_dir=fleet.cache_dir)
 
     def select(pattern: str) -> set[str]:
         try:
-            return {h.name for h in inv.select(pattern)}
+            return {h.name for h in whole.select(pattern)}
         except InventoryError:
-            return set()  # a hook for hosts this inventory does not have applies to none
+            return set()  # plan_hooks refuses the pattern with the hook's own path
 
     hp = plan_hooks(hooks, select, plan.hosts)
     notes = [f"hosts {g.key}: at most {g.budget} of {len(g.members)} out of rotation at once (max_unavailable)"
@@ -277,7 +284,11 @@ def resume_run(settings: Settings, run_id: str, inventory: str | list[str] | Non
         raise InputError(f"no reimage run {run_id!r}", hint="list runs with: golden runs")
     if run.status != "running" and run.status != "interrupted":
         raise InputError(f"run {run_id} already finished ({run.status}): {run.summary}")
-    inv = inventory or run.plan.get("inventory")  # a list of sources (older runs: one path)
+    inv: Any = inventory
+    if not inventory:  # no -i: the run's own sources, with whatever --limit and vault options were given
+        recorded = run.plan.get("inventory")  # a list of sources (older runs: one path)
+        sources = recorded if isinstance(recorded, list) else [recorded] if recorded else []
+        inv = Selection(sources, limit_of(inventory), vault_of(inventory))
     fleet = open_fleet(settings, inv)
     plan = plan_from_dict(run.plan["plan"])
     tasks, finished = resume_state(journal.steps(run_id), plan.target_build, plan.moves, plan.current_images)
