@@ -100,3 +100,31 @@ def test_every_environment_variable_golden_reads_is_listed_and_documented() -> N
     doc, man = CONFIG_DOC.read_text(), MANPAGE.read_text().replace("\\-", "-")
     for name in ENVIRONMENT:
         assert f"`{name}`" in doc and name in man, name
+
+
+README = ROOT / "README.md"
+LINK = re.compile(r"\]\(([^)#\s]+\.(?:md|1))(?:#([a-z0-9_-]+))?\)")
+
+
+def _anchors(path: Path) -> set[str]:
+    return {re.sub(r"[^a-z0-9 _-]", "", h.lower()).replace(" ", "-")
+            for h in re.findall(r"(?m)^#{1,4} (.+)$", path.read_text())}
+
+
+def test_readme_is_the_pitch_with_the_two_command_quick_start() -> None:
+    text = README.read_text()
+    assert len(text.splitlines()) <= 250
+    assert "scripts/demo    # the main job" in text and "scripts/test    # install everything" in text
+    for doc in ("concepts", "inventory", "reimage", "operations", "configuration", "testing", "benchmarks"):
+        assert f"(docs/{doc}.md)" in text, doc
+
+
+def test_links_between_readme_and_docs_resolve() -> None:
+    for page in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        for target, anchor in LINK.findall(page.read_text()):
+            path = (page.parent / target).resolve()
+            if target.startswith("http"):
+                continue
+            assert path.is_file(), f"{page.name}: link to {target}"
+            if anchor and path.suffix == ".md":
+                assert anchor in _anchors(path), f"{page.name}: link to {target}#{anchor}"
