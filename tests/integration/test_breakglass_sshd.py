@@ -149,7 +149,7 @@ def test_certificate_opens_its_host_for_its_ttl_only(lab, capsys, caplog) -> Non
     assert {h["name"]: (h["state"], h["taint"]) for h in json.loads(out)} == {
         "node1": ("never-reported", "break-glass grant 1 to alice: INC-7: disk full"),
         "node2": ("never-reported", "break-glass grant 2 to alice: INC-8")}
-    rc, out, _ = golden(capsys, home, "--json", "breakglass", "list")
+    rc, out, _ = golden(capsys, home, "--json", "break-glass", "--list")
     assert [(g["id"], g["host"], g["user"]) for g in json.loads(out)] == [(2, "node2", "alice"), (1, "node1", "alice")]
     from toolkit.state.db import SQLiteStateDB
     with SQLiteStateDB(home / "state.db").read() as repo:

@@ -58,6 +58,7 @@ def populate(home: Path, inv: Path, capsys) -> None:
         repo.record_verified("n0", "att-0", "b2", 10.0)
         repo.record_unverified("n1", "web", "b1", 11.0, "10.0.0.9")
         repo.count_noise("reject:forged", "10.0.0.66", 12.0, "52:54:00:99:99:98: forged")
+        repo.hold_rotation("n2", ["web"], "r-2", 13.0)  # a host a reimage holds out of rotation
     db.close()
     capsys.readouterr()
 
