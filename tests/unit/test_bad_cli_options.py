@@ -155,7 +155,8 @@ def test_project_verbs_refuse_outside_a_project(capsys, monkeypatch, tmp_path, a
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "no golden project found" in err, err
-    assert sorted(p.name for p in (ROOT / "roles").iterdir()) == before and list(tmp_path.iterdir()) == []
+    assert sorted(p.name for p in (ROOT / "roles").iterdir()) == before  # golden's own roles untouched
+    assert list(tmp_path.iterdir()) == []  # and nothing written where it ran
 
 
 def test_no_inventory_names_every_place_tried(capsys, monkeypatch, tmp_path):

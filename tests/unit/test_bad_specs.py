@@ -262,6 +262,12 @@ def test_golden_yaml_is_read_within_limits_too(tmp_path, capsys, body, needle):
     ("stale:\n  max_age: 14d\n  max_behnd: 2\n",
      "golden.yaml:3: .stale.max_behnd: unknown key (did you mean max_behind?)"),
     ("packer:\n  cpus: 0\n", "golden.yaml:2: .packer.cpus: Input should be greater than or equal to 1"),
+    # rollout: is checked by toolkit.rollout.hooks (its full table: tests/unit/test_rollout_hooks.py)
+    ("rollout:\n  hooks:\n    - hosts: web\n      drain: playbooks/nope.yml\n",
+     "golden.yaml: .rollout.hooks[0].drain: no playbook playbooks/nope.yml"),
+    ("rollout:\n  hooks:\n    - hosts: web\n      max_unavailable: 150%\n", "between 0% and 100%, got '150%'"),
+    ("rollout:\n  hooks:\n    - hosts: web\n      max_unavailable: 1\n      timeout: 90\n",
+     ".rollout.hooks[0].timeout: Input should be a valid string"),
 ])
 def test_golden_yaml_is_strict(tmp_path, capsys, text, error) -> None:
     from toolkit.cli import main

@@ -250,7 +250,8 @@ def test_a_host_whose_rollback_does_not_verify_is_left_drained_holding_its_budge
     [row] = _rows(world)
     assert (row.host, row.state) == (canary, "left") and "503" in row.detail
     states = {s.name: s for s in world[0].status()}
-    assert states[canary].state == "drained" and "503" in (states[canary].rotation or "")
+    assert states[canary].state == "drained"
+    assert states[canary].rotation == "left out of rotation: verify failed: 500; rollback failed: verify failed: 503"
 
 
 def test_a_failed_drain_is_never_power_cycled_nor_retried(world) -> None:
@@ -377,24 +378,6 @@ def test_resume_settles_the_budget_of_a_host_finished_before_the_kill(world) -> 
     out = ex.run(resume=tasks, finished=finished)
     assert out.status == RunStatus.SUCCEEDED and _rows(world) == []
     assert _per_host(world[4], "n0") == []
-
-
-@pytest.mark.parametrize(("text", "error"), [
-    ("rollout:\n  hooks:\n    - hosts: web\n      drain: playbooks/nope.yml\n",
-     "golden.yaml: .rollout.hooks[0].drain: no playbook playbooks/nope.yml"),
-    ("rollout:\n  hooks:\n    - hosts: web\n      max_unavailable: 150%\n", "between 0% and 100%, got '150%'"),
-    ("rollout:\n  hooks:\n    - hosts: web\n      max_unavailable: 1\n      timeout: 90\n",
-     ".rollout.hooks[0].timeout: Input should be a valid string"),
-])
-def test_validate_checks_the_rollout_section(tmp_path: Path, capsys, text: str, error: str) -> None:
-    from toolkit.cli import main
-
-    (tmp_path / "images").mkdir()
-    (tmp_path / "roles").mkdir()
-    (tmp_path / "golden.yaml").write_text(text)
-    assert main(["--project", str(tmp_path), "validate"]) == 2
-    err = capsys.readouterr().err
-    assert error in err and "Traceback" not in err and len(err.strip().splitlines()) <= 2
 
 
 def test_validate_counts_good_hooks(tmp_path: Path, capsys) -> None:

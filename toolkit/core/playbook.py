@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import sys
 import threading
@@ -98,8 +99,6 @@ def search_path() -> str:
 
 def _cmdline(run: PlaybookRun) -> str:
     # File paths and vault id labels only: a vault password never reaches a command line.
-    import shlex
-
     words: list[str] = []
     for vid in run.vault_ids:
         words += ["--vault-id", vid]

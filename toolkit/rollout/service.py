@@ -137,10 +137,10 @@ def with_hooks(plan: Plan, settings: Settings, fleet: Fleet) -> Plan:
     Groups are matched in the whole inventory, not the ``--limit``ed one: a percentage is of every
     host the pattern matches, and a pattern that matches none is an error (never "no hooks")."""
     hooks = load_hooks(settings.extra.get("rollout"), settings.project)
-    if not hooks or fleet.inventory() is None:
-        return plan
     limited = fleet.inventory()
-    whole = limited if fleet.limit is None and limited is not None else load_inventory(
+    if not hooks or limited is None:
+        return plan
+    whole = limited if fleet.limit is None else load_inventory(
         fleet.inventory_sources, vault=fleet.vault, cache_dir=fleet.cache_dir)
 
     def select(pattern: str) -> set[str]:
