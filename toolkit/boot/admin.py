@@ -22,6 +22,7 @@ REALM = 'Basic realm="golden fleet", charset="UTF-8"'
 
 
 def is_admin_address(host: str) -> bool:
+    """True for a loopback address (or localhost): the fleet page needs no token there."""
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
@@ -43,6 +44,7 @@ def presented_token(authorization: str | None) -> str | None:
 
 
 def fleet_allowed(listen_host: str, token: Secret | None, authorization: str | None) -> bool:
+    """Whether a request may read /fleet: with a token, only when it presents it; without one, only on loopback."""
     if token is None:
         return is_admin_address(listen_host)
     given = presented_token(authorization)

@@ -57,6 +57,7 @@ class QuietLog:
         self._noted: dict[str, tuple[float, int]] = {}  # kind -> (last logged, held back since)
 
     def warn(self, kind: str, fmt: str, *args: object) -> None:
+        """Log a warning of this kind at most once per quiet period, counting those held back."""
         now = time.monotonic()
         with self._lock:
             last, held = self._noted.get(kind, (-QUIET_S, 0))
@@ -66,6 +67,7 @@ class QuietLog:
 
 
 def error_response(status: int, reason: str) -> bytes:
+    """A complete HTTP/1.1 error response that closes the connection."""
     body = f"{reason}\n".encode("latin-1", "replace")
     return (f"HTTP/1.1 {status} {PHRASES.get(status, 'Error')}\r\nContent-Type: text/plain\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body

@@ -25,6 +25,7 @@ class FramingError(Exception):
 
 @dataclass(frozen=True)
 class Framing:
+    """Where one request on a kept-alive connection ends: its method, head and body lengths."""
     method: str
     head_bytes: int  # the head, with its blank line
     body_bytes: int  # what follows it and belongs to this request

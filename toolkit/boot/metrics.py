@@ -73,6 +73,7 @@ class _Scrape:
         self.parts = parts
 
     def collect(self) -> Iterator[Metric]:
+        """Every metric family of every part, for one scrape."""
         for part in self.parts:
             yield from part()
 

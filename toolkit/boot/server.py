@@ -48,6 +48,7 @@ from urllib.parse import urlsplit
 
 from toolkit.boot import pxe
 from toolkit.boot.admin import REALM, fleet_allowed
+from toolkit.boot.artifactindex import ArtifactIndex
 from toolkit.boot.connections import Conn, ConnectionPool, Limits, SocketReader
 from toolkit.boot.decide import decide_boot
 from toolkit.boot.evidence import accept_report, issue_boot_token, reject
@@ -81,44 +82,9 @@ BOOT_RE = re.compile(r"^/boot/([0-9A-Fa-f]{2}(?:(?:[:-]|%3[Aa])?[0-9A-Fa-f]{2}){
 HOST_RE = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 
 
-class ArtifactIndex:
-    """sha256 -> file, from every build's manifest; rescanned on a miss, at most every few seconds."""
-
-    RESCAN_SECONDS = 2.0
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._lock = threading.Lock()
-        self._by_sha: dict[str, Path] = {}
-        self._scanned_at = 0.0
-
-    def lookup(self, sha: str) -> Path | None:
-        path = self._by_sha.get(sha)
-        if path is not None and path.is_file():
-            return path
-        with self._lock:
-            if time.monotonic() - self._scanned_at >= self.RESCAN_SECONDS:
-                self._scan()
-        path = self._by_sha.get(sha)
-        return path if path is not None and path.is_file() else None
-
-    def _scan(self) -> None:
-        found: dict[str, Path] = {}
-        for image in self.store.images():
-            try:
-                builds = self.store.builds(image)
-            except GoldenError as exc:
-                log.warning("golden serve: skipping image %s: %s", image, exc)
-                continue
-            for b in builds:
-                for name, art in b.manifest.artifacts.items():
-                    found.setdefault(art.sha256, b.path / name)
-        self._by_sha = found
-        self._scanned_at = time.monotonic()
-
-
 @dataclass
 class ServerConfig:
+    """Everything the boot server needs: the fleet, the store, the token secret and its limits."""
     fleet: Fleet
     store: Store
     secret: bytes
@@ -156,6 +122,7 @@ class BootHTTPServer(HTTPServer):
 
     # ---- connections ----
     def process_request(self, request: Any, client_address: Any) -> None:
+        """Hand a new connection to the pool (socketserver calls this on accept)."""
         self.pool.add(request, client_address)
 
     def _handle_conn(self, conn: Conn) -> bool:
@@ -169,6 +136,7 @@ class BootHTTPServer(HTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # socketserver would print a traceback to stderr outside logging
+        """Log a connection error at debug level (socketserver would print a traceback)."""
         log.debug("golden serve: %s: connection error", client_address, exc_info=True)
 
     def drain(self, seconds: float | None = None) -> bool:
@@ -182,6 +150,7 @@ class BootHTTPServer(HTTPServer):
         return finished
 
     def start_pruner(self) -> Pruner | None:
+        """Start the retention thread when the config has a policy; None otherwise."""
         policy = self.config.retention
         if policy is None:
             return None
@@ -196,6 +165,7 @@ class BootHTTPServer(HTTPServer):
                 self.metrics.add("pruned", table, n)
 
     def server_close(self) -> None:
+        """Close the listening socket and every pooled connection."""
         super().server_close()
         if hasattr(self, "pool"):  # HTTPServer closes a socket it could not bind before we made the pool
             self.pool.drain(0)
@@ -214,6 +184,7 @@ class BootHTTPServer(HTTPServer):
                       "boot events and reports are dropped until it is writable", self.config.fleet.db.where)
 
     def find_build(self, image: str, build_id: str) -> Build | None:
+        """The stored build, cached while its folder exists; None when the store has no such build."""
         key = (image, build_id)
         build = self._builds.get(key)
         if build is not None and build.path.is_dir():
@@ -231,6 +202,7 @@ class BootHTTPServer(HTTPServer):
 
     @property
     def url(self) -> str:
+        """The server's base URL (IPv6 addresses in brackets)."""
         host, port = self.server_address[:2]
         return f"http://[{host!s}]:{port}" if ":" in str(host) else f"http://{host!s}:{port}"
 
@@ -254,21 +226,26 @@ class BootHandler(BaseHTTPRequestHandler):
 
     # ---- plumbing ----
     def setup(self) -> None:
+        """Read and write through the pooled connection's socket and buffer, with the I/O deadline."""
         self.connection = self.request
         self.rfile = SocketReader(self.connection, self._conn.buf, self.server.config.limits.io_timeout_s)  # type: ignore[assignment]
         self.wfile = socketserver._SocketWriter(self.connection)  # type: ignore[attr-defined]
 
     def handle(self) -> None:
+        """Serve exactly one request; the pool decides whether the connection is kept."""
         self.close_connection = True
         self.handle_one_request()
 
     def finish(self) -> None:
+        """Nothing to flush: the connection goes back to the pool."""
         pass  # the socket goes back to the pool; nothing here is buffered
 
     def log_message(self, format: str, *args: Any) -> None:
+        """http.server's messages go to the debug log."""
         log.debug("%s %s", self.address_string(), format % args)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """No line here: the access line is written once the body is sent, with size and duration."""
         pass  # our access line is written once the body is sent (_count), with its size and duration
 
     def _client(self) -> str:
@@ -323,9 +300,11 @@ class BootHandler(BaseHTTPRequestHandler):
 
     # ---- verbs ----
     def do_GET(self) -> None:
+        """Serve an artifact, a boot script, /metrics, /fleet or /healthz."""
         self._dispatch(head=False)
 
     def do_HEAD(self) -> None:
+        """As GET, without the body; boot scripts answer HEAD with 404 (a HEAD must not spend a token)."""
         self._dispatch(head=True)
 
     def _dispatch(self, head: bool) -> None:
@@ -364,6 +343,7 @@ class BootHandler(BaseHTTPRequestHandler):
             self._send_body("error", 500, b"internal error\n", "text/plain; charset=utf-8", head)
 
     def do_POST(self) -> None:
+        """Take a report (/report); any other path is 404."""
         path = self._path()
         try:
             if path == "/report":
@@ -548,6 +528,7 @@ def is_transfer(head: bytes) -> bool:
 
 
 def make_server(listen: str, config: ServerConfig) -> BootHTTPServer:
+    """A boot server bound to ``listen`` (host:port); InputError naming what to change when it cannot bind."""
     host, port = parse_listen(listen)
     try:
         return BootHTTPServer((host, port), config)

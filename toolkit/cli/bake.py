@@ -10,6 +10,7 @@ from toolkit.core.progress import Progress, format_elapsed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `golden bake` and its options."""
     p = sub.add_parser("bake", help="bake images/<image>.yaml into the store; unchanged inputs return the cached build")
     p.add_argument("image", help="image spec name (images/<image>.yaml)")
     p.add_argument("--force", action="store_true", help="rebuild even if a build of the same inputs exists")
@@ -23,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_bake(args: argparse.Namespace, ctx: Context) -> int:
+    """Bake one image and print its build id; unchanged inputs return the stored build."""
     settings = ctx.settings()
     with Progress(f"bake {args.image}", enabled=ctx.interactive, lines=ctx.log_lines) as progress:
         result = bake_image(settings, args.image, force=args.force, refresh=args.refresh,

@@ -13,6 +13,7 @@ from toolkit.fleet.power import bootdev_pattern
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `golden bootdev` and its options."""
     p = sub.add_parser("bootdev", help="set the next boot device (pxe or disk) of the hosts a pattern selects")
     p.add_argument("pattern", help="host pattern: all, a group (rack), a host, globs, a:b, a:&b, a:!b")
     p.add_argument("device", choices=[d.value for d in BootDevice])
@@ -26,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_bootdev(args: argparse.Namespace, ctx: Context) -> int:
+    """Set the next boot device of the selected hosts through their BMCs, one line per host."""
     report = bootdev_pattern(ctx.settings(), selection(args), args.pattern, BootDevice(args.device),
                              persistent=args.persistent, workers=args.workers)
     return render_report(report, ctx, "BOOTDEV", "bootdev")

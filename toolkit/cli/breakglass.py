@@ -17,6 +17,7 @@ from toolkit.store.channels import current_user
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `golden break-glass` and its options."""
     p = sub.add_parser("break-glass", help="sign your SSH key for one host and a short time (taints the host); "
                                            "--list: the grants")
     p.add_argument("host", nargs="?", help="inventory host name (with --list: only this host's grants)")
@@ -35,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_break_glass(args: argparse.Namespace, ctx: Context) -> int:
+    """Sign the operator's SSH key for one host and a short time, and taint the host."""
     if args.list:
         return cmd_list(args, ctx)
     missing = [name for name, value in (("HOST", args.host), ("--reason", args.reason), ("--ttl", args.ttl),
@@ -58,6 +60,7 @@ def cmd_break_glass(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
+    """List the break-glass certificates issued, newest first."""
     grants = list_grants(open_fleet(ctx.settings(), selection(args), required=False), args.host)
     if ctx.json:
         ctx.emit(grants)

@@ -12,6 +12,7 @@ from toolkit.store.channels import resolve_ref
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `golden diff` and its options."""
     p = sub.add_parser("diff", help="what changed between two builds: packages (security first), roles, spec")
     p.add_argument("old", metavar="A", help="name@channel, name@build-id or a build id")
     p.add_argument("new", metavar="B", help="name@channel, name@build-id or a build id")
@@ -19,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_diff(args: argparse.Namespace, ctx: Context) -> int:
+    """Show what changed between two builds: packages (security first), roles and spec."""
     s = ctx.settings()
     db, store = open_state(s), open_store(s)
     d = diff_manifests(resolve_ref(db, store, args.old).manifest, resolve_ref(db, store, args.new).manifest)

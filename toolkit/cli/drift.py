@@ -10,6 +10,7 @@ from toolkit.fleet.fleet import open_fleet
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `golden drift` and its options."""
     p = sub.add_parser("drift", help="drifted hosts with the changed paths, first and last seen; --logins: logins")
     p.add_argument("pattern", nargs="?", default="all", help="Ansible host pattern (default: all)")
     add_host_options(p)
@@ -20,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_drift(args: argparse.Namespace, ctx: Context) -> int:
+    """List drifted hosts with their changed paths (or, with --logins, the logins seen)."""
     fleet = open_fleet(ctx.settings(), selection(args))
     if args.logins:
         logins = fleet.logins(args.pattern)

@@ -13,6 +13,7 @@ from toolkit.fleet.status import HostStatus
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `golden fleet` and its options."""
     p = sub.add_parser("fleet", help="hosts with their desired and observed builds")
     p.add_argument("pattern", nargs="?", default="all", help="Ansible host pattern (default: all)")
     add_host_options(p)
@@ -25,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_fleet(args: argparse.Namespace, ctx: Context) -> int:
+    """Show each selected host's desired and observed build and its state."""
     fleet = open_fleet(ctx.settings(), selection(args))
     if args.unknown:
         unknown = fleet.unknown_machines()

@@ -54,6 +54,7 @@ def epilog(verb: str) -> str | None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `golden help VERB`."""
     p = sub.add_parser("help", help="a verb's options with examples (golden help reimage)")
     p.add_argument("verb", nargs="?", help="the verb to explain; without one, every verb with its examples")
     p.set_defaults(func=cmd_help)
@@ -67,6 +68,7 @@ def _verbs(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser
 
 
 def cmd_help(args: argparse.Namespace, ctx: Context) -> int:
+    """Print a verb's options with examples."""
     from toolkit.cli import build_parser  # here: the parser is built by the package that imports this module
 
     verbs = _verbs(build_parser())

@@ -17,6 +17,7 @@ from toolkit.store.overview import summarize_images
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `golden images` and `golden gc` and their options."""
     p = sub.add_parser("images", help="images, their builds (age, size, checks) and channels")
     p.add_argument("--history", metavar="IMAGE", nargs="?", const="", default=None,
                    help="show the audit history of channel changes (of one image, or all)")
@@ -63,6 +64,7 @@ def _age(iso: str) -> str:
 
 
 def cmd_images(args: argparse.Namespace, ctx: Context) -> int:
+    """List images with their builds (age, size, checks) and channels."""
     s = ctx.settings()
     db = open_state(s)
     if args.history is not None:
@@ -91,6 +93,7 @@ def cmd_images(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_gc(args: argparse.Namespace, ctx: Context) -> int:
+    """Delete all but the N newest builds of each image, keeping any a channel or the inventory references."""
     s = ctx.settings()
     fleet = open_fleet(s, args.inventory, required=False)
     plan = gc(fleet.db, fleet.store, args.keep, dry_run=args.dry_run, extra_refs=fleet.inventory_refs())

@@ -10,6 +10,7 @@ from toolkit.inventory.view import list_inventory
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `golden inventory` and its options."""
     p = sub.add_parser("inventory", help="hosts as Ansible resolves them, with golden's fields (never passwords)")
     p.add_argument("pattern", nargs="?", default="all", help="Ansible host pattern (default: all)")
     add_host_options(p)
@@ -17,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_inventory(args: argparse.Namespace, ctx: Context) -> int:
+    """Show the hosts as Ansible resolves them, with golden's fields and never a password."""
     hosts = list_inventory(ctx.settings(), selection(args), args.pattern)
     if ctx.json:
         ctx.emit_rows([h.as_dict() for h in hosts])

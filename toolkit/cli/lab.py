@@ -12,6 +12,7 @@ from toolkit.lab.vbmc import SimOptions
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `golden lab up|status|console|down` and their options."""
     p = sub.add_parser("lab", help="virtual lab rack: up, status, console, down")
     lsub = p.add_subparsers(dest="lab_command", metavar="ACTION")
     lsub.required = True
@@ -63,6 +64,7 @@ def _render(status: LabStatus, ctx: Context, headline: str) -> int:
 
 
 def cmd_up(args: argparse.Namespace, ctx: Context) -> int:
+    """Start the virtual lab rack (harmless when it is already up)."""
     sim = SimOptions(latency=args.latency, fail_rate=args.fail_rate, drop_rate=args.drop_rate,
                      boot_time=args.boot_time, seed=args.seed)
     with Progress("lab up", enabled=ctx.interactive, lines=ctx.log_lines) as progress:
@@ -74,11 +76,13 @@ def cmd_up(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
+    """Show the lab's machines and their BMC ports."""
     status = status_lab(ctx.settings())
     return _render(status, ctx, "lab is up" if status.up else "lab is down")
 
 
 def cmd_console(args: argparse.Namespace, ctx: Context) -> int:
+    """Print a lab machine's serial console log."""
     text = console_text(ctx.settings(), args.node, args.lines)
     if ctx.json:
         ctx.emit({"node": args.node, "console": text})
@@ -88,6 +92,7 @@ def cmd_console(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_down(args: argparse.Namespace, ctx: Context) -> int:
+    """Stop every lab machine and BMC and remove the lab's files."""
     status = down_lab(ctx.settings())
     if ctx.json:
         ctx.emit({"down": True, "seconds": status.seconds, "nodes": len(status.nodes)})

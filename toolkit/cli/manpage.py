@@ -80,6 +80,7 @@ def render_manpage(parser: argparse.ArgumentParser) -> str:
 
 
 def main() -> None:
+    """Write docs/golden.1 from the CLI's own parsers (scripts/manpage)."""
     from toolkit.cli import build_parser
 
     os.environ["COLUMNS"] = WIDTH

@@ -24,6 +24,7 @@ from toolkit.store.channels import check_name
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `golden nightly` and its options."""
     p = sub.add_parser("nightly", help="per image: skip when nothing changed, else bake, lab boot test, publish to "
                                        "dev, promote; report (exit 1 when any image failed)")
     p.add_argument("--images", metavar="A,B", help="only these image specs (default: every spec in images/)")
@@ -124,6 +125,7 @@ def _last(ctx: Context) -> int:
 
 
 def cmd_nightly(args: argparse.Namespace, ctx: Context) -> int:
+    """Run the nightly pipeline once, show the last run (--last), or install its systemd timer."""
     refuse_without(args, "install_timer", "at", "unit_dir")
     if args.last:
         return _last(ctx)

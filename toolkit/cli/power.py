@@ -13,6 +13,7 @@ from toolkit.fleet.power import power_pattern
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `golden power` and its options."""
     p = sub.add_parser("power", help="power status|on|off|cycle for the hosts an Ansible host pattern selects")
     p.add_argument("pattern", help="host pattern: all, a group (rack), a host, globs, a:b, a:&b, a:!b")
     p.add_argument("action", choices=[a.value for a in PowerAction if a != PowerAction.RESET])
@@ -38,6 +39,7 @@ def render_report(report: FanoutReport, ctx: Context, value_header: str, value_f
 
 
 def cmd_power(args: argparse.Namespace, ctx: Context) -> int:
+    """Query or change the power state of the selected hosts through their BMCs."""
     report = power_pattern(ctx.settings(), selection(args), args.pattern, PowerAction(args.action),
                            workers=args.workers)
     return render_report(report, ctx, "POWER", "power")

@@ -13,6 +13,7 @@ from toolkit.store.policy import parse_policy
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `golden publish`, `promote` and `rollback` and their options."""
     p = sub.add_parser("publish", help="point a channel of an image at a build")
     p.add_argument("image", help="image name (images/<name>.yaml)")
     p.add_argument("build", metavar="BUILD", help=f"a build id in the store, or {LATEST} for the newest bake")
@@ -55,17 +56,20 @@ def _render(ctx: Context, result: ChangeResult) -> int:
 
 
 def cmd_publish(args: argparse.Namespace, ctx: Context) -> int:
+    """Point a channel of an image at a build (gated by the build's checks)."""
     fleet = open_fleet(ctx.settings(), args.inventory, required=False)
     return _render(ctx, publish(fleet.db, fleet.store, args.image, args.build, args.channel, reason=args.reason,
                                 followers=fleet.followers(args.image, args.channel), force=args.force))
 
 
 def cmd_promote(args: argparse.Namespace, ctx: Context) -> int:
+    """Give a channel the exact build another channel points at."""
     s = ctx.settings()
     return _render(ctx, promote(open_state(s), open_store(s), args.image, args.src, args.dst,
                                 force=args.force, reason=args.reason, policy=parse_policy(s.extra.get("promotion"))))
 
 
 def cmd_rollback(args: argparse.Namespace, ctx: Context) -> int:
+    """Point a channel back at its previous build."""
     s = ctx.settings()
     return _render(ctx, rollback(open_state(s), open_store(s), args.image, args.channel, reason=args.reason))

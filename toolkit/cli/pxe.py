@@ -12,6 +12,7 @@ from toolkit.cli.output import Context
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `golden pxe render` and its options."""
     p = sub.add_parser("pxe", help="configuration for production boot servers (nginx, dnsmasq)")
     verbs = p.add_subparsers(dest="pxe_command", metavar="ACTION")
     verbs.required = True
@@ -48,6 +49,7 @@ def _golden_bin() -> str:
 
 
 def cmd_render(args: argparse.Namespace, ctx: Context) -> int:
+    """Write the nginx and dnsmasq configurations and the TFTP iPXE files for production boot servers."""
     s = ctx.settings()
     result = render_pxe(PxeSettings(
         out_dir=args.out, server_url=args.server_url, interface=args.interface, subnet=args.subnet,

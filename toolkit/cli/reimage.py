@@ -19,6 +19,7 @@ from toolkit.rollout.service import ReimageRequest, execute_plan, plan_request, 
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `golden reimage` and its options."""
     p = sub.add_parser("reimage", help="reimage hosts onto a build in waves (canary, health gates, rollback)")
     p.add_argument("pattern", nargs="?", help="Ansible host pattern (groups, globs, ':' unions)")
     p.add_argument("--image", metavar="NAME@CHANNEL|NAME@BUILD",
@@ -133,6 +134,7 @@ def _render(ctx: Context, out: RunOutcome) -> int:
 
 
 def cmd_reimage(args: argparse.Namespace, ctx: Context) -> int:
+    """Plan (--dry-run) or run a reimage of the selected hosts in waves, and print the outcome."""
     settings = ctx.settings()
     if args.resume:
         return _render(ctx, resume_run(settings, args.resume, selection(args), _Live(ctx)))

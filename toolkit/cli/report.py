@@ -15,6 +15,7 @@ from toolkit.fleet.staleness import stale_policy
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `golden report` and its options."""
     p = sub.add_parser("report", help="write the fleet page: hosts by rack coloured by state, channels, runs")
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="the HTML file to write, e.g. fleet.html")
     add_host_options(p)
@@ -22,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace, ctx: Context) -> int:
+    """Write the fleet page (HTML) to a file."""
     settings = ctx.settings()
     out: Path = args.out
     if out.is_dir() or not out.parent.is_dir():

@@ -12,6 +12,7 @@ from toolkit.role.scenario import run_role_test
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `golden role new|lint|test` and their options."""
     p = sub.add_parser("role", help="scaffold, lint and test bake-time roles")
     verbs = p.add_subparsers(dest="role_command", metavar="VERB")
     verbs.required = True
@@ -41,6 +42,7 @@ def _log(ctx: Context, settings_home: Path, what: str) -> Path | None:
 
 
 def cmd_new(args: argparse.Namespace, ctx: Context) -> int:
+    """Scaffold a role and its Molecule scenario."""
     settings = ctx.settings()
     made = new_role(settings.require_project(), args.name)
     if ctx.json:
@@ -52,6 +54,7 @@ def cmd_new(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_lint(args: argparse.Namespace, ctx: Context) -> int:
+    """Lint roles and their scenarios; exit 2 on findings."""
     settings = ctx.settings()
     result = lint_roles(settings.require_project(), args.names or None, log_path=_log(ctx, settings.home, "lint"))
     if ctx.json:
@@ -62,6 +65,7 @@ def cmd_lint(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_test(args: argparse.Namespace, ctx: Context) -> int:
+    """Lint a role, then run its Molecule scenario in a copy of the cached chroot."""
     settings = ctx.settings()
     result = run_role_test(settings.require_project(), args.name, keep=args.keep, debug=bool(args.debug),
                            log_path=_log(ctx, settings.home, f"test-{args.name}"))

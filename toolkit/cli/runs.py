@@ -11,6 +11,7 @@ from toolkit.runs import all_runs, nightly_run, show_any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `golden runs` and its options."""
     p = sub.add_parser("runs", help="list bake, nightly and reimage runs, or show one (a reimage's per-host timeline)")
     p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
     p.add_argument("run_id", nargs="?")
@@ -57,6 +58,7 @@ def _show(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_runs(args: argparse.Namespace, ctx: Context) -> int:
+    """List bake, nightly and reimage runs, or show one run's per-host timeline."""
     if args.action == "show":
         return _show(args, ctx)
     runs = all_runs(ctx.settings(), args.limit, args.kind)

@@ -21,6 +21,7 @@ from toolkit.nightly.record import last_success_at
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `golden serve` and its options."""
     p = sub.add_parser("serve", help="run the boot server (HTTP: artifacts, /boot/<mac>.ipxe, /report, /metrics)")
     p.add_argument("--listen", default="127.0.0.1:9090", metavar="ADDR:PORT",
                    help="address to listen on (default 127.0.0.1:9090; port 0 picks a free one)")
@@ -70,6 +71,7 @@ def _limits(args: argparse.Namespace) -> Limits:
 
 
 def cmd_serve(args: argparse.Namespace, ctx: Context) -> int:
+    """Run the boot server until SIGTERM or Ctrl-C."""
     parse_listen(args.listen)  # a bad --listen is refused before any state is opened
     s = ctx.settings()
     token = read_token_file(args.fleet_token_file) if args.fleet_token_file else None  # before anything opens

@@ -9,6 +9,7 @@ from toolkit.state import migrate_to_postgres
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `golden state migrate` and its options."""
     p = sub.add_parser("state", help="the state database: copy SQLite state into PostgreSQL")
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
@@ -21,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
+    """Copy this home's SQLite state into an empty PostgreSQL database."""
     result = migrate_to_postgres(ctx.settings(), args.to)
     if ctx.json:
         ctx.emit(result)

@@ -11,11 +11,13 @@ from toolkit.rollout.hooks import load_hooks
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `golden validate` and its options."""
     p = sub.add_parser("validate", help="check every image spec and role; exit 2 on any problem")
     p.set_defaults(func=cmd_validate)
 
 
 def cmd_validate(args: argparse.Namespace, ctx: Context) -> int:
+    """Check every image spec, role and golden.yaml key; exit 2 on any problem."""
     settings = ctx.settings()
     problems = validate_all(settings.images_dir, settings.roles_dir)
     if problems:
