@@ -59,6 +59,9 @@ def populate(home: Path, inv: Path, capsys) -> None:
         repo.record_unverified("n1", "web", "b1", 11.0, "10.0.0.9")
         repo.count_noise("reject:forged", "10.0.0.66", 12.0, "52:54:00:99:99:98: forged")
         repo.hold_rotation("n2", ["web"], "r-2", 13.0)  # a host a reimage holds out of rotation
+        repo.add_hardware("n0", "d1", {"memory_mib": 1536}, 14.0, "b2", [])  # the machine as first seen
+        repo.add_hardware("n0", "d2", {"memory_mib": 1024}, 15.0, "b2", ["memory 1536 MiB -> 1024 MiB"])
+        repo.mark_hw_changed("n0", 15.0, ["memory 1536 MiB -> 1024 MiB"])
     db.close()
     capsys.readouterr()
 
@@ -66,6 +69,7 @@ def populate(home: Path, inv: Path, capsys) -> None:
 def views(capsys, home: Path) -> dict[str, object]:
     return {"history": golden_json(capsys, home, "images", "--history", "web"),
             "fleet": golden_json(capsys, home, "fleet"),
+            "hw": golden_json(capsys, home, "hw", "--history"),
             "runs": golden_json(capsys, home, "runs"),
             "run": golden_json(capsys, home, "runs", "show", "r-1")}
 

@@ -53,6 +53,8 @@ CASES: list[tuple[list[str], str, str]] = [
     (["serve", "--token-ttl", "30"], "--token-ttl", "must be between 1m and 30d, got 30"),
     (["serve", "--retention", "30"], "--retention", "must be between 1h and 3650d, got 30"),  # not 30 days
     (["serve", "--drain", "10m"], "--drain", "must be between 0s and 5m, got 10m"),
+    (["reimage", "--state", "hw-changd"], "--state", "invalid choice: 'hw-changd'"),
+    (["fleet", "--state", "hw-changed"], "--state", "invalid choice: 'hw-changed'"),  # a mark: fleet --hw-changed
     ([*RE, "--retries", "-1"], "--retries", "must be at least 0"),
     ([*RE, "--retries", "1.5"], "--retries", "expected a whole number"),
     ([*RE, "--retries", "1000"], "--retries", "must be at most 100"),
@@ -126,6 +128,8 @@ OPERATOR_CASES: list[tuple[list[str], dict[str, str], str]] = [
     (["serve", "--fleet-token-file", "missing", "-i", "inv.yml"], {"inv.yml": "all: {}\n"},
      "--fleet-token-file missing: cannot read a token from it"),
     (["inventory", "-i", "lab"], {}, "inventory file not found"),  # the lab's, asked for, but no lab is up
+    (["hw", "all", "--accept", "-i", "inv.yml"], {"inv.yml": "all: {}\n"},
+     "--accept needs --reason: say why the hardware change is expected"),
 ]
 
 

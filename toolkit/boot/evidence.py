@@ -43,6 +43,7 @@ from typing import Any
 from toolkit.boot.reports import RejectKind, ReportRejected, parse_report
 from toolkit.boot.token import DEFAULT_TTL_S, TokenClaims, TokenError, issue_token, verify_token
 from toolkit.fleet.fleet import Fleet
+from toolkit.fleet.hardware import diff_facts, digest
 from toolkit.fleet.logins import matching_grant, parse_login, taint_reason
 from toolkit.fleet.status import HostStatus
 from toolkit.inventory.hosts import Host
@@ -211,11 +212,27 @@ def _record_report(repo: Repo, host: str, mac: str, report: ObservedReport, toke
     if token.attempt:
         repo.record_verified(host, token.attempt, report.build_id, now)
     _record_access(repo, host, mac, report, token, now)
+    observe_hardware(repo, host, report.hardware, report.build_id, now)
     if news:
         repo.add_event("report", now, mac, host, report.build_id, json.dumps(
             {"drift": len(report.drift), "hostname": report.hostname, "checks": report.checks,
              "attempt": token.attempt}))
     return True
+
+
+def observe_hardware(repo: Repo, host: str, facts: dict[str, Any] | None, build_id: str, now: float) -> None:
+    """Keep the host's hardware facts: the same machine is touched; a changed one is a new row and a mark."""
+    if facts is None:
+        return
+    latest, fingerprint = repo.latest_hardware(host), digest(facts)
+    if latest is not None and latest.digest == fingerprint:
+        repo.touch_hardware(latest.id, facts, now, build_id)
+        return
+    changes = diff_facts(latest.facts, facts) if latest is not None else []
+    repo.add_hardware(host, fingerprint, facts, now, build_id, changes)
+    if changes:
+        repo.mark_hw_changed(host, now, changes)
+        repo.add_event("hw-changed", now, None, host, build_id, json.dumps({"changes": changes}))
 
 
 def _record_unverified(repo: Repo, host: str, mac: str, report: ObservedReport, token: TokenRow, addr: str,
@@ -226,6 +243,8 @@ def _record_unverified(repo: Repo, host: str, mac: str, report: ObservedReport, 
     repo.ensure_host(host, mac)
     repo.record_unverified(host, report.image, report.build_id, now, addr or token.issued_to)
     _record_logins(repo, host, mac, report, now)
+    # Hardware facts are the node's word either way (lshw on the node): an unverified boot still saw this machine.
+    observe_hardware(repo, host, report.hardware, report.build_id, now)
     return True
 
 

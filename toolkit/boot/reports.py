@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from toolkit.core.mac import MacError, normalize_mac
+from toolkit.fleet.hardware import FactsError, clean_facts
 from toolkit.state.db import ObservedReport
 
 MAX_REPORT_BYTES = 64 * 1024
@@ -94,6 +95,11 @@ def _bad_fields(payload: dict[str, Any]) -> list[str]:
             isinstance(x, dict) and isinstance(x.get("at"), str) and len(x["at"]) <= 64
             and isinstance(x.get("line"), str) and len(x["line"]) <= MAX_LOGIN_CHARS for x in logins):
         problems.append("logins")
+    if "hardware" in payload:
+        try:
+            clean_facts(payload["hardware"])
+        except FactsError:
+            problems.append("hardware")
     if "booted_at" not in problems:
         try:
             datetime.fromisoformat(payload["booted_at"].replace("Z", "+00:00"))
@@ -126,5 +132,6 @@ def parse_report(payload: Any) -> tuple[ObservedReport, str, str]:
         checks={k: {"passed": v["passed"], "detail": str(v.get("detail", ""))[:500]} for k, v in checks.items()},
         drift_kinds={path: kinds.get(path, "changed") for path in drift},
         logins=tuple((x["at"], x["line"]) for x in payload.get("logins", [])),
+        hardware=clean_facts(payload["hardware"]) if "hardware" in payload else None,
     )
     return report, mac, payload["token"]

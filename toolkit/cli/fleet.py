@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unknown", action="store_true", help="list machines that asked to boot but are in no inventory")
     p.add_argument("--stale", action="store_true",
                    help="only hosts breaking the staleness policy (stale: in golden.yaml), with the reasons")
+    p.add_argument("--hw-changed", action="store_true",
+                   help="only hosts whose hardware changed since it was last accepted, with the change (golden hw)")
     p.set_defaults(func=cmd_fleet)
 
 
@@ -38,9 +40,14 @@ def cmd_fleet(args: argparse.Namespace, ctx: Context) -> int:
         return 0
     if args.stale:
         return _stale(fleet.staleness(args.pattern, check_policy(stale_policy(ctx.settings()))), ctx)
-    hosts = [h for h in fleet.status(args.pattern) if args.state is None or h.state == args.state]
+    hosts = [h for h in fleet.status(args.pattern) if (args.state is None or h.state == args.state)
+             and (not args.hw_changed or h.hw_changed)]
     if ctx.json:
         ctx.emit(hosts)
+        return 0
+    if args.hw_changed:
+        ctx.table(["HOST", "RACK", "STATE", "HARDWARE CHANGE"],
+                  [(h.name, h.rack, h.state, "; ".join(h.hw_changed)) for h in hosts])
         return 0
     ctx.table(["HOST", "RACK", "IMAGE", "DESIRED", "OBSERVED", "SINCE", "LAST REPORT", "STATE"], [
         (h.name, h.rack, h.image, h.desired or "-", _observed(h), when(h.observed_since),

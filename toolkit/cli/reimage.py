@@ -11,7 +11,7 @@ from toolkit.cli.hostopts import add_host_options, selection
 from toolkit.cli.output import Context
 from toolkit.core.errors import InputError
 from toolkit.core.progress import format_elapsed
-from toolkit.fleet.states import HostState
+from toolkit.fleet.states import HW_CHANGED, HostState
 from toolkit.rollout.execute import RunOutcome, WaveProgress
 from toolkit.rollout.journal import RunStatus
 from toolkit.rollout.plan import Amount, Plan, Policy
@@ -24,9 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("pattern", nargs="?", help="Ansible host pattern (groups, globs, ':' unions)")
     p.add_argument("--image", metavar="NAME@CHANNEL|NAME@BUILD",
                    help="what to reimage onto (with --state/--stale: default, the image the selected hosts follow)")
-    p.add_argument("--state", choices=[s.value for s in HostState],
-                   help="only the pattern's hosts in this state, e.g. tainted or drifted (reimaged even when "
-                        "already on the build; pattern default: all)")
+    p.add_argument("--state", choices=[*(s.value for s in HostState), HW_CHANGED],
+                   help="only the pattern's hosts in this state, e.g. tainted or drifted, or whose hardware "
+                        "changed (hw-changed) (reimaged even when already on the build; pattern default: all)")
     p.add_argument("--stale", action="store_true",
                    help="only the pattern's hosts breaking the staleness policy (stale: in golden.yaml)")
     add_host_options(p)

@@ -17,6 +17,7 @@ from toolkit.core.config import Settings, StaleConfig
 from toolkit.core.errors import InputError
 from toolkit.core.mac import normalize_mac
 from toolkit.fleet.desired import DesiredBuild, resolve_desired
+from toolkit.fleet.hardware import summarize
 from toolkit.fleet.page import FleetPage
 from toolkit.fleet.staleness import Staleness, assess
 from toolkit.fleet.status import HostStatus, host_state, rack_of
@@ -27,6 +28,7 @@ from toolkit.inventory.selection import limit_of, vault_of
 from toolkit.inventory.vault import VaultOptions
 from toolkit.state import open_state
 from toolkit.state.db import AttemptRow, DriftRow, HostRow, LoginRow, Repo, StateDB, TaintRow, UnknownMachineRow
+from toolkit.state.hardware import HwMark
 from toolkit.state.rotation import RotationRow
 from toolkit.store import open_store
 from toolkit.store.artifacts import Store
@@ -196,7 +198,8 @@ class Fleet:
         return self._status(repo, host)
 
     def _status(self, repo: Repo, host: Host, policy: StaleConfig | None = None, now: float = 0.0,
-                phases: dict[str, str] | None = None, out: dict[str, str] | None = None) -> HostStatus:
+                phases: dict[str, str] | None = None, out: dict[str, str] | None = None,
+                marks: dict[str, HwMark] | None = None) -> HostStatus:
         row = repo.get_host(host.name)
         try:
             desired = self.desired_in(repo, host, row)
@@ -220,6 +223,8 @@ class Fleet:
                              bool(stale), (phases or {}).get(host.name) == "failed", rotation is not None),
             taint=taint.reason if taint else None, stale=stale, rotation=rotation,
             unverified=unverified.build_id if unverified and (last is None or unverified.at > last) else None,
+            hw_changed=mark.changes if (mark := (marks.get(host.name) if marks is not None
+                                                 else repo.hw_mark(host.name))) else (),
         )
 
     def _staleness(self, repo: Repo, host: Host, row: HostRow | None, desired: DesiredBuild | None,
@@ -246,7 +251,8 @@ class Fleet:
         with self.db.read() as repo:
             phases = repo.last_step_phases()
             out = _rotation_notes(repo.rotation_rows())
-            return [self._status(repo, h, policy, now, phases, out) for h in sorted(hosts, key=lambda h: h.name)]
+            marks = repo.hw_marks()
+            return [self._status(repo, h, policy, now, phases, out, marks) for h in sorted(hosts, key=lambda h: h.name)]
 
     def staleness(self, pattern: str, policy: StaleConfig) -> list[Staleness]:
         """Each selected host's staleness under ``policy``: age, builds behind, updates lacking, reasons."""
@@ -326,7 +332,8 @@ class Fleet:
             drift: dict[str, list[DriftRow]] = {}
             for row in repo.list_drift():
                 drift.setdefault(row.host, []).append(row)
-            return FleetPage(time.time(), hosts, drift, repo.list_channels(), repo.list_runs(runs))
+            hardware = {r.host: summarize(r.host, r.facts, r.last_seen) for r in repo.all_latest_hardware()}
+            return FleetPage(time.time(), hosts, drift, repo.list_channels(), repo.list_runs(runs), hardware)
 
     def unknown_machines(self) -> list[UnknownMachineRow]:
         """Machines that asked for a boot script without being in the inventory."""

@@ -14,8 +14,9 @@ from __future__ import annotations
 import html
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from toolkit.fleet.hardware import Summary
 from toolkit.fleet.states import HostState
 from toolkit.fleet.status import HostStatus
 from toolkit.state.db import ChannelRow, DriftRow, RunRow
@@ -57,6 +58,8 @@ function show(name) {
   if (h.taint) lines.push('TAINTED: ' + h.taint);
   if (h.rotation) lines.push('DRAINED: ' + h.rotation);
   for (const s of h.stale) lines.push('stale: ' + s);
+  for (const c of h.hw_changed) lines.push('HARDWARE CHANGED: ' + c);
+  if (h.hw) lines.push('hardware: ' + h.hw);
   lines.push('drift (' + h.drift_count + '):');
   for (const p of h.drift) lines.push('  ' + p.kind + ' ' + p.path + '  (first seen ' + p.first_seen + ')');
   d.querySelector('pre').textContent = lines.join('\\n');
@@ -98,6 +101,7 @@ class FleetPage:
     drift: dict[str, list[DriftRow]]
     channels: list[ChannelRow]
     runs: list[RunRow]
+    hardware: dict[str, Summary] = field(default_factory=dict)  # host -> its latest facts, summarised
 
 
 def _when(ts: float | None) -> str:
@@ -116,6 +120,8 @@ def _title(h: HostStatus) -> str:
         parts.append(h.rotation)
     if h.drift:
         parts.append(f"{len(h.drift)} drifted path(s)")
+    if h.hw_changed:
+        parts.append("hardware changed")
     return " | ".join(parts)
 
 
@@ -167,8 +173,17 @@ def _table(headers: list[str], rows: list[list[object]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _host_data(h: HostStatus, drift: list[DriftRow], now: float) -> dict[str, object]:
+def _hw_line(s: Summary | None) -> str:
+    if s is None:
+        return ""
+    memory = f"{s.memory_mib} MiB" if s.memory_mib is not None else "?"
+    return "; ".join(x for x in (" ".join(y for y in (s.vendor, s.model) if y), s.serial and f"serial {s.serial}",
+                                 s.cpu, memory, s.disks and f"disks {s.disks}", s.nics and f"NICs {s.nics}") if x)
+
+
+def _host_data(h: HostStatus, drift: list[DriftRow], now: float, hw: Summary | None = None) -> dict[str, object]:
     return {"last_report_age": age(now - h.last_report if h.last_report else None),
+            "hw_changed": list(h.hw_changed), "hw": _hw_line(hw),
             "state": h.state, "rack": h.rack, "image": h.image, "desired": h.desired, "served": h.served,
             "observed": h.observed, "booted_at": h.booted_at, "taint": h.taint, "stale": list(h.stale),
             "rotation": h.rotation,
@@ -184,7 +199,7 @@ def _script_json(data: object) -> str:
 def render_page(page: FleetPage, live: bool = False) -> str:
     """The page; ``live`` (served by golden serve) reloads itself every REFRESH_S seconds."""
     now = page.generated_at
-    data = {h.name: _host_data(h, page.drift.get(h.name, []), now) for h in page.hosts}
+    data = {h.name: _host_data(h, page.drift.get(h.name, []), now, page.hardware.get(h.name)) for h in page.hosts}
     refresh = f'<meta http-equiv="refresh" content="{REFRESH_S}">' if live else ""
     channels = _table(["IMAGE", "CHANNEL", "BUILD", "SINCE"],
                       [[c.image, c.channel, c.build_id, _when(c.updated_at)] for c in page.channels])

@@ -16,3 +16,7 @@ class HostState(StrEnum):
     STALE = "stale"  # breaks the staleness policy (too old, too far behind, lacks security updates)
     NEVER_REPORTED = "never-reported"  # has a desired build, never reported
     NO_BUILD = "no-build"  # no desired build: no image named, or its channel/build is missing
+
+
+# Not a state but a mark beside it (a host can be in-sync and have new hardware): selectable like one.
+HW_CHANGED = "hw-changed"

@@ -28,6 +28,7 @@ class HostStatus:
     rotation: str | None = None  # why it is out of rotation (drained), when it is
     # the build of a report no live reimage attempt vouched for, newer than the last verified one: shown, never acted on
     unverified: str | None = None
+    hw_changed: tuple[str, ...] = ()  # the host's hardware change nobody accepted yet ("+disk vdc (...)", ...)
 
 
 def rack_of(host: Host) -> str:

@@ -24,6 +24,7 @@ from toolkit.core.config import Settings
 from toolkit.core.errors import InputError, Interrupted
 from toolkit.fleet.fleet import Fleet, open_fleet
 from toolkit.fleet.staleness import check_policy, stale_policy
+from toolkit.fleet.states import HW_CHANGED
 from toolkit.fleet.status import rack_of
 from toolkit.image.ref import parse_image_ref
 from toolkit.image.spec import CheckStage, ImageSpec
@@ -91,7 +92,8 @@ def select_by_state(fleet: Fleet, settings: Settings, req: ReimageRequest, hosts
     policy = check_policy(stale_policy(settings)) if req.stale else None
     status = {s.name: s for s in fleet.status(req.pattern, policy)}
     return [h for h in hosts if h.name in status
-            and (req.state is None or status[h.name].state == req.state)
+            and (req.state is None or status[h.name].state == req.state
+                 or (req.state == HW_CHANGED and bool(status[h.name].hw_changed)))
             and (not req.stale or bool(status[h.name].stale))]
 
 

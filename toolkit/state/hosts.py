@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass, field
+from typing import Any
 
 from toolkit.state.room import Room
 
@@ -57,6 +58,8 @@ class ObservedReport:
     drift_kinds: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
     # Login lines from the node's journal since boot: ((ISO time, line), ...).
     logins: tuple[tuple[str, str], ...] = field(default=(), compare=False, hash=False)
+    # The machine's hardware facts (toolkit.fleet.hardware's canonical form); None from agents that send none.
+    hardware: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass(frozen=True)

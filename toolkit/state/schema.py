@@ -276,6 +276,25 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         CREATE INDEX host_rotation_by_group ON host_rotation (grp, host);
     """),
+    # Hardware facts per host (a row per distinct machine, not per boot) and unaccepted changes.
+    Migration("0170_host_hardware", """
+        CREATE TABLE host_hardware (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            host       TEXT NOT NULL,
+            digest     TEXT NOT NULL,
+            facts      TEXT NOT NULL,
+            first_seen REAL NOT NULL,
+            last_seen  REAL NOT NULL,
+            build_id   TEXT NOT NULL DEFAULT '',
+            changes    TEXT NOT NULL DEFAULT '[]'
+        );
+        CREATE INDEX host_hardware_by_host ON host_hardware (host, id);
+        CREATE TABLE hw_marks (
+            host    TEXT PRIMARY KEY,
+            since   REAL NOT NULL,
+            changes TEXT NOT NULL
+        );
+    """),
 )
 
 # Every table golden keeps, parents before children (``golden state migrate`` copies in this order),
@@ -285,10 +304,10 @@ TABLES: tuple[str, ...] = (
     "boot_tokens", "boot_attempts", "audit_log", "build_gates", "reimage_runs", "reimage_steps", "host_leases",
     "shared_secrets",
     "drift_paths", "host_logins", "host_taints", "breakglass_grants",
-    "host_evidence", "unverified_reports", "boot_noise", "host_rotation",
+    "host_evidence", "unverified_reports", "boot_noise", "host_rotation", "host_hardware", "hw_marks",
 )
 NUMBERED_TABLES: tuple[str, ...] = ("channel_history", "boot_events", "audit_log", "reimage_steps", "host_logins",
-                                    "breakglass_grants")
+                                    "breakglass_grants", "host_hardware")
 
 
 def split_statements(script: str) -> list[str]:
