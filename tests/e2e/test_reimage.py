@@ -5,6 +5,10 @@ a web image, ``rollout``, baked into the shared test store. B serves a page its 
 accepts; C moves nginx to another port, so its health check fails on the node and the canary
 must be rolled back to B with no other host touched. The machines netboot through iPXE from
 `golden serve`; BMCs are the lab's virtual IPMI BMCs; the controller is the `golden` CLI.
+
+The same boots check hardware facts: every machine has an SMBIOS serial and two disks, and after
+its first boot ``golden hw`` shows them; then lab-n03 loses memory and gains an NVMe disk while it
+runs, and the reimage to B (its next boot) raises hw-changed naming exactly those two changes.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from tests.fixtures.bake import bake_cached_project, bake_home, bake_image
 from tests.fixtures.boot import ServeProcess, start_golden_serve
 from tests.fixtures.common import ROOT, free_port
 from tests.fixtures.lab import GoldenRunner
+from toolkit.lab.hardware import load_hardware, set_machine_hardware
 from toolkit.store.artifacts import Build
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
@@ -75,7 +80,8 @@ def rack(tmp_path: Path, releases: dict[str, Build]) -> Iterator[tuple[GoldenRun
     (home / "store").symlink_to(bake_home() / "store")  # the baked releases; this test never deletes builds
     golden = GoldenRunner(home=home)
     port = free_port()
-    golden.json("lab", "up", "--nodes", "3", "--boot-url", f"http://10.0.2.2:{port}", "--memory", "2048")
+    golden.json("lab", "up", "--nodes", "3", "--boot-url", f"http://10.0.2.2:{port}", "--memory", "2048",
+                "--disks", "2")
     inventory = home / "lab" / "inventory.yaml"
     serve = start_golden_serve(home, inventory, tmp_path / "serve.log", listen=f"127.0.0.1:{port}")
     try:
@@ -100,6 +106,33 @@ def _power_intents(golden: GoldenRunner, run_id: str) -> dict[tuple[str, int], i
         if s["step"] == "power-cycle" and s["phase"] == "intent":
             counts[(s["host"], s["attempt"])] = counts.get((s["host"], s["attempt"]), 0) + 1
     return counts
+
+
+def _hardware_as_built(golden: GoldenRunner, inventory: Path) -> None:
+    """After one boot each machine's facts are its lab hardware: SMBIOS serial, CPU, memory, both disks."""
+    seen = {h["host"]: h for h in golden.json("hw", "lab", "-i", str(inventory))}
+    assert sorted(seen) == ["lab-n01", "lab-n02", "lab-n03"]
+    for name, h in seen.items():
+        hw = load_hardware(golden.home / "lab" / "nodes" / name)
+        assert hw is not None and h["hw_changed"] == []
+        facts = h["facts"]
+        assert facts["system"] == {"vendor": "golden", "model": "lab machine", "serial": hw.serial}, facts
+        assert (facts["cpu"]["threads"], facts["memory_mib"]) == (1, 2048), facts
+        assert [(d["name"], d["serial"], d["size_bytes"]) for d in facts["disks"]] == [
+            ("vda", hw.disks[0].serial, 8 << 30), ("vdb", hw.disks[1].serial, 1 << 30)], facts
+
+
+def _hardware_changed(golden: GoldenRunner, inventory: Path) -> None:
+    """lab-n03 came back with less memory and a third disk: hw-changed names both; the others are unchanged."""
+    hw = load_hardware(golden.home / "lab" / "nodes" / "lab-n03")
+    assert hw is not None
+    changed = golden.json("fleet", "lab", "--hw-changed", "-i", str(inventory))
+    assert [h["name"] for h in changed] == ["lab-n03"], changed
+    lines = changed[0]["hw_changed"]
+    assert lines == ["memory 2048 MiB -> 1792 MiB",
+                     f"+disk nvme0n1 (QEMU NVMe Ctrl serial {hw.disks[2].serial}, 1.0 GiB)"], lines
+    history = golden.json("hw", "lab-n03", "--history", "-i", str(inventory))
+    assert [tuple(r["changes"]) for r in history] == [(), tuple(lines)]
 
 
 def test_reimage_rack_kill_resume_canary_and_rollback(rack, releases: dict[str, Build]) -> None:
@@ -130,6 +163,10 @@ def test_reimage_rack_kill_resume_canary_and_rollback(rack, releases: dict[str, 
     assert set(resumed["results"].values()) == {"done"}
     assert _power_intents(golden, run_id) == {(h, 1): 1 for h in resumed["results"]}
     assert {h["observed"] for h in _fleet(golden, inventory).values()} == {a}
+    _hardware_as_built(golden, inventory)
+
+    # A technician takes memory out of lab-n03 and adds an NVMe disk while it runs: its next boot shows it.
+    set_machine_hardware(golden.home / "lab" / "nodes" / "lab-n03", memory_mb=1792, add_disk="nvme")
 
     # 2. A -> B with a canary: every host reports B.
     out = golden.run("--json", "reimage", "lab", "--image", f"rollout@{b}", "--canary", "1", "--wave-size", "2",
@@ -137,6 +174,7 @@ def test_reimage_rack_kill_resume_canary_and_rollback(rack, releases: dict[str, 
     result = json.loads(out.stdout)
     assert out.returncode == 0 and set(result["results"].values()) == {"done"}, result
     assert {h["observed"] for h in _fleet(golden, inventory).values()} == {b}
+    _hardware_changed(golden, inventory)
 
     # 3. C fails its health check on the canary: rolled back to B, nobody else touched.
     out = golden.run("--json", "reimage", "lab", "--image", f"rollout@{c}", "--canary", "1", "--retries", "0",

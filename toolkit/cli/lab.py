@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "answers DHCP there (e.g. the proxyDHCP of 'golden pxe render')")
     up.add_argument("--netns", metavar="NS", help="the network namespace BR is in (with --bridge)")
     up.add_argument("--memory", type=int_range(128, 1_048_576), default=1536, help="MiB per machine (default 1536)")
+    up.add_argument("--disks", type=int_range(1, 8), default=1,
+                    help="virtio disks per machine, each with a serial (default 1: 8 GiB; more: 1 GiB each)")
     up.add_argument("--latency", type=finite_float(0, 60), default=0.0,
                     help="--no-vm: seconds added to each chassis command")
     up.add_argument("--fail-rate", type=rate01, default=0.0, help="--no-vm: share of power commands that fail")
@@ -69,7 +71,8 @@ def cmd_up(args: argparse.Namespace, ctx: Context) -> int:
                      boot_time=args.boot_time, seed=args.seed)
     with Progress("lab up", enabled=ctx.interactive, lines=ctx.log_lines) as progress:
         status = up_lab(ctx.settings(), args.nodes, no_vm=args.no_vm, boot_url=args.boot_url,
-                        base_port=args.base_port, memory_mb=args.memory, sim=sim, on_step=progress.phase,
+                        base_port=args.base_port, memory_mb=args.memory, disks=args.disks, sim=sim,
+                        on_step=progress.phase,
                         network=LabNetwork(uefi=args.uefi, netns=args.netns, bridge=args.bridge))
     head = "lab already up" if status.already_up else f"lab up: {len(status.nodes)} node(s) in {status.seconds:.1f} s"
     return _render(status, ctx, head)

@@ -45,6 +45,7 @@ from toolkit.core.config import Settings
 from toolkit.core.errors import GoldenError, InputError, ToolMissingError
 from toolkit.core.fsutil import atomic_write
 from toolkit.core.run import require, run, spawn
+from toolkit.lab.hardware import MAX_DISKS, default_hardware, save_hardware
 from toolkit.lab.qemu import OVMF_CODE, OVMF_VARS
 from toolkit.lab.vbmc import MAX_BMCS_PER_PROCESS, BmcConfig, ServeConfig, SimOptions
 
@@ -227,6 +228,7 @@ def _vm_config(plan: LabPlan, n: LabNode, node_dir: Path) -> dict[str, Any]:
         vm.update(netdev=f"tap:{n.tap}", netns=plan.netns)
     if plan.firmware == "uefi":
         vm["uefi_vars"] = str(node_dir / "OVMF_VARS.fd")
+    vm["hardware_dir"] = str(node_dir)  # hardware.json: memory, disks, serial, read at every power-on
     return vm
 
 
@@ -406,9 +408,11 @@ def _remove_taps(plan: LabPlan) -> None:
 def up_lab(settings: Settings, nodes: int, *, no_vm: bool = False, boot_url: str | None = None,
            base_port: int | None = None, memory_mb: int = 1536, sim: SimOptions | None = None,
            on_step: Callable[[str], None] = lambda step: None, lab: str = LAB_GROUP,
-           network: LabNetwork | None = None) -> LabStatus:
+           network: LabNetwork | None = None, disks: int = 1) -> LabStatus:
     """Start the lab, or report the running one when it is already up with the same size."""
     started = time.monotonic()
+    if not 1 <= disks <= MAX_DISKS:
+        raise InputError(f"--disks must be between 1 and {MAX_DISKS}, got {disks}")
     network = network or LabNetwork()
     check_network(no_vm=no_vm, **asdict(network))
     directory = lab_dir(settings, lab)
@@ -441,7 +445,7 @@ def up_lab(settings: Settings, nodes: int, *, no_vm: bool = False, boot_url: str
         try:
             return _start_lab(settings, directory, nodes, port, no_vm=no_vm, boot_url=boot_url,
                               memory_mb=memory_mb, sim=sim, on_step=on_step, started=started, lab=lab,
-                              network=network)
+                              network=network, disks=disks)
         except _PortTaken as exc:
             if attempt + 1 == attempts:
                 raise LabError(str(exc), hint=exc.hint) from None
@@ -455,7 +459,7 @@ class _PortTaken(LabError):
 
 def _start_lab(settings: Settings, directory: Path, nodes: int, port: int, *, no_vm: bool, boot_url: str | None,
                memory_mb: int, sim: SimOptions | None, on_step: Callable[[str], None], started: float,
-               lab: str = LAB_GROUP, network: LabNetwork) -> LabStatus:
+               lab: str = LAB_GROUP, network: LabNetwork, disks: int = 1) -> LabStatus:
     lab_id = secrets.token_hex(4)
     plan = plan_lab(nodes, lab_id=lab_id, base_port=port, no_vm=no_vm,
                     boot_url=boot_url or default_boot_url(settings), memory_mb=memory_mb, sim=sim, prefix=lab,
@@ -475,7 +479,10 @@ def _start_lab(settings: Settings, directory: Path, nodes: int, port: int, *, no
                 if n.tap is None:  # slirp's TFTP; on a bridge the network's own DHCP says what to boot
                     (node_dir / "tftp").mkdir(exist_ok=True)
                     (node_dir / "tftp" / "boot.ipxe").write_text(render_chain_script(plan.boot_url))
-                run(["qemu-img", "create", "-q", "-f", "qcow2", node_dir / "disk.qcow2", "8G"], capture=True)
+                hw = default_hardware(n.name, lab_id, plan.nodes.index(n), memory_mb, disks)
+                save_hardware(node_dir, hw)
+                for d in hw.disks:
+                    run(["qemu-img", "create", "-q", "-f", "qcow2", node_dir / d.file, f"{d.size_gib}G"], capture=True)
                 if plan.firmware == "uefi":  # the machine's own boot entries, as NVRAM on a server
                     shutil.copyfile(OVMF_VARS, node_dir / "OVMF_VARS.fd")
         if plan.bridge is not None:

@@ -8,6 +8,7 @@ http:// URL or a name inside ``tftp_dir``) and the guest reaches the host's 127.
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,9 @@ class VmSpec:
     # A tap lives in one network namespace and QEMU opens it by name there: a machine whose tap is in
     # a namespace runs inside it (``ip netns exec``). None: the caller's namespace.
     netns: str | None = None
+    disk_serial: str | None = None  # what lsblk shows as the boot disk's serial
+    # the folder holding the machine's hardware.json (toolkit.lab.hardware), read at every start
+    hardware_dir: Path | None = None
 
 
 def _netdev_arg(vm: VmSpec) -> str:
@@ -84,6 +88,8 @@ def qemu_argv(vm: VmSpec) -> list[str]:
         raise InputError(f"VM {vm.name}: firmware must be one of {', '.join(FIRMWARES)}, got {vm.firmware!r}")
     if vm.firmware == "uefi" and vm.uefi_vars is None:
         raise InputError(f"VM {vm.name}: a UEFI machine needs its own variable store (uefi_vars)")
+    if vm.disk_serial is not None and not re.fullmatch(r"[A-Za-z0-9-]{1,20}", vm.disk_serial):
+        raise InputError(f"VM {vm.name}: a disk serial is 1-20 letters, digits or '-', got {vm.disk_serial!r}")
     nic_rom = ",romfile=" if vm.firmware == "uefi" else ""
     argv = [
         QEMU_BINARY,
@@ -106,7 +112,8 @@ def qemu_argv(vm: VmSpec) -> list[str]:
     if vm.disk is not None:
         fmt = "raw" if vm.disk.suffix in (".raw", ".img") else "qcow2"
         argv += ["-drive", f"file={vm.disk},if=none,id=disk0,format={fmt}",
-                 "-device", f"virtio-blk-pci,drive=disk0{disk_index}"]
+                 "-device", f"virtio-blk-pci,drive=disk0{disk_index}" + (
+                     f",serial={vm.disk_serial}" if vm.disk_serial else "")]
     argv += list(vm.extra_args)
     return argv
 

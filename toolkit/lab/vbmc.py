@@ -41,6 +41,7 @@ from toolkit.bmc import pyghmi_fixes
 from toolkit.core.fsutil import atomic_write
 from toolkit.core.run import kill_group
 from toolkit.lab import simboot
+from toolkit.lab.hardware import fitted
 from toolkit.lab.qemu import VmSpec, start_vm
 
 log = logging.getLogger("golden.vbmc")
@@ -221,7 +222,7 @@ class QemuMachine(SimMachine):
         if dev == "network" and not network:
             log.warning("%s: %s PXE override not honoured by %s firmware; booting the disk", self.spec.name,
                         "a UEFI" if uefi else "a legacy", self.spec.firmware.upper())
-        spec = VmSpec(**{**asdict(self.spec), "boot_network": network})
+        spec = fitted(VmSpec(**{**asdict(self.spec), "boot_network": network}))  # hardware as it is now
         self.proc = start_vm(spec)
         self.boots += 1
         log.info("%s: started QEMU pid %d (%s boot, %s)", spec.name, self.proc.pid,
@@ -432,7 +433,7 @@ class _Timers:
 def vm_spec(vm: dict[str, Any]) -> VmSpec:
     """A VmSpec from its JSON form in the config: every path field a Path again."""
     fields = dict(vm)
-    for key in ("serial_log", "disk", "tftp_dir", "uefi_vars"):
+    for key in ("serial_log", "disk", "tftp_dir", "uefi_vars", "hardware_dir"):
         if fields.get(key):
             fields[key] = Path(fields[key])
     fields["extra_args"] = tuple(fields.get("extra_args", ()))
