@@ -71,13 +71,14 @@ def classify_redfish_error(bmc: BmcEndpoint, what: str, exc: BaseException) -> B
 
 
 def certificate_check(bmc: BmcEndpoint) -> Callable[[bytes], bool] | None:
-    """pyghmi's verifycallback for this BMC: against its CA file when the inventory gives one, else
-    the system's CAs and host name (None: pyghmi's own verification), or nothing when not verifying."""
+    """pyghmi's verifycallback for this BMC: nothing checked when the inventory says ``bmc_verify:
+    false``; else against its CA file when it gives one, else the system's CAs and host name (None:
+    pyghmi's own verification)."""
+    if not bmc.verify_tls:
+        return lambda cert: True
     if bmc.ca_file:
         return ca_verifier(bmc.name, bmc.address, bmc.ca_file)
-    if bmc.verify_tls:
-        return None
-    return lambda cert: True
+    return None
 
 
 class RedfishClient(PyghmiClient):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from toolkit.bmc.pool import BmcPool
+from toolkit.bmc.tls import warn_unverified
 from toolkit.core.config import Settings
 from toolkit.core.errors import InputError, Interrupted
 from toolkit.fleet.fleet import Fleet, open_fleet
@@ -193,6 +194,7 @@ def _executor(settings: Settings, fleet: Fleet, journal: Journal, run_id: str, p
     hosts = {h.name: h for h in inv.hosts} if inv else {}
     if inv:
         inv.open_passwords(hosts[name] for name in plan.hosts if name in hosts)
+        warn_unverified(hosts[name].endpoint for name in plan.hosts if name in hosts)
     missing = [h for h in plan.hosts if h not in hosts]
     if missing:
         raise InputError(f"host(s) no longer in the inventory: {', '.join(missing[:10])}")
