@@ -8,6 +8,7 @@ variable and the file Ansible says the value came from.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,7 @@ def check_ca_file(value: Any, base: Path) -> str | None:
     text = _text("bmc_ca_file", value)
     if not text:
         return None
-    path = str(base / Path(text).expanduser())
+    path = os.path.normpath(base / Path(text).expanduser())
     try:
         read_ca(path)
     except CaFileError as exc:
