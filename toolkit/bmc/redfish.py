@@ -46,11 +46,19 @@ _POWER = {"on": "on", "off": "off", "poweringon": "off", "poweringoff": "on", "p
 _HEALTH = ((4, "failed"), (2, "critical"), (1, "warning"))
 
 
+def _text(exc: BaseException) -> str:
+    # pyghmi re-raises a verifycallback's refusal with the original args as one tuple: (('reason',),)
+    args = exc.args
+    while len(args) == 1 and isinstance(args[0], tuple):
+        args = args[0]
+    return str(args[0]) if len(args) == 1 and isinstance(args[0], str) else str(exc)
+
+
 def classify_redfish_error(bmc: BmcEndpoint, what: str, exc: BaseException) -> BmcError:
     """Map a pyghmi/socket/TLS failure to a typed error whose message names the host. Pure."""
     address = bmc.address or "?"
     port = bmc.port
-    text = " ".join(str(exc).split()) or type(exc).__name__  # one line
+    text = " ".join(_text(exc).split()) or type(exc).__name__  # one line
     if bmc.password.reveal():
         text = text.replace(bmc.password.reveal(), "***")
     low = text.lower()

@@ -60,6 +60,12 @@ def _subject(address: str) -> verification.Subject:
         return verification.DNSName(address)
 
 
+def _reason(exc: Exception) -> str:
+    # cryptography says "validation failed: candidates exhausted: ..." when no chain leads to the CA
+    text = str(exc).removeprefix("validation failed: ")
+    return "no chain leads to that CA" if text.startswith("candidates exhausted") else text
+
+
 def ca_verifier(name: str, address: str, ca_file: str) -> Callable[[bytes], bool]:
     """pyghmi's verifycallback: True for a certificate issued under ``ca_file`` for ``address``.
 
@@ -72,7 +78,7 @@ def ca_verifier(name: str, address: str, ca_file: str) -> Callable[[bytes], bool
         try:
             verifier.verify(x509.load_der_x509_certificate(der), [])
         except (verification.VerificationError, ValueError) as exc:
-            raise ssl.SSLCertVerificationError(f"not issued by {ca_file} for {address}: {exc}") from None
+            raise ssl.SSLCertVerificationError(f"not issued by {ca_file} for {address}: {_reason(exc)}") from None
         return True
 
     return check
