@@ -80,7 +80,7 @@ def test_another_ca_or_another_address_is_refused(ca_file: Any) -> None:
 
 
 def test_an_unusable_ca_file_is_bad_input(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="the BMC CA file .* cannot be read"):
+    with pytest.raises(InputError, match=r"the BMC CA file .* cannot be read"):
         ca_verifier("node1", "10.0.0.5", str(tmp_path / "missing.pem"))
     (tmp_path / "junk.pem").write_text("hello")
     with pytest.raises(InputError, match="holds no PEM certificate"):

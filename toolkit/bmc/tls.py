@@ -39,7 +39,8 @@ def read_ca(ca_file: str) -> list[x509.Certificate]:
     try:
         return x509.load_pem_x509_certificates(Path(ca_file).read_bytes())
     except OSError as exc:
-        raise CaFileError(ca_file, f"cannot be read: {exc.strerror}", "set bmc_ca_file to a readable PEM file") from None
+        raise CaFileError(ca_file, f"cannot be read: {exc.strerror}",
+                          "set bmc_ca_file to a readable PEM file") from None
     except ValueError:
         raise CaFileError(ca_file, "holds no PEM certificate",
                           "set bmc_ca_file to the CA certificate(s) in PEM format") from None

@@ -5,7 +5,8 @@ Sources are whatever ``ansible -i`` accepts: YAML and INI files, inventory folde
 (``constructed``, ``netbox.netbox.nb_inventory``), several at once. Ansible resolves every
 host's vars; golden then checks its own: ``mac``, ``bmc_address``, ``bmc_port`` (623, or 443 for
 Redfish), ``bmc_protocol`` (ipmi or redfish), ``bmc_user``, ``bmc_password`` (plain or vault),
-``bmc_ca_file`` and ``bmc_verify`` (Redfish TLS: verified unless ``bmc_verify: false``), ``image`` ("<name>@<channel>" or "<name>@<build-id>"), ``uefi`` (a boolean as Ansible reads one).
+``bmc_ca_file`` and ``bmc_verify`` (Redfish TLS: verified unless ``bmc_verify: false``),
+``image`` ("<name>@<channel>" or "<name>@<build-id>"), ``uefi`` (a boolean as Ansible reads one).
 A bad value is one InventoryError naming the file Ansible read it from, the host and the var.
 
 Host patterns and ``--limit`` are matched by ansible-core itself (subscripts ``rack1[0:4]``,
