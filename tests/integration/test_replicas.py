@@ -2,7 +2,8 @@
 nginx upstream, a rendered site cache in front of that, simulated lab machines on real IPMI, and a
 controller that is SIGKILLed mid-wave and resumed from another home folder. Then a fault of the
 tier itself: a replica SIGKILLed in the middle of a storm of agent reports (the agent's own report
-code, loaded from the role) loses none of them.
+code, loaded from the role) loses none of them; and PostgreSQL restarted in the middle of a
+rollout, which the controller waits out and finishes with every host in sync, each step once.
 
 The replicas, the controllers and the lab each have a home of their own; what they share is what
 several hosts would share: the PostgreSQL database and one store folder (a shared mount).
@@ -33,6 +34,7 @@ import pytest
 from tests.fixtures.boot import ServeProcess, golden_env, make_build, start_golden_serve, write_inventory
 from tests.fixtures.common import ROOT, free_port
 from tests.fixtures.lab import GoldenRunner, boots_per_mac
+from tests.fixtures.postgres import start_cluster, stop_cluster
 from toolkit.core.run import kill_group, require, run, spawn
 from toolkit.lab.simboot import parse_boot_script
 from toolkit.state.postgres import PostgresStateDB
@@ -48,6 +50,7 @@ AGENT = ROOT / "roles" / "golden_agent" / "files" / "golden-agent"
 STORM = 200  # agents reporting at once
 REPORTS_PER_AGENT = 8
 STORM_THREADS = 24
+PG_DOWN_S = 5.0  # how long PostgreSQL stays stopped in the middle of the rollout
 
 
 def _render(out: Path, env: dict[str, str], *args: str) -> None:
@@ -254,3 +257,61 @@ def test_a_replica_killed_in_a_report_storm_loses_no_report(tmp_path: Path, pg_u
     assert recorded == len(tokens)  # every report sent was recorded (its token spent), none lost
     # the kill came mid-storm: the survivor took what the dead replica would have taken
     assert before_kill < len(tokens) // 2 < after
+
+
+def _wait_for_step(runner: GoldenRunner, proc: subprocess.Popen, wave: int, step: str, timeout: float = 180) -> str:
+    """The run's id once ``step`` of ``wave`` is done in its journal (the run still going)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        runs = runner.json("runs", "--kind", "reimage")
+        if runs and any(s["wave"] == wave and s["step"] == step and s["phase"] == "done"
+                        for s in runner.json("runs", "show", runs[0]["id"])["steps"]):
+            return runs[0]["id"]
+        time.sleep(0.2)
+    raise AssertionError(f"the run never got to wave {wave}'s {step}: {proc.stderr.read() if proc.stderr else ''}")
+
+
+def test_a_postgresql_restart_mid_rollout_is_waited_out(tmp_path: Path) -> None:
+    cluster = start_cluster()  # its own: the session's cluster must not go down under other tests
+    shared = {"GOLDEN_STATE_URL": cluster.url("golden"), "GOLDEN_STORE": str(tmp_path / "shared-store")}
+    make_build(Store(tmp_path / "shared-store"), "web", BUILD)
+    ctl = GoldenRunner(home=tmp_path / "controller", extra_env=shared)
+    port = free_port()
+    try:
+        # machines take 15 s from their boot script to their report: the outage falls inside a wave's wait
+        ctl.json("lab", "up", "--nodes", "5", "--no-vm", "--boot-url", f"http://127.0.0.1:{port}", "--boot-time", "15")
+        inventory = ctl.home / "lab" / "inventory.yaml"
+        serve = start_golden_serve(tmp_path / "serve", inventory, tmp_path / "serve.log", listen=f"127.0.0.1:{port}",
+                                   env=shared)
+        try:
+            proc = subprocess.Popen([GOLDEN, "--json", "reimage", "lab", "--image", f"web@{BUILD}", "--canary", "1",
+                                     "--wave-size", "2", "--boot-timeout", "120", "--contest-window", "1", "--yes",
+                                     "-i", str(inventory)], env=ctl.env(), cwd=ROOT, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            run_id = _wait_for_step(ctl, proc, 1, "power-cycle")
+            cluster.stop()
+            time.sleep(PG_DOWN_S)
+            assert proc.poll() is None  # still waiting, not crashed
+            cluster.start()
+            out, err = proc.communicate(timeout=400)
+        finally:
+            serve.stop()
+        result = json.loads(out)
+        assert proc.returncode == 0 and result["status"] == "succeeded", (result, err[-2000:])
+        assert set(result["results"].values()) == {"done"} and len(result["results"]) == 5
+        # the progress log says what happened: one wait, one recovery
+        assert err.count("unreachable") == 1 and "waiting up to 300 s for it to come back" in err, err
+        assert re.search(r"reachable again after \d+\.\d s; continuing", err), err
+        fleet = ctl.json("fleet", "lab", "-i", str(inventory))
+        assert [h["state"] for h in fleet] == ["in-sync"] * 5
+        # each step of each host journaled once, all in the first attempt; each machine booted once
+        steps = ctl.json("runs", "show", run_id)["steps"]
+        per_step = Counter((s["host"], s["step"], s["phase"]) for s in steps)
+        assert set(per_step.values()) == {1}, [k for k, n in per_step.items() if n > 1]
+        assert {s["attempt"] for s in steps} == {1}
+        assert {(h, p) for h, step, p in per_step if step == "power-cycle"} == {
+            (h["name"], p) for h in fleet for p in ("intent", "done")}
+        assert boots_per_mac(ctl.home) == Counter({h["mac"]: 1 for h in fleet})
+    finally:
+        ctl.run("lab", "down", check=False)
+        stop_cluster(cluster)
