@@ -28,7 +28,7 @@ import bcrypt
 import pytest
 
 from tests.fixtures.common import free_port
-from tests.fixtures.tlsca import BmcCa
+from toolkit.lab.tlsca import BmcCa
 from toolkit.bmc.base import BmcAuthError, BmcCommandError, BmcUnreachableError, BootDevice, PowerAction
 from toolkit.bmc.control import bootdev_hosts, power_hosts
 from toolkit.bmc.endpoint import BmcEndpoint, BmcProtocol

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.tlsca import BmcCa
+from toolkit.lab.tlsca import BmcCa
 from toolkit.bmc.endpoint import BmcEndpoint, BmcProtocol
 from toolkit.bmc.tls import warn_unverified
 from toolkit.inventory import fields
