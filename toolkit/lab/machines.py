@@ -267,7 +267,7 @@ def make_lab_tls(directory: Path, address: str = "127.0.0.1") -> Path:
     key 0600), which every Redfish BMC of the lab presents; the CA's own key is not kept. The CA file."""
     tls = directory / "tls"
     tls.mkdir(mode=0o700, exist_ok=True)
-    ca = BmcCa.create(tls / "ca.pem", cn=f"golden lab BMC CA ({directory})")
+    ca = BmcCa.create(tls / "ca.pem", cn=f"golden lab BMC CA {secrets.token_hex(4)}")  # CN: 64 characters at most
     ca.issue(address, tls / "bmc.pem", tls / "bmc.key")
     return ca.pem
 
