@@ -131,17 +131,7 @@ def test_two_replicas_a_site_cache_and_a_controller_taken_over(tmp_path: Path, p
                                      "--wave-size", "2", "--boot-timeout", "90", "--contest-window", "1", "--yes",
                                      "-i", str(inventory)], env=first.env(), cwd=ROOT, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, text=True)
-            run_id = ""
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline and proc.poll() is None:
-                runs = first.json("runs", "--kind", "reimage")
-                if runs:
-                    run_id = runs[0]["id"]
-                    steps = first.json("runs", "show", run_id)["steps"]
-                    if any(s["wave"] == 1 and s["step"] == "power-cycle" and s["phase"] == "done" for s in steps):
-                        break
-                time.sleep(0.2)
-            assert proc.poll() is None and run_id, f"the run never reached its second wave: {proc.stderr.read()}"
+            run_id = _wait_for_step(first, proc, 1, "power-cycle")
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
 
