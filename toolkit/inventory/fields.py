@@ -8,6 +8,7 @@ variable and the file Ansible says the value came from.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,17 +141,32 @@ def check_verify(value: Any) -> bool:
 def check_ca_file(value: Any, base: Path) -> str | None:
     """``bmc_ca_file`` as an absolute path (a relative one is taken from ``base``, the folder of the
     file that set it), after checking that it holds PEM certificates."""
-    from toolkit.bmc.tls import CaFileError, read_ca  # cryptography: only when a host names a CA
-
     text = _text("bmc_ca_file", value)
     if not text:
         return None
     path = os.path.normpath(base / Path(text).expanduser())
     try:
+        st = os.stat(path)
+        stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        stamp = None
+    problem = _ca_problem(path, stamp)
+    if problem is not None:
+        raise FieldError("bmc_ca_file", str(problem), hint=problem.hint)
+    return path
+
+
+@functools.lru_cache(maxsize=64)
+def _ca_problem(path: str, stamp: tuple[int, int] | None) -> Any:
+    """Why the CA file cannot be used (a CaFileError), or None; read once per version of the file,
+    not once per host (a rack's hosts all name the same CA)."""
+    from toolkit.bmc.tls import CaFileError, read_ca  # cryptography: only when a host names a CA
+
+    try:
         read_ca(path)
     except CaFileError as exc:
-        raise FieldError("bmc_ca_file", str(exc), hint=exc.hint) from None
-    return path
+        return exc
+    return None
 
 
 def check_bmc(values: dict[str, Any], base: Path = Path()) -> BmcFields | None:
