@@ -28,7 +28,6 @@ import bcrypt
 import pytest
 
 from tests.fixtures.common import free_port
-from toolkit.lab.tlsca import BmcCa
 from toolkit.bmc.base import BmcAuthError, BmcCommandError, BmcUnreachableError, BootDevice, PowerAction
 from toolkit.bmc.control import bootdev_hosts, power_hosts
 from toolkit.bmc.endpoint import BmcEndpoint, BmcProtocol
@@ -37,6 +36,7 @@ from toolkit.bmc.redfish import RedfishClient
 from toolkit.cli import main
 from toolkit.core.run import kill_group, spawn
 from toolkit.core.secret import Secret
+from toolkit.lab.tlsca import BmcCa
 
 pytestmark = pytest.mark.integration
 

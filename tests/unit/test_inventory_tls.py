@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from toolkit.lab.tlsca import BmcCa
 from toolkit.bmc.endpoint import BmcEndpoint, BmcProtocol
 from toolkit.bmc.tls import warn_unverified
 from toolkit.inventory import fields
 from toolkit.inventory.hosts import load_inventory
+from toolkit.lab.tlsca import BmcCa
 
 # (bmc_verify as the inventory holds it, what the endpoint gets); None: not set
 VERIFY_CASES = [(None, True), (True, True), (False, False), ("true", True), ("False", False), (" TRUE ", True)]
