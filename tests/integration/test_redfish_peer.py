@@ -1,7 +1,7 @@
 """Independent peer: our Redfish client (directly and through the pool) against OpenStack's sushy-emulator.
 
-sushy-emulator (PyPI sushy-tools) runs its fake driver on a loopback port, over HTTPS with a throwaway
-self-signed certificate and HTTP basic auth from a bcrypt htpasswd file. What the emulator reports is
+sushy-emulator (PyPI sushy-tools) runs its fake driver on a loopback port, over HTTPS with a certificate
+from a throwaway CA (tests/fixtures/tlsca) and HTTP basic auth from a bcrypt htpasswd file. What the emulator reports is
 read back independently with urllib over verified TLS, not only through our own client.
 
 Two properties of the fake driver shape the assertions: power changes land 1-11 s after the request
@@ -33,8 +33,10 @@ from toolkit.bmc.control import bootdev_hosts, power_hosts
 from toolkit.bmc.endpoint import BmcEndpoint, BmcProtocol
 from toolkit.bmc.pool import BmcPool, RetryPolicy
 from toolkit.bmc.redfish import RedfishClient
-from toolkit.core.run import kill_group, require, run, spawn
+from toolkit.cli import main
+from toolkit.core.run import kill_group, spawn
 from toolkit.core.secret import Secret
+from toolkit.lab.tlsca import BmcCa
 
 pytestmark = pytest.mark.integration
 
@@ -64,6 +66,12 @@ class Emulator:
     password: Secret
     tls: ssl.SSLContext
     files: tuple[Path, ...]  # everything we wrote for it or it wrote
+    ca: Path  # the CA that issued its certificate
+
+    @property
+    def log(self) -> Path:
+        """Its output: werkzeug's access log, one line per request (the record of power actions)."""
+        return self.files[2]
 
     def host(self, name: str = "rf1", *, password: Secret | None = None, port: int | None = None,
              verify_tls: bool = False) -> BmcEndpoint:
@@ -92,14 +100,12 @@ def _contains(data: str | bytes, secret: Secret) -> bool:
 
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    require("openssl")
     binary = Path(sys.executable).with_name("sushy-emulator")
     assert binary.exists(), f"{binary} missing: pip install 'sushy-tools>=2.2' (the dev extra)"
     d = tmp_path_factory.mktemp("sushy")
     cert, key = d / "cert.pem", d / "key.pem"
-    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"], capture=True, timeout=30)
+    ca = BmcCa.create(d / "lab-ca.pem")
+    ca.issue("127.0.0.1", cert, key)
     password = Secret("rf-" + secrets.token_urlsafe(12))
     # sushy-emulator accepts only bcrypt entries; cost 4 keeps each request's check cheap
     auth = d / "htpasswd"
@@ -109,11 +115,11 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     conf = d / "emulator.conf"
     conf.write_text(CONFIG.format(port=port, cert=str(cert), key=str(key), auth=str(auth),
                                   state=str(d / "state"), uuid=SYSTEM_UUID))
-    tls = ssl.create_default_context(cafile=str(cert))
+    tls = ssl.create_default_context(cafile=str(ca.pem))
     log_path = d / "emulator.log"
     log = open(log_path, "wb")
     proc = spawn([binary, "--config", conf], stdout=log)
-    emu = Emulator(port=port, pid=proc.pid, password=password, tls=tls, files=(conf, auth, log_path))
+    emu = Emulator(port=port, pid=proc.pid, password=password, tls=tls, files=(conf, auth, log_path), ca=ca.pem)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -217,7 +223,7 @@ def test_typed_errors(emulator: Emulator, caplog: pytest.LogCaptureFixture) -> N
         RedfishClient(bad).get_power()
     with pytest.raises(BmcUnreachableError) as unreachable:
         RedfishClient(gone).get_power()
-    # verifying TLS against the self-signed certificate: a final error, not "did not answer"
+    # verifying TLS against the system's CAs, which do not include the lab's: a final error, not "did not answer"
     with pytest.raises(BmcCommandError) as untrusted:
         RedfishClient(emulator.host("rf-tls", verify_tls=True)).get_power()
     assert type(untrusted.value) is BmcCommandError and not untrusted.value.retryable
@@ -256,3 +262,72 @@ def test_password_in_no_argv_or_file(emulator: Emulator) -> None:
     for path in emulator.files:
         assert not _contains(path.read_bytes(), emulator.password), f"password found in {path}"
     client.close()
+
+
+def _tls_inventory(emulator: Emulator, path: Path, wrong_ca: Path) -> Path:
+    """Four hosts on the one emulator: verified against its CA, against another CA, and two not verified."""
+    path.write_text(f"""\
+all:
+  vars:
+    bmc_address: 127.0.0.1
+    bmc_port: {emulator.port}
+    bmc_protocol: redfish
+    bmc_user: admin
+    bmc_password: "{emulator.password.reveal()}"
+  hosts:
+    rf-ca: {{bmc_ca_file: {emulator.ca}}}
+    rf-wrong-ca: {{bmc_ca_file: {wrong_ca}}}
+    rf-nv1: {{bmc_verify: false}}
+    rf-nv2: {{bmc_verify: false}}
+""")
+    path.chmod(0o600)
+    return path
+
+
+def _requests(emulator: Emulator, since: int) -> list[str]:
+    return [line for line in emulator.log.read_text()[since:].splitlines() if '"GET ' in line or '"POST ' in line
+            or '"PATCH ' in line]
+
+
+def _golden(tmp_path: Path, capfd: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[dict[str, Any]]]:
+    rc = main(["--home", str(tmp_path / "home"), "--json", *argv, "-i", str(tmp_path / "hosts.yml")])
+    out, _ = capfd.readouterr()
+    return rc, json.loads(out)["results"]
+
+
+@pytest.mark.timeout(120)
+def test_the_inventory_decides_what_tls_is_trusted(emulator: Emulator, tmp_path: Path,
+                                                    capfd: pytest.CaptureFixture[str],
+                                                    caplog: pytest.LogCaptureFixture,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOLDEN_CACHE", str(tmp_path / "cache"))
+    caplog.set_level(logging.WARNING, logger="golden")
+    _tls_inventory(emulator, tmp_path / "hosts.yml", BmcCa.create(tmp_path / "other-ca.pem", "someone else").pem)
+    power_before = emulator.system()["PowerState"]
+
+    # another CA: refused before any request reaches the BMC, once (retrying cannot help), naming the host
+    start = emulator.log.stat().st_size
+    rc, results = _golden(tmp_path, capfd, "power", "rf-wrong-ca", "cycle")
+    assert rc == 1
+    assert [(r["host"], r["ok"], r["error"], r["attempts"]) for r in results] == [
+        ("rf-wrong-ca", False, "BmcCommandError", 1)]
+    message = results[0]["message"]
+    assert message == (f"rf-wrong-ca: BMC 127.0.0.1:{emulator.port} presented a TLS certificate that is not trusted "
+                       f"(not issued by {tmp_path / 'other-ca.pem'} for 127.0.0.1: no chain leads to that CA)"), message
+    assert "\n" not in message and not _contains(message, emulator.password)
+    time.sleep(1)  # werkzeug writes its access line after the answer: give a stray request time to show
+    assert _requests(emulator, start) == []  # nothing reached the BMC, so nothing was power-cycled
+    assert emulator.system()["PowerState"] == power_before
+
+    # its own CA: verified, and the commands reach the BMC
+    start = emulator.log.stat().st_size
+    rc, results = _golden(tmp_path, capfd, "power", "rf-ca", "status")
+    assert rc == 0 and [(r["host"], r["ok"], r["power"]) for r in results] == [("rf-ca", True, power_before.lower())]
+    assert any("/redfish/v1/Systems/" in line for line in _requests(emulator, start))
+    assert not [r for r in caplog.records if "not verifying" in r.getMessage()]
+
+    # bmc_verify: false works, with one warning for the run naming both hosts
+    rc, results = _golden(tmp_path, capfd, "power", "rf-nv*", "status")
+    assert rc == 0 and [(r["host"], r["ok"]) for r in results] == [("rf-nv1", True), ("rf-nv2", True)]
+    assert [r.getMessage() for r in caplog.records if "not verifying" in r.getMessage()] == [
+        "not verifying the TLS certificate of 2 Redfish BMC(s) (bmc_verify: false): rf-nv1, rf-nv2"]

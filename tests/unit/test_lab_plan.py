@@ -10,9 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from toolkit.bmc.endpoint import BmcProtocol
 from toolkit.core.errors import InputError
 from toolkit.inventory.hosts import parse_inventory
-from toolkit.lab.machines import network_label, plan_lab, render_chain_script, render_inventory, serve_configs
+from toolkit.lab.machines import (
+    make_lab_tls,
+    network_label,
+    plan_lab,
+    render_chain_script,
+    render_inventory,
+    serve_configs,
+)
 from toolkit.lab.qemu import VmSpec
 from toolkit.lab.vbmc import MAX_OVERRIDES_KEPT, SimMachine, SimOptions, honoured_boot, vm_spec
 
@@ -36,6 +44,22 @@ def test_vm_configs_and_chain_script(tmp_path: Path) -> None:
     [cfg] = serve_configs(plan, tmp_path, "pw")
     assert cfg.bmcs[0].vm is not None and cfg.bmcs[0].vm["bootfile"] == "boot.ipxe"
     assert render_chain_script(plan.boot_url) == "#!ipxe\nchain http://10.0.2.2:9090/boot/${mac}.ipxe || shell\n"
+
+
+def test_a_redfish_lab_names_its_ca_and_serves_https(tmp_path: Path) -> None:
+    plan = plan_lab(2, lab_id="abc", base_port=20000, no_vm=True, redfish=True)
+    ca = make_lab_tls(tmp_path)
+    assert ca == tmp_path / "tls" / "ca.pem" and (tmp_path / "tls" / "bmc.key").stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in (tmp_path / "tls").iterdir()) == ["bmc.key", "bmc.pem", "ca.pem"]  # no CA key kept
+    inv = parse_inventory(render_inventory(plan, "pw", ca_file=ca), tmp_path / "inventory.yaml")
+    bmc = inv.host("lab-n01").endpoint
+    assert (bmc.protocol, bmc.port, bmc.verify_tls, bmc.ca_file) == (BmcProtocol.REDFISH, 20000, True, str(ca))
+    [cfg] = serve_configs(plan, tmp_path, "pw")
+    assert {(b.protocol, b.tls_cert, b.tls_key) for b in cfg.bmcs} == {
+        ("redfish", str(tmp_path / "tls" / "bmc.pem"), str(tmp_path / "tls" / "bmc.key"))}
+    ipmi = plan_lab(1, lab_id="abc", base_port=20000, no_vm=True)
+    assert "bmc_ca_file" not in render_inventory(ipmi, "pw", ca_file=ca)  # an IPMI lab names no CA
+    assert serve_configs(ipmi, tmp_path, "pw")[0].bmcs[0].protocol == "ipmi"
 
 
 def test_shards_beyond_select_limit() -> None:

@@ -6,10 +6,11 @@ import multiprocessing
 
 import psycopg
 import pytest
+from psycopg_pool import PoolTimeout
 
 from toolkit.core.config import load_settings
 from toolkit.core.errors import InputError
-from toolkit.state import open_state
+from toolkit.state import open_state, postgres
 from toolkit.state.db import StateError, StateWriteError
 from toolkit.state.postgres import PostgresStateDB
 from toolkit.state.schema import MIGRATIONS, Migration, postgres_ddl, postgres_query, split_statements
@@ -155,3 +156,96 @@ def test_scrub_removes_the_password_as_written_and_decoded() -> None:
 
     url = "postgresql://golden:p%40ss@db/golden"
     assert scrub("auth failed for p@ss and p%40ss, password=p@ss", url) == "auth failed for *** and ***, password=***"
+
+
+class _FlakyPool:
+    """A pool whose first ``down`` getconn calls time out (the server restarting), then hands out ``conn``."""
+
+    def __init__(self, down: int, conn: object) -> None:
+        self.down, self.conn, self.calls, self.returned = down, conn, 0, 0
+
+    def getconn(self) -> object:
+        self.calls += 1
+        if self.calls <= self.down:
+            raise PoolTimeout("couldn't get a connection after 5.00 sec")
+        return self.conn
+
+    def putconn(self, conn: object) -> None:
+        self.returned += 1
+
+
+class _Conn:
+    def __init__(self, fail_on: str = "") -> None:
+        self.fail_on, self.statements = fail_on, []
+
+    def execute(self, sql: str, params: object = ()) -> None:
+        self.statements.append(sql)
+        if self.fail_on and sql.startswith(self.fail_on):
+            raise psycopg.OperationalError("terminating connection due to administrator command")
+
+
+def _db(pool: _FlakyPool, reconnect_s: float, monkeypatch: pytest.MonkeyPatch) -> tuple[PostgresStateDB, list]:
+    """A PostgresStateDB on a fake pool and a fake clock that each pause advances."""
+    db = object.__new__(PostgresStateDB)
+    db._url, db._where = "postgresql://u:pw@db/golden", "postgresql://u:***@db/golden"
+    db._pool, db.reconnect_s = pool, reconnect_s
+    now = [100.0]
+    monkeypatch.setattr(postgres.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(postgres.time, "sleep", lambda s: now.__setitem__(0, now[0] + s + 5.0))  # + the pool's wait
+    return db, now
+
+
+@pytest.mark.parametrize(("down", "reconnect_s", "waits"), [
+    (0, 0.0, 0),   # a reachable server: no wait, no warning
+    (3, 60.0, 3),  # a restart: waited out, said once, its end said once
+])
+def test_a_transaction_waits_for_the_server_to_come_back(down: int, reconnect_s: float, waits: int,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    conn = _Conn()
+    db, _ = _db(_FlakyPool(down, conn), reconnect_s, monkeypatch)
+    with db.read() as repo:
+        assert repo is not None
+    assert db._pool.calls == waits + 1 and conn.statements[-1] == "COMMIT"
+    lines = [r.getMessage() for r in caplog.records if r.name == "golden.state"]
+    if waits:
+        assert lines == ["state database postgresql://u:***@db/golden unreachable (couldn't get a connection after "
+                         "5.00 sec); waiting up to 60 s for it to come back",
+                         "state database postgresql://u:***@db/golden reachable again after 16.5 s; continuing"]
+    else:
+        assert lines == []
+
+
+@pytest.mark.parametrize("reconnect_s", [0.0, 20.0])
+def test_past_the_wait_the_outage_is_one_line_without_the_password(reconnect_s: float,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    db, now = _db(_FlakyPool(1000, _Conn()), reconnect_s, monkeypatch)
+    with pytest.raises(StateWriteError, match=r"^cannot reach the state database postgresql://u:\*\*\*@db/golden: "
+                                              r"couldn't get a connection after 5.00 sec$"):
+        with db.write():
+            pass
+    assert now[0] - 100.0 >= reconnect_s  # it waited as long as it was told to, and no longer than one pause more
+    assert now[0] - 100.0 < reconnect_s + postgres.RECONNECT_POLL_S + 5.0 + 0.001
+
+
+def test_a_connection_lost_inside_the_block_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the caller's block may have acted (a power cycle): only the caller can decide to do it again
+    conn = _Conn(fail_on="COMMIT")
+    db, _ = _db(_FlakyPool(0, conn), 60.0, monkeypatch)
+    ran = []
+    with pytest.raises(StateWriteError, match="cannot reach the state database"):
+        with db.write_rows():
+            ran.append(1)
+    assert ran == [1] and db._pool.calls == 1 and conn.statements == ["BEGIN", "COMMIT", "ROLLBACK"]
+
+
+def test_a_statement_error_at_begin_is_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Refusing(_Conn):
+        def execute(self, sql: str, params: object = ()) -> None:
+            raise psycopg.errors.ReadOnlySqlTransaction("cannot execute in a read-only transaction")
+
+    db, _ = _db(_FlakyPool(0, Refusing()), 60.0, monkeypatch)
+    with pytest.raises(StateWriteError, match="state database is read-only"):
+        with db.write():
+            pass
+    assert db._pool.calls == 1

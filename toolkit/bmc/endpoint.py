@@ -35,8 +35,8 @@ class BmcEndpoint:
     protocol: BmcProtocol = BmcProtocol.IPMI
     user: str = ""
     password: Secret = field(default_factory=lambda: Secret(""))
-    verify_tls: bool = False  # Redfish only: verify the BMC's certificate
-    ca_file: str | None = None  # Redfish only: CA bundle to verify it against
+    verify_tls: bool = True  # Redfish only: verify the BMC's certificate (inventory: bmc_verify)
+    ca_file: str | None = None  # Redfish only: CA bundle to verify it against (inventory: bmc_ca_file)
 
     @property
     def key(self) -> tuple[str, int]:

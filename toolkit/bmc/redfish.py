@@ -46,11 +46,19 @@ _POWER = {"on": "on", "off": "off", "poweringon": "off", "poweringoff": "on", "p
 _HEALTH = ((4, "failed"), (2, "critical"), (1, "warning"))
 
 
+def _text(exc: BaseException) -> str:
+    # pyghmi re-raises a verifycallback's refusal with the original args as one tuple: (('reason',),)
+    args = exc.args
+    while len(args) == 1 and isinstance(args[0], tuple):
+        args = args[0]
+    return str(args[0]) if len(args) == 1 and isinstance(args[0], str) else str(exc)
+
+
 def classify_redfish_error(bmc: BmcEndpoint, what: str, exc: BaseException) -> BmcError:
     """Map a pyghmi/socket/TLS failure to a typed error whose message names the host. Pure."""
     address = bmc.address or "?"
     port = bmc.port
-    text = " ".join(str(exc).split()) or type(exc).__name__  # one line
+    text = " ".join(_text(exc).split()) or type(exc).__name__  # one line
     if bmc.password.reveal():
         text = text.replace(bmc.password.reveal(), "***")
     low = text.lower()
@@ -71,13 +79,14 @@ def classify_redfish_error(bmc: BmcEndpoint, what: str, exc: BaseException) -> B
 
 
 def certificate_check(bmc: BmcEndpoint) -> Callable[[bytes], bool] | None:
-    """pyghmi's verifycallback for this BMC: against its CA file when the inventory gives one, else
-    the system's CAs and host name (None: pyghmi's own verification), or nothing when not verifying."""
+    """pyghmi's verifycallback for this BMC: nothing checked when the inventory says ``bmc_verify:
+    false``; else against its CA file when it gives one, else the system's CAs and host name (None:
+    pyghmi's own verification)."""
+    if not bmc.verify_tls:
+        return lambda cert: True
     if bmc.ca_file:
         return ca_verifier(bmc.name, bmc.address, bmc.ca_file)
-    if bmc.verify_tls:
-        return None
-    return lambda cert: True
+    return None
 
 
 class RedfishClient(PyghmiClient):

@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="a tap per machine in bridge BR instead of user-mode networking; they boot from what "
                          "answers DHCP there (e.g. the proxyDHCP of 'golden pxe render')")
     up.add_argument("--netns", metavar="NS", help="the network namespace BR is in (with --bridge)")
+    up.add_argument("--redfish", action="store_true",
+                    help="Redfish BMCs over HTTPS (certificate from a lab CA the inventory names in bmc_ca_file) "
+                         "instead of IPMI")
     up.add_argument("--memory", type=int_range(128, 1_048_576), default=1536, help="MiB per machine (default 1536)")
     up.add_argument("--disks", type=int_range(1, 8), default=1,
                     help="virtio disks per machine, each with a serial (default 1: 8 GiB; more: 1 GiB each)")
@@ -73,7 +76,8 @@ def cmd_up(args: argparse.Namespace, ctx: Context) -> int:
         status = up_lab(ctx.settings(), args.nodes, no_vm=args.no_vm, boot_url=args.boot_url,
                         base_port=args.base_port, memory_mb=args.memory, disks=args.disks, sim=sim,
                         on_step=progress.phase,
-                        network=LabNetwork(uefi=args.uefi, netns=args.netns, bridge=args.bridge))
+                        network=LabNetwork(uefi=args.uefi, netns=args.netns, bridge=args.bridge),
+                        redfish=args.redfish)
     head = "lab already up" if status.already_up else f"lab up: {len(status.nodes)} node(s) in {status.seconds:.1f} s"
     return _render(status, ctx, head)
 

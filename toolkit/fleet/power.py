@@ -5,6 +5,7 @@ from __future__ import annotations
 from toolkit.bmc.base import BootDevice, PowerAction
 from toolkit.bmc.control import FanoutReport, bootdev_hosts, power_hosts
 from toolkit.bmc.pool import BmcPool
+from toolkit.bmc.tls import warn_unverified
 from toolkit.core.config import Settings
 from toolkit.inventory.hosts import Host
 from toolkit.inventory.view import load_selection
@@ -17,6 +18,7 @@ def _select(settings: Settings, inventory: str | list[str] | None, pattern: str)
     hosts = inv.select(pattern)
     inv.require_bmc(hosts)
     inv.open_passwords(hosts)
+    warn_unverified(h.endpoint for h in hosts)
     return hosts
 
 

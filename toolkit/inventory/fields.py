@@ -1,13 +1,17 @@
 """golden's host fields, checked after Ansible resolved a host's vars: MAC, BMC endpoint, image, UEFI.
 
 Pure: every function takes plain values and either returns the typed field or raises
-``FieldError`` with the problem and, where it helps, a hint. The loader adds the host, the
+``FieldError`` with the problem and, where it helps, a hint (``check_ca_file`` alone reads a
+file: a CA that cannot be used is bad input now, not a surprise at the first BMC call). The loader adds the host, the
 variable and the file Ansible says the value came from.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from toolkit.bmc.endpoint import BmcProtocol, default_port
@@ -18,7 +22,8 @@ from toolkit.image.ref import ImageRefError, parse_image_ref
 # (1 also stands for 1.0 and True, 0 for 0.0 and False: they hash alike)
 BOOL_TRUE = frozenset({"y", "yes", "on", "1", "true", "t", 1})
 BOOL_FALSE = frozenset({"n", "no", "off", "0", "false", "f", 0})
-GOLDEN_VARS = ("mac", "bmc_address", "bmc_port", "bmc_protocol", "bmc_user", "bmc_password", "image", "uefi")
+GOLDEN_VARS = ("mac", "bmc_address", "bmc_port", "bmc_protocol", "bmc_user", "bmc_password", "bmc_ca_file",
+               "bmc_verify", "image", "uefi")
 
 
 class FieldError(ValueError):
@@ -36,6 +41,8 @@ class BmcFields:
     port: int
     protocol: BmcProtocol
     user: str
+    verify: bool = True  # Redfish: verify the BMC's TLS certificate
+    ca_file: str | None = None  # Redfish: against this CA (absolute), else the system's CAs
 
 
 def _show(value: Any) -> str:
@@ -118,12 +125,58 @@ def check_protocol(value: Any) -> BmcProtocol:
         raise FieldError("bmc_protocol", f"{_show(text)} must be one of {choices}") from None
 
 
-def check_bmc(values: dict[str, Any]) -> BmcFields | None:
+def check_verify(value: Any) -> bool:
+    """``bmc_verify``: a real YAML/JSON boolean (true unless set), not Ansible's looser words. A
+    security switch spelled "no" or "0" is too easy to get by accident, and INI has no booleans at
+    all, so the INI words true/false are the only strings accepted."""
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise FieldError("bmc_verify", f"{_show(value)} is not a boolean", hint="use true or false")
+
+
+def check_ca_file(value: Any, base: Path) -> str | None:
+    """``bmc_ca_file`` as an absolute path (a relative one is taken from ``base``, the folder of the
+    file that set it), after checking that it holds PEM certificates."""
+    text = _text("bmc_ca_file", value)
+    if not text:
+        return None
+    path = os.path.normpath(base / Path(text).expanduser())
+    try:
+        st = os.stat(path)
+        stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        stamp = None
+    problem = _ca_problem(path, stamp)
+    if problem is not None:
+        raise FieldError("bmc_ca_file", str(problem), hint=problem.hint)
+    return path
+
+
+@functools.lru_cache(maxsize=64)
+def _ca_problem(path: str, stamp: tuple[int, int] | None) -> Any:
+    """Why the CA file cannot be used (a CaFileError), or None; read once per version of the file,
+    not once per host (a rack's hosts all name the same CA)."""
+    from toolkit.bmc.tls import CaFileError, read_ca  # cryptography: only when a host names a CA
+
+    try:
+        read_ca(path)
+    except CaFileError as exc:
+        return exc
+    return None
+
+
+def check_bmc(values: dict[str, Any], base: Path = Path()) -> BmcFields | None:
     """The BMC endpoint fields, or None when the host names no ``bmc_address``."""
     address = _text("bmc_address", values.get("bmc_address"))
     protocol = check_protocol(values.get("bmc_protocol"))
     port = check_port(values.get("bmc_port"), protocol)
     user = _text("bmc_user", values.get("bmc_user")) or ""
+    verify = check_verify(values.get("bmc_verify"))
+    ca_file = check_ca_file(values.get("bmc_ca_file"), base)
     if not address:
         return None
-    return BmcFields(address=address, port=port, protocol=protocol, user=user)
+    return BmcFields(address=address, port=port, protocol=protocol, user=user, verify=verify, ca_file=ca_file)

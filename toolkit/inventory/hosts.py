@@ -5,6 +5,7 @@ Sources are whatever ``ansible -i`` accepts: YAML and INI files, inventory folde
 (``constructed``, ``netbox.netbox.nb_inventory``), several at once. Ansible resolves every
 host's vars; golden then checks its own: ``mac``, ``bmc_address``, ``bmc_port`` (623, or 443 for
 Redfish), ``bmc_protocol`` (ipmi or redfish), ``bmc_user``, ``bmc_password`` (plain or vault),
+``bmc_ca_file`` and ``bmc_verify`` (Redfish TLS: verified unless ``bmc_verify: false``),
 ``image`` ("<name>@<channel>" or "<name>@<build-id>"), ``uefi`` (a boolean as Ansible reads one).
 A bad value is one InventoryError naming the file Ansible read it from, the host and the var.
 
@@ -310,16 +311,26 @@ def _record(h: Any, where: str, options: VaultOptions, cdir: Path) -> dict[str, 
         values[var] = value
     try:
         mac = fields.check_mac(values["mac"])
-        bmc = fields.check_bmc(values)
+        bmc = fields.check_bmc(values, _base_dir(h.origins.get("bmc_ca_file"), where))
         image = fields.check_image(values["image"])
         uefi = fields.check_bool("uefi", values["uefi"])
     except fields.FieldError as exc:
         raise _fail(h.origins, where, h.name, exc) from None
     return {"name": h.name, "groups": list(h.groups), "mac": mac, "image": image, "uefi": uefi,
-            "bmc": None if bmc is None else {"address": bmc.address, "port": bmc.port,
-                                             "protocol": bmc.protocol.value, "user": bmc.user},
+            "bmc": None if bmc is None else {"address": bmc.address, "port": bmc.port, "protocol": bmc.protocol.value,
+                                             "user": bmc.user, "verify": bmc.verify, "ca_file": bmc.ca_file},
             "pw": _password_record(h, where, options, cdir), "vars": _masked(h.vars),
             "origins": {k: v for k, v in h.origins.items() if k in fields.GOLDEN_VARS}}
+
+
+def _base_dir(origin: str | None, where: str) -> Path:
+    """Where a relative ``bmc_ca_file`` starts: the folder of the file that set it (Ansible's
+    "file:line"), else that of the first inventory source."""
+    for candidate in ((origin or "").rpartition(":")[0], origin or "", where.split(", ")[0]):
+        path = Path(candidate)
+        if candidate and path.exists():
+            return path if path.is_dir() else path.parent
+    return Path.cwd()
 
 
 def _password_record(h: Any, where: str, options: VaultOptions, cdir: Path) -> dict[str, str] | None:
@@ -394,7 +405,8 @@ def _compact(sources: Sequence[str], records: Sequence[Mapping[str, Any]],
         own = {k: v for k, v in r["vars"].items() if k in fields.GOLDEN_VARS}
         extra = {k: v for k, v in r["vars"].items() if k not in fields.GOLDEN_VARS}
         rows.append([r["name"], groups.ref(r["groups"]), r["mac"], r["image"], r["uefi"],
-                     b["address"] if b else None, bmcs.ref([b["port"], b["protocol"], b["user"]] if b else None),
+                     b["address"] if b else None,
+                     bmcs.ref([b["port"], b["protocol"], b["user"], b["verify"], b["ca_file"]] if b else None),
                      pws.ref(r["pw"]), extras.ref(extra), own])
     return {"sources": list(sources), "hosts": rows, "groups": groups.items, "bmc": bmcs.items, "pw": pws.items,
             "vars": extras.items, "tree": {g: [list(hs), list(cs)] for g, (hs, cs) in tree.items()}}
@@ -410,9 +422,9 @@ def _inventory_from_doc(sources: Sequence[str], doc: Mapping[str, Any], options:
     for name, gi, mac, image, uefi, address, bi, pi, vi, own in doc["hosts"]:
         bmc = None
         if address is not None:
-            port, protocol, user = bmcs[bi]
+            port, protocol, user, verify, ca_file = bmcs[bi]
             bmc = BmcEndpoint(name=name, address=address, port=port, protocol=BmcProtocol(protocol), user=user,
-                              password=secrets[pi])
+                              password=secrets[pi], verify_tls=verify, ca_file=ca_file)
         hosts.append(Host(name=name, groups=group_sets[gi], mac=mac, bmc=bmc, image=image, uefi=uefi,
                           vars=ChainMap(own, extras[vi])))
     tree = {g: (tuple(v[0]), tuple(v[1])) for g, v in doc["tree"].items()}

@@ -17,6 +17,11 @@ whatever answers DHCP there: in production shape, the dnsmasq proxyDHCP + TFTP t
 render`` configures. ``--uefi`` machines run OVMF, whose own PXE does the first DHCP (no iPXE ROM on
 the NIC); it needs a bridge, because slirp's DHCP offers one boot file to every client and cannot
 give the firmware ``snponly.efi`` and the iPXE it loads the chain script.
+
+With ``--redfish`` the BMCs speak Redfish over HTTPS (``toolkit.lab.redfishbmc``) on the same TCP
+port numbers. ``lab up`` makes a lab CA (``tls/ca.pem``; its private key is not kept) and one
+certificate for 127.0.0.1, and the inventory names the CA in ``bmc_ca_file``: the lab's BMCs are
+verified as a datacenter's are.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from toolkit.core.fsutil import atomic_write
 from toolkit.core.run import require, run, spawn
 from toolkit.lab.hardware import MAX_DISKS, default_hardware, save_hardware
 from toolkit.lab.qemu import OVMF_CODE, OVMF_VARS
+from toolkit.lab.tlsca import BmcCa
 from toolkit.lab.vbmc import MAX_BMCS_PER_PROCESS, BmcConfig, ServeConfig, SimOptions
 
 DEFAULT_BOOT_URL = "http://10.0.2.2:9090"
@@ -91,6 +97,7 @@ class LabPlan:
     firmware: str = "bios"  # "uefi": OVMF and its own PXE, the inventory says uefi: true
     netns: str | None = None
     bridge: str | None = None
+    bmc_protocol: str = "ipmi"  # or "redfish" (HTTPS, certificate from the lab CA)
 
     @property
     def shards(self) -> int:
@@ -110,6 +117,7 @@ class NodeStatus:
     pid: int | None = None
     serial_log: str | None = None
     overrides: tuple[str, ...] = ()  # boot overrides the BMC received, oldest first ("network once uefi")
+    power_actions: tuple[str, ...] = ()  # power actions its BMC carried out, oldest first ("reset", "ForceRestart")
 
 
 @dataclass(frozen=True)
@@ -174,7 +182,7 @@ def tap_name(lab_id: str, index: int) -> str:
 def plan_lab(nodes: int, *, lab_id: str, base_port: int = DEFAULT_BASE_PORT, no_vm: bool = False,
              boot_url: str = DEFAULT_BOOT_URL, memory_mb: int = 1536, sim: SimOptions | None = None,
              prefix: str = LAB_GROUP, uefi: bool = False, netns: str | None = None,
-             bridge: str | None = None) -> LabPlan:
+             bridge: str | None = None, redfish: bool = False) -> LabPlan:
     """``prefix`` names the nodes (``lab-n01``): two labs in one fleet state never share a host name."""
     if nodes < 1:
         raise InputError(f"--nodes must be at least 1, got {nodes}")
@@ -196,16 +204,17 @@ def plan_lab(nodes: int, *, lab_id: str, base_port: int = DEFAULT_BASE_PORT, no_
                                shard=i // MAX_BMCS_PER_PROCESS, tap=tap_name(lab_id, i) if bridge else None))
     return LabPlan(lab_id=lab_id, nodes=tuple(planned), no_vm=no_vm, boot_url=boot_url.rstrip("/"),
                    memory_mb=memory_mb, sim=sim or SimOptions(), firmware="uefi" if uefi else "bios",
-                   netns=netns, bridge=bridge)
+                   netns=netns, bridge=bridge, bmc_protocol="redfish" if redfish else "ipmi")
 
 
-def render_inventory(plan: LabPlan, password: str, address: str = "127.0.0.1") -> str:
+def render_inventory(plan: LabPlan, password: str, address: str = "127.0.0.1", ca_file: Path | None = None) -> str:
     """The lab inventory: a real Ansible YAML inventory (group ``lab``, children = racks)."""
     racks: dict[str, dict[str, Any]] = {}
+    tls = {"bmc_ca_file": str(ca_file)} if plan.bmc_protocol == "redfish" and ca_file else {}
     for n in plan.nodes:
         racks.setdefault(n.rack, {"hosts": {}})["hosts"][n.name] = {
-            "mac": n.mac, "bmc_address": address, "bmc_port": n.bmc_port, "bmc_protocol": "ipmi",
-            "bmc_user": BMC_USER, "bmc_password": password, "uefi": plan.firmware == "uefi",
+            "mac": n.mac, "bmc_address": address, "bmc_port": n.bmc_port, "bmc_protocol": plan.bmc_protocol,
+            "bmc_user": BMC_USER, "bmc_password": password, "uefi": plan.firmware == "uefi", **tls,
         }
     # golden_lab marks lab machines: a reimage that boots them all records a passed lab boot test
     doc = {"all": {"children": {LAB_GROUP: {"vars": {"golden_lab": True}, "children": racks}}}}
@@ -249,6 +258,22 @@ def _is_loopback_url(url: str) -> bool:
         return False
 
 
+def _tls_files(plan: LabPlan, directory: Path) -> dict[str, str]:
+    if plan.bmc_protocol != "redfish":
+        return {}
+    return {"tls_cert": str(directory / "tls" / "bmc.pem"), "tls_key": str(directory / "tls" / "bmc.key")}
+
+
+def make_lab_tls(directory: Path, address: str = "127.0.0.1") -> Path:
+    """The lab CA's certificate (``tls/ca.pem``) and a certificate it issued for ``address`` (``tls/bmc.pem``,
+    key 0600), which every Redfish BMC of the lab presents; the CA's own key is not kept. The CA file."""
+    tls = directory / "tls"
+    tls.mkdir(mode=0o700, exist_ok=True)
+    ca = BmcCa.create(tls / "ca.pem", cn=f"golden lab BMC CA {secrets.token_hex(4)}")  # CN: 64 characters at most
+    ca.issue(address, tls / "bmc.pem", tls / "bmc.key")
+    return ca.pem
+
+
 def serve_configs(plan: LabPlan, directory: Path, password: str) -> list[ServeConfig]:
     """The virtual-BMC server configuration of each shard."""
     configs = []
@@ -260,7 +285,8 @@ def serve_configs(plan: LabPlan, directory: Path, password: str) -> list[ServeCo
             vm = None
             if not plan.no_vm:
                 vm = _vm_config(plan, n, directory / "nodes" / n.name)
-            bmcs.append(BmcConfig(name=n.name, port=n.bmc_port, user=BMC_USER, password=password, mac=n.mac, vm=vm))
+            bmcs.append(BmcConfig(name=n.name, port=n.bmc_port, user=BMC_USER, password=password, mac=n.mac, vm=vm,
+                                  protocol=plan.bmc_protocol, **_tls_files(plan, directory)))
         # Simulated machines live in this host and reach the boot server at --boot-url directly; they
         # netboot only when that is a loopback address (a default 10.0.2.2 URL is QEMU's view).
         sim = replace(plan.sim, boot_url=plan.boot_url) if plan.no_vm and _is_loopback_url(plan.boot_url) \
@@ -324,7 +350,8 @@ def _load_plan(directory: Path) -> tuple[LabPlan, str] | None:
     data = json.loads(path.read_text())
     plan = LabPlan(lab_id=data["lab_id"], nodes=tuple(LabNode(**n) for n in data["nodes"]), no_vm=data["no_vm"],
                    boot_url=data["boot_url"], memory_mb=data["memory_mb"], sim=SimOptions(**data["sim"]),
-                   firmware=data.get("firmware", "bios"), netns=data.get("netns"), bridge=data.get("bridge"))
+                   firmware=data.get("firmware", "bios"), netns=data.get("netns"), bridge=data.get("bridge"),
+                   bmc_protocol=data.get("bmc_protocol", "ipmi"))
     return plan, data["password"]
 
 
@@ -349,7 +376,8 @@ def status_lab(settings: Settings, lab: str = LAB_GROUP) -> LabStatus:
                    bootdev=live.get(n.name, {}).get("bootdev", "?") if up else "-",
                    pid=live.get(n.name, {}).get("pid") if up else None,
                    serial_log=None if plan.no_vm else str(directory / "nodes" / n.name / "serial.log"),
-                   overrides=tuple(live.get(n.name, {}).get("overrides", ())) if up else ())
+                   overrides=tuple(live.get(n.name, {}).get("overrides", ())) if up else (),
+                   power_actions=tuple(live.get(n.name, {}).get("power_actions", ())) if up else ())
         for n in plan.nodes
     )
     return LabStatus(up=up, lab_dir=str(directory), inventory=str(directory / "inventory.yaml"),
@@ -408,7 +436,7 @@ def _remove_taps(plan: LabPlan) -> None:
 def up_lab(settings: Settings, nodes: int, *, no_vm: bool = False, boot_url: str | None = None,
            base_port: int | None = None, memory_mb: int = 1536, sim: SimOptions | None = None,
            on_step: Callable[[str], None] = lambda step: None, lab: str = LAB_GROUP,
-           network: LabNetwork | None = None, disks: int = 1) -> LabStatus:
+           network: LabNetwork | None = None, disks: int = 1, redfish: bool = False) -> LabStatus:
     """Start the lab, or report the running one when it is already up with the same size."""
     started = time.monotonic()
     if not 1 <= disks <= MAX_DISKS:
@@ -420,7 +448,8 @@ def up_lab(settings: Settings, nodes: int, *, no_vm: bool = False, boot_url: str
     if current.up:
         loaded = _load_plan(directory)
         same = loaded is not None and (loaded[0].no_vm, loaded[0].firmware == "uefi", loaded[0].netns,
-                                       loaded[0].bridge) == (no_vm, network.uefi, network.netns, network.bridge)
+                                       loaded[0].bridge, loaded[0].bmc_protocol) == (
+            no_vm, network.uefi, network.netns, network.bridge, "redfish" if redfish else "ipmi")
         if len(current.nodes) != nodes or not same:
             raise LabError(f"a lab with {len(current.nodes)} nodes ({current.firmware}, {current.network}) "
                            f"is already up in {directory}",
@@ -445,7 +474,7 @@ def up_lab(settings: Settings, nodes: int, *, no_vm: bool = False, boot_url: str
         try:
             return _start_lab(settings, directory, nodes, port, no_vm=no_vm, boot_url=boot_url,
                               memory_mb=memory_mb, sim=sim, on_step=on_step, started=started, lab=lab,
-                              network=network, disks=disks)
+                              network=network, disks=disks, redfish=redfish)
         except _PortTaken as exc:
             if attempt + 1 == attempts:
                 raise LabError(str(exc), hint=exc.hint) from None
@@ -459,11 +488,11 @@ class _PortTaken(LabError):
 
 def _start_lab(settings: Settings, directory: Path, nodes: int, port: int, *, no_vm: bool, boot_url: str | None,
                memory_mb: int, sim: SimOptions | None, on_step: Callable[[str], None], started: float,
-               lab: str = LAB_GROUP, network: LabNetwork, disks: int = 1) -> LabStatus:
+               lab: str = LAB_GROUP, network: LabNetwork, disks: int = 1, redfish: bool = False) -> LabStatus:
     lab_id = secrets.token_hex(4)
     plan = plan_lab(nodes, lab_id=lab_id, base_port=port, no_vm=no_vm,
                     boot_url=boot_url or default_boot_url(settings), memory_mb=memory_mb, sim=sim, prefix=lab,
-                    **asdict(network))
+                    redfish=redfish, **asdict(network))
     password = secrets.token_urlsafe(15)  # 20 characters: the IPMI 2.0 maximum (ipmitool truncates)
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
@@ -485,6 +514,10 @@ def _start_lab(settings: Settings, directory: Path, nodes: int, port: int, *, no
                     run(["qemu-img", "create", "-q", "-f", "qcow2", node_dir / d.file, f"{d.size_gib}G"], capture=True)
                 if plan.firmware == "uefi":  # the machine's own boot entries, as NVRAM on a server
                     shutil.copyfile(OVMF_VARS, node_dir / "OVMF_VARS.fd")
+        ca_file = None
+        if plan.bmc_protocol == "redfish":
+            on_step("making the lab CA and the BMCs' certificate")
+            ca_file = make_lab_tls(directory)
         if plan.bridge is not None:
             on_step(f"adding {len(plan.nodes)} tap(s) to {network_label(plan)}")
             _add_taps(plan)
@@ -508,7 +541,7 @@ def _start_lab(settings: Settings, directory: Path, nodes: int, port: int, *, no
                                    hint=tail.strip().splitlines()[-1] if tail.strip() else None)
                 time.sleep(0.05)
         on_step("writing the lab inventory")
-        _write_private(directory / "inventory.yaml", render_inventory(plan, password))
+        _write_private(directory / "inventory.yaml", render_inventory(plan, password, ca_file=ca_file))
     except BaseException:
         down_lab(settings, lab)
         raise

@@ -14,6 +14,10 @@ Each BMC drives a machine:
 - SimMachine (--no-vm): a power state only, with configurable command latency, failure rate,
   boot time, and a deterministic, seeded rate of dropped replies (to exercise client retries).
 
+A BMC whose config says ``protocol: redfish`` speaks Redfish over HTTPS on a TCP port instead
+(``toolkit.lab.redfishbmc``, with the lab CA's certificate) in front of the same machines. Every
+power action a BMC carries out is kept (``power_actions`` in the status), whichever protocol.
+
 Credentials come from a 0600 JSON file, never from argv.
 """
 
@@ -43,6 +47,7 @@ from toolkit.core.run import kill_group
 from toolkit.lab import simboot
 from toolkit.lab.hardware import fitted
 from toolkit.lab.qemu import VmSpec, start_vm
+from toolkit.lab.redfishbmc import RedfishBmc
 
 log = logging.getLogger("golden.vbmc")
 
@@ -77,6 +82,9 @@ class BmcConfig:
     mac: str
     address: str = "127.0.0.1"
     vm: dict[str, Any] | None = None  # VmSpec fields for a QEMU machine; None = simulated
+    protocol: str = "ipmi"  # or "redfish": HTTPS with tls_cert and tls_key (PEM files)
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
 
 @dataclass
@@ -118,6 +126,11 @@ class SimMachine:
         self.persistent = False
         self.uefi = False  # the override's boot type is EFI
         self.overrides: list[str] = []  # every override received, oldest first: "network once uefi"
+        self.actions: list[str] = []  # every power action its BMC carried out, oldest first
+
+    def record_action(self, action: str) -> None:
+        """Keep a power action as the BMC received it (IPMI "on"/"reset", Redfish "ForceRestart")."""
+        self.actions = [*self.actions, action][-MAX_OVERRIDES_KEPT:]
 
     def set_override(self, device: str, *, persistent: bool, uefi: bool) -> None:
         """Record a boot override as the BMC received it."""
@@ -188,7 +201,8 @@ class SimMachine:
 
     def describe(self) -> dict[str, Any]:
         """Power, boot device and overrides, for the status file."""
-        return {"power": "on" if self.on else "off", "bootdev": self.bootdev, "overrides": self.overrides}
+        return {"power": "on" if self.on else "off", "bootdev": self.bootdev, "overrides": self.overrides,
+                "power_actions": self.actions}
 
 
 def describe_override(device: str, *, persistent: bool, uefi: bool) -> str:
@@ -346,12 +360,14 @@ class VirtualBmc(pyghmi_bmc.Bmc):
 
     def power_on(self) -> int:
         """Power the machine on."""
+        self.machine.record_action("on")
         rc = self.machine.power_on()
         self.on_change()
         return rc
 
     def power_off(self) -> int:
         """Power the machine off."""
+        self.machine.record_action("off")
         rc = self.machine.power_off()
         self.on_change()
         return rc
@@ -362,6 +378,7 @@ class VirtualBmc(pyghmi_bmc.Bmc):
 
     def power_reset(self) -> int:
         """Reset the machine."""
+        self.machine.record_action("reset")
         rc = self.machine.reset()
         self.on_change()
         return rc
@@ -445,6 +462,18 @@ def _write_atomic(path: Path, text: str) -> None:
     atomic_write(path, text, fsync=False)
 
 
+def _wait_for_packets(ipmi: bool, timeout: float) -> None:
+    """Handle IPMI packets for up to ``timeout`` s; with Redfish BMCs only (their own threads), just wait."""
+    if not ipmi:
+        time.sleep(timeout)
+        return
+    try:
+        ipmisession.Session.wait_for_rsp(timeout=timeout)
+    except Exception:
+        # one malformed or unexpected packet must not take the whole rack down
+        log.exception("error while handling an IPMI packet")
+
+
 def serve(cfg: ServeConfig) -> int:
     """Serve every configured BMC until SIGTERM/SIGINT; stop every machine on the way out."""
     if len(cfg.bmcs) > MAX_BMCS_PER_PROCESS:
@@ -465,7 +494,7 @@ def serve(cfg: ServeConfig) -> int:
     pyghmi_fixes.apply()
     timers = _Timers()
     booter: ThreadPoolExecutor | None = None
-    bmcs: list[VirtualBmc] = []
+    bmcs: list[VirtualBmc | RedfishBmc] = []
     for i, b in enumerate(cfg.bmcs):
         rng = random.Random(f"{cfg.sim.seed}:{b.name}:{i}")
         machine: SimMachine
@@ -475,30 +504,35 @@ def serve(cfg: ServeConfig) -> int:
             if cfg.sim.boot_url and booter is None:
                 booter = ThreadPoolExecutor(max_workers=32, thread_name_prefix="simboot")
             machine = SimMachine(cfg.sim, rng, b.mac, booter)
-        bmcs.append(VirtualBmc(b, machine, cfg.sim, rng, timers.add, mark))
+        if b.protocol == "redfish":
+            bmcs.append(RedfishBmc(b, machine, mark))
+        else:
+            bmcs.append(VirtualBmc(b, machine, cfg.sim, rng, timers.add, mark))
+    for bmc in bmcs:
+        if isinstance(bmc, RedfishBmc):
+            bmc.start()
     if cfg.pid_file:
         _write_atomic(Path(cfg.pid_file), f"{os.getpid()}\n")
+    ipmi = any(isinstance(bmc, VirtualBmc) for bmc in bmcs)
     log.info("serving %d BMCs", len(bmcs))
     last_status = 0.0
     try:
         while running:
-            try:
-                ipmisession.Session.wait_for_rsp(timeout=min(timers.run_due(), 0.2))
-            except Exception:
-                # one malformed or unexpected packet must not take the whole rack down
-                log.exception("error while handling an IPMI packet")
+            _wait_for_packets(ipmi, min(timers.run_due(), 0.2))
             timers.run_due()
-            for b in bmcs:
-                if b.machine.poll():
+            for bmc in bmcs:
+                if bmc.machine.poll():
                     dirty = True
             if cfg.status_file and dirty and time.monotonic() - last_status > 0.3:
                 status = {"pid": os.getpid(), "updated": time.time(),
-                          "nodes": {b.name: {"port": b.port, **b.machine.describe()} for b in bmcs}}
+                          "nodes": {bmc.name: {"port": bmc.port, **bmc.machine.describe()} for bmc in bmcs}}
                 _write_atomic(Path(cfg.status_file), json.dumps(status, indent=1))
                 dirty, last_status = False, time.monotonic()
     finally:
-        for b in bmcs:
-            b.machine.stop()
+        for bmc in bmcs:
+            if isinstance(bmc, RedfishBmc):
+                bmc.close()
+            bmc.machine.stop()
         if booter is not None:
             booter.shutdown(wait=False, cancel_futures=True)
         for path in (cfg.pid_file, cfg.status_file):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from toolkit.bmc.pool import BmcPool
+from toolkit.bmc.tls import warn_unverified
 from toolkit.core.config import Settings
 from toolkit.core.errors import InputError, Interrupted
 from toolkit.fleet.fleet import Fleet, open_fleet
@@ -40,6 +41,10 @@ from toolkit.rollout.plan import Amount, Candidate, Plan, Policy, Wave, plan_rei
 from toolkit.rollout.rotation import Rotation
 from toolkit.store.channels import channel_build, check_gate, current_user
 from toolkit.store.policy import LAB_BOOT
+
+# A controller waits this long for a state database that went away (a PostgreSQL restart or
+# failover) before it stops; the journal then says where every host stands, for --resume.
+STATE_OUTAGE_WAIT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -195,6 +200,7 @@ def _executor(settings: Settings, fleet: Fleet, journal: Journal, run_id: str, p
     hosts = {h.name: h for h in inv.hosts} if inv else {}
     if inv:
         inv.open_passwords(hosts[name] for name in plan.hosts if name in hosts)
+        warn_unverified(hosts[name].endpoint for name in plan.hosts if name in hosts)
     missing = [h for h in plan.hosts if h not in hosts]
     if missing:
         raise InputError(f"host(s) no longer in the inventory: {', '.join(missing[:10])}")
@@ -257,6 +263,7 @@ def execute_plan(settings: Settings, req: ReimageRequest, plan: Plan, checks: tu
     _, _, _, forced = resolve_target(fleet, image_ref, req.force, req.reason)  # the gate, again at acting time
     run_id = new_reimage_run_id()
     holder = new_holder()
+    fleet.db.reconnect_s = STATE_OUTAGE_WAIT_S
     take_leases(fleet.db, plan.hosts, run_id, holder, req.lease_ttl_s)  # before the journal: a refusal leaves no run
     journal = LeasedJournal(fleet.db, holder)
     with LeaseKeeper(fleet.db, holder, req.lease_ttl_s):
@@ -295,6 +302,7 @@ def resume_run(settings: Settings, run_id: str, inventory: str | list[str] | Non
     plan = plan_from_dict(run.plan["plan"])
     tasks, finished = resume_state(journal.steps(run_id), plan.target_build, plan.moves, plan.current_images)
     holder = new_holder()
+    fleet.db.reconnect_s = STATE_OUTAGE_WAIT_S
     take_leases(fleet.db, plan.hosts, run_id, holder, lease_ttl_s)  # a live controller still driving it refuses us
     journal = LeasedJournal(fleet.db, holder)
     with LeaseKeeper(fleet.db, holder, lease_ttl_s):

@@ -84,6 +84,10 @@ class StateDB(ABC):
     command's read-modify-write never acts on a stale read; ``read()`` is a consistent snapshot.
     """
 
+    # How long a transaction waits for a server that went away before failing (PostgreSQL; a file
+    # never goes away). 0 fails at once; the rollout controller waits (see toolkit/state/postgres.py).
+    reconnect_s: float = 0.0
+
     @property
     @abstractmethod
     def where(self) -> str:

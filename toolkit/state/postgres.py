@@ -16,12 +16,21 @@ limits them (bench/scale_out.py): the boot hot path (boot tokens, agent reports)
 ``write_rows()``, plain READ COMMITTED whose statements are atomic on their rows, and everything
 else keeps the lock.
 
+Outages: a transaction that cannot get a working connection, or whose BEGIN fails because the
+server went away, is tried again for up to ``reconnect_s`` seconds (0, fail at once, unless the
+owner sets it: the rollout controller waits through a PostgreSQL restart, ``golden serve`` keeps
+failing open). Only that is retried: nothing of the caller's block has run yet, so trying again
+repeats nothing. A connection lost inside the block, or at COMMIT, is an error as before, since
+the block may have acted (a power cycle) and cannot be re-run blindly. The wait and the recovery
+are each one warning in the log.
+
 Secrets: the URL's password never reaches a message; everything names ``where`` (the URL with
 its password replaced by ``***``).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -45,11 +54,14 @@ from toolkit.state.schema import (
 )
 from toolkit.state.url import redact_url, scrub
 
+log = logging.getLogger("golden.state")
+
 # One key for golden's write lock (advisory locks are per database): b"golden" as an integer.
 WRITE_LOCK = int.from_bytes(b"golden", "big")
 POOL_TIMEOUT_S = 5.0   # a boot-script request waits at most this long for a connection
 CONNECT_TIMEOUT_S = 5
 POOL_MAX = 8
+RECONNECT_POLL_S = 0.5  # between attempts to reach a server that went away
 
 _SQLSTATE_READ_ONLY = "25006"
 _SQLSTATE_DISK_FULL = "53100"
@@ -83,8 +95,9 @@ def _translated(sql: str) -> str:
 class PostgresStateDB(StateDB):
     """Golden's state in one PostgreSQL database. Thread-safe: connections come from a pool."""
 
-    def __init__(self, url: str, *, max_size: int = POOL_MAX) -> None:
+    def __init__(self, url: str, *, max_size: int = POOL_MAX, reconnect_s: float = 0.0) -> None:
         self._url = url
+        self.reconnect_s = reconnect_s
         self._where = redact_url(url)
         self._pool: ConnectionPool[Any] = ConnectionPool(
             url, min_size=1, max_size=max_size, open=False, timeout=POOL_TIMEOUT_S, name="golden-state",
@@ -116,9 +129,11 @@ class PostgresStateDB(StateDB):
             row = conn.execute("SELECT pg_database_size(current_database()) AS n").fetchone()
             return int(row["n"]) if row else 0
 
+    def _detail(self, exc: Exception) -> str:
+        return scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, self._url)
+
     def _unreachable(self, exc: Exception, kind: type[StateError]) -> StateError:
-        detail = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, self._url)
-        return kind(f"cannot reach the state database {self._where}: {detail}",
+        return kind(f"cannot reach the state database {self._where}: {self._detail(exc)}",
                     hint="check that PostgreSQL is running and that state_url (or GOLDEN_STATE_URL) is right")
 
     def _error(self, exc: psycopg.Error, kind: type[StateError]) -> GoldenError:
@@ -129,7 +144,7 @@ class PostgresStateDB(StateDB):
         if state == _SQLSTATE_DISK_FULL:
             return StateWriteError(f"state database is full: {self._where}",
                                    hint="free space on the PostgreSQL server's data volume")
-        if state.startswith(_SQLSTATE_CONNECTION) or (isinstance(exc, psycopg.OperationalError) and not state):
+        if _lost(exc):
             return self._unreachable(exc, kind)
         first = scrub((str(exc).strip().splitlines() or [type(exc).__name__])[0], self._url)
         verb = "write" if kind is StateWriteError else "read"
@@ -153,21 +168,58 @@ class PostgresStateDB(StateDB):
 
     @contextmanager
     def _raw_transaction(self, begin: Sequence[str], kind: type[StateError]) -> Iterator[psycopg.Connection[Any]]:
-        with self._connection(kind) as conn:
+        conn = self._begun(begin, kind)
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except psycopg.Error as exc:
+            _rollback(conn)
+            raise self._error(exc, kind) from None
+        except BaseException:
+            _rollback(conn)
+            raise
+        finally:
+            self._pool.putconn(conn)  # the pool rolls back anything left open, or discards a broken one
+
+    def _begun(self, begin: Sequence[str], kind: type[StateError]) -> psycopg.Connection[Any]:
+        """A pooled connection inside a new transaction; while the server cannot be reached, tried
+        again until ``reconnect_s`` has passed since the first failure."""
+        down_since: float | None = None
+        while True:
             try:
-                for stmt in begin:
-                    conn.execute(stmt)
-            except psycopg.Error as exc:
-                raise self._error(exc, kind) from None
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except psycopg.Error as exc:
-                _rollback(conn)
-                raise self._error(exc, kind) from None
-            except BaseException:
-                _rollback(conn)
-                raise
+                conn = self._begin_once(begin)
+            except (PoolTimeout, psycopg.Error) as exc:
+                if isinstance(exc, psycopg.Error) and not _lost(exc):
+                    raise self._error(exc, kind) from None
+                down_since = self._wait_or_fail(exc, kind, down_since)
+                continue
+            if down_since is not None:
+                log.warning("state database %s reachable again after %.1f s; continuing", self._where,
+                            time.monotonic() - down_since)
+            return conn
+
+    def _begin_once(self, begin: Sequence[str]) -> psycopg.Connection[Any]:
+        conn = self._pool.getconn()
+        try:
+            for stmt in begin:
+                conn.execute(stmt)
+        except BaseException:
+            self._pool.putconn(conn)
+            raise
+        return conn
+
+    def _wait_or_fail(self, exc: Exception, kind: type[StateError], down_since: float | None) -> float:
+        """Raise when the wait is over (or there is none); else say so once, pause, and return since when."""
+        now = time.monotonic()
+        first = down_since is None
+        since = now if down_since is None else down_since
+        if now - since >= self.reconnect_s:
+            raise self._unreachable(exc, kind) from None
+        if first:
+            log.warning("state database %s unreachable (%s); waiting up to %g s for it to come back",
+                        self._where, self._detail(exc), self.reconnect_s)
+        time.sleep(RECONNECT_POLL_S)
+        return since
 
     def write(self) -> AbstractContextManager[Repo]:
         """A write transaction holding golden's write lock from its first statement (see the module docstring)."""
@@ -251,6 +303,12 @@ def _renumber(conn: psycopg.Connection[Any]) -> None:
     for table in NUMBERED_TABLES:  # our own constant names, hence no S608 worry
         conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608
                      f"COALESCE(MAX(id), 0) + 1, false) FROM {table}")
+
+
+def _lost(exc: psycopg.Error) -> bool:
+    """Whether the error is the connection's, not the statement's: the server gone, restarting or unreachable."""
+    state = exc.sqlstate or ""
+    return state.startswith(_SQLSTATE_CONNECTION) or (isinstance(exc, psycopg.OperationalError) and not state)
 
 
 def _rollback(conn: psycopg.Connection[Any]) -> None:
