@@ -48,7 +48,7 @@ from urllib.parse import urlsplit
 
 from toolkit.boot import pxe
 from toolkit.boot.admin import REALM, fleet_allowed
-from toolkit.boot.connections import Conn, ConnectionPool, Limits, SocketReader
+from toolkit.boot.connections import Conn, ConnectionPool, Limits, QuietLog, SocketReader
 from toolkit.boot.decide import decide_boot
 from toolkit.boot.evidence import accept_report, issue_boot_token, reject
 from toolkit.boot.metrics import Metrics
@@ -111,10 +111,26 @@ class ArtifactIndex:
                 log.warning("golden serve: skipping image %s: %s", image, exc)
                 continue
             for b in builds:
+                if not _usable(self.store, b):
+                    continue  # a site cache must not fill from a build this server refuses to boot
                 for name, art in b.manifest.artifacts.items():
                     found.setdefault(art.sha256, b.path / name)
         self._by_sha = found
         self._scanned_at = time.monotonic()
+
+
+_refusals = QuietLog()  # requests for a refused build's files may come in a flood: one line per build at a time
+
+
+def _usable(store: Store, build: Build) -> bool:
+    """Whether ``build`` verifies against the trusted keys (toolkit.trust.signing); logs why not."""
+    try:
+        store.verify(build)
+    except GoldenError as exc:
+        _refusals.warn(f"{build.image}/{build.build_id}", "golden serve: not serving the files of %s/%s: %s",
+                       build.image, build.build_id, exc.message)
+        return False
+    return True
 
 
 @dataclass
@@ -221,6 +237,8 @@ class BootHTTPServer(HTTPServer):
         try:
             build = self.config.store.find(image, build_id)
         except GoldenError:
+            build = None
+        if build is not None and not _usable(self.config.store, build):
             build = None
         with self._builds_lock:
             if build is None:

@@ -61,6 +61,11 @@ def key_id(public: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
+def _kind(key: object) -> str:
+    """A key's algorithm as people name it: RSA, EllipticCurve, Ed448, ..."""
+    return type(key).__name__.lstrip("_").removesuffix("PrivateKey").removesuffix("PublicKey")
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -98,7 +103,7 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
         raise KeyFileError(f"{path}: the signing key is not a PEM private key (truncated or damaged?)",
                            hint="restore it from backup, or rotate: golden keys rotate") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise KeyFileError(f"{path}: the signing key is a {type(key).__name__.removeprefix('_')} key, not Ed25519",
+        raise KeyFileError(f"{path}: the signing key is of type {_kind(key)}, not Ed25519",
                            hint="golden signs with Ed25519: golden keys init makes one")
     return key
 
@@ -116,7 +121,7 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     except (ValueError, UnsupportedAlgorithm):
         raise KeyFileError(f"{path}: not a PEM (or ssh-ed25519) public key (truncated or damaged?)") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise KeyFileError(f"{path}: the public key is a {type(key).__name__.removeprefix('_')} key, not Ed25519")
+        raise KeyFileError(f"{path}: the public key is of type {_kind(key)}, not Ed25519")
     return key
 
 
