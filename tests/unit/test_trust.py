@@ -380,16 +380,14 @@ def test_the_boot_server_refuses_a_build_edited_after_signing_and_says_why(signe
     try:
         code, body = _get(server, f"/boot/{MAC}.ipxe")
         assert code == 200 and "kernel " in body.decode() and "golden.build=b2" in body.decode()
-        assert _get(server, "/store/base/b2/vmlinuz")[0] == 200
+        sha = bad.manifest.artifacts["initrd"].sha256
+        assert _get(server, "/store/base/b2/vmlinuz")[0] == 200 and _get(server, f"/a/{sha}")[0] == 200
         shutil.rmtree(bad.path / "logs")  # nothing to do with the signature: still served
-        _edit(bad)
-        server._builds.clear()  # a fresh server: nothing cached from before the edit
+        _edit(bad)  # while the server runs, with the build's files already checked and cached
         code, body = _get(server, f"/boot/{MAC}.ipxe")
         kid = ring.signing_key()[0]
         assert code == 200 and "kernel " not in body.decode() and "exit" in body.decode()
         assert _get(server, "/store/base/b2/vmlinuz")[0] == 404
-        sha = bad.manifest.artifacts["initrd"].sha256
-        server.index._scanned_at = 0.0
         assert _get(server, f"/a/{sha}")[0] == 404
         assert _get(server, "/store/base/b1/vmlinuz")[0] == 200  # the good build's files still are
         why = f"build base/b2: manifest signature does not verify (key {kid}): edited after signing?"

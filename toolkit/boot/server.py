@@ -82,28 +82,35 @@ HOST_RE = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5}
 
 
 class ArtifactIndex:
-    """sha256 -> file, from every build's manifest; rescanned on a miss, at most every few seconds."""
+    """sha256 -> file, from every build's manifest that verifies; rescanned on a miss (at most every few
+    seconds) and when the manifest or signature of the build a file came from changed since it was read."""
 
     RESCAN_SECONDS = 2.0
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._lock = threading.Lock()
-        self._by_sha: dict[str, Path] = {}
+        self._by_sha: dict[str, tuple[Path, Build, tuple[object, ...]]] = {}
         self._scanned_at = 0.0
 
+    def _current(self, sha: str) -> Path | None:
+        entry = self._by_sha.get(sha)
+        if entry is None or not entry[0].is_file() or entry[1].stamp() != entry[2]:
+            return None
+        return entry[0]
+
     def lookup(self, sha: str) -> Path | None:
-        path = self._by_sha.get(sha)
-        if path is not None and path.is_file():
+        path = self._current(sha)
+        if path is not None:
             return path
+        changed = sha in self._by_sha  # its build's manifest or signature changed: read it again now
         with self._lock:
-            if time.monotonic() - self._scanned_at >= self.RESCAN_SECONDS:
+            if changed or time.monotonic() - self._scanned_at >= self.RESCAN_SECONDS:
                 self._scan()
-        path = self._by_sha.get(sha)
-        return path if path is not None and path.is_file() else None
+        return self._current(sha)
 
     def _scan(self) -> None:
-        found: dict[str, Path] = {}
+        found: dict[str, tuple[Path, Build, tuple[object, ...]]] = {}
         for image in self.store.images():
             try:
                 builds = self.store.builds(image)
@@ -111,10 +118,11 @@ class ArtifactIndex:
                 log.warning("golden serve: skipping image %s: %s", image, exc)
                 continue
             for b in builds:
+                stamp = b.stamp()
                 if not _usable(self.store, b):
                     continue  # a site cache must not fill from a build this server refuses to boot
                 for name, art in b.manifest.artifacts.items():
-                    found.setdefault(art.sha256, b.path / name)
+                    found.setdefault(art.sha256, (b.path / name, b, stamp))
         self._by_sha = found
         self._scanned_at = time.monotonic()
 
@@ -160,7 +168,7 @@ class BootHTTPServer(HTTPServer):
         self.config = config
         self.index = ArtifactIndex(config.store)
         self.store_root = config.store.root.resolve()
-        self._builds: dict[tuple[str, str], Build] = {}
+        self._builds: dict[tuple[str, str], tuple[Build, tuple[object, ...]]] = {}  # verified, with its stamp
         self._builds_lock = threading.Lock()
         self._state_down = False
         if ":" in address[0]:
@@ -230,21 +238,23 @@ class BootHTTPServer(HTTPServer):
                       "boot events and reports are dropped until it is writable", self.config.fleet.db.where)
 
     def find_build(self, image: str, build_id: str) -> Build | None:
+        """The stored build, when its signature verifies; checked again once its manifest or signature changed."""
         key = (image, build_id)
-        build = self._builds.get(key)
-        if build is not None and build.path.is_dir():
-            return build
+        cached = self._builds.get(key)
+        if cached is not None and cached[0].path.is_dir() and cached[0].stamp() == cached[1]:
+            return cached[0]
         try:
             build = self.config.store.find(image, build_id)
         except GoldenError:
             build = None
+        stamp = build.stamp() if build is not None else ()
         if build is not None and not _usable(self.config.store, build):
             build = None
         with self._builds_lock:
             if build is None:
                 self._builds.pop(key, None)
             else:
-                self._builds[key] = build
+                self._builds[key] = (build, stamp)
         return build
 
     @property

@@ -26,7 +26,7 @@ from toolkit.core.fsutil import atomic_write
 from toolkit.core.mounts import mounts_under
 from toolkit.image.manifest import Manifest, read_manifest
 from toolkit.trust.keys import KeyFileError, Keyring
-from toolkit.trust.signing import SignedBuild, check_artifacts, sign_build, sign_folder, verify_build
+from toolkit.trust.signing import SIGNATURE, SignedBuild, check_artifacts, sign_build, sign_folder, verify_build
 
 ARTIFACTS = ("vmlinuz", "initrd", "rootfs.squashfs")
 MANIFEST = "manifest.json"
@@ -49,6 +49,19 @@ class Build:
             known = ", ".join(sorted(self.manifest.artifacts)) or "none"
             raise StoreError(f"build {self.image}/{self.build_id} has no artifact {name!r} (it has: {known})")
         return self.path / name
+
+    def stamp(self) -> tuple[tuple[int, int, int] | None, ...]:
+        """What changes when the manifest or its signature is edited or replaced: a reader that checked the
+        build once (golden serve) checks it again when this differs."""
+        out: list[tuple[int, int, int] | None] = []
+        for name in (MANIFEST, SIGNATURE):
+            try:
+                st = (self.path / name).stat()
+            except FileNotFoundError:
+                out.append(None)
+                continue
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(out)
 
     @property
     def logs(self) -> Path:
