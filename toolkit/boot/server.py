@@ -23,6 +23,9 @@ connections and gives in-flight transfers ``Limits.drain_s`` seconds to finish.
 When the state DB cannot be written, ``/boot`` still answers from what can be read (the
 dropped write is counted in ``golden_state_write_failures_total`` and logged once).
 
+A build whose signature does not verify against the trusted keys is no build to boot (its hosts get
+the no-build script, ``toolkit.boot.decide``), and none of its files is served (``toolkit.boot.builds``).
+
 The script's artifact URLs use the Host the machine asked for (or ``--public-url``), so the same
 server works behind nginx, on a lab bridge, and from QEMU's slirp (10.0.2.2).
 """
@@ -48,7 +51,8 @@ from urllib.parse import urlsplit
 
 from toolkit.boot import pxe
 from toolkit.boot.admin import REALM, fleet_allowed
-from toolkit.boot.connections import Conn, ConnectionPool, Limits, QuietLog, SocketReader
+from toolkit.boot.builds import ArtifactIndex, BuildCache
+from toolkit.boot.connections import Conn, ConnectionPool, Limits, SocketReader
 from toolkit.boot.decide import decide_boot
 from toolkit.boot.evidence import accept_report, issue_boot_token, reject
 from toolkit.boot.metrics import Metrics
@@ -57,7 +61,7 @@ from toolkit.boot.retention import Pruned, Pruner, RetentionPolicy
 from toolkit.boot.token import DEFAULT_TTL_S
 from toolkit.boot.values import parse_listen, parse_range
 from toolkit.core.config import StaleConfig
-from toolkit.core.errors import GoldenError, InputError
+from toolkit.core.errors import InputError
 from toolkit.core.secret import Secret
 from toolkit.core.text import printable
 from toolkit.fleet.fleet import Fleet
@@ -79,66 +83,6 @@ SHA_RE = re.compile(r"^/a/([0-9a-f]{64})$")
 # iPXE percent-encodes the colons of ${mac} in a URL path: 52%3A54%3A00...
 BOOT_RE = re.compile(r"^/boot/([0-9A-Fa-f]{2}(?:(?:[:-]|%3[Aa])?[0-9A-Fa-f]{2}){5})\.ipxe$")
 HOST_RE = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
-
-
-class ArtifactIndex:
-    """sha256 -> file, from every build's manifest that verifies; rescanned on a miss (at most every few
-    seconds) and when the manifest or signature of the build a file came from changed since it was read."""
-
-    RESCAN_SECONDS = 2.0
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._lock = threading.Lock()
-        self._by_sha: dict[str, tuple[Path, Build, tuple[object, ...]]] = {}
-        self._scanned_at = 0.0
-
-    def _current(self, sha: str) -> Path | None:
-        entry = self._by_sha.get(sha)
-        if entry is None or not entry[0].is_file() or entry[1].stamp() != entry[2]:
-            return None
-        return entry[0]
-
-    def lookup(self, sha: str) -> Path | None:
-        path = self._current(sha)
-        if path is not None:
-            return path
-        changed = sha in self._by_sha  # its build's manifest or signature changed: read it again now
-        with self._lock:
-            if changed or time.monotonic() - self._scanned_at >= self.RESCAN_SECONDS:
-                self._scan()
-        return self._current(sha)
-
-    def _scan(self) -> None:
-        found: dict[str, tuple[Path, Build, tuple[object, ...]]] = {}
-        for image in self.store.images():
-            try:
-                builds = self.store.builds(image)
-            except GoldenError as exc:
-                log.warning("golden serve: skipping image %s: %s", image, exc)
-                continue
-            for b in builds:
-                stamp = b.stamp()
-                if not _usable(self.store, b):
-                    continue  # a site cache must not fill from a build this server refuses to boot
-                for name, art in b.manifest.artifacts.items():
-                    found.setdefault(art.sha256, (b.path / name, b, stamp))
-        self._by_sha = found
-        self._scanned_at = time.monotonic()
-
-
-_refusals = QuietLog()  # requests for a refused build's files may come in a flood: one line per build at a time
-
-
-def _usable(store: Store, build: Build) -> bool:
-    """Whether ``build`` verifies against the trusted keys (toolkit.trust.signing); logs why not."""
-    try:
-        store.verify(build)
-    except GoldenError as exc:
-        _refusals.warn(f"{build.image}/{build.build_id}", "golden serve: not serving the files of %s/%s: %s",
-                       build.image, build.build_id, exc.message)
-        return False
-    return True
 
 
 @dataclass
@@ -167,9 +111,8 @@ class BootHTTPServer(HTTPServer):
     def __init__(self, address: tuple[str, int], config: ServerConfig) -> None:
         self.config = config
         self.index = ArtifactIndex(config.store)
+        self.builds = BuildCache(config.store)
         self.store_root = config.store.root.resolve()
-        self._builds: dict[tuple[str, str], tuple[Build, tuple[object, ...]]] = {}  # verified, with its stamp
-        self._builds_lock = threading.Lock()
         self._state_down = False
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
@@ -238,24 +181,8 @@ class BootHTTPServer(HTTPServer):
                       "boot events and reports are dropped until it is writable", self.config.fleet.db.where)
 
     def find_build(self, image: str, build_id: str) -> Build | None:
-        """The stored build, when its signature verifies; checked again once its manifest or signature changed."""
-        key = (image, build_id)
-        cached = self._builds.get(key)
-        if cached is not None and cached[0].path.is_dir() and cached[0].stamp() == cached[1]:
-            return cached[0]
-        try:
-            build = self.config.store.find(image, build_id)
-        except GoldenError:
-            build = None
-        stamp = build.stamp() if build is not None else ()
-        if build is not None and not _usable(self.config.store, build):
-            build = None
-        with self._builds_lock:
-            if build is None:
-                self._builds.pop(key, None)
-            else:
-                self._builds[key] = (build, stamp)
-        return build
+        """The stored build, when this server may serve it (toolkit.boot.builds)."""
+        return self.builds.find(image, build_id)
 
     @property
     def url(self) -> str:
