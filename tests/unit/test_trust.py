@@ -6,7 +6,6 @@ store folders, a real HTTP server on loopback; nothing mocked."""
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import os
 import shutil
@@ -18,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.fixtures.boot import make_build, write_inventory
+from tests.fixtures.boot import http_get, make_build, write_inventory
 from toolkit.boot.server import ServerConfig, make_server, start_in_thread
 from toolkit.core.errors import GateError, GoldenError
 from toolkit.fleet.fleet import Fleet
@@ -360,15 +359,7 @@ def test_publish_refuses_unsigned_unless_allowed_and_a_changed_artifact_always(s
     assert not isinstance(SignatureError("x"), GateError) and issubclass(SignatureError, GoldenError)
 
 
-def _get(server, path: str) -> tuple[int, bytes]:
-    host, port = server.server_address[:2]
-    conn = http.client.HTTPConnection(str(host), port, timeout=10)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
+_get = http_get
 
 
 def test_the_boot_server_refuses_a_build_edited_after_signing_and_says_why(signed, tmp_path, caplog):
