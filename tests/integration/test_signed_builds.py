@@ -58,7 +58,8 @@ def test_an_edited_manifest_is_refused_by_publish_promote_and_serve(baked_base: 
     home = tmp_path / "home"
     folder = _link_unsigned(baked_base, home)
     ref = f"base/{baked_base.build_id}"
-    assert golden(home, "keys", "init").returncode == 0
+    res = golden(home, "keys", "init")
+    assert res.returncode == 0 and "1 stored build(s) are unsigned" in res.stdout + res.stderr, res
     kid = json.loads(golden(home, "--json", "keys", "list").stdout)[0]["key_id"]
 
     # made before the home had keys: refused until signed (or allowed explicitly)

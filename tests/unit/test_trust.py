@@ -35,7 +35,7 @@ from toolkit.trust.keys import (
     load_private_key,
     rotate_signing_key,
 )
-from toolkit.trust.signing import SIGNATURE, SignatureError, check_artifacts, verify_build
+from toolkit.trust.signing import SIGNATURE, SignatureError, check_artifacts, sign_folder, verify_build
 
 MAC = "52:54:00:25:00:01"
 
@@ -179,6 +179,11 @@ def _store(tmp: Path, ring: Keyring | None) -> Store:
 def _edit(build: Build) -> None:
     path = build.path / "manifest.json"
     path.write_bytes(path.read_bytes().replace(b'"bake_seconds": 1.0', b'"bake_seconds": 2.0'))
+
+
+def _resign(build: Build, ring: Keyring) -> None:
+    """Sign the build as it is now (its edited manifest becomes the signed one)."""
+    sign_folder(build.path, ring)
 
 
 def _forge_key_id(build: Build) -> None:
@@ -342,6 +347,13 @@ def test_publish_and_promote_refuse_an_edited_manifest_and_take_a_good_build(sig
     with pytest.raises(SignatureError, match="build base/b1: manifest signature does not verify"):
         channels.promote(db, store, "base", "dev", "prod", user="t")
     assert channels.channel_build(db, "base", "prod") is None
+    # and at rollback: dev went b1 -> b2 (re-signed good) -> back to the edited b1 is refused
+    (bad.path / SIGNATURE).unlink()
+    _resign(bad, ring)
+    assert channels.publish(db, store, "base", "b2", "dev", user="t").applied
+    with pytest.raises(SignatureError, match="build base/b1: manifest signature does not verify"):
+        channels.rollback(db, store, "base", "dev", user="t")
+    assert channels.channel_build(db, "base", "dev") == "b2"
 
 
 def test_publish_refuses_unsigned_unless_allowed_and_a_changed_artifact_always(signed):

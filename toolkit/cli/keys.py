@@ -6,6 +6,7 @@ import argparse
 
 from toolkit.cli.output import Context
 from toolkit.store import open_store
+from toolkit.store.artifacts import Store
 from toolkit.trust.keys import Keyring, init_keys, list_keys, rotate_signing_key
 
 
@@ -18,14 +19,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_keys)
 
 
-def _init(ctx: Context, keyring: Keyring) -> int:
+def _init(ctx: Context, store: Store, keyring: Keyring) -> int:
     done = init_keys(keyring)
+    unsigned = [f"{b.image}/{b.build_id}" for b in store.unsigned()]
     if ctx.json:
-        ctx.emit({"folder": str(keyring.folder), "kinds": done})
+        ctx.emit({"folder": str(keyring.folder), "kinds": done, "unsigned_builds": unsigned})
         return 0
     for r in done:
         ctx.say(f"{r.kind}: created {', '.join(r.ids)}" if r.created else f"{r.kind}: already there, left alone")
     ctx.say(f"keys in {keyring.folder}; every bake now signs its manifest")
+    if unsigned:
+        ctx.say(f"{len(unsigned)} stored build(s) are unsigned; publish, promote and golden serve now refuse them "
+                "until you run: golden keys sign-builds")
     return 0
 
 
@@ -44,7 +49,7 @@ def cmd_keys(args: argparse.Namespace, ctx: Context) -> int:
     keyring = store.keyring
     assert keyring is not None
     if args.action == "init":
-        return _init(ctx, keyring)
+        return _init(ctx, store, keyring)
     if args.action == "list":
         return _list(ctx, keyring)
     if args.action == "rotate":

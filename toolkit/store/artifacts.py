@@ -118,6 +118,10 @@ class Store:
         if self.keyring is not None and self.keyring.signs:
             self.keyring.signing_key()
 
+    def unsigned(self) -> list[Build]:
+        """Every stored build without a signature (golden serve refuses them once the home trusts keys)."""
+        return [b for image in self.images() for b in self.builds(image) if not (b.path / SIGNATURE).exists()]
+
     def sign_builds(self, images: list[str]) -> list[SignedBuild]:
         """``golden keys sign-builds``: sign every unsigned build of ``images`` (all images when empty),
         each after its artifacts are checked against its manifest."""

@@ -265,9 +265,11 @@ def rollback(db: StateDB, store: Store, image: str, channel: str, *, reason: str
     with db.write() as repo:
         change = plan_rollback(image, channel, repo.history(image, channel), _current(repo, image, channel),
                                who, reason)
-        if store.find(image, change.to_build) is None:
+        target = store.find(image, change.to_build)
+        if target is None:
             raise StoreError(f"cannot roll {image}@{channel} back to {change.to_build}: "
                              "that build is gone from the store")
+        store.verify(target)  # the signature only: a rollback is urgent, and golden serve would refuse it anyway
         return _apply(repo, change)
 
 
