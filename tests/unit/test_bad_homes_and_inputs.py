@@ -149,6 +149,10 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("signing key a folder", signing_key(lambda k: (k.unlink(), k.mkdir())), "the signing key is not a regular file"),
     ("keys rotate in a home without keys", args("--home", "TMP/home", "keys", "rotate"),
      "has no signing key to rotate"),
+    ("keys init in a missing folder", args("--home", "TMP/missing/home", "keys", "init"),
+     "cannot create TMP/missing/home/keys: TMP/missing does not exist"),
+    ("keys list with an image name", args("--home", "TMP/home", "keys", "list", "base"),
+     "golden keys list takes no image names (only sign-builds does)"),
     ("trust.public_keys naming a missing file", trust_missing_file,
      "TMP/proj/keys/central.pub: the public key is missing"),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from toolkit.cli.output import Context
+from toolkit.core.errors import InputError
 from toolkit.store import open_store
 from toolkit.store.artifacts import Store
 from toolkit.trust.keys import Keyring, init_keys, list_keys, rotate_signing_key
@@ -45,6 +46,8 @@ def _list(ctx: Context, keyring: Keyring) -> int:
 
 
 def cmd_keys(args: argparse.Namespace, ctx: Context) -> int:
+    if args.images and args.action != "sign-builds":
+        raise InputError(f"golden keys {args.action} takes no image names (only sign-builds does)")
     store = open_store(ctx.settings())
     keyring = store.keyring
     assert keyring is not None

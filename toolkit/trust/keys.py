@@ -224,7 +224,12 @@ def _write_signing_key(folder: Path) -> str:
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        for path in (folder.parent, folder):  # the home, as other verbs make it: never its missing parents
+            path.mkdir(exist_ok=True, mode=0o700)
+    except FileNotFoundError:
+        raise KeyFileError(f"cannot create {folder}: {folder.parent.parent} does not exist",
+                           hint="create the parent folder, or pass an existing --home") from None
     (folder / TRUSTED_DIR).mkdir(exist_ok=True)
     kid = key_id(key.public_key())
     atomic_write(folder / TRUSTED_DIR / f"{kid}.pub", _pem(key.public_key()))
