@@ -40,6 +40,9 @@ def _list(ctx: Context, keyring: Keyring) -> int:
     if ctx.json:
         ctx.emit_rows([vars(k) for k in keys])
         return 0
+    if not keys:
+        ctx.say("no keys: this home signs nothing and checks nothing (golden keys init makes its signing key)")
+        return 0
     ctx.table(["key id", "signs", "created", "public key"],
               [[k.key_id, "yes" if k.signs else "-", k.created or "-", k.path] for k in keys])
     return 0

@@ -175,6 +175,10 @@ class Keyring:
         home = sorted((self.folder / TRUSTED_DIR).glob("*.pub")) if (self.folder / TRUSTED_DIR).is_dir() else []
         return own + home + [p for src in self.extra for p in _public_files(src)]
 
+    def forget(self) -> None:
+        """Read the key files again on next use (after init or rotate changed them)."""
+        self._trusted = None
+
     def has_trust(self) -> bool:
         """Whether any public key is trusted: then builds must carry a good signature."""
         return bool(self.trusted_files())
@@ -279,7 +283,7 @@ def init_keys(keyring: Keyring) -> list[InitResult]:
             out.append(InitResult(kind.name, False, []))
         else:
             out.append(InitResult(kind.name, True, kind.create(keyring.folder)))
-    keyring._trusted = None
+    keyring.forget()
     return out
 
 
@@ -292,7 +296,7 @@ def rotate_signing_key(keyring: Keyring) -> tuple[str, str]:
     old = key_id(load_public_key(keyring.folder / SIGNING_PUB))
     new = _write_signing_key(keyring.folder)
     _note(keyring.folder, old, rotated_out=_now())
-    keyring._trusted = None
+    keyring.forget()
     return old, new
 
 
