@@ -23,6 +23,9 @@ connections and gives in-flight transfers ``Limits.drain_s`` seconds to finish.
 When the state DB cannot be written, ``/boot`` still answers from what can be read (the
 dropped write is counted in ``golden_state_write_failures_total`` and logged once).
 
+A build whose signature does not verify against the trusted keys is no build to boot (its hosts get
+the no-build script, ``toolkit.boot.decide``), and none of its files is served (``toolkit.boot.builds``).
+
 The script's artifact URLs use the Host the machine asked for (or ``--public-url``), so the same
 server works behind nginx, on a lab bridge, and from QEMU's slirp (10.0.2.2).
 """
@@ -48,7 +51,7 @@ from urllib.parse import urlsplit
 
 from toolkit.boot import pxe
 from toolkit.boot.admin import REALM, fleet_allowed
-from toolkit.boot.artifactindex import ArtifactIndex
+from toolkit.boot.builds import ArtifactIndex, BuildCache
 from toolkit.boot.connections import Conn, ConnectionPool, Limits, SocketReader
 from toolkit.boot.decide import decide_boot
 from toolkit.boot.evidence import accept_report, issue_boot_token, reject
@@ -58,7 +61,7 @@ from toolkit.boot.retention import Pruned, Pruner, RetentionPolicy
 from toolkit.boot.token import DEFAULT_TTL_S
 from toolkit.boot.values import parse_listen, parse_range
 from toolkit.core.config import StaleConfig
-from toolkit.core.errors import GoldenError, InputError
+from toolkit.core.errors import InputError
 from toolkit.core.secret import Secret
 from toolkit.core.text import printable
 from toolkit.fleet.fleet import Fleet
@@ -109,9 +112,8 @@ class BootHTTPServer(HTTPServer):
     def __init__(self, address: tuple[str, int], config: ServerConfig) -> None:
         self.config = config
         self.index = ArtifactIndex(config.store)
+        self.builds = BuildCache(config.store)
         self.store_root = config.store.root.resolve()
-        self._builds: dict[tuple[str, str], Build] = {}
-        self._builds_lock = threading.Lock()
         self._state_down = False
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
@@ -184,21 +186,8 @@ class BootHTTPServer(HTTPServer):
                       "boot events and reports are dropped until it is writable", self.config.fleet.db.where)
 
     def find_build(self, image: str, build_id: str) -> Build | None:
-        """The stored build, cached while its folder exists; None when the store has no such build."""
-        key = (image, build_id)
-        build = self._builds.get(key)
-        if build is not None and build.path.is_dir():
-            return build
-        try:
-            build = self.config.store.find(image, build_id)
-        except GoldenError:
-            build = None
-        with self._builds_lock:
-            if build is None:
-                self._builds.pop(key, None)
-            else:
-                self._builds[key] = build
-        return build
+        """The stored build, when this server may serve it (toolkit.boot.builds)."""
+        return self.builds.find(image, build_id)
 
     @property
     def url(self) -> str:

@@ -30,6 +30,7 @@ SECTIONS: dict[str, Any] = {
     "stale": "toolkit.core.config:StaleConfig",
     "packer": "toolkit.core.config:PackerConfig",
     "promotion": "toolkit.store.policy:PromotionConfig",
+    "trust": "toolkit.trust.keys:TrustConfig",
     "rollout": None,  # drain/verify hooks: checked by toolkit.rollout where it reads them
 }
 
