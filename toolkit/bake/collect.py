@@ -15,14 +15,11 @@ from toolkit.bake import cleanup, uki
 from toolkit.bake.plan import BakePlan
 from toolkit.core.errors import BakeError
 from toolkit.core.fsutil import sha256_file
-from toolkit.image.manifest import Artifact, CheckResult, Manifest
+from toolkit.image.manifest import UKI, UKI_CERT, Artifact, CheckResult, Manifest
 from toolkit.runs.record import RunRecord
 from toolkit.store.artifacts import Build, Store
 from toolkit.trust import secureboot
 from toolkit.trust.secureboot import DbKey
-
-UKI = "uki.efi"  # the signed Unified Kernel Image a Secure Boot host chains (artifact name in the store)
-UKI_CERT = "uki.crt"  # the db certificate that verifies it: sbverify --cert uki.crt uki.efi
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ availability) and the caller counts the dropped write.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from toolkit.core.mac import normalize_mac
 from toolkit.fleet.desired import DesiredBuild
@@ -26,6 +28,7 @@ class BootDecision:
     desired: DesiredBuild | None
     problem: str = ""
     recorded: bool = True  # False: the state DB could not be written (the decision still stands)
+    secure_boot: bool = False  # the host var secure_boot: the host gets the build's signed UKI
 
 
 def _decide(fleet: Fleet, mac: str) -> BootDecision:
@@ -40,7 +43,13 @@ def _decide(fleet: Fleet, mac: str) -> BootDecision:
     if build is None:
         return BootDecision(mac, host.name, None, desired,
                             f"desired build {desired.image}/{desired.build_id} is not in the store")
-    return BootDecision(mac, host.name, build, desired)
+    return BootDecision(mac, host.name, build, desired, secure_boot=_secure_boot(host.vars))
+
+
+def _secure_boot(host_vars: Mapping[str, Any]) -> bool:
+    # Fail closed: anything but an explicit false (as Ansible reads booleans) asks for the signed chain.
+    value = host_vars.get("secure_boot", False)
+    return str(value).strip().lower() not in ("false", "no", "0", "off", "")
 
 
 def _record(fleet: Fleet, d: BootDecision, remote_addr: str | None) -> None:
@@ -65,5 +74,5 @@ def decide_boot(fleet: Fleet, mac: str, remote_addr: str | None = None) -> BootD
         _record(fleet, decision, remote_addr)
     except StateError:
         return BootDecision(decision.mac, decision.host, decision.build, decision.desired, decision.problem,
-                            recorded=False)
+                            recorded=False, secure_boot=decision.secure_boot)
     return decision

@@ -34,6 +34,7 @@ report, or a TPM quote): the next step, described in the README.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from toolkit.fleet.fleet import Fleet
 from toolkit.fleet.logins import matching_grant, parse_login, taint_reason
 from toolkit.fleet.status import HostStatus
 from toolkit.inventory.hosts import Host
+from toolkit.state.boots import BOOT_REFUSED
 from toolkit.state.db import (
     AttemptRow,
     HostRow,
@@ -214,7 +216,7 @@ def _record_report(repo: Repo, host: str, mac: str, report: ObservedReport, toke
     if news:
         repo.add_event("report", now, mac, host, report.build_id, json.dumps(
             {"drift": len(report.drift), "hostname": report.hostname, "checks": report.checks,
-             "attempt": token.attempt}))
+             "attempt": token.attempt, "secure_boot": report.secure_boot}))
     return True
 
 
@@ -284,3 +286,32 @@ def accept_report(fleet: Fleet, payload: Any, secret: bytes, addr: str = "",
         rej.mac = rej.mac or mac
         reject(fleet, rej, addr)
         raise
+
+_ERRNO_RE = re.compile(r"^(0x)?[0-9a-fA-F]{1,8}$")
+
+
+def accept_refusal(fleet: Fleet, mac: str, build_id: str, image: str, token: str, errno: str, secret: bytes,
+                   addr: str = "", ttl: float = DEFAULT_TTL_S) -> str:
+    """Record that the firmware refused to start this attempt's signed image (iPXE's failure branch asked);
+    the attempt it belongs to. Firmware evidence can only fail a host: it never sets an observed build, and a
+    refusal of a token outside a live, uncontested attempt (or from another address) is refused itself."""
+    try:
+        claims = verify_token(secret, token, mac, build_id, ttl=ttl, image=image)
+    except TokenError as exc:
+        raise ReportRejected(exc.message, RejectKind(exc.kind), mac) from None
+    host = fleet.host_by_mac(mac)
+    if host is None:
+        raise ReportRejected("MAC not in the inventory", RejectKind.UNKNOWN_HOST, mac)
+    with fleet.db.write_rows() as repo:
+        row = repo.get_token(claims.nonce)
+        refusal = _refusal(repo, row, host.name, addr)
+        if refusal is None and (row is None or not row.attempt):
+            refusal = ReportRejected("a boot refusal counts only with a token of a reimage attempt", RejectKind.ENDED)
+        if refusal is None and row is not None:
+            refusal = attempt_refusal(repo.get_attempt(host.name), row.attempt, time.time())
+        if refusal is not None or row is None:
+            raise refusal or ReportRejected("token was never issued by this boot server", RejectKind.UNKNOWN_TOKEN)
+        repo.spend_token(row.nonce, time.time())  # the refused boot never reaches an agent: nothing may report
+        repo.add_event(BOOT_REFUSED, time.time(), mac, host.name, build_id, json.dumps(
+            {"attempt": row.attempt, "errno": errno if _ERRNO_RE.match(errno) else "?"}))
+        return row.attempt

@@ -94,6 +94,8 @@ def _bad_fields(payload: dict[str, Any]) -> list[str]:
             isinstance(x, dict) and isinstance(x.get("at"), str) and len(x["at"]) <= 64
             and isinstance(x.get("line"), str) and len(x["line"]) <= MAX_LOGIN_CHARS for x in logins):
         problems.append("logins")
+    if not (payload.get("secure_boot") is None or isinstance(payload.get("secure_boot"), bool)):
+        problems.append("secure_boot")
     if "booted_at" not in problems:
         try:
             datetime.fromisoformat(payload["booted_at"].replace("Z", "+00:00"))
@@ -126,5 +128,6 @@ def parse_report(payload: Any) -> tuple[ObservedReport, str, str]:
         checks={k: {"passed": v["passed"], "detail": str(v.get("detail", ""))[:500]} for k, v in checks.items()},
         drift_kinds={path: kinds.get(path, "changed") for path in drift},
         logins=tuple((x["at"], x["line"]) for x in payload.get("logins", [])),
+        secure_boot=payload.get("secure_boot"),
     )
     return report, mac, payload["token"]

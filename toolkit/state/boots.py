@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from toolkit.state.room import Room
 
 
+BOOT_REFUSED = "boot-refused"  # event: the firmware refused an attempt's signed image (only ever fails it)
+
 @dataclass(frozen=True)
 class BootEventRow:
     """One boot event (a script served, a report accepted or refused, ...), in feed order by ``id``."""

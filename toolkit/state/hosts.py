@@ -57,6 +57,8 @@ class ObservedReport:
     drift_kinds: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
     # Login lines from the node's journal since boot: ((ISO time, line), ...).
     logins: tuple[tuple[str, str], ...] = field(default=(), compare=False, hash=False)
+    # UEFI Secure Boot as the node's firmware says (efivars); None: not UEFI, or an agent that does not say.
+    secure_boot: bool | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
