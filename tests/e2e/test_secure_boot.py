@@ -17,7 +17,6 @@ Both share one lab and one boot network: a Secure Boot TCG boot costs minutes.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time

@@ -73,5 +73,5 @@ def test_a_hierarchy_with_a_loose_key_is_refused(tmp_path: Path) -> None:
         (folder / f"{name}.crt").write_bytes(CERT)
     assert secureboot.db_key(s) == secureboot.DbKey(folder / "db.key", folder / "db.crt")
     (folder / "KEK.key").chmod(0o604)
-    with pytest.raises(InputError, match="KEK key .* readable by others"):
+    with pytest.raises(InputError, match=r"KEK key .* readable by others"):
         secureboot.db_key(s)

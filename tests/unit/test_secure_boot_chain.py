@@ -16,16 +16,15 @@ from tests.fixtures.boot import make_build
 from tests.unit.test_bootserver import MAC1, SECRET, Env, _report, env  # noqa: F401 - the fixture
 from tests.unit.test_rollout_execute import FakeClient, FakeMachine, run
 from toolkit.bmc.pool import BmcPool, RetryPolicy
-from toolkit.fleet.fleet import Fleet
-from toolkit.inventory.hosts import load_inventory
-from toolkit.rollout.journal import Journal
-from toolkit.state.db import StateDB
-from toolkit.store.artifacts import Store
 from toolkit.boot import pxe
 from toolkit.core.errors import InputError
-from toolkit.rollout.journal import Phase, Step
+from toolkit.fleet.fleet import Fleet
+from toolkit.inventory.hosts import load_inventory
+from toolkit.rollout.journal import Journal, Phase, Step
 from toolkit.state.boots import BOOT_REFUSED
+from toolkit.state.db import StateDB
 from toolkit.store import channels
+from toolkit.store.artifacts import Store
 
 UKI_SIZES = {"vmlinuz": 3000, "initrd": 2000, "rootfs.squashfs": 10_000, "uki.efi": 7000, "uki.crt": 900}
 ERRNO = "0x7f0c8083"

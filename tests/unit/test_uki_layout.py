@@ -48,7 +48,7 @@ def test_placement_keeps_the_image_base() -> None:
 
 
 def test_a_section_the_stub_has_is_refused() -> None:
-    with pytest.raises(ValueError, match=".text"):
+    with pytest.raises(ValueError, match=r"\.text"):
         place_sections(PeLayout(0, 0x200, 0x1000, (".text",)), [(".text", 10)])
 
 

@@ -107,5 +107,5 @@ def render_uki_script(uki_url: str, refused_url: str, words: Sequence[str], buil
     ``words`` (from kernel_cmdline), and reports a firmware refusal to ``refused_url`` (an http(s) URL with
     a query, to which iPXE appends ``&errno=``)."""
     return _template(UKI_TEMPLATE).render(
-        uki_url=_check_url("uki_url", uki_url), refused_url=_check_url("refused_url", refused_url), cmdline=" ".join(words),
-        build_id=build_id, image=image, mac=mac.lower())
+        uki_url=_check_url("uki_url", uki_url), refused_url=_check_url("refused_url", refused_url),
+        cmdline=" ".join(words), build_id=build_id, image=image, mac=mac.lower())

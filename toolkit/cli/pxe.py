@@ -7,9 +7,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from toolkit.trust import secureboot
 from toolkit.boot.pxe import PxeSettings, render_pxe
 from toolkit.cli.output import Context
+from toolkit.trust import secureboot
 
 
 def register(sub: argparse._SubParsersAction) -> None:
