@@ -11,6 +11,7 @@ import pytest
 
 from toolkit.bake.collect import UKI, UKI_CERT, signed_uki
 from toolkit.bake.uki import STUB, initrd_with_hash, pe_layout, place_sections
+from toolkit.boot.pxe import IPXE_DIR, PxeSettings, plan_render, write_render
 from toolkit.core.config import Settings
 from toolkit.core.fsutil import sha256_file
 from toolkit.trust import secureboot
@@ -72,3 +73,15 @@ def test_keys_are_private_and_init_keeps_them(keys: secureboot.Hierarchy, tmp_pa
     home = keys.folder.parent.parent
     again, made = secureboot.init_hierarchy(Settings(project=home, home=home, cache=home / "cache"))
     assert made == [] and again.db.key.read_bytes() == before and again.owner == keys.owner
+
+
+def test_pxe_render_writes_the_efi_ipxe_binaries_signed(tmp_path: Path, keys: secureboot.Hierarchy) -> None:
+    settings = PxeSettings(out_dir=tmp_path / "pxe", server_url="http://10.77.0.1", interface="br0",
+                           subnet="10.77.0.0", store_dir=tmp_path / "store", efi_signer=keys.db)
+    result = write_render(settings, plan_render(settings))
+    assert "tftp/snponly.efi" in result.files
+    for name in ("snponly.efi", "ipxe.efi"):
+        assert secureboot.verifies(keys.cert("db"), tmp_path / "pxe" / "tftp" / name), name
+        assert not secureboot.verifies(keys.cert("db"), IPXE_DIR / name)  # Debian's own copy stays unsigned
+    undionly = (tmp_path / "pxe" / "tftp" / "undionly.kpxe").read_bytes()
+    assert undionly == (IPXE_DIR / "undionly.kpxe").read_bytes()  # BIOS iPXE: nothing to sign
