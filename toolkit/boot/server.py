@@ -74,7 +74,7 @@ access_log = logging.getLogger("golden.serve.access")
 DISCONNECTS = (ConnectionError, TimeoutError, socket.timeout)
 
 STORE_RE = re.compile(
-    rf"^/store/({IMAGE_NAME})/({BUILD_REF})/(vmlinuz|initrd|rootfs\.squashfs|manifest\.json)$"
+    rf"^/store/({IMAGE_NAME})/({BUILD_REF})/(vmlinuz|initrd|rootfs\.squashfs|manifest\.json|uki\.efi|uki\.crt)$"
 )
 SHA_RE = re.compile(r"^/a/([0-9a-f]{64})$")
 # iPXE percent-encodes the colons of ${mac} in a URL path: 52%3A54%3A00...
