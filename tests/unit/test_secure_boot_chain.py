@@ -180,3 +180,13 @@ def test_a_refusal_fails_the_host_at_once_and_no_report_rescues_it(refusing_worl
                                               "build B") for s in failed), failed
     assert ERRNO in failed[0].detail
     assert not [s for s in steps if s.step == Step.REPORT.value and s.phase == Phase.DONE.value]
+
+
+def test_the_uki_and_its_certificate_are_served_from_the_store(env: Env) -> None:  # noqa: F811
+    _secure(env)
+    build = env.store.find("base", "b3")
+    assert build is not None
+    for name in ("uki.efi", "uki.crt"):
+        code, _, body = env.request("GET", f"/store/base/b3/{name}")
+        assert code == 200 and body == (build.path / name).read_bytes(), name
+    assert env.request("GET", "/store/base/b2/uki.efi")[0] == 404  # a build without one
