@@ -15,6 +15,7 @@ from typing import Any
 from toolkit.core.mac import normalize_mac
 from toolkit.fleet.desired import DesiredBuild
 from toolkit.fleet.fleet import Fleet
+from toolkit.image.manifest import UKI
 from toolkit.state.db import StateError
 from toolkit.store.artifacts import Build
 
@@ -43,7 +44,11 @@ def _decide(fleet: Fleet, mac: str) -> BootDecision:
     if build is None:
         return BootDecision(mac, host.name, None, desired,
                             f"desired build {desired.image}/{desired.build_id} is not in the store")
-    return BootDecision(mac, host.name, build, desired, secure_boot=_secure_boot(host.vars))
+    secure = _secure_boot(host.vars)
+    if secure and UKI not in build.manifest.artifacts:  # never the unsigned chain for a secure_boot host
+        return BootDecision(mac, host.name, None, desired, f"build {build.image}/{build.build_id} has no signed UKI "
+                            "for this secure_boot host (golden keys init, then bake)")
+    return BootDecision(mac, host.name, build, desired, secure_boot=secure)
 
 
 def _secure_boot(host_vars: Mapping[str, Any]) -> bool:

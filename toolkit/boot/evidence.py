@@ -37,12 +37,14 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from toolkit.boot.reports import RejectKind, ReportRejected, parse_report
 from toolkit.boot.token import DEFAULT_TTL_S, TokenClaims, TokenError, issue_token, verify_token
+from toolkit.core.mac import is_mac, normalize_mac
 from toolkit.fleet.fleet import Fleet
 from toolkit.fleet.logins import matching_grant, parse_login, taint_reason
 from toolkit.fleet.status import HostStatus
@@ -290,11 +292,24 @@ def accept_report(fleet: Fleet, payload: Any, secret: bytes, addr: str = "",
 _ERRNO_RE = re.compile(r"^(0x)?[0-9a-fA-F]{1,8}$")
 
 
-def accept_refusal(fleet: Fleet, mac: str, build_id: str, image: str, token: str, errno: str, secret: bytes,
-                   addr: str = "", ttl: float = DEFAULT_TTL_S) -> str:
-    """Record that the firmware refused to start this attempt's signed image (iPXE's failure branch asked);
-    the attempt it belongs to. Firmware evidence can only fail a host: it never sets an observed build, and a
-    refusal of a token outside a live, uncontested attempt (or from another address) is refused itself."""
+def accept_refusal(fleet: Fleet, query: Mapping[str, str], secret: bytes, addr: str = "",
+                   ttl: float = DEFAULT_TTL_S) -> tuple[str, str]:
+    """Record that the firmware refused to start an attempt's signed image (iPXE's failure branch asked with
+    ``mac``, ``build``, ``image``, ``token`` and ``errno``); (MAC, attempt). Firmware evidence can only fail a
+    host: it never sets an observed build, and a refusal with a token outside a live, uncontested attempt (or
+    from another address) is refused itself (ReportRejected, counted like a refused report)."""
+    mac = normalize_mac(query.get("mac", "")) if is_mac(query.get("mac", "")) else ""
+    try:
+        return mac, _accept_refusal(fleet, mac, query.get("build", ""), query.get("image", ""),
+                                    query.get("token", ""), query.get("errno", ""), secret, addr, ttl)
+    except ReportRejected as rej:
+        rej.mac = rej.mac or mac or None
+        reject(fleet, rej, addr)
+        raise
+
+
+def _accept_refusal(fleet: Fleet, mac: str, build_id: str, image: str, token: str, errno: str, secret: bytes,
+                    addr: str, ttl: float) -> str:
     try:
         claims = verify_token(secret, token, mac, build_id, ttl=ttl, image=image)
     except TokenError as exc:

@@ -20,6 +20,7 @@ from toolkit.core.mac import normalize_mac
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "boot.ipxe.j2"
 UKI_TEMPLATE = TEMPLATE.with_name("boot-uki.ipxe.j2")  # Secure Boot hosts: one signed image
+REFUSED_PATH = "/boot-refused"  # golden serve's URL the UKI script fetches when the firmware refused the image
 SERIAL_CONSOLE = "console=ttyS0,115200"
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")

@@ -81,8 +81,9 @@ def _uki_script(build: Build, mac: str, token: str, base_url: str, report_url: s
                                    build.image, mac, token, report_url, extra_args)
     query = urllib.parse.urlencode({"mac": mac.lower(), "build": build.build_id, "image": build.image,
                                     "token": token})
-    return netboot.render_uki_script(artifact_url(base_url, build, UKI), f"{base_url.rstrip('/')}/boot-refused?{query}",
-                                     words, build.build_id, build.image, mac)
+    refused = f"{base_url.rstrip('/')}{netboot.REFUSED_PATH}?{query}"
+    return netboot.render_uki_script(artifact_url(base_url, build, UKI), refused, words, build.build_id, build.image,
+                                     mac)
 
 
 def unknown_script(pxe_dir: Path = PXE_DIR) -> str:

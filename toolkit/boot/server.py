@@ -52,13 +52,13 @@ from toolkit.boot.connections import Conn, ConnectionPool, Limits, SocketReader
 from toolkit.boot.decide import decide_boot
 from toolkit.boot.evidence import accept_refusal, accept_report, issue_boot_token, reject
 from toolkit.boot.metrics import Metrics
+from toolkit.boot.netboot import REFUSED_PATH
 from toolkit.boot.reports import MAX_REPORT_BYTES, RejectKind, ReportRejected, decode_report
 from toolkit.boot.retention import Pruned, Pruner, RetentionPolicy
 from toolkit.boot.token import DEFAULT_TTL_S
 from toolkit.boot.values import parse_listen, parse_range
 from toolkit.core.config import StaleConfig
 from toolkit.core.errors import GoldenError, InputError
-from toolkit.core.mac import is_mac, normalize_mac
 from toolkit.core.secret import Secret
 from toolkit.core.text import printable
 from toolkit.fleet.fleet import Fleet
@@ -78,7 +78,7 @@ STORE_RE = re.compile(
 )
 SHA_RE = re.compile(r"^/a/([0-9a-f]{64})$")
 # iPXE percent-encodes the colons of ${mac} in a URL path: 52%3A54%3A00...
-REFUSED_PATH = "/boot-refused"  # iPXE's failure branch when the firmware would not start the signed image
+TEXT = "text/plain; charset=utf-8"
 BOOT_RE = re.compile(r"^/boot/([0-9A-Fa-f]{2}(?:(?:[:-]|%3[Aa])?[0-9A-Fa-f]{2}){5})\.ipxe$")
 HOST_RE = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 
@@ -496,14 +496,8 @@ class BootHandler(BaseHTTPRequestHandler):
             self.server.metrics.bump("contested")
             log.warning("golden serve: %s (%s): boot script fetched again within reimage attempt %s (from %s): "
                         "attempt contested", decision.host, decision.mac, issued.attempt, client)
-        try:
-            script = pxe.machine_script(decision.build, decision.mac, issued.token, base, f"{base}/report",
-                                        cfg.extra_args, secure_boot=decision.secure_boot)
-        except InputError as exc:  # a secure_boot host and a build without a signed UKI: never the unsigned chain
-            log.warning("golden serve: %s (%s): %s", decision.host, decision.mac, exc.message)
-            self.server.metrics.add("scripts", "no-build")
-            script = pxe.no_build_script(decision.host, decision.mac, exc.message, cfg.pxe_dir)
-            return self._send_body("boot", 200, script.encode(), ctype)
+        script = pxe.machine_script(decision.build, decision.mac, issued.token, base, f"{base}/report",
+                                    cfg.extra_args, secure_boot=decision.secure_boot)
         self.server.metrics.add("scripts", "build")
         log.info("golden serve: %s (%s) boots %s/%s", decision.host, decision.mac, decision.build.image,
                  decision.build.build_id)
@@ -511,22 +505,14 @@ class BootHandler(BaseHTTPRequestHandler):
 
     def _boot_refused(self) -> None:
         """Firmware evidence: this attempt's signed image was refused (Secure Boot). It can only fail the host."""
-        query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items() if v}
-        cfg = self.server.config
-        client = self._client()
+        query, cfg = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items() if v}, self.server.config
         try:
-            fields = [query.get(k, "") for k in ("mac", "build", "image", "token")]
-            mac = normalize_mac(fields[0]) if is_mac(fields[0]) else ""
-            attempt = accept_refusal(cfg.fleet, mac, fields[1], fields[2], fields[3], query.get("errno", ""),
-                                     cfg.secret, client, cfg.token_ttl_s)
+            mac, attempt = accept_refusal(cfg.fleet, query, cfg.secret, self._client(), cfg.token_ttl_s)
         except ReportRejected as rej:
-            reject(cfg.fleet, rej, client)
             self.server.metrics.add("rejects", rej.kind.value)
-            return self._send_body("refused", 403, f"#!ipxe\necho golden: {rej.kind.value}\n".encode(),
-                                   "text/plain; charset=utf-8")
-        log.warning("golden serve: %s: the firmware refused the signed image (attempt %s, from %s)", mac, attempt,
-                    client)
-        self._send_body("refused", 200, b"#!ipxe\necho golden: boot refusal recorded\n", "text/plain; charset=utf-8")
+            return self._send_body("refused", 403, f"#!ipxe\necho golden: {rej.kind.value}\n".encode(), TEXT)
+        log.warning("golden serve: %s: the firmware refused the signed image (attempt %s)", mac, attempt)
+        self._send_body("refused", 200, b"#!ipxe\necho golden: boot refusal recorded\n", TEXT)
 
     # ---- reports ----
     def _reject(self, rej: ReportRejected, code: int = 403) -> None:
