@@ -20,7 +20,7 @@ from toolkit.core.run import run
 
 AGENT = ROOT / "roles" / "golden_agent" / "files" / "golden-agent"
 REPORT_KEYS = {"mac", "build_id", "image", "token", "hostname", "booted_at", "uptime_s", "drift", "agent_version",
-               "checks", "drift_kinds", "logins"}
+               "checks", "drift_kinds", "logins", "secure_boot"}
 TOKEN = "n0nce.0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

@@ -162,6 +162,9 @@ def test_nginx_serves_store_and_proxies_golden_serve(site):
     assert code == 403
     code, _, body = _get(hostport, "GET", "/metrics")
     assert code == 200 and b'golden_reports_total{result="accepted"} 1' in body
+    # A firmware refusal reaches golden serve through nginx (here refused: its token is spent).
+    code, _, body = _get(hostport, "GET", f"/boot-refused?mac={MAC}&build=b1&image=base&token={token}&errno=0x1")
+    assert code == 403 and body.startswith(b"#!ipxe"), body
     code, _, body = _get(hostport, "GET", "/boot/52:54:00:ff:ff:ff.ipxe")
     assert code == 200 and b"exit" in body
     # nginx served the artifacts itself: golden serve counted no artifact requests.

@@ -192,6 +192,7 @@ def test_closed_pipe_ends_quietly_like_cat(tmp_path):
 # The last three read the host's own interfaces with `ip` (nothing is changed).
 LAB_INPUT_CASES: list[tuple[list[str], str]] = [
     (["lab", "up", "--uefi"], "--uefi needs --bridge BR"),
+    (["lab", "up", "--secure-boot", "--bridge", "br0"], "--secure-boot needs --uefi"),
     (["lab", "up", "--netns", "ns1"], "--netns needs --bridge BR"),
     ([*LAB, "--uefi", "--bridge", "br0"], "--uefi, --bridge need QEMU machines"),
     (["lab", "up", "--bridge", "br0,x"], "--bridge 'br0,x' is not an interface name"),

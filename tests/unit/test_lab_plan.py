@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from toolkit.bmc.endpoint import BmcProtocol
 from toolkit.core.errors import InputError
@@ -80,6 +81,7 @@ def test_bad_input(kwargs: dict, message: str) -> None:
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"uefi": True}, "--uefi needs --bridge BR"),
+    ({"secure_boot": True, "bridge": "br0"}, "--secure-boot needs --uefi"),
     ({"netns": "ns1"}, "--netns needs --bridge BR"),
     ({"uefi": True, "netns": "ns1"}, "--netns needs --bridge BR"),
     ({"no_vm": True, "uefi": True, "bridge": "br0"}, "--uefi, --bridge need QEMU machines"),
@@ -158,3 +160,14 @@ def test_overrides_are_kept_and_one_time_ones_consumed() -> None:
     for _ in range(30):
         m.set_override("network", persistent=False, uefi=False)
     assert len(m.overrides) == MAX_OVERRIDES_KEPT
+
+
+def test_secure_boot_lab_says_so_in_its_inventory_and_machines(tmp_path: Path) -> None:
+    plan = plan_lab(1, lab_id="0123abcd", uefi=True, bridge="br0", secure_boot=True)
+    doc = yaml.safe_load(render_inventory(plan, "pw"))
+    [rack] = doc["all"]["children"]["lab"]["children"].values()
+    assert rack["hosts"]["lab-n01"]["secure_boot"] is True
+    [cfg] = serve_configs(plan, tmp_path, "pw")
+    assert vm_spec(json.loads(json.dumps(cfg.dump()))["bmcs"][0]["vm"]).secure_boot is True
+    plain = plan_lab(1, lab_id="0123abcd", uefi=True, bridge="br0")
+    assert "secure_boot" not in render_inventory(plain, "pw")  # inventories of other labs stay as they were

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.core.errors import InputError
-from toolkit.lab.qemu import OVMF_CODE, VmSpec, qemu_argv, vm_command
+from toolkit.lab.qemu import OVMF_CODE, OVMF_CODE_SECBOOT, VmSpec, qemu_argv, vm_command
 
 
 def _opt(argv: list[str], flag: str) -> list[str]:
@@ -82,6 +82,7 @@ def test_uefi_machine_boots_ovmf_with_its_own_vars_and_no_ipxe_rom(tmp_path: Pat
 @pytest.mark.parametrize("spec, needle", [
     ({"firmware": "coreboot"}, "firmware must be one of bios, uefi"),
     ({"firmware": "uefi"}, "needs its own variable store"),
+    ({"secure_boot": True}, "Secure Boot needs UEFI firmware"),
 ])
 def test_bad_firmware_is_input_error(tmp_path: Path, spec, needle) -> None:
     with pytest.raises(InputError, match=needle):
@@ -105,3 +106,16 @@ def test_a_machine_in_a_namespace_runs_qemu_inside_it(tmp_path: Path) -> None:
     assert vm_command(plain) == qemu_argv(plain)
     with pytest.raises(InputError, match="a network namespace needs a tap netdev"):
         vm_command(VmSpec(name="n1", mac="52:54:00:00:00:01", serial_log=tmp_path / "s.log", netns="ns"))
+
+
+def test_secure_boot_machine_runs_ovmf_secboot_on_q35_with_smm(tmp_path: Path) -> None:
+    vm = VmSpec(name="s1", mac="52:54:00:00:00:0c", serial_log=tmp_path / "s.log", netdev="tap:tap0",
+                firmware="uefi", uefi_vars=tmp_path / "s1.vars", secure_boot=True)
+    argv = qemu_argv(vm)
+    assert f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE_SECBOOT}" in argv
+    assert f"if=pflash,format=raw,unit=1,file={tmp_path / 's1.vars'}" in argv
+    assert _opt(argv, "-machine") == ["q35,smm=on"]  # OVMF secboot hangs without SMM
+    assert _opt(argv, "-global") == ["driver=cfi.pflash01,property=secure,value=on"]
+    assert str(OVMF_CODE) not in " ".join(argv)
+    plain = qemu_argv(VmSpec(**{**vm.__dict__, "secure_boot": False}))
+    assert "-machine" not in plain and "-global" not in plain

@@ -27,6 +27,7 @@ from toolkit.core.progress import Progress
 from toolkit.runs.ids import new_run_id
 from toolkit.runs.record import RunRecord
 from toolkit.store.artifacts import Build, Store
+from toolkit.trust import secureboot
 
 log = logging.getLogger("golden.bake")
 
@@ -118,10 +119,11 @@ class RootBuilder(Protocol):
 def bake_with(builder: RootBuilder, settings: Settings, store: Store, plan: BakePlan, progress: Progress | None,
               started: float) -> BakeResult:
     """Run one attempt of ``plan`` with ``builder`` and commit what it produced."""
+    signer = secureboot.db_key(settings)  # a bad key configuration fails before the build, not after
     with Attempt(settings, store, plan.image, progress) as attempt:
         try:
             outputs = builder.produce(attempt)
-            build = collect(store, plan, attempt.staged, attempt.record, outputs, started)
+            build = collect(store, plan, attempt.staged, attempt.record, outputs, started, signer)
         except Exception as exc:
             wrapped = builder.explain(exc, attempt)
             if wrapped is exc:

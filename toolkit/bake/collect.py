@@ -11,13 +11,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from toolkit.bake import cleanup
+from toolkit.bake import cleanup, uki
 from toolkit.bake.plan import BakePlan
 from toolkit.core.errors import BakeError
 from toolkit.core.fsutil import sha256_file
-from toolkit.image.manifest import Artifact, CheckResult, Manifest
+from toolkit.image.manifest import UKI, UKI_CERT, Artifact, CheckResult, Manifest
 from toolkit.runs.record import RunRecord
 from toolkit.store.artifacts import Build, Store
+from toolkit.trust import secureboot
+from toolkit.trust.secureboot import DbKey
 
 
 @dataclass(frozen=True)
@@ -37,9 +39,13 @@ class Outputs:
     timings: dict[str, Any] = field(default_factory=dict)  # builder-only BakeResult fields
 
 
-def collect(store: Store, plan: BakePlan, staged: Path, record: RunRecord, out: Outputs, started: float) -> Build:
-    """Put ``out`` into the staging folder with its manifest, commit it, and advance the snapshot stamp."""
+def collect(store: Store, plan: BakePlan, staged: Path, record: RunRecord, out: Outputs, started: float,
+            signer: DbKey | None = None) -> Build:
+    """Put ``out`` into the staging folder with its manifest, commit it, and advance the snapshot stamp.
+    With ``signer`` (the home's Secure Boot db key) the build also gets a signed UKI and its certificate."""
     artifacts = {name: _artifact(plan, staged / name, src, out.builder, record) for name, src in out.artifacts.items()}
+    if signer is not None:
+        artifacts.update(signed_uki(staged, artifacts["rootfs.squashfs"].sha256, signer))
     _keep_logs(staged / "logs", out.logs)
     left = cleanup.release(staged)
     if left:
@@ -65,6 +71,23 @@ def _artifact(plan: BakePlan, dest: Path, src: Path, builder: str, record: RunRe
     src.rename(dest)
     dest.chmod(0o644)
     return Artifact(sha256=sha256_file(dest), size=dest.stat().st_size)
+
+
+def signed_uki(folder: Path, rootfs_sha256: str, signer: DbKey) -> dict[str, Artifact]:
+    """Make ``uki.efi`` (from ``vmlinuz`` and ``initrd`` in ``folder``, the rootfs hash inside, signed) and
+    ``uki.crt`` beside them; their manifest entries."""
+    unsigned = folder / f".{UKI}.unsigned"
+    try:
+        uki.assemble(folder / "vmlinuz", folder / "initrd", rootfs_sha256, unsigned)
+        secureboot.sign_efi(signer, unsigned, folder / UKI)
+    finally:
+        unsigned.unlink(missing_ok=True)
+    shutil.copyfile(signer.cert, folder / UKI_CERT)
+    made = {}
+    for name in (UKI, UKI_CERT):
+        (folder / name).chmod(0o644)
+        made[name] = Artifact(sha256=sha256_file(folder / name), size=(folder / name).stat().st_size)
+    return made
 
 
 def _keep_logs(logs: Path, kept: list[tuple[Path, str]]) -> None:

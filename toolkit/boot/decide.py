@@ -12,12 +12,15 @@ availability) and the caller counts the dropped write.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from toolkit.core.errors import GoldenError
 from toolkit.core.mac import normalize_mac
 from toolkit.fleet.desired import DesiredBuild
 from toolkit.fleet.fleet import Fleet
+from toolkit.image.manifest import UKI
 from toolkit.state.db import StateError
 from toolkit.store.artifacts import Build
 
@@ -31,6 +34,7 @@ class BootDecision:
     desired: DesiredBuild | None
     problem: str = ""
     recorded: bool = True  # False: the state DB could not be written (the decision still stands)
+    secure_boot: bool = False  # the host var secure_boot: the host gets the build's signed UKI
 
 
 def _decide(fleet: Fleet, mac: str) -> BootDecision:
@@ -49,7 +53,17 @@ def _decide(fleet: Fleet, mac: str) -> BootDecision:
         fleet.store.verify(build)
     except GoldenError as exc:  # a bad signature, or an unusable trusted key file: fail closed
         return BootDecision(mac, host.name, None, desired, f"refused: {exc.message}")
-    return BootDecision(mac, host.name, build, desired)
+    secure = _secure_boot(host.vars)
+    if secure and UKI not in build.manifest.artifacts:  # never the unsigned chain for a secure_boot host
+        return BootDecision(mac, host.name, None, desired, f"build {build.image}/{build.build_id} has no signed UKI "
+                            "for this secure_boot host (golden keys init, then bake)")
+    return BootDecision(mac, host.name, build, desired, secure_boot=secure)
+
+
+def _secure_boot(host_vars: Mapping[str, Any]) -> bool:
+    # Fail closed: anything but an explicit false (as Ansible reads booleans) asks for the signed chain.
+    value = host_vars.get("secure_boot", False)
+    return str(value).strip().lower() not in ("false", "no", "0", "off", "")
 
 
 def _record(fleet: Fleet, d: BootDecision, remote_addr: str | None) -> None:
@@ -74,5 +88,5 @@ def decide_boot(fleet: Fleet, mac: str, remote_addr: str | None = None) -> BootD
         _record(fleet, decision, remote_addr)
     except StateError:
         return BootDecision(decision.mac, decision.host, decision.build, decision.desired, decision.problem,
-                            recorded=False)
+                            recorded=False, secure_boot=decision.secure_boot)
     return decision

@@ -34,19 +34,23 @@ report, or a TPM quote): the next step, described in the README.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from toolkit.boot.reports import RejectKind, ReportRejected, parse_report
 from toolkit.boot.token import DEFAULT_TTL_S, TokenClaims, TokenError, issue_token, verify_token
+from toolkit.core.mac import is_mac, normalize_mac
 from toolkit.fleet.fleet import Fleet
 from toolkit.fleet.hardware import diff_facts, digest
 from toolkit.fleet.logins import matching_grant, parse_login, taint_reason
 from toolkit.fleet.status import HostStatus
 from toolkit.inventory.hosts import Host
+from toolkit.state.boots import BOOT_REFUSED
 from toolkit.state.db import (
     AttemptRow,
     HostRow,
@@ -216,7 +220,7 @@ def _record_report(repo: Repo, host: str, mac: str, report: ObservedReport, toke
     if news:
         repo.add_event("report", now, mac, host, report.build_id, json.dumps(
             {"drift": len(report.drift), "hostname": report.hostname, "checks": report.checks,
-             "attempt": token.attempt}))
+             "attempt": token.attempt, "secure_boot": report.secure_boot}))
     return True
 
 
@@ -303,3 +307,45 @@ def accept_report(fleet: Fleet, payload: Any, secret: bytes, addr: str = "",
         rej.mac = rej.mac or mac
         reject(fleet, rej, addr)
         raise
+
+_ERRNO_RE = re.compile(r"^(0x)?[0-9a-fA-F]{1,8}$")
+
+
+def accept_refusal(fleet: Fleet, query: Mapping[str, str], secret: bytes, addr: str = "",
+                   ttl: float = DEFAULT_TTL_S) -> tuple[str, str]:
+    """Record that the firmware refused to start an attempt's signed image (iPXE's failure branch asked with
+    ``mac``, ``build``, ``image``, ``token`` and ``errno``); (MAC, attempt). Firmware evidence can only fail a
+    host: it never sets an observed build, and a refusal with a token outside a live, uncontested attempt (or
+    from another address) is refused itself (ReportRejected, counted like a refused report)."""
+    mac = normalize_mac(query.get("mac", "")) if is_mac(query.get("mac", "")) else ""
+    try:
+        return mac, _accept_refusal(fleet, mac, query.get("build", ""), query.get("image", ""),
+                                    query.get("token", ""), query.get("errno", ""), secret, addr, ttl)
+    except ReportRejected as rej:
+        rej.mac = rej.mac or mac or None
+        reject(fleet, rej, addr)
+        raise
+
+
+def _accept_refusal(fleet: Fleet, mac: str, build_id: str, image: str, token: str, errno: str, secret: bytes,
+                    addr: str, ttl: float) -> str:
+    try:
+        claims = verify_token(secret, token, mac, build_id, ttl=ttl, image=image)
+    except TokenError as exc:
+        raise ReportRejected(exc.message, RejectKind(exc.kind), mac) from None
+    host = fleet.host_by_mac(mac)
+    if host is None:
+        raise ReportRejected("MAC not in the inventory", RejectKind.UNKNOWN_HOST, mac)
+    with fleet.db.write_rows() as repo:
+        row = repo.get_token(claims.nonce)
+        refusal = _refusal(repo, row, host.name, addr)
+        if refusal is None and (row is None or not row.attempt):
+            refusal = ReportRejected("a boot refusal counts only with a token of a reimage attempt", RejectKind.ENDED)
+        if refusal is None and row is not None:
+            refusal = attempt_refusal(repo.get_attempt(host.name), row.attempt, time.time())
+        if refusal is not None or row is None:
+            raise refusal or ReportRejected("token was never issued by this boot server", RejectKind.UNKNOWN_TOKEN)
+        repo.spend_token(row.nonce, time.time())  # the refused boot never reaches an agent: nothing may report
+        repo.add_event(BOOT_REFUSED, time.time(), mac, host.name, build_id, json.dumps(
+            {"attempt": row.attempt, "errno": errno if _ERRNO_RE.match(errno) else "?"}))
+        return row.attempt

@@ -19,6 +19,8 @@ from toolkit.core.errors import InputError
 from toolkit.core.mac import normalize_mac
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "boot.ipxe.j2"
+UKI_TEMPLATE = TEMPLATE.with_name("boot-uki.ipxe.j2")  # Secure Boot hosts: one signed image
+REFUSED_PATH = "/boot-refused"  # golden serve's URL the UKI script fetches when the firmware refused the image
 SERIAL_CONSOLE = "console=ttyS0,115200"
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -70,10 +72,10 @@ def kernel_cmdline(
 
 
 @functools.cache
-def _template() -> jinja2.Template:
-    """The boot template, compiled once per process: compiling costs ~70x a render, on every /boot."""
+def _template(path: Path = TEMPLATE) -> jinja2.Template:
+    """A boot template, compiled once per process: compiling costs ~70x a render, on every /boot."""
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)  # noqa: S701 (not HTML)
-    return env.from_string(TEMPLATE.read_text(encoding="utf-8"))
+    return env.from_string(path.read_text(encoding="utf-8"))
 
 
 def render_boot_script(
@@ -98,3 +100,13 @@ def render_boot_script(
         image=image,
         mac=mac.lower(),
     )
+
+
+def render_uki_script(uki_url: str, refused_url: str, words: Sequence[str], build_id: str, image: str,
+                      mac: str) -> str:
+    """The iPXE script that hands a Secure Boot node the signed UKI of ``build_id`` with the command line
+    ``words`` (from kernel_cmdline), and reports a firmware refusal to ``refused_url`` (an http(s) URL with
+    a query, to which iPXE appends ``&errno=``)."""
+    return _template(UKI_TEMPLATE).render(
+        uki_url=_check_url("uki_url", uki_url), refused_url=_check_url("refused_url", refused_url),
+        cmdline=" ".join(words), build_id=build_id, image=image, mac=mac.lower())

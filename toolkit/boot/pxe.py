@@ -24,7 +24,10 @@ from toolkit.boot import netboot
 from toolkit.core.errors import InputError
 from toolkit.core.fsutil import atomic_write
 from toolkit.core.run import require, run
+from toolkit.image.manifest import UKI
 from toolkit.store.artifacts import Build
+from toolkit.trust import secureboot
+from toolkit.trust.secureboot import DbKey
 
 # Package data, so a plain (non-editable) install can render and serve; the top-level pxe/ is a link here.
 PXE_DIR = Path(__file__).resolve().parent / "templates"
@@ -49,8 +52,11 @@ def artifact_url(base_url: str, build: Build, name: str) -> str:
 
 
 def machine_script(build: Build, mac: str, token: str, base_url: str, report_url: str,
-                   extra_args: Sequence[str] = ()) -> str:
-    """The one call site of the netboot template (contract 2) for a build and a machine."""
+                   extra_args: Sequence[str] = (), secure_boot: bool = False) -> str:
+    """The one call site of the netboot templates (contract 2) for a build and a machine. ``secure_boot``: the
+    build's signed UKI (InputError when the build has none), else kernel + initrd."""
+    if secure_boot:
+        return _uki_script(build, mac, token, base_url, report_url, extra_args)
     return netboot.render_boot_script(
         kernel_url=artifact_url(base_url, build, "vmlinuz"),
         initrd_url=artifact_url(base_url, build, "initrd"),
@@ -63,6 +69,21 @@ def machine_script(build: Build, mac: str, token: str, base_url: str, report_url
         report_url=report_url,
         extra_args=tuple(extra_args),
     )
+
+
+def _uki_script(build: Build, mac: str, token: str, base_url: str, report_url: str,
+                extra_args: Sequence[str]) -> str:
+    if UKI not in build.manifest.artifacts:
+        raise InputError(f"build {build.image}/{build.build_id} has no signed UKI for a secure_boot host",
+                         hint="run golden keys init, then bake again (a bake signs when the home has keys)")
+    rootfs = artifact_url(base_url, build, "rootfs.squashfs")
+    words = netboot.kernel_cmdline(rootfs, build.manifest.artifacts["rootfs.squashfs"].sha256, build.build_id,
+                                   build.image, mac, token, report_url, extra_args)
+    query = urllib.parse.urlencode({"mac": mac.lower(), "build": build.build_id, "image": build.image,
+                                    "token": token})
+    refused = f"{base_url.rstrip('/')}{netboot.REFUSED_PATH}?{query}"
+    return netboot.render_uki_script(artifact_url(base_url, build, UKI), refused, words, build.build_id, build.image,
+                                     mac)
 
 
 def unknown_script(pxe_dir: Path = PXE_DIR) -> str:
@@ -103,6 +124,8 @@ class PxeSettings:
     inventories: tuple[str, ...] = ()
     service_user: str | None = None  # None: DynamicUser=yes
     vault_password_file: str | None = None  # handed to the service with LoadCredential=
+    # The home's Secure Boot db key: the EFI iPXE binaries are written signed, so Secure Boot firmware runs them
+    efi_signer: DbKey | None = None
 
 
 @dataclass(frozen=True)
@@ -242,6 +265,8 @@ def write_render(s: PxeSettings, files: Sequence[RenderedFile]) -> RenderResult:
         target = out / f.path
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(target, f.content, mode=f.mode)
+        if s.efi_signer is not None and f.path.endswith(".efi"):
+            secureboot.sign_efi(s.efi_signer, target, target)
     return RenderResult(
         out, tuple(f.path for f in files), tuple(missing_binaries(s)),
         commands={

@@ -100,6 +100,8 @@ def _bad_fields(payload: dict[str, Any]) -> list[str]:
             clean_facts(payload["hardware"])
         except FactsError:
             problems.append("hardware")
+    if not (payload.get("secure_boot") is None or isinstance(payload.get("secure_boot"), bool)):
+        problems.append("secure_boot")
     if "booted_at" not in problems:
         try:
             datetime.fromisoformat(payload["booted_at"].replace("Z", "+00:00"))
@@ -133,5 +135,6 @@ def parse_report(payload: Any) -> tuple[ObservedReport, str, str]:
         drift_kinds={path: kinds.get(path, "changed") for path in drift},
         logins=tuple((x["at"], x["line"]) for x in payload.get("logins", [])),
         hardware=clean_facts(payload["hardware"]) if "hardware" in payload else None,
+        secure_boot=payload.get("secure_boot"),
     )
     return report, mac, payload["token"]

@@ -47,15 +47,16 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from toolkit.boot import pxe
 from toolkit.boot.admin import REALM, fleet_allowed
 from toolkit.boot.builds import ArtifactIndex, BuildCache
 from toolkit.boot.connections import Conn, ConnectionPool, Limits, SocketReader
 from toolkit.boot.decide import decide_boot
-from toolkit.boot.evidence import accept_report, issue_boot_token, reject
+from toolkit.boot.evidence import accept_refusal, accept_report, issue_boot_token, reject
 from toolkit.boot.metrics import Metrics
+from toolkit.boot.netboot import REFUSED_PATH
 from toolkit.boot.reports import MAX_REPORT_BYTES, RejectKind, ReportRejected, decode_report
 from toolkit.boot.retention import Pruned, Pruner, RetentionPolicy
 from toolkit.boot.token import DEFAULT_TTL_S
@@ -77,10 +78,11 @@ access_log = logging.getLogger("golden.serve.access")
 DISCONNECTS = (ConnectionError, TimeoutError, socket.timeout)
 
 STORE_RE = re.compile(
-    rf"^/store/({IMAGE_NAME})/({BUILD_REF})/(vmlinuz|initrd|rootfs\.squashfs|manifest\.json)$"
+    rf"^/store/({IMAGE_NAME})/({BUILD_REF})/(vmlinuz|initrd|rootfs\.squashfs|manifest\.json|uki\.efi|uki\.crt)$"
 )
 SHA_RE = re.compile(r"^/a/([0-9a-f]{64})$")
 # iPXE percent-encodes the colons of ${mac} in a URL path: 52%3A54%3A00...
+TEXT = "text/plain; charset=utf-8"
 BOOT_RE = re.compile(r"^/boot/([0-9A-Fa-f]{2}(?:(?:[:-]|%3[Aa])?[0-9A-Fa-f]{2}){5})\.ipxe$")
 HOST_RE = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 
@@ -305,6 +307,8 @@ class BootHandler(BaseHTTPRequestHandler):
                 self._serve_sha(m.group(1), head)
             elif (m := BOOT_RE.match(path)) and not head:
                 self._serve_boot(re.sub("%3[Aa]", ":", m.group(1)))
+            elif path == REFUSED_PATH and not head:
+                self._boot_refused()
             elif path == "/metrics":
                 cfg = self.server.config
                 text = self.server.metrics.render(self.server.pool.closed_counts(),
@@ -462,11 +466,22 @@ class BootHandler(BaseHTTPRequestHandler):
             log.warning("golden serve: %s (%s): boot script fetched again within reimage attempt %s (from %s): "
                         "attempt contested", decision.host, decision.mac, issued.attempt, client)
         script = pxe.machine_script(decision.build, decision.mac, issued.token, base, f"{base}/report",
-                                    cfg.extra_args)
+                                    cfg.extra_args, secure_boot=decision.secure_boot)
         self.server.metrics.add("scripts", "build")
         log.info("golden serve: %s (%s) boots %s/%s", decision.host, decision.mac, decision.build.image,
                  decision.build.build_id)
         self._send_body("boot", 200, script.encode(), ctype)
+
+    def _boot_refused(self) -> None:
+        """Firmware evidence: this attempt's signed image was refused (Secure Boot). It can only fail the host."""
+        query, cfg = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items() if v}, self.server.config
+        try:
+            mac, attempt = accept_refusal(cfg.fleet, query, cfg.secret, self._client(), cfg.token_ttl_s)
+        except ReportRejected as rej:
+            self.server.metrics.add("rejects", rej.kind.value)
+            return self._send_body("refused", 403, f"#!ipxe\necho golden: {rej.kind.value}\n".encode(), TEXT)
+        log.warning("golden serve: %s: the firmware refused the signed image (attempt %s)", mac, attempt)
+        self._send_body("refused", 200, b"#!ipxe\necho golden: boot refusal recorded\n", TEXT)
 
     # ---- reports ----
     def _reject(self, rej: ReportRejected, code: int = 403) -> None:

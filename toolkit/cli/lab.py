@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--uefi", action="store_true",
                     help="OVMF machines whose firmware does UEFI PXE itself (no iPXE ROM); inventory uefi: true; "
                          "needs --bridge")
+    up.add_argument("--secure-boot", action="store_true",
+                    help="with --uefi: OVMF's Secure Boot firmware with golden's keys (golden keys init) enrolled "
+                         "per machine; inventory secure_boot: true (the machines chain the build's signed UKI)")
     up.add_argument("--bridge", metavar="BR",
                     help="a tap per machine in bridge BR instead of user-mode networking; they boot from what "
                          "answers DHCP there (e.g. the proxyDHCP of 'golden pxe render')")
@@ -63,7 +66,8 @@ def _render(status: LabStatus, ctx: Context, headline: str) -> int:
                   [(n.name, n.rack, n.mac, f"127.0.0.1:{n.bmc_port}", n.power, n.bootdev, n.pid or "-")
                    for n in status.nodes])
     if status.inventory:
-        ctx.say(f"inventory: {status.inventory} (-i lab)  boot URL: {status.boot_url}  firmware: {status.firmware}  "
+        ctx.say(f"inventory: {status.inventory} (-i lab)  boot URL: {status.boot_url}  firmware: {status.firmware}"
+                f"{' with Secure Boot' if status.secure_boot else ''}  "
                 f"network: {status.network}")
     return 0
 
@@ -76,7 +80,8 @@ def cmd_up(args: argparse.Namespace, ctx: Context) -> int:
         status = up_lab(ctx.settings(), args.nodes, no_vm=args.no_vm, boot_url=args.boot_url,
                         base_port=args.base_port, memory_mb=args.memory, disks=args.disks, sim=sim,
                         on_step=progress.phase,
-                        network=LabNetwork(uefi=args.uefi, netns=args.netns, bridge=args.bridge),
+                        network=LabNetwork(uefi=args.uefi, netns=args.netns, bridge=args.bridge,
+                                           secure_boot=args.secure_boot),
                         redfish=args.redfish)
     head = "lab already up" if status.already_up else f"lab up: {len(status.nodes)} node(s) in {status.seconds:.1f} s"
     return _render(status, ctx, head)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from toolkit.boot.pxe import PxeSettings, render_pxe
 from toolkit.cli.output import Context
+from toolkit.trust import secureboot
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,6 +59,7 @@ def cmd_render(args: argparse.Namespace, ctx: Context) -> int:
         cache_for=args.cache_for, cache_max_size=args.cache_max_size, listen=args.listen, nginx_user=args.nginx_user,
         golden_bin=args.golden_bin, home=s.home, inventories=tuple(args.service_inventory),
         service_user=args.service_user, vault_password_file=args.vault_password_file,
+        efi_signer=secureboot.db_key(s),
     ))
     if ctx.json:
         ctx.emit(result)

@@ -16,6 +16,9 @@ from toolkit.core.errors import StoreError
 from toolkit.core.fsutil import atomic_write
 
 SCHEMA = 1
+# A Secure Boot build's extra artifacts (toolkit.bake.collect makes them, boot scripts name the image):
+UKI = "uki.efi"  # the signed Unified Kernel Image a secure_boot host chains
+UKI_CERT = "uki.crt"  # the db certificate that verifies it: sbverify --cert uki.crt uki.efi
 
 
 class Artifact(BaseModel):

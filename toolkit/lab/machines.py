@@ -51,9 +51,10 @@ from toolkit.core.errors import GoldenError, InputError, ToolMissingError
 from toolkit.core.fsutil import atomic_write
 from toolkit.core.run import require, run, spawn
 from toolkit.lab.hardware import MAX_DISKS, default_hardware, save_hardware
-from toolkit.lab.qemu import OVMF_CODE, OVMF_VARS
+from toolkit.lab.qemu import OVMF_CODE, OVMF_CODE_SECBOOT, OVMF_VARS
 from toolkit.lab.tlsca import BmcCa
 from toolkit.lab.vbmc import MAX_BMCS_PER_PROCESS, BmcConfig, ServeConfig, SimOptions
+from toolkit.trust import secureboot
 
 DEFAULT_BOOT_URL = "http://10.0.2.2:9090"
 DEFAULT_BASE_PORT = 16230
@@ -98,6 +99,7 @@ class LabPlan:
     netns: str | None = None
     bridge: str | None = None
     bmc_protocol: str = "ipmi"  # or "redfish" (HTTPS, certificate from the lab CA)
+    secure_boot: bool = False  # uefi: OVMF secboot with golden's keys enrolled; the inventory says secure_boot: true
 
     @property
     def shards(self) -> int:
@@ -133,6 +135,7 @@ class LabStatus:
     already_up: bool = False
     firmware: str = "bios"
     network: str = "user"  # "user" (slirp) or "bridge BR" / "bridge BR in netns NS"
+    secure_boot: bool = False
 
 
 def lab_dir(settings: Settings, lab: str = LAB_GROUP) -> Path:
@@ -154,8 +157,11 @@ def default_boot_url(settings: Settings) -> str:
 # plan (pure)
 
 
-def check_network(*, no_vm: bool, uefi: bool, netns: str | None, bridge: str | None) -> None:
+def check_network(*, no_vm: bool, uefi: bool, netns: str | None, bridge: str | None,
+                  secure_boot: bool = False) -> None:
     """The machines' firmware and network options, alone and together. Pure."""
+    if secure_boot and not uefi:
+        raise InputError("--secure-boot needs --uefi: Secure Boot is a UEFI feature", hint="add --uefi")
     if netns is not None and not NETNS_RE.match(netns):
         raise InputError(f"--netns {netns!r} is not a network namespace name",
                          hint="letters, digits, '_', '.', '-', at most 64 (see: ip netns list)")
@@ -182,13 +188,13 @@ def tap_name(lab_id: str, index: int) -> str:
 def plan_lab(nodes: int, *, lab_id: str, base_port: int = DEFAULT_BASE_PORT, no_vm: bool = False,
              boot_url: str = DEFAULT_BOOT_URL, memory_mb: int = 1536, sim: SimOptions | None = None,
              prefix: str = LAB_GROUP, uefi: bool = False, netns: str | None = None,
-             bridge: str | None = None, redfish: bool = False) -> LabPlan:
+             bridge: str | None = None, redfish: bool = False, secure_boot: bool = False) -> LabPlan:
     """``prefix`` names the nodes (``lab-n01``): two labs in one fleet state never share a host name."""
     if nodes < 1:
         raise InputError(f"--nodes must be at least 1, got {nodes}")
     if not no_vm and nodes > MAX_VMS:
         raise InputError(f"{nodes} QEMU machines will not fit on one host; use at most {MAX_VMS} or --no-vm")
-    check_network(no_vm=no_vm, uefi=uefi, netns=netns, bridge=bridge)
+    check_network(no_vm=no_vm, uefi=uefi, netns=netns, bridge=bridge, secure_boot=secure_boot)
     if base_port < 1024 or base_port + nodes > 65535:
         raise InputError(f"BMC ports {base_port}..{base_port + nodes - 1} are outside 1024..65535")
     if not boot_url.startswith(("http://", "https://")) or "," in boot_url:
@@ -204,7 +210,7 @@ def plan_lab(nodes: int, *, lab_id: str, base_port: int = DEFAULT_BASE_PORT, no_
                                shard=i // MAX_BMCS_PER_PROCESS, tap=tap_name(lab_id, i) if bridge else None))
     return LabPlan(lab_id=lab_id, nodes=tuple(planned), no_vm=no_vm, boot_url=boot_url.rstrip("/"),
                    memory_mb=memory_mb, sim=sim or SimOptions(), firmware="uefi" if uefi else "bios",
-                   netns=netns, bridge=bridge, bmc_protocol="redfish" if redfish else "ipmi")
+                   netns=netns, bridge=bridge, bmc_protocol="redfish" if redfish else "ipmi", secure_boot=secure_boot)
 
 
 def render_inventory(plan: LabPlan, password: str, address: str = "127.0.0.1", ca_file: Path | None = None) -> str:
@@ -215,6 +221,7 @@ def render_inventory(plan: LabPlan, password: str, address: str = "127.0.0.1", c
         racks.setdefault(n.rack, {"hosts": {}})["hosts"][n.name] = {
             "mac": n.mac, "bmc_address": address, "bmc_port": n.bmc_port, "bmc_protocol": plan.bmc_protocol,
             "bmc_user": BMC_USER, "bmc_password": password, "uefi": plan.firmware == "uefi", **tls,
+            **({"secure_boot": True} if plan.secure_boot else {}),
         }
     # golden_lab marks lab machines: a reimage that boots them all records a passed lab boot test
     doc = {"all": {"children": {LAB_GROUP: {"vars": {"golden_lab": True}, "children": racks}}}}
@@ -236,7 +243,7 @@ def _vm_config(plan: LabPlan, n: LabNode, node_dir: Path) -> dict[str, Any]:
     else:
         vm.update(netdev=f"tap:{n.tap}", netns=plan.netns)
     if plan.firmware == "uefi":
-        vm["uefi_vars"] = str(node_dir / "OVMF_VARS.fd")
+        vm.update(uefi_vars=str(node_dir / "OVMF_VARS.fd"), secure_boot=plan.secure_boot)
     vm["hardware_dir"] = str(node_dir)  # hardware.json: memory, disks, serial, read at every power-on
     return vm
 
@@ -351,7 +358,7 @@ def _load_plan(directory: Path) -> tuple[LabPlan, str] | None:
     plan = LabPlan(lab_id=data["lab_id"], nodes=tuple(LabNode(**n) for n in data["nodes"]), no_vm=data["no_vm"],
                    boot_url=data["boot_url"], memory_mb=data["memory_mb"], sim=SimOptions(**data["sim"]),
                    firmware=data.get("firmware", "bios"), netns=data.get("netns"), bridge=data.get("bridge"),
-                   bmc_protocol=data.get("bmc_protocol", "ipmi"))
+                   bmc_protocol=data.get("bmc_protocol", "ipmi"), secure_boot=data.get("secure_boot", False))
     return plan, data["password"]
 
 
@@ -382,7 +389,7 @@ def status_lab(settings: Settings, lab: str = LAB_GROUP) -> LabStatus:
     )
     return LabStatus(up=up, lab_dir=str(directory), inventory=str(directory / "inventory.yaml"),
                      boot_url=plan.boot_url, pids=pids, nodes=nodes, firmware=plan.firmware,
-                     network=network_label(plan))
+                     network=network_label(plan), secure_boot=plan.secure_boot)
 
 
 @dataclass(frozen=True)
@@ -391,6 +398,7 @@ class LabNetwork:
     uefi: bool = False
     netns: str | None = None
     bridge: str | None = None
+    secure_boot: bool = False
 
 
 def check_bridge(netns: str | None, bridge: str) -> None:
@@ -448,8 +456,8 @@ def up_lab(settings: Settings, nodes: int, *, no_vm: bool = False, boot_url: str
     if current.up:
         loaded = _load_plan(directory)
         same = loaded is not None and (loaded[0].no_vm, loaded[0].firmware == "uefi", loaded[0].netns,
-                                       loaded[0].bridge, loaded[0].bmc_protocol) == (
-            no_vm, network.uefi, network.netns, network.bridge, "redfish" if redfish else "ipmi")
+                                       loaded[0].bridge, loaded[0].bmc_protocol, loaded[0].secure_boot) == (
+            no_vm, network.uefi, network.netns, network.bridge, "redfish" if redfish else "ipmi", network.secure_boot)
         if len(current.nodes) != nodes or not same:
             raise LabError(f"a lab with {len(current.nodes)} nodes ({current.firmware}, {current.network}) "
                            f"is already up in {directory}",
@@ -464,6 +472,7 @@ def up_lab(settings: Settings, nodes: int, *, no_vm: bool = False, boot_url: str
         require("qemu-img", "qemu-utils")
     if network.uefi and not (OVMF_CODE.exists() and OVMF_VARS.exists()):
         raise ToolMissingError(f"{OVMF_CODE} not found.", hint="install it: apt-get install ovmf")
+    keys = _secure_boot_keys(settings) if network.secure_boot else None
     # Another lab starting at the same moment (parallel tests, two operators) can probe the same
     # free ports before either binds them: a port we chose ourselves that is taken by the time the
     # BMC binds it is chosen again, from a random place so two racers part ways.
@@ -474,12 +483,22 @@ def up_lab(settings: Settings, nodes: int, *, no_vm: bool = False, boot_url: str
         try:
             return _start_lab(settings, directory, nodes, port, no_vm=no_vm, boot_url=boot_url,
                               memory_mb=memory_mb, sim=sim, on_step=on_step, started=started, lab=lab,
-                              network=network, disks=disks, redfish=redfish)
+                              network=network, disks=disks, redfish=redfish, keys=keys)
         except _PortTaken as exc:
             if attempt + 1 == attempts:
                 raise LabError(str(exc), hint=exc.hint) from None
             on_step(f"UDP port {port} was taken meanwhile; choosing other ports")
     raise AssertionError("unreachable")
+
+
+def _secure_boot_keys(settings: Settings) -> secureboot.Hierarchy:
+    if not OVMF_CODE_SECBOOT.exists():
+        raise ToolMissingError(f"{OVMF_CODE_SECBOOT} not found.", hint="install it: apt-get install ovmf")
+    keys = secureboot.hierarchy(settings)
+    if keys is None:
+        raise InputError("--secure-boot enrols golden's Secure Boot keys, and this home has none",
+                         hint="run golden keys init first (then bake: the build gets a signed UKI)")
+    return keys
 
 
 class _PortTaken(LabError):
@@ -488,7 +507,8 @@ class _PortTaken(LabError):
 
 def _start_lab(settings: Settings, directory: Path, nodes: int, port: int, *, no_vm: bool, boot_url: str | None,
                memory_mb: int, sim: SimOptions | None, on_step: Callable[[str], None], started: float,
-               lab: str = LAB_GROUP, network: LabNetwork, disks: int = 1, redfish: bool = False) -> LabStatus:
+               lab: str = LAB_GROUP, network: LabNetwork, disks: int = 1, redfish: bool = False,
+               keys: secureboot.Hierarchy | None = None) -> LabStatus:
     lab_id = secrets.token_hex(4)
     plan = plan_lab(nodes, lab_id=lab_id, base_port=port, no_vm=no_vm,
                     boot_url=boot_url or default_boot_url(settings), memory_mb=memory_mb, sim=sim, prefix=lab,
@@ -512,7 +532,9 @@ def _start_lab(settings: Settings, directory: Path, nodes: int, port: int, *, no
                 save_hardware(node_dir, hw)
                 for d in hw.disks:
                     run(["qemu-img", "create", "-q", "-f", "qcow2", node_dir / d.file, f"{d.size_gib}G"], capture=True)
-                if plan.firmware == "uefi":  # the machine's own boot entries, as NVRAM on a server
+                if keys is not None:  # golden's PK, KEK and db enrolled, Secure Boot on
+                    secureboot.enrol(keys, OVMF_VARS, node_dir / "OVMF_VARS.fd")
+                elif plan.firmware == "uefi":  # the machine's own boot entries, as NVRAM on a server
                     shutil.copyfile(OVMF_VARS, node_dir / "OVMF_VARS.fd")
         ca_file = None
         if plan.bmc_protocol == "redfish":

@@ -29,6 +29,11 @@ QEMU_BINARY = "qemu-system-x86_64"
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 FIRMWARES = ("bios", "uefi")
+# Secure Boot: OVMF built with SMM (the variable store is only writable from SMM, so the OS cannot
+# replace the enrolled keys), which needs a q35 machine with SMM on and the flash marked secure.
+# Its variable store is a per-machine copy with golden's keys enrolled (toolkit.trust.secureboot.enrol).
+OVMF_CODE_SECBOOT = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+SECBOOT_MACHINE = ("-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on")
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class VmSpec:
     # NIC carries no iPXE ROM, so iPXE runs only if the PXE server hands it out (snponly.efi).
     firmware: str = "bios"
     uefi_vars: Path | None = None  # this machine's writable copy of OVMF_VARS (uefi only)
+    secure_boot: bool = False  # uefi only: OVMF's secboot build; uefi_vars must already hold the enrolled keys
     hostfwd: tuple[tuple[int, int], ...] = ()  # (loopback port, guest port) forwards, user networking only
     # A tap lives in one network namespace and QEMU opens it by name there: a machine whose tap is in
     # a namespace runs inside it (``ip netns exec``). None: the caller's namespace.
@@ -90,6 +96,8 @@ def qemu_argv(vm: VmSpec) -> list[str]:
         raise InputError(f"VM {vm.name}: a UEFI machine needs its own variable store (uefi_vars)")
     if vm.disk_serial is not None and not re.fullmatch(r"[A-Za-z0-9-]{1,20}", vm.disk_serial):
         raise InputError(f"VM {vm.name}: a disk serial is 1-20 letters, digits or '-', got {vm.disk_serial!r}")
+    if vm.secure_boot and vm.firmware != "uefi":
+        raise InputError(f"VM {vm.name}: Secure Boot needs UEFI firmware, got {vm.firmware!r}")
     nic_rom = ",romfile=" if vm.firmware == "uefi" else ""
     argv = [
         QEMU_BINARY,
@@ -106,8 +114,11 @@ def qemu_argv(vm: VmSpec) -> list[str]:
         "-netdev", _netdev_arg(vm),
         "-device", f"virtio-net-pci,netdev=net0,mac={vm.mac}{nic_index}{nic_rom}",
     ]
+    if vm.secure_boot:
+        argv[5:5] = SECBOOT_MACHINE  # after -accel tcg: the machine type before any device
     if vm.firmware == "uefi":
-        argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+        code = OVMF_CODE_SECBOOT if vm.secure_boot else OVMF_CODE
+        argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
                  "-drive", f"if=pflash,format=raw,unit=1,file={vm.uefi_vars}"]
     if vm.disk is not None:
         fmt = "raw" if vm.disk.suffix in (".raw", ".img") else "qcow2"
@@ -134,6 +145,9 @@ def start_vm(vm: VmSpec) -> Process[bytes]:
         if not OVMF_CODE.exists() or not OVMF_VARS.exists():
             raise ToolMissingError(f"{OVMF_CODE} not found.", hint="install it: apt-get install ovmf")
         assert vm.uefi_vars is not None
+        if vm.secure_boot and not (OVMF_CODE_SECBOOT.exists() and vm.uefi_vars.exists()):
+            raise ToolMissingError(f"VM {vm.name}: {OVMF_CODE_SECBOOT} or the enrolled {vm.uefi_vars} is missing",
+                                   hint="install ovmf; golden lab up --secure-boot enrols the variable store")
         if not vm.uefi_vars.exists():
             vm.uefi_vars.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(OVMF_VARS, vm.uefi_vars)

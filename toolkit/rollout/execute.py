@@ -39,6 +39,7 @@ from toolkit.rollout.hooksteps import HookSteps
 from toolkit.rollout.journal import ATTEMPT_STEPS, Journal, Phase, RunStatus, Step, StepRow
 from toolkit.rollout.plan import Plan
 from toolkit.rollout.rotation import Rotation
+from toolkit.state.boots import BOOT_REFUSED
 
 log = logging.getLogger("golden.rollout")
 
@@ -249,7 +250,7 @@ class Executor(HookSteps):
         cursor = self._events_cursor_before(min(t.power_at or time.time() for t in tasks))
         while waiting:
             with self.fleet.db.read() as repo:
-                events = repo.events_after(cursor, kinds=("report", "contested"), limit=5000)
+                events = repo.events_after(cursor, kinds=("report", "contested", BOOT_REFUSED), limit=5000)
             for ev in events:
                 cursor = ev.id
                 self._take_event(ev.kind, waiting.get(ev.host or ""), ev.build_id, ev.at, ev.detail, reported, failed)
@@ -276,7 +277,12 @@ class Executor(HookSteps):
             failed[t.host] = ("boot contested: the boot script of this attempt was fetched more than once "
                               f"({_fetched_from(detail)}); no report of it counts")
             reported.pop(t.host, None)
-        elif build == t.target:
+        elif kind == BOOT_REFUSED:  # firmware evidence only ever fails a host
+            failed[t.host] = (f"boot refused: the firmware would not start the signed image of build {build} "
+                              f"(Secure Boot; iPXE error {_refused_errno(detail)}); check the db key it was signed "
+                              "with and the image in the store")
+            reported.pop(t.host, None)
+        elif kind == "report" and build == t.target:
             reported.setdefault(t.host, detail)
 
     def _settle(self, waiting: dict[str, _Task], reported: dict[str, str], failed: dict[str, str],
@@ -507,6 +513,10 @@ def _event_detail(detail: str) -> dict[str, object]:
 
 def _event_attempt(detail: str) -> str:
     return str(_event_detail(detail).get("attempt") or "")
+
+
+def _refused_errno(detail: str) -> str:
+    return str(_event_detail(detail).get("errno") or "?")
 
 
 def _fetched_from(detail: str) -> str:

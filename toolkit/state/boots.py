@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from toolkit.state.room import Room
 
+BOOT_REFUSED = "boot-refused"  # event: the firmware refused an attempt's signed image (only ever fails it)
 
 @dataclass(frozen=True)
 class BootEventRow:

@@ -60,6 +60,8 @@ class ObservedReport:
     logins: tuple[tuple[str, str], ...] = field(default=(), compare=False, hash=False)
     # The machine's hardware facts (toolkit.fleet.hardware's canonical form); None from agents that send none.
     hardware: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    # UEFI Secure Boot as the node's firmware says (efivars); None: not UEFI, or an agent that does not say.
+    secure_boot: bool | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass(frozen=True)

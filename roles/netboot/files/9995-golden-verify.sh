@@ -43,6 +43,19 @@ Golden_verify_rootfs ()
 		esac
 	done
 
+	# A signed Unified Kernel Image carries the hash inside its initrd: it wins over the command line
+	# (which anyone on the boot network could forge), and golden.noverify cannot switch it off.
+	if [ -s /golden/rootfs.sha256 ]
+	then
+		_golden_cmdline_want="${_golden_want}"
+		_golden_want="$(head -c 64 /golden/rootfs.sha256 | tr 'A-F' 'a-f')"
+		_golden_optout=""
+		if [ -n "${_golden_cmdline_want}" ] && [ "${_golden_cmdline_want}" != "${_golden_want}" ]
+		then
+			Golden_say "golden: golden.sha256= on the command line differs from the signed image's; using the signed one"
+		fi
+	fi
+
 	if [ -z "${_golden_want}" ]
 	then
 		if [ "${_golden_optout}" = "yes" ]

@@ -1,0 +1,127 @@
+"""Issue 25 criterion 1: a Secure Boot lab machine boots golden's signed chain, and refuses a tampered one.
+
+One UEFI lab machine runs OVMF's Secure Boot firmware (q35 + SMM) with golden's own PK/KEK/db enrolled in its
+variable store. It netboots through the daemons `golden pxe render` configures inside network namespaces
+(dnsmasq proxyDHCP + TFTP of snponly.efi signed with the db key, nginx serving the store, golden serve), gets
+the iPXE script for a ``secure_boot: true`` host, and hands the build's signed UKI to the firmware.
+
+1. The build as baked: the reimage succeeds on a genuine report of the attempt, and the agent read Secure
+   Boot's efivar as on.
+2. A second build whose uki.efi has one byte flipped (written into the store behind golden's back: nginx
+   serves it as it is): the firmware refuses it, iPXE's failure branch reports that for the attempt's token,
+   and the reimage fails the host with "boot refused" long before the report timeout.
+
+Both share one lab and one boot network: a Secure Boot TCG boot costs minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_publish_boot import _lab_inventory_with_image, golden, link_build
+from tests.fixtures.bake import secureboot_home
+from tests.fixtures.bootnet import BootNet, boot_network
+from tests.fixtures.lab import GoldenRunner
+from toolkit.image.manifest import UKI, UKI_CERT
+from toolkit.rollout.execute import attempt_id
+from toolkit.store.artifacts import Build, Store
+from toolkit.trust import secureboot
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
+
+REPORT_TIMEOUT = 12 * 60.0  # OVMF's Secure Boot build under TCG on a shared machine is slow
+REFUSED_WITHIN = 5 * 60.0  # the refusal comes from the firmware within one boot, not from the timeout
+
+
+def flip_one_byte(build: Build) -> int:
+    """Test helper, bypassing golden: flip a byte in the middle of the build's uki.efi (a fresh file, so the
+    hard-linked cached bake keeps its own); the offset."""
+    path = build.path / UKI
+    data = bytearray(path.read_bytes())
+    offset = len(data) // 2
+    data[offset] ^= 0x01
+    path.unlink()
+    path.write_bytes(bytes(data))
+    return offset
+
+
+def _reimage(runner: GoldenRunner, inv: Path, host: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    out = runner.run("--json", "reimage", "lab", "--image", "base@prod", "-i", str(inv), "--canary", "0",
+                     "--wave-size", "1", "--retries", "0", "--boot-timeout", str(REPORT_TIMEOUT), "--yes",
+                     timeout=REPORT_TIMEOUT + 180, check=False)
+    return out, time.monotonic() - started
+
+
+def _report_step(runner: GoldenRunner, run_id: str, phase: str) -> dict:
+    steps = runner.json("runs", "show", run_id)["steps"]
+    [step] = [s for s in steps if s["step"] == "await-report" and s["phase"] == phase]
+    return step
+
+
+def test_secure_boot_signed_chain_and_refused_tamper(baked_secureboot_base: Build, tmp_path: Path) -> None:
+    good = baked_secureboot_base
+    assert {UKI, UKI_CERT} <= set(good.manifest.artifacts)
+    # The independent check a reader can run on the store: sbverify with the certificate beside the image.
+    assert secureboot.verifies(good.path / UKI_CERT, good.path / UKI)
+    home = tmp_path / "home"
+    shutil.copytree(secureboot_home() / "keys", home / "keys")  # the same db key signs snponly.efi (pxe render)
+    build = link_build(good, Store(home / "store"))
+    golden(home, "publish", "base", build.build_id, "--channel", "prod")
+    runner = GoldenRunner(home=home)
+
+    def lab_on_bridge(net: BootNet) -> Path:
+        runner.json("lab", "up", "--nodes", "1", "--uefi", "--secure-boot", "--netns", net.boot_ns,
+                    "--bridge", net.bridge, "--memory", "2048")
+        return _lab_inventory_with_image(home / "lab" / "inventory.yaml", tmp_path / "inventory.yml", "base@prod")
+
+    with boot_network(tmp_path, home, lab_on_bridge) as net:
+        try:
+            inv = tmp_path / "inventory.yml"
+            assert "secure_boot: true" in inv.read_text()
+            assert secureboot.verifies(home / "keys" / "secureboot" / "db.crt", net.pxe_dir / "tftp" / "snponly.efi")
+            [node] = runner.json("lab", "status")["nodes"]
+            host = node["name"]
+            serial = home / "lab" / "nodes" / host / "serial.log"
+
+            out, took = _reimage(runner, inv, host)
+            tail = serial.read_text(errors="replace")[-4000:] if serial.exists() else "(no serial log)"
+            assert out.returncode == 0, f"{out.stdout}\n{out.stderr}\n{tail}"
+            result = json.loads(out.stdout)
+            assert result["status"] == "succeeded" and result["results"] == {host: "done"}, result
+            detail = json.loads(_report_step(runner, result["run_id"], "done")["detail"])
+            assert detail["attempt"] == attempt_id(result["run_id"], host, 1), detail
+            assert detail["secure_boot"] is True, detail  # the agent read SecureBoot-8be4df61-…: on
+            log = serial.read_text(errors="replace")
+            assert "EFI stub: UEFI Secure Boot is enabled." in log, log[-4000:]
+            assert f"GET /store/base/{build.build_id}/{UKI} HTTP/1.1\" 200" in net.access_log()
+            [fleet_row] = json.loads(golden(home, "--json", "fleet", "-i", str(inv)))
+            assert fleet_row["state"] == "in-sync", fleet_row
+            print(f"Secure Boot reimage, command to its end: {took:.0f} s")
+
+            tampered = link_build(good, Store(home / "store"), build_id=f"{good.build_id[:8]}f11bbed0")
+            offset = flip_one_byte(tampered)
+            assert not secureboot.verifies(tampered.path / UKI_CERT, tampered.path / UKI)
+            golden(home, "publish", "base", tampered.build_id, "--channel", "prod")
+            serial_before = len(serial.read_bytes())
+            out, took = _reimage(runner, inv, host)
+            tail = serial.read_bytes()[serial_before:].decode(errors="replace")[-4000:]
+            assert out.returncode != 0, f"{out.stdout}\n{out.stderr}\n{tail}"
+            result = json.loads(out.stdout)
+            assert result["results"] == {host: "failed"}, result
+            failed = _report_step(runner, result["run_id"], "failed")["detail"]
+            assert failed.startswith("boot refused: the firmware would not start the signed image of build "
+                                     f"{tampered.build_id}"), failed
+            assert took < REFUSED_WITHIN, f"{took:.0f} s: {failed}"
+            # The console shows the firmware's refusal and iPXE taking its failure branch.
+            assert "golden: the firmware refused the signed image" in tail, tail
+            assert "GET /boot-refused?" in net.access_log()
+            print(f"tampered UKI (byte {offset} flipped) refused, reimage failed the host in {took:.0f} s")
+        finally:
+            runner.run("lab", "down", check=False)
