@@ -222,13 +222,15 @@ def run_ipmitool(ports: list[int], pwfile: Path, concurrency: int, timeout: floa
 
 
 def run_case(nodes: int, drop: float, concurrency: int, baseline_max: int, timeout: float,
-             contenders: list[str]) -> dict[str, Any]:
+             contenders: list[str], base_port: int | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="golden-bench-") as tmp:
         env = {**os.environ, "GOLDEN_HOME": tmp, "GOLDEN_PROJECT": str(ROOT)}
         env.pop("GOLDEN_INVENTORY", None)
         up = ["lab", "up", "--nodes", str(nodes), "--no-vm", "--seed", "1"]
         if drop:
             up += ["--drop-rate", str(drop)]
+        if base_port:  # the lab's own search steps a whole lab's width past a port in use
+            up += ["--base-port", str(base_port)]
         t0 = time.monotonic()
         proc = golden(env, *up)
         lab_up = time.monotonic() - t0
@@ -340,6 +342,7 @@ def main() -> int:
                     help="seconds before a contender is killed and its unfinished hosts count as failed")
     ap.add_argument("--contenders", nargs="+", default=["ours", "ipmitool", "pyghmi"],
                     choices=["ours", "ipmitool", "pyghmi"])
+    ap.add_argument("--base-port", type=int, help="first BMC port of each lab (when others' labs hold the default's)")
     ap.add_argument("--contender", help=argparse.SUPPRESS)
     ap.add_argument("--inventory", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -353,7 +356,8 @@ def main() -> int:
     cases = []
     for n in args.nodes:
         for drop in args.drops:
-            cases.append(run_case(n, drop, args.concurrency, args.baseline_max, args.timeout, args.contenders))
+            cases.append(run_case(n, drop, args.concurrency, args.baseline_max, args.timeout, args.contenders,
+                                  args.base_port))
     result: dict[str, Any] = {"benchmark": "bmc_fanout", "machine": machine(), "load_start": load_start,
                               "load_end": loadavg(), "concurrency": args.concurrency,
                               "baseline_max": args.baseline_max, "seconds": round(time.monotonic() - started, 1),

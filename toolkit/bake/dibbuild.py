@@ -270,6 +270,7 @@ def _write_hook_plan(paths: BakePaths, plan: BakePlan, settings: Settings) -> No
                         if c.stage is CheckStage.BOOT],
         "drift_allowlist": list(plan.spec.drift_allowlist),
         "source_date_epoch": snapshot_epoch(plan.inputs.snapshot),
+        "initramfs_cache": str(settings.cache / "initramfs"),  # machine-wide (toolkit.bake.initramfs)
     }
     (paths.hook / "plan.json").write_text(json.dumps(data, indent=2))
 

@@ -1,6 +1,6 @@
-"""Entry point of our DIB hooks (``python -m toolkit.bake.hook roles|checks|capture|restore``).
+"""Entry point of our DIB hooks (``python -m toolkit.bake.hook roles|checks|capture|restore|initramfs``).
 
-DIB runs it outside the chroot: ``roles``, ``checks`` and ``capture`` from ``post-root.d``, with the
+DIB runs it outside the chroot: ``roles``, ``initramfs``, ``checks`` and ``capture`` from ``post-root.d``, with the
 chroot complete and ``/proc``, ``/dev`` mounted in it; ``restore`` from ``root.d``, into the empty
 root of a bake that starts from a cached pre-role root (see toolkit.bake.rootcache). The bake
 writes ``plan.json`` into the hook folder beforehand; results go back as JSON files next to it.
@@ -20,6 +20,7 @@ from typing import Any
 
 from toolkit.bake.checks import run_checks
 from toolkit.bake.dib import FAIL_MARK
+from toolkit.bake.initramfs import InitramfsCache, kernel_versions, provide_initramfs
 from toolkit.bake.origins import read_origins
 from toolkit.bake.rootcache import capture_command, restore_command
 from toolkit.core.errors import CommandError
@@ -164,6 +165,28 @@ def capture_root(target: Path, hook_dir: Path, dest: Path) -> int:
     return 0
 
 
+def build_initramfs(target: Path, hook_dir: Path) -> int:
+    """Every kernel's initramfs in ``target`` (DIB hook, once, after the roles): the stored one when
+    its inputs are unchanged (toolkit.bake.initramfs), else update-initramfs; the exit code."""
+    plan = json.loads((hook_dir / "plan.json").read_text())
+    epoch = int(plan["source_date_epoch"])
+
+    def update() -> None:
+        for version in kernel_versions(target):
+            flag = "-u" if (target / "boot" / f"initrd.img-{version}").exists() else "-c"
+            run(["chroot", target, "env", f"SOURCE_DATE_EPOCH={epoch}", "update-initramfs", flag, "-k", version],
+                what="update-initramfs")
+
+    if not kernel_versions(target):
+        return _fail("post-root.d/60-golden-initramfs: no kernel installed in the image")
+    try:
+        how = provide_initramfs(target, epoch, InitramfsCache(Path(plan["initramfs_cache"])), update)
+    except CommandError as exc:
+        return _fail(f"post-root.d/60-golden-initramfs: {exc.message}: {exc.log_tail}")
+    print(f"golden: initramfs {how}", flush=True)
+    return 0
+
+
 def restore_root(target: Path, tarball: Path) -> int:
     """Unpack the cached pre-role root into ``target`` (DIB hook); the exit code."""
     print(f"golden: from cached pre-role root {tarball.name.split('.', 1)[0]}", flush=True)
@@ -177,7 +200,7 @@ def restore_root(target: Path, tarball: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     """The DIB hooks' entry point: ``roles``, ``checks``, ``capture`` or ``restore``."""
     parser = argparse.ArgumentParser(prog="python -m toolkit.bake.hook")
-    parser.add_argument("step", choices=("roles", "checks", "capture", "restore"))
+    parser.add_argument("step", choices=("roles", "checks", "capture", "restore", "initramfs"))
     parser.add_argument("--target", type=Path, required=True)
     parser.add_argument("--hook-dir", type=Path, required=True)
     parser.add_argument("--tarball", type=Path, help="capture/restore: the pre-role root archive")
@@ -190,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         return capture_root(args.target, args.hook_dir, args.tarball)
     if args.step == "restore":
         return restore_root(args.target, args.tarball)
+    if args.step == "initramfs":
+        return build_initramfs(args.target, args.hook_dir)
     return run_bake_checks(args.target, args.hook_dir)
 
 

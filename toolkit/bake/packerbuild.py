@@ -31,6 +31,7 @@ from toolkit.bake.checks import run_checks
 from toolkit.bake.collect import Outputs
 from toolkit.bake.dib import squashfs_command
 from toolkit.bake.hook import playbook
+from toolkit.bake.initramfs import InitramfsCache, provide_initramfs
 from toolkit.bake.packer import (
     AUTHORIZED_KEY,
     BAKE_ONLY,
@@ -366,8 +367,11 @@ class PackerBuilder:
         try:
             seal(mnt, paths.root)
             self.set_phase("initramfs (once, after the roles)")
-            run(initramfs_command(mnt, snapshot_epoch(plan.inputs.snapshot)), log_path=record.stdout,
-                what="update-initramfs")
+            epoch = snapshot_epoch(plan.inputs.snapshot)
+            how = provide_initramfs(mnt, epoch, InitramfsCache(self.settings.cache / "initramfs"),
+                                    lambda: run(initramfs_command(mnt, epoch), log_path=record.stdout,
+                                                what="update-initramfs"))
+            _append(record.stdout, f"golden: initramfs {how}")
             self.set_phase("bake checks")
             outcomes = _checks_with_dev_and_proc(list(plan.bake_checks), mnt)
             drop_host_keys(mnt, paths.root)

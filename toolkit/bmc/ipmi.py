@@ -9,6 +9,7 @@ our typed errors.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from toolkit.bmc import pyghmi_fixes
@@ -79,6 +80,15 @@ class IpmiClient(PyghmiClient):
 
     def _classify(self, what: str, exc: BaseException) -> BmcError:
         return classify_ipmi_error(self.endpoint, what, exc)
+
+    def _call(self, what: str, fn: Callable[[Any], Any]) -> Any:
+        self._command()  # a failed login is the caller's to retry (the pool backs off first)
+        try:
+            return super()._call(what, fn)
+        except BmcUnreachableError:
+            # The command lost its session: pyghmi (as patched) does not log in again inside the
+            # command's wait, so the new login happens here, outside it, and the command runs once more.
+            return super()._call(what, fn)
 
     def _result_error(self, result: dict[str, Any]) -> BaseException:
         from pyghmi.exceptions import IpmiException

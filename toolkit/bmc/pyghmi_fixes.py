@@ -24,6 +24,22 @@
    every caller loops on its own condition, so waking at the deadline is what the IO thread should
    have done, and the nested wait ends when the outer command's time is up.
 
+5. The re-login inside a command itself (the root cause behind 4). pyghmi's ``Session._timedout``
+   answers a command that ran out of retries on an established session by logging in again from
+   inside that command's wait; the nested ``_req_priv_level -> raw_command`` then sits in
+   ``_cmdwait`` until the outer command's in-command deadline has passed, and the keepalives of
+   other idle sessions in the process pile their own re-logins on top. Our ``_timedout`` never
+   logs in again on an established session: the command fails at once as "Session no longer
+   connected" (its in-command time cleared first, so the logout that ``_mark_broken`` sends does
+   not wait for it either), and the caller (IpmiClient) logs in anew outside any command and
+   retries that command once on the new session. A login (every phase before ESTABLISHED) keeps
+   pyghmi's re-login on a lost RAKP or channel reply, but under a deadline of its own
+   (LOGIN_TIMEOUT_S from its start): past it the login fails instead of starting over again.
+   Upstream: replaces ``pyghmi.ipmi.private.session.Session._timedout`` and wraps
+   ``Session.login``. It could go upstream as an option (a session that fails its command rather
+   than healing it in place suits callers that retry themselves; pyghmi's own callers — confluent's
+   long-lived console sessions — rely on the in-place heal, so not as the default).
+
 apply() is idempotent and must run before the first pyghmi session or server is created.
 """
 
@@ -34,6 +50,9 @@ import threading
 from typing import Any
 
 WAKE_SLACK_S = 0.05  # past the deadline, so the IO thread (if it is on time) wakes us first
+# A login's own deadline: five exchanges, each retried by pyghmi within ~2 s, with a re-login or two
+LOGIN_TIMEOUT_S = 12.0
+_INF = float("inf")
 
 _APPLIED = False
 
@@ -68,6 +87,60 @@ def _io_wait(timeout: float, myaddr: Any = None, evq: Any = None) -> None:
     evt.wait(max(0.0, deadline - session._monotonic_time()) + WAKE_SLACK_S)
 
 
+def _login(self: Any) -> None:
+    """pyghmi's Session.login, with the login's deadline stamped at its first start (a privilege
+    downgrade in RAKP2 calls login() again: the same login, the same deadline)."""
+    from pyghmi.ipmi.private import session
+
+    if getattr(self, "golden_login_deadline", None) is None:
+        self.golden_login_deadline = session._monotonic_time() + LOGIN_TIMEOUT_S
+    _ORIGINAL["login"](self)
+
+
+def _fail_session(self: Any, *, in_login: bool) -> None:
+    """End the session now: a login gets pyghmi's timeout answer, a command finds it broken."""
+    if in_login:
+        self.ipmicallback({"error": "timeout", "code": 0xFFFF})
+    self.incommand = False  # the command is over: the logout _mark_broken sends must not wait for it
+    self.lastpayload = None
+    self.nowait = False
+    self._mark_broken()
+
+
+def _timedout(self: Any) -> None:
+    """pyghmi's Session._timedout without the re-login inside a command (see the docstring, 5)."""
+    from pyghmi.ipmi.private import session
+
+    if not self.lastpayload:
+        return
+    self.nowait = True
+    self.timeout += 1
+    established = self.sessioncontext == "ESTABLISHED"
+    late = session._monotonic_time() > (getattr(self, "golden_login_deadline", None) or _INF)
+    if self.timeout > self.maxtimeout and (established or not self.logontries):
+        return _fail_session(self, in_login=not established)
+    if not established and late:
+        return _fail_session(self, in_login=True)
+    if self.timeout > self.maxtimeout:
+        self.maxtimeout = 2
+        self._relog()
+    elif self.sessioncontext == "FAILED":
+        self.lastpayload = None
+        self.onlogpayload = None
+    elif self.sessioncontext == "OPENSESSION":
+        self.lastpayload = None  # a new request (new session id): unambiguous whatever was lost
+        self._open_rmcpplus_request()
+    elif self.sessioncontext in ("EXPECTINGRAKP2", "EXPECTINGRAKP4"):
+        self._relog()  # a BMC does not take RAKP1 or RAKP3 twice: start over
+    else:
+        self.hasretried = 1  # an IPMI request is resent as if idempotent (pyghmi's taboo tracking)
+        self.send_payload()
+    self.nowait = False
+
+
+_ORIGINAL: dict[str, Any] = {}
+
+
 def apply() -> None:
     """Patch pyghmi once (see the module docstring for why)."""
     global _APPLIED
@@ -79,6 +152,9 @@ def apply() -> None:
     session._io_recvfrom = _io_recvfrom
     session._io_wait = _io_wait
     session.WAITING_SESSIONS = session.KEEPALIVE_SESSIONS
+    _ORIGINAL["login"] = session.Session.login
+    session.Session.login = _login
+    session.Session._timedout = _timedout
     _APPLIED = True
 
 
