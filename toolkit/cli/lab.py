@@ -7,7 +7,8 @@ import argparse
 from toolkit.cli.argtypes import finite_float, int_range, rate01
 from toolkit.cli.output import Context
 from toolkit.core.progress import Progress
-from toolkit.lab.machines import LabNetwork, LabStatus, console_text, down_lab, status_lab, up_lab
+from toolkit.lab.machines import LabStatus, console_text, down_lab, status_lab, up_lab
+from toolkit.lab.network import LabNetwork
 from toolkit.lab.vbmc import SimOptions
 
 

@@ -51,7 +51,7 @@ from toolkit.core.errors import GoldenError, InputError, ToolMissingError
 from toolkit.core.fsutil import atomic_write
 from toolkit.core.run import require, run, spawn
 from toolkit.lab.hardware import MAX_DISKS, default_hardware, save_hardware
-from toolkit.lab.network import IFNAME_RE, NETNS_RE, LabNetwork, check_network, tap_name  # noqa: F401 - re-exported
+from toolkit.lab.network import LabNetwork, check_network, tap_name
 from toolkit.lab.qemu import OVMF_CODE, OVMF_CODE_SECBOOT, OVMF_VARS
 from toolkit.lab.tlsca import BmcCa
 from toolkit.lab.vbmc import MAX_BMCS_PER_PROCESS, BmcConfig, ServeConfig, SimOptions
