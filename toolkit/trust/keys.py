@@ -132,6 +132,14 @@ def _public_files(source: Path) -> list[Path]:
     return [source]
 
 
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None  # loading it says why
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def _pem(public: Ed25519PublicKey) -> bytes:
     return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -142,12 +150,12 @@ def _pem(public: Ed25519PublicKey) -> bytes:
 class Keyring:
     """The keys of a home (``<home>/keys``) plus the configured extra public keys.
 
-    Trusted keys are read on first use and read again when a signature names a key not yet seen (a
-    long-running ``golden serve`` learns a rotated key without a restart)."""
+    Trusted keys are read on first use and again when their files change."""
 
     folder: Path
     extra: tuple[Path, ...] = ()
     _trusted: dict[str, Ed25519PublicKey] | None = field(default=None, repr=False)
+    _stamp: tuple[object, ...] = field(default=(), repr=False)
 
     @property
     def signs(self) -> bool:
@@ -159,14 +167,17 @@ class Keyring:
         key = load_private_key(self.folder / SIGNING_KEY)
         return key_id(key.public_key()), key
 
-    def trusted(self, refresh: bool = False) -> dict[str, Ed25519PublicKey]:
-        """Key id -> public key, for every key this home trusts."""
-        if self._trusted is None or refresh:
+    def trusted(self) -> dict[str, Ed25519PublicKey]:
+        """Key id -> public key, for every key this home trusts; read again whenever a key file was added,
+        removed or replaced (a running ``golden serve`` follows rotation and removal without a restart)."""
+        files = self.trusted_files()
+        stamp = tuple((str(p), _file_stamp(p)) for p in files)
+        if self._trusted is None or stamp != self._stamp:
             found: dict[str, Ed25519PublicKey] = {}
-            for path in self.trusted_files():
+            for path in files:
                 public = load_public_key(path)
                 found[key_id(public)] = public
-            self._trusted = found
+            self._trusted, self._stamp = found, stamp
         return self._trusted
 
     def trusted_files(self) -> list[Path]:
@@ -184,9 +195,8 @@ class Keyring:
         return bool(self.trusted_files())
 
     def lookup(self, kid: str) -> Ed25519PublicKey | None:
-        """The trusted key with id ``kid``, reading the key files again once when it is not known yet."""
-        key = self.trusted().get(kid)
-        return key if key is not None else self.trusted(refresh=True).get(kid)
+        """The trusted key with id ``kid``, or None."""
+        return self.trusted().get(kid)
 
 
 def open_keyring(home: Path, project: Path, config: object = None) -> Keyring:
