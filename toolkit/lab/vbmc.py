@@ -14,6 +14,11 @@ Each BMC drives a machine:
 - SimMachine (--no-vm): a power state only, with configurable command latency, failure rate,
   boot time, and a deterministic, seeded rate of dropped replies (to exercise client retries).
 
+Every BMC serves Serial-over-LAN (``ipmitool sol activate``/``sol info``, pyghmi's Console): the
+QEMU machine's serial socket, or a simulated machine's generated console (see toolkit.lab.sol).
+One SOL session per BMC, as on real ones; a session whose client went silent for SOL_STALE_S
+(killed without deactivating) is taken over by the next activation.
+
 Credentials come from a 0600 JSON file, never from argv.
 """
 
@@ -34,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from pyghmi.ipmi import bmc as pyghmi_bmc
+from pyghmi.ipmi import console as pyghmi_console
 from pyghmi.ipmi.private import serversession
 from pyghmi.ipmi.private import session as ipmisession
 
@@ -42,7 +48,8 @@ from toolkit.core.fsutil import atomic_write
 from toolkit.core.run import kill_group
 from toolkit.lab import simboot
 from toolkit.lab.hardware import fitted
-from toolkit.lab.qemu import VmSpec, start_vm
+from toolkit.lab.qemu import VmSpec, console_socket_path, start_vm
+from toolkit.lab.sol import SimConsole, SolBridge, activate_response, connect_unix, sol_parameter_response
 
 log = logging.getLogger("golden.vbmc")
 
@@ -52,6 +59,9 @@ _RMCP_NO_CIPHER_SUITE_MATCH = 0x11
 # IPMI boot flags (parameter 5, data byte 1): valid, persistent, boot type EFI
 _FLAG_VALID, _FLAG_PERSISTENT, _FLAG_EFI = 0x80, 0x40, 0x20
 MAX_OVERRIDES_KEPT = 20
+SOL_STALE_S = 60.0  # an SOL owner silent this long (clients keep alive every 15-30 s) is gone
+_NETFN_APP, _NETFN_TRANSPORT = 6, 0x0C
+_CMD_ACTIVATION_STATUS, _CMD_INSTANCE_INFO, _CMD_SOL_CONFIG = 0x4A, 0x4B, 0x22
 
 
 @dataclass
@@ -107,7 +117,7 @@ class ServeConfig:
 class SimMachine:
     """A machine behind a virtual BMC, simulated: power, boot override, boot time."""
     def __init__(self, opts: SimOptions, rng: random.Random, mac: str = "",
-                 booter: ThreadPoolExecutor | None = None) -> None:
+                 booter: ThreadPoolExecutor | None = None, name: str = "") -> None:
         self.opts = opts
         self.rng = rng
         self.mac = mac
@@ -118,6 +128,11 @@ class SimMachine:
         self.persistent = False
         self.uefi = False  # the override's boot type is EFI
         self.overrides: list[str] = []  # every override received, oldest first: "network once uefi"
+        self.console = SimConsole(name or mac or "machine")
+
+    def open_console(self) -> Any:
+        """A connection to the machine's serial console (a socket)."""
+        return self.console.open()
 
     def set_override(self, device: str, *, persistent: bool, uefi: bool) -> None:
         """Record a boot override as the BMC received it."""
@@ -142,7 +157,7 @@ class SimMachine:
             return 0xFF
         if not self.on:
             self.on, self.powered_at = True, time.monotonic()
-            self._consume_bootdev()
+            self.console.say(f"power on, booting from {self._consume_bootdev()}")
             self._netboot()
         return 0
 
@@ -151,6 +166,7 @@ class SimMachine:
         if self._fails():
             return 0xFF
         self.on = False
+        self.console.say("power off")
         return 0
 
     def reset(self) -> int:
@@ -158,17 +174,19 @@ class SimMachine:
         if self._fails():
             return 0xFF
         self.on, self.powered_at = True, time.monotonic()
-        self._consume_bootdev()
+        self.console.say(f"reset, booting from {self._consume_bootdev()}")
         self._netboot()
         return 0
 
     def _netboot(self) -> None:
         if self.booter is None or not self.opts.boot_url:
             return
-        url, mac, delay = self.opts.boot_url, self.mac, self.opts.boot_time
+        url, mac, delay, console = self.opts.boot_url, self.mac, self.opts.boot_time, self.console
 
         def boot() -> None:
-            log.info("%s", simboot.netboot(url, mac, boot_time=delay))
+            result = simboot.netboot(url, mac, boot_time=delay)
+            log.info("%s", result)
+            console.say(f"netboot: {result}")
 
         self.booter.submit(boot)
 
@@ -206,10 +224,14 @@ class QemuMachine(SimMachine):
     """A real QEMU process behind the BMC."""
 
     def __init__(self, spec: VmSpec, rng: random.Random) -> None:
-        super().__init__(SimOptions(), rng)
+        super().__init__(SimOptions(), rng, name=spec.name)
         self.spec = spec
         self.proc: Any = None
         self.boots = 0
+
+    def open_console(self) -> Any:
+        """A connection to QEMU's serial socket (OSError while QEMU is not running)."""
+        return connect_unix(console_socket_path(self.spec))
 
     def power_state(self) -> bool:
         """True while its QEMU process runs."""
@@ -276,6 +298,10 @@ class _Sha1OnlySession(serversession.ServerSession):
     proposed, and pyghmi's own client then fails in RAKP2. Declining non-SHA-1 proposals makes
     clients fall back to suite 3, which is what the server really speaks."""
 
+    # pyghmi's SOL console unregisters its keepalive when a client stops acknowledging; a server
+    # session never set this up and the console crashed instead of ending
+    _customkeepalives = None
+
     def create_open_session_response(self, request: Any) -> Any:
         auth_algo = request[12] & 0x3F if len(request) > 12 else _SHA1
         integrity_algo = request[20] & 0x3F if len(request) > 20 else _SHA1
@@ -289,12 +315,28 @@ class _Sha1OnlySession(serversession.ServerSession):
         # pyghmi routes a packet here when a client address is reused after its session went away
         self.bmc.sessionless_data(data, sockaddr)
 
+    def close_server_session(self) -> None:
+        """The client closed the session: an SOL it held is free again."""
+        self.bmc.session_closed(self)
+
     def _xmit_packet(self, retry: bool = True, delay_xmit: Any = None, timeout: Any = None) -> None:
         if self.bmc.drop_reply():
             if self.sequencenumber:
                 self.sequencenumber += 1
             return
         super()._xmit_packet(retry=retry, delay_xmit=delay_xmit, timeout=timeout)
+
+
+class _LabConsole(pyghmi_console.ServerConsole):
+    """pyghmi's BMC-side SOL console, telling the BMC when its client was last heard."""
+
+    def __init__(self, session: Any, iohandler: Callable[[Any], None], on_packet: Callable[[], None]) -> None:
+        self.on_packet = on_packet
+        super().__init__(session, iohandler)
+
+    def _got_sol_payload(self, payload: Any) -> None:
+        self.on_packet()
+        super()._got_sol_payload(payload)
 
 
 class VirtualBmc(pyghmi_bmc.Bmc):
@@ -308,6 +350,89 @@ class VirtualBmc(pyghmi_bmc.Bmc):
         self.rng = rng
         self.defer = defer
         self.on_change = on_change
+
+    sol_owner: Any = None
+    sol_heard = 0.0
+    bridge: SolBridge | None = None
+
+    def is_active(self) -> bool:
+        """SOL is enabled on every lab BMC (pyghmi asks before activating)."""
+        return True
+
+    def iohandler(self, data: Any) -> None:
+        """pyghmi's Bmc insists on one; the console of each session gets its own (_sol_input)."""
+        self._sol_input(self.sol_owner, data)
+
+    def _sol_input(self, session: Any, data: Any) -> None:
+        """What the SOL client typed (bytes) goes to the machine; an error (a dict) ends the session."""
+        if session is not self.sol_owner:
+            return  # a console that was already replaced, finishing its last retries
+        if isinstance(data, dict):
+            log.info("%s: SOL session ended: %s", self.name, data.get("error", data))
+            self._end_sol()
+        elif self.bridge is not None:
+            self.bridge.write(bytes(data))
+
+    def _heard(self) -> None:
+        self.sol_heard = time.monotonic()
+
+    def _deliver(self, data: bytes) -> None:
+        sol = self.sol
+        if sol is not None:
+            sol.send_data(data)
+
+    def _end_sol(self) -> None:
+        bridge, self.bridge = self.bridge, None
+        if bridge is not None:
+            bridge.stop()
+        if self.sol is not None:
+            self.sol.close()
+        self.activated, self.sol, self.sol_owner = False, None, None
+
+    def session_closed(self, session: Any) -> None:
+        """A closed session's SOL ends with it."""
+        if session is self.sol_owner:
+            self._end_sol()
+
+    def activate_payload(self, request: Any, session: Any) -> None:
+        """Start SOL on this session: the bridge to the machine's console (see the module docstring)."""
+        if self.activated and session is not self.sol_owner and time.monotonic() - self.sol_heard > SOL_STALE_S:
+            log.info("%s: SOL owner silent for %.0f s; taking over", self.name, time.monotonic() - self.sol_heard)
+            self._end_sol()
+        if self.activated:
+            session.send_ipmi_response(code=0x80)  # payload already active on another session
+            return
+        self.activated, self.sol_owner = True, session
+        self._heard()
+        session.send_ipmi_response(data=activate_response(self.port))
+        self.sol = _LabConsole(session, lambda data: self._sol_input(session, data), self._heard)
+        self.bridge = SolBridge(self.name, self.machine.open_console, self._deliver)
+        log.info("%s: SOL activated", self.name)
+
+    def deactivate_payload(self, request: Any, session: Any) -> None:
+        """End SOL (pyghmi's answer), and the bridge with it."""
+        was = self.activated
+        super().deactivate_payload(request, session)
+        if was:
+            self._end_sol()
+            log.info("%s: SOL deactivated", self.name)
+
+    def _sol_request(self, request: dict[str, Any], session: Any) -> bool:
+        """Answer the SOL commands pyghmi's server lacks; False for any other request."""
+        netfn, command, data = request["netfn"], request["command"], list(request.get("data") or [])
+        if session is self.sol_owner:
+            self._heard()
+        if netfn == _NETFN_TRANSPORT and command == _CMD_SOL_CONFIG:
+            code, answer = sol_parameter_response(data, self.port)
+            session.send_ipmi_response(code=code, data=answer)
+        elif netfn == _NETFN_APP and command == _CMD_ACTIVATION_STATUS:
+            session.send_ipmi_response(data=[1, 1 if self.activated else 0, 0])
+        elif netfn == _NETFN_APP and command == _CMD_INSTANCE_INFO:
+            owner = list(self.sol_owner.managedsessionid) if self.activated and self.sol_owner else [0] * 4
+            session.send_ipmi_response(data=owner + [0] * 8)
+        else:
+            return False
+        return True
 
     def drop_reply(self) -> bool:
         """True when this reply is to be lost (``drop_rate``)."""
@@ -337,7 +462,8 @@ class VirtualBmc(pyghmi_bmc.Bmc):
         if self.opts.latency > 0 and request["netfn"] == 0:
             self.defer(self.opts.latency, lambda: super(VirtualBmc, self).handle_raw_request(request, session))
             return
-        super().handle_raw_request(request, session)
+        if not self._sol_request(request, session):
+            super().handle_raw_request(request, session)
 
     # pyghmi calls these from control_chassis / get_chassis_status
     def get_power_state(self) -> str:
@@ -474,7 +600,7 @@ def serve(cfg: ServeConfig) -> int:
         else:
             if cfg.sim.boot_url and booter is None:
                 booter = ThreadPoolExecutor(max_workers=32, thread_name_prefix="simboot")
-            machine = SimMachine(cfg.sim, rng, b.mac, booter)
+            machine = SimMachine(cfg.sim, rng, b.mac, booter, name=b.name)
         bmcs.append(VirtualBmc(b, machine, cfg.sim, rng, timers.add, mark))
     if cfg.pid_file:
         _write_atomic(Path(cfg.pid_file), f"{os.getpid()}\n")
@@ -498,6 +624,7 @@ def serve(cfg: ServeConfig) -> int:
                 dirty, last_status = False, time.monotonic()
     finally:
         for b in bmcs:
+            b._end_sol()
             b.machine.stop()
         if booter is not None:
             booter.shutdown(wait=False, cancel_futures=True)

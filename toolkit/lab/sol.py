@@ -1,0 +1,182 @@
+"""Serial-over-LAN for the lab's virtual BMCs: the IPMI answers (pure) and the bridge to a machine's console.
+
+A QEMU machine's serial port is a unix socket (``VmSpec.console_socket``); a simulated machine has a
+small generated console (a socket pair it writes its power events to). While a SOL session is
+active, a SolBridge thread reads the machine's console and hands every chunk to pyghmi's
+ServerConsole, and whatever the SOL client types goes back into the console. QEMU restarts on a
+power cycle and its socket with it: the bridge reconnects until the session ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger("golden.vbmc")
+
+# Get SOL Configuration Parameters (IPMI 2.0 table 26-5): parameter revision 1.1
+SOL_PARAM_REVISION = 0x11
+_PARAM_NOT_SUPPORTED = 0x80
+_BAUD_115200 = 0x0A
+_PRIV_ADMIN = 0x04
+MAX_PAYLOAD = 256  # bytes per SOL packet each way
+RECONNECT_S = 0.5
+_READ = 4096
+_UNIX_PATH_MAX = 107
+
+
+def sol_parameter(selector: int, port: int) -> list[int] | None:
+    """The data of SOL configuration parameter ``selector`` (None: not supported). Pure."""
+    params: dict[int, list[int]] = {
+        0: [0x00],  # set in progress: set complete
+        1: [0x01],  # SOL enabled
+        2: [_PRIV_ADMIN],  # no forced encryption or authentication; privilege: administrator
+        3: [12, 96],  # character accumulate interval (5 ms units), send threshold (characters)
+        4: [7, 50],  # retry count, retry interval (10 ms units)
+        5: [_BAUD_115200],  # non-volatile bit rate
+        6: [_BAUD_115200],  # volatile bit rate
+        7: [0x01],  # payload channel: the LAN channel
+        8: [port & 0xFF, port >> 8],  # payload port, least significant byte first
+    }
+    return params.get(selector)
+
+
+def sol_parameter_response(data: list[int] | bytes, port: int) -> tuple[int, list[int]]:
+    """(completion code, response data) for a Get SOL Configuration Parameters request. Pure."""
+    if len(data) < 2:
+        return 0xC7, []  # request data length invalid
+    if data[0] & 0x80:  # "get parameter revision only"
+        return 0, [SOL_PARAM_REVISION]
+    value = sol_parameter(data[1], port)
+    if value is None:
+        return _PARAM_NOT_SUPPORTED, []
+    return 0, [SOL_PARAM_REVISION, *value]
+
+
+def activate_response(port: int) -> list[int]:
+    """Activate Payload's answer: 256-byte payloads each way, the SOL port LSB first, no VLAN. Pure.
+
+    (pyghmi's server sends the port most significant byte first, which ipmitool reads as another port.)
+    """
+    size = [MAX_PAYLOAD & 0xFF, MAX_PAYLOAD >> 8]
+    return [0, 0, 0, 0, *size, *size, port & 0xFF, port >> 8, 0xFF, 0xFF]
+
+
+def connect_unix(path: Path) -> socket.socket:
+    """A stream connection to the unix socket at ``path``, also when the path is longer than a
+    socket address allows (through the folder's descriptor in /proc/self/fd)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        if len(os.fsencode(path)) <= _UNIX_PATH_MAX:
+            sock.connect(str(path))
+            return sock
+        dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            sock.connect(f"/proc/self/fd/{dirfd}/{path.name}")
+        finally:
+            os.close(dirfd)
+        return sock
+    except OSError:
+        sock.close()
+        raise
+
+
+class SimConsole:
+    """A simulated machine's serial console: generated lines (its power events), echo of what is typed."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._peers: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def open(self) -> socket.socket:
+        """A new connection to the console; it starts with a banner."""
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        with self._lock:
+            self._peers.append(ours)
+        threading.Thread(target=self._echo, args=(ours,), daemon=True, name=f"simcons-{self.name}").start()
+        self._send(ours, f"\r\n{self.name} simulated console (golden lab)\r\n")
+        return theirs
+
+    def say(self, text: str) -> None:
+        """A line on every open connection (none open: nobody sees it, as on a real serial line)."""
+        with self._lock:
+            peers = list(self._peers)
+        for peer in peers:
+            self._send(peer, f"[{time.strftime('%H:%M:%S')}] {self.name}: {text}\r\n")
+
+    def _send(self, peer: socket.socket, text: str) -> None:
+        try:
+            peer.send(text.encode())
+        except OSError:  # full or closed: a slow reader loses lines, like a UART overrun
+            pass
+
+    def _echo(self, peer: socket.socket) -> None:
+        peer.setblocking(True)
+        try:
+            while data := peer.recv(_READ):
+                peer.send(data.replace(b"\r", b"\r\n"))
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                if peer in self._peers:
+                    self._peers.remove(peer)
+            peer.close()
+
+
+class SolBridge:
+    """Pumps a machine's console into ``deliver`` until stopped; ``write`` sends typed bytes back."""
+
+    def __init__(self, name: str, opener: Callable[[], socket.socket], deliver: Callable[[bytes], None]) -> None:
+        self.name = name
+        self.opener = opener
+        self.deliver = deliver
+        self.running = True
+        self.sock: socket.socket | None = None
+        self.thread = threading.Thread(target=self._pump, daemon=True, name=f"sol-{name}")
+        self.thread.start()
+
+    def write(self, data: bytes) -> None:
+        """Typed bytes to the machine (lost while its console is not there, as on a real line)."""
+        sock = self.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.sendall(data)
+
+    def stop(self) -> None:
+        """End the pump and close the console connection."""
+        self.running = False
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _pump(self) -> None:
+        while self.running:
+            try:
+                self.sock = self.opener()
+            except OSError:  # QEMU is (re)starting or the machine is off: try again shortly
+                time.sleep(RECONNECT_S)
+                continue
+            self._read(self.sock)
+
+    def _read(self, sock: socket.socket) -> None:
+        try:
+            while self.running and (data := sock.recv(_READ)):
+                self.deliver(data)
+        except OSError:
+            pass
+        except Exception:  # pyghmi failing to send must not kill the pump silently
+            log.exception("%s: SOL delivery failed", self.name)
+        sock.close()
+        if self.running:
+            time.sleep(RECONNECT_S)  # QEMU exited (reset, power off): wait for the next one
