@@ -163,10 +163,10 @@ def interact(stream: SolStream, plan: ConsolePlan, fd: int | None = None, out: B
 
 def run_console(fleet: Fleet, plan: ConsolePlan, user: str, out: BinaryIO | None = None,
                 on_open: Callable[[str], None] = lambda text: None) -> ConsoleResult:
-    """Record the session, open SOL, run it as planned, always deactivate SOL at the end."""
-    record_session(fleet, plan, user)
+    """Open SOL, record the session, run it as planned, always deactivate SOL at the end."""
     stream = SolStream(plan.host.endpoint, force=plan.force).open()
     try:
+        record_session(fleet, plan, user)  # a session the BMC refused is no session
         if plan.mode == ConsoleMode.INTERACTIVE:
             on_open(f"[connected to {plan.host.name}'s console; {plan.escape.decode()}. to leave]")
             return interact(stream, plan)
