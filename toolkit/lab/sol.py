@@ -9,6 +9,7 @@ power cycle and its socket with it: the bridge reconnects until the session ends
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -29,6 +30,7 @@ MAX_PAYLOAD = 256  # bytes per SOL packet each way
 RECONNECT_S = 0.5
 _READ = 4096
 _UNIX_PATH_MAX = 107
+BACKLOG = 20  # lines a simulated console replays to a new connection
 
 
 def sol_parameter(selector: int, port: int) -> list[int] | None:
@@ -88,29 +90,36 @@ def connect_unix(path: Path) -> socket.socket:
 
 
 class SimConsole:
-    """A simulated machine's serial console: generated lines (its power events), echo of what is typed."""
+    """A simulated machine's serial console: generated lines (its power events), echo of what is typed.
+
+    A new connection first gets the last BACKLOG lines, as BMCs that keep an SOL history replay it:
+    a session opened a moment after a power action still shows that boot."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self._peers: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._backlog: collections.deque[str] = collections.deque(maxlen=BACKLOG)
 
     def open(self) -> socket.socket:
-        """A new connection to the console; it starts with a banner."""
+        """A new connection to the console; it starts with a banner and the backlog."""
         ours, theirs = socket.socketpair()
         ours.setblocking(False)
         with self._lock:
             self._peers.append(ours)
+            backlog = "".join(self._backlog)
         threading.Thread(target=self._echo, args=(ours,), daemon=True, name=f"simcons-{self.name}").start()
-        self._send(ours, f"\r\n{self.name} simulated console (golden lab)\r\n")
+        self._send(ours, f"\r\n{self.name} simulated console (golden lab)\r\n{backlog}")
         return theirs
 
     def say(self, text: str) -> None:
-        """A line on every open connection (none open: nobody sees it, as on a real serial line)."""
+        """A line on every open connection, kept in the backlog."""
+        line = f"[{time.strftime('%H:%M:%S')}] {self.name}: {text}\r\n"
         with self._lock:
             peers = list(self._peers)
+            self._backlog.append(line)
         for peer in peers:
-            self._send(peer, f"[{time.strftime('%H:%M:%S')}] {self.name}: {text}\r\n")
+            self._send(peer, line)
 
     def _send(self, peer: socket.socket, text: str) -> None:
         try:
