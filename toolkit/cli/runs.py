@@ -8,8 +8,8 @@ from toolkit.cli.argtypes import int_range
 from toolkit.cli.output import Context, when
 from toolkit.core.errors import InputError
 from toolkit.core.text import printable
-from toolkit.runs.console import ConsoleTail
 from toolkit.runs import all_runs, nightly_run, run_console, show_any
+from toolkit.runs.console import ConsoleTail
 
 
 def register(sub: argparse._SubParsersAction) -> None:

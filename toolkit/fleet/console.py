@@ -104,7 +104,7 @@ def _sinks(plan: ConsolePlan, out: BinaryIO) -> Iterator[Callable[[bytes], None]
     with contextlib.ExitStack() as stack:
         targets: list[BinaryIO] = [out] if plan.to_output else []
         if plan.log is not None:
-            targets.append(stack.enter_context(open(plan.log, "ab")))  # noqa: SIM115 - closed by the stack
+            targets.append(stack.enter_context(open(plan.log, "ab")))
 
         def write(data: bytes) -> None:
             for t in targets:

@@ -18,6 +18,9 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from pyghmi.ipmi import console as pyghmi_console
 
 log = logging.getLogger("golden.vbmc")
 
@@ -30,6 +33,9 @@ MAX_PAYLOAD = 256  # bytes per SOL packet each way
 RECONNECT_S = 0.5
 _READ = 4096
 _UNIX_PATH_MAX = 107
+SOL_STALE_S = 60.0  # an SOL owner silent this long (clients keep alive every 15-30 s) is gone
+_NETFN_APP, _NETFN_TRANSPORT = 6, 0x0C
+_CMD_ACTIVATION_STATUS, _CMD_INSTANCE_INFO, _CMD_SOL_CONFIG = 0x4A, 0x4B, 0x22
 BACKLOG = 20  # lines a simulated console replays to a new connection
 
 
@@ -189,3 +195,109 @@ class SolBridge:
         sock.close()
         if self.running:
             time.sleep(RECONNECT_S)  # QEMU exited (reset, power off): wait for the next one
+
+
+class _LabConsole(pyghmi_console.ServerConsole):
+    """pyghmi's BMC-side SOL console, telling the BMC when its client was last heard."""
+
+    def __init__(self, session: Any, iohandler: Callable[[Any], None], on_packet: Callable[[], None]) -> None:
+        self.on_packet = on_packet
+        super().__init__(session, iohandler)
+
+    def _got_sol_payload(self, payload: Any) -> None:
+        self.on_packet()
+        super()._got_sol_payload(payload)
+
+
+class SolBmc:
+    """The SOL half of a lab BMC (mixed into toolkit.lab.vbmc.VirtualBmc before pyghmi's Bmc): one
+    session per BMC, its console bridged to the machine's (``machine.open_console()``).
+    A session whose client went silent for SOL_STALE_S (killed without deactivating) is taken over."""
+
+    name: str
+    port: int
+    machine: Any
+    activated: bool = False
+    sol: Any = None
+    sol_owner: Any = None
+    sol_heard = 0.0
+    bridge: SolBridge | None = None
+
+    def is_active(self) -> bool:
+        """SOL is enabled on every lab BMC (pyghmi asks before activating)."""
+        return True
+
+    def iohandler(self, data: Any) -> None:
+        """pyghmi's Bmc insists on one; the console of each session gets its own (_sol_input)."""
+        self._sol_input(self.sol_owner, data)
+
+    def _sol_input(self, session: Any, data: Any) -> None:
+        """What the SOL client typed (bytes) goes to the machine; an error (a dict) ends the session."""
+        if session is not self.sol_owner:
+            return  # a console that was already replaced, finishing its last retries
+        if isinstance(data, dict):
+            log.info("%s: SOL session ended: %s", self.name, data.get("error", data))
+            self._end_sol()
+        elif self.bridge is not None:
+            self.bridge.write(bytes(data))
+
+    def _heard(self) -> None:
+        self.sol_heard = time.monotonic()
+
+    def _deliver(self, data: bytes) -> None:
+        sol = self.sol
+        if sol is not None:
+            sol.send_data(data)
+
+    def _end_sol(self) -> None:
+        bridge, self.bridge = self.bridge, None
+        if bridge is not None:
+            bridge.stop()
+        if self.sol is not None:
+            self.sol.close()
+        self.activated, self.sol, self.sol_owner = False, None, None
+
+    def session_closed(self, session: Any) -> None:
+        """A closed session's SOL ends with it."""
+        if session is self.sol_owner:
+            self._end_sol()
+
+    def activate_payload(self, request: Any, session: Any) -> None:
+        """Start SOL on this session: the bridge to the machine's console (see the module docstring)."""
+        if self.activated and session is not self.sol_owner and time.monotonic() - self.sol_heard > SOL_STALE_S:
+            log.info("%s: SOL owner silent for %.0f s; taking over", self.name, time.monotonic() - self.sol_heard)
+            self._end_sol()
+        if self.activated:
+            session.send_ipmi_response(code=0x80)  # payload already active on another session
+            return
+        self.activated, self.sol_owner = True, session
+        self._heard()
+        session.send_ipmi_response(data=activate_response(self.port))
+        self.sol = _LabConsole(session, lambda data: self._sol_input(session, data), self._heard)
+        self.bridge = SolBridge(self.name, self.machine.open_console, self._deliver)
+        log.info("%s: SOL activated", self.name)
+
+    def deactivate_payload(self, request: Any, session: Any) -> None:
+        """End SOL (pyghmi's answer), and the bridge with it."""
+        was = self.activated
+        super().deactivate_payload(request, session)  # type: ignore[misc]
+        if was:
+            self._end_sol()
+            log.info("%s: SOL deactivated", self.name)
+
+    def _sol_request(self, request: dict[str, Any], session: Any) -> bool:
+        """Answer the SOL commands pyghmi's server lacks; False for any other request."""
+        netfn, command, data = request["netfn"], request["command"], list(request.get("data") or [])
+        if session is self.sol_owner:
+            self._heard()
+        if netfn == _NETFN_TRANSPORT and command == _CMD_SOL_CONFIG:
+            code, answer = sol_parameter_response(data, self.port)
+            session.send_ipmi_response(code=code, data=answer)
+        elif netfn == _NETFN_APP and command == _CMD_ACTIVATION_STATUS:
+            session.send_ipmi_response(data=[1, 1 if self.activated else 0, 0])
+        elif netfn == _NETFN_APP and command == _CMD_INSTANCE_INFO:
+            owner = list(self.sol_owner.managedsessionid) if self.activated and self.sol_owner else [0] * 4
+            session.send_ipmi_response(data=owner + [0] * 8)
+        else:
+            return False
+        return True

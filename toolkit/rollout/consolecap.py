@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import sys
 import threading
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from toolkit.bmc.endpoint import BmcEndpoint
-from toolkit.core.run import spawn
+from toolkit.core.run import PIPE, spawn
 from toolkit.core.secret import Secret
 from toolkit.runs.console import MAX_CONSOLE_BYTES, TailBuffer, console_file, save_tail
 
@@ -59,7 +58,7 @@ class ConsoleCapture:
         root = str(Path(__file__).resolve().parent.parent.parent)
         with open(self.directory / "capture.log", "ab") as out:
             return spawn([sys.executable, "-m", "toolkit.rollout.consolecap", self.directory],
-                         stdin=subprocess.PIPE, stdout=out, env={"PYTHONPATH": root})
+                         stdin=PIPE, stdout=out, env={"PYTHONPATH": root})
 
     def _send(self, message: dict[str, Any]) -> None:
         if self.broken:
@@ -100,7 +99,7 @@ class ConsoleCapture:
             pass
         try:
             proc.wait(timeout=STOP_WAIT_S)
-        except Exception:  # noqa: BLE001 - a stuck capture must not hold the run
+        except Exception:  # a stuck capture must not hold the run
             proc.kill()
             proc.wait()
 

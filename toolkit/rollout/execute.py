@@ -36,10 +36,10 @@ from toolkit.bmc.base import BmcClient, BootDevice, PowerAction
 from toolkit.bmc.pool import BmcPool
 from toolkit.fleet.fleet import Fleet
 from toolkit.inventory.hosts import Host
+from toolkit.rollout.consolecap import ConsoleCapture
 from toolkit.rollout.hookrun import HookRunner
 from toolkit.rollout.hooksteps import HookSteps
 from toolkit.rollout.journal import ATTEMPT_STEPS, Journal, Phase, RunStatus, Step, StepRow
-from toolkit.rollout.consolecap import ConsoleCapture
 from toolkit.rollout.plan import Plan
 from toolkit.rollout.rotation import Rotation
 
