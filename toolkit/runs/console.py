@@ -20,7 +20,7 @@ TAIL_LINES = 40
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
 _NAME_RE = re.compile(r"^(?P<host>.+)\.(?P<attempt>[0-9]{1,4})\.log$")
 # CSI sequences (colours, cursor moves, SeaBIOS's screen clears), other ESC pairs, then lone controls
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]|[\x00-\x08\x0b-\x1f\x7f]")
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[ -/]*[0-~]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 class TailBuffer:
