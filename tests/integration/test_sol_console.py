@@ -1,8 +1,11 @@
 """Serial-over-LAN against the lab's real virtual BMC: ipmitool (the independent peer) and golden console.
 
-A QEMU lab machine with no boot server prints SeaBIOS and iPXE banners, fails to boot its empty disk
-and reboots every few seconds: boot messages on a loop, no image needed. A simulated machine has a
-generated console that echoes what is typed, enough for the interactive session and its escape.
+A QEMU lab machine booting its empty disk prints SeaBIOS and iPXE banners, fails and reboots every
+few seconds: boot messages on a loop, no image needed. Then a reimage onto a build whose kernel is a
+few bytes of nonsense: the machine netboots through iPXE, cannot boot it and never reports, and
+``golden runs show RUN --host`` prints the end of its console as the reimage captured it.
+A simulated machine has a generated console that echoes what is typed, enough for the interactive
+session and its escape.
 """
 
 from __future__ import annotations
@@ -18,10 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.boot import make_build, start_golden_serve
+from tests.fixtures.common import free_port
 from tests.fixtures.lab import ROOT, GoldenRunner
 from toolkit.core.run import require
 from toolkit.inventory.hosts import load_inventory
 from toolkit.state.db import SQLiteStateDB
+from toolkit.store.artifacts import Store
 
 pytestmark = pytest.mark.integration
 
@@ -60,10 +66,15 @@ def _audit(golden: GoldenRunner, host: str) -> list[tuple[str, str]]:
         return [(a.action, a.detail) for a in repo.list_audit(host)]
 
 
-@pytest.mark.timeout(600)
+BUILD = "50150000000000a1"
+
+
+@pytest.mark.timeout(900)
 def test_ipmitool_and_golden_console_show_a_qemu_machines_boot(golden: GoldenRunner, tmp_path: Path) -> None:
     require("ipmitool")
-    port, pwfile = _lab(golden, tmp_path, "--memory", "256")
+    make_build(Store(golden.home / "store"), "web", BUILD)  # tiny nonsense artifacts: it cannot boot
+    http = free_port()
+    port, pwfile = _lab(golden, tmp_path, "--memory", "256", "--boot-url", f"http://10.0.2.2:{http}")
     info = subprocess.run(_ipmitool(port, pwfile, "sol", "info"), capture_output=True, text=True, timeout=60,
                           check=True).stdout
     assert "Enabled                         : true" in info and f"Payload Port                    : {port}" in info
@@ -94,6 +105,26 @@ def test_ipmitool_and_golden_console_show_a_qemu_machines_boot(golden: GoldenRun
     assert _audit(golden, "lab-n01") == [("console", "follow, at most 45 s")]
     hosts = {h["name"]: h for h in golden.json("fleet")}
     assert hosts["lab-n01"]["taint"] in (None, ""), "following a console is read-only: no taint"
+    _never_reports(golden, tmp_path, http)
+
+
+def _never_reports(golden: GoldenRunner, tmp_path: Path, http: int) -> None:
+    """A reimage whose host never reports keeps its console; runs show --host prints the tail."""
+    serve = start_golden_serve(golden.home, golden.home / "lab" / "inventory.yaml", tmp_path / "serve.log",
+                               listen=f"127.0.0.1:{http}")
+    try:
+        res = golden.run("--json", "reimage", "lab-n01", "--image", f"web@{BUILD}", "--canary", "0",
+                         "--boot-timeout", "90", "--retries", "0", "--yes", timeout=400, check=False)
+    finally:
+        serve.stop()
+    out = json.loads(res.stdout)
+    assert res.returncode == 1 and out["results"] == {"lab-n01": "failed"}, out
+    shown = golden.run("runs", "show", out["run_id"], "--host", "lab-n01").stdout
+    assert "no genuine report of build" in shown, shown
+    tail = shown.split("--- serial console of lab-n01, attempt 1: last ")[1]
+    # the machine's own words over SOL: iPXE fetched its boot script from golden serve, then failed
+    assert "iPXE" in tail and "/boot/" in tail and "[golden:" in tail, tail
+    print(f"console tail of the failed host:\n{tail}")
 
 
 def _spawn_on_pty(golden: GoldenRunner, *args: str) -> tuple[subprocess.Popen[bytes], int]:
