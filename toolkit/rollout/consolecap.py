@@ -33,6 +33,7 @@ FLUSH_S = 1.0
 MAX_CAPTURES = 64
 RETRY_S = 5.0  # after a refused or dropped session, try again this much later (the attempt goes on)
 STOP_WAIT_S = 8.0
+CLOSE_WAIT_S = 1.0
 # a stopped capture reads on this long: what a host printed as its attempt ended (and a session
 # that opened only after a quick failure) still reaches the file
 STOP_GRACE_S = 3.0
@@ -88,7 +89,8 @@ class ConsoleCapture:
         self._send({"op": "stop", "host": host})
 
     def close(self) -> None:
-        """Stop every capture and the process (at most STOP_WAIT_S, then it is killed)."""
+        """Tell the capture process to stop every capture and end; never waits long for it (it
+        deactivates each SOL session and exits by itself)."""
         proc, self.proc = self.proc, None
         if proc is None:
             return
@@ -98,10 +100,9 @@ class ConsoleCapture:
         except OSError:
             pass
         try:
-            proc.wait(timeout=STOP_WAIT_S)
-        except Exception:  # a stuck capture must not hold the run
-            proc.kill()
-            proc.wait()
+            proc.wait(timeout=CLOSE_WAIT_S)
+        except Exception:  # still closing its sessions: the run does not wait for that  # noqa: S110
+            pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,10 +185,12 @@ def serve(directory: Path, commands: IO[str]) -> int:
     """Run captures as the commands on ``commands`` say, until quit or end of input."""
     captures: dict[str, _Capture] = {}
     every: list[_Capture] = []
+    grace = STOP_GRACE_S  # input ended without a quit: the run died; keep what its hosts print a moment longer
     for line in commands:
         try:
             msg = json.loads(line)
             if msg["op"] == "quit":
+                grace = 0.0
                 break
             if msg["op"] == "ready":
                 continue
@@ -203,7 +206,8 @@ def serve(directory: Path, commands: IO[str]) -> int:
             log.warning("ignoring a capture command: %s", type(exc).__name__)  # never the line: it has a password
     deadline = time.monotonic() + STOP_WAIT_S
     for c in every:
-        c.stop()
+        if c.stop_by is None:  # one already stopped keeps its grace: its attempt just ended
+            c.stop(grace)
     for c in every:
         c.thread.join(timeout=max(0.0, deadline - time.monotonic()))
     return 0
