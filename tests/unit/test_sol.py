@@ -122,7 +122,7 @@ def test_sol_configuration_answers(data: list[int], code: int, answer: list[int]
 
 def test_activate_response_names_the_port_lsb_first() -> None:
     # ipmitool compares bytes 8..9, read LSB first, with the port it talks to (pyghmi's server sends MSB first)
-    assert activate_response(16230) == [0, 0, 0, 0, 0, 1, 0, 1, 0x66, 0x3F, 0xFF, 0xFF]
+    assert activate_response(16230) == [0, 0, 0, 0, 0xFF, 0, 0xFF, 0, 0x66, 0x3F, 0xFF, 0xFF]
 
 
 BMC = BmcEndpoint(name="web1", address="10.0.0.9", port=623, user="admin", password=Secret("hunter2"))

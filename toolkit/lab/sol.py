@@ -29,7 +29,9 @@ SOL_PARAM_REVISION = 0x11
 _PARAM_NOT_SUPPORTED = 0x80
 _BAUD_115200 = 0x0A
 _PRIV_ADMIN = 0x04
-MAX_PAYLOAD = 256  # bytes per SOL packet each way
+# bytes of console data per SOL packet each way: an SOL acknowledgement counts them in one byte, so
+# pyghmi's server default of 256 makes its own client (and any strict one) fail on a full packet
+MAX_PAYLOAD = 255
 RECONNECT_S = 0.5
 _READ = 4096
 _UNIX_PATH_MAX = 107
@@ -68,7 +70,7 @@ def sol_parameter_response(data: list[int] | bytes, port: int) -> tuple[int, lis
 
 
 def activate_response(port: int) -> list[int]:
-    """Activate Payload's answer: 256-byte payloads each way, the SOL port LSB first, no VLAN. Pure.
+    """Activate Payload's answer: MAX_PAYLOAD bytes each way, the SOL port LSB first, no VLAN. Pure.
 
     (pyghmi's server sends the port most significant byte first, which ipmitool reads as another port.)
     """
@@ -203,6 +205,7 @@ class _LabConsole(pyghmi_console.ServerConsole):
     def __init__(self, session: Any, iohandler: Callable[[Any], None], on_packet: Callable[[], None]) -> None:
         self.on_packet = on_packet
         super().__init__(session, iohandler)
+        self.maxoutcount = MAX_PAYLOAD
 
     def _got_sol_payload(self, payload: Any) -> None:
         self.on_packet()
