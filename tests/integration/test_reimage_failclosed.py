@@ -160,6 +160,13 @@ def test_impostor_cannot_fake_a_boot(tmp_path: Path) -> None:
         for host, error in ends.items():
             assert error.startswith(("boot contested", "no genuine report")), (host, error)
         assert any(e.startswith("boot contested") for e in ends.values()), ends  # the impostor was caught
+        # no host reported: each one's console, captured over SOL for the attempt, is kept with the run
+        shown = golden.run("runs", "show", out["run_id"], "--host", "lab-n02").stdout
+        assert "--- serial console of lab-n02, attempt 1: last " in shown, shown
+        assert "lab-n02: power on, booting from network" in shown.split("--- serial console")[1], shown
+        console = golden.json("runs", "show", out["run_id"], "--host", "lab-n02")["console"]
+        assert console["attempt"] == 1 and Path(console["path"]).stat().st_size <= 256 * 1024
+        assert golden.lab_password not in (Path(console["path"]).parent / "capture.log").read_text()
         metrics = urllib.request.urlopen(f"{serve.url}/metrics", timeout=5).read().decode()
         assert re.search(r"^golden_boot_attempts_contested_total [1-9]", metrics, re.M), metrics
         assert sent["200"] + sent["403"] > 0  # the impostor did talk to the server

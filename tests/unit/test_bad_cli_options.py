@@ -101,6 +101,11 @@ CASES: list[tuple[list[str], str, str]] = [
     (["nightly", "--lab-memory", "64"], "--lab-memory", "must be at least 512"),
     (["nightly", "--boot-timeout", "nan"], "--boot-timeout", DUR),
     (["nightly", "--boot-timeout", "5"], "--boot-timeout", "must be between 30s and 1d, got 5"),
+    (["console", "node1", "--follow", "--seconds", "0"], "--seconds", "must be between 1s and 1w, got 0"),
+    (["console", "node1", "--follow", "--seconds", "8d"], "--seconds", "must be between 1s and 1w, got 8d"),
+    (["console", "node1", "--follow", "--seconds", "soon"], "--seconds", DUR),
+    (["console", "node1", "--follow", "--seconds", "nan"], "--seconds", DUR),
+    (["console", "node1", "--follow", "--seconds", HUGE], "--seconds", DUR),
 ]
 
 # Values argparse cannot judge alone: the verb refuses them (exit 2) before it runs anything.
@@ -312,6 +317,40 @@ def _no_grants(home) -> bool:
 
     with SQLiteStateDB(home / "state.db").read() as repo:
         return repo.list_grants() == [] and repo.list_taints() == []
+
+
+CONSOLE = ["console", "node1"]
+CONSOLE_CASES: list[tuple[str, list[str], str]] = [
+    ("no-terminal", CONSOLE, "golden console needs a terminal for an interactive session"),
+    ("unknown-host", ["console", "node9", "--follow"], "host 'node9' is not in the inventory"),
+    ("no-bmc", ["console", "nobmc", "--follow"], "host nobmc: bmc_address is not set"),
+    ("escape-two-chars", [*CONSOLE, "--follow", "--escape", "~~"], "--escape must be one printable character"),
+    ("escape-empty", [*CONSOLE, "--follow", "--escape", ""], "--escape must be one printable character"),
+    ("escape-control", [*CONSOLE, "--follow", "--escape", "\x1d"], "--escape must be one printable character"),
+    ("log-missing-folder", [*CONSOLE, "--log", "nowhere/c.log"], "--log nowhere/c.log: expected a file in an"),
+    ("log-is-a-folder", [*CONSOLE, "--log", "."], "--log .: expected a file in an existing folder"),
+    ("runs-host-without-show", ["runs", "--host", "node1"], "--host goes with 'runs show RUN'"),
+    ("runs-show-unknown-run", ["runs", "show", "nope", "--host", "node1"], "no run 'nope'"),
+]
+
+
+@pytest.mark.parametrize(("argv", "needle"), [c[1:] for c in CONSOLE_CASES], ids=[c[0] for c in CONSOLE_CASES])
+def test_bad_console_input_is_one_line_with_exit_2(tmp_path, monkeypatch, capsys, argv, needle):
+    from tests.fixtures.boot import write_inventory
+
+    monkeypatch.chdir(tmp_path)
+    inv = write_inventory(tmp_path / "inv.yml", {"node1": ("52:54:00:15:00:01", "base@prod")})
+    inv.write_text(inv.read_text() + '        nobmc:\n          mac: "52:54:00:15:00:02"\n')
+    monkeypatch.setenv("GOLDEN_INVENTORY", str(inv))
+    assert main(["--home", str(tmp_path / "home"), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(err) and needle in err[0], err
+    # refused before any BMC was asked: no session, so nothing in the audit history and no taint
+    if (tmp_path / "home" / "state.db").exists():
+        from toolkit.state.db import SQLiteStateDB
+
+        with SQLiteStateDB(tmp_path / "home" / "state.db").read() as repo:
+            assert repo.list_audit() == [] and repo.list_taints() == []
 
 
 def test_state_selectors_and_stale_policy_refusals_are_one_line(tmp_path, monkeypatch, capsys):

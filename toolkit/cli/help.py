@@ -36,6 +36,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "power": ("golden power rack12 status", "golden power 'rack12:&web*' cycle --limit @retry-hosts.txt",
               "golden power all status --list-hosts"),
     "bootdev": ("golden bootdev rack12 pxe", "golden bootdev web01 disk --persistent"),
+    "console": ("golden console web01", "golden console web01 --follow --seconds 5m",
+                "golden console web01 --log /var/log/web01.console --reason 'INC-4711 watching a hang'"),
     "lab": ("golden lab up --nodes 2", "golden lab status", "golden lab console lab-n01", "golden lab down"),
     "reimage": ("golden reimage rack12 --image web@prod --canary 1 --wave-size 20% --dry-run",
                 "golden reimage rack12 --image web@prod --canary 1 --wave-size 20% --max-failures 2% --yes",

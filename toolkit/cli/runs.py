@@ -7,7 +7,9 @@ import argparse
 from toolkit.cli.argtypes import int_range
 from toolkit.cli.output import Context, when
 from toolkit.core.errors import InputError
-from toolkit.runs import all_runs, nightly_run, show_any
+from toolkit.core.text import printable
+from toolkit.runs import all_runs, nightly_run, run_console, show_any
+from toolkit.runs.console import ConsoleTail
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_id", nargs="?")
     p.add_argument("--kind", choices=["bake", "reimage", "nightly"], help="only runs of this kind")
     p.add_argument("--limit", type=int_range(1, 100_000), default=50)
+    p.add_argument("--host", metavar="HOST",
+                   help="show: only this host's steps of a reimage run, and the end of its serial console")
     p.set_defaults(func=cmd_runs)
 
 
@@ -43,8 +47,13 @@ def _show(args: argparse.Namespace, ctx: Context) -> int:
         return 0
     assert reimage is not None
     run, steps = reimage
+    if args.host is not None:
+        steps = [s for s in steps if s.host == args.host]
+        if not steps:
+            raise InputError(f"run {run.id} did not touch host {args.host!r}", hint=f"golden runs show {run.id}")
+    console = run_console(ctx.settings(), run.id, args.host) if args.host else None
     if ctx.json:
-        ctx.emit({"kind": "reimage", "run": run, "steps": steps})
+        ctx.emit({"kind": "reimage", "run": run, "steps": steps, **({"console": console} if args.host else {})})
         return 0
     ctx.say(f"run {run.id}  reimage  {run.status}  {run.image}/{run.target_build}  pattern {run.pattern!r}  "
             f"by {run.user}")
@@ -54,13 +63,27 @@ def _show(args: argparse.Namespace, ctx: Context) -> int:
         ctx.say(run.summary)
     ctx.table(["time", "host", "wave", "attempt", "step", "phase", "detail"],
               [[when(s.at), s.host, s.wave + 1, s.attempt, s.step, s.phase, s.detail[:60]] for s in steps])
+    if args.host:
+        _say_console(ctx, args.host, console)
     return 0
+
+
+def _say_console(ctx: Context, host: str, console: ConsoleTail | None) -> None:
+    if console is None:
+        ctx.say(f"no serial console of {host} was captured in this run")
+        return
+    ctx.say(f"--- serial console of {host}, attempt {console.attempt}: last {len(console.lines)} lines "
+            f"(all kept: {console.path}) ---")
+    for line in console.lines:
+        ctx.say(printable(line))
 
 
 def cmd_runs(args: argparse.Namespace, ctx: Context) -> int:
     """List bake, nightly and reimage runs, or show one run's per-host timeline."""
     if args.action == "show":
         return _show(args, ctx)
+    if args.host is not None:
+        raise InputError("--host goes with 'runs show RUN'", hint="golden runs show RUN --host HOST")
     runs = all_runs(ctx.settings(), args.limit, args.kind)
     if ctx.json:
         ctx.emit(runs)

@@ -206,8 +206,10 @@ def render_chain_script(boot_url: str) -> str:
 
 def _vm_config(plan: LabPlan, n: LabNode, node_dir: Path) -> dict[str, Any]:
     """VmSpec fields for node ``n`` (the BMC process builds the VmSpec)."""
+    # console_socket: the lab BMC bridges the serial port to Serial-over-LAN; serial.log still gets it all
     vm: dict[str, Any] = {"name": n.name, "mac": n.mac, "serial_log": str(node_dir / "serial.log"),
-                          "memory_mb": plan.memory_mb, "disk": str(node_dir / "disk.qcow2"), "firmware": plan.firmware}
+                          "console_socket": True, "memory_mb": plan.memory_mb, "disk": str(node_dir / "disk.qcow2"),
+                          "firmware": plan.firmware}
     if n.tap is None:
         vm.update(tftp_dir=str(node_dir / "tftp"), bootfile="boot.ipxe")
     else:

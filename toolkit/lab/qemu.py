@@ -4,6 +4,10 @@ KVM is present on our build hosts but fails in firmware, so every machine uses `
 The NIC is virtio-net with Debian's iPXE ROM (package ipxe-qemu), so a machine netboots
 straight into iPXE. With ``netdev="user"`` QEMU's slirp DHCP hands out ``bootfile`` (an
 http:// URL or a name inside ``tftp_dir``) and the guest reaches the host's 127.0.0.1 as 10.0.2.2.
+
+The serial port goes to ``serial_log``; with ``console_socket`` it is a unix socket
+(CONSOLE_SOCKET beside the log, what a lab BMC bridges to Serial-over-LAN) and QEMU still writes
+everything the guest prints to ``serial_log`` whether anyone is connected or not.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ FIRMWARES = ("bios", "uefi")
 OVMF_CODE_SECBOOT = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
 SECBOOT_MACHINE = ("-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on")
 
+# The socket's path is given relative to the machine's folder (QEMU runs there): a unix socket path
+# is limited to 107 bytes and a lab's folder in a test's tmp_path can be longer than that.
+CONSOLE_SOCKET = "console.sock"
+
 
 @dataclass(frozen=True)
 class VmSpec:
@@ -62,6 +70,7 @@ class VmSpec:
     disk_serial: str | None = None  # what lsblk shows as the boot disk's serial
     # the folder holding the machine's hardware.json (toolkit.lab.hardware), read at every start
     hardware_dir: Path | None = None
+    console_socket: bool = False  # the serial port on CONSOLE_SOCKET too (server, no wait), see the docstring
 
 
 def _netdev_arg(vm: VmSpec) -> str:
@@ -82,6 +91,20 @@ def _netdev_arg(vm: VmSpec) -> str:
         ifname = vm.netdev[4:]
         return f"tap,id=net0,ifname={ifname},script=no,downscript=no"
     raise InputError(f"VM {vm.name}: netdev must be 'user' or 'tap:<ifname>', got {vm.netdev!r}")
+
+
+def console_socket_path(vm: VmSpec) -> Path:
+    """Where a ``console_socket`` machine's serial socket is: beside its serial log. Pure."""
+    return vm.serial_log.parent / CONSOLE_SOCKET
+
+
+def _serial_args(vm: VmSpec) -> list[str]:
+    if not vm.console_socket:
+        return ["-serial", f"file:{vm.serial_log}"]
+    if "," in str(vm.serial_log):
+        raise InputError(f"VM {vm.name}: the serial log path may not contain ',' (QEMU option separator)")
+    return ["-chardev", f"socket,id=ser0,path={CONSOLE_SOCKET},server=on,wait=off,logfile={vm.serial_log}",
+            "-serial", "chardev:ser0"]
 
 
 def qemu_argv(vm: VmSpec) -> list[str]:
@@ -108,7 +131,7 @@ def qemu_argv(vm: VmSpec) -> list[str]:
         "-nographic",
         "-nodefaults",
         "-no-user-config",
-        "-serial", f"file:{vm.serial_log}",
+        *_serial_args(vm),
         "-monitor", "none",
         "-boot", "strict=on,reboot-timeout=5000",
         "-netdev", _netdev_arg(vm),
@@ -155,4 +178,6 @@ def start_vm(vm: VmSpec) -> Process[bytes]:
         rom = IPXE_ROM_DIR / IPXE_VIRTIO_ROM
         raise ToolMissingError(f"{rom} not found.", hint="install it: apt-get install ipxe-qemu")
     vm.serial_log.parent.mkdir(parents=True, exist_ok=True)
-    return spawn(vm_command(vm))
+    if vm.console_socket:
+        console_socket_path(vm).unlink(missing_ok=True)  # a killed QEMU leaves its socket behind
+    return spawn(vm_command(vm), cwd=vm.serial_log.parent if vm.console_socket else None)

@@ -18,6 +18,11 @@ A BMC whose config says ``protocol: redfish`` speaks Redfish over HTTPS on a TCP
 (``toolkit.lab.redfishbmc``, with the lab CA's certificate) in front of the same machines. Every
 power action a BMC carries out is kept (``power_actions`` in the status), whichever protocol.
 
+Every BMC serves Serial-over-LAN (``ipmitool sol activate``/``sol info``, pyghmi's Console): the
+QEMU machine's serial socket, or a simulated machine's generated console (see toolkit.lab.sol).
+One SOL session per BMC, as on real ones; a session whose client went silent for SOL_STALE_S
+(killed without deactivating) is taken over by the next activation.
+
 Credentials come from a 0600 JSON file, never from argv.
 """
 
@@ -46,8 +51,9 @@ from toolkit.core.fsutil import atomic_write
 from toolkit.core.run import kill_group
 from toolkit.lab import simboot
 from toolkit.lab.hardware import fitted
-from toolkit.lab.qemu import VmSpec, start_vm
+from toolkit.lab.qemu import VmSpec, console_socket_path, start_vm
 from toolkit.lab.redfishbmc import RedfishBmc
+from toolkit.lab.sol import SimConsole, SolBmc, connect_unix
 
 log = logging.getLogger("golden.vbmc")
 
@@ -115,7 +121,7 @@ class ServeConfig:
 class SimMachine:
     """A machine behind a virtual BMC, simulated: power, boot override, boot time."""
     def __init__(self, opts: SimOptions, rng: random.Random, mac: str = "",
-                 booter: ThreadPoolExecutor | None = None) -> None:
+                 booter: ThreadPoolExecutor | None = None, name: str = "") -> None:
         self.opts = opts
         self.rng = rng
         self.mac = mac
@@ -127,10 +133,15 @@ class SimMachine:
         self.uefi = False  # the override's boot type is EFI
         self.overrides: list[str] = []  # every override received, oldest first: "network once uefi"
         self.actions: list[str] = []  # every power action its BMC carried out, oldest first
+        self.console = SimConsole(name or mac or "machine")
 
     def record_action(self, action: str) -> None:
         """Keep a power action as the BMC received it (IPMI "on"/"reset", Redfish "ForceRestart")."""
         self.actions = [*self.actions, action][-MAX_OVERRIDES_KEPT:]
+
+    def open_console(self) -> Any:
+        """A connection to the machine's serial console (a socket)."""
+        return self.console.open()
 
     def set_override(self, device: str, *, persistent: bool, uefi: bool) -> None:
         """Record a boot override as the BMC received it."""
@@ -155,7 +166,7 @@ class SimMachine:
             return 0xFF
         if not self.on:
             self.on, self.powered_at = True, time.monotonic()
-            self._consume_bootdev()
+            self.console.say(f"power on, booting from {self._consume_bootdev()}")
             self._netboot()
         return 0
 
@@ -164,6 +175,7 @@ class SimMachine:
         if self._fails():
             return 0xFF
         self.on = False
+        self.console.say("power off")
         return 0
 
     def reset(self) -> int:
@@ -171,17 +183,19 @@ class SimMachine:
         if self._fails():
             return 0xFF
         self.on, self.powered_at = True, time.monotonic()
-        self._consume_bootdev()
+        self.console.say(f"reset, booting from {self._consume_bootdev()}")
         self._netboot()
         return 0
 
     def _netboot(self) -> None:
         if self.booter is None or not self.opts.boot_url:
             return
-        url, mac, delay = self.opts.boot_url, self.mac, self.opts.boot_time
+        url, mac, delay, console = self.opts.boot_url, self.mac, self.opts.boot_time, self.console
 
         def boot() -> None:
-            log.info("%s", simboot.netboot(url, mac, boot_time=delay))
+            result = simboot.netboot(url, mac, boot_time=delay)
+            log.info("%s", result)
+            console.say(f"netboot: {result}")
 
         self.booter.submit(boot)
 
@@ -220,10 +234,14 @@ class QemuMachine(SimMachine):
     """A real QEMU process behind the BMC."""
 
     def __init__(self, spec: VmSpec, rng: random.Random) -> None:
-        super().__init__(SimOptions(), rng)
+        super().__init__(SimOptions(), rng, name=spec.name)
         self.spec = spec
         self.proc: Any = None
         self.boots = 0
+
+    def open_console(self) -> Any:
+        """A connection to QEMU's serial socket (OSError while QEMU is not running)."""
+        return connect_unix(console_socket_path(self.spec))
 
     def power_state(self) -> bool:
         """True while its QEMU process runs."""
@@ -290,6 +308,10 @@ class _Sha1OnlySession(serversession.ServerSession):
     proposed, and pyghmi's own client then fails in RAKP2. Declining non-SHA-1 proposals makes
     clients fall back to suite 3, which is what the server really speaks."""
 
+    # pyghmi's SOL console unregisters its keepalive when a client stops acknowledging; a server
+    # session never set this up and the console crashed instead of ending
+    _customkeepalives = None
+
     def create_open_session_response(self, request: Any) -> Any:
         auth_algo = request[12] & 0x3F if len(request) > 12 else _SHA1
         integrity_algo = request[20] & 0x3F if len(request) > 20 else _SHA1
@@ -303,6 +325,10 @@ class _Sha1OnlySession(serversession.ServerSession):
         # pyghmi routes a packet here when a client address is reused after its session went away
         self.bmc.sessionless_data(data, sockaddr)
 
+    def close_server_session(self) -> None:
+        """The client closed the session: an SOL it held is free again."""
+        self.bmc.session_closed(self)
+
     def _xmit_packet(self, retry: bool = True, delay_xmit: Any = None, timeout: Any = None) -> None:
         if self.bmc.drop_reply():
             if self.sequencenumber:
@@ -311,7 +337,7 @@ class _Sha1OnlySession(serversession.ServerSession):
         super()._xmit_packet(retry=retry, delay_xmit=delay_xmit, timeout=timeout)
 
 
-class VirtualBmc(pyghmi_bmc.Bmc):
+class VirtualBmc(SolBmc, pyghmi_bmc.Bmc):
     """An IPMI BMC on a UDP port (pyghmi's server) in front of a simulated or QEMU machine."""
     def __init__(self, cfg: BmcConfig, machine: SimMachine, opts: SimOptions, rng: random.Random,
                  defer: Callable[[float, Callable[[], None]], None], on_change: Callable[[], None]) -> None:
@@ -351,7 +377,8 @@ class VirtualBmc(pyghmi_bmc.Bmc):
         if self.opts.latency > 0 and request["netfn"] == 0:
             self.defer(self.opts.latency, lambda: super(VirtualBmc, self).handle_raw_request(request, session))
             return
-        super().handle_raw_request(request, session)
+        if not self._sol_request(request, session):
+            super().handle_raw_request(request, session)
 
     # pyghmi calls these from control_chassis / get_chassis_status
     def get_power_state(self) -> str:
@@ -503,7 +530,7 @@ def serve(cfg: ServeConfig) -> int:
         else:
             if cfg.sim.boot_url and booter is None:
                 booter = ThreadPoolExecutor(max_workers=32, thread_name_prefix="simboot")
-            machine = SimMachine(cfg.sim, rng, b.mac, booter)
+            machine = SimMachine(cfg.sim, rng, b.mac, booter, name=b.name)
         if b.protocol == "redfish":
             bmcs.append(RedfishBmc(b, machine, mark))
         else:
@@ -532,6 +559,8 @@ def serve(cfg: ServeConfig) -> int:
         for bmc in bmcs:
             if isinstance(bmc, RedfishBmc):
                 bmc.close()
+            else:
+                bmc._end_sol()
             bmc.machine.stop()
         if booter is not None:
             booter.shutdown(wait=False, cancel_futures=True)

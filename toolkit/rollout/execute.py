@@ -17,7 +17,9 @@ Group budgets (``max_unavailable`` per hook pattern) are held in the state datab
 live run holds them, and the run stops when only failures hold them.
 
 BMC calls run in the bounded BmcPool; waiting for reports follows the boot-events feed with
-one query per tick for the whole wave, never a poll per host.
+one query per tick for the whole wave, never a poll per host. From just before the power action
+until the report wait ends, each host's serial console is captured over SOL into the run's folder
+(``consolecap``; a capture that cannot run is a note there, never a failure).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from toolkit.bmc.base import BmcClient, BootDevice, PowerAction
 from toolkit.bmc.pool import BmcPool
 from toolkit.fleet.fleet import Fleet
 from toolkit.inventory.hosts import Host
+from toolkit.rollout.consolecap import ConsoleCapture
 from toolkit.rollout.hookrun import HookRunner
 from toolkit.rollout.hooksteps import HookSteps
 from toolkit.rollout.journal import ATTEMPT_STEPS, Journal, Phase, RunStatus, Step, StepRow
@@ -162,6 +165,7 @@ class Executor(HookSteps):
     on_progress: Callable[[WaveProgress], None] = lambda p: None
     hooks: HookRunner | None = None
     rotation: Rotation | None = None
+    consoles: ConsoleCapture | None = None
     results: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     failures: int = 0
@@ -233,7 +237,18 @@ class Executor(HookSteps):
         # Armed before the BMC is touched: every boot script fetched from now on counts for the attempt.
         self.fleet.arm_attempts([(t.host, self._attempt_id(t), t.target) for t in tasks],
                                 expires_in=self.config.boot_timeout_s + self.config.contest_window_s + 60)
-        return self._bmc_step(tasks, Step.POWER, _power_cycle_or_on)
+        self._capture(tasks, start=True)
+        ok = self._bmc_step(tasks, Step.POWER, _power_cycle_or_on)
+        self._capture([t for t in tasks if t not in ok], start=False)
+        return ok
+
+    def _capture(self, tasks: list[_Task], *, start: bool) -> None:
+        """Start (or stop) capturing the tasks' consoles for their attempts."""
+        for t in tasks if self.consoles is not None else ():
+            if start:
+                self.consoles.start(t.host, t.attempt, self.hosts[t.host].endpoint)  # type: ignore[union-attr]
+            else:
+                self.consoles.stop(t.host)  # type: ignore[union-attr]
 
     def _attempt_id(self, t: _Task) -> str:
         return attempt_id(self.run_id, t.host, t.attempt)
@@ -258,6 +273,7 @@ class Executor(HookSteps):
             if waiting and len(events) < 5000:
                 time.sleep(self.config.tick)
         self.fleet.disarm_attempts([(t.host, self._attempt_id(t)) for t in tasks])
+        self._capture(tasks, start=False)
         ok = [t for t in tasks if t.host in got]
         bad = [t for t in tasks if t.host not in got]
         for t in ok:

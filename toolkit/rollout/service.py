@@ -32,6 +32,7 @@ from toolkit.image.spec import CheckStage, ImageSpec
 from toolkit.inventory.hosts import Host, InventoryError, load_inventory
 from toolkit.inventory.selection import Selection, limit_of, vault_of
 from toolkit.inventory.vault import GOLDEN_VAULT_ENV, VaultOptions
+from toolkit.rollout.consolecap import ConsoleCapture
 from toolkit.rollout.execute import Executor, ExecutorConfig, RunOutcome, WaveProgress, resume_state
 from toolkit.rollout.hookrun import HookRunner
 from toolkit.rollout.hooks import HookPlan, load_hooks, plan_hooks
@@ -39,6 +40,7 @@ from toolkit.rollout.journal import Journal, RunRow, RunStatus, StepRow, new_rei
 from toolkit.rollout.leases import LEASE_TTL_S, LeasedJournal, LeaseKeeper, new_holder, take_leases
 from toolkit.rollout.plan import Amount, Candidate, Plan, Policy, Wave, plan_reimage
 from toolkit.rollout.rotation import Rotation
+from toolkit.runs.console import console_dir
 from toolkit.store.channels import channel_build, check_gate, current_user
 from toolkit.store.policy import LAB_BOOT
 
@@ -206,7 +208,9 @@ def _executor(settings: Settings, fleet: Fleet, journal: Journal, run_id: str, p
         raise InputError(f"host(s) no longer in the inventory: {', '.join(missing[:10])}")
     config = ExecutorConfig(boot_timeout_s=plan.policy.boot_timeout_s, retries=plan.policy.retries,
                             required_checks=checks, contest_window_s=contest_window_s)
-    ex = Executor(run_id, plan, hosts, fleet, journal, pool, config, on_progress)
+    ex = Executor(run_id, plan, hosts, fleet, journal, pool, config, on_progress,
+                  consoles=ConsoleCapture(console_dir(settings.runs_dir, run_id)))
+    ex.consoles.prepare()  # type: ignore[union-attr]
     if plan.hooks and plan.hooks.by_host:
         # The vault options golden was given (ANSIBLE_VAULT_* reach ansible-playbook by its environment).
         vault = fleet.vault or VaultOptions()
@@ -239,6 +243,9 @@ def _run(journal: Journal, run_id: str, make: Callable[[], Executor], **kw: Any)
         outcome = ex.run(**kw)
     except KeyboardInterrupt:
         raise _interrupted(journal, run_id, ex) from None
+    finally:
+        if ex is not None and ex.consoles is not None:
+            ex.consoles.close()
     _record_lab_boot(ex, outcome)
     return outcome
 

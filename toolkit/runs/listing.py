@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from toolkit.core.config import Settings
 from toolkit.core.errors import InputError
+from toolkit.runs.console import ConsoleTail, console_tail
 from toolkit.runs.record import (
     BakeRunSummary,
     NightlyRunSummary,
@@ -77,6 +78,14 @@ def show_any(settings: Settings, run_id: str) -> tuple[BakeRunSummary | None, tu
     return None, reimage
 
 
+def run_console(settings: Settings, run_id: str, host: str) -> ConsoleTail | None:
+    """The end of ``host``'s console in reimage run ``run_id`` (its last attempt), or None when none was kept."""
+    if "/" in run_id or run_id in (".", ".."):
+        return None
+    try:
+        return console_tail(settings.runs_dir, run_id, host)
+    except OSError:
+        return None
 
 
 def nightly_run(settings: Settings, run_id: str) -> tuple[NightlyRunSummary, str | None] | None:
