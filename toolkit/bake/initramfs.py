@@ -165,7 +165,7 @@ def adopt_initramfs(root: Path, epoch: int, cache: InitramfsCache) -> None:
             cache.store(key, initrd)
 
 
-def provide_initramfs(root: Path, epoch: int, cache: InitramfsCache, build: Callable[[], None]) -> str:
+def provide_initramfs(root: Path, epoch: int, cache: InitramfsCache, build: Callable[[], object]) -> str:
     """Put every kernel's initramfs in ``root/boot``: the stored ones when all keys are stored
     ("reused"), else ``build()`` (update-initramfs) and store what it made ("built")."""
     keys = {v: initramfs_key(root, v, epoch) for v in kernel_versions(root)}
