@@ -225,3 +225,26 @@ def test_process_fanout_keeps_one_bmc_in_one_process() -> None:
     for h, o in zip(hosts, outcomes, strict=True):
         by_bmc.setdefault(h.port, set()).add(o.value)
     assert all(len(p) == 1 for p in by_bmc.values()), by_bmc
+
+
+def test_process_fanout_logs_out_of_each_bmc_once_its_hosts_are_done(tmp_path) -> None:
+    """A worker's cached sessions die with it, so it closes each BMC's right after that BMC's
+    hosts: idle sessions kept alive in a worker only compete with the BMCs still to do."""
+    log = tmp_path / "events"
+
+    class Logged(FakeBmc):
+        def get_power(self) -> str:
+            with open(log, "a") as f:
+                f.write(f"{self.host} command\n")
+            return "on"
+
+        def close(self) -> None:
+            with open(log, "a") as f:
+                f.write(f"{self.host} closed\n")
+
+    hosts = [_host(f"n{i}", 950 + i // 2) for i in range(6)]  # two hosts behind each of 3 BMCs
+    with BmcPool(client_factory=lambda h: Logged(h.name), processes=1) as pool:
+        pool.map(hosts, lambda c: c.get_power())
+    # one process, one BMC after the other: both hosts of a BMC, then its (one, reused) client closed
+    assert log.read_text().splitlines() == ["n0 command", "n0 command", "n0 closed", "n2 command", "n2 command",
+                                            "n2 closed", "n4 command", "n4 command", "n4 closed"]

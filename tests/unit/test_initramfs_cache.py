@@ -5,12 +5,13 @@ does the same with the real update-initramfs in a Debian chroot.)"""
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from toolkit.bake.initramfs import InitramfsCache, initramfs_key, provide_initramfs
+from toolkit.bake.initramfs import InitramfsCache, adopt_initramfs, initramfs_key, provide_initramfs
 
 KERNEL = "6.1.0-50-amd64"
 EPOCH = 1767225600
@@ -141,3 +142,17 @@ def test_old_entries_are_pruned_least_recently_used_first(root: Path, tmp_path: 
     removed = cache.prune(keep=2)
     assert sorted(p.stem for p in removed) == ["k1", "k2", "k3"]
     assert sorted(p.stem for p in cache.dir.glob("*.img")) == ["k0", "k4"]
+
+
+def test_a_layer_that_leaves_the_inputs_alone_reuses_its_parents_initramfs(root: Path, tmp_path: Path) -> None:
+    build, cache = FakeBuild(root), _cache(tmp_path)
+    parent = tmp_path / "parent"
+    shutil.copytree(root, parent, symlinks=True)
+    _initrd(parent).write_bytes(b"the parent's initrd")
+    adopt_initramfs(parent, EPOCH, cache)
+    (root / "etc/kvstore.conf").parent.mkdir(parents=True, exist_ok=True)
+    (root / "etc/kvstore.conf").write_text("port 8080\n")  # what the layer's role did: not an input
+    assert provide_initramfs(root, EPOCH, cache, build) == "reused"
+    assert _initrd(root).read_bytes() == b"the parent's initrd"
+    _change_hook(root)  # a layer that adds a hook builds its own
+    assert provide_initramfs(root, EPOCH, cache, build) == "built"

@@ -153,7 +153,19 @@ class InitramfsCache:
         return imgs[keep:]
 
 
-def provide_initramfs(root: Path, epoch: int, cache: InitramfsCache, build: Callable[[], None]) -> str:
+def adopt_initramfs(root: Path, epoch: int, cache: InitramfsCache) -> None:
+    """Store the initramfs ``root`` already holds under the key of that root, unless one is stored:
+    a Packer layer starts from its parent's root, whose initramfs was built (reproducibly, with the
+    same snapshot epoch) from exactly that root, so a layer whose roles leave its inputs alone
+    reuses it instead of building the same bytes again."""
+    for version in kernel_versions(root):
+        initrd = root / "boot" / f"initrd.img-{version}"
+        key = initramfs_key(root, version, epoch)
+        if initrd.is_file() and cache.fetch(key) is None:
+            cache.store(key, initrd)
+
+
+def provide_initramfs(root: Path, epoch: int, cache: InitramfsCache, build: Callable[[], object]) -> str:
     """Put every kernel's initramfs in ``root/boot``: the stored ones when all keys are stored
     ("reused"), else ``build()`` (update-initramfs) and store what it made ("built")."""
     keys = {v: initramfs_key(root, v, epoch) for v in kernel_versions(root)}

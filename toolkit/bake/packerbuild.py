@@ -31,7 +31,7 @@ from toolkit.bake.checks import run_checks
 from toolkit.bake.collect import Outputs
 from toolkit.bake.dib import squashfs_command
 from toolkit.bake.hook import playbook
-from toolkit.bake.initramfs import InitramfsCache, provide_initramfs
+from toolkit.bake.initramfs import InitramfsCache, adopt_initramfs, provide_initramfs
 from toolkit.bake.packer import (
     AUTHORIZED_KEY,
     BAKE_ONLY,
@@ -367,10 +367,10 @@ class PackerBuilder:
         try:
             seal(mnt, paths.root)
             self.set_phase("initramfs (once, after the roles)")
-            epoch = snapshot_epoch(plan.inputs.snapshot)
-            how = provide_initramfs(mnt, epoch, InitramfsCache(self.settings.cache / "initramfs"),
-                                    lambda: run(initramfs_command(mnt, epoch), log_path=record.stdout,
-                                                what="update-initramfs"))
+            epoch, cache = snapshot_epoch(plan.inputs.snapshot), InitramfsCache(self.settings.cache / "initramfs")
+            adopt_initramfs(paths.root, epoch, cache)  # the parent's, for a layer that leaves its inputs alone
+            how = provide_initramfs(mnt, epoch, cache, lambda: run(initramfs_command(mnt, epoch),
+                                                                   log_path=record.stdout, what="update-initramfs"))
             _append(record.stdout, f"golden: initramfs {how}")
             self.set_phase("bake checks")
             outcomes = _checks_with_dev_and_proc(list(plan.bake_checks), mnt)
