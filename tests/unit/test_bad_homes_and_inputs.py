@@ -82,6 +82,30 @@ def project_file(tmp: Path) -> list[str]:
     return ["--project", str(tmp / "f"), "validate"]
 
 
+def signing_key(change: Callable[[Path], None], *verb: str) -> Callable[[Path], list[str]]:
+    """A home whose signing key ``change`` spoils, then ``golden keys VERB``."""
+    def make(tmp: Path) -> list[str]:
+        home = _home(tmp)
+        assert main(["--home", str(home), "keys", "init"]) == 0
+        change(home / "keys" / "signing.key")
+        return ["--home", str(home), "keys", *(verb or ("sign-builds",))]
+    return make
+
+
+def _rsa_key(path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    path.write_bytes(rsa.generate_private_key(65537, 2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+
+def trust_missing_file(tmp: Path) -> list[str]:
+    (tmp / "proj").mkdir()
+    (tmp / "proj" / "golden.yaml").write_text("trust:\n  public_keys: [keys/central.pub]\n")
+    return ["--project", str(tmp / "proj"), "--home", str(tmp / "home"), "keys", "list"]
+
+
 def args(*argv: str) -> Callable[[Path], list[str]]:
     return lambda tmp: [a.replace("TMP", str(tmp)) for a in argv]
 
@@ -116,6 +140,21 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
      "host name 'web\\x1b7' is not a host name"),
     ("golden.yaml with a key twice", golden_yaml, "golden.yaml:3:1: duplicate key 'inventory'"),
     ("image spec with a key twice", spec_duplicate, "duplicate key 'name'"),
+    ("signing key readable by others", signing_key(lambda k: k.chmod(0o644)),
+     "signing.key: the signing key is readable by group or others (mode 0644)"),
+    ("signing key missing", signing_key(lambda k: k.unlink()), "signing.key: the signing key is missing"),
+    ("signing key truncated", signing_key(lambda k: k.write_bytes(k.read_bytes()[:40])),
+     "signing.key: the signing key is not a PEM private key (truncated or damaged?)"),
+    ("signing key of type RSA", signing_key(_rsa_key), "signing.key: the signing key is of type RSA, not Ed25519"),
+    ("signing key a folder", signing_key(lambda k: (k.unlink(), k.mkdir())), "the signing key is not a regular file"),
+    ("keys rotate in a home without keys", args("--home", "TMP/home", "keys", "rotate"),
+     "has no signing key to rotate"),
+    ("keys init in a missing folder", args("--home", "TMP/missing/home", "keys", "init"),
+     "cannot create TMP/missing/home/keys: TMP/missing does not exist"),
+    ("keys list with an image name", args("--home", "TMP/home", "keys", "list", "base"),
+     "golden keys list takes no image names (only sign-builds does)"),
+    ("trust.public_keys naming a missing file", trust_missing_file,
+     "TMP/proj/keys/central.pub: the public key is missing"),
 ]
 
 

@@ -262,6 +262,9 @@ def test_golden_yaml_is_read_within_limits_too(tmp_path, capsys, body, needle):
     ("stale:\n  max_age: 14d\n  max_behnd: 2\n",
      "golden.yaml:3: .stale.max_behnd: unknown key (did you mean max_behind?)"),
     ("packer:\n  cpus: 0\n", "golden.yaml:2: .packer.cpus: Input should be greater than or equal to 1"),
+    ("trust:\n  public_key: [central.pub]\n",
+     "golden.yaml:2: .trust.public_key: unknown key (did you mean public_keys?)"),
+    ("trust:\n  public_keys: central.pub\n", "golden.yaml:2: .trust.public_keys: Input should be a valid list"),
     # rollout: is checked by toolkit.rollout.hooks (its full table: tests/unit/test_rollout_hooks.py)
     ("rollout:\n  hooks:\n    - hosts: web\n      drain: playbooks/nope.yml\n",
      "golden.yaml: .rollout.hooks[0].drain: no playbook playbooks/nope.yml"),

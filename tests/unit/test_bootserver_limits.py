@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.boot import make_build, start_golden_serve, write_inventory
+from tests.fixtures.boot import http_get, make_build, start_golden_serve, write_inventory
 from tests.fixtures.promtext import prom_samples
 from toolkit.boot import netboot
 from toolkit.boot.connections import Limits
@@ -61,15 +61,7 @@ def small(home: Path) -> Iterator[BootHTTPServer]:
     server.server_close()
 
 
-def _get(server: BootHTTPServer, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    host, port = server.server_address[:2]
-    conn = http.client.HTTPConnection(str(host), port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
+_get = http_get
 
 
 def _connect(server: BootHTTPServer, first: bytes = b"") -> socket.socket:

@@ -51,6 +51,7 @@ def bake_image(settings: Settings, name: str, *, force: bool = False, refresh: b
         progress.phase("planning (hashing the inputs)")
     spec = load_image(name, settings.images_dir, settings.roles_dir)
     store = open_store(settings)
+    store.preflight()  # a signing home's unusable key fails now, not at commit after the whole bake
     if spec.builder is Builder.PACKER:
         return _bake_packer(settings, spec, store, force=force, refresh=refresh, root_cache=root_cache,
                             progress=progress, started=started)

@@ -1,5 +1,9 @@
 """What a machine boots when it asks for ``/boot/<mac>.ipxe``: decided from what can be read.
 
+A build that may not be used here (its signature does not verify against the trusted keys, or it
+is unsigned in a home that trusts keys: ``Store.verify``) is no build to boot: the machine gets the
+no-build script and the reason is logged and recorded as the boot event's detail.
+
 Recording the decision (the host's served build, the boot event, an unknown machine) is best
 effort: when the state DB cannot be written, the machine still gets its script (fail open on
 availability) and the caller counts the dropped write.
@@ -12,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from toolkit.core.errors import GoldenError
 from toolkit.core.mac import normalize_mac
 from toolkit.fleet.desired import DesiredBuild
 from toolkit.fleet.fleet import Fleet
@@ -44,6 +49,10 @@ def _decide(fleet: Fleet, mac: str) -> BootDecision:
     if build is None:
         return BootDecision(mac, host.name, None, desired,
                             f"desired build {desired.image}/{desired.build_id} is not in the store")
+    try:
+        fleet.store.verify(build)
+    except GoldenError as exc:  # a bad signature, or an unusable trusted key file: fail closed
+        return BootDecision(mac, host.name, None, desired, f"refused: {exc.message}")
     secure = _secure_boot(host.vars)
     if secure and UKI not in build.manifest.artifacts:  # never the unsigned chain for a secure_boot host
         return BootDecision(mac, host.name, None, desired, f"build {build.image}/{build.build_id} has no signed UKI "

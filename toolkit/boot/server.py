@@ -23,6 +23,9 @@ connections and gives in-flight transfers ``Limits.drain_s`` seconds to finish.
 When the state DB cannot be written, ``/boot`` still answers from what can be read (the
 dropped write is counted in ``golden_state_write_failures_total`` and logged once).
 
+A build whose signature does not verify against the trusted keys is no build to boot (its hosts get
+the no-build script, ``toolkit.boot.decide``), and none of its files is served (``toolkit.boot.builds``).
+
 The script's artifact URLs use the Host the machine asked for (or ``--public-url``), so the same
 server works behind nginx, on a lab bridge, and from QEMU's slirp (10.0.2.2).
 """
@@ -48,6 +51,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from toolkit.boot import pxe
 from toolkit.boot.admin import REALM, fleet_allowed
+from toolkit.boot.builds import ArtifactIndex, BuildCache
 from toolkit.boot.connections import Conn, ConnectionPool, Limits, SocketReader
 from toolkit.boot.decide import decide_boot
 from toolkit.boot.evidence import accept_refusal, accept_report, issue_boot_token, reject
@@ -58,7 +62,7 @@ from toolkit.boot.retention import Pruned, Pruner, RetentionPolicy
 from toolkit.boot.token import DEFAULT_TTL_S
 from toolkit.boot.values import parse_listen, parse_range
 from toolkit.core.config import StaleConfig
-from toolkit.core.errors import GoldenError, InputError
+from toolkit.core.errors import InputError
 from toolkit.core.secret import Secret
 from toolkit.core.text import printable
 from toolkit.fleet.fleet import Fleet
@@ -81,42 +85,6 @@ SHA_RE = re.compile(r"^/a/([0-9a-f]{64})$")
 TEXT = "text/plain; charset=utf-8"
 BOOT_RE = re.compile(r"^/boot/([0-9A-Fa-f]{2}(?:(?:[:-]|%3[Aa])?[0-9A-Fa-f]{2}){5})\.ipxe$")
 HOST_RE = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
-
-
-class ArtifactIndex:
-    """sha256 -> file, from every build's manifest; rescanned on a miss, at most every few seconds."""
-
-    RESCAN_SECONDS = 2.0
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._lock = threading.Lock()
-        self._by_sha: dict[str, Path] = {}
-        self._scanned_at = 0.0
-
-    def lookup(self, sha: str) -> Path | None:
-        path = self._by_sha.get(sha)
-        if path is not None and path.is_file():
-            return path
-        with self._lock:
-            if time.monotonic() - self._scanned_at >= self.RESCAN_SECONDS:
-                self._scan()
-        path = self._by_sha.get(sha)
-        return path if path is not None and path.is_file() else None
-
-    def _scan(self) -> None:
-        found: dict[str, Path] = {}
-        for image in self.store.images():
-            try:
-                builds = self.store.builds(image)
-            except GoldenError as exc:
-                log.warning("golden serve: skipping image %s: %s", image, exc)
-                continue
-            for b in builds:
-                for name, art in b.manifest.artifacts.items():
-                    found.setdefault(art.sha256, b.path / name)
-        self._by_sha = found
-        self._scanned_at = time.monotonic()
 
 
 @dataclass
@@ -145,9 +113,8 @@ class BootHTTPServer(HTTPServer):
     def __init__(self, address: tuple[str, int], config: ServerConfig) -> None:
         self.config = config
         self.index = ArtifactIndex(config.store)
+        self.builds = BuildCache(config.store)
         self.store_root = config.store.root.resolve()
-        self._builds: dict[tuple[str, str], Build] = {}
-        self._builds_lock = threading.Lock()
         self._state_down = False
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
@@ -216,20 +183,8 @@ class BootHTTPServer(HTTPServer):
                       "boot events and reports are dropped until it is writable", self.config.fleet.db.where)
 
     def find_build(self, image: str, build_id: str) -> Build | None:
-        key = (image, build_id)
-        build = self._builds.get(key)
-        if build is not None and build.path.is_dir():
-            return build
-        try:
-            build = self.config.store.find(image, build_id)
-        except GoldenError:
-            build = None
-        with self._builds_lock:
-            if build is None:
-                self._builds.pop(key, None)
-            else:
-                self._builds[key] = build
-        return build
+        """The stored build, when this server may serve it (toolkit.boot.builds)."""
+        return self.builds.find(image, build_id)
 
     @property
     def url(self) -> str:

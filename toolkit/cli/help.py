@@ -43,6 +43,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "runs": ("golden runs", "golden runs --kind nightly", "golden runs show 20261126-224501-3fa2c1"),
     "role": ("golden role new ntp", "golden role lint", "golden role test ntp --keep"),
     "state": ("golden state migrate --to postgresql://golden@db1/golden",),
+    "keys": ("golden keys init", "golden keys list", "golden keys rotate", "golden keys sign-builds base"),
     "help": ("golden help", "golden help reimage"),
 }
 

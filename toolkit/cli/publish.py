@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true",
                    help="publish to a channel hosts follow even though the build's checks have not passed")
     p.add_argument("--reason", default="", help="why (required with --force; recorded in the history)")
+    p.add_argument("--allow-unsigned", action="store_true",
+                   help="publish a build that carries no signature although this home trusts signing keys")
     p.add_argument("-i", "--inventory", action="append",
                    help="inventory whose hosts follow channels, repeatable (default: as for every verb)")
     p.set_defaults(func=cmd_publish, interrupted=(
@@ -31,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", dest="dst", required=True, metavar="CHANNEL", help="target channel, e.g. staging")
     p.add_argument("--force", action="store_true", help="promote even though the build's checks have not passed")
     p.add_argument("--reason", default="", help="why (required with --force; recorded in the history)")
+    p.add_argument("--allow-unsigned", action="store_true",
+                   help="promote a build that carries no signature although this home trusts signing keys")
     p.set_defaults(func=cmd_promote, interrupted=(
         "promote interrupted: its transaction was rolled back; the channel is unchanged"))
 
@@ -57,13 +61,15 @@ def _render(ctx: Context, result: ChangeResult) -> int:
 def cmd_publish(args: argparse.Namespace, ctx: Context) -> int:
     fleet = open_fleet(ctx.settings(), args.inventory, required=False)
     return _render(ctx, publish(fleet.db, fleet.store, args.image, args.build, args.channel, reason=args.reason,
-                                followers=fleet.followers(args.image, args.channel), force=args.force))
+                                followers=fleet.followers(args.image, args.channel), force=args.force,
+                                allow_unsigned=args.allow_unsigned))
 
 
 def cmd_promote(args: argparse.Namespace, ctx: Context) -> int:
     s = ctx.settings()
     return _render(ctx, promote(open_state(s), open_store(s), args.image, args.src, args.dst,
-                                force=args.force, reason=args.reason, policy=parse_policy(s.extra.get("promotion"))))
+                                force=args.force, reason=args.reason, policy=parse_policy(s.extra.get("promotion")),
+                                allow_unsigned=args.allow_unsigned))
 
 
 def cmd_rollback(args: argparse.Namespace, ctx: Context) -> int:

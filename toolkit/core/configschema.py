@@ -31,6 +31,7 @@ SECTIONS: dict[str, Any] = {
     "packer": "toolkit.core.config:PackerConfig",
     "secure_boot": "toolkit.trust.secureboot:SecureBootConfig",
     "promotion": "toolkit.store.policy:PromotionConfig",
+    "trust": "toolkit.trust.keys:TrustConfig",
     "rollout": None,  # drain/verify hooks: checked by toolkit.rollout where it reads them
 }
 

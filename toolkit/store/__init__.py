@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from toolkit.core.config import Settings
 from toolkit.store.artifacts import Store
+from toolkit.trust.keys import open_keyring
 
 
 def open_store(settings: Settings) -> Store:
-    """The store of this home (``<home>/store``)."""
-    return Store(settings.store_dir)
+    """The store of this home (``<home>/store``), signing and checking with the home's keys."""
+    return Store(settings.store_dir, open_keyring(settings.home, settings.project, settings.extra.get("trust")))

@@ -3,6 +3,10 @@
 A build is assembled in a staging folder inside the store (same filesystem) and appears under
 its id only by ``rename``, so readers never see half a build. A lock per image keeps two bakes
 of the same image apart; bakes of different images share nothing here but the root folder.
+
+When the home has a signing key, ``commit`` signs the manifest in the staging folder before the
+rename, so a build appears with its signature or not at all; ``verify`` is the check every consumer
+of a build runs (toolkit.trust.signing says what is refused).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from toolkit.core.errors import LockedError, StoreError
 from toolkit.core.fsutil import atomic_write
 from toolkit.core.mounts import mounts_under
 from toolkit.image.manifest import Manifest, read_manifest
+from toolkit.trust.keys import KeyFileError, Keyring
+from toolkit.trust.signing import SIGNATURE, SignedBuild, check_artifacts, sign_build, sign_folder, verify_build
 
 ARTIFACTS = ("vmlinuz", "initrd", "rootfs.squashfs")
 MANIFEST = "manifest.json"
@@ -44,6 +50,19 @@ class Build:
             raise StoreError(f"build {self.image}/{self.build_id} has no artifact {name!r} (it has: {known})")
         return self.path / name
 
+    def stamp(self) -> tuple[tuple[int, int, int] | None, ...]:
+        """What changes when the manifest or its signature is edited or replaced: a reader that checked the
+        build once (golden serve) checks it again when this differs."""
+        out: list[tuple[int, int, int] | None] = []
+        for name in (MANIFEST, SIGNATURE):
+            try:
+                st = (self.path / name).stat()
+            except FileNotFoundError:
+                out.append(None)
+                continue
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(out)
+
     @property
     def logs(self) -> Path:
         """The bake logs kept with the build."""
@@ -52,8 +71,9 @@ class Build:
 
 class Store:
     """The build store: ``<root>/<image>/<build-id>/``, written once through a staging folder and a rename."""
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, keyring: Keyring | None = None) -> None:
         self.root = Path(root)
+        self.keyring = keyring  # None: nothing signed, nothing checked (tests, tools outside a home)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -85,6 +105,31 @@ class Store:
                              hint=f"run: golden bake {image}")
         return build
 
+    def verify(self, build: Build, *, allow_unsigned: bool = False, artifacts: bool = False) -> str | None:
+        """The trusted key id that signed ``build`` (None: unsigned and allowed, or no keys here);
+        SignatureError when it may not be used. ``artifacts`` also hashes every artifact against the manifest."""
+        kid = verify_build(build, self.keyring, allow_unsigned=allow_unsigned)
+        if artifacts:
+            check_artifacts(build)
+        return kid
+
+    def preflight(self) -> None:
+        """KeyFileError now, not after a bake, when this home signs and its signing key is unusable."""
+        if self.keyring is not None and self.keyring.signs:
+            self.keyring.signing_key()
+
+    def unsigned(self) -> list[Build]:
+        """Every stored build without a signature (golden serve refuses them once the home trusts keys)."""
+        return [b for image in self.images() for b in self.builds(image) if not (b.path / SIGNATURE).exists()]
+
+    def sign_builds(self, images: list[str]) -> list[SignedBuild]:
+        """``golden keys sign-builds``: sign every unsigned build of ``images`` (all images when empty),
+        each after its artifacts are checked against its manifest."""
+        if self.keyring is None or not self.keyring.signs:
+            raise KeyFileError("this home has no signing key", hint="run: golden keys init")
+        self.keyring.signing_key()  # an unusable key is refused even when there is nothing to sign
+        return [sign_build(b, self.keyring) for image in images or self.images() for b in self.builds(image)]
+
     def _load(self, image: str, path: Path) -> Build:
         manifest = read_manifest(path / MANIFEST)
         if manifest.build_id != path.name or manifest.image != image:
@@ -114,6 +159,8 @@ class Store:
         for name in manifest.artifacts:
             if not (staged / name).is_file():
                 raise StoreError(f"{staged}: artifact {name} listed in the manifest is missing")
+        if self.keyring is not None and self.keyring.signs:
+            sign_folder(staged, self.keyring)  # before the rename: the build appears signed or not at all
         target = self.root / image / build_id
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():

@@ -9,7 +9,9 @@ Rollback treats a channel's history as a stack: publish and promote push a build
 pops one. Rolling back twice walks two steps back instead of toggling between two builds.
 
 Gates: a build that has not passed its checks is not promoted, nor published to a channel that
-hosts follow, unless ``--force --reason`` says why (recorded as forced in the history).
+hosts follow, unless ``--force --reason`` says why (recorded as forced in the history). Before
+either, the build's signature is checked against the home's trusted keys and its artifacts against
+its manifest (``Store.verify``; no override for a bad signature, ``allow_unsigned`` for none).
 The overview lives in ``overview``, retention in ``gc``.
 """
 
@@ -189,13 +191,18 @@ def resolve_build(store: Store, image: str, ref: str) -> Build:
 
 
 def publish(db: StateDB, store: Store, image: str, ref: str, channel: str, *, user: str | None = None,
-            reason: str = "", followers: Sequence[str] = (), force: bool = False) -> ChangeResult:
+            reason: str = "", followers: Sequence[str] = (), force: bool = False,
+            allow_unsigned: bool = False) -> ChangeResult:
     """``followers``: the hosts whose inventory image follows ``image@channel`` (they arm the checks gate)."""
     check_name("channel", channel)
     who = user or current_user()
+    # Hashing the artifacts takes seconds: done before the write lock, which boot servers wait on.
+    checked = resolve_build(store, image, ref)
+    store.verify(checked, allow_unsigned=allow_unsigned, artifacts=True)
     with db.write() as repo:
-        # Resolved under the write lock: gc deletes builds while holding it too.
-        build = resolve_build(store, image, ref)
+        # Resolved again under the write lock: gc deletes builds while holding it too.
+        build = resolve_build(store, image, checked.build_id)
+        store.verify(build, allow_unsigned=allow_unsigned)
         change = plan_publish(image, channel, build, _current(repo, image, channel), who, reason,
                               followers=followers, force=force)
         return _apply(repo, change)
@@ -215,13 +222,26 @@ def _policy_forced(repo: Repo, image: str, build: Build, dst: str, gates: Channe
     return bool(missing)
 
 
+def _check_outside_lock(db: StateDB, store: Store, image: str, channel: str, allow_unsigned: bool) -> str | None:
+    """The build ``channel`` points at now, its signature and artifacts checked (hashing takes seconds: not
+    under the write lock); None when the channel or the build is not there (the locked path says so)."""
+    build_id = channel_build(db, image, channel)
+    build = store.find(image, build_id) if build_id else None
+    if build is None:
+        return None
+    store.verify(build, allow_unsigned=allow_unsigned, artifacts=True)
+    return build.build_id
+
+
 def promote(db: StateDB, store: Store, image: str, src: str, dst: str, *, force: bool = False, reason: str = "",
-            user: str | None = None, policy: dict[str, ChannelGates] | None = None) -> ChangeResult:
+            user: str | None = None, policy: dict[str, ChannelGates] | None = None,
+            allow_unsigned: bool = False) -> ChangeResult:
     """``policy``: the promotion gates per target channel (``golden.yaml`` ``promotion:``)."""
     check_name("image", image)
     check_name("channel", src)
     check_name("channel", dst)
     who = user or current_user()
+    checked = _check_outside_lock(db, store, image, src, allow_unsigned)
     with db.write() as repo:
         src_id = _current(repo, image, src)
         source = None
@@ -229,6 +249,7 @@ def promote(db: StateDB, store: Store, image: str, src: str, dst: str, *, force:
             source = store.find(image, src_id)
             if source is None:
                 raise StoreError(f"channel {image}@{src} points at build {src_id}, which is not in the store")
+            store.verify(source, allow_unsigned=allow_unsigned, artifacts=source.build_id != checked)
         change = plan_promote(image, src, dst, source, _current(repo, image, dst), who, force, reason)
         if source is not None and _policy_forced(repo, image, source, dst, (policy or {}).get(dst), force, reason):
             change = dataclasses.replace(change, forced=True)
@@ -244,9 +265,11 @@ def rollback(db: StateDB, store: Store, image: str, channel: str, *, reason: str
     with db.write() as repo:
         change = plan_rollback(image, channel, repo.history(image, channel), _current(repo, image, channel),
                                who, reason)
-        if store.find(image, change.to_build) is None:
+        target = store.find(image, change.to_build)
+        if target is None:
             raise StoreError(f"cannot roll {image}@{channel} back to {change.to_build}: "
                              "that build is gone from the store")
+        store.verify(target)  # the signature only: a rollback is urgent, and golden serve would refuse it anyway
         return _apply(repo, change)
 
 

@@ -22,7 +22,9 @@ from pydantic import BaseModel, ConfigDict
 from toolkit.core.config import Settings
 from toolkit.core.errors import CommandError, InputError
 from toolkit.core.run import require, run
+from toolkit.trust.keys import KEYS_DIR, KeyKind, register_kind
 
+SB_DIR = "secureboot"  # under the home's keys folder
 HIERARCHY = ("PK", "KEK", "db")  # each certifies the next in UEFI's model; self-signed here, as for a lab
 OWNER_FILE = "owner.guid"  # the signature owner GUID the enrolled certificates carry
 VALID_DAYS = "3650"
@@ -61,7 +63,7 @@ class Hierarchy:
 
 def keys_dir(settings: Settings) -> Path:
     """Where ``golden keys init`` keeps the Secure Boot hierarchy."""
-    return settings.home / "keys" / "secureboot"
+    return settings.home / KEYS_DIR / SB_DIR
 
 
 def init_hierarchy(settings: Settings) -> tuple[Hierarchy, list[str]]:
@@ -184,3 +186,8 @@ def _venv_tool(name: str) -> str | None:
     # which need not be on PATH (a venv used without activation).
     path = Path(sys.executable).parent / name
     return str(path) if path.is_file() else None
+
+
+# golden keys init makes the hierarchy with the fleet's signing key (a home that has it is left alone)
+register_kind(KeyKind("secureboot", "UEFI Secure Boot PK, KEK and db for the lab; db signs UKIs and iPXE",
+                      exists=lambda folder: complete(folder / SB_DIR), create=lambda folder: init_in(folder / SB_DIR)))
