@@ -8,7 +8,6 @@ from toolkit.cli.output import Context
 from toolkit.core.errors import InputError
 from toolkit.store import open_store
 from toolkit.store.artifacts import Store
-from toolkit.trust import secureboot  # noqa: F401 - registers the Secure Boot hierarchy with golden keys init
 from toolkit.trust.keys import Keyring, init_keys, list_keys, rotate_signing_key
 
 

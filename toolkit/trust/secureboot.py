@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from toolkit.core.config import Settings
 from toolkit.core.errors import CommandError, InputError
 from toolkit.core.run import require, run
-from toolkit.trust.keys import KEYS_DIR, KeyKind, register_kind
+from toolkit.trust.keys import KEYS_DIR
 
 SB_DIR = "secureboot"  # under the home's keys folder
 HIERARCHY = ("PK", "KEK", "db")  # each certifies the next in UEFI's model; self-signed here, as for a lab
@@ -186,8 +186,3 @@ def _venv_tool(name: str) -> str | None:
     # which need not be on PATH (a venv used without activation).
     path = Path(sys.executable).parent / name
     return str(path) if path.is_file() else None
-
-
-# golden keys init makes the hierarchy with the fleet's signing key (a home that has it is left alone)
-register_kind(KeyKind("secureboot", "UEFI Secure Boot PK, KEK and db for the lab; db signs UKIs and iPXE",
-                      exists=lambda folder: complete(folder / SB_DIR), create=lambda folder: init_in(folder / SB_DIR)))
