@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -51,6 +52,26 @@ def flip_one_byte(build: Build) -> int:
     path.unlink()
     path.write_bytes(bytes(data))
     return offset
+
+
+class ConsoleWatch(threading.Thread):
+    """Every golden line the machine's serial log showed while it runs: the lab's QEMU starts afresh at each
+    power on (the failed canary's rollback boot would otherwise leave no trace of the refusal)."""
+
+    def __init__(self, serial: Path) -> None:
+        super().__init__(daemon=True)
+        self.serial, self.done = serial, threading.Event()
+        self.lines: list[str] = []
+
+    def run(self) -> None:
+        while not self.done.wait(0.5):
+            text = self.serial.read_text(errors="replace") if self.serial.exists() else ""
+            self.lines += [ln for ln in text.splitlines() if "golden:" in ln and ln not in self.lines]
+
+    def stop(self) -> str:
+        self.done.set()
+        self.join()
+        return "\n".join(self.lines)
 
 
 def _reimage(runner: GoldenRunner, inv: Path, host: str) -> tuple[subprocess.CompletedProcess[str], float]:
@@ -112,9 +133,10 @@ def test_secure_boot_signed_chain_and_refused_tamper(baked_secureboot_base: Buil
             # After publish (which hashes artifacts against the manifest): a store or cache tampered with later.
             offset = flip_one_byte(tampered)
             assert not secureboot.verifies(tampered.path / UKI_CERT, tampered.path / UKI)
-            serial_before = len(serial.read_bytes())
+            watch = ConsoleWatch(serial)
+            watch.start()
             out, took = _reimage(runner, inv, host)
-            tail = serial.read_bytes()[serial_before:].decode(errors="replace")
+            tail = watch.stop()
             assert out.returncode != 0, f"{out.stdout}\n{out.stderr}\n{tail[-4000:]}"
             result = json.loads(out.stdout)
             steps = runner.json("runs", "show", result["run_id"])["steps"]
@@ -127,7 +149,8 @@ def test_secure_boot_signed_chain_and_refused_tamper(baked_secureboot_base: Buil
             assert refused_after < REFUSED_WITHIN, f"{refused_after:.0f} s: {failed}"
             # The console shows the firmware's refusal and iPXE taking its failure branch.
             assert "golden: the firmware refused the signed image" in tail, tail[-4000:]
-            assert "GET /boot-refused?" in net.access_log()
+            assert f"build={tampered.build_id}&image=base&token=" in net.access_log()
+            assert any("GET /boot-refused?" in ln and '" 200 ' in ln for ln in net.access_log().splitlines())
             # The failed canary rolled back: the good signed build booted again, under Secure Boot.
             [rolled] = [s for s in steps if s["step"] == "await-report" and s["phase"] == "done"]
             assert json.loads(rolled["detail"])["secure_boot"] is True, rolled
