@@ -4,11 +4,14 @@ the signed image and rejects it with one byte flipped."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.boot import GOLDEN
 from toolkit.bake.collect import UKI, UKI_CERT, signed_uki
 from toolkit.bake.uki import STUB, initrd_with_hash, pe_layout, place_sections
 from toolkit.boot.pxe import IPXE_DIR, PxeSettings, plan_render, write_render
@@ -85,3 +88,20 @@ def test_pxe_render_writes_the_efi_ipxe_binaries_signed(tmp_path: Path, keys: se
         assert not secureboot.verifies(keys.cert("db"), IPXE_DIR / name)  # Debian's own copy stays unsigned
     undionly = (tmp_path / "pxe" / "tftp" / "undionly.kpxe").read_bytes()
     assert undionly == (IPXE_DIR / "undionly.kpxe").read_bytes()  # BIOS iPXE: nothing to sign
+
+
+def test_golden_keys_init_makes_the_secure_boot_hierarchy_once(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {**os.environ, "GOLDEN_HOME": str(home)}
+    first = subprocess.run([GOLDEN, "--json", "keys", "init"], capture_output=True, text=True, env=env, check=True)
+    kinds = {k["kind"]: k for k in json.loads(first.stdout)["kinds"]}
+    assert kinds["secureboot"] == {"kind": "secureboot", "created": True, "ids": ["PK", "KEK", "db"]}
+    folder = home / "keys" / "secureboot"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert all((folder / f"{n}.key").stat().st_mode & 0o777 == 0o600 for n in secureboot.HIERARCHY)
+    again = subprocess.run([GOLDEN, "--json", "keys", "init"], capture_output=True, text=True, env=env, check=True)
+    assert {k["kind"]: k["created"] for k in json.loads(again.stdout)["kinds"]} == {"signing": False,
+                                                                                    "secureboot": False}
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    settings = Settings(project=tmp_path, home=home, cache=tmp_path / "cache")
+    assert secureboot.db_key(settings) == secureboot.DbKey(folder / "db.key", folder / "db.crt")

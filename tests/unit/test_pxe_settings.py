@@ -64,6 +64,6 @@ def test_site_cache_caches_artifacts_and_passes_boot_and_report_through():
     cached = site.split("location /boot/")[0]
     assert cached.count("proxy_cache golden_artifacts;") == 2 and "proxy_cache_lock on;" in cached
     tail = site.split("location /boot/")[1]
-    assert tail.count("proxy_cache off;") == 2
+    assert tail.count("proxy_cache off;") == 3  # /boot/, /boot-refused and /report pass through uncached
     assert "golden-serve.service" not in {f.path for f in plan_render(s)}
     assert "server 10.0.0.1:80;" in _site(replace(BASE, cache_for="http://10.0.0.1"))

@@ -23,10 +23,11 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -269,7 +270,16 @@ KEY_KINDS: list[KeyKind] = [
     KeyKind("signing", "Ed25519 key that signs every build's manifest",
             exists=lambda folder: (folder / SIGNING_KEY).exists() or (folder / SIGNING_PUB).exists(),
             create=lambda folder: [_write_signing_key(folder)]),
+    # Late imports: toolkit.trust.secureboot reads KEYS_DIR from this module.
+    KeyKind("secureboot", "UEFI Secure Boot PK, KEK and db for the lab; db signs UKIs and iPXE",
+            exists=lambda folder: _secureboot().complete(folder / _secureboot().SB_DIR),
+            create=lambda folder: _secureboot().init_in(folder / _secureboot().SB_DIR)),
 ]
+
+
+def _secureboot() -> Any:
+    from toolkit.trust import secureboot
+    return secureboot
 
 
 def register_kind(kind: KeyKind) -> None:
@@ -285,10 +295,11 @@ class InitResult:
     ids: list[str]
 
 
-def init_keys(keyring: Keyring) -> list[InitResult]:
-    """Make every kind of key the home lacks; a kind it has is left alone (init is safe to run again)."""
+def init_keys(keyring: Keyring, only: Collection[str] | None = None) -> list[InitResult]:
+    """Make every kind of key (or those named in ``only``) the home lacks; a kind it has is left alone (init
+    is safe to run again)."""
     out = []
-    for kind in KEY_KINDS:
+    for kind in (k for k in KEY_KINDS if only is None or k.name in only):
         if kind.exists(keyring.folder):
             out.append(InitResult(kind.name, False, []))
         else:

@@ -22,7 +22,9 @@ from pydantic import BaseModel, ConfigDict
 from toolkit.core.config import Settings
 from toolkit.core.errors import CommandError, InputError
 from toolkit.core.run import require, run
+from toolkit.trust.keys import KEYS_DIR
 
+SB_DIR = "secureboot"  # under the home's keys folder
 HIERARCHY = ("PK", "KEK", "db")  # each certifies the next in UEFI's model; self-signed here, as for a lab
 OWNER_FILE = "owner.guid"  # the signature owner GUID the enrolled certificates carry
 VALID_DAYS = "3650"
@@ -61,19 +63,30 @@ class Hierarchy:
 
 def keys_dir(settings: Settings) -> Path:
     """Where ``golden keys init`` keeps the Secure Boot hierarchy."""
-    return settings.home / "keys" / "secureboot"
+    return settings.home / KEYS_DIR / SB_DIR
 
 
 def init_hierarchy(settings: Settings) -> tuple[Hierarchy, list[str]]:
     """Make whatever of PK, KEK and db is missing (an existing key is never replaced); what was made."""
-    require("openssl")
     folder = keys_dir(settings)
+    made = init_in(folder)
+    return Hierarchy(folder, (folder / OWNER_FILE).read_text().strip()), made
+
+
+def init_in(folder: Path) -> list[str]:
+    """In ``folder``: the owner GUID and whatever of PK, KEK and db is missing; the names made."""
+    require("openssl")
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     owner = folder / OWNER_FILE
     if not owner.exists():
         owner.write_text(f"{uuid.uuid4()}\n")
-    made = [name for name in HIERARCHY if _make_pair(folder, name)]
-    return Hierarchy(folder, owner.read_text().strip()), made
+    return [name for name in HIERARCHY if _make_pair(folder, name)]
+
+
+def complete(folder: Path) -> bool:
+    """Whether ``folder`` holds the whole hierarchy (``golden keys init`` then leaves it alone)."""
+    return (folder / OWNER_FILE).exists() and all(
+        (folder / f"{name}.{ext}").exists() for name in HIERARCHY for ext in ("key", "crt"))
 
 
 def _make_pair(folder: Path, name: str) -> bool:
