@@ -37,9 +37,12 @@ def rack_of(host: Host) -> str:
 
 
 def host_state(desired: str | None, observed: str | None, last_report: float | None, drift: tuple[str, ...],
-               tainted: bool = False, stale: bool = False, failed: bool = False, drained: bool = False) -> str:
-    """One state per host, the most urgent first: a drained host is that whatever else holds; a tainted
-    host is that even while a reimage is pending."""
+               tainted: bool = False, stale: bool = False, failed: bool = False, drained: bool = False,
+               cleaning: str | None = None) -> str:
+    """One state per host, the most urgent first: a retired host (``cleaning`` is its mark) is that
+    whatever else holds, then a drained host; a tainted host is that even while a reimage is pending."""
+    if cleaning:
+        return cleaning  # a host being or done retiring must never look available
     if drained:
         return "drained"  # out of rotation says the most: nobody may forget a host that serves nothing
     if desired is None:
