@@ -113,7 +113,8 @@ def _reissue(repo: Repo, secret: bytes, mac: str, host: str, report: ObservedRep
     return issue_token(secret, mac, report.build_id, nonce, issued_at=now, image=report.image)
 
 
-def _refusal(repo: Repo, row: TokenRow | None, host: str, addr: str) -> ReportRejected | None:
+def token_refusal(repo: Repo, row: TokenRow | None, host: str, addr: str) -> ReportRejected | None:
+    """Why a report with this token row is refused (never issued for the host, spent, other address); None: not."""
     if row is None or row.host != host:
         return ReportRejected("token was never issued by this boot server", RejectKind.UNKNOWN_TOKEN)
     if row.used_at is not None:
@@ -271,7 +272,7 @@ def _accept_in(repo: Repo, fleet: Fleet, host: Host, mac: str, report: ObservedR
     """Inside one transaction: refuse, or spend and record (verified or not), then status and next token."""
     now = time.time()
     row = repo.get_token(nonce)
-    refusal = _refusal(repo, row, host.name, addr)
+    refusal = token_refusal(repo, row, host.name, addr)
     if refusal is not None or row is None:
         raise refusal or ReportRejected("token was never issued by this boot server", RejectKind.UNKNOWN_TOKEN)
     verified = standing(repo, row, now)

@@ -10,6 +10,8 @@ Routes (everything else is 404):
   Unknown MACs get a script that exits to the next boot device and are recorded.
 - ``POST /report``: the agent's report (contract 3): 200 when accepted, 403 when rejected,
   400 when the request itself is malformed; tokens and attempts are checked in ``evidence``.
+- ``POST /clean``: the cleaning image's per-disk report (``golden retire``), bound to the retire attempt's token
+  (``cleaning``): 200 when accepted (the host becomes clean or clean-failed), 403/400 as for /report.
 - ``GET /metrics``: Prometheus text (``toolkit.boot.metrics``).
 - ``GET /fleet``: the fleet page, live (the same self-contained HTML as ``golden report``).
 
@@ -51,6 +53,7 @@ from toolkit.boot.admin import REALM, fleet_allowed
 from toolkit.boot.artifactindex import ArtifactIndex
 from toolkit.boot.connections import Conn, ConnectionPool, Limits, SocketReader
 from toolkit.boot.decide import decide_boot
+from toolkit.boot.cleaning import accept_cleaning
 from toolkit.boot.evidence import accept_report, issue_boot_token, reject
 from toolkit.boot.metrics import Metrics
 from toolkit.boot.reports import MAX_REPORT_BYTES, RejectKind, ReportRejected, decode_report
@@ -348,6 +351,8 @@ class BootHandler(BaseHTTPRequestHandler):
         try:
             if path == "/report":
                 self._report()
+            elif path == "/clean":
+                self._clean()
             else:
                 self._not_found("other")
         except DISCONNECTS as exc:
@@ -488,14 +493,16 @@ class BootHandler(BaseHTTPRequestHandler):
         body = json.dumps({"accepted": False, "reason": rej.reason, "kind": rej.kind.value}).encode()
         self._send_body("report", code, body, "application/json")
 
-    def _report(self) -> None:
+    def _report_payload(self) -> tuple[bool, Any]:
+        """(True, the JSON body) of a report request; (False, None) when it was refused here (answered 400)."""
         fleet = self.server.config.fleet
         length_s = self.headers.get("Content-Length", "")
         if not length_s.isdigit() or len(length_s) > 7 or int(length_s) > MAX_REPORT_BYTES:
             self.close_connection = True
             rej = ReportRejected("malformed report: missing or oversized Content-Length", RejectKind.MALFORMED)
             reject(fleet, rej, self._client())
-            return self._reject(rej, 400)
+            self._reject(rej, 400)
+            return False, None
         raw = self.rfile.read(int(length_s))
         ctype = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         try:
@@ -504,21 +511,50 @@ class BootHandler(BaseHTTPRequestHandler):
             payload = decode_report(raw)
         except ReportRejected as rej:
             reject(fleet, rej, self._client())
-            return self._reject(rej, 400)
+            self._reject(rej, 400)
+            return False, None
+        return True, payload
+
+    def _unavailable(self, exc: StateError) -> None:
+        self.server.state_written(False)
+        body = json.dumps({"accepted": False, "reason": exc.message, "kind": "unavailable"}).encode()
+        self._send_body("report", 503, body, "application/json", extra={"Retry-After": "30"})
+
+    def _report(self) -> None:
+        ok, payload = self._report_payload()
+        if not ok:
+            return
+        fleet = self.server.config.fleet
         try:
             status, next_token = accept_report(fleet, payload, self.server.config.secret, self._client(),
                                                self.server.config.token_ttl_s)
         except ReportRejected as rej:
             return self._reject(rej)
         except StateError as exc:
-            self.server.state_written(False)
-            body = json.dumps({"accepted": False, "reason": exc.message, "kind": "unavailable"}).encode()
-            return self._send_body("report", 503, body, "application/json", extra={"Retry-After": "30"})
+            return self._unavailable(exc)
         self.server.metrics.add("reports", "accepted")
         log.info("golden serve: %s reported %s (%s)", status.name, status.observed or "-", status.state)
         body = json.dumps({"accepted": True, "host": status.name, "desired": status.desired,
                            "observed": status.observed, "state": status.state, "next_token": next_token}).encode()
         self._send_body("report", 200, body, "application/json")
+
+
+    def _clean(self) -> None:
+        """A cleaning report from the image golden retire netbooted: the host becomes clean or clean-failed."""
+        ok, payload = self._report_payload()
+        if not ok:
+            return
+        try:
+            host, state = accept_cleaning(self.server.config.fleet, payload, self.server.config.secret,
+                                          self._client(), self.server.config.token_ttl_s)
+        except ReportRejected as rej:
+            return self._reject(rej)
+        except StateError as exc:
+            return self._unavailable(exc)
+        self.server.metrics.add("reports", "accepted")
+        log.info("golden serve: %s cleaning report: %s", host, state)
+        self._send_body("report", 200, json.dumps({"accepted": True, "host": host, "state": state}).encode(),
+                        "application/json")
 
 
 def is_transfer(head: bytes) -> bool:

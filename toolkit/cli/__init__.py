@@ -28,7 +28,7 @@ from toolkit.core.stop import clear_stop, request_stop
 # Modules under toolkit.cli that contribute verbs, in help order.
 COMMAND_MODULES = (
     "validate", "bake", "images", "diff", "publish", "serve", "pxe", "fleet", "drift", "hw", "breakglass", "report",
-    "inventory", "power", "bootdev", "lab", "reimage", "nightly", "runs", "role", "state", "help",
+    "inventory", "power", "bootdev", "lab", "reimage", "retire", "nightly", "runs", "role", "state", "help",
 )
 
 

@@ -115,6 +115,8 @@ class ExecutorConfig:
     required_checks: tuple[str, ...] = ()
     tick: float = TICK
     contest_window_s: float = 15.0  # after the power action, before a report counts (see boot.evidence)
+    # the event that ends a host's wait: an agent's "report", or for golden retire the cleaning image's "clean"
+    report_kind: str = "report"
 
 
 def _power_cycle_or_on(client: BmcClient) -> str:
@@ -249,7 +251,7 @@ class Executor(HookSteps):
         cursor = self._events_cursor_before(min(t.power_at or time.time() for t in tasks))
         while waiting:
             with self.fleet.db.read() as repo:
-                events = repo.events_after(cursor, kinds=("report", "contested"), limit=5000)
+                events = repo.events_after(cursor, kinds=(self.config.report_kind, "contested"), limit=5000)
             for ev in events:
                 cursor = ev.id
                 self._take_event(ev.kind, waiting.get(ev.host or ""), ev.build_id, ev.at, ev.detail, reported, failed)
@@ -275,6 +277,9 @@ class Executor(HookSteps):
         if kind == "contested":
             failed[t.host] = ("boot contested: the boot script of this attempt was fetched more than once "
                               f"({_fetched_from(detail)}); no report of it counts")
+            reported.pop(t.host, None)
+        elif kind == "clean" and _event_detail(detail).get("result") != "clean":
+            failed[t.host] = f"clean failed: {_event_detail(detail).get('summary') or 'no disk reported'}"
             reported.pop(t.host, None)
         elif build == t.target:
             reported.setdefault(t.host, detail)
