@@ -51,9 +51,9 @@ from urllib.parse import urlsplit
 from toolkit.boot import pxe
 from toolkit.boot.admin import REALM, fleet_allowed
 from toolkit.boot.artifactindex import ArtifactIndex
+from toolkit.boot.cleaning import accept_cleaning
 from toolkit.boot.connections import Conn, ConnectionPool, Limits, SocketReader
 from toolkit.boot.decide import decide_boot
-from toolkit.boot.cleaning import accept_cleaning
 from toolkit.boot.evidence import accept_report, issue_boot_token, reject
 from toolkit.boot.metrics import Metrics
 from toolkit.boot.reports import MAX_REPORT_BYTES, RejectKind, ReportRejected, decode_report

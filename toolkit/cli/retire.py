@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_host_options(p)
     p.add_argument("--canary", type=int_range(0, 1_000_000), default=1,
                    help="hosts in the first wave, which must fully pass (1)")
-    p.add_argument("--wave-size", type=amount(1), default="10%", help="hosts per wave after the canary: N or P%% (10%%)")
+    p.add_argument("--wave-size", type=amount(1), default="10%",
+                   help="hosts per wave after the canary: N or P%% (10%%)")
     p.add_argument("--max-failures", type=amount(0), default="0", help="failure budget for the whole run: N or P%% (0)")
     p.add_argument("--boot-timeout", type=duration(1, 7 * 86_400), default=4 * 3600.0, metavar="DURATION",
                    help="how long to wait for a host's cleaning report: erasing a large disk takes hours (4h)")
@@ -82,5 +83,9 @@ def cmd_retire(args: argparse.Namespace, ctx: Context) -> int:
         if input(f"erase every disk of {len(plan.hosts)} host(s)? [y/N] ").strip().lower() not in ("y", "yes"):
             ctx.say("nothing done")
             return 1
-    return _render(ctx, execute_plan(ctx.settings(), req, plan, checks, _Live(ctx),
-                                     lambda run_id: ctx.json or print(f"run {run_id} started", file=sys.stderr)))
+
+    def started(run_id: str) -> None:
+        if not ctx.json:
+            print(f"retire run {run_id} started (resume with: golden reimage --resume {run_id})", file=sys.stderr)
+
+    return _render(ctx, execute_plan(ctx.settings(), req, plan, checks, _Live(ctx), started))

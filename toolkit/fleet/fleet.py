@@ -27,8 +27,8 @@ from toolkit.inventory.hosts import Host, Inventory, load_inventory, resolve_inv
 from toolkit.inventory.selection import limit_of, vault_of
 from toolkit.inventory.vault import VaultOptions
 from toolkit.state import open_state
-from toolkit.state.db import AttemptRow, DriftRow, HostRow, LoginRow, Repo, StateDB, TaintRow, UnknownMachineRow
 from toolkit.state.cleaning import CleaningRow
+from toolkit.state.db import AttemptRow, DriftRow, HostRow, LoginRow, Repo, StateDB, TaintRow, UnknownMachineRow
 from toolkit.state.hardware import HwMark
 from toolkit.state.rotation import RotationRow
 from toolkit.store import open_store
@@ -228,6 +228,7 @@ class Fleet:
             unverified=unverified.build_id if unverified and (last is None or unverified.at > last) else None,
             hw_changed=mark.changes if (mark := (marks.get(host.name) if marks is not None
                                                  else repo.hw_mark(host.name))) else (),
+            clean_report=cleaning.reason if cleaning else None,
         )
 
     def _staleness(self, repo: Repo, host: Host, row: HostRow | None, desired: DesiredBuild | None,
@@ -255,7 +256,8 @@ class Fleet:
             phases = repo.last_step_phases()
             out = _rotation_notes(repo.rotation_rows())
             marks, cleans = repo.hw_marks(), repo.all_cleaning()
-            return [self._status(repo, h, policy, now, phases, out, marks, cleans) for h in sorted(hosts, key=lambda h: h.name)]
+            return [self._status(repo, h, policy, now, phases, out, marks, cleans)
+                    for h in sorted(hosts, key=lambda h: h.name)]
 
     def staleness(self, pattern: str, policy: StaleConfig) -> list[Staleness]:
         """Each selected host's staleness under ``policy``: age, builds behind, updates lacking, reasons."""

@@ -29,6 +29,7 @@ class HostStatus:
     # the build of a report no live reimage attempt vouched for, newer than the last verified one: shown, never acted on
     unverified: str | None = None
     hw_changed: tuple[str, ...] = ()  # the host's hardware change nobody accepted yet ("+disk vdc (...)", ...)
+    clean_report: str | None = None  # a retired host's last cleaning outcome per disk ("vda (virtio): erased by ...")
 
 
 def rack_of(host: Host) -> str:
