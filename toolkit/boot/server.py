@@ -10,8 +10,7 @@ Routes (everything else is 404):
   Unknown MACs get a script that exits to the next boot device and are recorded.
 - ``POST /report``: the agent's report (contract 3): 200 when accepted, 403 when rejected,
   400 when the request itself is malformed; tokens and attempts are checked in ``evidence``.
-- ``POST /clean``: the cleaning image's per-disk report (``golden retire``), bound to the retire attempt's token
-  (``cleaning``): 200 when accepted (the host becomes clean or clean-failed), 403/400 as for /report.
+- ``POST /clean``: the cleaning image's per-disk report (``golden retire``; ``cleaning``), codes as for /report.
 - ``GET /metrics``: Prometheus text (``toolkit.boot.metrics``).
 - ``GET /fleet``: the fleet page, live (the same self-contained HTML as ``golden report``).
 
