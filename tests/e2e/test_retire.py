@@ -9,7 +9,9 @@ refuses the host until ``golden retire --clear`` (audited). One lab machine, two
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,15 +50,33 @@ def fill_with_canaries(disk: Path, size_gib: int, scratch: Path) -> None:
     raw.unlink()
 
 
+def _data_ranges(fd: int) -> Iterator[tuple[int, int]]:
+    """The file's data extents (SEEK_DATA/SEEK_HOLE): qemu-img writes zeros as holes, so only data is read."""
+    pos, end = 0, os.fstat(fd).st_size
+    while pos < end:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:  # no data after pos
+                return
+            raise
+        pos = os.lseek(fd, start, os.SEEK_HOLE)
+        yield start, pos
+
+
 def canaries_in(disk: Path, scratch: Path) -> int:
     """How many canaries the disk's guest-visible content holds, read back from the host (qemu-img to raw)."""
     raw = scratch / f"{disk.name}.scan.raw"
     subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(disk), str(raw)], check=True)
-    found, tail = 0, b""
+    found = 0
     with raw.open("rb") as f:
-        while chunk := f.read(64 << 20):
-            found += (tail + chunk).count(CANARY)
-            tail = chunk[-(len(CANARY) - 1):]  # a canary across two chunks is counted once, in the second
+        for start, stop in _data_ranges(f.fileno()):
+            f.seek(start)
+            tail = b""
+            while start < stop and (chunk := f.read(min(64 << 20, stop - start))):
+                start += len(chunk)
+                found += (tail + chunk).count(CANARY)
+                tail = chunk[-(len(CANARY) - 1):]  # a canary across two chunks is counted once, in the second
     raw.unlink()
     return found
 
