@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,6 +49,14 @@ def fill_with_canaries(disk: Path, size_gib: int, scratch: Path) -> None:
             f.write(CANARY)
     subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(disk)], check=True)
     raw.unlink()
+
+
+def wait_released(disk: Path, timeout: float = 600) -> None:
+    """Until QEMU let go of the disk (the clean machine powered itself off, its caches flushed)."""
+    deadline = time.monotonic() + timeout
+    while subprocess.run(["qemu-img", "info", str(disk)], capture_output=True).returncode != 0:
+        assert time.monotonic() < deadline, f"{disk} still in use {timeout:g} s after the retire"
+        time.sleep(2)
 
 
 def _data_ranges(fd: int) -> Iterator[tuple[int, int]]:
@@ -137,6 +146,8 @@ def test_retire_erases_and_verifies_every_disk_or_ends_clean_failed(machine, cle
                      "--boot-timeout", "1500", "--yes", *inv, timeout=1800, check=False)
     result = json.loads(out.stdout)
     assert out.returncode == 0 and result["results"] == {NODE: "done"}, (result, out.stderr)
+    for d in disks:
+        wait_released(d)
     assert [canaries_in(d, tmp_path) for d in disks] == [0, 0]
     host = _state(golden, inventory)
     assert host["state"] == "clean" and host["observed"] is None, host
