@@ -23,7 +23,8 @@ import pytest
 
 from tests.fixtures.boot import make_build
 from toolkit.boot.evidence import accept_report, issue_boot_token
-from toolkit.boot.server import ServerConfig, make_server, start_in_thread
+from toolkit.boot.running import start_in_thread
+from toolkit.boot.server import ServerConfig, make_server
 from toolkit.cli import main
 from toolkit.core.config import StaleConfig
 from toolkit.core.run import run

@@ -58,6 +58,10 @@ CASES: list[tuple[list[str], str, str]] = [
     ([*RE, "--retries", "-1"], "--retries", "must be at least 0"),
     ([*RE, "--retries", "1.5"], "--retries", "expected a whole number"),
     ([*RE, "--retries", "1000"], "--retries", "must be at most 100"),
+    (["retire", "n1", "--reason", "r", "--boot-timeout", "8d"], "--boot-timeout", "must be between 1s and 1w, got 8d"),
+    (["retire", "n1", "--reason", "r", "--wave-size", "0"], "--wave-size", "must be at least 1 (or 1%..100%)"),
+    (["retire", "n1", "--reason", "r", "--max-failures", "-1"], "--max-failures", "expected a whole number"),
+    (["retire", "n1", "--reason", "r", "--canary", "-1"], "--canary", "must be at least 0"),
     ([*RE, "--canary", "-1"], "--canary", "must be at least 0"),
     ([*RE, "--canary", HUGE], "--canary", "expected a whole number"),
     ([*RE, "--per-rack", "0"], "--per-rack", "must be at least 1"),
@@ -262,10 +266,11 @@ def test_defaults_and_good_values_parse_to_typed_values():
 
 
 def test_host_states_are_the_fleet_choices():
-    seen = {host_state(d, o, t, drift, tainted, stale, failed, drained)
-            for d, o, t, drift, tainted, stale, failed, drained in
+    seen = {host_state(d, o, t, drift, tainted, stale, failed, drained, cleaning)
+            for d, o, t, drift, tainted, stale, failed, drained, cleaning in
             itertools.product([None, "b1"], [None, "b1", "b2"], [None, 1.0], [(), ("etc/x",)], [False, True],
-                              [False, True], [False, True], [False, True])}
+                              [False, True], [False, True], [False, True],
+                              [None, HostState.CLEANING.value, HostState.CLEAN.value, HostState.CLEAN_FAILED.value])}
     assert seen == set(HostState)
 
 

@@ -24,6 +24,17 @@ def _report(**over: object) -> bytes:
     return json.dumps(payload).encode()
 
 
+def _disk(**over: object) -> dict[str, object]:
+    return {"name": "vda", "kind": "virtio", "size_bytes": 1 << 30, "serial": "S", "model": "", "result": "erased",
+            "method": "zeroout", "detail": "", "attempts": [], **over}
+
+
+def _clean(**over: object) -> bytes:
+    payload = {"mac": MAC1, "build_id": "b2", "image": "base", "token": "0" * 32 + ".1.-." + "0" * 64,
+               "result": "clean", "disks": [_disk()], **over}
+    return json.dumps(payload).encode()
+
+
 CASES = [  # (what, method, path, body, headers, expected status)
     ("5,000-digit Range start", "GET", "/store/base/b2/vmlinuz", None, {"Range": "bytes=" + "9" * 5000 + "-"}, 200),
     ("5,000-digit Range end", "GET", "/store/base/b2/vmlinuz", None, {"Range": "bytes=0-" + "9" * 5000}, 200),
@@ -68,6 +79,16 @@ CASES = [  # (what, method, path, body, headers, expected status)
     ("report with an unknown drift kind", "POST", "/report", _report(drift=["/x"], drift_kinds={"/x": "evil"}),
      JSON, 400),
     ("report with drift kinds as a list", "POST", "/report", _report(drift_kinds=["/x"]), JSON, 400),
+    ("cleaning report not JSON", "POST", "/clean", b"erased!", JSON, 400),
+    ("cleaning report without disks", "POST", "/clean", _clean(disks=None), JSON, 400),
+    ("cleaning report with 100 disks", "POST", "/clean", _clean(disks=[_disk()] * 100), JSON, 400),
+    ("cleaning report with an unknown method", "POST", "/clean", _clean(disks=[_disk(method="magic")]), JSON, 400),
+    ("cleaning report with a bool exit status", "POST", "/clean",
+     _clean(disks=[_disk(attempts=[{"method": "overwrite", "rc": False, "verified": True}])]), JSON, 400),
+    ("cleaning report with a result of its own", "POST", "/clean", _clean(disks=[_disk(result="probably")]), JSON, 400),
+    ("cleaning report with a negative size", "POST", "/clean", _clean(disks=[_disk(size_bytes=-1)]), JSON, 400),
+    ("cleaning report of a forged token", "POST", "/clean", _clean(), JSON, 403),
+    ("cleaning report without Content-Type", "POST", "/clean", _clean(), {}, 400),
     ("fleet page with a query", "GET", "/fleet?<script>", None, {}, 200),
     ("fleet page by HEAD", "HEAD", "/fleet", None, {}, 200),
     ("fleet page with a trailing slash", "GET", "/fleet/", None, {}, 404),

@@ -17,7 +17,8 @@ import pytest
 
 from tests.fixtures.boot import make_build
 from tests.fixtures.promtext import prom_samples
-from toolkit.boot.server import BootHTTPServer, ServerConfig, make_server, parse_range, start_in_thread
+from toolkit.boot.running import start_in_thread
+from toolkit.boot.server import BootHTTPServer, ServerConfig, make_server, parse_range
 from toolkit.boot.token import issue_token, verify_token
 from toolkit.fleet.fleet import Fleet
 from toolkit.fleet.states import HostState

@@ -21,7 +21,8 @@ from tests.fixtures.promtext import prom_samples
 from toolkit.boot import netboot
 from toolkit.boot.connections import Limits
 from toolkit.boot.retention import RetentionPolicy, prune_state
-from toolkit.boot.server import BootHTTPServer, ServerConfig, make_server, start_in_thread
+from toolkit.boot.running import start_in_thread
+from toolkit.boot.server import BootHTTPServer, ServerConfig, make_server
 from toolkit.boot.token import issue_token
 from toolkit.fleet.fleet import Fleet
 from toolkit.state.db import SQLiteStateDB

@@ -120,4 +120,5 @@ def test_an_accepted_report_is_one_transaction_of_few_statements(tmp_path: Path)
     assert token and status.name == "n1"
     sql = [s.split()[0].upper() for s in statements]
     assert sql.count("BEGIN") == 1 and sql.count("COMMIT") == 1, statements
-    assert len(statements) <= 16 + 2, "\n".join(statements)
+    # 17: the status the agent gets back reads the host's cleaning mark (a retired host never looks in-sync)
+    assert len(statements) <= 17 + 2, "\n".join(statements)

@@ -57,6 +57,14 @@ def test_qemu_arguments_for_serial_and_extra_disks(tmp_path):
     ]
 
 
+def test_a_disk_attached_read_only(tmp_path):
+    hw = changed(default_hardware("n", "abcdef12", 0, 2048, 2), add_disk="virtio", readonly=True)
+    assert hw.disks[-1].readonly and not hw.disks[1].readonly
+    args = hardware_args(hw, tmp_path)
+    assert f"file={tmp_path}/disk2.qcow2,if=none,id=disk2,format=qcow2,readonly=on" in args
+    assert f"file={tmp_path}/disk1.qcow2,if=none,id=disk1,format=qcow2" in args
+
+
 @pytest.mark.parametrize("serial", ["a,b", "x" * 21, "", "a b"])
 def test_serials_that_would_break_a_qemu_option_are_refused(tmp_path, serial):
     hw = MachineHardware(1024, serial, (LabDisk("disk.qcow2", 8, "D0"),))

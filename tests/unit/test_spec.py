@@ -52,7 +52,7 @@ def test_check_needs_exactly_one_kind():
 
 
 def test_unknown_image_names_known_ones():
-    with pytest.raises(SpecError, match="known images: base, seeded, web"):
+    with pytest.raises(SpecError, match="known images: base, cleaner, seeded, web"):
         load_image("nope", ROOT / "images", ROOT / "roles")
 
 

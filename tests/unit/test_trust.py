@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.fixtures.boot import http_get, make_build, write_inventory
-from toolkit.boot.server import ServerConfig, make_server, start_in_thread
+from toolkit.boot.running import start_in_thread
+from toolkit.boot.server import ServerConfig, make_server
 from toolkit.core.errors import GateError, GoldenError
 from toolkit.fleet.fleet import Fleet
 from toolkit.state.db import SQLiteStateDB

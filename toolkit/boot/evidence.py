@@ -117,7 +117,8 @@ def _reissue(repo: Repo, secret: bytes, mac: str, host: str, report: ObservedRep
     return issue_token(secret, mac, report.build_id, nonce, issued_at=now, image=report.image)
 
 
-def _refusal(repo: Repo, row: TokenRow | None, host: str, addr: str) -> ReportRejected | None:
+def token_refusal(repo: Repo, row: TokenRow | None, host: str, addr: str) -> ReportRejected | None:
+    """Why a report with this token row is refused (never issued for the host, spent, other address); None: not."""
     if row is None or row.host != host:
         return ReportRejected("token was never issued by this boot server", RejectKind.UNKNOWN_TOKEN)
     if row.used_at is not None:
@@ -275,7 +276,7 @@ def _accept_in(repo: Repo, fleet: Fleet, host: Host, mac: str, report: ObservedR
     """Inside one transaction: refuse, or spend and record (verified or not), then status and next token."""
     now = time.time()
     row = repo.get_token(nonce)
-    refusal = _refusal(repo, row, host.name, addr)
+    refusal = token_refusal(repo, row, host.name, addr)
     if refusal is not None or row is None:
         raise refusal or ReportRejected("token was never issued by this boot server", RejectKind.UNKNOWN_TOKEN)
     verified = standing(repo, row, now)
@@ -338,7 +339,7 @@ def _accept_refusal(fleet: Fleet, mac: str, build_id: str, image: str, token: st
         raise ReportRejected("MAC not in the inventory", RejectKind.UNKNOWN_HOST, mac)
     with fleet.db.write_rows() as repo:
         row = repo.get_token(claims.nonce)
-        refusal = _refusal(repo, row, host.name, addr)
+        refusal = token_refusal(repo, row, host.name, addr)
         if refusal is None and (row is None or not row.attempt):
             refusal = ReportRejected("a boot refusal counts only with a token of a reimage attempt", RejectKind.ENDED)
         if refusal is None and row is not None:

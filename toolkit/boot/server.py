@@ -10,6 +10,7 @@ Routes (everything else is 404):
   Unknown MACs get a script that exits to the next boot device and are recorded.
 - ``POST /report``: the agent's report (contract 3): 200 when accepted, 403 when rejected,
   400 when the request itself is malformed; tokens and attempts are checked in ``evidence``.
+- ``POST /clean``: the cleaning image's per-disk report (``golden retire``; ``cleaning``), codes as for /report.
 - ``GET /metrics``: Prometheus text (``toolkit.boot.metrics``).
 - ``GET /fleet``: the fleet page, live (the same self-contained HTML as ``golden report``).
 
@@ -39,8 +40,6 @@ import os
 import re
 import socket
 import socketserver
-import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from urllib.parse import parse_qs, urlsplit
 from toolkit.boot import pxe
 from toolkit.boot.admin import REALM, fleet_allowed
 from toolkit.boot.builds import ArtifactIndex, BuildCache
+from toolkit.boot.cleaning import accept_cleaning
 from toolkit.boot.connections import Conn, ConnectionPool, Limits, SocketReader
 from toolkit.boot.decide import decide_boot
 from toolkit.boot.evidence import accept_refusal, accept_report, issue_boot_token, reject
@@ -341,6 +341,8 @@ class BootHandler(BaseHTTPRequestHandler):
         try:
             if path == "/report":
                 self._report()
+            elif path == "/clean":
+                self._clean()
             else:
                 self._not_found("other")
         except DISCONNECTS as exc:
@@ -492,14 +494,16 @@ class BootHandler(BaseHTTPRequestHandler):
         body = json.dumps({"accepted": False, "reason": rej.reason, "kind": rej.kind.value}).encode()
         self._send_body("report", code, body, "application/json")
 
-    def _report(self) -> None:
+    def _report_payload(self) -> tuple[bool, Any]:
+        """(True, the JSON body) of a report request; (False, None) when it was refused here (answered 400)."""
         fleet = self.server.config.fleet
         length_s = self.headers.get("Content-Length", "")
         if not length_s.isdigit() or len(length_s) > 7 or int(length_s) > MAX_REPORT_BYTES:
             self.close_connection = True
             rej = ReportRejected("malformed report: missing or oversized Content-Length", RejectKind.MALFORMED)
             reject(fleet, rej, self._client())
-            return self._reject(rej, 400)
+            self._reject(rej, 400)
+            return False, None
         raw = self.rfile.read(int(length_s))
         ctype = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         try:
@@ -508,21 +512,50 @@ class BootHandler(BaseHTTPRequestHandler):
             payload = decode_report(raw)
         except ReportRejected as rej:
             reject(fleet, rej, self._client())
-            return self._reject(rej, 400)
+            self._reject(rej, 400)
+            return False, None
+        return True, payload
+
+    def _unavailable(self, exc: StateError) -> None:
+        self.server.state_written(False)
+        body = json.dumps({"accepted": False, "reason": exc.message, "kind": "unavailable"}).encode()
+        self._send_body("report", 503, body, "application/json", extra={"Retry-After": "30"})
+
+    def _report(self) -> None:
+        ok, payload = self._report_payload()
+        if not ok:
+            return
+        fleet = self.server.config.fleet
         try:
             status, next_token = accept_report(fleet, payload, self.server.config.secret, self._client(),
                                                self.server.config.token_ttl_s)
         except ReportRejected as rej:
             return self._reject(rej)
         except StateError as exc:
-            self.server.state_written(False)
-            body = json.dumps({"accepted": False, "reason": exc.message, "kind": "unavailable"}).encode()
-            return self._send_body("report", 503, body, "application/json", extra={"Retry-After": "30"})
+            return self._unavailable(exc)
         self.server.metrics.add("reports", "accepted")
         log.info("golden serve: %s reported %s (%s)", status.name, status.observed or "-", status.state)
         body = json.dumps({"accepted": True, "host": status.name, "desired": status.desired,
                            "observed": status.observed, "state": status.state, "next_token": next_token}).encode()
         self._send_body("report", 200, body, "application/json")
+
+
+    def _clean(self) -> None:
+        """A cleaning report from the image golden retire netbooted: the host becomes clean or clean-failed."""
+        ok, payload = self._report_payload()
+        if not ok:
+            return
+        try:
+            host, state = accept_cleaning(self.server.config.fleet, payload, self.server.config.secret,
+                                          self._client(), self.server.config.token_ttl_s)
+        except ReportRejected as rej:
+            return self._reject(rej)
+        except StateError as exc:
+            return self._unavailable(exc)
+        self.server.metrics.add("reports", "accepted")
+        log.info("golden serve: %s cleaning report: %s", host, state)
+        self._send_body("report", 200, json.dumps({"accepted": True, "host": host, "state": state}).encode(),
+                        "application/json")
 
 
 def is_transfer(head: bytes) -> bool:
@@ -541,29 +574,3 @@ def make_server(listen: str, config: ServerConfig) -> BootHTTPServer:
                 13: "ports below 1024 need root or CAP_NET_BIND_SERVICE"}.get(exc.errno or 0,
                                                                                "check the address in --listen")
         raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint=hint) from None
-
-
-def serve_forever(server: BootHTTPServer) -> None:
-    """Serve (and prune) until interrupted; then drain (in-flight transfers get ``limits.drain_s``) and close."""
-    pruner = server.start_pruner()
-    # A /boot hops between threads and releases the GIL on every SQLite call and socket write; with
-    # dozens of transfers running, the default 5 ms switch interval turns each hop into a wait.
-    sys.setswitchinterval(0.0005)
-    try:
-        server.serve_forever(poll_interval=0.5)
-    finally:
-        if pruner is not None:
-            pruner.stop()
-        try:
-            server.drain()
-        finally:
-            server.server_close()
-
-
-def start_in_thread(server: BootHTTPServer) -> threading.Thread:
-    """For tests and embedding: serve on a daemon thread; stop with server.shutdown()."""
-    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    t.start()
-    return t
-
-

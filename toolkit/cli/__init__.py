@@ -28,7 +28,8 @@ from toolkit.core.stop import clear_stop, request_stop
 # Modules under toolkit.cli that contribute verbs, in help order.
 COMMAND_MODULES = (
     "validate", "bake", "images", "diff", "publish", "serve", "pxe", "fleet", "drift", "hw", "breakglass", "report",
-    "inventory", "power", "bootdev", "console", "lab", "reimage", "nightly", "runs", "role", "state", "keys", "help",
+    "inventory", "power", "bootdev", "console", "lab", "reimage", "retire", "nightly", "runs", "role", "state", "keys",
+    "help",
 )
 
 

@@ -9,7 +9,8 @@ import sys
 from toolkit.boot.admin import read_token_file
 from toolkit.boot.connections import Limits
 from toolkit.boot.retention import DEFAULT_PRUNE_EVERY_S, DEFAULT_RETENTION_S, RetentionPolicy
-from toolkit.boot.server import ServerConfig, make_server, parse_listen, serve_forever
+from toolkit.boot.running import serve_forever
+from toolkit.boot.server import ServerConfig, make_server, parse_listen
 from toolkit.boot.token import DEFAULT_TTL_S, shared_secret
 from toolkit.cli.argtypes import duration, int_range
 from toolkit.cli.hostopts import add_host_options, selection

@@ -27,6 +27,7 @@ from toolkit.inventory.hosts import Host, Inventory, load_inventory, resolve_inv
 from toolkit.inventory.selection import limit_of, vault_of
 from toolkit.inventory.vault import VaultOptions
 from toolkit.state import open_state
+from toolkit.state.cleaning import CleaningRow
 from toolkit.state.db import AttemptRow, DriftRow, HostRow, LoginRow, Repo, StateDB, TaintRow, UnknownMachineRow
 from toolkit.state.hardware import HwMark
 from toolkit.state.rotation import RotationRow
@@ -199,8 +200,9 @@ class Fleet:
 
     def _status(self, repo: Repo, host: Host, policy: StaleConfig | None = None, now: float = 0.0,
                 phases: dict[str, str] | None = None, out: dict[str, str] | None = None,
-                marks: dict[str, HwMark] | None = None) -> HostStatus:
+                marks: dict[str, HwMark] | None = None, cleans: dict[str, CleaningRow] | None = None) -> HostStatus:
         row = repo.get_host(host.name)
+        cleaning = cleans.get(host.name) if cleans is not None else repo.get_cleaning(host.name)
         try:
             desired = self.desired_in(repo, host, row)
         except InputError:
@@ -220,11 +222,13 @@ class Fleet:
             observed=observed, observed_since=row.observed_since if row else None,
             booted_at=row.booted_at if row else None, last_report=last, drift=drift,
             state=host_state(desired.build_id if desired else None, observed, last, drift, taint is not None,
-                             bool(stale), (phases or {}).get(host.name) == "failed", rotation is not None),
+                             bool(stale), (phases or {}).get(host.name) == "failed", rotation is not None,
+                             cleaning.state if cleaning else None),
             taint=taint.reason if taint else None, stale=stale, rotation=rotation,
             unverified=unverified.build_id if unverified and (last is None or unverified.at > last) else None,
             hw_changed=mark.changes if (mark := (marks.get(host.name) if marks is not None
                                                  else repo.hw_mark(host.name))) else (),
+            clean_report=cleaning.reason if cleaning else None,
         )
 
     def _staleness(self, repo: Repo, host: Host, row: HostRow | None, desired: DesiredBuild | None,
@@ -251,8 +255,9 @@ class Fleet:
         with self.db.read() as repo:
             phases = repo.last_step_phases()
             out = _rotation_notes(repo.rotation_rows())
-            marks = repo.hw_marks()
-            return [self._status(repo, h, policy, now, phases, out, marks) for h in sorted(hosts, key=lambda h: h.name)]
+            marks, cleans = repo.hw_marks(), repo.all_cleaning()
+            return [self._status(repo, h, policy, now, phases, out, marks, cleans)
+                    for h in sorted(hosts, key=lambda h: h.name)]
 
     def staleness(self, pattern: str, policy: StaleConfig) -> list[Staleness]:
         """Each selected host's staleness under ``policy``: age, builds behind, updates lacking, reasons."""

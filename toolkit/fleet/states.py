@@ -16,6 +16,13 @@ class HostState(StrEnum):
     STALE = "stale"  # breaks the staleness policy (too old, too far behind, lacks security updates)
     NEVER_REPORTED = "never-reported"  # has a desired build, never reported
     NO_BUILD = "no-build"  # no desired build: no image named, or its channel/build is missing
+    CLEANING = "cleaning"  # golden retire took it: never given a build until its clean ends and is cleared
+    CLEAN = "clean"  # retired: every local disk erased and verified (the report is in the audit history)
+    CLEAN_FAILED = "clean-failed"  # a retire did not verify every disk: never given a build until cleared
+
+
+# States in which a host must never be given a build (reimage, publish, the boot server), until cleared.
+NO_BUILD_STATES = frozenset({HostState.CLEANING, HostState.CLEAN_FAILED})
 
 
 # Not a state but a mark beside it (a host can be in-sync and have new hardware): selectable like one.

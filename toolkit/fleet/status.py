@@ -29,6 +29,7 @@ class HostStatus:
     # the build of a report no live reimage attempt vouched for, newer than the last verified one: shown, never acted on
     unverified: str | None = None
     hw_changed: tuple[str, ...] = ()  # the host's hardware change nobody accepted yet ("+disk vdc (...)", ...)
+    clean_report: str | None = None  # a retired host's last cleaning outcome per disk ("vda (virtio): erased by ...")
 
 
 def rack_of(host: Host) -> str:
@@ -37,9 +38,12 @@ def rack_of(host: Host) -> str:
 
 
 def host_state(desired: str | None, observed: str | None, last_report: float | None, drift: tuple[str, ...],
-               tainted: bool = False, stale: bool = False, failed: bool = False, drained: bool = False) -> str:
-    """One state per host, the most urgent first: a drained host is that whatever else holds; a tainted
-    host is that even while a reimage is pending."""
+               tainted: bool = False, stale: bool = False, failed: bool = False, drained: bool = False,
+               cleaning: str | None = None) -> str:
+    """One state per host, the most urgent first: a retired host (``cleaning`` is its mark) is that
+    whatever else holds, then a drained host; a tainted host is that even while a reimage is pending."""
+    if cleaning:
+        return cleaning  # a host being or done retiring must never look available
     if drained:
         return "drained"  # out of rotation says the most: nobody may forget a host that serves nothing
     if desired is None:

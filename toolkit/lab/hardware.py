@@ -35,6 +35,7 @@ class LabDisk:
     size_gib: int
     serial: str
     kind: str = "virtio"
+    readonly: bool = False  # attached read-only (-drive readonly=on): the machine cannot write it (erase e2e)
 
 
 @dataclass(frozen=True)
@@ -57,14 +58,15 @@ def default_hardware(node: str, lab_id: str, index: int, memory_mb: int, disks: 
 
 
 def changed(hw: MachineHardware, *, memory_mb: int | None = None, add_disk: str | None = None,
-            add_gib: int = 1) -> MachineHardware:
-    """``hw`` with other memory and/or one more disk of kind ``add_disk`` (virtio or nvme). Pure."""
+            add_gib: int = 1, readonly: bool = False) -> MachineHardware:
+    """``hw`` with other memory and/or one more disk of kind ``add_disk`` (virtio or nvme, ``readonly``). Pure."""
     disks = hw.disks
     if add_disk is not None:
         if add_disk not in DISK_KINDS or len(disks) >= MAX_DISKS:
             raise InputError(f"a lab machine takes at most {MAX_DISKS} disks of kind {', '.join(DISK_KINDS)}")
         i = len(disks)
-        disks = (*disks, LabDisk(f"disk{i}.qcow2", add_gib, f"D{i}-{hw.serial.removeprefix('GLAB-')}"[:20], add_disk))
+        disks = (*disks, LabDisk(f"disk{i}.qcow2", add_gib, f"D{i}-{hw.serial.removeprefix('GLAB-')}"[:20], add_disk,
+                                 readonly))
     return replace(hw, memory_mb=memory_mb or hw.memory_mb, disks=disks)
 
 
@@ -77,7 +79,8 @@ def hardware_args(hw: MachineHardware, folder: Path) -> list[str]:
         if d.kind not in DISK_KINDS:
             raise InputError(f"disk {d.file}: kind must be one of {', '.join(DISK_KINDS)}")
         device = "nvme" if d.kind == "nvme" else "virtio-blk-pci"
-        args += ["-drive", f"file={folder / d.file},if=none,id=disk{i},format=qcow2",
+        ro = ",readonly=on" if d.readonly else ""
+        args += ["-drive", f"file={folder / d.file},if=none,id=disk{i},format=qcow2{ro}",
                  "-device", f"{device},drive=disk{i},serial={d.serial}"]
     return args
 
@@ -97,13 +100,14 @@ def save_hardware(folder: Path, hw: MachineHardware) -> None:
     atomic_write(folder / HARDWARE_FILE, json.dumps(asdict(hw), indent=1))
 
 
-def set_machine_hardware(folder: Path, *, memory_mb: int | None = None, add_disk: str | None = None) -> MachineHardware:
+def set_machine_hardware(folder: Path, *, memory_mb: int | None = None, add_disk: str | None = None,
+                         readonly: bool = False) -> MachineHardware:
     """Change the memory of the lab machine in ``folder`` (``<home>/lab/nodes/<name>``) and/or add a disk
-    (virtio or nvme); it applies at the machine's next power-on."""
+    (virtio or nvme, attached read-only with ``readonly``); it applies at the machine's next power-on."""
     hw = load_hardware(folder) if folder.is_dir() else None
     if hw is None:
         raise InputError(f"{folder}: not a QEMU lab machine's folder with a {HARDWARE_FILE}")
-    new = changed(hw, memory_mb=memory_mb, add_disk=add_disk)
+    new = changed(hw, memory_mb=memory_mb, add_disk=add_disk, readonly=readonly)
     save_hardware(folder, new)
     return new
 

@@ -37,6 +37,14 @@ from toolkit.bmc.pool import BmcPool
 from toolkit.fleet.fleet import Fleet
 from toolkit.inventory.hosts import Host
 from toolkit.rollout.consolecap import ConsoleCapture
+from toolkit.rollout.events import (
+    event_attempt,
+    event_detail,
+    failed_checks,
+    fetched_from,
+    refused_errno,
+    reported_checks,
+)
 from toolkit.rollout.hookrun import HookRunner
 from toolkit.rollout.hooksteps import HookSteps
 from toolkit.rollout.journal import ATTEMPT_STEPS, Journal, Phase, RunStatus, Step, StepRow
@@ -119,6 +127,8 @@ class ExecutorConfig:
     required_checks: tuple[str, ...] = ()
     tick: float = TICK
     contest_window_s: float = 15.0  # after the power action, before a report counts (see boot.evidence)
+    # the event that ends a host's wait: an agent's "report", or for golden retire the cleaning image's "clean"
+    report_kind: str = "report"
 
 
 def _power_cycle_or_on(client: BmcClient) -> str:
@@ -128,27 +138,6 @@ def _power_cycle_or_on(client: BmcClient) -> str:
         return "on"
     client.set_power(PowerAction.CYCLE)
     return "cycle"
-
-
-def reported_checks(detail: str) -> dict[str, dict[str, object]]:
-    """The health check results a report's event detail carries ({} when none)."""
-    try:
-        data = json.loads(detail or "{}")
-    except ValueError:
-        return {}
-    checks = data.get("checks") if isinstance(data, dict) else None
-    return checks if isinstance(checks, dict) else {}
-
-
-def failed_checks(required: Sequence[str], reported: dict[str, dict[str, object]]) -> list[str]:
-    """Names of required checks that the report did not show as passed (missing counts as failed)."""
-    out = []
-    for name in required:
-        entry = reported.get(name)
-        if not isinstance(entry, dict) or entry.get("passed") is not True:
-            detail = entry.get("detail") if isinstance(entry, dict) else "not reported"
-            out.append(f"{name} ({detail})")
-    return out
 
 
 @dataclass
@@ -265,7 +254,8 @@ class Executor(HookSteps):
         cursor = self._events_cursor_before(min(t.power_at or time.time() for t in tasks))
         while waiting:
             with self.fleet.db.read() as repo:
-                events = repo.events_after(cursor, kinds=("report", "contested", BOOT_REFUSED), limit=5000)
+                events = repo.events_after(cursor, kinds=(self.config.report_kind, "contested", BOOT_REFUSED),
+                                           limit=5000)
             for ev in events:
                 cursor = ev.id
                 self._take_event(ev.kind, waiting.get(ev.host or ""), ev.build_id, ev.at, ev.detail, reported, failed)
@@ -287,18 +277,21 @@ class Executor(HookSteps):
         """Note a report or a contest that belongs to the task's attempt; ignore everything else."""
         if t is None or t.power_at is None or at < t.power_at or t.host in failed:
             return
-        if _event_attempt(detail) != self._attempt_id(t):
+        if event_attempt(detail) != self._attempt_id(t):
             return  # a report with a token from before this attempt's power action, or another attempt's
         if kind == "contested":
             failed[t.host] = ("boot contested: the boot script of this attempt was fetched more than once "
-                              f"({_fetched_from(detail)}); no report of it counts")
+                              f"({fetched_from(detail)}); no report of it counts")
             reported.pop(t.host, None)
         elif kind == BOOT_REFUSED:  # firmware evidence only ever fails a host
             failed[t.host] = (f"boot refused: the firmware would not start the signed image of build {build} "
-                              f"(Secure Boot; iPXE error {_refused_errno(detail)}); check the db key it was signed "
+                              f"(Secure Boot; iPXE error {refused_errno(detail)}); check the db key it was signed "
                               "with and the image in the store")
             reported.pop(t.host, None)
-        elif kind == "report" and build == t.target:
+        elif kind == "clean" and event_detail(detail).get("result") != "clean":
+            failed[t.host] = f"clean failed: {event_detail(detail).get('summary') or 'no disk reported'}"
+            reported.pop(t.host, None)
+        elif kind == self.config.report_kind and build == t.target:
             reported.setdefault(t.host, detail)
 
     def _settle(self, waiting: dict[str, _Task], reported: dict[str, str], failed: dict[str, str],
@@ -517,26 +510,6 @@ class Executor(HookSteps):
         self.journal.set_status(self.run_id, status, summary)
         return RunOutcome(self.run_id, status, dict(self.results), self.failures, self.plan.failure_budget,
                           waves_done, len(self.plan.waves), summary, round(time.monotonic() - started, 3))
-
-
-def _event_detail(detail: str) -> dict[str, object]:
-    try:
-        data = json.loads(detail or "{}")
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _event_attempt(detail: str) -> str:
-    return str(_event_detail(detail).get("attempt") or "")
-
-
-def _refused_errno(detail: str) -> str:
-    return str(_event_detail(detail).get("errno") or "?")
-
-
-def _fetched_from(detail: str) -> str:
-    return f"from {_event_detail(detail).get('fetched_from') or '?'}"
 
 
 def resume_state(steps: Sequence[StepRow], target_build: str, moves: dict[str, tuple[str | None, str]],

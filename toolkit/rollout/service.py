@@ -22,10 +22,10 @@ from typing import Any
 from toolkit.bmc.pool import BmcPool
 from toolkit.bmc.tls import warn_unverified
 from toolkit.core.config import Settings
-from toolkit.core.errors import InputError, Interrupted
+from toolkit.core.errors import GateError, InputError, Interrupted
 from toolkit.fleet.fleet import Fleet, open_fleet
 from toolkit.fleet.staleness import check_policy, stale_policy
-from toolkit.fleet.states import HW_CHANGED
+from toolkit.fleet.states import HW_CHANGED, NO_BUILD_STATES
 from toolkit.fleet.status import rack_of
 from toolkit.image.ref import parse_image_ref
 from toolkit.image.spec import CheckStage, ImageSpec
@@ -39,6 +39,7 @@ from toolkit.rollout.hooks import HookPlan, load_hooks, plan_hooks
 from toolkit.rollout.journal import Journal, RunRow, RunStatus, StepRow, new_reimage_run_id
 from toolkit.rollout.leases import LEASE_TTL_S, LeasedJournal, LeaseKeeper, new_holder, take_leases
 from toolkit.rollout.plan import Amount, Candidate, Plan, Policy, Wave, plan_reimage
+from toolkit.rollout.retire import CLEAN_EVENT, mark_cleaning, settle_cleaning
 from toolkit.rollout.rotation import Rotation
 from toolkit.runs.console import console_dir
 from toolkit.store.channels import channel_build, check_gate, current_user
@@ -62,6 +63,7 @@ class ReimageRequest:
     lease_ttl_s: float = LEASE_TTL_S
     state: str | None = None  # only the selected hosts in this state (drifted, tainted, ...)
     stale: bool = False  # only the selected hosts breaking the staleness policy
+    retire: bool = False  # golden retire: the target is the cleaning image, a host is done on its clean report
 
     @property
     def by_state(self) -> bool:
@@ -130,6 +132,8 @@ def plan_request(settings: Settings, req: ReimageRequest, hooks: bool = True) ->
         req = dataclasses.replace(req, image_ref=req.image_ref or image_of_selection(hosts),
                                   policy=dataclasses.replace(req.policy, include_current=True))
     image, build_id, checks, _ = resolve_target(fleet, req.image_ref, req.force, req.reason)
+    if not req.retire:
+        refuse_retired(fleet, req.pattern, hosts)
     if inv:
         inv.require_bmc(hosts)  # a host without a BMC fails the plan, before any BMC is contacted
     status = {s.name: s for s in fleet.status(req.pattern)} if hosts else {}
@@ -138,6 +142,17 @@ def plan_request(settings: Settings, req: ReimageRequest, hooks: bool = True) ->
                        fleet.observed_image(h.name)) for h in hosts if h.name in selected]
     plan = plan_reimage(image, build_id, cands, req.policy)
     return (with_hooks(plan, settings, fleet) if hooks else plan), checks
+
+
+def refuse_retired(fleet: Fleet, pattern: str, hosts: list[Host]) -> None:
+    """GateError when a selected host is being retired or its clean failed: it gets no build until cleared."""
+    states = {s.name: s.state for s in fleet.status(pattern)} if hosts else {}
+    held = [f"{h.name} ({states[h.name]})" for h in hosts if states.get(h.name) in NO_BUILD_STATES]
+    if held:
+        raise GateError(f"refused by the retire gate: {', '.join(held[:10])} must not be given a build "
+                        "(a retire is under way or its clean failed)",
+                        hint="erase again with golden retire HOST --reason ..., or after acting: "
+                             "golden retire --clear HOST --reason ...")
 
 
 def with_hooks(plan: Plan, settings: Settings, fleet: Fleet) -> Plan:
@@ -197,7 +212,7 @@ def plan_from_dict(d: dict[str, Any]) -> Plan:
 
 def _executor(settings: Settings, fleet: Fleet, journal: Journal, run_id: str, plan: Plan,
               checks: tuple[str, ...], on_progress: Callable[[WaveProgress], None], pool: BmcPool,
-              contest_window_s: float) -> Executor:
+              contest_window_s: float, report_kind: str = "report") -> Executor:
     inv = fleet.inventory()
     hosts = {h.name: h for h in inv.hosts} if inv else {}
     if inv:
@@ -207,7 +222,7 @@ def _executor(settings: Settings, fleet: Fleet, journal: Journal, run_id: str, p
     if missing:
         raise InputError(f"host(s) no longer in the inventory: {', '.join(missing[:10])}")
     config = ExecutorConfig(boot_timeout_s=plan.policy.boot_timeout_s, retries=plan.policy.retries,
-                            required_checks=checks, contest_window_s=contest_window_s)
+                            required_checks=checks, contest_window_s=contest_window_s, report_kind=report_kind)
     ex = Executor(run_id, plan, hosts, fleet, journal, pool, config, on_progress,
                   consoles=ConsoleCapture(console_dir(settings.runs_dir, run_id)))
     ex.consoles.prepare()  # type: ignore[union-attr]
@@ -247,13 +262,15 @@ def _run(journal: Journal, run_id: str, make: Callable[[], Executor], **kw: Any)
         if ex is not None and ex.consoles is not None:
             ex.consoles.close()
     _record_lab_boot(ex, outcome)
+    if ex.config.report_kind == CLEAN_EVENT:
+        settle_cleaning(ex.fleet, outcome.results, ex.errors)
     return outcome
 
 
 def _record_lab_boot(ex: Executor, outcome: RunOutcome) -> None:
     """A run that reimaged only lab machines is the build's lab boot test (a promotion gate)."""
     hosts = [ex.hosts[h] for h in ex.plan.hosts]
-    if not hosts or not all(h.vars.get("golden_lab") is True for h in hosts):
+    if ex.config.report_kind == CLEAN_EVENT or not hosts or not all(h.vars.get("golden_lab") is True for h in hosts):
         return
     passed = outcome.status == RunStatus.SUCCEEDED and all(r == "done" for r in outcome.results.values())
     with ex.fleet.db.write() as repo:
@@ -278,15 +295,19 @@ def execute_plan(settings: Settings, req: ReimageRequest, plan: Plan, checks: tu
         journal.create_run(run_id, user, req.label, plan.image, plan.target_build,
                            {"plan": plan_to_dict(plan), "checks": list(checks),
                             "inventory": [str(p) for p in fleet.inventory_sources],
-                            "forced": forced, "reason": req.reason, "contest_window_s": req.contest_window_s})
+                            "forced": forced, "reason": req.reason, "contest_window_s": req.contest_window_s,
+                            "retire": req.retire})
+        if req.retire:
+            mark_cleaning(fleet, plan.hosts, user, req.reason, run_id)  # before any BMC call: fail closed
         if forced:
             with fleet.db.write() as repo:
                 repo.add_audit(time.time(), user, "reimage-forced", f"{plan.image}/{plan.target_build}", req.reason,
                                json.dumps({"run": run_id, "pattern": req.pattern, "hosts": len(plan.hosts)}))
         on_start(run_id)
+        kind = CLEAN_EVENT if req.retire else "report"
         with BmcPool(processes=workers) as pool:
             return _run(journal, run_id, lambda: _executor(settings, fleet, journal, run_id, plan, checks,
-                                                            on_progress, pool, req.contest_window_s))
+                                                            on_progress, pool, req.contest_window_s, kind))
 
 
 def resume_run(settings: Settings, run_id: str, inventory: str | list[str] | None = None,
@@ -316,9 +337,11 @@ def resume_run(settings: Settings, run_id: str, inventory: str | list[str] | Non
         journal.set_status(run_id, RunStatus.RUNNING, f"resumed by {current_user()}")
         checks = tuple(run.plan.get("checks", ()))
         window = float(run.plan.get("contest_window_s", 15.0))
+        kind = CLEAN_EVENT if run.plan.get("retire") else "report"
         with BmcPool(processes=workers) as pool:
             return _run(journal, run_id, lambda: _executor(settings, fleet, journal, run_id, plan, checks,
-                                                            on_progress, pool, window), resume=tasks, finished=finished)
+                                                            on_progress, pool, window, kind),
+                        resume=tasks, finished=finished)
 
 
 def show_run(settings: Settings, run_id: str) -> tuple[RunRow, list[StepRow]]:

@@ -1,7 +1,7 @@
 """``Repo``: the one handle a transaction gives its caller, composed of the state layer's rooms.
 
 Each room (``channels``, ``hosts``, ``access``, ``boots``, ``runs``, ``leases``, ``rotation``, ``tables``,
-``evidence``, ``hardware``) owns
+``evidence``, ``hardware``, ``cleaning``) owns
 the queries of one family of tables and their row types; ``Repo`` inherits them all, so a caller
 holds one object and calls ``repo.get_host(...)`` or ``repo.add_audit(...)`` whichever room
 answers. All share the transaction's one connection.
@@ -12,6 +12,7 @@ from __future__ import annotations
 from toolkit.state.access import Access
 from toolkit.state.boots import Boots
 from toolkit.state.channels import Channels
+from toolkit.state.cleaning import CleaningRoom
 from toolkit.state.evidence import EvidenceRoom
 from toolkit.state.hardware import HardwareRoom
 from toolkit.state.hosts import Hosts
@@ -21,5 +22,6 @@ from toolkit.state.runs import Runs
 from toolkit.state.tables import Tables
 
 
-class Repo(Channels, Hosts, Access, Boots, Runs, Leases, HostRotation, Tables, EvidenceRoom, HardwareRoom):
+class Repo(Channels, Hosts, Access, Boots, Runs, Leases, HostRotation, Tables, EvidenceRoom, HardwareRoom,
+           CleaningRoom):
     """Every query golden runs against the state DB. One instance per transaction."""

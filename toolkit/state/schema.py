@@ -295,6 +295,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             changes TEXT NOT NULL
         );
     """),
+    # Hosts being retired (golden retire): cleaning, clean or clean-failed, with the last per-disk report.
+    Migration("0190_host_cleaning", """
+        CREATE TABLE host_cleaning (
+            host    TEXT PRIMARY KEY,
+            state   TEXT NOT NULL,
+            since   REAL NOT NULL,
+            attempt TEXT NOT NULL DEFAULT '',
+            reason  TEXT NOT NULL DEFAULT '',
+            disks   TEXT NOT NULL DEFAULT '[]'
+        );
+    """),
 )
 
 # Every table golden keeps, parents before children (``golden state migrate`` copies in this order),
@@ -305,6 +316,7 @@ TABLES: tuple[str, ...] = (
     "shared_secrets",
     "drift_paths", "host_logins", "host_taints", "breakglass_grants",
     "host_evidence", "unverified_reports", "boot_noise", "host_rotation", "host_hardware", "hw_marks",
+    "host_cleaning",
 )
 NUMBERED_TABLES: tuple[str, ...] = ("channel_history", "boot_events", "audit_log", "reimage_steps", "host_logins",
                                     "breakglass_grants", "host_hardware")
