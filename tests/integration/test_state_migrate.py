@@ -62,6 +62,7 @@ def populate(home: Path, inv: Path, capsys) -> None:
         repo.add_hardware("n0", "d1", {"memory_mib": 1536}, 14.0, "b2", [])  # the machine as first seen
         repo.add_hardware("n0", "d2", {"memory_mib": 1024}, 15.0, "b2", ["memory 1536 MiB -> 1024 MiB"])
         repo.mark_hw_changed("n0", 15.0, ["memory 1536 MiB -> 1024 MiB"])
+        repo.set_cleaning("n2", "clean-failed", 16.0, "att-2", "vdb (virtio): FAILED: the disk is read-only")
     db.close()
     capsys.readouterr()
 
