@@ -48,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--contest-window", type=duration(0, 3600), default=15.0, metavar="DURATION",
                    help="a report counts only this long after the power action, if no second boot-script fetch "
                         "contested the attempt meanwhile (15s)")
+    p.add_argument("--capture-console", action="store_true",
+                   help="capture each host's serial console over SOL for its attempt (golden runs show --host)")
     p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run from its journal")
@@ -143,7 +145,8 @@ def cmd_reimage(args: argparse.Namespace, ctx: Context) -> int:
         raise InputError("reimage needs a host pattern and --image NAME@CHANNEL, or --state/--stale "
                          "(or --resume RUN_ID)")
     req = ReimageRequest(args.pattern or "all", args.image or "", _policy(args), selection(args), force=args.force,
-                         reason=args.reason, contest_window_s=args.contest_window, state=args.state, stale=args.stale)
+                         reason=args.reason, contest_window_s=args.contest_window, state=args.state, stale=args.stale,
+                         capture_console=args.capture_console)
     plan, checks = plan_request(settings, req)
     if args.dry_run:
         if ctx.json:

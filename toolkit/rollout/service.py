@@ -63,6 +63,10 @@ class ReimageRequest:
     lease_ttl_s: float = LEASE_TTL_S
     state: str | None = None  # only the selected hosts in this state (drifted, tainted, ...)
     stale: bool = False  # only the selected hosts breaking the staleness policy
+    # Capture each host's console over SOL for its attempt (--capture-console). Opt-in for now: the lab's
+    # virtual BMC, which feeds SOL from a thread of its own, stopped answering with two captured boots at
+    # once in the whole suite; real BMCs serve SOL themselves.
+    capture_console: bool = False
     retire: bool = False  # golden retire: the target is the cleaning image, a host is done on its clean report
 
     @property
@@ -212,7 +216,7 @@ def plan_from_dict(d: dict[str, Any]) -> Plan:
 
 def _executor(settings: Settings, fleet: Fleet, journal: Journal, run_id: str, plan: Plan,
               checks: tuple[str, ...], on_progress: Callable[[WaveProgress], None], pool: BmcPool,
-              contest_window_s: float, report_kind: str = "report") -> Executor:
+              contest_window_s: float, report_kind: str = "report", capture: bool = False) -> Executor:
     inv = fleet.inventory()
     hosts = {h.name: h for h in inv.hosts} if inv else {}
     if inv:
@@ -224,8 +228,9 @@ def _executor(settings: Settings, fleet: Fleet, journal: Journal, run_id: str, p
     config = ExecutorConfig(boot_timeout_s=plan.policy.boot_timeout_s, retries=plan.policy.retries,
                             required_checks=checks, contest_window_s=contest_window_s, report_kind=report_kind)
     ex = Executor(run_id, plan, hosts, fleet, journal, pool, config, on_progress,
-                  consoles=ConsoleCapture(console_dir(settings.runs_dir, run_id)))
-    ex.consoles.prepare()  # type: ignore[union-attr]
+                  consoles=ConsoleCapture(console_dir(settings.runs_dir, run_id)) if capture else None)
+    if ex.consoles is not None:
+        ex.consoles.prepare()
     if plan.hooks and plan.hooks.by_host:
         # The vault options golden was given (ANSIBLE_VAULT_* reach ansible-playbook by its environment).
         vault = fleet.vault or VaultOptions()
@@ -307,7 +312,8 @@ def execute_plan(settings: Settings, req: ReimageRequest, plan: Plan, checks: tu
         kind = CLEAN_EVENT if req.retire else "report"
         with BmcPool(processes=workers) as pool:
             return _run(journal, run_id, lambda: _executor(settings, fleet, journal, run_id, plan, checks,
-                                                            on_progress, pool, req.contest_window_s, kind))
+                                                            on_progress, pool, req.contest_window_s, kind,
+                                                            req.capture_console))
 
 
 def resume_run(settings: Settings, run_id: str, inventory: str | list[str] | None = None,
