@@ -150,7 +150,7 @@ def test_impostor_cannot_fake_a_boot(tmp_path: Path) -> None:
     try:
         res = golden.run("--json", "reimage", "lab", "--image", f"web@{GOOD}", "--canary", "0", "--wave-size", "3",
                          "--boot-timeout", "20", "--retries", "0", "--max-failures", "0", "--contest-window", "3",
-                         "--capture-console", "--yes", "-i", str(inventory), timeout=200, check=False)
+                         "--yes", "-i", str(inventory), timeout=200, check=False)  # consoles captured by default
         out = json.loads(res.stdout)
         assert res.returncode == 1, out
         assert set(out["results"].values()) == {"failed"}, out

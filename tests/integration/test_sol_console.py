@@ -114,7 +114,7 @@ def _never_reports(golden: GoldenRunner, tmp_path: Path, http: int) -> None:
                                listen=f"127.0.0.1:{http}")
     try:
         res = golden.run("--json", "reimage", "lab-n01", "--image", f"web@{BUILD}", "--canary", "0",
-                         "--boot-timeout", "90", "--retries", "0", "--capture-console", "--yes", timeout=400,
+                         "--boot-timeout", "90", "--retries", "0", "--yes", timeout=400,
                          check=False)
     finally:
         serve.stop()

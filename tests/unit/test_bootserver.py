@@ -347,6 +347,28 @@ def test_accepted_report_hands_out_a_fresh_single_use_token(env: Env):
     assert _report(env, token)[0] == 403  # nor can the boot token
 
 
+def test_a_report_resent_after_its_answer_was_lost_gets_that_answer_again(env: Env, monkeypatch):
+    """A replica killed between recording a report and replying: the agent resends the same report with the
+    same token. It is answered again (same next token, nothing recorded twice) for the same body and
+    address while that next token is unspent and within the grace; anything else stays a replay."""
+    token = env.armed_token()
+    code, first = _report(env, token, drift=["/etc/a"])
+    assert code == 200
+    with env.db.read() as repo:
+        events = len(repo.events_after(0, ["report"]))
+    code, again = _report(env, token, drift=["/etc/a"])  # the very same report
+    assert (code, again["next_token"], again["state"]) == (200, first["next_token"], first["state"])
+    with env.db.read() as repo:
+        assert len(repo.events_after(0, ["report"])) == events  # answered, not recorded again
+    assert _report(env, token, drift=["/etc/b"])[1]["kind"] == "replay"  # another body: a replay
+    monkeypatch.setattr("toolkit.boot.evidence.REANSWER_GRACE_S", 0.0)
+    time.sleep(0.01)
+    assert _report(env, token, drift=["/etc/a"])[1]["kind"] == "replay"  # past the grace
+    monkeypatch.undo()
+    assert _report(env, first["next_token"], drift=[])[0] == 200  # the agent moves on
+    assert _report(env, token, drift=["/etc/a"])[1]["kind"] == "replay"  # its answer spent: a replay
+
+
 def test_forged_replayed_malformed_reports_rejected_and_change_nothing(env: Env):
     token = env.armed_token()
     assert _report(env, token, drift=[])[0] == 200
@@ -395,7 +417,7 @@ def test_metrics(env: Env):
     env.request("GET", f"/boot/{STRANGER}.ipxe")
     token = _cmdline(env.request("GET", f"/boot/{MAC1}.ipxe")[2].decode())["golden.token"]
     _report(env, token)
-    _report(env, token)
+    _report(env, token, drift=[])  # the spent token with another report: a replay (the same one is answered again)
     code, headers, body = env.request("GET", "/metrics")
     assert code == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
     text = body.decode()

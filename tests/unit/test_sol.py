@@ -3,6 +3,7 @@ answers, error classification, the QEMU serial socket and the capture's bookkeep
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from toolkit.bmc.endpoint import BmcEndpoint, BmcProtocol
 from toolkit.bmc.sol import EscapeFilter, SolStream, classify_sol_error
 from toolkit.core.secret import Secret
 from toolkit.lab.qemu import VmSpec, console_socket_path, qemu_argv
-from toolkit.lab.sol import SimConsole, activate_response, sol_parameter_response
+from toolkit.lab.sol import SimConsole, SolBridge, activate_response, sol_parameter_response
 from toolkit.rollout import consolecap
 from toolkit.rollout.consolecap import ConsoleCapture
 from toolkit.runs.console import TailBuffer, console_file, console_tail, printable_tail, save_tail
@@ -192,6 +193,19 @@ def test_capture_bounds_its_sessions_and_sends_only_what_it_started(monkeypatch,
     assert [(m["op"], m["host"]) for m in sent] == [("start", "a"), ("start", "b"), ("stop", "a"), ("start", "c")]
 
 
+def test_the_power_action_waits_for_captures_to_open_but_never_long(monkeypatch, tmp_path: Path) -> None:
+    cap = ConsoleCapture(tmp_path)
+    monkeypatch.setattr(cap, "_send", lambda message: None)
+    for host in ("a", "b"):
+        cap.start(host, 3, BmcEndpoint(name=host, address="127.0.0.1", user="admin", password=Secret("pw")))
+    console_file(tmp_path, "a", 3).write_text("[golden: console capture started]")  # a's session is open
+    began = time.monotonic()
+    assert cap.wait_started([("a", 3), ("b", 3), ("never-started", 3)], timeout=0.5) == ["b"]
+    assert 0.5 <= time.monotonic() - began < 2.0  # bounded: a capture never holds the reimage up for long
+    console_file(tmp_path, "b", 3).write_text("[golden: console capture could not start: busy]")
+    assert cap.wait_started([("a", 3), ("b", 3)], timeout=5) == []
+
+
 def test_a_dead_capture_process_is_a_warning_not_a_failure(monkeypatch, tmp_path: Path, caplog) -> None:
     cap = ConsoleCapture(tmp_path)
 
@@ -214,3 +228,38 @@ def test_a_stopped_capture_reads_on_for_its_grace(monkeypatch, tmp_path: Path) -
     c.stop(grace=5)  # a later, longer stop never extends the first
     time.sleep(0.35)
     assert not c.running
+
+
+def test_a_bridge_follows_the_serial_log_across_a_restart(tmp_path: Path) -> None:
+    """A QEMU machine's console is followed in its serial log: live from the session's start (what came
+    before is not replayed), then a restarted QEMU's new file from its first byte, so a power cycle's
+    first words arrive although the socket was gone while QEMU restarted."""
+    log_file = tmp_path / "serial.log"
+    log_file.write_bytes(b"before the session\n")
+    got: list[bytes] = []
+
+    def no_socket() -> socket.socket:
+        raise OSError("QEMU restarting")
+
+    bridge = SolBridge("n1", no_socket, got.append, log_file)
+    try:
+        time.sleep(0.3)
+        with log_file.open("ab") as f:
+            f.write(b"live line\n")
+        _until(lambda: b"".join(got) == b"live line\n")
+        log_file.unlink()  # what QemuMachine does before it starts QEMU again
+        time.sleep(0.2)
+        log_file.write_bytes(b"SeaBIOS\niPXE banner\n")
+        _until(lambda: b"".join(got) == b"live line\nSeaBIOS\niPXE banner\n")
+        bridge.write(b"typed while QEMU is away")  # lost, as on a real line; never an error
+    finally:
+        bridge.stop()
+        bridge.thread.join(timeout=5)
+    assert not bridge.thread.is_alive()
+
+
+def _until(cond, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)

@@ -33,6 +33,8 @@ report, or a TPM quote): the next step, described in the README.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 import secrets
@@ -64,6 +66,9 @@ from toolkit.state.db import (
 
 VERIFIED_CHAIN = "verified"  # a next_token handed out with a verified report: its re-reports stay verified
 UNVERIFIED_CHAIN = "report"  # a next_token handed out with an unverified report (and every pre-0140 one)
+# How long an agent may resend a report whose answer it lost (a replica killed between commit and reply)
+# and get that same answer again; past it, or once the answer's token is spent, a resend is a replay.
+REANSWER_GRACE_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -106,11 +111,22 @@ def issue_boot_token(fleet: Fleet, secret: bytes, mac: str, host: str, build_id:
     return IssuedToken(token, attempt, contested, True)
 
 
+def answer_nonce(secret: bytes, spent_nonce: str, body_digest: str) -> str:
+    """The nonce of the next token that answers the report ``body_digest`` sent with ``spent_nonce``: derived,
+    not random, so the same report resent (its answer lost) finds the answer already stored. Pure."""
+    mac = hmac.new(secret, f"next-token\0{spent_nonce}\0{body_digest}".encode(), hashlib.sha256)
+    return mac.hexdigest()[:32]
+
+
+def report_digest(payload: Any) -> str:
+    """sha256 of a report's canonical JSON: a resent report (same bytes, any key order) has the same. Pure."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def _reissue(repo: Repo, secret: bytes, mac: str, host: str, report: ObservedReport, addr: str,
-             verified: bool) -> str:
+             verified: bool, nonce: str) -> str:
     """The next token for an agent's periodic re-report, with the standing of the report it answers (never
     counted as a fetch); stored in the transaction that accepted the report, so both or neither are."""
-    nonce = secrets.token_hex(16)
     now = time.time()
     source = VERIFIED_CHAIN if verified else UNVERIFIED_CHAIN
     repo.insert_token(TokenRow(nonce, mac, host, report.build_id, "", now, addr, None, source=source))
@@ -271,12 +287,30 @@ def _verified_claims(payload: Any, secret: bytes, ttl: float) -> tuple[ObservedR
         raise ReportRejected(exc.message, RejectKind(exc.kind), mac) from None
 
 
+def _stored_answer(repo: Repo, secret: bytes, mac: str, host: str, report: ObservedReport, addr: str,
+                   next_nonce: str, now: float) -> str | None:
+    """The token that already answered this very report, when it was recorded but its answer never reached the
+    agent (a replica killed between commit and reply): only for the same host and address, within
+    REANSWER_GRACE_S, and while that token is unspent. None: the resend is a replay."""
+    nxt = repo.get_token(next_nonce)
+    if (nxt is None or nxt.host != host or nxt.used_at is not None or (nxt.issued_to or "") != (addr or "")
+            or now - nxt.issued_at > REANSWER_GRACE_S):
+        return None
+    return issue_token(secret, mac, nxt.build_id, next_nonce, issued_at=nxt.issued_at, image=report.image)
+
+
 def _accept_in(repo: Repo, fleet: Fleet, host: Host, mac: str, report: ObservedReport, nonce: str, addr: str,
-               secret: bytes) -> tuple[HostStatus, str]:
-    """Inside one transaction: refuse, or spend and record (verified or not), then status and next token."""
+               secret: bytes, body_digest: str) -> tuple[HostStatus, str]:
+    """Inside one transaction: refuse, or spend and record (verified or not), then status and next token.
+    A report resent because its answer was lost gets that answer again and changes nothing."""
     now = time.time()
     row = repo.get_token(nonce)
+    next_nonce = answer_nonce(secret, nonce, body_digest)
     refusal = token_refusal(repo, row, host.name, addr)
+    if refusal is not None and refusal.kind is RejectKind.REPLAY:
+        again = _stored_answer(repo, secret, mac, host.name, report, addr, next_nonce, now)
+        if again is not None:
+            return fleet.status_in(repo, host), again
     if refusal is not None or row is None:
         raise refusal or ReportRejected("token was never issued by this boot server", RejectKind.UNKNOWN_TOKEN)
     verified = standing(repo, row, now)
@@ -286,7 +320,8 @@ def _accept_in(repo: Repo, fleet: Fleet, host: Host, mac: str, report: ObservedR
             else _record_unverified(repo, host.name, mac, report, row, addr, now))
     if not done:
         raise ReportRejected("token already used (replayed report)", RejectKind.REPLAY)
-    return fleet.status_in(repo, host), _reissue(repo, secret, mac, host.name, report, addr, bool(verified))
+    return fleet.status_in(repo, host), _reissue(repo, secret, mac, host.name, report, addr, bool(verified),
+                                                  next_nonce)
 
 
 def accept_report(fleet: Fleet, payload: Any, secret: bytes, addr: str = "",
@@ -303,7 +338,7 @@ def accept_report(fleet: Fleet, payload: Any, secret: bytes, addr: str = "",
             raise ReportRejected("MAC not in the inventory", RejectKind.UNKNOWN_HOST, mac)
         # One transaction: a refusal raised inside rolls back everything, so a refused report changes nothing.
         with fleet.db.write_rows() as repo:
-            return _accept_in(repo, fleet, host, mac, report, claims.nonce, addr, secret)
+            return _accept_in(repo, fleet, host, mac, report, claims.nonce, addr, secret, report_digest(payload))
     except ReportRejected as rej:
         rej.mac = rej.mac or mac
         reject(fleet, rej, addr)

@@ -48,8 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--contest-window", type=duration(0, 3600), default=15.0, metavar="DURATION",
                    help="a report counts only this long after the power action, if no second boot-script fetch "
                         "contested the attempt meanwhile (15s)")
-    p.add_argument("--capture-console", action="store_true",
-                   help="capture each host's serial console over SOL for its attempt (golden runs show --host)")
+    p.add_argument("--capture-console", action=argparse.BooleanOptionalAction, default=True,
+                   help="capture each host's serial console over SOL for its attempt (on by default; "
+                        "golden runs show RUN --host H prints it)")
     p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run from its journal")

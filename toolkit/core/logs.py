@@ -82,6 +82,9 @@ def setup_logging(level: int, stream: TextIO | None = None) -> None:
     root.setLevel(level)
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    # psycopg's pool warns on every failed reconnect while PostgreSQL is away; golden says once that the
+    # state database is unreachable and once that it is back (state.postgres), so those show only with -vv
+    logging.getLogger("psycopg.pool").setLevel(logging.WARNING if level <= logging.DEBUG else logging.ERROR)
 
 
 def stderr_line(text: str, level: int = logging.INFO) -> None:

@@ -2,9 +2,11 @@
 
 A QEMU machine's serial port is a unix socket (``VmSpec.console_socket``); a simulated machine has a
 small generated console (a socket pair it writes its power events to). While a SOL session is
-active, a SolBridge thread reads the machine's console and hands every chunk to pyghmi's
-ServerConsole, and whatever the SOL client types goes back into the console. QEMU restarts on a
-power cycle and its socket with it: the bridge reconnects until the session ends.
+active, a SolBridge thread reads the machine's console into a bounded queue, and the BMC's own loop
+(the one thread that runs pyghmi) hands it to pyghmi's ServerConsole (``SolBmc.pump_sol``): pyghmi's
+sessions are not thread-safe, and a bridge thread sending on them left two captured BMCs silent.
+Whatever the SOL client types goes back into the console. QEMU restarts on a power cycle and its
+socket with it: the bridge reconnects until the session ends.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import collections
 import contextlib
 import logging
 import os
+import select
 import socket
 import threading
 import time
@@ -39,6 +42,8 @@ SOL_STALE_S = 60.0  # an SOL owner silent this long (clients keep alive every 15
 _NETFN_APP, _NETFN_TRANSPORT = 6, 0x0C
 _CMD_ACTIVATION_STATUS, _CMD_INSTANCE_INFO, _CMD_SOL_CONFIG = 0x4A, 0x4B, 0x22
 BACKLOG = 20  # lines a simulated console replays to a new connection
+# console bytes held for the BMC loop: beyond this the oldest are lost (a UART overrun, never a stall)
+MAX_QUEUED = 64 * 1024
 
 
 def sol_parameter(selector: int, port: int) -> list[int] | None:
@@ -150,23 +155,38 @@ class SimConsole:
 
 
 class SolBridge:
-    """Pumps a machine's console into ``deliver`` until stopped; ``write`` sends typed bytes back."""
+    """Pumps a machine's console into ``deliver`` until stopped; ``write`` sends typed bytes back.
 
-    def __init__(self, name: str, opener: Callable[[], socket.socket], deliver: Callable[[bytes], None]) -> None:
+    With ``log`` (a QEMU machine's serial log) the output is followed in that file, not read from the
+    socket: QEMU writes every byte there whether a client is connected or not, and starts a new file
+    when it restarts (QemuMachine unlinks the old one), so a power cycle's first words (firmware,
+    iPXE's banner) reach the session although the socket is gone while QEMU restarts. The socket then
+    only carries typed input (what QEMU echoes on it is drained and dropped)."""
+
+    def __init__(self, name: str, opener: Callable[[], socket.socket], deliver: Callable[[bytes], None],
+                 log: Path | None = None) -> None:
         self.name = name
         self.opener = opener
         self.deliver = deliver
+        self.log = log
         self.running = True
         self.sock: socket.socket | None = None
-        self.thread = threading.Thread(target=self._pump, daemon=True, name=f"sol-{name}")
+        self.thread = threading.Thread(target=self._pump if log is None else self._follow, daemon=True,
+                                       name=f"sol-{name}")
         self.thread.start()
 
     def write(self, data: bytes) -> None:
         """Typed bytes to the machine (lost while its console is not there, as on a real line)."""
         sock = self.sock
-        if sock is not None:
+        if sock is None and self.log is not None:
             with contextlib.suppress(OSError):
+                sock = self.sock = self.opener()
+        if sock is not None:
+            try:
                 sock.sendall(data)
+            except OSError:
+                if self.log is not None:
+                    self.sock = None  # QEMU restarted: connect again on the next keystroke
 
     def stop(self) -> None:
         """End the pump and close the console connection."""
@@ -198,6 +218,63 @@ class SolBridge:
         if self.running:
             time.sleep(RECONNECT_S)  # QEMU exited (reset, power off): wait for the next one
 
+    def _follow(self) -> None:
+        """Deliver what QEMU appends to its serial log: live from the session's start, then each new
+        boot's file from its first byte."""
+        assert self.log is not None
+        f, inode, first = None, None, True
+        try:
+            while self.running:
+                if f is None:
+                    f, inode = _open_log(self.log, at_end=first)
+                    if f is None:
+                        self._drain(RECONNECT_S / 5)
+                        continue
+                    first = False
+                data = f.read(_READ)
+                if data:
+                    self.deliver(data)
+                elif _replaced(self.log, inode):
+                    f.close()
+                    f = None  # QEMU started again: its new file, from the top
+                else:
+                    self._drain(0.05)
+        finally:
+            if f is not None:
+                f.close()
+
+    def _drain(self, seconds: float) -> None:
+        """Wait ``seconds``, reading and dropping what QEMU echoes on the input socket (it must not fill)."""
+        sock = self.sock
+        if sock is None:
+            time.sleep(seconds)
+            return
+        try:
+            if select.select([sock], [], [], seconds)[0] and not sock.recv(_READ):
+                self.sock = None
+                sock.close()
+        except (OSError, ValueError):
+            self.sock = None
+
+
+def _open_log(path: Path, *, at_end: bool) -> tuple[Any, int | None]:
+    """The serial log open for reading (at its end, or its start) and its inode; (None, None) while absent."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - kept open while the session follows it
+    except FileNotFoundError:
+        return None, None
+    if at_end:
+        f.seek(0, os.SEEK_END)
+    return f, os.fstat(f.fileno()).st_ino
+
+
+def _replaced(path: Path, inode: int | None) -> bool:
+    """Whether ``path`` is now another file (or none) than the one open with ``inode``."""
+    try:
+        return os.stat(path).st_ino != inode
+    except FileNotFoundError:
+        return True
+
 
 class _LabConsole(pyghmi_console.ServerConsole):
     """pyghmi's BMC-side SOL console, telling the BMC when its client was last heard."""
@@ -226,6 +303,11 @@ class SolBmc:
     sol_heard = 0.0
     bridge: SolBridge | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._queued = bytearray()
+        self._sol_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
     def is_active(self) -> bool:
         """SOL is enabled on every lab BMC (pyghmi asks before activating)."""
         return True
@@ -248,6 +330,24 @@ class SolBmc:
         self.sol_heard = time.monotonic()
 
     def _deliver(self, data: bytes) -> None:
+        """The bridge thread's side: queue console bytes for pump_sol (never touches pyghmi)."""
+        with self._sol_lock:
+            self._queued += data
+            if len(self._queued) > MAX_QUEUED:
+                del self._queued[:len(self._queued) - MAX_QUEUED]
+
+    def sol_waiting(self) -> bool:
+        """Whether console bytes wait for pump_sol."""
+        return bool(self._queued)
+
+    def pump_sol(self) -> None:
+        """The BMC loop's side: send the queued console bytes on the SOL session (pyghmi splits them into
+        packets and waits for each acknowledgement in this same loop)."""
+        if not self._queued:
+            return
+        with self._sol_lock:
+            data = bytes(self._queued)
+            self._queued.clear()
         sol = self.sol
         if sol is not None:
             sol.send_data(data)
@@ -274,10 +374,12 @@ class SolBmc:
             session.send_ipmi_response(code=0x80)  # payload already active on another session
             return
         self.activated, self.sol_owner = True, session
+        with self._sol_lock:
+            self._queued.clear()
         self._heard()
         session.send_ipmi_response(data=activate_response(self.port))
         self.sol = _LabConsole(session, lambda data: self._sol_input(session, data), self._heard)
-        self.bridge = SolBridge(self.name, self.machine.open_console, self._deliver)
+        self.bridge = SolBridge(self.name, self.machine.open_console, self._deliver, self.machine.console_log())
         log.info("%s: SOL activated", self.name)
 
     def deactivate_payload(self, request: Any, session: Any) -> None:

@@ -143,6 +143,10 @@ class SimMachine:
         """A connection to the machine's serial console (a socket)."""
         return self.console.open()
 
+    def console_log(self) -> Path | None:
+        """A file the console's output is also written to (None: the socket alone carries it)."""
+        return None
+
     def set_override(self, device: str, *, persistent: bool, uefi: bool) -> None:
         """Record a boot override as the BMC received it."""
         self.bootdev, self.persistent, self.uefi = device, persistent, uefi
@@ -243,6 +247,10 @@ class QemuMachine(SimMachine):
         """A connection to QEMU's serial socket (OSError while QEMU is not running)."""
         return connect_unix(console_socket_path(self.spec))
 
+    def console_log(self) -> Path | None:
+        """QEMU's serial log, a new file on each start (see _start): SOL follows it (toolkit.lab.sol)."""
+        return self.spec.serial_log if self.spec.console_socket else None
+
     def power_state(self) -> bool:
         """True while its QEMU process runs."""
         return self.proc is not None and self.proc.poll() is None
@@ -255,6 +263,9 @@ class QemuMachine(SimMachine):
             log.warning("%s: %s PXE override not honoured by %s firmware; booting the disk", self.spec.name,
                         "a UEFI" if uefi else "a legacy", self.spec.firmware.upper())
         spec = fitted(VmSpec(**{**asdict(self.spec), "boot_network": network}))  # hardware as it is now
+        # QEMU would truncate its log in place; a new file lets an SOL session that follows the old one
+        # tell the new boot's output from the old (lab.sol.SolBridge)
+        spec.serial_log.unlink(missing_ok=True)
         self.proc = start_vm(spec)
         self.boots += 1
         log.info("%s: started QEMU pid %d (%s boot, %s)", spec.name, self.proc.pid,
@@ -545,8 +556,11 @@ def serve(cfg: ServeConfig) -> int:
     last_status = 0.0
     try:
         while running:
-            _wait_for_packets(ipmi, min(timers.run_due(), 0.2))
+            consoles = [b for b in bmcs if isinstance(b, VirtualBmc) and b.bridge is not None]
+            _wait_for_packets(ipmi, min(timers.run_due(), 0.02 if consoles else 0.2))
             timers.run_due()
+            for bmc in consoles:  # console bytes the bridges queued go out from this thread only (lab.sol)
+                bmc.pump_sol()
             for bmc in bmcs:
                 if bmc.machine.poll():
                     dirty = True

@@ -6,7 +6,9 @@ run starts ``python -m toolkit.rollout.consolecap DIR`` once and tells it, one J
 its stdin (never argv: the lines carry BMC passwords), which host's console to capture for which
 attempt and when to stop. It writes ``DIR/<host>.<attempt>.log`` (toolkit.runs.console), bounded.
 
-Capture never fails or slows the reimage: every send is a pipe write of a few hundred bytes; a BMC
+Capture never fails the reimage and delays it at most START_WAIT_S per wave: the power action waits
+until each host's capture has opened its session or given up (its console file exists), so the
+firmware's first words are in the file. Every send is a pipe write of a few hundred bytes; a BMC
 without SOL, a session held by someone else or a dropped session is a ``[golden: ...]`` note in that
 console file (and a log line), and a capture process that died is a warning once.
 """
@@ -37,6 +39,8 @@ CLOSE_WAIT_S = 1.0
 # a stopped capture reads on this long: what a host printed as its attempt ended (and a session
 # that opened only after a quick failure) still reaches the file
 STOP_GRACE_S = 3.0
+# the power action waits this long at most for a wave's captures to open their sessions (or give up)
+START_WAIT_S = 10.0
 
 
 class ConsoleCapture:
@@ -80,6 +84,18 @@ class ConsoleCapture:
         self.active.add(host)
         self._send({"op": "start", "host": host, "attempt": attempt, "address": bmc.address, "port": bmc.port,
                     "protocol": bmc.protocol.value, "user": bmc.user, "password": bmc.password.reveal()})
+
+    def wait_started(self, hosts: list[tuple[str, int]], timeout: float = START_WAIT_S) -> list[str]:
+        """Wait (at most ``timeout``) until each (host, attempt) capture opened its session or gave up, so a
+        power action that follows is seen from the firmware's first line; the hosts still waiting."""
+        waiting = [(h, a) for h, a in hosts if h in self.active]
+        deadline = time.monotonic() + timeout
+        while waiting and not self.broken:
+            waiting = [(h, a) for h, a in waiting if not console_file(self.directory, h, a).exists()]
+            if not waiting or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        return [h for h, _ in waiting]
 
     def stop(self, host: str) -> None:
         """End ``host``'s capture (its file keeps what was seen)."""

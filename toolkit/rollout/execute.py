@@ -238,6 +238,11 @@ class Executor(HookSteps):
                 self.consoles.start(t.host, t.attempt, self.hosts[t.host].endpoint)  # type: ignore[union-attr]
             else:
                 self.consoles.stop(t.host)  # type: ignore[union-attr]
+        if start and self.consoles is not None and tasks:
+            late = self.consoles.wait_started([(t.host, t.attempt) for t in tasks])
+            if late:
+                log.info("console capture not open yet on %d host(s) (%s): powering on anyway", len(late),
+                         ", ".join(late[:5]))
 
     def _attempt_id(self, t: _Task) -> str:
         return attempt_id(self.run_id, t.host, t.attempt)

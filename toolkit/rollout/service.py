@@ -63,10 +63,8 @@ class ReimageRequest:
     lease_ttl_s: float = LEASE_TTL_S
     state: str | None = None  # only the selected hosts in this state (drifted, tainted, ...)
     stale: bool = False  # only the selected hosts breaking the staleness policy
-    # Capture each host's console over SOL for its attempt (--capture-console). Opt-in for now: the lab's
-    # virtual BMC, which feeds SOL from a thread of its own, stopped answering with two captured boots at
-    # once in the whole suite; real BMCs serve SOL themselves.
-    capture_console: bool = False
+    # Capture each host's console over SOL for its attempt (off with --no-capture-console).
+    capture_console: bool = True
     retire: bool = False  # golden retire: the target is the cleaning image, a host is done on its clean report
 
     @property
@@ -301,7 +299,7 @@ def execute_plan(settings: Settings, req: ReimageRequest, plan: Plan, checks: tu
                            {"plan": plan_to_dict(plan), "checks": list(checks),
                             "inventory": [str(p) for p in fleet.inventory_sources],
                             "forced": forced, "reason": req.reason, "contest_window_s": req.contest_window_s,
-                            "retire": req.retire})
+                            "retire": req.retire, "capture_console": req.capture_console})
         if req.retire:
             mark_cleaning(fleet, plan.hosts, user, req.reason, run_id)  # before any BMC call: fail closed
         if forced:
@@ -344,9 +342,10 @@ def resume_run(settings: Settings, run_id: str, inventory: str | list[str] | Non
         checks = tuple(run.plan.get("checks", ()))
         window = float(run.plan.get("contest_window_s", 15.0))
         kind = CLEAN_EVENT if run.plan.get("retire") else "report"
+        capture = bool(run.plan.get("capture_console", False))  # runs from before capture was on by default: off
         with BmcPool(processes=workers) as pool:
             return _run(journal, run_id, lambda: _executor(settings, fleet, journal, run_id, plan, checks,
-                                                            on_progress, pool, window, kind),
+                                                            on_progress, pool, window, kind, capture),
                         resume=tasks, finished=finished)
 
 
