@@ -52,7 +52,8 @@ def test_one_token_reported_at_once_by_many_is_accepted_once(tmp_path: Path, sta
     issued = issue_boot_token(fleets[0], SECRET, MAC, "n1", "b1", "10.0.0.5", "web")
     report = {"mac": MAC, "build_id": "b1", "image": "web", "token": issued.token, "hostname": "n1",
               "booted_at": "2026-12-02T00:00:00Z", "uptime_s": 5, "drift": [], "agent_version": "t"}
-    out = _race(racers, lambda i: accept_report(fleets[i], report, SECRET, "10.0.0.5"))
+    # each racer's report differs (its uptime): one is recorded, every other one is a replay
+    out = _race(racers, lambda i: accept_report(fleets[i], {**report, "uptime_s": i}, SECRET, "10.0.0.5"))
     accepted = [o for o in out if isinstance(o, tuple)]
     refused = [o for o in out if isinstance(o, ReportRejected)]
     assert len(accepted) == 1 and len(refused) == racers - 1, out
@@ -60,6 +61,27 @@ def test_one_token_reported_at_once_by_many_is_accepted_once(tmp_path: Path, sta
     with fleets[0].db.read() as repo:
         events = repo.events_after(0, kinds=["report"])
     assert len(events) == 1
+
+
+@pytest.mark.parametrize("racers", [8])
+def test_one_report_resent_at_once_is_recorded_once_and_answered_alike(tmp_path: Path, state_backend,
+                                                                      racers: int) -> None:
+    """The same report sent many times at once (an agent whose answers were lost, through several
+    replicas): recorded once; each sender gets that one answer, or a replay if it lost the spend race."""
+    fleets = [_fleet(tmp_path, state_backend()) for _ in range(racers)]
+    fleets[0].arm_attempts([("n1", "a77e000000000001", "b1")], expires_in=600)
+    issued = issue_boot_token(fleets[0], SECRET, MAC, "n1", "b1", "10.0.0.5", "web")
+    report = {"mac": MAC, "build_id": "b1", "image": "web", "token": issued.token, "hostname": "n1",
+              "booted_at": "2026-12-02T00:00:00Z", "uptime_s": 5, "drift": [], "agent_version": "t"}
+    out = _race(racers, lambda i: accept_report(fleets[i], report, SECRET, "10.0.0.5"))
+    accepted = [o for o in out if isinstance(o, tuple)]
+    refused = [o for o in out if isinstance(o, ReportRejected)]
+    assert len(accepted) + len(refused) == racers and accepted, out
+    assert len({token for _, token in accepted}) == 1  # one next token, however often it was asked for
+    assert {r.kind for r in refused} <= {RejectKind.REPLAY}
+    with fleets[0].db.read() as repo:
+        assert len(repo.events_after(0, kinds=["report"])) == 1
+    assert accept_report(fleets[0], report, SECRET, "10.0.0.5")[1] == accepted[0][1]  # and again afterwards
 
 
 def test_two_addresses_fetching_one_attempt_at_once_contest_it(tmp_path: Path, state_backend) -> None:

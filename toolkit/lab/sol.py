@@ -260,7 +260,7 @@ class SolBridge:
 def _open_log(path: Path, *, at_end: bool) -> tuple[Any, int | None]:
     """The serial log open for reading (at its end, or its start) and its inode; (None, None) while absent."""
     try:
-        f = open(path, "rb")  # noqa: SIM115 - kept open while the session follows it
+        f = open(path, "rb")  # kept open while the session follows it
     except FileNotFoundError:
         return None, None
     if at_end:
