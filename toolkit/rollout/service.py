@@ -24,11 +24,13 @@ from toolkit.bmc.tls import warn_unverified
 from toolkit.core.config import Settings
 from toolkit.core.errors import GateError, InputError, Interrupted
 from toolkit.fleet.fleet import Fleet, open_fleet
+from toolkit.fleet.slots import slot_states
 from toolkit.fleet.staleness import check_policy, stale_policy
 from toolkit.fleet.states import HW_CHANGED, NO_BUILD_STATES
 from toolkit.fleet.status import rack_of
 from toolkit.image.ref import parse_image_ref
 from toolkit.image.spec import CheckStage, ImageSpec
+from toolkit.install.settings import InstallMode
 from toolkit.inventory.hosts import Host, InventoryError, load_inventory
 from toolkit.inventory.selection import Selection, limit_of, vault_of
 from toolkit.inventory.vault import GOLDEN_VAULT_ENV, VaultOptions
@@ -142,8 +144,11 @@ def plan_request(settings: Settings, req: ReimageRequest, hooks: bool = True) ->
         inv.require_bmc(hosts)  # a host without a BMC fails the plan, before any BMC is contacted
     status = {s.name: s for s in fleet.status(req.pattern)} if hosts else {}
     selected = {h.name for h in hosts}
+    slots = slot_states(fleet.db) if any(h.install == InstallMode.DISK for h in hosts) else {}
     cands = [Candidate(h.name, rack_of(h), status[h.name].observed if h.name in status else None,
-                       fleet.observed_image(h.name)) for h in hosts if h.name in selected]
+                       fleet.observed_image(h.name), disk=h.install == InstallMode.DISK, uefi=h.uefi,
+                       active_slot=slots[h.name].active if h.name in slots else None)
+             for h in hosts if h.name in selected]
     plan = plan_reimage(image, build_id, cands, req.policy)
     return (with_hooks(plan, settings, fleet) if hooks else plan), checks
 
@@ -211,6 +216,7 @@ def plan_from_dict(d: dict[str, Any]) -> Plan:
         failure_budget=d["failure_budget"], notes=tuple(d["notes"]),
         current_images=dict(d.get("current_images", {})),
         hooks=HookPlan.from_dict(d.get("hooks")) if d.get("hooks") else None,
+        slots=dict(d.get("slots", {})),
     )
 
 
