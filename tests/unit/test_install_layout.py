@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from toolkit.core.errors import InputError
-from toolkit.install.layout import (ALIGN, DATA_LABEL, ESP_TYPE, MIN_DATA_BYTES, ROOT_X86_64_TYPE, Disk, LayoutError,
-                                    plan_layout, required_bytes)
+from toolkit.install.layout import (
+    ALIGN,
+    DATA_LABEL,
+    ESP_TYPE,
+    MIN_DATA_BYTES,
+    ROOT_X86_64_TYPE,
+    Disk,
+    LayoutError,
+    plan_layout,
+    required_bytes,
+)
 from toolkit.install.settings import MIB, DiskSettings, check_device, check_mount, parse_size, show_size
 from toolkit.install.slots import Slot
 
@@ -77,7 +88,7 @@ def test_partitions_are_aligned_contiguous_and_inside_the_disk() -> None:
     layout = plan_layout([Disk("sda", 20 * GIB + 12345)], settings)
     parts = layout.partitions
     assert all(p.start % ALIGN == 0 and p.size % ALIGN == 0 for p in parts)
-    assert all(a.end == b.start for a, b in zip(parts, parts[1:]))
+    assert all(a.end == b.start for a, b in itertools.pairwise(parts))
     assert parts[0].size == 101 * MIB and parts[1].size == 3 * GIB + MIB  # sizes round up, never down
     assert parts[-1].end <= layout.disk_bytes - MIB
 

@@ -10,10 +10,10 @@ from ansible.parsing.vault import VaultLib, VaultSecret
 
 from toolkit.core.config import Settings
 from toolkit.core.secret import Secret
+from toolkit.install.settings import DiskSettings, InstallMode
 from toolkit.inventory.hosts import InventoryError, load_inventory, parse_inventory, resolve_inventory_path
 from toolkit.inventory.selection import NoInventoryError
 from toolkit.inventory.vault import VaultOptions
-from toolkit.install.settings import DiskSettings, InstallMode
 
 INVENTORY = """
 all:

@@ -130,6 +130,18 @@ def test_a_bios_host_asking_for_a_disk_install_is_refused_at_plan_time(home, cap
     assert all(line.startswith("hint:") for line in lines[1:]), err
 
 
+def test_a_real_reimage_of_a_disk_host_is_refused_until_its_installer_exists(home, capsys):
+    """Netbooting a disk host into RAM would report done for an install that never happened."""
+    h, inv = home
+    _host_vars(inv, n2="install: disk\nuefi: true\n")
+    rc = main(["--home", str(h), "reimage", "all", "--image", "web@bbbbbbbbbbbbbbbb", "--yes"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert err.splitlines()[0] == "golden: error: install: disk is planned but not carried out yet: n2 would boot in RAM"
+    assert main(["--home", str(h), "--json", "runs"]) == 0
+    assert json.loads(capsys.readouterr().out) == []  # no run was started, no host touched
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["reimage", "all", "--image", "web"], "--image must look like <name>@<channel> or <name>@<build-id>"),
     (["reimage", "all", "--image", "web@nope"], "no channel 'nope' and no build web/nope"),

@@ -56,14 +56,12 @@ class SlotState:
         return self.a if slot == Slot.A else self.b
 
 
-def _with_build(state: SlotState, slot: Slot, build: str) -> SlotState:
-    return dataclasses.replace(state, **{slot.value: build})
-
-
 def installed(state: SlotState, build: str) -> SlotState:
     """``build`` written to the inactive slot, which now boots under the counter."""
     slot = state.inactive
-    return dataclasses.replace(_with_build(state, slot, build), trying=slot)
+    if slot == Slot.A:
+        return dataclasses.replace(state, a=build, trying=slot)
+    return dataclasses.replace(state, b=build, trying=slot)
 
 
 def blessed(state: SlotState) -> SlotState:

@@ -38,10 +38,10 @@ from toolkit.bmc.endpoint import BmcEndpoint, BmcProtocol
 from toolkit.core.config import Settings
 from toolkit.core.errors import InputError
 from toolkit.core.secret import Secret
+from toolkit.install.settings import DiskSettings, InstallMode
 from toolkit.inventory import cache, fields
 from toolkit.inventory.selection import find_sources
 from toolkit.inventory.vault import LazySecret, VaultError, VaultOptions, cache_key, decrypt_vault, seal, unseal
-from toolkit.install.settings import DiskSettings, InstallMode
 
 DEFAULT_BMC_PORT = 623
 PROTOCOLS = ("ipmi", "redfish")

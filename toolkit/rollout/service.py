@@ -153,6 +153,16 @@ def plan_request(settings: Settings, req: ReimageRequest, hooks: bool = True) ->
     return (with_hooks(plan, settings, fleet) if hooks else plan), checks
 
 
+def refuse_disk_installs(plan: Plan) -> None:
+    """InputError while the plan holds disk hosts: their installer does not exist yet (issue 26), and
+    netbooting them into RAM would report "done" for an install that never happened."""
+    if plan.slots:
+        hosts = sorted(plan.slots)
+        raise InputError(f"install: disk is planned but not carried out yet: {', '.join(hosts[:10])}"
+                         f"{f' and {len(hosts) - 10} more' if len(hosts) > 10 else ''} would boot in RAM",
+                         hint="reimage --dry-run shows the slot each would write; set install: ram to reimage now")
+
+
 def refuse_retired(fleet: Fleet, pattern: str, hosts: list[Host]) -> None:
     """GateError when a selected host is being retired or its clean failed: it gets no build until cleared."""
     states = {s.name: s.state for s in fleet.status(pattern)} if hosts else {}
@@ -293,6 +303,7 @@ def execute_plan(settings: Settings, req: ReimageRequest, plan: Plan, checks: tu
                  on_progress: Callable[[WaveProgress], None] = lambda p: None,
                  on_start: Callable[[str], None] = lambda run_id: None, workers: int = 16) -> RunOutcome:
     """Carry out ``plan``: the promotion gate again, leases, journal, waves."""
+    refuse_disk_installs(plan)
     fleet = open_fleet(settings, req.inventory)
     image_ref = req.image_ref or f"{plan.image}@{plan.target_build}"  # by state: the build the plan chose
     _, _, _, forced = resolve_target(fleet, image_ref, req.force, req.reason)  # the gate, again at acting time

@@ -18,8 +18,8 @@ from toolkit.state.hardware import HardwareRoom
 from toolkit.state.hosts import Hosts
 from toolkit.state.leases import Leases
 from toolkit.state.rotation import HostRotation
-from toolkit.state.slots import SlotsRoom
 from toolkit.state.runs import Runs
+from toolkit.state.slots import SlotsRoom
 from toolkit.state.tables import Tables
 
 
