@@ -44,28 +44,24 @@ def test_sizes_show_in_the_largest_unit_that_divides_them(n: int, shown: str) ->
     assert show_size(n) == shown
 
 
-@pytest.mark.parametrize(("text", "ok"), [
-    ("auto", True), ("/dev/sda", True), ("/dev/nvme0n1", True), ("/dev/disk/by-id/wwn-0x5000", True),
-    ("sda", False), ("/dev/../etc/passwd", False), ("/tmp/disk", False), ("/dev/sda/", False), ("AUTO", False),
-])
-def test_disk_device_is_auto_or_a_dev_path(text: str, ok: bool) -> None:
-    if ok:
-        assert check_device(text) == text
-    else:
-        with pytest.raises(ValueError, match="must be 'auto' or a device path"):
-            check_device(text)
+DEVICE, MOUNT = (check_device, "must be 'auto' or a device path"), (check_mount, "must be an absolute path")
+# (check, text, accepted): disk_device is auto or a /dev path; disk_data_mount is absolute, off / and /boot
+PATHS = [
+    *[(DEVICE, text, True) for text in ("auto", "/dev/sda", "/dev/nvme0n1", "/dev/disk/by-id/wwn-0x5000")],
+    *[(DEVICE, text, False) for text in ("sda", "/dev/../etc/passwd", "/tmp/disk", "/dev/sda/", "AUTO")],
+    *[(MOUNT, text, True) for text in ("/var/lib/golden-data", "/srv", "/bootstrap")],
+    *[(MOUNT, text, False) for text in ("/", "relative", "/boot", "/boot/efi", "/srv/../etc", "")],
+]
 
 
-@pytest.mark.parametrize(("text", "ok"), [
-    ("/var/lib/golden-data", True), ("/srv", True), ("/bootstrap", True),
-    ("/", False), ("relative", False), ("/boot", False), ("/boot/efi", False), ("/srv/../etc", False), ("", False),
-])
-def test_data_mount_is_an_absolute_path_off_root_and_boot(text: str, ok: bool) -> None:
+@pytest.mark.parametrize(("check", "text", "ok"), PATHS, ids=[f"{c[0].__name__}:{t!r}" for c, t, _ in PATHS])
+def test_disk_device_and_data_mount_paths(check: tuple, text: str, ok: bool) -> None:
+    fn, message = check
     if ok:
-        assert check_mount(text) == text
+        assert fn(text) == text
     else:
-        with pytest.raises(ValueError, match="must be an absolute path"):
-            check_mount(text)
+        with pytest.raises(ValueError, match=message):
+            fn(text)
 
 
 def test_the_default_layout_on_a_32g_disk() -> None:
