@@ -137,7 +137,8 @@ def test_a_real_reimage_of_a_disk_host_is_refused_until_its_installer_exists(hom
     rc = main(["--home", str(h), "reimage", "all", "--image", "web@bbbbbbbbbbbbbbbb", "--yes"])
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
-    assert err.splitlines()[0] == "golden: error: install: disk is planned but not carried out yet: n2 would boot in RAM"
+    assert err.splitlines()[0] == ("golden: error: install: disk is planned but not carried out yet: "
+                                   "n2 would boot in RAM")
     assert main(["--home", str(h), "--json", "runs"]) == 0
     assert json.loads(capsys.readouterr().out) == []  # no run was started, no host touched
 
