@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.install.entries import EntryState, blessed, booted, marked_bad, new_entry, parse_entry
+from toolkit.install.entries import (
+    EntryState,
+    blessed,
+    booted,
+    entry_conf,
+    loader_conf,
+    marked_bad,
+    new_entry,
+    parse_entry,
+)
 from toolkit.install.slots import Slot
 
 BUILD = "d683c210a7d8b98f"
@@ -77,3 +86,11 @@ def test_names_that_are_not_golden_entries(name: str) -> None:
 def test_no_entry_for_a_build_that_is_not_a_token_or_without_tries(build: str, tries: int) -> None:
     with pytest.raises(ValueError):
         new_entry(Slot.A, build, tries)
+
+
+def test_the_entry_text_orders_by_generation_and_loader_conf_names_no_default() -> None:
+    """A ``default`` would be followed even to a bad entry (NixOS/nixpkgs#84204): the order decides."""
+    text = entry_conf(new_entry(Slot.B, BUILD, 3), 7, "ro console=ttyS0")
+    assert text.splitlines() == [f"title golden b {BUILD}", "sort-key golden", "version 7", "linux /golden/b/vmlinuz",
+                                 "initrd /golden/b/initrd", "options ro console=ttyS0"]
+    assert "default" not in loader_conf() and loader_conf().splitlines() == ["timeout 0", "editor no"]

@@ -5,7 +5,9 @@ it first (``+2-1``, ``+1-2``, ``+0-3``: tries left, tries done); at ``+0-N`` it 
 after every other entry, so the machine boots the other slot. ``systemd-bless-boot good`` drops the
 counter (``golden-a-<build>.conf``), ``bad`` sets tries left to 0 and keeps tries done.
 A ``default`` in loader.conf matches entry ids, which include the counter, and is followed even
-to a bad entry (NixOS/nixpkgs#84204): the installer orders entries instead of naming a default.
+to a bad entry (NixOS/nixpkgs#84204): ``loader_conf`` names none. Which entry boots is then the
+order: bad entries last, then (all sharing one ``sort-key``) the highest ``version``, so an install
+or a rollback gives the entry to boot the next generation number (``entry_conf``).
 """
 
 from __future__ import annotations
@@ -90,3 +92,19 @@ def marked_bad(entry: Entry) -> Entry:
     if entry.left is None:
         return entry
     return Entry(entry.slot, entry.build, 0, entry.done)
+
+
+def entry_dir(slot: Slot) -> str:
+    """Where a slot's kernel and initrd live on the ESP: ``/golden/a``."""
+    return f"/golden/{slot.value}"
+
+
+def entry_conf(entry: Entry, generation: int, options: str) -> str:
+    """The entry file's text: the slot's kernel and initrd, ordered by ``generation`` (highest boots)."""
+    return (f"title golden {entry.slot.value} {entry.build}\nsort-key golden\nversion {generation}\n"
+            f"linux {entry_dir(entry.slot)}/vmlinuz\ninitrd {entry_dir(entry.slot)}/initrd\noptions {options}\n")
+
+
+def loader_conf(timeout_s: int = 0) -> str:
+    """loader.conf: no ``default`` (it would pin a bad entry), no editor (no kernel command line edits)."""
+    return f"timeout {timeout_s}\neditor no\n"
