@@ -16,6 +16,7 @@ from toolkit.rollout.leases import take_leases
 from toolkit.state.db import LoginRow, SQLiteStateDB, TokenRow
 from toolkit.state.postgres import PostgresStateDB
 from toolkit.state.schema import TABLES
+from toolkit.state.slots import SlotRow
 from toolkit.store.artifacts import Store
 
 pytestmark = pytest.mark.integration
@@ -63,6 +64,7 @@ def populate(home: Path, inv: Path, capsys) -> None:
         repo.add_hardware("n0", "d2", {"memory_mib": 1024}, 15.0, "b2", ["memory 1536 MiB -> 1024 MiB"])
         repo.mark_hw_changed("n0", 15.0, ["memory 1536 MiB -> 1024 MiB"])
         repo.set_cleaning("n2", "clean-failed", 16.0, "att-2", "vdb (virtio): FAILED: the disk is read-only")
+        repo.set_slots(SlotRow("n1", "b", "b1", "b2", None, "b1", 17.0))  # a disk host back on b after a fall-back
     db.close()
     capsys.readouterr()
 

@@ -10,6 +10,7 @@ from ansible.parsing.vault import VaultLib, VaultSecret
 
 from toolkit.core.config import Settings
 from toolkit.core.secret import Secret
+from toolkit.install.settings import DiskSettings, InstallMode
 from toolkit.inventory.hosts import InventoryError, load_inventory, parse_inventory, resolve_inventory_path
 from toolkit.inventory.selection import NoInventoryError
 from toolkit.inventory.vault import VaultOptions
@@ -241,3 +242,41 @@ def test_vault_id_with_an_executable_script(tmp_path: Path, monkeypatch: pytest.
                     f"{_vault('pw-from-script', b's3cret-vault')}\n")
     host = load_inventory(path, vault=VaultOptions(vault_ids=(f"prod@{script}",))).host("n1")
     assert host.bmc is not None and host.bmc.password.reveal() == "pw-from-script"
+
+
+DISK_INVENTORY = """
+all:
+  children:
+    rack1:
+      vars:
+        install: disk
+        uefi: true
+        disk_slot_size: 8G
+      hosts:
+        d1:
+          mac: "52:54:00:00:03:01"
+          disk_device: /dev/nvme0n1
+          disk_boot_tries: "5"
+        d2:
+          mac: "52:54:00:00:03:02"
+          disk_data_mount: /srv/data
+          disk_esp_size: 1GiB
+        r1:
+          mac: "52:54:00:00:03:03"
+          install: ram
+"""
+
+
+def test_install_mode_and_disk_settings_from_group_and_host_vars(tmp_path: Path) -> None:
+    """Group vars set the mode and the slot size, host vars the rest; defaults fill the gaps; a RAM
+    host carries no disk settings; a second (cached) load reads the same hosts."""
+    path = tmp_path / "inv.yaml"
+    path.write_text(DISK_INVENTORY)
+    for _ in range(2):
+        inv = load_inventory(path, cache_dir=tmp_path / "cache")
+        d1, d2, r1 = inv.host("d1"), inv.host("d2"), inv.host("r1")
+        assert d1.install == d2.install == InstallMode.DISK and r1.install == InstallMode.RAM
+        assert d1.disk == DiskSettings(device="/dev/nvme0n1", slot_bytes=8 << 30, boot_tries=5)
+        assert d2.disk == DiskSettings(slot_bytes=8 << 30, esp_bytes=1 << 30, data_mount="/srv/data")
+        assert r1.disk is None
+    assert parse_inventory(INVENTORY, tmp_path / "plain.yaml").host("r1n1").install == InstallMode.RAM

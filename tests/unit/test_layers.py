@@ -14,21 +14,23 @@ TOOLKIT = Path(__file__).resolve().parents[2] / "toolkit"
 # What each package may import (besides itself). The flow reads bottom-up: core, image and state
 # at the bottom; bake and the store above them; inventory -> fleet -> boot and rollout on top; the
 # BMC layer knows only core (it takes endpoints, never inventory hosts); the lab drives BMCs only;
-# runs (ids and records of bake, nightly and reimage runs) knows core and state. Each entry is an
+# runs (ids and records of bake, nightly and reimage runs) knows core and state; install (disk layout,
+# A/B slots, boot entries: pure) sits beside image, below the inventory that names its settings. Each entry is an
 # import that exists (test_allowed_holds_only_imports_that_exist): widen it when you add one.
 ALLOWED: dict[str, set[str]] = {
     "core": set(),
     "image": {"core"},
+    "install": {"core", "image"},
     "state": {"core"},
     "runs": {"core", "state"},
     "trust": {"core", "image"},
     "store": {"core", "image", "state", "trust"},
     "bake": {"core", "image", "store", "runs", "trust"},
     "bmc": {"core"},
-    "inventory": {"core", "image", "bmc"},
-    "fleet": {"core", "image", "state", "store", "inventory", "bmc"},
+    "inventory": {"core", "image", "bmc", "install"},
+    "fleet": {"core", "image", "state", "store", "inventory", "bmc", "install"},
     "boot": {"core", "image", "state", "store", "inventory", "fleet", "trust"},
-    "rollout": {"core", "image", "state", "store", "inventory", "fleet", "bmc", "runs"},
+    "rollout": {"core", "image", "state", "store", "inventory", "fleet", "bmc", "runs", "install"},
     "lab": {"core", "bmc", "trust"},
     "role": {"core", "bake"},
     "nightly": {"core", "image", "state", "store", "bake", "lab", "rollout", "fleet", "runs"},

@@ -13,6 +13,8 @@ from tests.fixtures.boot import make_build, write_inventory
 from tests.fixtures.postgres import BACKENDS
 from toolkit.cli import main
 from toolkit.core.config import load_settings
+from toolkit.fleet.slots import row_of
+from toolkit.install.slots import Slot, SlotState
 from toolkit.rollout.leases import take_leases
 from toolkit.state import open_state
 from toolkit.state.db import SQLiteStateDB
@@ -80,6 +82,65 @@ def test_dry_run_shows_each_hosts_hooks_and_each_groups_budget(home, capsys, tmp
     assert plan["hooks"]["groups"] == [{"key": "n0:n1", "budget": 1, "size": 2, "members": ["n0", "n1"]}]
     assert plan["hooks"]["by_host"] == {"n0": [0], "n1": [0]}
     assert before is None or _db_digest(h) == before
+
+
+def _host_vars(inv: Path, **hosts: str) -> None:
+    folder = inv.parent / "host_vars"
+    folder.mkdir(exist_ok=True)
+    for name, body in hosts.items():
+        (folder / f"{name}.yml").write_text(body)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dry_run_shows_the_slot_each_disk_host_writes(home, capsys, monkeypatch, request, backend):
+    """n0 (no known slots) writes A, n1 (running A) writes B, n2 (running B) writes A; RAM hosts have none."""
+    h, inv = home
+    if backend == "postgresql":
+        monkeypatch.setenv("GOLDEN_STATE_URL", request.getfixturevalue("pg_url"))
+    disk = "install: disk\nuefi: true\n"
+    _host_vars(inv, n0=disk, n1=disk, n2=disk)
+    db = open_state(load_settings(home=h))
+    with db.write() as repo:
+        repo.set_slots(row_of("n1", SlotState(active=Slot.A, a="aaaaaaaaaaaaaaaa"), 1.0))
+        repo.set_slots(row_of("n2", SlotState(active=Slot.B, a="a1", b="b1", fell_back="a1"), 2.0))
+    with db.read() as repo:
+        assert repo.get_slots("n2") == row_of("n2", SlotState(active=Slot.B, a="a1", b="b1", fell_back="a1"), 2.0)
+        assert repo.get_slots("n3") is None
+    db.close()
+    argv = ["--home", str(h), "reimage", "all", "--image", "web@bbbbbbbbbbbbbbbb", "--canary", "0", "--wave-size", "4",
+            "--dry-run"]
+    assert main(["--json", *argv]) == 0
+    assert json.loads(capsys.readouterr().out)["plan"]["slots"] == {"n0": "a", "n1": "b", "n2": "a"}
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    header = next(line.split() for line in out.splitlines() if line.split()[:1] == ["wave"])
+    rows = {line.split()[1]: line.split()[header.index("slot")] for line in out.splitlines()
+            if line.strip().startswith("1 ")}  # one wave, no canary: the unnamed column is empty in both
+    assert rows == {"n0": "a", "n1": "b", "n2": "a", "n3": "-"}, out
+
+
+def test_a_bios_host_asking_for_a_disk_install_is_refused_at_plan_time(home, capsys):
+    h, inv = home
+    _host_vars(inv, n1="install: disk\n", n2="install: disk\nuefi: true\n")
+    rc = main(["--home", str(h), "reimage", "all", "--image", "web@bbbbbbbbbbbbbbbb", "--dry-run"])
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert rc == 2 and "Traceback" not in err
+    assert lines[0] == "golden: error: host n1: install: disk needs UEFI firmware, and the inventory says uefi: false"
+    assert all(line.startswith("hint:") for line in lines[1:]), err
+
+
+def test_a_real_reimage_of_a_disk_host_is_refused_until_its_installer_exists(home, capsys):
+    """Netbooting a disk host into RAM would report done for an install that never happened."""
+    h, inv = home
+    _host_vars(inv, n2="install: disk\nuefi: true\n")
+    rc = main(["--home", str(h), "reimage", "all", "--image", "web@bbbbbbbbbbbbbbbb", "--yes"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert err.splitlines()[0] == ("golden: error: install: disk is planned but not carried out yet: "
+                                   "n2 would boot in RAM")
+    assert main(["--home", str(h), "--json", "runs"]) == 0
+    assert json.loads(capsys.readouterr().out) == []  # no run was started, no host touched
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -1,6 +1,7 @@
 import pytest
 
 from toolkit.core.errors import InputError
+from toolkit.install.slots import Slot
 from toolkit.rollout.plan import Amount, Candidate, Policy, plan_reimage
 
 
@@ -55,3 +56,29 @@ def test_bad_amounts_are_input_errors(text):
 def test_empty_selection_is_an_input_error():
     with pytest.raises(InputError, match="matched no hosts"):
         plan_reimage("web", "B", [], Policy())
+
+
+# (id, candidates, slots the plan writes) -- disk hosts only; a host already on the target writes nothing
+SLOT_CASES = [
+    ("ram-hosts-have-no-slot", [Candidate("r1", "rack1", "old")], {}),
+    ("unknown-slots-write-a", [Candidate("d1", "rack1", None, disk=True)], {"d1": "a"}),
+    ("running-a-writes-b", [Candidate("d1", "rack1", "old", disk=True, active_slot=Slot.A)], {"d1": "b"}),
+    ("running-b-writes-a", [Candidate("d1", "rack1", "old", disk=True, active_slot=Slot.B)], {"d1": "a"}),
+    ("on-target-writes-nothing", [Candidate("d1", "rack1", "new", disk=True, active_slot=Slot.A),
+                                  Candidate("d2", "rack1", "old", disk=True)], {"d2": "a"}),
+]
+
+
+@pytest.mark.parametrize(("cands", "slots"), [c[1:] for c in SLOT_CASES], ids=[c[0] for c in SLOT_CASES])
+def test_the_plan_names_the_slot_each_disk_host_writes(cands: list[Candidate], slots: dict[str, str]) -> None:
+    assert plan_reimage("web", "new", cands, Policy()).slots == slots
+
+
+def test_a_bios_disk_host_fails_the_plan_naming_it() -> None:
+    cands = [Candidate("d1", "rack1", None, disk=True), Candidate("b0", "rack1", None, disk=True, uefi=False),
+             Candidate("r1", "rack1", None, uefi=False)]
+    with pytest.raises(InputError, match=r"^host b0: install: disk needs UEFI firmware"):
+        plan_reimage("web", "new", cands, Policy())
+    many = [Candidate(f"b{i:02}", "rack1", None, disk=True, uefi=False) for i in range(12)]
+    with pytest.raises(InputError, match=r"^hosts b00, .*, b09 and 2 more: install: disk needs UEFI"):
+        plan_reimage("web", "new", many, Policy())

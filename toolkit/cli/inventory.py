@@ -23,7 +23,8 @@ def cmd_inventory(args: argparse.Namespace, ctx: Context) -> int:
     if ctx.json:
         ctx.emit_rows([h.as_dict() for h in hosts])
         return 0
-    ctx.table(["HOST", "RACK", "MAC", "BMC", "PROTOCOL", "USER", "IMAGE", "UEFI"], [
+    ctx.table(["HOST", "RACK", "MAC", "BMC", "PROTOCOL", "USER", "IMAGE", "UEFI", "INSTALL"], [
         (h.name, h.rack or "-", h.mac or "-", f"{h.bmc_address}:{h.bmc_port}" if h.bmc_address else "-",
-         h.bmc_protocol or "-", h.bmc_user or "-", h.image or "-", "yes" if h.uefi else "no") for h in hosts])
+         h.bmc_protocol or "-", h.bmc_user or "-", h.image or "-", "yes" if h.uefi else "no", h.install)
+        for h in hosts])
     return 0

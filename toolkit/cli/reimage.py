@@ -80,8 +80,9 @@ def _show_plan(ctx: Context, plan: Plan, checks: tuple[str, ...]) -> None:
         for h in w.hosts:
             cur, tgt = plan.moves[h]
             hooks = ",".join(dict.fromkeys(k.pattern for k in plan.hooks.hooks_of(h))) if plan.hooks else ""
-            rows.append([w.index + 1, "canary" if w.canary else "", h, cur or "-", tgt, hooks or "-"])
-    ctx.table(["wave", "", "host", "current", "target", "hooks"], rows)
+            rows.append([w.index + 1, "canary" if w.canary else "", h, cur or "-", tgt, plan.slots.get(h, "-"),
+                         hooks or "-"])
+    ctx.table(["wave", "", "host", "current", "target", "slot", "hooks"], rows)
     for hook in plan.hooks.hooks if plan.hooks else ():
         books = ", ".join(f"{k} {hook.playbook(k).name}" for k in ("drain", "verify", "undrain")  # type: ignore[union-attr]
                           if hook.playbook(k))

@@ -22,7 +22,7 @@ from typing import Any
 
 from toolkit.core.fsutil import atomic_write
 
-FORMAT = 3  # 3: BMC rows carry bmc_verify and bmc_ca_file
+FORMAT = 4  # 3: BMC rows carry bmc_verify and bmc_ca_file; 4: install mode and disk settings
 DYNAMIC_TTL_S = 300.0  # scripts and plugins: how long their answer is trusted
 _WALK_LIMIT = 20_000  # files under one source beyond which we stop looking (and expire by TTL instead)
 _PLUGIN_MARKER = "plugin:"

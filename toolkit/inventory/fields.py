@@ -1,4 +1,4 @@
-"""golden's host fields, checked after Ansible resolved a host's vars: MAC, BMC endpoint, image, UEFI.
+"""golden's host fields, checked after Ansible resolved a host's vars: MAC, BMC endpoint, image, UEFI, install.
 
 Pure: every function takes plain values and either returns the typed field or raises
 ``FieldError`` with the problem and, where it helps, a hint (``check_ca_file`` alone reads a
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,18 @@ from typing import Any
 from toolkit.bmc.endpoint import BmcProtocol, default_port
 from toolkit.core.mac import MacError, normalize_mac
 from toolkit.image.ref import ImageRefError, parse_image_ref
+from toolkit.install.settings import DiskSettings, InstallMode, check_device, check_mount, parse_size
 
 # Ansible's boolean filter (ansible.module_utils.parsing.convert_bool), kept here so the check needs no import.
 # (1 also stands for 1.0 and True, 0 for 0.0 and False: they hash alike)
 BOOL_TRUE = frozenset({"y", "yes", "on", "1", "true", "t", 1})
 BOOL_FALSE = frozenset({"n", "no", "off", "0", "false", "f", 0})
 GOLDEN_VARS = ("mac", "bmc_address", "bmc_port", "bmc_protocol", "bmc_user", "bmc_password", "bmc_ca_file",
-               "bmc_verify", "image", "uefi")
+               "bmc_verify", "image", "uefi", "install", "disk_device", "disk_esp_size", "disk_slot_size",
+               "disk_data_mount", "disk_boot_tries")
+# The least an ESP (systemd-boot, two slots' kernels and initrds) and a slot may be given.
+MIN_SIZES = {"disk_esp_size": 64 << 20, "disk_slot_size": 256 << 20}
+MAX_BOOT_TRIES = 16
 
 
 class FieldError(ValueError):
@@ -180,3 +186,60 @@ def check_bmc(values: dict[str, Any], base: Path = Path()) -> BmcFields | None:
     if not address:
         return None
     return BmcFields(address=address, port=port, protocol=protocol, user=user, verify=verify, ca_file=ca_file)
+
+
+def check_install(value: Any) -> InstallMode:
+    """``install``: ram (the default) or disk; FieldError naming both otherwise."""
+    text = _text("install", value) or InstallMode.RAM.value
+    try:
+        return InstallMode(text)
+    except ValueError:
+        choices = ", ".join(m.value for m in InstallMode)
+        raise FieldError("install", f"{_show(text)} must be one of {choices}") from None
+
+
+def check_size(var: str, value: Any, default: int) -> int:
+    """A disk size variable (``512M``, ``8G``): bytes, at least ``MIN_SIZES[var]``; FieldError otherwise."""
+    text = _text(var, value)
+    if text is None:
+        return default
+    try:
+        size = parse_size(text)
+    except ValueError:
+        raise FieldError(var, f"{_show(text)} is not a size", hint="use a size with a unit, like 512M or 8G") from None
+    if size < MIN_SIZES[var]:
+        raise FieldError(var, f"{_show(text)} is below the least allowed, {MIN_SIZES[var] >> 20}M")
+    return size
+
+
+def check_tries(value: Any) -> int:
+    """``disk_boot_tries``: how many boots a new slot gets before falling back, 1 to 16."""
+    if value is None:
+        return DiskSettings.boot_tries
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BOOT_TRIES:
+        raise FieldError("disk_boot_tries", f"{_show(value)} must be a whole number from 1 to {MAX_BOOT_TRIES}")
+    return value
+
+
+def _checked(var: str, value: Any, check: Callable[[str], str], default: str) -> str:
+    text = _text(var, value)
+    if text is None:
+        return default
+    try:
+        return check(text)
+    except ValueError as exc:
+        raise FieldError(var, str(exc)) from None
+
+
+def check_disk(values: dict[str, Any]) -> DiskSettings:
+    """The ``disk_*`` variables with their defaults, each checked (on RAM hosts too: a bad value is
+    bad wherever it is set)."""
+    d = DiskSettings()
+    return DiskSettings(device=_checked("disk_device", values.get("disk_device"), check_device, d.device),
+                        esp_bytes=check_size("disk_esp_size", values.get("disk_esp_size"), d.esp_bytes),
+                        slot_bytes=check_size("disk_slot_size", values.get("disk_slot_size"), d.slot_bytes),
+                        data_mount=_checked("disk_data_mount", values.get("disk_data_mount"), check_mount,
+                                            d.data_mount),
+                        boot_tries=check_tries(values.get("disk_boot_tries")))

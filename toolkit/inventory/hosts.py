@@ -6,7 +6,9 @@ Sources are whatever ``ansible -i`` accepts: YAML and INI files, inventory folde
 host's vars; golden then checks its own: ``mac``, ``bmc_address``, ``bmc_port`` (623, or 443 for
 Redfish), ``bmc_protocol`` (ipmi or redfish), ``bmc_user``, ``bmc_password`` (plain or vault),
 ``bmc_ca_file`` and ``bmc_verify`` (Redfish TLS: verified unless ``bmc_verify: false``),
-``image`` ("<name>@<channel>" or "<name>@<build-id>"), ``uefi`` (a boolean as Ansible reads one).
+``image`` ("<name>@<channel>" or "<name>@<build-id>"), ``uefi`` (a boolean as Ansible reads one),
+``install`` (ram, the default, or disk) and the disk layout's ``disk_device``, ``disk_esp_size``,
+``disk_slot_size``, ``disk_data_mount`` and ``disk_boot_tries`` (``toolkit.install.settings``).
 A bad value is one InventoryError naming the file Ansible read it from, the host and the var.
 
 Host patterns and ``--limit`` are matched by ansible-core itself (subscripts ``rack1[0:4]``,
@@ -36,6 +38,7 @@ from toolkit.bmc.endpoint import BmcEndpoint, BmcProtocol
 from toolkit.core.config import Settings
 from toolkit.core.errors import InputError
 from toolkit.core.secret import Secret
+from toolkit.install.settings import DiskSettings, InstallMode
 from toolkit.inventory import cache, fields
 from toolkit.inventory.selection import find_sources
 from toolkit.inventory.vault import LazySecret, VaultError, VaultOptions, cache_key, decrypt_vault, seal, unseal
@@ -62,6 +65,8 @@ class Host:
     image: str | None
     uefi: bool
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    install: InstallMode = InstallMode.RAM
+    disk: DiskSettings | None = None  # the disk layout's settings, on a disk host
 
     @property
     def endpoint(self) -> BmcEndpoint:
@@ -314,9 +319,12 @@ def _record(h: Any, where: str, options: VaultOptions, cdir: Path) -> dict[str, 
         bmc = fields.check_bmc(values, _base_dir(h.origins.get("bmc_ca_file"), where))
         image = fields.check_image(values["image"])
         uefi = fields.check_bool("uefi", values["uefi"])
+        install = fields.check_install(values["install"])
+        disk = fields.check_disk(values)
     except fields.FieldError as exc:
         raise _fail(h.origins, where, h.name, exc) from None
     return {"name": h.name, "groups": list(h.groups), "mac": mac, "image": image, "uefi": uefi,
+            "install": install.value, "disk": dataclasses.asdict(disk) if install == InstallMode.DISK else None,
             "bmc": None if bmc is None else {"address": bmc.address, "port": bmc.port, "protocol": bmc.protocol.value,
                                              "user": bmc.user, "verify": bmc.verify, "ca_file": bmc.ca_file},
             "pw": _password_record(h, where, options, cdir), "vars": _masked(h.vars),
@@ -398,7 +406,7 @@ class _Table:
 def _compact(sources: Sequence[str], records: Sequence[Mapping[str, Any]],
              tree: Mapping[str, tuple[Sequence[str], Sequence[str]]]) -> dict[str, Any]:
     """The cache document: one row per host, shared values (groups, BMC settings, vars) in tables."""
-    groups, bmcs, pws, extras = _Table(), _Table(), _Table(), _Table()
+    groups, bmcs, pws, extras, disks = _Table(), _Table(), _Table(), _Table(), _Table()
     rows = []
     for r in records:
         b = r["bmc"]
@@ -407,9 +415,10 @@ def _compact(sources: Sequence[str], records: Sequence[Mapping[str, Any]],
         rows.append([r["name"], groups.ref(r["groups"]), r["mac"], r["image"], r["uefi"],
                      b["address"] if b else None,
                      bmcs.ref([b["port"], b["protocol"], b["user"], b["verify"], b["ca_file"]] if b else None),
-                     pws.ref(r["pw"]), extras.ref(extra), own])
+                     pws.ref(r["pw"]), extras.ref(extra), own, r["install"], disks.ref(r["disk"])])
     return {"sources": list(sources), "hosts": rows, "groups": groups.items, "bmc": bmcs.items, "pw": pws.items,
-            "vars": extras.items, "tree": {g: [list(hs), list(cs)] for g, (hs, cs) in tree.items()}}
+            "vars": extras.items, "disks": disks.items,
+            "tree": {g: [list(hs), list(cs)] for g, (hs, cs) in tree.items()}}
 
 
 def _inventory_from_doc(sources: Sequence[str], doc: Mapping[str, Any], options: VaultOptions,
@@ -418,15 +427,16 @@ def _inventory_from_doc(sources: Sequence[str], doc: Mapping[str, Any], options:
     secrets = [_password(pw, options, cdir) for pw in doc["pw"]]  # one Secret per distinct password
     extras = [MappingProxyType(v) for v in doc["vars"]]
     bmcs = doc["bmc"]
+    disks = [None if d is None else DiskSettings(**d) for d in doc["disks"]]
     hosts = []
-    for name, gi, mac, image, uefi, address, bi, pi, vi, own in doc["hosts"]:
+    for name, gi, mac, image, uefi, address, bi, pi, vi, own, install, di in doc["hosts"]:
         bmc = None
         if address is not None:
             port, protocol, user, verify, ca_file = bmcs[bi]
             bmc = BmcEndpoint(name=name, address=address, port=port, protocol=BmcProtocol(protocol), user=user,
                               password=secrets[pi], verify_tls=verify, ca_file=ca_file)
         hosts.append(Host(name=name, groups=group_sets[gi], mac=mac, bmc=bmc, image=image, uefi=uefi,
-                          vars=ChainMap(own, extras[vi])))
+                          vars=ChainMap(own, extras[vi]), install=InstallMode(install), disk=disks[di]))
     tree = {g: (tuple(v[0]), tuple(v[1])) for g, v in doc["tree"].items()}
     members: dict[str, set[str]] = {g: set() for g in tree}
     members.setdefault("all", set())

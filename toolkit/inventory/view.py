@@ -30,6 +30,7 @@ class HostView:
     bmc_password_set: bool
     image: str | None
     uefi: bool
+    install: str = "ram"  # ram | disk
 
     def as_dict(self) -> dict[str, Any]:
         """The view as a dict, quickly."""
@@ -42,7 +43,8 @@ def view_of(host: Host) -> HostView:
     return HostView(name=host.name, rack=host.rack, groups=host.groups, mac=host.mac,
                     bmc_address=b.address if b else None, bmc_port=b.port if b else None,
                     bmc_protocol=b.protocol.value if b else None, bmc_user=b.user if b else None,
-                    bmc_password_set="bmc_password" in host.vars, image=host.image, uefi=host.uefi)
+                    bmc_password_set="bmc_password" in host.vars, image=host.image, uefi=host.uefi,
+                    install=host.install.value)
 
 
 def load_selection(settings: Settings, inventory: Sequence[str | Path] | str | None) -> Inventory:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from toolkit.core.errors import InputError
+from toolkit.install.slots import Slot, target_slot
 
 if TYPE_CHECKING:  # hooks.py imports Amount from here; a plan only carries its HookPlan
     from toolkit.rollout.hooks import HookPlan
@@ -55,6 +56,9 @@ class Candidate:
     rack: str
     current_build: str | None
     current_image: str | None = None
+    disk: bool = False  # install: disk (written to its inactive slot) rather than run in RAM
+    uefi: bool = True
+    active_slot: Slot | None = None  # a disk host's running slot, None when not known
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ class Plan:
     failure_budget: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
     hooks: HookPlan | None = None  # golden.yaml rollout.hooks as they apply to these hosts
+    slots: dict[str, str] = field(default_factory=dict)  # disk host -> the slot it writes ("a" or "b")
 
     @property
     def hosts(self) -> list[str]:
@@ -132,10 +137,27 @@ def _cut_waves(order: list[Candidate], size: int, per_rack: int | None) -> list[
     return waves
 
 
+def refuse_bios_disk(candidates: list[Candidate]) -> None:
+    """InputError naming the hosts that ask for ``install: disk`` on BIOS firmware (disk installs boot
+    through systemd-boot's counter, which only UEFI has)."""
+    bios = [c.name for c in candidates if c.disk and not c.uefi]
+    if bios:
+        names = ", ".join(bios[:10]) + (f" and {len(bios) - 10} more" if len(bios) > 10 else "")
+        raise InputError(f"host{'s' if len(bios) > 1 else ''} {names}: install: disk needs UEFI firmware, "
+                         "and the inventory says uefi: false",
+                         hint="set uefi: true for a UEFI machine, or install: ram")
+
+
+def plan_slots(moving: list[Candidate]) -> dict[str, str]:
+    """The slot each moving disk host writes: its inactive one, A when its slots are not known."""
+    return {c.name: target_slot(c.active_slot).value for c in moving if c.disk}
+
+
 def plan_reimage(image: str, target_build: str, candidates: list[Candidate], policy: Policy) -> Plan:
     """Waves for the candidates under ``policy`` (pure); InputError for an impossible policy."""
     if not candidates:
         raise InputError("the host pattern matched no hosts", hint="check the pattern with: golden fleet PATTERN")
+    refuse_bios_disk(candidates)
     if policy.canary < 0:
         raise InputError("--canary: must be 0 or more")
     if policy.per_rack is not None and policy.per_rack < 1:
@@ -174,4 +196,5 @@ def plan_reimage(image: str, target_build: str, candidates: list[Candidate], pol
         unchanged=unchanged,
         failure_budget=policy.max_failures.of(total),
         notes=tuple(notes),
+        slots=plan_slots(moving),
     )

@@ -24,11 +24,13 @@ from toolkit.bmc.tls import warn_unverified
 from toolkit.core.config import Settings
 from toolkit.core.errors import GateError, InputError, Interrupted
 from toolkit.fleet.fleet import Fleet, open_fleet
+from toolkit.fleet.slots import slot_states
 from toolkit.fleet.staleness import check_policy, stale_policy
 from toolkit.fleet.states import HW_CHANGED, NO_BUILD_STATES
 from toolkit.fleet.status import rack_of
 from toolkit.image.ref import parse_image_ref
 from toolkit.image.spec import CheckStage, ImageSpec
+from toolkit.install.settings import InstallMode
 from toolkit.inventory.hosts import Host, InventoryError, load_inventory
 from toolkit.inventory.selection import Selection, limit_of, vault_of
 from toolkit.inventory.vault import GOLDEN_VAULT_ENV, VaultOptions
@@ -140,10 +142,23 @@ def plan_request(settings: Settings, req: ReimageRequest, hooks: bool = True) ->
         inv.require_bmc(hosts)  # a host without a BMC fails the plan, before any BMC is contacted
     status = {s.name: s for s in fleet.status(req.pattern)} if hosts else {}
     selected = {h.name for h in hosts}
+    slots = slot_states(fleet.db) if any(h.install == InstallMode.DISK for h in hosts) else {}
     cands = [Candidate(h.name, rack_of(h), status[h.name].observed if h.name in status else None,
-                       fleet.observed_image(h.name)) for h in hosts if h.name in selected]
+                       fleet.observed_image(h.name), disk=h.install == InstallMode.DISK, uefi=h.uefi,
+                       active_slot=slots[h.name].active if h.name in slots else None)
+             for h in hosts if h.name in selected]
     plan = plan_reimage(image, build_id, cands, req.policy)
     return (with_hooks(plan, settings, fleet) if hooks else plan), checks
+
+
+def refuse_disk_installs(plan: Plan) -> None:
+    """InputError while the plan holds disk hosts: their installer does not exist yet (issue 26), and
+    netbooting them into RAM would report "done" for an install that never happened."""
+    if plan.slots:
+        hosts = sorted(plan.slots)
+        raise InputError(f"install: disk is planned but not carried out yet: {', '.join(hosts[:10])}"
+                         f"{f' and {len(hosts) - 10} more' if len(hosts) > 10 else ''} would boot in RAM",
+                         hint="reimage --dry-run shows the slot each would write; set install: ram to reimage now")
 
 
 def refuse_retired(fleet: Fleet, pattern: str, hosts: list[Host]) -> None:
@@ -209,6 +224,7 @@ def plan_from_dict(d: dict[str, Any]) -> Plan:
         failure_budget=d["failure_budget"], notes=tuple(d["notes"]),
         current_images=dict(d.get("current_images", {})),
         hooks=HookPlan.from_dict(d.get("hooks")) if d.get("hooks") else None,
+        slots=dict(d.get("slots", {})),
     )
 
 
@@ -285,6 +301,7 @@ def execute_plan(settings: Settings, req: ReimageRequest, plan: Plan, checks: tu
                  on_progress: Callable[[WaveProgress], None] = lambda p: None,
                  on_start: Callable[[str], None] = lambda run_id: None, workers: int = 16) -> RunOutcome:
     """Carry out ``plan``: the promotion gate again, leases, journal, waves."""
+    refuse_disk_installs(plan)
     fleet = open_fleet(settings, req.inventory)
     image_ref = req.image_ref or f"{plan.image}@{plan.target_build}"  # by state: the build the plan chose
     _, _, _, forced = resolve_target(fleet, image_ref, req.force, req.reason)  # the gate, again at acting time

@@ -306,6 +306,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             disks   TEXT NOT NULL DEFAULT '[]'
         );
     """),
+    # Disk hosts' A/B slots (install: disk): the running slot, the build in each, the slot being
+    # tried under the boot counter, and the build whose boot failed last (a fall-back).
+    Migration("0200_host_slots", """
+        CREATE TABLE host_slots (
+            host      TEXT PRIMARY KEY,
+            active    TEXT,
+            slot_a    TEXT,
+            slot_b    TEXT,
+            trying    TEXT,
+            fell_back TEXT,
+            at        REAL NOT NULL
+        );
+    """),
 )
 
 # Every table golden keeps, parents before children (``golden state migrate`` copies in this order),
@@ -316,7 +329,7 @@ TABLES: tuple[str, ...] = (
     "shared_secrets",
     "drift_paths", "host_logins", "host_taints", "breakglass_grants",
     "host_evidence", "unverified_reports", "boot_noise", "host_rotation", "host_hardware", "hw_marks",
-    "host_cleaning",
+    "host_cleaning", "host_slots",
 )
 NUMBERED_TABLES: tuple[str, ...] = ("channel_history", "boot_events", "audit_log", "reimage_steps", "host_logins",
                                     "breakglass_grants", "host_hardware")
