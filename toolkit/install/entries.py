@@ -41,7 +41,7 @@ class Entry:
     @property
     def stem(self) -> str:
         """The name without counter and suffix: ``golden-a-<build>``."""
-        return f"golden-{self.slot.value}-{self.build}"
+        return slot_prefix(self.slot) + self.build
 
     @property
     def name(self) -> str:
@@ -56,6 +56,11 @@ class Entry:
         if self.left is None:
             return EntryState.GOOD
         return EntryState.BAD if self.left == 0 else EntryState.INDETERMINATE
+
+
+def slot_prefix(slot: Slot) -> str:
+    """What every entry of ``slot`` starts with, whatever its build and counter: ``golden-a-``."""
+    return f"golden-{slot.value}-"
 
 
 def new_entry(slot: Slot, build: str, tries: int) -> Entry:

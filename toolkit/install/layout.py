@@ -21,6 +21,7 @@ ESP_TYPE = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
 ROOT_X86_64_TYPE = "4f68bce3-e8cd-4db1-96e7-fbcaf984b709"
 LINUX_DATA_TYPE = "0fc63daf-8483-4772-8e79-3d69d8477de4"
 DATA_LABEL = "golden-data"
+ESP_LABEL = "esp"
 
 
 class LayoutError(InputError):
@@ -104,7 +105,7 @@ def plan_layout(disks: Sequence[Disk], settings: DiskSettings) -> Layout:
                           f"{show_size(need)} (ESP {show_size(settings.esp_bytes)}, two slots of "
                           f"{show_size(settings.slot_bytes)}, {show_size(MIN_DATA_BYTES)} of data)",
                           hint="lower disk_slot_size or disk_esp_size, or pick a larger disk_device")
-    sizes = [("esp", ESP_TYPE, _up(settings.esp_bytes)), (slot_label(Slot.A), ROOT_X86_64_TYPE,
+    sizes = [(ESP_LABEL, ESP_TYPE, _up(settings.esp_bytes)), (slot_label(Slot.A), ROOT_X86_64_TYPE,
              _up(settings.slot_bytes)), (slot_label(Slot.B), ROOT_X86_64_TYPE, _up(settings.slot_bytes))]
     parts, start = [], ALIGN
     for number, (label, guid, size) in enumerate(sizes, 1):
