@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.machinery
-import importlib.util
 import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from tests.fixtures.common import ROOT
+from tests.fixtures.common import ROOT, load_script
 from toolkit.core.run import run
 from toolkit.install import entries
 from toolkit.install.layout import Disk, Layout, plan_layout
@@ -35,17 +32,7 @@ OPTIONS = "console=ttyS0 golden.slot={slot}"
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
-def _load() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader("golden_install", str(INSTALLER))
-    spec = importlib.util.spec_from_loader("golden_install", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["golden_install"] = module  # dataclasses look their module up
-    loader.exec_module(module)
-    return module
-
-
-GI = _load()
+GI = load_script(INSTALLER, "golden_install")
 
 
 @dataclass(frozen=True)
@@ -211,7 +198,7 @@ def test_a_corrupted_write_is_refused_and_the_running_slot_keeps_booting(
     assert rc == 1 and out == ""
     assert err.startswith("golden-install: slot b reads back sha256 ") and f"not {v2.sha256}" in err
     assert len(err.strip().splitlines()) == 1
-    assert _esp_files(disk, layout, tmp_path) == before  # v1's entry, kernel and loader.conf as they were; no slot b entry
+    assert _esp_files(disk, layout, tmp_path) == before  # v1's entry, kernel, loader.conf as they were; no b entry
     assert _slot_sha256(disk, layout, Slot.A, v1.squashfs.stat().st_size) == v1.sha256
 
 

@@ -4,30 +4,16 @@ acting loop on a real file: a method that exits 0 but leaves data behind is not 
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import random
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from tests.fixtures.common import load_script
+
 CLEANER = Path(__file__).resolve().parents[2] / "roles" / "cleaner" / "files" / "golden-cleaner"
 MIB = 1024 * 1024
-
-
-def _load() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader("golden_cleaner", str(CLEANER))
-    spec = importlib.util.spec_from_loader("golden_cleaner", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["golden_cleaner"] = module  # dataclasses look their module up
-    loader.exec_module(module)
-    return module
-
-
-C = _load()
+C = load_script(CLEANER, "golden_cleaner")
 G = 1 << 30
 
 PLANS = [  # (what, facts, methods in order, refusal word)
