@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -68,7 +69,8 @@ def disk(tmp_path: Path) -> Iterator[str]:
 def _build(tmp_path: Path, build_id: str) -> Build:
     tree = tmp_path / f"tree-{build_id}"
     (tree / "etc").mkdir(parents=True)
-    (tree / "etc" / "golden-build").write_text(f"{build_id}\n" + "x" * 200_000)
+    (tree / "etc" / "golden-build").write_text(f"{build_id}\n")
+    (tree / "noise").write_bytes(os.urandom(5 * MIB))  # incompressible: the image spans several write chunks
     squashfs = tmp_path / f"{build_id}.squashfs"
     run(["mksquashfs", tree, squashfs, "-noappend", "-quiet", "-no-progress"], capture=True)
     kernel, initrd = tmp_path / f"{build_id}.vmlinuz", tmp_path / f"{build_id}.initrd"
