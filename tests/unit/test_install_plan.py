@@ -4,6 +4,7 @@ script of a layout, the plan's names and entry text per slot, the plan reader's 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -128,3 +129,19 @@ def test_a_squashfs_larger_than_the_slot_is_refused() -> None:
     with pytest.raises(GI.DiskError, match="does not fit slot a"):
         GI.check_fits(plan, 16 * MIB + 1, GI.Part("golden-a", MIB, 16 * MIB))
     GI.check_fits(plan, 16 * MIB, GI.Part("golden-a", MIB, 16 * MIB))
+
+
+def test_a_plan_for_a_disk_this_machine_lacks_exits_2_before_anything(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    squashfs, kernel, initrd = (tmp_path / n for n in ("rootfs.squashfs", "vmlinuz", "initrd"))
+    for f in (squashfs, kernel, initrd):
+        f.write_bytes(b"x")
+    plan = json.loads(plan_install(plan_layout([Disk("nodisk9", 10 * GIB)], DiskSettings()), Slot.A, "base-7",
+                                   hashlib.sha256(b"x").hexdigest(), 3, 1, "").to_json())
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    rc = GI.main(["--plan", str(tmp_path / "plan.json"), "--squashfs", str(squashfs), "--kernel", str(kernel),
+                  "--initrd", str(initrd)])
+    out, err = capsys.readouterr()
+    assert (rc, out) == (2, "")
+    assert err == ("golden-install: /dev/nodisk9 is not a block device on this machine (set disk_device to auto or "
+                   "to a disk that golden hw HOST lists)\n")
