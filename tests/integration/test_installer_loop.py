@@ -27,7 +27,6 @@ from toolkit.install.slots import Slot, SlotState, blessed, installed
 
 INSTALLER = ROOT / "roles" / "installer" / "files" / "golden-install"
 DISK_BYTES = 400 * MIB
-SETTINGS = dict(esp_bytes=64 * MIB, slot_bytes=16 * MIB)
 OPTIONS = "console=ttyS0 golden.slot={slot}"
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -86,7 +85,8 @@ def builds(tmp_path: Path) -> tuple[Build, Build]:
 
 
 def _layout(dev: str) -> Layout:
-    return plan_layout([Disk(dev.removeprefix("/dev/"), DISK_BYTES)], DiskSettings(device=dev, **SETTINGS))
+    settings = DiskSettings(device=dev, esp_bytes=64 * MIB, slot_bytes=16 * MIB)
+    return plan_layout([Disk(dev.removeprefix("/dev/"), DISK_BYTES)], settings)
 
 
 def _plan(dev: str, slot: Slot, build: Build, generation: int) -> InstallPlan:
@@ -231,3 +231,26 @@ def test_a_disk_that_is_not_goldens_is_refused_untouched(disk: str, builds: tupl
     assert says in r.stderr and "golden retire" in r.stderr
     with open(disk, "rb") as f:
         assert hashlib.sha256(f.read(2 * MIB)).hexdigest() == before
+
+
+def test_a_third_install_replaces_the_older_slot_and_keeps_the_blessed_one(disk: str, tmp_path: Path) -> None:
+    v1, v2, v3 = (_build(tmp_path, f"base-v{n}") for n in (1, 2, 3))
+    layout = _layout(disk)
+    esp = f"{disk}@@{layout.partitions[0].start}"
+    state = SlotState()
+    for generation, build in enumerate((v1, v2), 1):
+        _install(tmp_path, _plan(disk, state.inactive, build, generation), build)
+        state = blessed(installed(state, build.id))
+        name = f"golden-{state.active}-{build.id}"  # what systemd-bless-boot leaves: the counter dropped
+        run(["mren", "-i", esp, f"::/loader/entries/{name}+3.conf", f"::/loader/entries/{name}.conf"], capture=True,
+            env={"MTOOLS_SKIP_CHECK": "1"})
+    assert state.inactive == Slot.A
+
+    third = _install(tmp_path, _plan(disk, state.inactive, v3, 3), v3)
+    assert (third["slot"], third["build"], third["laid_out"]) == ("a", v3.id, False)
+    files = _esp_files(disk, layout, tmp_path)
+    assert sorted(n for n in files if n.startswith("loader/entries/")) == [
+        f"loader/entries/golden-a-{v3.id}+3.conf", f"loader/entries/golden-b-{v2.id}.conf"]
+    assert files["golden/a/vmlinuz"] == v3.kernel.read_bytes() and files["golden/b/vmlinuz"] == v2.kernel.read_bytes()
+    assert _slot_sha256(disk, layout, Slot.A, v3.squashfs.stat().st_size) == v3.sha256
+    assert _slot_sha256(disk, layout, Slot.B, v2.squashfs.stat().st_size) == v2.sha256
