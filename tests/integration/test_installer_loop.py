@@ -113,10 +113,10 @@ def _table(dev: str) -> dict:
 
 
 @contextlib.contextmanager
-def _mounted(dev: str, layout: Layout, label: str) -> Iterator[Path]:
+def _mounted(dev: str, layout: Layout, label: str, mode: str = "rw") -> Iterator[Path]:
     part = next(p for p in layout.partitions if p.label == label)
     mnt = Path(run(["mktemp", "-d"], capture=True).stdout.strip())
-    run(["mount", "-o", f"offset={part.start},sizelimit={part.size}", dev, mnt], capture=True)
+    run(["mount", "-o", f"{mode},offset={part.start},sizelimit={part.size}", dev, mnt], capture=True)
     try:
         yield mnt
     finally:
@@ -170,6 +170,8 @@ def test_v1_to_slot_a_then_v2_to_slot_b_keeps_the_data_partition(disk: str, buil
         assert (data / "kept.txt").read_text() == "written before v2\n"
     assert _slot_sha256(disk, layout, Slot.A, v1.squashfs.stat().st_size) == v1.sha256
     assert _slot_sha256(disk, layout, Slot.B, v2.squashfs.stat().st_size) == v2.sha256
+    with _mounted(disk, layout, "golden-b", "ro") as root:  # the slot is a file system as it stands
+        assert (root / "etc" / "golden-build").read_text() == f"{v2.id}\n"
     assert _esp_files(disk, layout, tmp_path) == {
         "golden/a/initrd": v1.initrd.read_bytes(), "golden/a/vmlinuz": v1.kernel.read_bytes(),
         "golden/b/initrd": v2.initrd.read_bytes(), "golden/b/vmlinuz": v2.kernel.read_bytes(),
