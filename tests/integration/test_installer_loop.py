@@ -46,6 +46,8 @@ class Build:
 
 
 def _loop_unavailable() -> str:
+    if os.geteuid() != 0:
+        return "attaching a loop device needs root"
     r = run(["losetup", "-f"], check=False, capture=True)
     return "" if r.returncode == 0 else f"no free loop device here (losetup -f: {r.stderr.strip()})"
 
