@@ -157,9 +157,10 @@ def test_nginx_serves_store_and_proxies_golden_serve(site):
     code, _, body = _get(hostport, "POST", "/report", json.dumps(report).encode(),
                          {"Content-Type": "application/json"})
     assert code == 200 and json.loads(body)["state"] == "in-sync"
-    code, _, body = _get(hostport, "POST", "/report", json.dumps(report).encode(),
+    replay = {**report, "drift": ["/etc/motd"]}  # the spent token with another report (the same one is answered again)
+    code, _, body = _get(hostport, "POST", "/report", json.dumps(replay).encode(),
                          {"Content-Type": "application/json"})
-    assert code == 403
+    assert code == 403 and json.loads(body)["kind"] == "replay"
     code, _, body = _get(hostport, "GET", "/metrics")
     assert code == 200 and b'golden_reports_total{result="accepted"} 1' in body
     # A firmware refusal reaches golden serve through nginx (here refused: its token is spent).

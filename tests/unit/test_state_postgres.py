@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 
 import psycopg
 import pytest
@@ -189,6 +190,7 @@ def _db(pool: _FlakyPool, reconnect_s: float, monkeypatch: pytest.MonkeyPatch) -
     db = object.__new__(PostgresStateDB)
     db._url, db._where = "postgresql://u:pw@db/golden", "postgresql://u:***@db/golden"
     db._pool, db.reconnect_s = pool, reconnect_s
+    db._outage_lock, db._outage_waiters, db._outage_since = threading.Lock(), 0, 0.0
     now = [100.0]
     monkeypatch.setattr(postgres.time, "monotonic", lambda: now[0])
     monkeypatch.setattr(postgres.time, "sleep", lambda s: now.__setitem__(0, now[0] + s + 5.0))  # + the pool's wait
@@ -214,6 +216,24 @@ def test_a_transaction_waits_for_the_server_to_come_back(down: int, reconnect_s:
                          "state database postgresql://u:***@db/golden reachable again after 16.5 s; continuing"]
     else:
         assert lines == []
+
+
+def test_threads_waiting_out_one_outage_say_it_once(monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """The executor and its lease keeper meet one restart: the first says it began, the last that it ended."""
+    db, now = _db(_FlakyPool(0, _Conn()), 60.0, monkeypatch)
+    lost = psycopg.OperationalError("the server is gone")
+    db._outage_begins(lost)  # the executor
+    now[0] += 2.0
+    db._outage_begins(lost)  # the lease keeper, a moment later
+    now[0] += 3.0
+    db._outage_ends(recovered=True)  # the lease keeper got through first: the executor still waits
+    now[0] += 1.0
+    db._outage_ends(recovered=True)
+    lines = [r.getMessage() for r in caplog.records if r.name == "golden.state"]
+    assert lines == ["state database postgresql://u:***@db/golden unreachable (the server is gone); waiting up to "
+                     "60 s for it to come back",
+                     "state database postgresql://u:***@db/golden reachable again after 6.0 s; continuing"]
 
 
 @pytest.mark.parametrize("reconnect_s", [0.0, 20.0])

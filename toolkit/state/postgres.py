@@ -31,6 +31,7 @@ its password replaced by ``***``).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -99,6 +100,11 @@ class PostgresStateDB(StateDB):
         self._url = url
         self.reconnect_s = reconnect_s
         self._where = redact_url(url)
+        # threads waiting out one outage (the executor, its lease keeper...): the first says it began,
+        # the last says it ended, so an outage is two lines however many threads met it
+        self._outage_lock = threading.Lock()
+        self._outage_waiters = 0
+        self._outage_since = 0.0
         self._pool: ConnectionPool[Any] = ConnectionPool(
             url, min_size=1, max_size=max_size, open=False, timeout=POOL_TIMEOUT_S, name="golden-state",
             kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT_S,
@@ -194,8 +200,7 @@ class PostgresStateDB(StateDB):
                 down_since = self._wait_or_fail(exc, kind, down_since)
                 continue
             if down_since is not None:
-                log.warning("state database %s reachable again after %.1f s; continuing", self._where,
-                            time.monotonic() - down_since)
+                self._outage_ends(recovered=True)
             return conn
 
     def _begin_once(self, begin: Sequence[str]) -> psycopg.Connection[Any]:
@@ -214,12 +219,31 @@ class PostgresStateDB(StateDB):
         first = down_since is None
         since = now if down_since is None else down_since
         if now - since >= self.reconnect_s:
+            if not first:
+                self._outage_ends(recovered=False)
             raise self._unreachable(exc, kind) from None
+        if first:
+            self._outage_begins(exc)
+        time.sleep(RECONNECT_POLL_S)
+        return since
+
+    def _outage_begins(self, exc: Exception) -> None:
+        with self._outage_lock:
+            self._outage_waiters += 1
+            first = self._outage_waiters == 1
+            if first:
+                self._outage_since = time.monotonic()
         if first:
             log.warning("state database %s unreachable (%s); waiting up to %g s for it to come back",
                         self._where, self._detail(exc), self.reconnect_s)
-        time.sleep(RECONNECT_POLL_S)
-        return since
+
+    def _outage_ends(self, *, recovered: bool) -> None:
+        with self._outage_lock:
+            self._outage_waiters -= 1
+            last = self._outage_waiters == 0
+        if last and recovered:
+            log.warning("state database %s reachable again after %.1f s; continuing", self._where,
+                        time.monotonic() - self._outage_since)
 
     def write(self) -> AbstractContextManager[Repo]:
         """A write transaction holding golden's write lock from its first statement (see the module docstring)."""
