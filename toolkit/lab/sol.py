@@ -336,10 +336,6 @@ class SolBmc:
             if len(self._queued) > MAX_QUEUED:
                 del self._queued[:len(self._queued) - MAX_QUEUED]
 
-    def sol_waiting(self) -> bool:
-        """Whether console bytes wait for pump_sol."""
-        return bool(self._queued)
-
     def pump_sol(self) -> None:
         """The BMC loop's side: send the queued console bytes on the SOL session (pyghmi splits them into
         packets and waits for each acknowledgement in this same loop)."""

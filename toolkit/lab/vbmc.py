@@ -551,13 +551,13 @@ def serve(cfg: ServeConfig) -> int:
             bmc.start()
     if cfg.pid_file:
         _write_atomic(Path(cfg.pid_file), f"{os.getpid()}\n")
-    ipmi = any(isinstance(bmc, VirtualBmc) for bmc in bmcs)
+    ipmi_bmcs = [bmc for bmc in bmcs if isinstance(bmc, VirtualBmc)]
     log.info("serving %d BMCs", len(bmcs))
     last_status = 0.0
     try:
         while running:
-            consoles = [b for b in bmcs if isinstance(b, VirtualBmc) and b.bridge is not None]
-            _wait_for_packets(ipmi, min(timers.run_due(), 0.02 if consoles else 0.2))
+            consoles = [b for b in ipmi_bmcs if b.bridge is not None]
+            _wait_for_packets(bool(ipmi_bmcs), min(timers.run_due(), 0.02 if consoles else 0.2))
             timers.run_due()
             for bmc in consoles:  # console bytes the bridges queued go out from this thread only (lab.sol)
                 bmc.pump_sol()
