@@ -157,6 +157,20 @@ def attempt_refusal(armed: AttemptRow | None, attempt: str, now: float) -> Repor
     return None
 
 
+def live_attempt_token(repo: Repo, nonce: str, host: str, addr: str, what: str) -> TokenRow:
+    """The token row of ``nonce`` when it is unspent, the host's, from ``addr`` and of the host's live,
+    uncontested reimage attempt; else ReportRejected saying which (``what`` names the request in it)."""
+    row = repo.get_token(nonce)
+    refusal = token_refusal(repo, row, host, addr)
+    if refusal is None and (row is None or not row.attempt):
+        refusal = ReportRejected(f"{what} counts only with a token of a reimage attempt", RejectKind.ENDED)
+    if refusal is None and row is not None:
+        refusal = attempt_refusal(repo.get_attempt(host), row.attempt, time.time())
+    if refusal is not None or row is None:
+        raise refusal or ReportRejected("token was never issued by this boot server", RejectKind.UNKNOWN_TOKEN)
+    return row
+
+
 def standing(repo: Repo, row: TokenRow, now: float) -> bool | ReportRejected:
     """True: the report is verified evidence; False: an unverified observation; or why it is refused."""
     if row.source == VERIFIED_CHAIN:
@@ -373,14 +387,7 @@ def _accept_refusal(fleet: Fleet, mac: str, build_id: str, image: str, token: st
     if host is None:
         raise ReportRejected("MAC not in the inventory", RejectKind.UNKNOWN_HOST, mac)
     with fleet.db.write_rows() as repo:
-        row = repo.get_token(claims.nonce)
-        refusal = token_refusal(repo, row, host.name, addr)
-        if refusal is None and (row is None or not row.attempt):
-            refusal = ReportRejected("a boot refusal counts only with a token of a reimage attempt", RejectKind.ENDED)
-        if refusal is None and row is not None:
-            refusal = attempt_refusal(repo.get_attempt(host.name), row.attempt, time.time())
-        if refusal is not None or row is None:
-            raise refusal or ReportRejected("token was never issued by this boot server", RejectKind.UNKNOWN_TOKEN)
+        row = live_attempt_token(repo, claims.nonce, host.name, addr, "a boot refusal")
         repo.spend_token(row.nonce, time.time())  # the refused boot never reaches an agent: nothing may report
         repo.add_event(BOOT_REFUSED, time.time(), mac, host.name, build_id, json.dumps(
             {"attempt": row.attempt, "errno": errno if _ERRNO_RE.match(errno) else "?"}))

@@ -37,6 +37,7 @@ class RejectKind(StrEnum):
     ADDRESS = "address"              # the report comes from another address than the boot script went to
     CONTESTED = "contested"          # the attempt's boot script was fetched twice: nobody's report counts
     ENDED = "ended"                  # the token's attempt is over: finished, failed, expired or superseded
+    NOT_DISK = "not-disk"            # an install plan asked for by a host that runs in RAM (install: ram)
 
 
 class ReportRejected(Exception):
