@@ -50,7 +50,9 @@ from toolkit.core.mac import is_mac, normalize_mac
 from toolkit.fleet.fleet import Fleet
 from toolkit.fleet.hardware import diff_facts, digest
 from toolkit.fleet.logins import matching_grant, parse_login, taint_reason
+from toolkit.fleet.slots import row_of, state_of
 from toolkit.fleet.status import HostStatus
+from toolkit.install.slots import Slot, SlotState, reported
 from toolkit.inventory.hosts import Host
 from toolkit.state.boots import BOOT_REFUSED
 from toolkit.state.db import (
@@ -248,11 +250,22 @@ def _record_report(repo: Repo, host: str, mac: str, report: ObservedReport, toke
         repo.record_verified(host, token.attempt, report.build_id, now)
     _record_access(repo, host, mac, report, token, now)
     observe_hardware(repo, host, report.hardware, report.build_id, now)
+    observe_slot(repo, host, report, now)
     if news:
         repo.add_event("report", now, mac, host, report.build_id, json.dumps(
             {"drift": len(report.drift), "hostname": report.hostname, "checks": report.checks,
              "attempt": token.attempt, "secure_boot": report.secure_boot}))
     return True
+
+
+def observe_slot(repo: Repo, host: str, report: ObservedReport, now: float) -> None:
+    """A disk host's verified report names the slot it runs and that slot's build: its ``host_slots`` row follows
+    (``slots.reported``: a report from the slot not being tried is a fall-back). A RAM boot names none."""
+    if report.slot is None:
+        return
+    stored = repo.get_slots(host)
+    state = reported(state_of(stored) if stored is not None else SlotState(), Slot(report.slot), report.build_id)
+    repo.set_slots(row_of(host, state, now))
 
 
 def observe_hardware(repo: Repo, host: str, facts: dict[str, Any] | None, build_id: str, now: float) -> None:
