@@ -18,6 +18,7 @@ from tests.unit.test_bootserver import SECRET, Env, _cmdline, _report
 from toolkit.boot.running import start_in_thread
 from toolkit.boot.server import ServerConfig, make_server
 from toolkit.boot.token import issue_token
+from toolkit.boot.values import redact_tokens
 from toolkit.fleet.fleet import Fleet
 from toolkit.state.db import StateDB
 from toolkit.state.slots import SlotRow
@@ -225,6 +226,16 @@ def test_the_access_log_shows_no_token(env: Env, caplog: pytest.LogCaptureFixtur
         time.sleep(0.01)
     [line] = lines()
     assert "token=***&disks=" in line and token.split(".")[0] not in line
+
+
+@pytest.mark.parametrize(("line", "shown"), [
+    ("GET /install/m.json?token=abc.1.-.f&disks=vda:1 HTTP/1.1", "GET /install/m.json?token=***&disks=vda:1 HTTP/1.1"),
+    ("GET /boot-refused?mac=m&token=abc&errno=1 HTTP/1.1", "GET /boot-refused?mac=m&token=***&errno=1 HTTP/1.1"),
+    ("GET /x?mytoken=abc HTTP/1.1", "GET /x?mytoken=abc HTTP/1.1"),  # another parameter's name, not ours
+    ("GET /boot/m.ipxe HTTP/1.1", "GET /boot/m.ipxe HTTP/1.1"),
+])
+def test_redact_tokens(line: str, shown: str) -> None:
+    assert redact_tokens(line) == shown
 
 
 # ---- a slot's report ----
