@@ -117,7 +117,7 @@ class _Files(http.server.BaseHTTPRequestHandler):
     answers: dict[str, tuple[int, bytes]] = {}
     asked: list[str] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         self.asked.append(self.path)
         code, body = self.answers.get(urlsplit(self.path).path, (404, b"not found"))
         self.send_response(code)

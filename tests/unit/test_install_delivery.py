@@ -121,8 +121,8 @@ def test_the_live_attempt_gets_the_plan_for_slot_a_and_it_is_recorded(env: Env) 
     options = next(line for line in plan["entry_text"].splitlines() if line.startswith("options "))
     words = dict(w.partition("=")[::2] for w in options.split()[1:])
     assert words["golden.slot"] == "a" and words["golden.token"] == args["golden.token"]
-    assert words["golden.build"] == "b2" and words["golden.report"] == "http://127.0.0.1:{}/report".format(
-        env.server.server_address[1])
+    report = f"http://127.0.0.1:{env.server.server_address[1]}/report"
+    assert words["golden.build"] == "b2" and words["golden.report"] == report
     assert not {"golden.install", "fetch", "boot"} & set(words)  # the slot never installs again nor downloads
     assert 'size=1024MiB, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name="golden-b"' in plan["sfdisk"]
     assert _slots(env) == SlotRow("disk1", None, "b2", None, "a", None, _slots(env).at)  # type: ignore[union-attr]
