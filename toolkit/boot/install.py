@@ -45,7 +45,6 @@ INSTALL_RE = re.compile(r"^/install/([^/]{1,64})\.json$")
 INSTALL_EVENT = "install-plan"
 MAX_DISKS = 64
 _DISK = re.compile(r"^([a-z][a-z0-9]{0,31}):([0-9]{1,20})$")
-JSON = "application/json"
 
 
 @dataclass(frozen=True)
