@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from toolkit.boot import netboot, pxe
 from toolkit.boot.decide import BootDecision, decide_build
 from toolkit.boot.evidence import IssuedToken, live_attempt_token, reject
+from toolkit.boot.metrics import Metrics
 from toolkit.boot.reports import RejectKind, ReportRejected
 from toolkit.boot.token import TokenError, verify_token
 from toolkit.core.errors import InputError
@@ -49,10 +50,9 @@ _DISK = re.compile(r"^([a-z][a-z0-9]{0,31}):([0-9]{1,20})$")
 
 @dataclass(frozen=True)
 class InstallAnswer:
-    """What ``/install`` answers: the status, the JSON body, and the reject kind when it refused one."""
+    """What ``/install`` answers: the status and the JSON body."""
     code: int
     body: bytes
-    reject: RejectKind | None = None
 
 
 @dataclass(frozen=True)
@@ -166,12 +166,13 @@ def _plan_in(repo: Repo, config: ServerConfig, req: PlanRequest, t: _Target, add
 def _refused(rej: ReportRejected) -> InstallAnswer:
     code = 400 if rej.kind == RejectKind.MALFORMED else 403
     body = json.dumps({"accepted": False, "reason": rej.reason, "kind": rej.kind.value}).encode()
-    return InstallAnswer(code, body, rej.kind)
+    return InstallAnswer(code, body)
 
 
-def answer_install(config: ServerConfig, raw_mac: str, query: Mapping[str, str], addr: str,
+def answer_install(config: ServerConfig, metrics: Metrics, raw_mac: str, query: Mapping[str, str], addr: str,
                    base_url: str) -> InstallAnswer:
-    """The answer to ``GET /install/<raw_mac>.json``: 200 and the plan, or why not (a refusal is counted)."""
+    """The answer to ``GET /install/<raw_mac>.json``: 200 and the plan, or why not (a refusal is counted in
+    ``metrics`` and the state database, like a refused report's)."""
     mac = None
     try:
         req = parse_request(raw_mac, query)
@@ -182,6 +183,7 @@ def answer_install(config: ServerConfig, raw_mac: str, query: Mapping[str, str],
     except ReportRejected as rej:
         rej.mac = rej.mac or mac
         reject(config.fleet, rej, addr)
+        metrics.add("rejects", rej.kind.value)
         return _refused(rej)
     except InputError as exc:  # the layout does not fit the machine: the operator's to fix
         return InstallAnswer(409, json.dumps({"accepted": False, "reason": exc.message, "hint": exc.hint}).encode())

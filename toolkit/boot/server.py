@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from toolkit.boot import pxe
 from toolkit.boot.admin import REALM, fleet_allowed
@@ -62,7 +62,7 @@ from toolkit.boot.netboot import REFUSED_PATH
 from toolkit.boot.reports import MAX_REPORT_BYTES, RejectKind, ReportRejected, decode_report
 from toolkit.boot.retention import Pruned, Pruner, RetentionPolicy
 from toolkit.boot.token import DEFAULT_TTL_S
-from toolkit.boot.values import parse_listen, parse_range, redact_tokens
+from toolkit.boot.values import parse_listen, parse_range, query_of, redact_tokens
 from toolkit.core.config import StaleConfig
 from toolkit.core.errors import InputError
 from toolkit.core.secret import Secret
@@ -291,9 +291,6 @@ class BootHandler(BaseHTTPRequestHandler):
     def _path(self) -> str:
         return urlsplit(self.path).path
 
-    def _query(self) -> dict[str, str]:
-        return {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items() if v}
-
     # ---- verbs ----
     def do_GET(self) -> None:
         """Serve an artifact, a boot script, /metrics, /fleet or /healthz."""
@@ -315,7 +312,9 @@ class BootHandler(BaseHTTPRequestHandler):
             elif path == REFUSED_PATH and not head:
                 self._boot_refused()
             elif (m := INSTALL_RE.match(path)) and not head:
-                self._install_plan(m.group(1))
+                answer = answer_install(self.server.config, self.server.metrics, m.group(1), query_of(self.path),
+                                        self._client(), self._base_url())
+                self._send_body("install", answer.code, answer.body, "application/json")
             elif path == "/metrics":
                 cfg = self.server.config
                 text = self.server.metrics.render(self.server.pool.closed_counts(),
@@ -484,7 +483,7 @@ class BootHandler(BaseHTTPRequestHandler):
 
     def _boot_refused(self) -> None:
         """Firmware evidence: this attempt's signed image was refused (Secure Boot). It can only fail the host."""
-        query, cfg = self._query(), self.server.config
+        query, cfg = query_of(self.path), self.server.config
         try:
             mac, attempt = accept_refusal(cfg.fleet, query, cfg.secret, self._client(), cfg.token_ttl_s)
         except ReportRejected as rej:
@@ -492,13 +491,6 @@ class BootHandler(BaseHTTPRequestHandler):
             return self._send_body("refused", 403, f"#!ipxe\necho golden: {rej.kind.value}\n".encode(), TEXT)
         log.warning("golden serve: %s: the firmware refused the signed image (attempt %s)", mac, attempt)
         self._send_body("refused", 200, b"#!ipxe\necho golden: boot refusal recorded\n", TEXT)
-
-    def _install_plan(self, raw_mac: str) -> None:
-        """A disk host's install plan (``toolkit.boot.install``): 200, or a refusal counted like a report's."""
-        answer = answer_install(self.server.config, raw_mac, self._query(), self._client(), self._base_url())
-        if answer.reject is not None:
-            self.server.metrics.add("rejects", answer.reject.value)
-        self._send_body("install", answer.code, answer.body, "application/json")
 
     # ---- reports ----
     def _reject(self, rej: ReportRejected, code: int = 403) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from urllib.parse import parse_qs, urlsplit
 
 from toolkit.core.errors import InputError
 
@@ -56,6 +57,11 @@ def parse_listen(value: str) -> tuple[str, int]:
     if addr is None or not port.isdigit() or len(port) > 5 or not 0 <= int(port) <= 65535:
         raise InputError(f"--listen must be ADDR:PORT (e.g. 127.0.0.1:9090 or [::1]:9090), got {value!a}")
     return (addr, int(port))
+
+
+def query_of(target: str) -> dict[str, str]:
+    """The query parameters of a request target (``/path?a=1&b=2``), the first value of each."""
+    return {k: v[0] for k, v in parse_qs(urlsplit(target).query).items() if v}
 
 
 def redact_tokens(text: str) -> str:
