@@ -92,5 +92,5 @@ def test_the_entry_text_orders_by_generation_and_loader_conf_names_no_default() 
     """A ``default`` would be followed even to a bad entry (NixOS/nixpkgs#84204): the order decides."""
     text = entry_conf(new_entry(Slot.B, BUILD, 3), 7, "ro console=ttyS0")
     assert text.splitlines() == [f"title golden b {BUILD}", "sort-key golden", "version 7", "linux /golden/b/vmlinuz",
-                                 "initrd /golden/b/initrd", "options ro console=ttyS0"]
+                                 "initrd /golden/b/initrd", "options golden.slot=b ro console=ttyS0"]
     assert "default" not in loader_conf() and loader_conf().splitlines() == ["timeout 0", "editor no"]

@@ -7,7 +7,17 @@ from collections.abc import Callable
 
 import pytest
 
-from toolkit.install.slots import Slot, SlotError, SlotState, blessed, fell_back, installed, rolled_back, target_slot
+from toolkit.install.slots import (
+    Slot,
+    SlotError,
+    SlotState,
+    blessed,
+    fell_back,
+    installed,
+    reported,
+    rolled_back,
+    target_slot,
+)
 
 A, B = Slot.A, Slot.B
 
@@ -80,3 +90,25 @@ def test_steps_that_cannot_happen_are_refused(steps: list[str], step: str, messa
     with pytest.raises(SlotError, match=message) as info:
         _step(step)(state)
     assert info.value.exit_code == 2
+
+
+# (id, steps, the report (slot, build), then: (active, slot a, slot b, trying, fell_back))
+REPORTS = [
+    ("first-install-comes-up", ["install v1"], (A, "v1"), (A, "v1", None, None, None)),
+    ("second-install-comes-up", ["install v1", "bless", "install v2"], (B, "v2"), (B, "v1", "v2", None, None)),
+    ("the-old-slot-reports-while-b-was-tried", ["install v1", "bless", "install v2"], (A, "v1"),
+     (A, "v1", "v2", None, "v2")),
+    ("an-ordinary-reboot-keeps-the-fall-back", ["install v1", "bless", "install v2", "fall-back"], (A, "v1"),
+     (A, "v1", "v2", None, "v2")),
+    ("a-host-golden-never-saw-install", [], (B, "v9"), (B, None, "v9", None, None)),
+    ("the-slot-holds-what-it-reports", ["install v1", "bless"], (A, "v1-rebuilt"), (A, "v1-rebuilt", None, None, None)),
+]
+
+
+@pytest.mark.parametrize(("steps", "report", "expected"), [r[1:] for r in REPORTS], ids=[r[0] for r in REPORTS])
+def test_a_slots_report(steps: list[str], report: tuple[Slot, str], expected: tuple) -> None:
+    state = SlotState()
+    for word in steps:
+        state = _step(word)(state)
+    state = reported(state, *report)
+    assert (state.active, state.a, state.b, state.trying, state.fell_back) == expected

@@ -15,7 +15,8 @@ TOOLKIT = Path(__file__).resolve().parents[2] / "toolkit"
 # at the bottom; bake and the store above them; inventory -> fleet -> boot and rollout on top; the
 # BMC layer knows only core (it takes endpoints, never inventory hosts); the lab drives BMCs only;
 # runs (ids and records of bake, nightly and reimage runs) knows core and state; install (disk layout,
-# A/B slots, boot entries: pure) sits beside image, below the inventory that names its settings. Each entry is an
+# A/B slots, boot entries: pure) sits beside image, below the inventory that names its settings and the boot
+# server that hands its plans out. Each entry is an
 # import that exists (test_allowed_holds_only_imports_that_exist): widen it when you add one.
 ALLOWED: dict[str, set[str]] = {
     "core": set(),
@@ -29,7 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "bmc": {"core"},
     "inventory": {"core", "image", "bmc", "install"},
     "fleet": {"core", "image", "state", "store", "inventory", "bmc", "install"},
-    "boot": {"core", "image", "state", "store", "inventory", "fleet", "trust"},
+    "boot": {"core", "image", "state", "store", "inventory", "fleet", "trust", "install"},
     "rollout": {"core", "image", "state", "store", "inventory", "fleet", "bmc", "runs", "install"},
     "lab": {"core", "bmc", "trust"},
     "role": {"core", "bake"},

@@ -21,6 +21,7 @@ from toolkit.core.mac import normalize_mac
 from toolkit.fleet.desired import DesiredBuild
 from toolkit.fleet.fleet import Fleet
 from toolkit.image.manifest import UKI
+from toolkit.install.settings import InstallMode
 from toolkit.state.db import StateError
 from toolkit.store.artifacts import Build
 
@@ -35,9 +36,11 @@ class BootDecision:
     problem: str = ""
     recorded: bool = True  # False: the state DB could not be written (the decision still stands)
     secure_boot: bool = False  # the host var secure_boot: the host gets the build's signed UKI
+    disk: bool = False  # install: disk: within a reimage attempt the node installs the build to its disk
 
 
-def _decide(fleet: Fleet, mac: str) -> BootDecision:
+def decide_build(fleet: Fleet, mac: str) -> BootDecision:
+    """What ``mac`` boots now, read only (``decide_boot`` also records it)."""
     host = fleet.host_by_mac(mac)
     if host is None:
         return BootDecision(mac, None, None, None, "not in the inventory")
@@ -57,7 +60,7 @@ def _decide(fleet: Fleet, mac: str) -> BootDecision:
     if secure and UKI not in build.manifest.artifacts:  # never the unsigned chain for a secure_boot host
         return BootDecision(mac, host.name, None, desired, f"build {build.image}/{build.build_id} has no signed UKI "
                             "for this secure_boot host (golden keys init, then bake)")
-    return BootDecision(mac, host.name, build, desired, secure_boot=secure)
+    return BootDecision(mac, host.name, build, desired, secure_boot=secure, disk=host.install == InstallMode.DISK)
 
 
 def _secure_boot(host_vars: Mapping[str, Any]) -> bool:
@@ -83,10 +86,10 @@ def _record(fleet: Fleet, d: BootDecision, remote_addr: str | None) -> None:
 
 def decide_boot(fleet: Fleet, mac: str, remote_addr: str | None = None) -> BootDecision:
     """What ``mac`` boots now, and whether that could be recorded."""
-    decision = _decide(fleet, normalize_mac(mac))
+    decision = decide_build(fleet, normalize_mac(mac))
     try:
         _record(fleet, decision, remote_addr)
     except StateError:
         return BootDecision(decision.mac, decision.host, decision.build, decision.desired, decision.problem,
-                            recorded=False, secure_boot=decision.secure_boot)
+                            recorded=False, secure_boot=decision.secure_boot, disk=decision.disk)
     return decision

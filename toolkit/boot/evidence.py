@@ -50,7 +50,9 @@ from toolkit.core.mac import is_mac, normalize_mac
 from toolkit.fleet.fleet import Fleet
 from toolkit.fleet.hardware import diff_facts, digest
 from toolkit.fleet.logins import matching_grant, parse_login, taint_reason
+from toolkit.fleet.slots import row_of, state_of
 from toolkit.fleet.status import HostStatus
+from toolkit.install.slots import Slot, SlotState, reported
 from toolkit.inventory.hosts import Host
 from toolkit.state.boots import BOOT_REFUSED
 from toolkit.state.db import (
@@ -157,6 +159,20 @@ def attempt_refusal(armed: AttemptRow | None, attempt: str, now: float) -> Repor
     return None
 
 
+def live_attempt_token(repo: Repo, nonce: str, host: str, addr: str, what: str) -> TokenRow:
+    """The token row of ``nonce`` when it is unspent, the host's, from ``addr`` and of the host's live,
+    uncontested reimage attempt; else ReportRejected saying which (``what`` names the request in it)."""
+    row = repo.get_token(nonce)
+    refusal = token_refusal(repo, row, host, addr)
+    if refusal is None and (row is None or not row.attempt):
+        refusal = ReportRejected(f"{what} counts only with a token of a reimage attempt", RejectKind.ENDED)
+    if refusal is None and row is not None:
+        refusal = attempt_refusal(repo.get_attempt(host), row.attempt, time.time())
+    if refusal is not None or row is None:
+        raise refusal or ReportRejected("token was never issued by this boot server", RejectKind.UNKNOWN_TOKEN)
+    return row
+
+
 def standing(repo: Repo, row: TokenRow, now: float) -> bool | ReportRejected:
     """True: the report is verified evidence; False: an unverified observation; or why it is refused."""
     if row.source == VERIFIED_CHAIN:
@@ -234,11 +250,22 @@ def _record_report(repo: Repo, host: str, mac: str, report: ObservedReport, toke
         repo.record_verified(host, token.attempt, report.build_id, now)
     _record_access(repo, host, mac, report, token, now)
     observe_hardware(repo, host, report.hardware, report.build_id, now)
+    observe_slot(repo, host, report, now)
     if news:
         repo.add_event("report", now, mac, host, report.build_id, json.dumps(
             {"drift": len(report.drift), "hostname": report.hostname, "checks": report.checks,
              "attempt": token.attempt, "secure_boot": report.secure_boot}))
     return True
+
+
+def observe_slot(repo: Repo, host: str, report: ObservedReport, now: float) -> None:
+    """A disk host's verified report names the slot it runs and that slot's build: its ``host_slots`` row follows
+    (``slots.reported``: a report from the slot not being tried is a fall-back). A RAM boot names none."""
+    if report.slot is None:
+        return
+    stored = repo.get_slots(host)
+    state = reported(state_of(stored) if stored is not None else SlotState(), Slot(report.slot), report.build_id)
+    repo.set_slots(row_of(host, state, now))
 
 
 def observe_hardware(repo: Repo, host: str, facts: dict[str, Any] | None, build_id: str, now: float) -> None:
@@ -373,14 +400,7 @@ def _accept_refusal(fleet: Fleet, mac: str, build_id: str, image: str, token: st
     if host is None:
         raise ReportRejected("MAC not in the inventory", RejectKind.UNKNOWN_HOST, mac)
     with fleet.db.write_rows() as repo:
-        row = repo.get_token(claims.nonce)
-        refusal = token_refusal(repo, row, host.name, addr)
-        if refusal is None and (row is None or not row.attempt):
-            refusal = ReportRejected("a boot refusal counts only with a token of a reimage attempt", RejectKind.ENDED)
-        if refusal is None and row is not None:
-            refusal = attempt_refusal(repo.get_attempt(host.name), row.attempt, time.time())
-        if refusal is not None or row is None:
-            raise refusal or ReportRejected("token was never issued by this boot server", RejectKind.UNKNOWN_TOKEN)
+        row = live_attempt_token(repo, claims.nonce, host.name, addr, "a boot refusal")
         repo.spend_token(row.nonce, time.time())  # the refused boot never reaches an agent: nothing may report
         repo.add_event(BOOT_REFUSED, time.time(), mac, host.name, build_id, json.dumps(
             {"attempt": row.attempt, "errno": errno if _ERRNO_RE.match(errno) else "?"}))

@@ -15,6 +15,7 @@ from typing import Any
 
 from toolkit.core.mac import MacError, normalize_mac
 from toolkit.fleet.hardware import FactsError, clean_facts
+from toolkit.install.slots import Slot
 from toolkit.state.db import ObservedReport
 
 MAX_REPORT_BYTES = 64 * 1024
@@ -24,6 +25,7 @@ MAX_CHECKS = 200
 MAX_LOGINS = 200
 MAX_LOGIN_CHARS = 1000
 DRIFT_KINDS = ("added", "modified", "deleted")
+SLOTS = tuple(s.value for s in Slot)  # a disk host's report names the slot it runs from
 
 
 class RejectKind(StrEnum):
@@ -37,6 +39,7 @@ class RejectKind(StrEnum):
     ADDRESS = "address"              # the report comes from another address than the boot script went to
     CONTESTED = "contested"          # the attempt's boot script was fetched twice: nobody's report counts
     ENDED = "ended"                  # the token's attempt is over: finished, failed, expired or superseded
+    NOT_DISK = "not-disk"            # an install plan asked for by a host that runs in RAM (install: ram)
 
 
 class ReportRejected(Exception):
@@ -102,6 +105,8 @@ def _bad_fields(payload: dict[str, Any]) -> list[str]:
             problems.append("hardware")
     if not (payload.get("secure_boot") is None or isinstance(payload.get("secure_boot"), bool)):
         problems.append("secure_boot")
+    if payload.get("slot") not in (None, *SLOTS):
+        problems.append("slot")
     if "booted_at" not in problems:
         try:
             datetime.fromisoformat(payload["booted_at"].replace("Z", "+00:00"))
@@ -136,5 +141,6 @@ def parse_report(payload: Any) -> tuple[ObservedReport, str, str]:
         logins=tuple((x["at"], x["line"]) for x in payload.get("logins", [])),
         hardware=clean_facts(payload["hardware"]) if "hardware" in payload else None,
         secure_boot=payload.get("secure_boot"),
+        slot=payload.get("slot"),
     )
     return report, mac, payload["token"]

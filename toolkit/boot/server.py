@@ -10,6 +10,7 @@ Routes (everything else is 404):
   Unknown MACs get a script that exits to the next boot device and are recorded.
 - ``POST /report``: the agent's report (contract 3): 200 when accepted, 403 when rejected,
   400 when the request itself is malformed; tokens and attempts are checked in ``evidence``.
+- ``GET /install/<mac>.json?token=``: a disk host's install plan, for its live attempt only (``toolkit.boot.install``).
 - ``POST /clean``: the cleaning image's per-disk report (``golden retire``; ``cleaning``), codes as for /report.
 - ``GET /metrics``: Prometheus text (``toolkit.boot.metrics``).
 - ``GET /fleet``: the fleet page, live (the same self-contained HTML as ``golden report``).
@@ -46,7 +47,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from toolkit.boot import pxe
 from toolkit.boot.admin import REALM, fleet_allowed
@@ -55,12 +56,13 @@ from toolkit.boot.cleaning import accept_cleaning
 from toolkit.boot.connections import Conn, ConnectionPool, Limits, SocketReader
 from toolkit.boot.decide import decide_boot
 from toolkit.boot.evidence import accept_refusal, accept_report, issue_boot_token, reject
+from toolkit.boot.install import INSTALL_RE, answer_install, install_args
 from toolkit.boot.metrics import Metrics
 from toolkit.boot.netboot import REFUSED_PATH
 from toolkit.boot.reports import MAX_REPORT_BYTES, RejectKind, ReportRejected, decode_report
 from toolkit.boot.retention import Pruned, Pruner, RetentionPolicy
 from toolkit.boot.token import DEFAULT_TTL_S
-from toolkit.boot.values import parse_listen, parse_range
+from toolkit.boot.values import parse_listen, parse_range, query_of, redact_tokens
 from toolkit.core.config import StaleConfig
 from toolkit.core.errors import InputError
 from toolkit.core.secret import Secret
@@ -267,8 +269,8 @@ class BootHandler(BaseHTTPRequestHandler):
         if sent:
             metrics.add("bytes", route, sent)
         if access_log.isEnabledFor(logging.INFO):
-            access_log.info('%s "%s" %d %d %.1fms', self._logged_client(), printable(self.requestline[:200]), code,
-                            sent, elapsed * 1000)
+            line = printable(redact_tokens(self.requestline[:200]))
+            access_log.info('%s "%s" %d %d %.1fms', self._logged_client(), line, code, sent, elapsed * 1000)
 
     def _send_body(self, route: str, code: int, body: bytes, ctype: str, head: bool = False,
                    extra: dict[str, str] | None = None) -> None:
@@ -309,6 +311,10 @@ class BootHandler(BaseHTTPRequestHandler):
                 self._serve_boot(re.sub("%3[Aa]", ":", m.group(1)))
             elif path == REFUSED_PATH and not head:
                 self._boot_refused()
+            elif (m := INSTALL_RE.match(path)) and not head:
+                answer = answer_install(self.server.config, self.server.metrics, m.group(1), query_of(self.path),
+                                        self._client(), self._base_url())
+                self._send_body("install", answer.code, answer.body, "application/json")
             elif path == "/metrics":
                 cfg = self.server.config
                 text = self.server.metrics.render(self.server.pool.closed_counts(),
@@ -468,7 +474,8 @@ class BootHandler(BaseHTTPRequestHandler):
             log.warning("golden serve: %s (%s): boot script fetched again within reimage attempt %s (from %s): "
                         "attempt contested", decision.host, decision.mac, issued.attempt, client)
         script = pxe.machine_script(decision.build, decision.mac, issued.token, base, f"{base}/report",
-                                    cfg.extra_args, secure_boot=decision.secure_boot)
+                                    (*cfg.extra_args, *install_args(decision, issued, base)),
+                                    secure_boot=decision.secure_boot)
         self.server.metrics.add("scripts", "build")
         log.info("golden serve: %s (%s) boots %s/%s", decision.host, decision.mac, decision.build.image,
                  decision.build.build_id)
@@ -476,7 +483,7 @@ class BootHandler(BaseHTTPRequestHandler):
 
     def _boot_refused(self) -> None:
         """Firmware evidence: this attempt's signed image was refused (Secure Boot). It can only fail the host."""
-        query, cfg = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items() if v}, self.server.config
+        query, cfg = query_of(self.path), self.server.config
         try:
             mac, attempt = accept_refusal(cfg.fleet, query, cfg.secret, self._client(), cfg.token_ttl_s)
         except ReportRejected as rej:

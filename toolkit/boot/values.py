@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from urllib.parse import parse_qs, urlsplit
 
 from toolkit.core.errors import InputError
 
+TOKEN_QUERY_RE = re.compile(r"(?<=[?&]token=)[^&\s]+")
 RANGE_RE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")  # 18 digits: any real offset, never a huge int
 
 
@@ -55,3 +57,13 @@ def parse_listen(value: str) -> tuple[str, int]:
     if addr is None or not port.isdigit() or len(port) > 5 or not 0 <= int(port) <= 65535:
         raise InputError(f"--listen must be ADDR:PORT (e.g. 127.0.0.1:9090 or [::1]:9090), got {value!a}")
     return (addr, int(port))
+
+
+def query_of(target: str) -> dict[str, str]:
+    """The query parameters of a request target (``/path?a=1&b=2``), the first value of each."""
+    return {k: v[0] for k, v in parse_qs(urlsplit(target).query).items() if v}
+
+
+def redact_tokens(text: str) -> str:
+    """``text`` (a request line) with every ``token=`` query value shown as ``***``: access logs keep no token."""
+    return TOKEN_QUERY_RE.sub("***", text)

@@ -104,10 +104,18 @@ def entry_dir(slot: Slot) -> str:
     return f"/golden/{slot.value}"
 
 
+def slot_word(slot: Slot) -> str:
+    """The kernel command line word that tells a booted slot which one it is: ``golden.slot=a``
+    (the agent reports it, ``roles/golden_agent``)."""
+    return f"golden.slot={slot.value}"
+
+
 def entry_conf(entry: Entry, generation: int, options: str) -> str:
-    """The entry file's text: the slot's kernel and initrd, ordered by ``generation`` (highest boots)."""
+    """The entry file's text: the slot's kernel and initrd, ordered by ``generation`` (highest boots),
+    its command line ``options`` after the slot's own word (``slot_word``)."""
+    words = " ".join((slot_word(entry.slot), options)).strip()
     return (f"title golden {entry.slot.value} {entry.build}\nsort-key golden\nversion {generation}\n"
-            f"linux {entry_dir(entry.slot)}/vmlinuz\ninitrd {entry_dir(entry.slot)}/initrd\noptions {options}\n")
+            f"linux {entry_dir(entry.slot)}/vmlinuz\ninitrd {entry_dir(entry.slot)}/initrd\noptions {words}\n")
 
 
 def loader_conf(timeout_s: int = 0) -> str:

@@ -91,3 +91,15 @@ def rolled_back(state: SlotState) -> SlotState:
     if build == state.fell_back:
         raise SlotError(f"slot {back.value} holds build {build}, whose boot failed: not a rollback target")
     return dataclasses.replace(state, active=back)
+
+
+def reported(state: SlotState, running: Slot, build: str) -> SlotState:
+    """What a verified agent report from ``running`` (holding ``build``) says: that slot came up and is
+    the machine's active slot. When another slot was being tried, its boot failed and the counter
+    brought the machine back here: a fall-back, and the tried build is recorded as failed."""
+    if state.trying is None:
+        failed = state.fell_back  # an ordinary boot of the running slot changes no verdict
+    else:
+        failed = None if state.trying == running else state.build(state.trying)
+    held = {"a": build} if running == Slot.A else {"b": build}
+    return dataclasses.replace(state, active=running, trying=None, fell_back=failed, **held)

@@ -62,6 +62,8 @@ class ObservedReport:
     hardware: dict[str, Any] | None = field(default=None, compare=False, hash=False)
     # UEFI Secure Boot as the node's firmware says (efivars); None: not UEFI, or an agent that does not say.
     secure_boot: bool | None = field(default=None, compare=False, hash=False)
+    # The disk slot the node runs from (golden.slot= of its boot entry: "a" or "b"); None: a RAM boot.
+    slot: str | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
