@@ -18,11 +18,13 @@ Both share one lab and one boot network: a Secure Boot TCG boot costs minutes.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 
@@ -55,18 +57,47 @@ def flip_one_byte(build: Build) -> int:
 
 
 class ConsoleWatch(threading.Thread):
-    """Every golden line the machine's serial log showed while it runs: the lab's QEMU starts afresh at each
-    power on (the failed canary's rollback boot would otherwise leave no trace of the refusal)."""
+    """Every golden line the machine's serial log showed while it runs. The lab's QEMU starts a new
+    serial log at each power on (the old one is unlinked), so the watch keeps the old file open and
+    reads it to its end before it follows the new one: the refusal printed a moment before the
+    rollback's power cycle is never lost to a polling window."""
 
     def __init__(self, serial: Path) -> None:
         super().__init__(daemon=True)
         self.serial, self.done = serial, threading.Event()
         self.lines: list[str] = []
+        self._partial = ""
+
+    def _take(self, text: str) -> None:
+        *whole, self._partial = (self._partial + text).split("\n")
+        self.lines += [ln for ln in whole if "golden:" in ln]
+
+    def _follow(self, fh: TextIO) -> TextIO | None:
+        self._take(fh.read())
+        try:
+            moved = os.stat(self.serial).st_ino != os.fstat(fh.fileno()).st_ino
+        except FileNotFoundError:
+            moved = True
+        if not moved:
+            return fh
+        self._take(fh.read())  # the rest of the old boot's log, readable through the open handle
+        self._take("\n")
+        fh.close()
+        return None
 
     def run(self) -> None:
-        while not self.done.wait(0.5):
-            text = self.serial.read_text(errors="replace") if self.serial.exists() else ""
-            self.lines += [ln for ln in text.splitlines() if "golden:" in ln and ln not in self.lines]
+        fh: TextIO | None = None
+        while True:
+            stopping = self.done.wait(0.1)
+            if fh is None and self.serial.exists():
+                fh = open(self.serial, errors="replace")  # followed across reads, closed when the log moves
+            if fh is not None:
+                fh = self._follow(fh)
+            if stopping:
+                break
+        if fh is not None:
+            self._take(fh.read() + "\n")
+            fh.close()
 
     def stop(self) -> str:
         self.done.set()
