@@ -266,11 +266,12 @@ def test_defaults_and_good_values_parse_to_typed_values():
 
 
 def test_host_states_are_the_fleet_choices():
-    seen = {host_state(d, o, t, drift, tainted, stale, failed, drained, cleaning)
-            for d, o, t, drift, tainted, stale, failed, drained, cleaning in
+    seen = {host_state(d, o, t, drift, tainted, stale, failed, drained, cleaning, fell_back)
+            for d, o, t, drift, tainted, stale, failed, drained, cleaning, fell_back in
             itertools.product([None, "b1"], [None, "b1", "b2"], [None, 1.0], [(), ("etc/x",)], [False, True],
                               [False, True], [False, True], [False, True],
-                              [None, HostState.CLEANING.value, HostState.CLEAN.value, HostState.CLEAN_FAILED.value])}
+                              [None, HostState.CLEANING.value, HostState.CLEAN.value, HostState.CLEAN_FAILED.value],
+                              [False, True])}
     assert seen == set(HostState)
 
 

@@ -20,6 +20,10 @@ from toolkit.boot.server import ServerConfig, make_server
 from toolkit.boot.token import issue_token
 from toolkit.boot.values import redact_tokens
 from toolkit.fleet.fleet import Fleet
+from toolkit.fleet.slots import row_of, state_of
+from toolkit.fleet.states import HostState
+from toolkit.fleet.status import slot_summary
+from toolkit.install.slots import Slot, reported
 from toolkit.state.db import StateDB
 from toolkit.state.slots import SlotRow
 from toolkit.store import channels
@@ -256,7 +260,7 @@ def test_a_report_from_the_old_slot_while_another_was_tried_is_a_fall_back(env: 
     channels.publish(env.db, env.store, "base", "b1", "dev", user="test")
     env.fleet.arm_attempts([("disk1", ATTEMPT, "b1")], 600)
     token = _cmdline(env.request("GET", f"/boot/{DISK_MAC}.ipxe")[2].decode())["golden.token"]
-    assert _report(env, token, build="b1", mac=DISK_MAC, slot="a")[0] == 200
+    assert _report(env, token, build="b1", mac=DISK_MAC, slot="a", drift=[])[0] == 200
     row = _slots(env)
     assert row is not None and (row.active, row.slot_a, row.slot_b, row.trying, row.fell_back) == (
         "a", "b1", "b2", None, "b2")
@@ -277,3 +281,53 @@ def test_a_report_naming_no_slot_of_ours_is_400(env: Env, slot: object) -> None:
     code, body = _report(env, _boot(env)["golden.token"], mac=DISK_MAC, slot=slot)
     assert (code, body["kind"]) == (400, "malformed") and "slot" in body["reason"]
     assert _slots(env) is None
+
+
+# ---- what the fleet shows of a disk host's slots ----
+
+def _fleet_row(env: Env, host: str = "disk1") -> tuple:
+    [h] = [h for h in env.fleet.status() if h.name == host]
+    return h.state, h.desired, h.observed, h.slot, h.slot_a, h.slot_b, h.fell_back, slot_summary(h)
+
+
+def test_the_fleet_shows_each_slots_build_and_a_fall_back_from_the_desired_build(env: Env) -> None:
+    channels.publish(env.db, env.store, "base", "b1", "dev", user="test")
+    env.fleet.arm_attempts([("disk1", ATTEMPT, "b1")], 600)
+    token = _boot(env, arm=False)["golden.token"]  # v1: slot A
+    assert _plan(env, token)[0] == 200
+    assert _report(env, token, build="b1", mac=DISK_MAC, slot="a", drift=[])[0] == 200
+    assert _fleet_row(env) == ("in-sync", "b1", "b1", "a", "b1", None, None, "a: b1 (running), b: -")
+    channels.publish(env.db, env.store, "base", "b2", "dev", user="test")
+    env.fleet.arm_attempts([("disk1", "d" * 16, "b2")], 600)
+    token = _cmdline(env.request("GET", f"/boot/{DISK_MAC}.ipxe")[2].decode())["golden.token"]
+    code, plan = _plan(env, token)  # v2 goes to slot B, which boots under the counter
+    assert (code, plan["slot"]) == (200, "b"), plan
+    # Slot B never blessed: the counter brought the machine back to slot A, whose agent reports b1 from there
+    # (what such a report does to the row: test_a_report_from_the_old_slot_while_another_was_tried_is_a_fall_back).
+    with env.db.write() as repo:
+        tried = repo.get_slots("disk1")
+        assert tried is not None and (tried.trying, tried.slot_b) == ("b", "b2")
+        repo.set_slots(row_of("disk1", reported(state_of(tried), Slot.A, "b1"), time.time()))
+    assert _fleet_row(env) == ("fell-back", "b2", "b1", "a", "b1", "b2", "b2",
+                               "a: b1 (running), b: b2 (fell back)")
+    assert [h.name for h in env.fleet.status() if h.state == HostState.FELL_BACK] == ["disk1"]
+    [ram] = [h for h in env.fleet.status() if h.name == "ram1"]
+    assert (ram.slot, ram.slot_a, ram.slot_b, ram.fell_back, slot_summary(ram)) == (None, None, None, None, "")
+    channels.publish(env.db, env.store, "base", "b1", "dev", user="test")  # the operator points it back at b1
+    assert _fleet_row(env)[:3] == ("in-sync", "b1", "b1")  # runs what it should: the old fall-back is history
+
+
+def test_the_fleet_page_and_table_show_a_fall_back_and_the_slots(capsys: pytest.CaptureFixture[str]) -> None:
+    from toolkit.cli.fleet import _state
+    from toolkit.fleet.page import COLOURS, FleetPage, render_page
+    from toolkit.fleet.status import HostStatus
+
+    host = HostStatus(name="disk1", rack="rack1", mac=DISK_MAC, image="base@dev", desired="b2",
+                      desired_source="channel", served="b2", observed="b1", observed_since=1.0, booted_at=None,
+                      last_report=1.0, drift=(), state="fell-back", slot="a", slot_a="b1", slot_b="b2",
+                      fell_back="b2")
+    page = render_page(FleetPage(2.0, [host], {}, [], []))
+    assert 'data-state="fell-back"' in page and COLOURS["fell-back"] in page
+    assert "fell back from b2" in page  # the cell's title
+    assert '"slots": "a: b1 (running), b: b2 (fell back)"' in page and '"fell_back": "b2"' in page  # the details
+    assert _state(host) == "fell-back (b2)"

@@ -9,7 +9,7 @@ from toolkit.cli.output import Context, when
 from toolkit.fleet.fleet import open_fleet
 from toolkit.fleet.staleness import Staleness, check_policy, stale_policy
 from toolkit.fleet.states import HostState
-from toolkit.fleet.status import HostStatus
+from toolkit.fleet.status import HostStatus, slot_summary
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,11 +49,21 @@ def cmd_fleet(args: argparse.Namespace, ctx: Context) -> int:
         ctx.table(["HOST", "RACK", "STATE", "HARDWARE CHANGE"],
                   [(h.name, h.rack, h.state, "; ".join(h.hw_changed)) for h in hosts])
         return 0
-    ctx.table(["HOST", "RACK", "IMAGE", "DESIRED", "OBSERVED", "SINCE", "LAST REPORT", "STATE"], [
+    disk = any(slot_summary(h) for h in hosts)  # the SLOTS column only where disk hosts are listed
+    ctx.table(["HOST", "RACK", "IMAGE", "DESIRED", "OBSERVED", "SINCE", "LAST REPORT", "STATE"]
+              + (["SLOTS"] if disk else []), [
         (h.name, h.rack, h.image, h.desired or "-", _observed(h), when(h.observed_since),
-         when(h.last_report), h.state + (f" ({len(h.drift)} drifted)" if h.drift else ""))
+         when(h.last_report), _state(h)) + ((slot_summary(h) or "-",) if disk else ())
         for h in hosts])
     return 0
+
+
+def _state(h: HostStatus) -> str:
+    if h.drift:
+        return f"{h.state} ({len(h.drift)} drifted)"
+    if h.state == HostState.FELL_BACK:
+        return f"{h.state} ({h.fell_back})"  # the build whose boot failed
+    return h.state
 
 
 def _observed(h: HostStatus) -> str:

@@ -22,6 +22,7 @@ from toolkit.fleet.page import FleetPage
 from toolkit.fleet.staleness import Staleness, assess
 from toolkit.fleet.status import HostStatus, host_state, rack_of
 from toolkit.image.ref import ImageRef, parse_image_ref
+from toolkit.install.settings import InstallMode
 from toolkit.inventory.cache import inventory_stamp, quick_stamp
 from toolkit.inventory.hosts import Host, Inventory, load_inventory, resolve_inventory_sources
 from toolkit.inventory.selection import limit_of, vault_of
@@ -31,6 +32,7 @@ from toolkit.state.cleaning import CleaningRow
 from toolkit.state.db import AttemptRow, DriftRow, HostRow, LoginRow, Repo, StateDB, TaintRow, UnknownMachineRow
 from toolkit.state.hardware import HwMark
 from toolkit.state.rotation import RotationRow
+from toolkit.state.slots import SlotRow
 from toolkit.store import open_store
 from toolkit.store.artifacts import Store
 
@@ -200,9 +202,12 @@ class Fleet:
 
     def _status(self, repo: Repo, host: Host, policy: StaleConfig | None = None, now: float = 0.0,
                 phases: dict[str, str] | None = None, out: dict[str, str] | None = None,
-                marks: dict[str, HwMark] | None = None, cleans: dict[str, CleaningRow] | None = None) -> HostStatus:
+                marks: dict[str, HwMark] | None = None, cleans: dict[str, CleaningRow] | None = None,
+                slots: dict[str, SlotRow] | None = None) -> HostStatus:
         row = repo.get_host(host.name)
         cleaning = cleans.get(host.name) if cleans is not None else repo.get_cleaning(host.name)
+        slot = None if host.install != InstallMode.DISK else (  # RAM hosts have no slots: no query per report
+            slots.get(host.name) if slots is not None else repo.get_slots(host.name))
         try:
             desired = self.desired_in(repo, host, row)
         except InputError:
@@ -223,12 +228,16 @@ class Fleet:
             booted_at=row.booted_at if row else None, last_report=last, drift=drift,
             state=host_state(desired.build_id if desired else None, observed, last, drift, taint is not None,
                              bool(stale), (phases or {}).get(host.name) == "failed", rotation is not None,
-                             cleaning.state if cleaning else None),
+                             cleaning.state if cleaning else None,
+                             fell_back=slot is not None and slot.fell_back is not None
+                             and desired is not None and slot.fell_back == desired.build_id),
             taint=taint.reason if taint else None, stale=stale, rotation=rotation,
             unverified=unverified.build_id if unverified and (last is None or unverified.at > last) else None,
             hw_changed=mark.changes if (mark := (marks.get(host.name) if marks is not None
                                                  else repo.hw_mark(host.name))) else (),
             clean_report=cleaning.reason if cleaning else None,
+            slot=slot.active if slot else None, slot_a=slot.slot_a if slot else None,
+            slot_b=slot.slot_b if slot else None, fell_back=slot.fell_back if slot else None,
         )
 
     def _staleness(self, repo: Repo, host: Host, row: HostRow | None, desired: DesiredBuild | None,
@@ -255,8 +264,8 @@ class Fleet:
         with self.db.read() as repo:
             phases = repo.last_step_phases()
             out = _rotation_notes(repo.rotation_rows())
-            marks, cleans = repo.hw_marks(), repo.all_cleaning()
-            return [self._status(repo, h, policy, now, phases, out, marks, cleans)
+            marks, cleans, slots = repo.hw_marks(), repo.all_cleaning(), repo.all_slots()
+            return [self._status(repo, h, policy, now, phases, out, marks, cleans, slots)
                     for h in sorted(hosts, key=lambda h: h.name)]
 
     def staleness(self, pattern: str, policy: StaleConfig) -> list[Staleness]:

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 
 from toolkit.fleet.hardware import Summary
 from toolkit.fleet.states import HostState
-from toolkit.fleet.status import HostStatus
+from toolkit.fleet.status import HostStatus, slot_summary
 from toolkit.state.db import ChannelRow, DriftRow, RunRow
 
 COLOURS: dict[str, str] = {
     HostState.IN_SYNC: "#2e7d32", HostState.PENDING: "#1e88e5", HostState.STALE: "#f9a825",
     HostState.DRIFTED: "#ef6c00", HostState.TAINTED: "#8e24aa", HostState.FAILED: "#c62828",
-    HostState.DRAINED: "#6d4c41",
+    HostState.DRAINED: "#6d4c41", HostState.FELL_BACK: "#ad1457",
     HostState.NEVER_REPORTED: "#9e9e9e", HostState.NO_BUILD: "#455a64",
 }
 MAX_PATHS = 50  # drift paths per host in the page; the count says how many there are
@@ -57,6 +57,8 @@ function show(name) {
     'booted at: ' + (h.booted_at || '-'), 'last report: ' + h.last_report_age];
   if (h.taint) lines.push('TAINTED: ' + h.taint);
   if (h.rotation) lines.push('DRAINED: ' + h.rotation);
+  if (h.fell_back) lines.push('FELL BACK from build ' + h.fell_back + ' to its other slot');
+  if (h.slots) lines.push('slots: ' + h.slots);
   for (const s of h.stale) lines.push('stale: ' + s);
   for (const c of h.hw_changed) lines.push('HARDWARE CHANGED: ' + c);
   if (h.hw) lines.push('hardware: ' + h.hw);
@@ -122,6 +124,8 @@ def _title(h: HostStatus) -> str:
         parts.append(f"{len(h.drift)} drifted path(s)")
     if h.hw_changed:
         parts.append("hardware changed")
+    if h.state == HostState.FELL_BACK:
+        parts.append(f"fell back from {h.fell_back}")
     return " | ".join(parts)
 
 
@@ -186,7 +190,7 @@ def _host_data(h: HostStatus, drift: list[DriftRow], now: float, hw: Summary | N
             "hw_changed": list(h.hw_changed), "hw": _hw_line(hw),
             "state": h.state, "rack": h.rack, "image": h.image, "desired": h.desired, "served": h.served,
             "observed": h.observed, "booted_at": h.booted_at, "taint": h.taint, "stale": list(h.stale),
-            "rotation": h.rotation,
+            "rotation": h.rotation, "slots": slot_summary(h), "fell_back": h.fell_back,
             "drift_count": len(drift) or len(h.drift),
             "drift": [{"path": d.path, "kind": d.kind, "first_seen": _when(d.first_seen)} for d in drift[:MAX_PATHS]]}
 

@@ -13,6 +13,7 @@ class HostState(StrEnum):
     TAINTED = "tainted"  # someone logged in (break-glass or not): untrusted until reimaged
     DRAINED = "drained"  # out of rotation: a reimage holds it out, or a failure left it out (see why)
     FAILED = "failed"  # its last reimage step failed
+    FELL_BACK = "fell-back"  # a disk host's desired build failed its boot: the boot counter went back to the other slot
     STALE = "stale"  # breaks the staleness policy (too old, too far behind, lacks security updates)
     NEVER_REPORTED = "never-reported"  # has a desired build, never reported
     NO_BUILD = "no-build"  # no desired build: no image named, or its channel/build is missing

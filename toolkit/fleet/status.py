@@ -30,6 +30,12 @@ class HostStatus:
     unverified: str | None = None
     hw_changed: tuple[str, ...] = ()  # the host's hardware change nobody accepted yet ("+disk vdc (...)", ...)
     clean_report: str | None = None  # a retired host's last cleaning outcome per disk ("vda (virtio): erased by ...")
+    # a disk host's A/B slots (None on a RAM host or before its slots are known): the slot it runs, each
+    # slot's build, and the build whose boot failed and was left for the other slot (until one is blessed)
+    slot: str | None = None
+    slot_a: str | None = None
+    slot_b: str | None = None
+    fell_back: str | None = None
 
 
 def rack_of(host: Host) -> str:
@@ -39,9 +45,10 @@ def rack_of(host: Host) -> str:
 
 def host_state(desired: str | None, observed: str | None, last_report: float | None, drift: tuple[str, ...],
                tainted: bool = False, stale: bool = False, failed: bool = False, drained: bool = False,
-               cleaning: str | None = None) -> str:
+               cleaning: str | None = None, fell_back: bool = False) -> str:
     """One state per host, the most urgent first: a retired host (``cleaning`` is its mark) is that
-    whatever else holds, then a drained host; a tainted host is that even while a reimage is pending."""
+    whatever else holds, then a drained host; a tainted host is that even while a reimage is pending.
+    ``fell_back``: the desired build failed its boot on a disk host, which went back to its other slot."""
     if cleaning:
         return cleaning  # a host being or done retiring must never look available
     if drained:
@@ -52,6 +59,8 @@ def host_state(desired: str | None, observed: str | None, last_report: float | N
         return "never-reported"
     if tainted:
         return "tainted"
+    if fell_back and observed != desired:
+        return "fell-back"  # says more than failed: the machine is back on its old build by itself
     if failed:
         return "failed"
     if observed == desired and drift:
@@ -59,3 +68,15 @@ def host_state(desired: str | None, observed: str | None, last_report: float | N
     if stale:
         return "stale"
     return "pending" if observed != desired else "in-sync"
+
+
+def slot_summary(h: HostStatus) -> str:
+    """A disk host's slots in one phrase (``a: b1 (running), b: b2 (fell back)``); "" on a RAM host."""
+    if h.slot is None and h.slot_a is None and h.slot_b is None:
+        return ""
+    parts = []
+    for letter, build in (("a", h.slot_a), ("b", h.slot_b)):
+        notes = [n for n, on in (("running", h.slot == letter),
+                                 ("fell back", build is not None and build == h.fell_back)) if on]
+        parts.append(f"{letter}: {build or '-'}" + (f" ({', '.join(notes)})" if notes else ""))
+    return ", ".join(parts)
