@@ -9,6 +9,8 @@ import pytest
 
 from tests.fixtures.boot import make_build, write_inventory
 from toolkit.cli import main
+from toolkit.state.db import SQLiteStateDB
+from toolkit.state.slots import SlotRow
 from toolkit.store.artifacts import Store
 
 
@@ -93,3 +95,29 @@ def test_fleet_cli(home, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "node1" in out and "node2" not in out
     assert golden(home, "fleet", "-i", str(inv), "nosuchhost") == 2
+
+
+def test_fleet_cli_shows_a_disk_hosts_slots_and_its_fall_back(home, tmp_path, capsys):
+    golden(home, "publish", "base", "b2", "--channel", "dev")
+    inv = write_inventory(tmp_path / "inv.yml", {"node1": ("52:54:00:00:00:01", "base@dev"),
+                                                  "node2": ("52:54:00:00:00:02", "base@dev")})
+    inv.write_text(inv.read_text().replace("node1:\n", "node1:\n          install: disk\n          uefi: true\n", 1))
+    assert golden(home, "fleet", "-i", str(inv)) == 0  # the state database exists from here on
+    capsys.readouterr()
+    with SQLiteStateDB(home / "state.db").write() as repo:  # slot A runs b1; b2 in slot B fell back
+        repo.set_slots(SlotRow("node1", "a", "b1", "b2", None, "b2", 1.0))
+        repo.set_slots(SlotRow("node2", "a", "b1", None, None, None, 1.0))  # a RAM host now: its old row is ignored
+    assert golden(home, "--json", "fleet", "-i", str(inv)) == 0
+    hosts = {h["name"]: h for h in json.loads(capsys.readouterr().out)}
+    assert {k: hosts["node1"][k] for k in ("slot", "slot_a", "slot_b", "fell_back")} == {
+        "slot": "a", "slot_a": "b1", "slot_b": "b2", "fell_back": "b2"}
+    assert {k: hosts["node2"][k] for k in ("slot", "slot_a", "slot_b", "fell_back")} == dict.fromkeys(
+        ("slot", "slot_a", "slot_b", "fell_back"))
+    assert golden(home, "fleet", "-i", str(inv)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[-1] == "SLOTS"
+    [node1] = [ln for ln in lines if ln.startswith("node1")]
+    [node2] = [ln for ln in lines if ln.startswith("node2")]
+    assert node1.endswith("a: b1 (running), b: b2 (fell back)") and node2.rstrip().endswith("never-reported  -")
+    assert golden(home, "fleet", "-i", str(inv), "node2") == 0
+    assert "SLOTS" not in capsys.readouterr().out  # no disk host listed, no column
