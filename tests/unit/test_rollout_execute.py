@@ -40,6 +40,9 @@ class FakeMachine:
             repo.add_event("report", time.time(), self.host.mac, self.host.name, build, detail)
 
 
+BOOTS: list[threading.Thread] = []  # every fake boot started; run() waits for them before the world goes away
+
+
 class FakeClient:
     def __init__(self, machine: FakeMachine):
         self.m = machine
@@ -51,7 +54,9 @@ class FakeClient:
     def set_power(self, action: PowerAction) -> None:
         self.m.log.append((self.host, action.value))
         self.m.power = "on"
-        threading.Thread(target=self.m.boot, daemon=True).start()
+        boot = threading.Thread(target=self.m.boot, daemon=True)
+        BOOTS.append(boot)
+        boot.start()
 
     def get_bootdev(self) -> BootSetting:
         return BootSetting("pxe")
@@ -93,7 +98,11 @@ def run(world, target: str, current: str | None, canary: int = 1, retries: int =
     ex = Executor(run_id, plan, hosts, fleet, journal, pool,
                   ExecutorConfig(boot_timeout_s=5, retries=retries, required_checks=("http-ok",), tick=0.05,
                                  contest_window_s=0.2))
-    return ex.run(), run_id
+    try:
+        return ex.run(), run_id
+    finally:  # a boot the run's last power action started must not write after the test closed the database
+        while BOOTS:
+            BOOTS.pop().join(10)
 
 
 def test_all_hosts_reach_target_canary_first(world):
