@@ -57,7 +57,7 @@ function show(name) {
     'booted at: ' + (h.booted_at || '-'), 'last report: ' + h.last_report_age];
   if (h.taint) lines.push('TAINTED: ' + h.taint);
   if (h.rotation) lines.push('DRAINED: ' + h.rotation);
-  if (h.fell_back) lines.push('FELL BACK from build ' + h.fell_back + ' to its other slot');
+  if (h.fell_back) lines.push('last fall-back: build ' + h.fell_back + ' failed its boot; the other slot took over');
   if (h.slots) lines.push('slots: ' + h.slots);
   for (const s of h.stale) lines.push('stale: ' + s);
   for (const c of h.hw_changed) lines.push('HARDWARE CHANGED: ' + c);
