@@ -269,3 +269,20 @@ def test_a_statement_error_at_begin_is_not_waited_for(monkeypatch: pytest.Monkey
         with db.write():
             pass
     assert db._pool.calls == 1
+
+
+def test_a_thread_leaving_an_outage_on_another_error_still_counts_out(monkeypatch: pytest.MonkeyPatch,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """A thread that met the outage and then left it some other way must not hold the count up (or no
+    later outage would be said)."""
+    db, _ = _db(_FlakyPool(0, _Conn()), 60.0, monkeypatch)
+    lost = psycopg.OperationalError("the server is gone")
+    outcomes = iter([lost, psycopg.errors.UndefinedTable("no such table")])
+
+    def fail_once_lost_then_otherwise(begin):
+        raise next(outcomes)
+
+    monkeypatch.setattr(db, "_begin_once", fail_once_lost_then_otherwise)
+    with pytest.raises(postgres.StateWriteError):
+        db._begun(["BEGIN"], postgres.StateWriteError)
+    assert db._outage_waiters == 0

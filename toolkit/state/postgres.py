@@ -191,17 +191,22 @@ class PostgresStateDB(StateDB):
         """A pooled connection inside a new transaction; while the server cannot be reached, tried
         again until ``reconnect_s`` has passed since the first failure."""
         down_since: float | None = None
-        while True:
-            try:
-                conn = self._begin_once(begin)
-            except (PoolTimeout, psycopg.Error) as exc:
-                if isinstance(exc, psycopg.Error) and not _lost(exc):
-                    raise self._error(exc, kind) from None
-                down_since = self._wait_or_fail(exc, kind, down_since)
-                continue
+        recovered = False
+        try:
+            while True:
+                try:
+                    conn = self._begin_once(begin)
+                except (PoolTimeout, psycopg.Error) as exc:
+                    if isinstance(exc, psycopg.Error) and not _lost(exc):
+                        raise self._error(exc, kind) from None
+                    down_since = self._wait_or_fail(exc, kind, down_since)
+                    time.sleep(RECONNECT_POLL_S)
+                    continue
+                recovered = True
+                return conn
+        finally:  # however this thread leaves an outage it waited in (back, given up, another error, ^C)
             if down_since is not None:
-                self._outage_ends(recovered=True)
-            return conn
+                self._outage_ends(recovered=recovered)
 
     def _begin_once(self, begin: Sequence[str]) -> psycopg.Connection[Any]:
         conn = self._pool.getconn()
@@ -214,17 +219,13 @@ class PostgresStateDB(StateDB):
         return conn
 
     def _wait_or_fail(self, exc: Exception, kind: type[StateError], down_since: float | None) -> float:
-        """Raise when the wait is over (or there is none); else say so once, pause, and return since when."""
+        """Raise when the wait is over (or there is none); else say so once and return since when."""
         now = time.monotonic()
-        first = down_since is None
         since = now if down_since is None else down_since
         if now - since >= self.reconnect_s:
-            if not first:
-                self._outage_ends(recovered=False)
             raise self._unreachable(exc, kind) from None
-        if first:
+        if down_since is None:
             self._outage_begins(exc)
-        time.sleep(RECONNECT_POLL_S)
         return since
 
     def _outage_begins(self, exc: Exception) -> None:
