@@ -80,10 +80,12 @@ class ConsoleWatch(threading.Thread):
             moved = True
         if not moved:
             return fh
-        self._take(fh.read())  # the rest of the old boot's log, readable through the open handle
-        self._take("\n")
-        fh.close()
+        self._drain(fh)  # the rest of the old boot's log, readable through the open handle
         return None
+
+    def _drain(self, fh: TextIO) -> None:
+        self._take(fh.read() + "\n")
+        fh.close()
 
     def run(self) -> None:
         fh: TextIO | None = None
@@ -96,8 +98,7 @@ class ConsoleWatch(threading.Thread):
             if stopping:
                 break
         if fh is not None:
-            self._take(fh.read() + "\n")
-            fh.close()
+            self._drain(fh)
 
     def stop(self) -> str:
         self.done.set()

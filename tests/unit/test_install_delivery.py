@@ -19,10 +19,12 @@ from toolkit.boot.running import start_in_thread
 from toolkit.boot.server import ServerConfig, make_server
 from toolkit.boot.token import issue_token
 from toolkit.boot.values import redact_tokens
+from toolkit.cli.fleet import _state
 from toolkit.fleet.fleet import Fleet
+from toolkit.fleet.page import COLOURS, FleetPage, render_page
 from toolkit.fleet.slots import row_of, state_of
 from toolkit.fleet.states import HostState
-from toolkit.fleet.status import slot_summary
+from toolkit.fleet.status import HostStatus, slot_summary
 from toolkit.install.slots import Slot, reported
 from toolkit.state.db import StateDB
 from toolkit.state.slots import SlotRow
@@ -317,11 +319,7 @@ def test_the_fleet_shows_each_slots_build_and_a_fall_back_from_the_desired_build
     assert _fleet_row(env)[:3] == ("in-sync", "b1", "b1")  # runs what it should: the old fall-back is history
 
 
-def test_the_fleet_page_and_table_show_a_fall_back_and_the_slots(capsys: pytest.CaptureFixture[str]) -> None:
-    from toolkit.cli.fleet import _state
-    from toolkit.fleet.page import COLOURS, FleetPage, render_page
-    from toolkit.fleet.status import HostStatus
-
+def test_the_fleet_page_and_table_show_a_fall_back_and_the_slots() -> None:
     host = HostStatus(name="disk1", rack="rack1", mac=DISK_MAC, image="base@dev", desired="b2",
                       desired_source="channel", served="b2", observed="b1", observed_since=1.0, booted_at=None,
                       last_report=1.0, drift=(), state="fell-back", slot="a", slot_a="b1", slot_b="b2",

@@ -229,8 +229,8 @@ class Fleet:
             state=host_state(desired.build_id if desired else None, observed, last, drift, taint is not None,
                              bool(stale), (phases or {}).get(host.name) == "failed", rotation is not None,
                              cleaning.state if cleaning else None,
-                             fell_back=slot is not None and slot.fell_back is not None
-                             and desired is not None and slot.fell_back == desired.build_id),
+                             fell_back=slot is not None and desired is not None
+                             and slot.fell_back == desired.build_id),
             taint=taint.reason if taint else None, stale=stale, rotation=rotation,
             unverified=unverified.build_id if unverified and (last is None or unverified.at > last) else None,
             hw_changed=mark.changes if (mark := (marks.get(host.name) if marks is not None
